@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * The boundary between the extmem-vgpu C glue and extmem-kcore, the no_std Rust core
+ * linked into the module (kernel-shim/core, built as a staticlib for
+ * x86_64-unknown-none with -C code-model=kernel -C relocation-model=static).
+ *
+ * Direction:
+ *   extmem_kcore_*  are implemented in Rust and called by the C glue;
+ *   extmem_plat_*   are implemented in C and called by Rust (the "platform").
+ *
+ * Rules:
+ * - Every extmem_kcore_* function returns 0 or a negative errno (or a plain value where
+ *   documented). None of them panics, sleeps on its own, or allocates: memory comes only
+ *   through the platform callbacks.
+ * - A VM is not thread-safe: the C glue serialises every call that takes a `vm` with the
+ *   file's VM mutex. Callbacks may sleep (they run in process context under that mutex).
+ * - The VM storage is allocated by C (kvzalloc of extmem_kcore_vm_size() bytes, aligned
+ *   to at least extmem_kcore_vm_align()), initialised by extmem_kcore_vm_init and torn
+ *   down by extmem_kcore_vm_fini before C frees it.
+ * - `object` is an opaque cookie chosen by C (the struct drm_gem_object pointer); kcore
+ *   stores it in bindings and hands it back through the callbacks, never dereferences it.
+ */
+#ifndef EXTMEM_KCORE_H
+#define EXTMEM_KCORE_H
+
+#include <linux/types.h>
+#include "extmem_vgpu_drm.h"
+
+/* ---- implemented by kcore (Rust) ---------------------------------------------------- */
+
+/* Bytes and alignment of the opaque per-file VM state. */
+size_t extmem_kcore_vm_size(void);
+size_t extmem_kcore_vm_align(void);
+
+/*
+ * Initialise the VM in `vm` (zeroed storage of extmem_kcore_vm_size() bytes) for the
+ * extmem-vgpu profile; `plat` is handed back to every callback made for this VM.
+ * Allocates the root page table. -ENOMEM if that fails.
+ */
+int extmem_kcore_vm_init(void *vm, void *plat);
+
+/*
+ * Tear the VM down: every binding is removed (extmem_plat_object_unbound is called once
+ * for each), every page-table page freed. Safe on a VM whose init failed.
+ */
+void extmem_kcore_vm_fini(void *vm);
+
+/*
+ * Argument checks that need no object or VM, so the C glue reports EINVAL/EOVERFLOW/ERANGE
+ * before ENOENT for a bad handle. Each returns 0 or -errno.
+ */
+int extmem_kcore_check_gem_create(const struct drm_extmem_gem_create *args);
+int extmem_kcore_check_gem_userptr(const struct drm_extmem_gem_userptr *args);
+int extmem_kcore_check_vm_bind(const struct drm_extmem_vm_bind *args);
+int extmem_kcore_check_exec(const struct drm_extmem_exec *args);
+
+/*
+ * GET_PARAM for the parameters the core owns (API version, VA/OA bits, page sizes, import
+ * alignment, max mapping). Returns 0 with args->value set, -EINVAL for non-zero pad or an
+ * unknown param, or EXTMEM_KCORE_PLATFORM_PARAM (positive) for a param the C glue owns
+ * (UUIDs, counters, LAST_PIN_NS).
+ */
+#define EXTMEM_KCORE_PLATFORM_PARAM 1
+int extmem_kcore_get_param(struct drm_extmem_get_param *args);
+
+/*
+ * VM_BIND, op MAP: map [offset, offset + size) of `object` (object_size bytes, read-only
+ * to the GPU if object_read_only) at args->va. Checks: VA range inside the VA space,
+ * 4 KiB alignment, object range inside the object (-ERANGE), no overlap with an existing
+ * binding (-EEXIST), binding table not full (-ENOSPC), READ_ONLY required for a read-only
+ * object (-EACCES). Physical memory comes from extmem_plat_object_segment. On success the
+ * binding holds `object` until it is unbound: the C glue takes one reference on it right
+ * after a successful call (under the same VM mutex). On failure nothing has changed.
+ *
+ * VM_BIND, op UNMAP: remove the binding that starts at args->va with exactly args->size
+ * bytes (-ENOENT if there is none); extmem_plat_object_unbound is called for its object.
+ * `object`, object_size and object_read_only are ignored.
+ */
+int extmem_kcore_vm_bind(void *vm, const struct drm_extmem_vm_bind *args, u64 object,
+			 u64 object_size, bool object_read_only);
+
+/*
+ * VM_QUERY: translate args->va. args->pa is filled only if `privileged`. 0 even when
+ * unmapped (flags tell); -EINVAL for non-zero pad, -ERANGE outside the VA space.
+ */
+int extmem_kcore_vm_query(void *vm, struct drm_extmem_vm_query *args, bool privileged);
+
+/*
+ * EXEC: run `cmds` (args->count of them, already copied into the kernel and checked by
+ * extmem_kcore_check_exec) in order. Every byte is accessed through the VM's page tables
+ * via extmem_plat_copy / extmem_plat_fill, one page-bounded chunk at a time. Returns 0, or
+ * -EINVAL for a malformed command (bad op, non-zero unused field, zero size, wrapping
+ * range, unaligned FILL) with args->fault_cmd set to its index, or -EIO on a GPU fault
+ * with fault_va / fault_cmd / fault_kind set. Commands before the failing one have run.
+ */
+int extmem_kcore_exec(void *vm, struct drm_extmem_exec *args, const struct drm_extmem_cmd *cmds);
+
+/* Counters of one VM: page-table pages held (root included), bindings alive. */
+u64 extmem_kcore_vm_table_pages(const void *vm);
+u64 extmem_kcore_vm_bindings(const void *vm);
+
+/*
+ * Run the core's self-tests (hw descriptor encoding, page-table map/unmap/split, VM bind
+ * validation, copy engine over a VM) inside the kernel. Each KTAP line is passed to
+ * `emit` without a trailing newline. Returns the number of failed tests. Uses the
+ * platform's table callbacks with `plat` for its VMs.
+ */
+int extmem_kcore_selftest(void *plat, void (*emit)(const char *line));
+
+/* ---- implemented by the C glue (platform) ------------------------------------------- */
+
+/* A zeroed, 4 KiB-aligned page for a page table: its physical address, or 0. */
+u64 extmem_plat_alloc_table(void *plat);
+/* Give back a page from extmem_plat_alloc_table. */
+void extmem_plat_free_table(void *plat, u64 pa);
+/* Read / write the 64-bit descriptor at physical address `pa` of a table page. */
+u64 extmem_plat_read_u64(void *plat, u64 pa);
+void extmem_plat_write_u64(void *plat, u64 pa, u64 value);
+
+/*
+ * Copy-engine memory access. `len` bytes, never crossing a 4 KiB page boundary on either
+ * side. Return 0, or -EFAULT if a physical address is not RAM the device may touch.
+ */
+int extmem_plat_copy(void *plat, u64 dst_pa, u64 src_pa, u64 len);
+int extmem_plat_fill(void *plat, u64 dst_pa, u32 value, u64 len);
+
+/*
+ * The physically contiguous run of `object` that holds byte `offset`: its physical
+ * address and how many bytes of the object follow from `offset` in it (> 0, page-
+ * aligned). -ERANGE if offset is past the end.
+ */
+int extmem_plat_object_segment(void *plat, u64 object, u64 offset, u64 *pa, u64 *len);
+
+/* A binding that held `object` is gone: drop the reference taken when it was bound. */
+void extmem_plat_object_unbound(void *plat, u64 object);
+
+#endif /* EXTMEM_KCORE_H */
