@@ -1,0 +1,286 @@
+//! The one error type of the memory manager, and its mapping to `VkResult`.
+
+use core::fmt;
+
+use ash::vk;
+
+/// Declares the Valid Usage rules we check once: the enum, the VUID string of each, what
+/// it says, and the `VkResult` a violation returns.
+macro_rules! valid_usage {
+    ($($(#[$doc:meta])* $name:ident = ($vuid:literal, $result:ident, $text:literal),)+) => {
+        /// A Valid Usage rule of the Vulkan specification (1.4, `chapters/memory.adoc`).
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        #[non_exhaustive]
+        pub enum Vuid {
+            $($(#[$doc])* $name,)+
+        }
+
+        impl Vuid {
+            /// Every rule, for tests and documentation.
+            pub const ALL: &'static [Vuid] = &[$(Vuid::$name),+];
+
+            /// The full VUID string, e.g. `VUID-VkImportMemoryFdInfoKHR-handleType-00669`.
+            #[must_use]
+            pub const fn id(self) -> &'static str {
+                match self {
+                    $(Vuid::$name => $vuid,)+
+                }
+            }
+
+            /// What the rule requires, in short.
+            #[must_use]
+            pub const fn text(self) -> &'static str {
+                match self {
+                    $(Vuid::$name => $text,)+
+                }
+            }
+
+            /// The result a violation returns. Violations concerning an external handle
+            /// return `VK_ERROR_INVALID_EXTERNAL_HANDLE` (what the CTS expects where it
+            /// tests them); the rest `VK_ERROR_VALIDATION_FAILED`, the code Vulkan 1.4
+            /// gives implementations that detect invalid usage.
+            pub const fn result(self) -> vk::Result {
+                match self {
+                    $(Vuid::$name => vk::Result::$result,)+
+                }
+            }
+        }
+    };
+}
+
+valid_usage! {
+    /// Every pNext must be null or a valid structure (a cycle or runaway chain breaks it).
+    ChainValid = ("VUID-VkMemoryAllocateInfo-pNext-pNext", ERROR_VALIDATION_FAILED_EXT,
+        "each pNext must be NULL or point to a valid structure"),
+    /// Each structure type at most once in the chain.
+    ChainUnique = ("VUID-VkMemoryAllocateInfo-sType-unique", ERROR_VALIDATION_FAILED_EXT,
+        "each structure type may appear at most once in the pNext chain"),
+    /// At most one import structure in a `VkMemoryAllocateInfo` chain.
+    OneImport = ("VUID-VkMemoryAllocateInfo-None-06657", ERROR_VALIDATION_FAILED_EXT,
+        "at most one import operation per allocation"),
+    /// `allocationSize` must be non-zero for a plain allocation.
+    SizeNonZero = ("VUID-VkMemoryAllocateInfo-allocationSize-07897", ERROR_VALIDATION_FAILED_EXT,
+        "allocationSize must be greater than 0 without an import or export"),
+    /// `allocationSize` must be non-zero for an export.
+    ExportSizeNonZero = ("VUID-VkMemoryAllocateInfo-allocationSize-07899", ERROR_VALIDATION_FAILED_EXT,
+        "allocationSize must be greater than 0 for an export"),
+    /// The export handle types must be supported and compatible.
+    ExportTypesSupported = ("VUID-VkExportMemoryAllocateInfo-handleTypes-09860", ERROR_VALIDATION_FAILED_EXT,
+        "export handleTypes must be supported and compatible"),
+    /// `memoryTypeIndex` must exist.
+    MemoryTypeIndex = ("VUID-vkAllocateMemory-pAllocateInfo-01714", ERROR_VALIDATION_FAILED_EXT,
+        "memoryTypeIndex must be less than memoryTypeCount"),
+    /// Host pointer import: the handle type must be a host type.
+    HostHandleType = ("VUID-VkImportMemoryHostPointerInfoEXT-handleType-01747", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be HOST_ALLOCATION or HOST_MAPPED_FOREIGN_MEMORY"),
+    /// Host pointer import: the handle type must be supported for import.
+    HostHandleTypeSupported = ("VUID-VkImportMemoryHostPointerInfoEXT-handleType-01748", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be supported for import"),
+    /// Host pointer import: the pointer must be aligned.
+    HostPointerAligned = ("VUID-VkImportMemoryHostPointerInfoEXT-pHostPointer-01749", ERROR_INVALID_EXTERNAL_HANDLE,
+        "pHostPointer must be a multiple of minImportedHostPointerAlignment"),
+    /// Host pointer import: the size must be aligned.
+    HostSizeAligned = ("VUID-VkMemoryAllocateInfo-allocationSize-01745", ERROR_INVALID_EXTERNAL_HANDLE,
+        "allocationSize must be a multiple of minImportedHostPointerAlignment"),
+    /// Host pointer import: the memory type must be one the pointer supports.
+    HostMemoryType = ("VUID-VkMemoryAllocateInfo-memoryTypeIndex-01744", ERROR_INVALID_EXTERNAL_HANDLE,
+        "memoryTypeIndex must be one vkGetMemoryHostPointerPropertiesEXT returned"),
+    /// Host pointer import: no dedicated allocation.
+    HostNotDedicated = ("VUID-VkMemoryAllocateInfo-pNext-02806", ERROR_VALIDATION_FAILED_EXT,
+        "a host pointer import cannot be a dedicated allocation"),
+    /// Host pointer import: no NV dedicated allocation.
+    HostNotDedicatedNv = ("VUID-VkMemoryAllocateInfo-pNext-02805", ERROR_VALIDATION_FAILED_EXT,
+        "a host pointer import cannot be an NV dedicated allocation"),
+    /// Host pointer import: no opaque capture address.
+    HostNoCaptureAddress = ("VUID-VkMemoryAllocateInfo-pNext-03332", ERROR_VALIDATION_FAILED_EXT,
+        "a host pointer import cannot request an opaque capture address"),
+    /// Any import: no opaque capture address.
+    ImportNoCaptureAddress = ("VUID-VkMemoryAllocateInfo-opaqueCaptureAddress-03333", ERROR_VALIDATION_FAILED_EXT,
+        "an import cannot request an opaque capture address"),
+    /// `vkGetMemoryHostPointerPropertiesEXT`: the handle type must be a host type.
+    HostPropsHandleType = ("VUID-vkGetMemoryHostPointerPropertiesEXT-handleType-01752", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be HOST_ALLOCATION or HOST_MAPPED_FOREIGN_MEMORY"),
+    /// `vkGetMemoryHostPointerPropertiesEXT`: the pointer must be aligned.
+    HostPropsPointerAligned = ("VUID-vkGetMemoryHostPointerPropertiesEXT-pHostPointer-01753", ERROR_INVALID_EXTERNAL_HANDLE,
+        "pHostPointer must be a multiple of minImportedHostPointerAlignment"),
+    /// fd import: the handle type must be supported.
+    FdHandleType = ("VUID-VkImportMemoryFdInfoKHR-handleType-00669", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be OPAQUE_FD or DMA_BUF and supported for import"),
+    /// fd import: only a single fd handle type bit.
+    FdHandleTypeSingle = ("VUID-VkImportMemoryFdInfoKHR-handleType-09862", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be a single supported fd handle type"),
+    /// fd import: the fd must be a valid handle of that type.
+    FdValid = ("VUID-VkImportMemoryFdInfoKHR-fd-00670", ERROR_INVALID_EXTERNAL_HANDLE,
+        "fd must be a valid handle of handleType"),
+    /// fd import: an opaque fd only from the same device and driver.
+    FdSameDevice = ("VUID-VkImportMemoryFdInfoKHR-handleType-00668", ERROR_INVALID_EXTERNAL_HANDLE,
+        "an opaque fd must come from a device with the same deviceUUID and driverUUID"),
+    /// fd import: the memory type of a dma-buf import comes from the fd's properties.
+    FdMemoryType = ("VUID-VkMemoryAllocateInfo-memoryTypeIndex-00648", ERROR_INVALID_EXTERNAL_HANDLE,
+        "memoryTypeIndex must be one vkGetMemoryFdPropertiesKHR returned"),
+    /// `vkGetMemoryFdKHR`: the type must have been requested at allocation.
+    GetFdExported = ("VUID-VkMemoryGetFdInfoKHR-handleType-00671", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must have been in VkExportMemoryAllocateInfo::handleTypes"),
+    /// `vkGetMemoryFdKHR`: the type must be an fd type.
+    GetFdHandleType = ("VUID-VkMemoryGetFdInfoKHR-handleType-00672", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must be OPAQUE_FD or DMA_BUF"),
+    /// `vkGetMemoryFdPropertiesKHR`: the fd must be valid.
+    FdPropsValid = ("VUID-vkGetMemoryFdPropertiesKHR-fd-00673", ERROR_INVALID_EXTERNAL_HANDLE,
+        "fd must be a valid handle of handleType"),
+    /// `vkGetMemoryFdPropertiesKHR`: not for opaque fds.
+    FdPropsNotOpaque = ("VUID-vkGetMemoryFdPropertiesKHR-handleType-00674", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must not be OPAQUE_FD"),
+    /// Win32 import: a handle or a name, never both.
+    Win32HandleOrName = ("VUID-VkImportMemoryWin32HandleInfoKHR-handle-01441", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handle and name must not both be set"),
+    /// Win32 import: a name only for named types.
+    Win32NameType = ("VUID-VkImportMemoryWin32HandleInfoKHR-name-01439", ERROR_INVALID_EXTERNAL_HANDLE,
+        "a name is only valid for OPAQUE_WIN32 and the D3D types"),
+    /// Win32 import: the handle type must be a Win32 type and supported.
+    Win32HandleType = ("VUID-VkImportMemoryWin32HandleInfoKHR-handleType-00660", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be a supported Win32 handle type"),
+    /// Win32 import: only from the same device.
+    Win32SameDevice = ("VUID-VkImportMemoryWin32HandleInfoKHR-handleType-00659", ERROR_INVALID_EXTERNAL_HANDLE,
+        "the handle must come from the same device and driver"),
+    /// Win32 export info only with OPAQUE_WIN32 exported.
+    Win32ExportInfo = ("VUID-VkExportMemoryWin32HandleInfoKHR-handleTypes-00657", ERROR_VALIDATION_FAILED_EXT,
+        "VkExportMemoryWin32HandleInfoKHR needs OPAQUE_WIN32 in the export handleTypes"),
+    /// NV Win32 import: exactly one handle type bit.
+    NvWin32OneType = ("VUID-VkImportMemoryWin32HandleInfoNV-handleType-01327", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must have at most one bit set"),
+    /// `vkGetMemoryWin32HandleNV`: the type must have been exported.
+    NvGetHandleExported = ("VUID-vkGetMemoryWin32HandleNV-handleType-01326", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must have been in VkExportMemoryAllocateInfoNV::handleTypes"),
+}
+
+/// Something outside the application's control refused (the kernel, a handle, a limit).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// The host range is not mapped, not importable, or the kernel refused to pin it.
+    HostRangeRefused {
+        /// Start of the range.
+        ptr: u64,
+        /// Its size.
+        size: u64,
+        /// The kernel's errno.
+        errno: i32,
+    },
+    /// The fd is not a dma-buf (or not one this device can import).
+    NotADmaBuf {
+        /// The kernel's errno from the import.
+        errno: i32,
+    },
+    /// The imported memory is smaller than `allocationSize`.
+    TooSmall {
+        /// Bytes the handle has.
+        have: u64,
+        /// Bytes asked for.
+        want: u64,
+    },
+    /// The handle type is not supported by this device at all.
+    Unsupported {
+        /// The raw handle type bits.
+        handle_type: u32,
+    },
+}
+
+/// Every way a memory-manager call can fail.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The application broke a Valid Usage rule.
+    ValidUsage(Vuid),
+    /// An external handle (pointer, fd) could not be used, for a reason outside the
+    /// application's Valid Usage.
+    InvalidHandle(HandleError),
+    /// Host memory (or the pin limit, `RLIMIT_MEMLOCK`) ran out.
+    OutOfHostMemory,
+    /// Device memory or GPU VA space ran out.
+    OutOfDeviceMemory,
+    /// A fixed-size table (handles, bindings) is full.
+    TooManyObjects,
+    /// The kernel failed in a way that means the device is unusable.
+    DeviceLost {
+        /// The errno.
+        errno: i32,
+    },
+}
+
+impl Error {
+    /// The `VkResult` this error returns. Exhaustive, with no catch-all arm, so a new
+    /// variant cannot slip through unmapped.
+    pub const fn result(self) -> vk::Result {
+        match self {
+            Error::ValidUsage(vuid) => vuid.result(),
+            Error::InvalidHandle(_) => vk::Result::ERROR_INVALID_EXTERNAL_HANDLE,
+            Error::OutOfHostMemory => vk::Result::ERROR_OUT_OF_HOST_MEMORY,
+            Error::OutOfDeviceMemory => vk::Result::ERROR_OUT_OF_DEVICE_MEMORY,
+            Error::TooManyObjects => vk::Result::ERROR_TOO_MANY_OBJECTS,
+            Error::DeviceLost { .. } => vk::Result::ERROR_DEVICE_LOST,
+        }
+    }
+}
+
+impl From<Vuid> for Error {
+    fn from(vuid: Vuid) -> Self {
+        Error::ValidUsage(vuid)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ValidUsage(vuid) => write!(f, "{}: {}", vuid.id(), vuid.text()),
+            Error::InvalidHandle(HandleError::HostRangeRefused { ptr, size, errno }) => write!(
+                f,
+                "host range [{ptr:#x}, +{size:#x}) cannot be imported (errno {errno})"
+            ),
+            Error::InvalidHandle(HandleError::NotADmaBuf { errno }) => {
+                write!(f, "the fd is not an importable dma-buf (errno {errno})")
+            }
+            Error::InvalidHandle(HandleError::TooSmall { have, want }) => write!(
+                f,
+                "the handle has {have:#x} bytes, allocationSize asks for {want:#x}"
+            ),
+            Error::InvalidHandle(HandleError::Unsupported { handle_type }) => {
+                write!(
+                    f,
+                    "handle type {handle_type:#x} is not supported by this device"
+                )
+            }
+            Error::OutOfHostMemory => write!(f, "out of host memory (or over RLIMIT_MEMLOCK)"),
+            Error::OutOfDeviceMemory => write!(f, "out of device memory or GPU VA space"),
+            Error::TooManyObjects => write!(f, "too many objects"),
+            Error::DeviceLost { errno } => write!(f, "device lost (errno {errno})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_vuid_names_itself_and_maps_to_an_error() {
+        for vuid in Vuid::ALL {
+            assert!(vuid.id().starts_with("VUID-"), "{vuid:?}");
+            assert!(!vuid.text().is_empty());
+            assert!(vuid.result().as_raw() < 0, "{vuid:?} must be an error");
+            assert_eq!(Error::from(*vuid).result(), vuid.result());
+        }
+        assert_eq!(
+            Error::from(Vuid::FdPropsNotOpaque).result(),
+            vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+        );
+    }
+
+    #[test]
+    fn display_names_the_vuid() {
+        let text = std::format!("{}", Error::from(Vuid::OneImport));
+        assert!(
+            text.starts_with("VUID-VkMemoryAllocateInfo-None-06657"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! extmem: the driver-side external-memory manager.
+//!
+//! What a Mesa-style Vulkan driver (and extmem's own ICD) calls to allocate, import,
+//! export and bind memory, with the Vulkan rules in one place:
+//! - [`handle_types`]: what the device answers for each external handle type;
+//! - [`alloc_info`]: the `VkMemoryAllocateInfo` chain parsed once and checked against
+//!   every Valid Usage rule, each error naming its VUID;
+//! - [`va_allocator`]: the GPU virtual address space (userspace owns VA allocation);
+//! - [`error`]: the error type and its `VkResult` mapping.
+#![no_std]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod alloc_info;
+pub mod error;
+pub mod handle_types;
+pub mod va_allocator;
+
+pub use error::{Error, HandleError, Vuid};
