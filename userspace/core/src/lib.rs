@@ -6,6 +6,8 @@
 //! - [`alloc_info`]: the `VkMemoryAllocateInfo` chain parsed once and checked against
 //!   every Valid Usage rule, each error naming its VUID;
 //! - [`va_allocator`]: the GPU virtual address space (userspace owns VA allocation);
+//! - [`memory`]: `VkDeviceMemory` over a [`backend::Backend`], with the ownership rules
+//!   of fd and host-pointer import and export;
 //! - [`error`]: the error type and its `VkResult` mapping.
 #![no_std]
 
@@ -14,8 +16,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod alloc_info;
+pub mod backend;
 pub mod error;
 pub mod handle_types;
+pub mod memory;
 pub mod va_allocator;
 
 pub use error::{Error, HandleError, Vuid};

@@ -1,0 +1,161 @@
+//! The kernel side of memory, behind one trait.
+//!
+//! A backend speaks to one kernel driver: extmem-vgpu (the full set), a generic DRM PRIME
+//! render node, udmabuf or the system dma-heap. The memory manager above it holds the
+//! Vulkan rules; a backend only does what the kernel does and reports the errno.
+
+use core::fmt;
+use core::num::NonZeroU32;
+
+use extmem_hw::{GpuVa, HostVa};
+use rustix::fd::{BorrowedFd, OwnedFd};
+
+use crate::error::{Error, HandleError};
+
+/// A GEM handle: non-zero by construction.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct GemHandle(pub NonZeroU32);
+
+/// What a host-range import turned out to be.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum HostImport {
+    /// The pages were pinned.
+    Pinned,
+    /// The range lay in a CPU mapping of a dma-buf, which was imported instead.
+    Foreign,
+}
+
+/// Where a GEM object came from, as the kernel reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ObjectOrigin {
+    /// Created by this device (and so exportable as an opaque fd of this device).
+    Native,
+    /// Pinned user memory.
+    Userptr,
+    /// Imported from another device's dma-buf.
+    Imported,
+}
+
+/// The kernel operation that failed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Op {
+    /// Creating device memory.
+    Create,
+    /// Pinning (or probing) a host range.
+    ImportHost,
+    /// PRIME import of a dma-buf.
+    ImportDmaBuf,
+    /// PRIME export of a dma-buf.
+    ExportDmaBuf,
+    /// Asking about an object.
+    Info,
+    /// Mapping into the GPU VM.
+    Bind,
+    /// Unmapping from the GPU VM.
+    Unbind,
+    /// Running copy-engine commands.
+    Exec,
+    /// Mapping memory for the CPU.
+    Map,
+}
+
+/// A kernel call failed with `errno`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct BackendError {
+    /// What was being done.
+    pub op: Op,
+    /// The positive errno.
+    pub errno: i32,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} failed with errno {}", self.op, self.errno)
+    }
+}
+
+/// Linux errno values this layer interprets (asm-generic, same on every architecture we
+/// target).
+pub mod errno {
+    /// Bad address.
+    pub const EFAULT: i32 = 14;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// Out of memory (or over `RLIMIT_MEMLOCK`).
+    pub const ENOMEM: i32 = 12;
+    /// No space left (a fixed-size table is full).
+    pub const ENOSPC: i32 = 28;
+    /// Bad file descriptor.
+    pub const EBADF: i32 = 9;
+    /// No such entry.
+    pub const ENOENT: i32 = 2;
+    /// Permission denied.
+    pub const EACCES: i32 = 13;
+    /// Value too large.
+    pub const EOVERFLOW: i32 = 75;
+    /// Result out of range.
+    pub const ERANGE: i32 = 34;
+    /// I/O error (a GPU fault).
+    pub const EIO: i32 = 5;
+}
+
+impl BackendError {
+    /// The Vulkan-level error, per `../shared/SPEC.md`: a platform refusal of a host range
+    /// or an fd is `VK_ERROR_INVALID_EXTERNAL_HANDLE`, running out of memory or the pin
+    /// limit is `VK_ERROR_OUT_OF_HOST_MEMORY`, a full table is too many objects.
+    #[must_use]
+    pub fn to_error(self, ptr: HostVa, size: u64) -> Error {
+        match (self.op, self.errno) {
+            (_, errno::ENOMEM) => Error::OutOfHostMemory,
+            (_, errno::ENOSPC) => Error::TooManyObjects,
+            (Op::ImportHost, errno) => Error::InvalidHandle(HandleError::HostRangeRefused {
+                ptr: ptr.get(),
+                size,
+                errno,
+            }),
+            (Op::ImportDmaBuf, errno) => Error::InvalidHandle(HandleError::NotADmaBuf { errno }),
+            (Op::Create | Op::Bind, _) => Error::OutOfDeviceMemory,
+            (Op::ExportDmaBuf | Op::Info | Op::Unbind | Op::Exec | Op::Map, errno) => {
+                Error::DeviceLost { errno }
+            }
+        }
+    }
+}
+
+/// One kernel driver's memory operations.
+pub trait Backend {
+    /// Device-local memory of `size` bytes.
+    fn create(&mut self, size: u64) -> Result<GemHandle, BackendError>;
+    /// Imports `[ptr, ptr + size)`; with `probe`, only checks it could (returns `None`).
+    fn import_host(
+        &mut self,
+        ptr: HostVa,
+        size: u64,
+        read_only: bool,
+        probe: bool,
+    ) -> Result<Option<(GemHandle, HostImport)>, BackendError>;
+    /// PRIME import. Importing the same dma-buf twice returns the same handle (the
+    /// kernel's rule); the caller counts references.
+    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError>;
+    /// PRIME export: a new close-on-exec, read-write dma-buf fd every call.
+    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError>;
+    /// The object's size and origin.
+    fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError>;
+    /// Drops the handle.
+    fn close(&mut self, handle: GemHandle);
+    /// Maps `[offset, offset + size)` of the object at `va` in the GPU VM.
+    fn bind(
+        &mut self,
+        handle: GemHandle,
+        va: GpuVa,
+        offset: u64,
+        size: u64,
+        read_only: bool,
+    ) -> Result<(), BackendError>;
+    /// Removes the binding at `va` of `size` bytes.
+    fn unbind(&mut self, va: GpuVa, size: u64) -> Result<(), BackendError>;
+    /// A CPU mapping of the whole object (for memory that is not a host import).
+    fn map(&mut self, handle: GemHandle, size: u64) -> Result<HostVa, BackendError>;
+    /// Undoes [`Backend::map`].
+    fn unmap(&mut self, ptr: HostVa, size: u64);
+}
