@@ -8,6 +8,7 @@
 //! - [`va_allocator`]: the GPU virtual address space (userspace owns VA allocation);
 //! - [`memory`]: `VkDeviceMemory` over a [`backend::Backend`], with the ownership rules
 //!   of fd and host-pointer import and export;
+//! - [`vgpu`] and [`drm_core`]: the extmem-vgpu backend and the generic DRM ioctls;
 //! - [`error`]: the error type and its `VkResult` mapping.
 #![no_std]
 
@@ -17,9 +18,11 @@ extern crate std;
 
 pub mod alloc_info;
 pub mod backend;
+pub mod drm_core;
 pub mod error;
 pub mod handle_types;
 pub mod memory;
 pub mod va_allocator;
+pub mod vgpu;
 
 pub use error::{Error, HandleError, Vuid};

@@ -1,0 +1,167 @@
+//! The generic DRM ioctls every render node has: PRIME import and export, GEM_CLOSE and
+//! VERSION. Layouts from `<drm/drm.h>` (`struct drm_prime_handle`, `struct drm_gem_close`,
+//! `struct drm_version`); numbers from the generic `_IOC` encoding.
+
+use core::num::NonZeroU32;
+
+use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::ioctl::{ioctl, Opcode, Updater};
+
+use crate::backend::{errno, BackendError, GemHandle, Op};
+
+/// `struct drm_prime_handle`.
+#[derive(Clone, Copy, Default, Debug)]
+#[repr(C)]
+struct PrimeHandle {
+    handle: u32,
+    flags: u32,
+    fd: i32,
+}
+
+/// `struct drm_gem_close`.
+#[derive(Clone, Copy, Default, Debug)]
+#[repr(C)]
+struct GemClose {
+    handle: u32,
+    pad: u32,
+}
+
+/// `struct drm_version`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct Version {
+    major: i32,
+    minor: i32,
+    patchlevel: i32,
+    name_len: usize,
+    name: *mut u8,
+    date_len: usize,
+    date: *mut u8,
+    desc_len: usize,
+    desc: *mut u8,
+}
+
+/// `_IOC(dir, 'd', nr, size)` with the generic layout.
+const fn drm_ioc(dir: u32, nr: u32, size: usize) -> Opcode {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "ioctl argument sizes are tiny"
+    )]
+    let size = size as u32;
+    ((dir << 30) | (size << 16) | ((b'd' as u32) << 8) | nr) as Opcode
+}
+
+const IOC_WRITE: u32 = 1;
+const IOC_READ_WRITE: u32 = 3;
+const VERSION: Opcode = drm_ioc(IOC_READ_WRITE, 0x00, core::mem::size_of::<Version>());
+const GEM_CLOSE: Opcode = drm_ioc(IOC_WRITE, 0x09, core::mem::size_of::<GemClose>());
+const PRIME_HANDLE_TO_FD: Opcode =
+    drm_ioc(IOC_READ_WRITE, 0x2d, core::mem::size_of::<PrimeHandle>());
+const PRIME_FD_TO_HANDLE: Opcode =
+    drm_ioc(IOC_READ_WRITE, 0x2e, core::mem::size_of::<PrimeHandle>());
+
+/// `DRM_CLOEXEC` (= `O_CLOEXEC`) and `DRM_RDWR` (= `O_RDWR`).
+const DRM_CLOEXEC: u32 = 0o2_000_000;
+const DRM_RDWR: u32 = 2;
+
+/// `PRIME_HANDLE_TO_FD`: a new close-on-exec, read-write dma-buf fd.
+pub fn prime_handle_to_fd(dev: BorrowedFd<'_>, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    let mut arg = PrimeHandle {
+        handle: handle.0.get(),
+        flags: DRM_CLOEXEC | DRM_RDWR,
+        fd: -1,
+    };
+    // SAFETY: PRIME_HANDLE_TO_FD takes a drm_prime_handle.
+    unsafe {
+        ioctl(
+            dev,
+            Updater::<PRIME_HANDLE_TO_FD, PrimeHandle>::new(&mut arg),
+        )
+    }
+    .map_err(|e| BackendError {
+        op: Op::ExportDmaBuf,
+        errno: e.raw_os_error(),
+    })?;
+    if arg.fd < 0 {
+        return Err(BackendError {
+            op: Op::ExportDmaBuf,
+            errno: errno::EINVAL,
+        });
+    }
+    // SAFETY: the kernel just installed this fd for us.
+    Ok(unsafe { crate::vgpu::owned(arg.fd) })
+}
+
+/// `PRIME_FD_TO_HANDLE`. The same dma-buf always gives the same handle on one device.
+pub fn prime_fd_to_handle(
+    dev: BorrowedFd<'_>,
+    buf: BorrowedFd<'_>,
+) -> Result<GemHandle, BackendError> {
+    let mut arg = PrimeHandle {
+        fd: rustix::fd::AsRawFd::as_raw_fd(&buf),
+        ..Default::default()
+    };
+    // SAFETY: PRIME_FD_TO_HANDLE takes a drm_prime_handle.
+    unsafe {
+        ioctl(
+            dev,
+            Updater::<PRIME_FD_TO_HANDLE, PrimeHandle>::new(&mut arg),
+        )
+    }
+    .map_err(|e| BackendError {
+        op: Op::ImportDmaBuf,
+        errno: e.raw_os_error(),
+    })?;
+    NonZeroU32::new(arg.handle)
+        .map(GemHandle)
+        .ok_or(BackendError {
+            op: Op::ImportDmaBuf,
+            errno: errno::EINVAL,
+        })
+}
+
+/// `GEM_CLOSE`. A failure means the handle was already gone; nothing to undo.
+pub fn gem_close(dev: BorrowedFd<'_>, handle: GemHandle) {
+    let mut arg = GemClose {
+        handle: handle.0.get(),
+        pad: 0,
+    };
+    // SAFETY: GEM_CLOSE takes a drm_gem_close (the kernel only reads it).
+    let _ = unsafe { ioctl(dev, Updater::<GEM_CLOSE, GemClose>::new(&mut arg)) };
+}
+
+/// `VERSION`: whether the node's driver is called `name`.
+pub fn driver_is(dev: BorrowedFd<'_>, name: &str) -> bool {
+    let mut buf = [0u8; 64];
+    let mut arg = Version {
+        major: 0,
+        minor: 0,
+        patchlevel: 0,
+        name_len: buf.len(),
+        name: buf.as_mut_ptr(),
+        date_len: 0,
+        date: core::ptr::null_mut(),
+        desc_len: 0,
+        desc: core::ptr::null_mut(),
+    };
+    // SAFETY: VERSION takes a drm_version whose name buffer is `buf`, valid for name_len
+    // bytes; date and desc have zero length.
+    if unsafe { ioctl(dev, Updater::<VERSION, Version>::new(&mut arg)) }.is_err() {
+        return false;
+    }
+    buf.get(..arg.name_len) == Some(name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opcodes_match_drm_h() {
+        // Values of DRM_IOCTL_* in <drm/drm.h> on x86_64.
+        assert_eq!(PRIME_HANDLE_TO_FD, 0xc00c_642d);
+        assert_eq!(PRIME_FD_TO_HANDLE, 0xc00c_642e);
+        assert_eq!(GEM_CLOSE, 0x4008_6409);
+        assert_eq!(VERSION, 0xc040_6400);
+    }
+}

@@ -1,0 +1,291 @@
+//! The extmem-vgpu backend: the full set (device memory, host-pointer pinning, host-mapped
+//! foreign memory, PRIME, a GPU VM and the copy engine) over the driver's ioctls.
+
+use core::num::NonZeroU32;
+use core::ptr;
+
+use extmem_hw::{GpuVa, HostVa};
+use extmem_uapi as uapi;
+use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::ioctl::{ioctl, Opcode, Updater};
+use rustix::mm::{MapFlags, ProtFlags};
+
+use crate::backend::{errno, Backend, BackendError, GemHandle, HostImport, ObjectOrigin, Op};
+use crate::drm_core;
+
+/// A GPU fault reported by `EXEC`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Fault {
+    /// Index of the command that faulted.
+    pub cmd: u32,
+    /// The GPU VA it faulted at.
+    pub va: GpuVa,
+    /// Why.
+    pub kind: uapi::FaultKind,
+}
+
+/// Why `EXEC` failed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ExecError {
+    /// The GPU faulted; commands before `cmd` ran.
+    Fault(Fault),
+    /// The kernel refused the submission.
+    Kernel(BackendError),
+}
+
+/// An open extmem-vgpu render node.
+#[derive(Debug)]
+pub struct Vgpu {
+    fd: OwnedFd,
+}
+
+/// Runs one extmem-vgpu or DRM ioctl that reads and writes `arg`.
+///
+/// # Safety
+/// `OPCODE` must be an ioctl whose argument is exactly a `T`.
+unsafe fn call<const OPCODE: Opcode, T>(
+    fd: BorrowedFd<'_>,
+    arg: &mut T,
+    op: Op,
+) -> Result<(), BackendError> {
+    // SAFETY: the caller guarantees the opcode's argument type is T; `arg` is a valid,
+    // exclusive T for the duration of the call.
+    unsafe { ioctl(fd, Updater::<OPCODE, T>::new(arg)) }.map_err(|e| BackendError {
+        op,
+        errno: e.raw_os_error(),
+    })
+}
+
+fn handle(raw: u32, op: Op) -> Result<GemHandle, BackendError> {
+    NonZeroU32::new(raw).map(GemHandle).ok_or(BackendError {
+        op,
+        errno: errno::EINVAL,
+    })
+}
+
+impl Vgpu {
+    /// Wraps an open render node and checks it speaks this API version.
+    pub fn new(fd: OwnedFd) -> Result<Self, BackendError> {
+        let vgpu = Self { fd };
+        let version = vgpu.param(uapi::Param::API_VERSION)?;
+        if version != uapi::API_VERSION {
+            return Err(BackendError {
+                op: Op::Info,
+                errno: errno::EINVAL,
+            });
+        }
+        Ok(vgpu)
+    }
+
+    /// The render node.
+    #[must_use]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// `GET_PARAM`.
+    pub fn param(&self, param: uapi::Param) -> Result<u64, BackendError> {
+        let mut arg = uapi::GetParam {
+            param,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_GET_PARAM takes a GetParam.
+        unsafe { call::<{ uapi::IOCTL_GET_PARAM as Opcode }, _>(self.fd(), &mut arg, Op::Info)? };
+        Ok(arg.value)
+    }
+
+    /// `EXEC`: runs `cmds` in order on the copy engine.
+    pub fn exec(&mut self, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
+        let too_many = ExecError::Kernel(BackendError {
+            op: Op::Exec,
+            errno: errno::EINVAL,
+        });
+        let count = u32::try_from(cmds.len()).map_err(|_| too_many)?;
+        let mut arg = uapi::Exec {
+            cmds: cmds.as_ptr() as usize as u64,
+            count,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_EXEC takes an Exec; `cmds` stays alive and unaliased for the call.
+        match unsafe { call::<{ uapi::IOCTL_EXEC as Opcode }, _>(self.fd(), &mut arg, Op::Exec) } {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno == errno::EIO => Err(ExecError::Fault(Fault {
+                cmd: arg.fault_cmd,
+                va: GpuVa::new(arg.fault_va),
+                kind: arg.fault_kind,
+            })),
+            Err(e) => Err(ExecError::Kernel(e)),
+        }
+    }
+
+    /// `VM_QUERY`: (leaf size, read-only) of the mapping at `va`, `None` if unmapped.
+    pub fn query(&self, va: GpuVa) -> Result<Option<(u64, bool)>, BackendError> {
+        let mut arg = uapi::VmQuery {
+            va: va.get(),
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_VM_QUERY takes a VmQuery.
+        unsafe { call::<{ uapi::IOCTL_VM_QUERY as Opcode }, _>(self.fd(), &mut arg, Op::Info)? };
+        Ok((arg.flags & uapi::QUERY_MAPPED != 0)
+            .then_some((arg.page_size, arg.flags & uapi::QUERY_READ_ONLY != 0)))
+    }
+
+    fn gem_info(&self, handle: GemHandle) -> Result<uapi::GemInfo, BackendError> {
+        let mut arg = uapi::GemInfo {
+            handle: handle.0.get(),
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_GEM_INFO takes a GemInfo.
+        unsafe { call::<{ uapi::IOCTL_GEM_INFO as Opcode }, _>(self.fd(), &mut arg, Op::Info)? };
+        Ok(arg)
+    }
+}
+
+impl Backend for Vgpu {
+    fn create(&mut self, size: u64) -> Result<GemHandle, BackendError> {
+        let mut arg = uapi::GemCreate {
+            size,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_GEM_CREATE takes a GemCreate.
+        unsafe {
+            call::<{ uapi::IOCTL_GEM_CREATE as Opcode }, _>(self.fd(), &mut arg, Op::Create)?
+        };
+        handle(arg.handle, Op::Create)
+    }
+
+    fn import_host(
+        &mut self,
+        ptr: HostVa,
+        size: u64,
+        read_only: bool,
+        probe: bool,
+    ) -> Result<Option<(GemHandle, HostImport)>, BackendError> {
+        let mut flags = 0;
+        if read_only {
+            flags |= uapi::FLAG_READ_ONLY;
+        }
+        if probe {
+            flags |= uapi::USERPTR_PROBE;
+        }
+        let mut arg = uapi::GemUserptr {
+            ptr: ptr.get(),
+            size,
+            flags,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_GEM_USERPTR takes a GemUserptr.
+        unsafe {
+            call::<{ uapi::IOCTL_GEM_USERPTR as Opcode }, _>(self.fd(), &mut arg, Op::ImportHost)?
+        };
+        if probe {
+            return Ok(None);
+        }
+        let kind = if arg.kind == uapi::ObjectKind::FOREIGN {
+            HostImport::Foreign
+        } else {
+            HostImport::Pinned
+        };
+        Ok(Some((handle(arg.handle, Op::ImportHost)?, kind)))
+    }
+
+    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+        drm_core::prime_fd_to_handle(self.fd(), fd)
+    }
+
+    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+        drm_core::prime_handle_to_fd(self.fd(), handle)
+    }
+
+    fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError> {
+        let info = self.gem_info(handle)?;
+        let origin = match info.kind {
+            uapi::ObjectKind::SHMEM => ObjectOrigin::Native,
+            uapi::ObjectKind::USERPTR => ObjectOrigin::Userptr,
+            _ => ObjectOrigin::Imported,
+        };
+        Ok((info.size, origin))
+    }
+
+    fn close(&mut self, handle: GemHandle) {
+        drm_core::gem_close(self.fd(), handle);
+    }
+
+    fn bind(
+        &mut self,
+        handle: GemHandle,
+        va: GpuVa,
+        offset: u64,
+        size: u64,
+        read_only: bool,
+    ) -> Result<(), BackendError> {
+        let mut arg = uapi::VmBind {
+            op: uapi::BindOp::MAP,
+            flags: if read_only { uapi::FLAG_READ_ONLY } else { 0 },
+            handle: handle.0.get(),
+            va: va.get(),
+            offset,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_VM_BIND takes a VmBind.
+        unsafe { call::<{ uapi::IOCTL_VM_BIND as Opcode }, _>(self.fd(), &mut arg, Op::Bind) }
+    }
+
+    fn unbind(&mut self, va: GpuVa, size: u64) -> Result<(), BackendError> {
+        let mut arg = uapi::VmBind {
+            op: uapi::BindOp::UNMAP,
+            va: va.get(),
+            size,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_VM_BIND takes a VmBind.
+        unsafe { call::<{ uapi::IOCTL_VM_BIND as Opcode }, _>(self.fd(), &mut arg, Op::Unbind) }
+    }
+
+    fn map(&mut self, handle: GemHandle, size: u64) -> Result<HostVa, BackendError> {
+        let info = self.gem_info(handle)?;
+        let bad = BackendError {
+            op: Op::Map,
+            errno: errno::EINVAL,
+        };
+        if info.mmap_offset == 0 || size > info.size {
+            return Err(bad);
+        }
+        let len = usize::try_from(size).map_err(|_| bad)?;
+        // SAFETY: a new shared mapping chosen by the kernel (null hint), of an object the
+        // driver says is mappable at that offset; nothing else aliases it yet.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                self.fd(),
+                info.mmap_offset,
+            )
+        }
+        .map_err(|e| BackendError {
+            op: Op::Map,
+            errno: e.raw_os_error(),
+        })?;
+        Ok(HostVa::new(ptr as usize as u64))
+    }
+
+    fn unmap(&mut self, ptr: HostVa, size: u64) {
+        if let (Ok(addr), Ok(len)) = (usize::try_from(ptr.get()), usize::try_from(size)) {
+            // SAFETY: `ptr`/`size` come from our own `map`; the memory manager drops its
+            // only record of the mapping with this call.
+            let _ = unsafe { rustix::mm::munmap(addr as *mut core::ffi::c_void, len) };
+        }
+    }
+}
+
+/// Opens the fd as an owned descriptor (the kernel just created it for us).
+///
+/// # Safety
+/// `raw` is a new descriptor nothing else owns.
+pub(crate) unsafe fn owned(raw: i32) -> OwnedFd {
+    // SAFETY: the caller guarantees `raw` is fresh and unowned.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
