@@ -74,6 +74,26 @@ pub trait TableMemory {
     fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64);
 }
 
+/// Table memory can be lent: a `PageTable` over `&mut M` leaves `M` with its owner (on
+/// a small stack, a pool moved by value is copied).
+impl<M: TableMemory> TableMemory for &mut M {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        (**self).alloc_table()
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        (**self).free_table(table);
+    }
+
+    fn read_descriptor(&self, table: PhysAddr, index: TableIndex) -> u64 {
+        (**self).read_descriptor(table, index)
+    }
+
+    fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64) {
+        (**self).write_descriptor(table, index, raw);
+    }
+}
+
 /// How to map a range.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct MapFlags {
