@@ -41,7 +41,9 @@ int extmem_kcore_vm_init(void *vm, void *plat);
 
 /*
  * Tear the VM down: every binding is removed (extmem_plat_object_unbound is called once
- * for each), every page-table page freed. Safe on a VM whose init failed.
+ * for each), every page-table page freed, the pin records dropped. Safe on a VM whose
+ * init failed (init must have been called, though: it is what makes the zeroed storage
+ * valid) and on one torn down already.
  */
 void extmem_kcore_vm_fini(void *vm);
 
@@ -90,14 +92,34 @@ int extmem_kcore_vm_query(void *vm, struct drm_extmem_vm_query *args, bool privi
  * extmem_kcore_check_exec) in order. Every byte is accessed through the VM's page tables
  * via extmem_plat_copy / extmem_plat_fill, one page-bounded chunk at a time. Returns 0, or
  * -EINVAL for a malformed command (bad op, non-zero unused field, zero size, wrapping
- * range, unaligned FILL) with args->fault_cmd set to its index, or -EIO on a GPU fault
- * with fault_va / fault_cmd / fault_kind set. Commands before the failing one have run.
+ * range, unaligned FILL) with args->fault_cmd set to its index: every command is checked
+ * before any runs, so then nothing has run. Or -EIO on a GPU fault with fault_va (the
+ * first byte that could not be accessed) / fault_cmd / fault_kind set: commands before
+ * the faulting one have run, and the faulting one up to fault_va. Or -EFAULT if
+ * extmem_plat_copy / extmem_plat_fill refused (fault_cmd, fault_va set, fault_kind NONE).
  */
 int extmem_kcore_exec(void *vm, struct drm_extmem_exec *args, const struct drm_extmem_cmd *cmds);
 
 /* Counters of one VM: page-table pages held (root included), bindings alive. */
 u64 extmem_kcore_vm_table_pages(const void *vm);
 u64 extmem_kcore_vm_bindings(const void *vm);
+
+/*
+ * The file's ledger of pinned host ranges (GEM_USERPTR), one record per object; serialised
+ * like every call that takes `vm`. The C glue pins and charges RLIMIT_MEMLOCK itself; the
+ * ledger keeps the file's count exact and refuses a second record for one object.
+ * Overlapping ranges of different objects are fine (Vulkan may import a pointer twice).
+ *
+ * pin_add: -EINVAL for zero pages or a start not 4 KiB-aligned, -EOVERFLOW if
+ * start + pages * 4 KiB wraps, -EEXIST if `object` has a record, -ENOSPC when full
+ * (1024 records per file).
+ * pin_remove: forgets the record of `object` and stores its page count in *pages (if
+ * `pages` is not NULL); -ENOENT if there is none.
+ * vm_pinned_pages: pages recorded for this file. vm_fini drops every record.
+ */
+int extmem_kcore_pin_add(void *vm, u64 object, u64 start, u64 pages);
+int extmem_kcore_pin_remove(void *vm, u64 object, u64 *pages);
+u64 extmem_kcore_vm_pinned_pages(const void *vm);
 
 /*
  * Run the core's self-tests (hw descriptor encoding, page-table map/unmap/split, VM bind
@@ -133,5 +155,12 @@ int extmem_plat_object_segment(void *plat, u64 object, u64 offset, u64 *pa, u64 
 
 /* A binding that held `object` is gone: drop the reference taken when it was bound. */
 void extmem_plat_object_unbound(void *plat, u64 object);
+
+/*
+ * kcore's panic handler calls this. kcore is built so that no panic is reachable
+ * (kernel-shim/core/tests/no_panic.rs checks the object), so the shipped object does not
+ * reference it; if a future object does, it must not return (BUG()).
+ */
+void extmem_plat_panic(const char *msg) __attribute__((noreturn));
 
 #endif /* EXTMEM_KCORE_H */

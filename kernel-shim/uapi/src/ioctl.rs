@@ -305,7 +305,10 @@ pub mod nr {
 /// Linux `_IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + nr, T)` for the generic `_IOC` layout
 /// (x86, arm, arm64, riscv): dir in bits 31:30, size in 29:16, type in 15:8, nr in 7:0.
 #[must_use]
-#[expect(clippy::cast_possible_truncation, reason = "size is asserted below 1 << 14 first")]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "size is asserted below 1 << 14 first"
+)]
 pub const fn drm_iowr(nr: u8, size: usize) -> u32 {
     const IOC_READ_WRITE: u32 = 0b11;
     assert!(size < 1 << 14, "ioctl argument too large for _IOC");

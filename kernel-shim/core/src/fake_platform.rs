@@ -1,0 +1,313 @@
+//! A `std`-backed [`Platform`] for host tests: "physical memory" is a map of 4 KiB pages.
+//!
+//! It enforces the platform contract loudly: a copy or fill that crosses a page, a
+//! misaligned word, a double free all panic, which fails the test that caused them.
+
+use std::boxed::Box;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::vec::Vec;
+
+use extmem_hw::PhysAddr;
+
+use crate::platform::{MemoryFault, ObjectId, Platform, Segment, SegmentError};
+
+/// 4 KiB.
+pub const PAGE: u64 = 4096;
+const PAGE_BYTES: usize = 4096;
+/// Where table pages come from (below the 40-bit output-address limit).
+const TABLE_BASE: u64 = 0x80_0000_0000;
+
+type Page = Box<[u8; PAGE_BYTES]>;
+
+/// One object: its physically contiguous runs, in object order.
+#[derive(Clone, Debug, Default)]
+pub struct FakeObject {
+    /// (pa, len) runs.
+    pub segments: Vec<(u64, u64)>,
+    /// An error to return for offsets at or past this one, instead of the segments.
+    pub fail_from: Option<(u64, SegmentError)>,
+}
+
+/// What a failed call must leave unchanged.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Snapshot {
+    ram: BTreeMap<u64, Page>,
+    live_tables: BTreeSet<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    ram: BTreeMap<u64, Page>,
+    live_tables: BTreeSet<u64>,
+    free_tables: Vec<u64>,
+    next_table: u64,
+    table_budget: Option<usize>,
+    objects: BTreeMap<u64, FakeObject>,
+    unbound: Vec<u64>,
+}
+
+/// The fake.
+#[derive(Default)]
+pub struct FakePlatform {
+    state: RefCell<State>,
+}
+
+fn page_of(pa: u64) -> (u64, usize) {
+    (
+        pa & !(PAGE - 1),
+        usize::try_from(pa % PAGE).expect("offset"),
+    )
+}
+
+impl FakePlatform {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds RAM pages (zeroed) covering `[pa, pa + len)`.
+    pub fn add_ram(&self, pa: u64, len: u64) {
+        let mut s = self.state.borrow_mut();
+        let mut page = pa & !(PAGE - 1);
+        while page < pa + len {
+            s.ram
+                .entry(page)
+                .or_insert_with(|| Box::new([0; PAGE_BYTES]));
+            page += PAGE;
+        }
+    }
+
+    /// An object made of `segments` (pa, len), backed by fresh RAM.
+    pub fn add_object(&self, id: u64, segments: &[(u64, u64)]) {
+        for &(pa, len) in segments {
+            self.add_ram(pa, len);
+        }
+        self.state.borrow_mut().objects.insert(
+            id,
+            FakeObject {
+                segments: segments.to_vec(),
+                fail_from: None,
+            },
+        );
+    }
+
+    /// An object of single pages at `pages` (physically adjacent ones form one run).
+    pub fn add_paged_object(&self, id: u64, pages: &[u64]) {
+        let mut segments: Vec<(u64, u64)> = Vec::new();
+        for &pa in pages {
+            match segments.last_mut() {
+                Some((start, len)) if *start + *len == pa => *len += PAGE,
+                _ => segments.push((pa, PAGE)),
+            }
+        }
+        self.add_object(id, &segments);
+    }
+
+    /// Makes `object_segment` fail for offsets at or past `offset`.
+    pub fn fail_segments_from(&self, id: u64, offset: u64, error: SegmentError) {
+        if let Some(o) = self.state.borrow_mut().objects.get_mut(&id) {
+            o.fail_from = Some((offset, error));
+        }
+    }
+
+    /// How many more table pages may be allocated (`None`: unlimited).
+    pub fn set_table_budget(&self, budget: Option<usize>) {
+        self.state.borrow_mut().table_budget = budget;
+    }
+
+    pub fn live_tables(&self) -> usize {
+        self.state.borrow().live_tables.len()
+    }
+
+    /// Every `object_unbound` call so far, in order.
+    pub fn unbound(&self) -> Vec<u64> {
+        self.state.borrow().unbound.clone()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.state.borrow();
+        Snapshot {
+            ram: s.ram.clone(),
+            live_tables: s.live_tables.clone(),
+        }
+    }
+
+    pub fn write(&self, pa: u64, bytes: &[u8]) {
+        let mut s = self.state.borrow_mut();
+        for (i, &b) in (0u64..).zip(bytes) {
+            let (page, offset) = page_of(pa + i);
+            s.ram.get_mut(&page).expect("RAM")[offset] = b;
+        }
+    }
+
+    pub fn read(&self, pa: u64, len: u64) -> Vec<u8> {
+        let s = self.state.borrow();
+        (pa..pa + len)
+            .map(|a| {
+                let (page, offset) = page_of(a);
+                s.ram.get(&page).expect("RAM")[offset]
+            })
+            .collect()
+    }
+}
+
+fn one_page(pa: u64, len: u64) {
+    assert!(len > 0, "empty access at {pa:#x}");
+    assert_eq!(
+        pa / PAGE,
+        (pa + len - 1) / PAGE,
+        "access [{pa:#x}, +{len:#x}) crosses a 4 KiB page"
+    );
+}
+
+impl Platform for FakePlatform {
+    fn alloc_table(&self) -> Option<PhysAddr> {
+        let mut s = self.state.borrow_mut();
+        if let Some(budget) = s.table_budget.as_mut() {
+            *budget = budget.checked_sub(1)?;
+        }
+        let pa = match s.free_tables.pop() {
+            Some(pa) => pa,
+            None => {
+                let pa = TABLE_BASE + s.next_table * PAGE;
+                s.next_table += 1;
+                pa
+            }
+        };
+        s.ram.insert(pa, Box::new([0; PAGE_BYTES]));
+        assert!(s.live_tables.insert(pa));
+        Some(PhysAddr::new(pa))
+    }
+
+    fn free_table(&self, table: PhysAddr) {
+        let mut s = self.state.borrow_mut();
+        assert!(
+            s.live_tables.remove(&table.get()),
+            "free of {table:?}, which is not a live table"
+        );
+        s.ram.remove(&table.get());
+        s.free_tables.push(table.get());
+    }
+
+    fn read_u64(&self, pa: PhysAddr) -> u64 {
+        assert_eq!(pa.get() % 8, 0, "misaligned word at {pa:?}");
+        let bytes = self.read(pa.get(), 8);
+        u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+    }
+
+    fn write_u64(&self, pa: PhysAddr, value: u64) {
+        assert_eq!(pa.get() % 8, 0, "misaligned word at {pa:?}");
+        self.write(pa.get(), &value.to_le_bytes());
+    }
+
+    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
+        one_page(dst.get(), len);
+        one_page(src.get(), len);
+        {
+            let s = self.state.borrow();
+            for pa in [dst.get(), src.get()] {
+                if !s.ram.contains_key(&page_of(pa).0) {
+                    return Err(MemoryFault);
+                }
+            }
+        }
+        let bytes = self.read(src.get(), len);
+        self.write(dst.get(), &bytes);
+        Ok(())
+    }
+
+    fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault> {
+        one_page(dst.get(), len);
+        assert_eq!((dst.get() % 4, len % 4), (0, 0), "unaligned fill");
+        if !self.state.borrow().ram.contains_key(&page_of(dst.get()).0) {
+            return Err(MemoryFault);
+        }
+        let bytes: Vec<u8> = value
+            .to_le_bytes()
+            .iter()
+            .copied()
+            .cycle()
+            .take(usize::try_from(len).expect("len"))
+            .collect();
+        self.write(dst.get(), &bytes);
+        Ok(())
+    }
+
+    fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError> {
+        let s = self.state.borrow();
+        let o = s.objects.get(&object.0).expect("known object");
+        if let Some((from, error)) = o.fail_from {
+            if offset >= from {
+                return Err(error);
+            }
+        }
+        let mut start = 0;
+        for &(pa, len) in &o.segments {
+            if offset < start + len {
+                return Ok(Segment {
+                    pa: PhysAddr::new(pa + (offset - start)),
+                    len: len - (offset - start),
+                });
+            }
+            start += len;
+        }
+        Err(SegmentError::PastEnd)
+    }
+
+    fn object_unbound(&self, object: ObjectId) {
+        self.state.borrow_mut().unbound.push(object.0);
+    }
+}
+
+/// `VM_BIND` MAP arguments.
+pub fn map_args(va: u64, offset: u64, size: u64, flags: u32) -> extmem_uapi::VmBind {
+    extmem_uapi::VmBind {
+        op: extmem_uapi::BindOp::MAP,
+        flags,
+        handle: 1,
+        va,
+        offset,
+        size,
+        ..extmem_uapi::VmBind::default()
+    }
+}
+
+/// `VM_BIND` UNMAP arguments.
+pub fn unmap_args(va: u64, size: u64) -> extmem_uapi::VmBind {
+    extmem_uapi::VmBind {
+        op: extmem_uapi::BindOp::UNMAP,
+        va,
+        size,
+        ..extmem_uapi::VmBind::default()
+    }
+}
+
+impl FakePlatform {
+    /// An object whose segments point at memory that is not RAM.
+    pub fn add_object_without_ram(&self, id: u64, segments: &[(u64, u64)]) {
+        self.state.borrow_mut().objects.insert(
+            id,
+            FakeObject {
+                segments: segments.to_vec(),
+                fail_from: None,
+            },
+        );
+    }
+
+    /// The object's size: the sum of its segments.
+    pub fn object_size(&self, id: u64) -> u64 {
+        self.state.borrow().objects[&id]
+            .segments
+            .iter()
+            .map(|s| s.1)
+            .sum()
+    }
+
+    /// The physical address of byte `offset` of object `id`.
+    pub fn object_pa(&self, id: u64, offset: u64) -> u64 {
+        self.object_segment(ObjectId(id), offset)
+            .expect("in the object")
+            .pa
+            .get()
+    }
+}
