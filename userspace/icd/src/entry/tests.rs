@@ -1,0 +1,318 @@
+//! The entry points driven through `ash` with the ICD itself as the "loader"
+//! (`vk_icdGetInstanceProcAddr`), and an instance whose physical device is described by
+//! fixed parameters, so every physical-device query runs without a kernel.
+
+use std::path::PathBuf;
+
+use ash::vk::{self, Handle};
+
+use super::*;
+use crate::physical_device::{DeviceInfo, RawParams};
+
+fn entry() -> ash::Entry {
+    let static_fn = ash::StaticFn {
+        get_instance_proc_addr: vk_icdGetInstanceProcAddr,
+    };
+    // SAFETY: our vkGetInstanceProcAddr follows the Vulkan contract.
+    unsafe { ash::Entry::from_static_fn(static_fn) }
+}
+
+fn fake_info() -> DeviceInfo {
+    let raw = RawParams {
+        device_uuid: [0x1111, 0x2222],
+        driver_uuid: [0x3333, 0x4444],
+        min_import_alignment: 4096,
+        va_bits: 48,
+        page_sizes: 0x1000 | 0x20_0000,
+        max_mapping: 1 << 32,
+    };
+    DeviceInfo::from_params(PathBuf::from("/nonexistent/renderD200"), raw, 4 << 30)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// An ash instance over a registry instance with one fake physical device.
+fn fake_instance(entry: &ash::Entry) -> ash::Instance {
+    let handle = objects::create_instance(vec![fake_info()]);
+    // SAFETY: `handle` is a live instance of this ICD.
+    unsafe { ash::Instance::load(entry.static_fn(), vk::Instance::from_raw(handle)) }
+}
+
+#[test]
+fn negotiation_settles_on_version_5() {
+    let mut v = 6;
+    // SAFETY: a valid pointer.
+    let r = unsafe { vk_icdNegotiateLoaderICDInterfaceVersion(&mut v) };
+    assert_eq!(r, vk::Result::SUCCESS);
+    assert_eq!(v, 5);
+    let mut old = 2;
+    // SAFETY: as above.
+    let r = unsafe { vk_icdNegotiateLoaderICDInterfaceVersion(&mut old) };
+    assert_eq!(r, vk::Result::ERROR_INCOMPATIBLE_DRIVER);
+    // SAFETY: null is checked.
+    let r = unsafe { vk_icdNegotiateLoaderICDInterfaceVersion(core::ptr::null_mut()) };
+    assert_eq!(r, vk::Result::ERROR_INCOMPATIBLE_DRIVER);
+}
+
+#[test]
+fn proc_addr_levels_are_respected() {
+    // SAFETY: NUL-terminated names.
+    unsafe {
+        assert!(
+            vk_icdGetInstanceProcAddr(vk::Instance::null(), c"vkCreateInstance".as_ptr()).is_some()
+        );
+        assert!(
+            vk_icdGetInstanceProcAddr(vk::Instance::null(), c"vkCreateDevice".as_ptr()).is_none()
+        );
+        assert!(vk_icdGetInstanceProcAddr(vk::Instance::null(), core::ptr::null()).is_none());
+        // A handle that is not a live instance gets nothing.
+        let forged = vk::Instance::from_raw(0x1234_5678);
+        assert!(vk_icdGetInstanceProcAddr(forged, c"vkCreateDevice".as_ptr()).is_none());
+        let entry = entry();
+        let instance = fake_instance(&entry);
+        let h = instance.handle();
+        assert!(vk_icdGetInstanceProcAddr(h, c"vkCreateDevice".as_ptr()).is_some());
+        assert!(vk_icdGetInstanceProcAddr(h, c"vkCreateGraphicsPipelines".as_ptr()).is_none());
+        assert!(vk_icdGetPhysicalDeviceProcAddr(
+            h,
+            c"vkGetPhysicalDeviceExternalImageFormatPropertiesNV".as_ptr()
+        )
+        .is_some());
+        assert!(vk_icdGetPhysicalDeviceProcAddr(h, c"vkAllocateMemory".as_ptr()).is_none());
+        instance.destroy_instance(None);
+    }
+}
+
+#[test]
+fn an_instance_without_vgpu_nodes_has_no_devices() {
+    let entry = entry();
+    let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
+    let info = vk::InstanceCreateInfo::default().application_info(&app);
+    // SAFETY: a valid create info. The host has no extmem-vgpu node.
+    let instance = unsafe { entry.create_instance(&info, None) }.unwrap_or_else(|e| panic!("{e}"));
+    // SAFETY: a live instance.
+    let devices = unsafe { instance.enumerate_physical_devices() };
+    assert_eq!(devices, Ok(vec![]));
+    // SAFETY: as above.
+    unsafe { instance.destroy_instance(None) };
+    // SAFETY: a valid pointer.
+    let version = unsafe { entry.try_enumerate_instance_version() };
+    assert_eq!(version, Ok(Some(vk::API_VERSION_1_1)));
+}
+
+#[test]
+fn physical_device_queries_answer_from_the_tables() {
+    let entry = entry();
+    let instance = fake_instance(&entry);
+    // SAFETY: every call below gets a live handle and valid structures.
+    unsafe {
+        let pds = instance
+            .enumerate_physical_devices()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pds.len(), 1);
+        let pd = pds[0];
+        let props = instance.get_physical_device_properties(pd);
+        assert_eq!(props.api_version, vk::API_VERSION_1_1);
+
+        let mut id = vk::PhysicalDeviceIDProperties::default();
+        let mut host = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
+        let mut driver = vk::PhysicalDeviceDriverProperties::default();
+        let mut props2 = vk::PhysicalDeviceProperties2::default()
+            .push_next(&mut id)
+            .push_next(&mut host)
+            .push_next(&mut driver);
+        instance.get_physical_device_properties2(pd, &mut props2);
+        assert_eq!(
+            props2.properties.device_type,
+            vk::PhysicalDeviceType::VIRTUAL_GPU
+        );
+        assert_eq!(host.min_imported_host_pointer_alignment, 4096);
+        assert_eq!(
+            host.s_type,
+            vk::StructureType::PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT
+        );
+        assert_eq!(id.device_uuid, fake_info().device_uuid);
+        assert_eq!(id.driver_uuid, fake_info().driver_uuid);
+        assert_eq!(id.device_luid_valid, vk::FALSE);
+        let v = driver.conformance_version;
+        assert_eq!((v.major, v.minor, v.subminor, v.patch), (0, 0, 0, 0));
+        assert_eq!(driver.driver_name_as_c_str().ok(), Some(c"extmem"));
+        // The chain (props2 → driver → host → id) is intact after filling.
+        assert!(!driver.p_next.is_null() && !host.p_next.is_null());
+
+        let families = instance.get_physical_device_queue_family_properties(pd);
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].queue_flags, vk::QueueFlags::TRANSFER);
+
+        let mem = instance.get_physical_device_memory_properties(pd);
+        assert_eq!(mem.memory_type_count, 2);
+
+        let exts = instance
+            .enumerate_device_extension_properties(pd)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(exts
+            .iter()
+            .any(|e| e.extension_name_as_c_str().ok() == Some(vk::EXT_EXTERNAL_MEMORY_HOST_NAME)));
+
+        // Host allocations: import only, compatible with themselves.
+        let info = vk::PhysicalDeviceExternalBufferInfo::default()
+            .usage(vk::BufferUsageFlags::TRANSFER_SRC)
+            .handle_type(vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT);
+        let mut out = vk::ExternalBufferProperties::default();
+        instance.get_physical_device_external_buffer_properties(pd, &info, &mut out);
+        let p = out.external_memory_properties;
+        assert_eq!(
+            p.external_memory_features,
+            vk::ExternalMemoryFeatureFlags::IMPORTABLE
+        );
+        assert_eq!(
+            p.compatible_handle_types,
+            vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT
+        );
+        // Win32 on Linux: nothing, and no error.
+        let info = info.handle_type(vk::ExternalMemoryHandleTypeFlags::OPAQUE_WIN32);
+        instance.get_physical_device_external_buffer_properties(pd, &info, &mut out);
+        assert!(out
+            .external_memory_properties
+            .external_memory_features
+            .is_empty());
+
+        // Images are out of scope.
+        let r = instance.get_physical_device_image_format_properties(
+            pd,
+            vk::Format::R8G8B8A8_UNORM,
+            vk::ImageType::TYPE_2D,
+            vk::ImageTiling::LINEAR,
+            vk::ImageUsageFlags::TRANSFER_DST,
+            vk::ImageCreateFlags::empty(),
+        );
+        assert_eq!(r.err(), Some(vk::Result::ERROR_FORMAT_NOT_SUPPORTED));
+
+        // NV: no handle type on Linux.
+        let mut nv = vk::ExternalImageFormatPropertiesNV::default();
+        let nv_fn = vk_icdGetPhysicalDeviceProcAddr(
+            instance.handle(),
+            c"vkGetPhysicalDeviceExternalImageFormatPropertiesNV".as_ptr(),
+        )
+        .map(|f| {
+            core::mem::transmute::<
+                unsafe extern "system" fn(),
+                vk::PFN_vkGetPhysicalDeviceExternalImageFormatPropertiesNV,
+            >(f)
+        })
+        .unwrap_or_else(|| panic!("no NV entry point"));
+        let r = nv_fn(
+            pd,
+            vk::Format::R8G8B8A8_UNORM,
+            vk::ImageType::TYPE_2D,
+            vk::ImageTiling::LINEAR,
+            vk::ImageUsageFlags::TRANSFER_DST,
+            vk::ImageCreateFlags::empty(),
+            vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32,
+            &mut nv,
+        );
+        assert_eq!(r, vk::Result::ERROR_FORMAT_NOT_SUPPORTED);
+        assert!(nv.compatible_handle_types.is_empty());
+
+        // The node does not exist, so the device cannot be created: an error, not a crash.
+        let priorities = [1.0];
+        let queue = [vk::DeviceQueueCreateInfo::default()
+            .queue_family_index(0)
+            .queue_priorities(&priorities)];
+        let info = vk::DeviceCreateInfo::default().queue_create_infos(&queue);
+        assert_eq!(
+            instance.create_device(pd, &info, None).err(),
+            Some(vk::Result::ERROR_INITIALIZATION_FAILED)
+        );
+
+        instance.destroy_instance(None);
+        // After destruction the physical device is gone: queries are ignored.
+        let mut props = vk::PhysicalDeviceProperties::default();
+        get_physical_device_properties(pd, &mut props);
+        assert_eq!(props.api_version, 0);
+    }
+}
+
+#[test]
+fn forged_handles_and_null_pointers_are_refused_not_followed() {
+    let forged_device = vk::Device::from_raw(0xdead_0000);
+    let mut memory = vk::DeviceMemory::null();
+    let info = vk::MemoryAllocateInfo::default().allocation_size(4096);
+    // SAFETY: the calls must cope with the forged handle and the null pointers.
+    unsafe {
+        assert_eq!(
+            allocate_memory(forged_device, &info, core::ptr::null(), &mut memory),
+            BAD_HANDLE
+        );
+        assert_eq!(
+            allocate_memory(
+                forged_device,
+                core::ptr::null(),
+                core::ptr::null(),
+                &mut memory
+            ),
+            BAD_HANDLE
+        );
+        let mut fd = -1;
+        assert_eq!(
+            get_memory_fd(forged_device, core::ptr::null(), &mut fd),
+            BAD_HANDLE
+        );
+        free_memory(
+            forged_device,
+            vk::DeviceMemory::from_raw(7),
+            core::ptr::null(),
+        );
+        destroy_device(forged_device, core::ptr::null());
+        cmd_fill_buffer(
+            vk::CommandBuffer::from_raw(0x77),
+            vk::Buffer::from_raw(1),
+            0,
+            4,
+            0,
+        );
+        assert_eq!(
+            queue_submit(
+                vk::Queue::from_raw(0x99),
+                0,
+                core::ptr::null(),
+                vk::Fence::null()
+            ),
+            BAD_HANDLE
+        );
+        assert_eq!(
+            enumerate_physical_devices(
+                vk::Instance::from_raw(3),
+                core::ptr::null_mut(),
+                core::ptr::null_mut()
+            ),
+            BAD_HANDLE
+        );
+    }
+}
+
+#[test]
+fn the_two_call_idiom_reports_incomplete() {
+    let items = [1u32, 2, 3];
+    let mut count = 0;
+    // SAFETY: valid pointers with the stated capacities.
+    unsafe {
+        assert_eq!(
+            enumerate(&items, &mut count, core::ptr::null_mut()),
+            vk::Result::SUCCESS
+        );
+        assert_eq!(count, 3);
+        let mut out = [0u32; 2];
+        count = 2;
+        assert_eq!(
+            enumerate(&items, &mut count, out.as_mut_ptr()),
+            vk::Result::INCOMPLETE
+        );
+        assert_eq!((count, out), (2, [1, 2]));
+    }
+}
+
+#[test]
+fn a_panic_becomes_an_error_code() {
+    assert_eq!(guard_result(|| panic!("boom")), vk::Result::ERROR_UNKNOWN);
+    assert_eq!(guard(7, || 8), 8);
+}

@@ -1,0 +1,31 @@
+//! extmem-icd: a Vulkan ICD for extmem-vgpu that the Khronos loader loads.
+//!
+//! It exposes one physical device per extmem-vgpu render node, a transfer queue (copy,
+//! fill, update) run by the vGPU's copy engine through real GPU page tables, and the
+//! external-memory extensions: host pointers, opaque fds and dma-bufs, and the NV family
+//! (answering, truthfully on Linux, that no NV handle type exists).
+//!
+//! - [`entry`]: the C entry points (the only `extern "system"` code), each a thin wrapper
+//!   that catches panics and validates handles;
+//! - [`proc_table`]: name → entry point for the `GetProcAddr`s;
+//! - [`objects`]: the objects and what each command does, in plain Rust;
+//! - [`commands`]: transfer commands translated into copy-engine commands;
+//! - [`physical_device`]: discovery and the property tables;
+//! - [`handles`]: the registries of live handles, and the loader's dispatch word.
+//!
+//! The loader finds the library through the manifest `extmem_icd.json` that `build.rs`
+//! writes next to it (`VK_DRIVER_FILES=<target>/<profile>/extmem_icd.json`).
+
+pub mod commands;
+pub mod entry;
+pub mod handles;
+mod host_memory;
+pub mod objects;
+pub mod physical_device;
+pub mod proc_table;
+
+pub use entry::{
+    vk_icdGetInstanceProcAddr, vk_icdGetPhysicalDeviceProcAddr,
+    vk_icdNegotiateLoaderICDInterfaceVersion,
+};
+pub use physical_device::API_VERSION;

@@ -1,0 +1,589 @@
+//! What one extmem-vgpu render node is, as Vulkan describes it: found by scanning
+//! `/dev/dri`, described by `GET_PARAM`, answered from the tables below.
+//!
+//! The device is a copy engine behind a real GPU MMU: one transfer queue, no shaders, no
+//! images. Everything shader- or image-related answers zero (the truth), not the
+//! specification's minimums for devices that have them; the driver does not claim
+//! conformance.
+
+use std::ffi::CStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ash::vk;
+use extmem::alloc_info::DeviceLimits;
+use extmem::backend::BackendError;
+use extmem::handle_types::{DeviceCaps, Platform};
+use extmem::vgpu::Vgpu;
+use extmem_hw::{Alignment, PageSize, PageSizes};
+use extmem_uapi as uapi;
+use rustix::fs::{Mode, OFlags};
+
+/// The Vulkan version the device supports (the manifest's `api_version` says the same).
+pub const API_VERSION: u32 = vk::API_VERSION_1_1;
+
+/// `driverVersion`: the crate version, in Vulkan's encoding.
+pub const DRIVER_VERSION: u32 = vk::make_api_version(0, 0, 1, 0);
+
+/// Memory type 0: device memory (shmem GEM objects, `GEM_CREATE`), mappable and
+/// coherent: the vGPU shares system RAM with the CPU, as integrated GPUs do.
+pub const MEMORY_TYPE_DEVICE: u32 = 0;
+/// Memory type 1: host memory the application imports (`GEM_USERPTR`): cached, coherent
+/// (the copy engine reads and writes through the CPU's cache-coherent view of RAM).
+pub const MEMORY_TYPE_HOST: u32 = 1;
+/// The memory types a host pointer may be imported into.
+pub const HOST_POINTER_TYPES: u32 = 1 << MEMORY_TYPE_HOST;
+/// The memory types a dma-buf may be imported into: any; the pages stay where the
+/// exporter put them.
+pub const DMA_BUF_TYPES: u32 = (1 << MEMORY_TYPE_DEVICE) | (1 << MEMORY_TYPE_HOST);
+/// The memory types a buffer may be bound to.
+pub const BUFFER_MEMORY_TYPES: u32 = DMA_BUF_TYPES;
+
+/// Alignment of a buffer inside its memory: a cache line (the copy engine needs none;
+/// this keeps CPU and GPU from sharing lines between buffers).
+pub const BUFFER_ALIGNMENT: u64 = 64;
+
+/// The only queue family.
+pub const QUEUE_FAMILY: u32 = 0;
+
+/// Instance extensions, with their spec versions.
+pub const INSTANCE_EXTENSIONS: &[(&CStr, u32)] = &[
+    (
+        vk::KHR_GET_PHYSICAL_DEVICE_PROPERTIES2_NAME,
+        vk::KHR_GET_PHYSICAL_DEVICE_PROPERTIES2_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_MEMORY_CAPABILITIES_NAME,
+        vk::KHR_EXTERNAL_MEMORY_CAPABILITIES_SPEC_VERSION,
+    ),
+    (
+        vk::NV_EXTERNAL_MEMORY_CAPABILITIES_NAME,
+        vk::NV_EXTERNAL_MEMORY_CAPABILITIES_SPEC_VERSION,
+    ),
+];
+
+/// Device extensions, with their spec versions.
+pub const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[
+    (
+        vk::KHR_EXTERNAL_MEMORY_NAME,
+        vk::KHR_EXTERNAL_MEMORY_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_MEMORY_FD_NAME,
+        vk::KHR_EXTERNAL_MEMORY_FD_SPEC_VERSION,
+    ),
+    (
+        vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME,
+        vk::EXT_EXTERNAL_MEMORY_DMA_BUF_SPEC_VERSION,
+    ),
+    (
+        vk::EXT_EXTERNAL_MEMORY_HOST_NAME,
+        vk::EXT_EXTERNAL_MEMORY_HOST_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_DEDICATED_ALLOCATION_NAME,
+        vk::KHR_DEDICATED_ALLOCATION_SPEC_VERSION,
+    ),
+    // Required by VK_KHR_dedicated_allocation; both are core in 1.1 anyway.
+    (
+        vk::KHR_GET_MEMORY_REQUIREMENTS2_NAME,
+        vk::KHR_GET_MEMORY_REQUIREMENTS2_SPEC_VERSION,
+    ),
+    (vk::KHR_BIND_MEMORY2_NAME, vk::KHR_BIND_MEMORY2_SPEC_VERSION),
+    (
+        vk::NV_EXTERNAL_MEMORY_NAME,
+        vk::NV_EXTERNAL_MEMORY_SPEC_VERSION,
+    ),
+];
+
+/// What the ICD knows about one extmem-vgpu render node.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeviceInfo {
+    /// The render node, e.g. `/dev/dri/renderD128`.
+    pub render_node: PathBuf,
+    /// `deviceUUID` (`GET_PARAM DEVICE_UUID_*`).
+    pub device_uuid: [u8; vk::UUID_SIZE],
+    /// `driverUUID` (`GET_PARAM DRIVER_UUID_*`).
+    pub driver_uuid: [u8; vk::UUID_SIZE],
+    /// `minImportedHostPointerAlignment`.
+    pub min_import_alignment: Alignment,
+    /// Width of a GPU VA.
+    pub va_bits: u8,
+    /// The page and block sizes of the GPU MMU.
+    pub page_sizes: PageSizes,
+    /// The largest object or mapping in bytes.
+    pub max_mapping: u64,
+    /// The machine's RAM in bytes (both heaps live in it).
+    pub ram_bytes: u64,
+}
+
+/// Why a node was not taken as a device.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ParamError {
+    /// `GET_PARAM` failed.
+    Kernel(BackendError),
+    /// A parameter is out of the range the contract allows.
+    Invalid {
+        /// Which.
+        param: uapi::Param,
+        /// Its value.
+        value: u64,
+    },
+}
+
+impl From<BackendError> for ParamError {
+    fn from(e: BackendError) -> Self {
+        ParamError::Kernel(e)
+    }
+}
+
+/// The raw `GET_PARAM` answers a [`DeviceInfo`] is built from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct RawParams {
+    /// `DEVICE_UUID_LO`, `DEVICE_UUID_HI`.
+    pub device_uuid: [u64; 2],
+    /// `DRIVER_UUID_LO`, `DRIVER_UUID_HI`.
+    pub driver_uuid: [u64; 2],
+    /// `MIN_IMPORT_ALIGNMENT`.
+    pub min_import_alignment: u64,
+    /// `VA_BITS`.
+    pub va_bits: u64,
+    /// `PAGE_SIZES`.
+    pub page_sizes: u64,
+    /// `MAX_MAPPING`.
+    pub max_mapping: u64,
+}
+
+impl RawParams {
+    /// Reads them from the kernel.
+    pub fn read(vgpu: &Vgpu) -> Result<Self, BackendError> {
+        Ok(Self {
+            device_uuid: [
+                vgpu.param(uapi::Param::DEVICE_UUID_LO)?,
+                vgpu.param(uapi::Param::DEVICE_UUID_HI)?,
+            ],
+            driver_uuid: [
+                vgpu.param(uapi::Param::DRIVER_UUID_LO)?,
+                vgpu.param(uapi::Param::DRIVER_UUID_HI)?,
+            ],
+            min_import_alignment: vgpu.param(uapi::Param::MIN_IMPORT_ALIGNMENT)?,
+            va_bits: vgpu.param(uapi::Param::VA_BITS)?,
+            page_sizes: vgpu.param(uapi::Param::PAGE_SIZES)?,
+            max_mapping: vgpu.param(uapi::Param::MAX_MAPPING)?,
+        })
+    }
+}
+
+fn uuid(halves: [u64; 2]) -> [u8; vk::UUID_SIZE] {
+    let mut out = [0u8; vk::UUID_SIZE];
+    let (lo, hi) = out.split_at_mut(8);
+    lo.copy_from_slice(&halves[0].to_le_bytes());
+    hi.copy_from_slice(&halves[1].to_le_bytes());
+    out
+}
+
+impl DeviceInfo {
+    /// Checks the kernel's answers and builds the description. The import alignment must
+    /// be a power of two between 4 KiB and 64 KiB (the CTS's upper bound), the VA width
+    /// between 32 and 48 bits (the AArch64 stage-1 format), and 4 KiB pages supported.
+    pub fn from_params(
+        render_node: PathBuf,
+        raw: RawParams,
+        ram_bytes: u64,
+    ) -> Result<Self, ParamError> {
+        let min_import_alignment = Alignment::new(raw.min_import_alignment)
+            .filter(|a| (Alignment::SIZE_4K..=Alignment::SIZE_64K).contains(a))
+            .ok_or(ParamError::Invalid {
+                param: uapi::Param::MIN_IMPORT_ALIGNMENT,
+                value: raw.min_import_alignment,
+            })?;
+        let va_bits = u8::try_from(raw.va_bits)
+            .ok()
+            .filter(|b| (32..=48).contains(b))
+            .ok_or(ParamError::Invalid {
+                param: uapi::Param::VA_BITS,
+                value: raw.va_bits,
+            })?;
+        let page_sizes = PageSize::ALL
+            .iter()
+            .filter(|p| raw.page_sizes & p.bytes() != 0)
+            .fold(PageSizes::EMPTY, |set, p| set.with(*p));
+        if !page_sizes.contains(PageSize::Size4K) {
+            return Err(ParamError::Invalid {
+                param: uapi::Param::PAGE_SIZES,
+                value: raw.page_sizes,
+            });
+        }
+        Ok(Self {
+            render_node,
+            device_uuid: uuid(raw.device_uuid),
+            driver_uuid: uuid(raw.driver_uuid),
+            min_import_alignment,
+            va_bits,
+            page_sizes,
+            max_mapping: raw.max_mapping,
+            ram_bytes,
+        })
+    }
+
+    /// The device's external-memory capabilities: fds, dma-bufs and both host types.
+    pub fn caps(&self) -> DeviceCaps {
+        DeviceCaps {
+            platform: Platform::Linux,
+            opaque_fd: true,
+            dma_buf: true,
+            host_allocation: true,
+            host_mapped_foreign: true,
+            win32: false,
+        }
+    }
+
+    /// What allocation validation needs.
+    pub fn limits(&self) -> DeviceLimits {
+        DeviceLimits {
+            caps: self.caps(),
+            memory_type_count: self.memory_properties().memory_type_count,
+            min_import_alignment: self.min_import_alignment,
+            host_pointer_types: HOST_POINTER_TYPES,
+        }
+    }
+
+    /// The GPU VA range userspace hands out: from 2 MiB (so that 0 and small values never
+    /// name memory) to the top of the VA space.
+    pub fn va_range(&self) -> (u64, u64) {
+        (1 << 21, 1u64 << self.va_bits)
+    }
+
+    /// `VkPhysicalDeviceProperties`.
+    pub fn properties(&self) -> vk::PhysicalDeviceProperties {
+        let mut name = [0 as core::ffi::c_char; vk::MAX_PHYSICAL_DEVICE_NAME_SIZE];
+        let node = self
+            .render_node
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?");
+        write_c_string(&mut name, &format!("extmem-vgpu ({node})"));
+        let mut pipeline_cache_uuid = self.driver_uuid;
+        // No pipelines exist; the UUID still must identify the driver build.
+        pipeline_cache_uuid.reverse();
+        vk::PhysicalDeviceProperties {
+            api_version: API_VERSION,
+            driver_version: DRIVER_VERSION,
+            // Khronos' vendor id for Mesa-style open drivers without a PCI id.
+            vendor_id: vk::VendorId::MESA.as_raw() as u32,
+            device_id: 0,
+            device_type: vk::PhysicalDeviceType::VIRTUAL_GPU,
+            device_name: name,
+            pipeline_cache_uuid,
+            limits: self.device_limits(),
+            sparse_properties: vk::PhysicalDeviceSparseProperties::default(),
+        }
+    }
+
+    /// `VkPhysicalDeviceLimits`: the memory and buffer limits are real; shader, image and
+    /// framebuffer limits are zero because the device has none of those.
+    pub fn device_limits(&self) -> vk::PhysicalDeviceLimits {
+        let page = PageSize::Size4K.bytes();
+        vk::PhysicalDeviceLimits {
+            // The kernel's object table is fixed-size; 4096 is the specification's minimum.
+            max_memory_allocation_count: 4096,
+            buffer_image_granularity: page,
+            non_coherent_atom_size: BUFFER_ALIGNMENT,
+            min_memory_map_alignment: usize::try_from(page).unwrap_or(4096),
+            optimal_buffer_copy_offset_alignment: 1,
+            optimal_buffer_copy_row_pitch_alignment: 1,
+            min_texel_buffer_offset_alignment: BUFFER_ALIGNMENT,
+            min_uniform_buffer_offset_alignment: BUFFER_ALIGNMENT,
+            min_storage_buffer_offset_alignment: BUFFER_ALIGNMENT,
+            timestamp_period: 1.0,
+            ..vk::PhysicalDeviceLimits::default()
+        }
+    }
+
+    /// `VkPhysicalDeviceMemoryProperties`: heap 0 is the device memory the vGPU allocates
+    /// from RAM (3/4 of it, as Mesa's integrated-GPU drivers report); heap 1 is the
+    /// application's own memory, which host-pointer imports pin in place.
+    pub fn memory_properties(&self) -> vk::PhysicalDeviceMemoryProperties {
+        let mut props = vk::PhysicalDeviceMemoryProperties {
+            memory_type_count: 2,
+            memory_heap_count: 2,
+            ..Default::default()
+        };
+        props.memory_heaps[0] = vk::MemoryHeap {
+            size: self.ram_bytes / 4 * 3,
+            flags: vk::MemoryHeapFlags::DEVICE_LOCAL,
+        };
+        props.memory_heaps[1] = vk::MemoryHeap {
+            size: self.ram_bytes,
+            flags: vk::MemoryHeapFlags::empty(),
+        };
+        props.memory_types[MEMORY_TYPE_DEVICE as usize] = vk::MemoryType {
+            property_flags: vk::MemoryPropertyFlags::DEVICE_LOCAL
+                | vk::MemoryPropertyFlags::HOST_VISIBLE
+                | vk::MemoryPropertyFlags::HOST_COHERENT,
+            heap_index: 0,
+        };
+        props.memory_types[MEMORY_TYPE_HOST as usize] = vk::MemoryType {
+            property_flags: vk::MemoryPropertyFlags::HOST_VISIBLE
+                | vk::MemoryPropertyFlags::HOST_COHERENT
+                | vk::MemoryPropertyFlags::HOST_CACHED,
+            heap_index: 1,
+        };
+        props
+    }
+
+    /// `VkPhysicalDeviceIDProperties`: the kernel's UUIDs; no LUID on Linux.
+    pub fn id_properties(&self) -> ([u8; vk::UUID_SIZE], [u8; vk::UUID_SIZE]) {
+        (self.device_uuid, self.driver_uuid)
+    }
+
+    /// `maxMemoryAllocationSize` (`VkPhysicalDeviceMaintenance3Properties`).
+    pub fn max_allocation_size(&self) -> u64 {
+        self.max_mapping
+    }
+}
+
+/// The queue families: one, transfer only (a copy engine; no graphics, no compute).
+pub fn queue_families() -> [vk::QueueFamilyProperties; 1] {
+    [vk::QueueFamilyProperties {
+        queue_flags: vk::QueueFlags::TRANSFER,
+        queue_count: 1,
+        timestamp_valid_bits: 0,
+        min_image_transfer_granularity: vk::Extent3D {
+            width: 1,
+            height: 1,
+            depth: 1,
+        },
+    }]
+}
+
+/// Whether `name` is one of `list`.
+pub fn has_extension(list: &[(&CStr, u32)], name: &CStr) -> bool {
+    list.iter().any(|(n, _)| *n == name)
+}
+
+/// Copies `text` into a fixed-size C string, truncating and always NUL-terminating.
+pub fn write_c_string(out: &mut [core::ffi::c_char], text: &str) {
+    let Some(room) = out.len().checked_sub(1) else {
+        return;
+    };
+    let bytes = text.as_bytes();
+    let n = bytes.len().min(room);
+    for (dst, src) in out.iter_mut().zip(bytes.iter().take(n)) {
+        *dst = *src as core::ffi::c_char;
+    }
+    if let Some(nul) = out.get_mut(n) {
+        *nul = 0;
+    }
+}
+
+/// The extension properties for `list`.
+pub fn extension_properties(list: &[(&CStr, u32)]) -> Vec<vk::ExtensionProperties> {
+    list.iter()
+        .map(|(name, spec_version)| {
+            let mut props = vk::ExtensionProperties {
+                spec_version: *spec_version,
+                ..Default::default()
+            };
+            write_c_string(&mut props.extension_name, name.to_str().unwrap_or(""));
+            props
+        })
+        .collect()
+}
+
+/// The machine's RAM in bytes.
+#[allow(
+    clippy::useless_conversion,
+    reason = "sysinfo's fields are u32 on 32-bit targets"
+)]
+pub fn ram_bytes() -> u64 {
+    let info = rustix::system::sysinfo();
+    u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit.max(1)))
+}
+
+/// Opens a render node read-write, close-on-exec.
+pub fn open_node(path: &Path) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// Every extmem-vgpu render node under `dir` (normally `/dev/dri`), sorted by name.
+/// Nodes of other drivers, and nodes whose parameters are out of range, are skipped.
+pub fn discover(dir: &Path) -> Vec<DeviceInfo> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+        .map(|e| e.path())
+        .collect();
+    nodes.sort();
+    let ram = ram_bytes();
+    nodes
+        .into_iter()
+        .filter_map(|path| {
+            let fd = open_node(&path).ok()?;
+            if !extmem::drm_core::driver_is(rustix::fd::AsFd::as_fd(&fd), uapi::DRIVER_NAME) {
+                return None;
+            }
+            let vgpu = Vgpu::new(fd).ok()?;
+            let raw = RawParams::read(&vgpu).ok()?;
+            DeviceInfo::from_params(path, raw, ram).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawParams {
+        RawParams {
+            device_uuid: [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908],
+            driver_uuid: [1, 2],
+            min_import_alignment: 4096,
+            va_bits: 48,
+            page_sizes: 0x1000 | 0x20_0000,
+            max_mapping: 1 << 32,
+        }
+    }
+
+    fn info() -> DeviceInfo {
+        DeviceInfo::from_params("/dev/dri/renderD129".into(), raw(), 8 << 30)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn uuids_come_from_the_kernel_little_endian() {
+        let info = info();
+        let expect: Vec<u8> = (0..16).collect();
+        assert_eq!(info.device_uuid.to_vec(), expect);
+        assert_eq!(info.driver_uuid[0], 1);
+        assert_eq!(info.driver_uuid[8], 2);
+        assert_eq!(info.id_properties().0, info.device_uuid);
+    }
+
+    #[test]
+    fn out_of_range_params_are_refused() {
+        let node = PathBuf::from("/dev/dri/renderD128");
+        for (bad, param) in [
+            (
+                RawParams {
+                    min_import_alignment: 3000,
+                    ..raw()
+                },
+                uapi::Param::MIN_IMPORT_ALIGNMENT,
+            ),
+            (
+                RawParams {
+                    min_import_alignment: 1 << 17,
+                    ..raw()
+                },
+                uapi::Param::MIN_IMPORT_ALIGNMENT,
+            ),
+            (
+                RawParams {
+                    va_bits: 64,
+                    ..raw()
+                },
+                uapi::Param::VA_BITS,
+            ),
+            (
+                RawParams {
+                    page_sizes: 0x20_0000,
+                    ..raw()
+                },
+                uapi::Param::PAGE_SIZES,
+            ),
+        ] {
+            match DeviceInfo::from_params(node.clone(), bad, 1 << 30) {
+                Err(ParamError::Invalid { param: p, .. }) => assert_eq!(p, param),
+                other => panic!("{param:?}: {other:?}"),
+            }
+        }
+        let info = info();
+        assert!(info.page_sizes.contains(PageSize::Size2M));
+        assert!(!info.page_sizes.contains(PageSize::Size1G));
+    }
+
+    #[test]
+    fn memory_types_are_ordered_and_describe_the_heaps() {
+        let props = info().memory_properties();
+        assert_eq!(props.memory_type_count, 2);
+        let types = &props.memory_types[..2];
+        // Vulkan's ordering rule: a type whose flags are a strict subset of a later
+        // type's must come first; neither may be a strict superset of an earlier one.
+        for (i, x) in types.iter().enumerate() {
+            for y in &types[i + 1..] {
+                let (a, b) = (x.property_flags, y.property_flags);
+                assert!(!(a.contains(b) && a != b), "{b:?} must precede {a:?}");
+            }
+        }
+        assert!(types[0]
+            .property_flags
+            .contains(vk::MemoryPropertyFlags::DEVICE_LOCAL));
+        assert!(types[1]
+            .property_flags
+            .contains(vk::MemoryPropertyFlags::HOST_VISIBLE));
+        assert_eq!(props.memory_heaps[0].size, 6 << 30);
+        assert_eq!(props.memory_heaps[1].size, 8 << 30);
+        for t in types {
+            assert!(t.heap_index < props.memory_heap_count);
+            assert!(t
+                .property_flags
+                .contains(vk::MemoryPropertyFlags::HOST_COHERENT));
+        }
+        assert_eq!(
+            HOST_POINTER_TYPES & !((1 << props.memory_type_count) - 1),
+            0
+        );
+    }
+
+    #[test]
+    fn one_transfer_queue_family_and_honest_properties() {
+        let families = queue_families();
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].queue_flags, vk::QueueFlags::TRANSFER);
+        let props = info().properties();
+        assert_eq!(props.api_version, vk::API_VERSION_1_1);
+        assert_eq!(props.device_type, vk::PhysicalDeviceType::VIRTUAL_GPU);
+        let name = props
+            .device_name_as_c_str()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(name.to_str().ok(), Some("extmem-vgpu (renderD129)"));
+        assert!(props.limits.non_coherent_atom_size.is_power_of_two());
+        assert_eq!(info().limits().host_pointer_types, HOST_POINTER_TYPES);
+        assert_eq!(info().va_range(), (1 << 21, 1 << 48));
+    }
+
+    #[test]
+    fn extension_lists_are_well_formed() {
+        for list in [INSTANCE_EXTENSIONS, DEVICE_EXTENSIONS] {
+            let props = extension_properties(list);
+            assert_eq!(props.len(), list.len());
+            for (p, (name, _)) in props.iter().zip(list) {
+                assert_eq!(p.extension_name_as_c_str().ok(), Some(*name));
+            }
+        }
+        assert!(has_extension(
+            DEVICE_EXTENSIONS,
+            vk::EXT_EXTERNAL_MEMORY_HOST_NAME
+        ));
+        assert!(!has_extension(DEVICE_EXTENSIONS, c"VK_KHR_swapchain"));
+    }
+
+    #[test]
+    fn c_strings_are_truncated_and_terminated() {
+        let mut buf = [1 as core::ffi::c_char; 4];
+        write_c_string(&mut buf, "abcdef");
+        assert_eq!(buf, [b'a' as _, b'b' as _, b'c' as _, 0]);
+        write_c_string(&mut [], "x");
+    }
+
+    #[test]
+    fn discovery_of_a_directory_without_vgpu_nodes_is_empty() {
+        assert!(discover(Path::new("/nonexistent")).is_empty());
+        // The host has no extmem-vgpu node (other drivers' nodes are skipped).
+        assert!(discover(Path::new("/dev/dri")).is_empty());
+    }
+}

@@ -1,0 +1,151 @@
+//! Name → entry point, with the level each command belongs to (which `GetProcAddr` may
+//! return it). Anything not listed answers NULL.
+
+use ash::vk;
+
+use crate::entry as e;
+
+/// Which dispatchable object a command is called on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Level {
+    /// No object: `vkCreateInstance` and the instance-less queries.
+    Global,
+    /// A `VkInstance`.
+    Instance,
+    /// A `VkPhysicalDevice`.
+    PhysicalDevice,
+    /// A `VkDevice`, `VkQueue` or `VkCommandBuffer`.
+    Device,
+}
+
+/// Declares the table once: each row is a name, its level, the function and the `PFN`
+/// type it must match (checked by the compiler).
+macro_rules! proc_table {
+    ($($name:literal => $level:ident, $f:path, $pfn:ty;)+) => {
+        /// Every name the ICD answers, for tests.
+        pub const NAMES: &[&str] = &[$($name),+];
+
+        /// The entry point called `name`, and its level.
+        pub fn lookup(name: &[u8]) -> Option<(Level, unsafe extern "system" fn())> {
+            match name {
+                $(n if n == $name.as_bytes() => {
+                    let f: $pfn = $f;
+                    // SAFETY: only the type is erased, as `PFN_vkVoidFunction` requires;
+                    // callers cast it back to the `PFN` of this name, `$pfn`, which the
+                    // binding above checks `$f` against.
+                    Some((Level::$level, unsafe {
+                        core::mem::transmute::<$pfn, unsafe extern "system" fn()>(f)
+                    }))
+                })+
+                _ => None,
+            }
+        }
+    };
+}
+
+proc_table! {
+    "vkCreateInstance" => Global, e::create_instance, vk::PFN_vkCreateInstance;
+    "vkEnumerateInstanceExtensionProperties" => Global, e::enumerate_instance_extension_properties, vk::PFN_vkEnumerateInstanceExtensionProperties;
+    "vkEnumerateInstanceVersion" => Global, e::enumerate_instance_version, vk::PFN_vkEnumerateInstanceVersion;
+    "vkGetInstanceProcAddr" => Global, e::get_instance_proc_addr, vk::PFN_vkGetInstanceProcAddr;
+
+    "vkDestroyInstance" => Instance, e::destroy_instance, vk::PFN_vkDestroyInstance;
+    "vkEnumeratePhysicalDevices" => Instance, e::enumerate_physical_devices, vk::PFN_vkEnumeratePhysicalDevices;
+    "vkEnumeratePhysicalDeviceGroups" => Instance, e::enumerate_physical_device_groups, vk::PFN_vkEnumeratePhysicalDeviceGroups;
+
+    "vkGetPhysicalDeviceFeatures" => PhysicalDevice, e::get_physical_device_features, vk::PFN_vkGetPhysicalDeviceFeatures;
+    "vkGetPhysicalDeviceFeatures2" => PhysicalDevice, e::get_physical_device_features2, vk::PFN_vkGetPhysicalDeviceFeatures2;
+    "vkGetPhysicalDeviceFeatures2KHR" => PhysicalDevice, e::get_physical_device_features2, vk::PFN_vkGetPhysicalDeviceFeatures2;
+    "vkGetPhysicalDeviceProperties" => PhysicalDevice, e::get_physical_device_properties, vk::PFN_vkGetPhysicalDeviceProperties;
+    "vkGetPhysicalDeviceProperties2" => PhysicalDevice, e::get_physical_device_properties2, vk::PFN_vkGetPhysicalDeviceProperties2;
+    "vkGetPhysicalDeviceProperties2KHR" => PhysicalDevice, e::get_physical_device_properties2, vk::PFN_vkGetPhysicalDeviceProperties2;
+    "vkGetPhysicalDeviceQueueFamilyProperties" => PhysicalDevice, e::get_physical_device_queue_family_properties, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties;
+    "vkGetPhysicalDeviceQueueFamilyProperties2" => PhysicalDevice, e::get_physical_device_queue_family_properties2, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties2;
+    "vkGetPhysicalDeviceQueueFamilyProperties2KHR" => PhysicalDevice, e::get_physical_device_queue_family_properties2, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties2;
+    "vkGetPhysicalDeviceMemoryProperties" => PhysicalDevice, e::get_physical_device_memory_properties, vk::PFN_vkGetPhysicalDeviceMemoryProperties;
+    "vkGetPhysicalDeviceMemoryProperties2" => PhysicalDevice, e::get_physical_device_memory_properties2, vk::PFN_vkGetPhysicalDeviceMemoryProperties2;
+    "vkGetPhysicalDeviceMemoryProperties2KHR" => PhysicalDevice, e::get_physical_device_memory_properties2, vk::PFN_vkGetPhysicalDeviceMemoryProperties2;
+    "vkGetPhysicalDeviceFormatProperties" => PhysicalDevice, e::get_physical_device_format_properties, vk::PFN_vkGetPhysicalDeviceFormatProperties;
+    "vkGetPhysicalDeviceFormatProperties2" => PhysicalDevice, e::get_physical_device_format_properties2, vk::PFN_vkGetPhysicalDeviceFormatProperties2;
+    "vkGetPhysicalDeviceFormatProperties2KHR" => PhysicalDevice, e::get_physical_device_format_properties2, vk::PFN_vkGetPhysicalDeviceFormatProperties2;
+    "vkGetPhysicalDeviceImageFormatProperties" => PhysicalDevice, e::get_physical_device_image_format_properties, vk::PFN_vkGetPhysicalDeviceImageFormatProperties;
+    "vkGetPhysicalDeviceImageFormatProperties2" => PhysicalDevice, e::get_physical_device_image_format_properties2, vk::PFN_vkGetPhysicalDeviceImageFormatProperties2;
+    "vkGetPhysicalDeviceImageFormatProperties2KHR" => PhysicalDevice, e::get_physical_device_image_format_properties2, vk::PFN_vkGetPhysicalDeviceImageFormatProperties2;
+    "vkGetPhysicalDeviceSparseImageFormatProperties" => PhysicalDevice, e::get_physical_device_sparse_image_format_properties, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties;
+    "vkGetPhysicalDeviceSparseImageFormatProperties2" => PhysicalDevice, e::get_physical_device_sparse_image_format_properties2, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties2;
+    "vkGetPhysicalDeviceSparseImageFormatProperties2KHR" => PhysicalDevice, e::get_physical_device_sparse_image_format_properties2, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties2;
+    "vkEnumerateDeviceExtensionProperties" => PhysicalDevice, e::enumerate_device_extension_properties, vk::PFN_vkEnumerateDeviceExtensionProperties;
+    "vkEnumerateDeviceLayerProperties" => PhysicalDevice, e::enumerate_device_layer_properties, vk::PFN_vkEnumerateDeviceLayerProperties;
+    "vkGetPhysicalDeviceExternalBufferProperties" => PhysicalDevice, e::get_physical_device_external_buffer_properties, vk::PFN_vkGetPhysicalDeviceExternalBufferProperties;
+    "vkGetPhysicalDeviceExternalBufferPropertiesKHR" => PhysicalDevice, e::get_physical_device_external_buffer_properties, vk::PFN_vkGetPhysicalDeviceExternalBufferProperties;
+    "vkGetPhysicalDeviceExternalSemaphoreProperties" => PhysicalDevice, e::get_physical_device_external_semaphore_properties, vk::PFN_vkGetPhysicalDeviceExternalSemaphoreProperties;
+    "vkGetPhysicalDeviceExternalFenceProperties" => PhysicalDevice, e::get_physical_device_external_fence_properties, vk::PFN_vkGetPhysicalDeviceExternalFenceProperties;
+    "vkGetPhysicalDeviceExternalImageFormatPropertiesNV" => PhysicalDevice, e::get_physical_device_external_image_format_properties_nv, vk::PFN_vkGetPhysicalDeviceExternalImageFormatPropertiesNV;
+    "vkCreateDevice" => PhysicalDevice, e::create_device, vk::PFN_vkCreateDevice;
+
+    "vkDestroyDevice" => Device, e::destroy_device, vk::PFN_vkDestroyDevice;
+    "vkGetDeviceProcAddr" => Device, e::get_device_proc_addr, vk::PFN_vkGetDeviceProcAddr;
+    "vkGetDeviceQueue" => Device, e::get_device_queue, vk::PFN_vkGetDeviceQueue;
+    "vkGetDeviceQueue2" => Device, e::get_device_queue2, vk::PFN_vkGetDeviceQueue2;
+    "vkDeviceWaitIdle" => Device, e::device_wait_idle, vk::PFN_vkDeviceWaitIdle;
+    "vkAllocateMemory" => Device, e::allocate_memory, vk::PFN_vkAllocateMemory;
+    "vkFreeMemory" => Device, e::free_memory, vk::PFN_vkFreeMemory;
+    "vkMapMemory" => Device, e::map_memory, vk::PFN_vkMapMemory;
+    "vkUnmapMemory" => Device, e::unmap_memory, vk::PFN_vkUnmapMemory;
+    "vkFlushMappedMemoryRanges" => Device, e::flush_mapped_memory_ranges, vk::PFN_vkFlushMappedMemoryRanges;
+    "vkInvalidateMappedMemoryRanges" => Device, e::flush_mapped_memory_ranges, vk::PFN_vkInvalidateMappedMemoryRanges;
+    "vkGetMemoryFdKHR" => Device, e::get_memory_fd, vk::PFN_vkGetMemoryFdKHR;
+    "vkGetMemoryFdPropertiesKHR" => Device, e::get_memory_fd_properties, vk::PFN_vkGetMemoryFdPropertiesKHR;
+    "vkGetMemoryHostPointerPropertiesEXT" => Device, e::get_memory_host_pointer_properties, vk::PFN_vkGetMemoryHostPointerPropertiesEXT;
+    "vkCreateBuffer" => Device, e::create_buffer, vk::PFN_vkCreateBuffer;
+    "vkDestroyBuffer" => Device, e::destroy_buffer, vk::PFN_vkDestroyBuffer;
+    "vkGetBufferMemoryRequirements" => Device, e::get_buffer_memory_requirements, vk::PFN_vkGetBufferMemoryRequirements;
+    "vkGetBufferMemoryRequirements2" => Device, e::get_buffer_memory_requirements2, vk::PFN_vkGetBufferMemoryRequirements2;
+    "vkGetBufferMemoryRequirements2KHR" => Device, e::get_buffer_memory_requirements2, vk::PFN_vkGetBufferMemoryRequirements2;
+    "vkBindBufferMemory" => Device, e::bind_buffer_memory, vk::PFN_vkBindBufferMemory;
+    "vkBindBufferMemory2" => Device, e::bind_buffer_memory2, vk::PFN_vkBindBufferMemory2;
+    "vkBindBufferMemory2KHR" => Device, e::bind_buffer_memory2, vk::PFN_vkBindBufferMemory2;
+    "vkCreateCommandPool" => Device, e::create_command_pool, vk::PFN_vkCreateCommandPool;
+    "vkDestroyCommandPool" => Device, e::destroy_command_pool, vk::PFN_vkDestroyCommandPool;
+    "vkResetCommandPool" => Device, e::reset_command_pool, vk::PFN_vkResetCommandPool;
+    "vkTrimCommandPool" => Device, e::trim_command_pool, vk::PFN_vkTrimCommandPool;
+    "vkAllocateCommandBuffers" => Device, e::allocate_command_buffers, vk::PFN_vkAllocateCommandBuffers;
+    "vkFreeCommandBuffers" => Device, e::free_command_buffers, vk::PFN_vkFreeCommandBuffers;
+    "vkBeginCommandBuffer" => Device, e::begin_command_buffer, vk::PFN_vkBeginCommandBuffer;
+    "vkEndCommandBuffer" => Device, e::end_command_buffer, vk::PFN_vkEndCommandBuffer;
+    "vkResetCommandBuffer" => Device, e::reset_command_buffer, vk::PFN_vkResetCommandBuffer;
+    "vkCmdCopyBuffer" => Device, e::cmd_copy_buffer, vk::PFN_vkCmdCopyBuffer;
+    "vkCmdFillBuffer" => Device, e::cmd_fill_buffer, vk::PFN_vkCmdFillBuffer;
+    "vkCmdUpdateBuffer" => Device, e::cmd_update_buffer, vk::PFN_vkCmdUpdateBuffer;
+    "vkCmdPipelineBarrier" => Device, e::cmd_pipeline_barrier, vk::PFN_vkCmdPipelineBarrier;
+    "vkQueueSubmit" => Device, e::queue_submit, vk::PFN_vkQueueSubmit;
+    "vkQueueWaitIdle" => Device, e::queue_wait_idle, vk::PFN_vkQueueWaitIdle;
+    "vkCreateFence" => Device, e::create_fence, vk::PFN_vkCreateFence;
+    "vkDestroyFence" => Device, e::destroy_fence, vk::PFN_vkDestroyFence;
+    "vkResetFences" => Device, e::reset_fences, vk::PFN_vkResetFences;
+    "vkGetFenceStatus" => Device, e::get_fence_status, vk::PFN_vkGetFenceStatus;
+    "vkWaitForFences" => Device, e::wait_for_fences, vk::PFN_vkWaitForFences;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_name_resolves_and_others_do_not() {
+        for name in NAMES {
+            assert!(lookup(name.as_bytes()).is_some(), "{name}");
+        }
+        assert!(lookup(b"vkCreateGraphicsPipelines").is_none());
+        assert!(lookup(b"vkCreateImage").is_none());
+        assert!(lookup(b"").is_none());
+        assert!(matches!(
+            lookup(b"vkCreateInstance"),
+            Some((Level::Global, _))
+        ));
+        assert!(matches!(
+            lookup(b"vkGetMemoryHostPointerPropertiesEXT"),
+            Some((Level::Device, _))
+        ));
+    }
+}
