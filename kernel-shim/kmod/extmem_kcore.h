@@ -17,8 +17,10 @@
  * - The VM storage is allocated by C (kvzalloc of extmem_kcore_vm_size() bytes, aligned
  *   to at least extmem_kcore_vm_align()), initialised by extmem_kcore_vm_init and torn
  *   down by extmem_kcore_vm_fini before C frees it.
- * - `object` is an opaque cookie chosen by C (the struct drm_gem_object pointer); kcore
- *   stores it in bindings and hands it back through the callbacks, never dereferences it.
+ * - `object` is an opaque cookie chosen by C (for VM_BIND, the glue's per-binding
+ *   struct extmem_binding, which references the GEM object; for the pin ledger, the
+ *   struct drm_gem_object pointer); kcore stores it and hands it back through the
+ *   callbacks, never dereferences it.
  */
 #ifndef EXTMEM_KCORE_H
 #define EXTMEM_KCORE_H

@@ -21,6 +21,9 @@
 //! | `EFAULT` | a user range that is not mapped (or not writable for a write pin), a bad pointer |
 //! | `ENOMEM` | `RLIMIT_MEMLOCK` would be exceeded, or the kernel is out of memory |
 //! | `ENOSPC` | a fixed-capacity table (objects, bindings) is full |
+//! | `EACCES` | `VM_BIND` of a read-only object without `FLAG_READ_ONLY` |
+//! | `EOPNOTSUPP` | PRIME export of a userptr or FOREIGN object; import of a dma-buf whose DMA addresses are not physical addresses |
+//! | `EINTR` | a signal arrived while pinning or waiting for a lock; nothing was done, retry |
 //! | `EIO` | `EXEC` hit a GPU fault; the fault fields say where |
 #![no_std]
 #![forbid(unsafe_code)]

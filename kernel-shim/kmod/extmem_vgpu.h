@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR MIT */
+/*
+ * extmem-vgpu: shared declarations of the C glue.
+ *
+ * The glue is thin on purpose: argument validation, the GPU VM (page tables, bindings)
+ * and the copy engine live in extmem-kcore (Rust, extmem_kcore.h). What stays in C is
+ * what needs the kernel's own objects: the DRM device and files, GEM objects and their
+ * memory (shmem, pinned user pages, dma-buf attachments), and the counters userspace
+ * reads through GET_PARAM.
+ */
+#ifndef EXTMEM_VGPU_H
+#define EXTMEM_VGPU_H
+
+#include <linux/atomic.h>
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/types.h>
+
+#include <drm/drm_device.h>
+#include <drm/drm_gem_shmem_helper.h>
+
+#include "extmem_kcore.h"
+
+#define EXTMEM_DRIVER_NAME "extmem-vgpu"
+
+struct dma_buf;
+struct dma_buf_attachment;
+struct mm_struct;
+struct page;
+struct platform_device;
+struct sg_table;
+
+/* Device-wide counters, read by GET_PARAM and the debugfs file. */
+struct extmem_counters {
+	atomic64_t live_objects;	/* GEM objects of this device alive */
+	atomic64_t pinned_pages;	/* user pages pinned by GEM_USERPTR */
+	atomic64_t pt_pages;		/* page-table pages allocated */
+	atomic64_t attachments;		/* dma-buf attachments held */
+	atomic64_t bindings;		/* VM bindings alive */
+};
+
+struct extmem_device {
+	struct drm_device drm;
+	struct platform_device *pdev;
+	struct extmem_counters counters;
+	u8 device_uuid[16];
+	/* Output-address bits of the profile: table pages must lie below this. */
+	u64 oa_limit;
+};
+
+/*
+ * What kcore hands back to every platform callback: the device the memory is counted
+ * against. One per open file (and one for the load-time self-test).
+ */
+struct extmem_plat {
+	struct extmem_device *edev;
+	/* The file whose VM this is; NULL for the self-test, which binds no GEM object. */
+	struct extmem_file *efile;
+	/* Bytes copied since the last cond_resched(), so a long EXEC yields the CPU. */
+	u64 since_resched;
+};
+
+/*
+ * Per open DRM file. Referenced by the drm_file and by every USERPTR object made through
+ * it (whose pin is recorded in the file's kcore ledger), since such an object can outlive
+ * the file (GEM_FLINK on the primary node).
+ */
+struct extmem_file {
+	struct kref ref;
+	/* Serialises every kcore call that takes `vm` (kcore VMs are not thread-safe). */
+	struct mutex vm_lock;
+	struct extmem_plat plat;
+	void *vm;		/* extmem_kcore_vm_align()-aligned, inside vm_alloc */
+	void *vm_alloc;		/* what kvfree() gets */
+	/* Under vm_lock: vm_fini ran (at postclose); `vm` must not be used any more. */
+	bool vm_dead;
+	/*
+	 * Under vm_lock: bindings kcore has let go of (extmem_plat_object_unbound), whose
+	 * objects are put after the lock is dropped (extmem_vm_unlock). Putting them inside
+	 * the callback could free an object whose release calls back into kcore for the same
+	 * VM (the pin ledger) while kcore is still running.
+	 */
+	struct list_head unbound;
+	u64 last_pin_ns;	/* LAST_PIN_NS: pin_user_pages time of the last GEM_USERPTR */
+};
+
+/*
+ * One binding of an object in a VM: the cookie kcore stores for it and hands back to
+ * extmem_plat_object_segment / extmem_plat_object_unbound. It holds a reference on the
+ * object (and, for shmem, a pin of its pages) until the binding is gone.
+ */
+struct extmem_binding {
+	struct list_head link;	/* on extmem_file.unbound once kcore dropped it */
+	struct drm_gem_object *obj;
+};
+
+/*
+ * One GEM object of any kind. The shmem object comes first for every kind because
+ * drm_gem_shmem_free() kfree()s the shmem pointer; for the other kinds only its `base`
+ * (the drm_gem_object) is used and the shmem fields stay zero.
+ */
+struct extmem_bo {
+	struct drm_gem_shmem_object shmem;
+	u32 kind;		/* EXTMEM_OBJECT_* */
+	bool read_only;		/* the GPU may only read it */
+	union {
+		/* EXTMEM_OBJECT_USERPTR */
+		struct {
+			struct page **pages;
+			unsigned long npages;
+			struct mm_struct *mm;	/* charged with pinned_vm; mmgrab()ed */
+			bool writable;
+			/* The file whose kcore ledger records the pin (referenced). */
+			struct extmem_file *efile;
+		} user;
+		/*
+		 * EXTMEM_OBJECT_DMABUF (attach == base.import_attach, set up by
+		 * drm_gem_prime_import_dev) and EXTMEM_OBJECT_FOREIGN (our own attachment:
+		 * the object is a window [offset, offset + size) of the dma-buf).
+		 */
+		struct {
+			struct dma_buf_attachment *attach;
+			struct sg_table *sgt;
+			u64 offset;
+		} import;
+	};
+};
+
+static inline struct extmem_device *to_extmem_device(struct drm_device *drm)
+{
+	return container_of(drm, struct extmem_device, drm);
+}
+
+static inline struct extmem_bo *to_extmem_bo(struct drm_gem_object *obj)
+{
+	return container_of(obj, struct extmem_bo, shmem.base);
+}
+
+/* extmem_vgpu_gem.c */
+struct drm_gem_object *extmem_gem_create_object(struct drm_device *drm, size_t size);
+struct drm_gem_object *extmem_gem_prime_import_sg_table(struct drm_device *drm,
+							struct dma_buf_attachment *attach,
+							struct sg_table *sgt);
+int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len);
+int extmem_bo_bind_prepare(struct extmem_bo *bo);
+void extmem_bo_bind_finish(struct extmem_bo *bo);
+int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file);
+int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file *file);
+int extmem_ioctl_gem_info(struct drm_device *drm, void *data, struct drm_file *file);
+
+/* extmem_vgpu_vm.c */
+int extmem_ioctl_vm_bind(struct drm_device *drm, void *data, struct drm_file *file);
+int extmem_ioctl_exec(struct drm_device *drm, void *data, struct drm_file *file);
+int extmem_ioctl_vm_query(struct drm_device *drm, void *data, struct drm_file *file);
+int extmem_file_vm_init(struct extmem_file *efile, struct extmem_device *edev);
+void extmem_file_vm_fini(struct extmem_file *efile);
+void extmem_vm_unlock(struct extmem_file *efile);
+
+/* extmem_vgpu_drv.c */
+void extmem_file_put(struct extmem_file *efile);
+
+#endif /* EXTMEM_VGPU_H */

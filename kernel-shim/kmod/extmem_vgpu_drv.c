@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+/*
+ * extmem-vgpu: a virtual GPU whose MMU uses a real page-table format, so the external-
+ * memory stack of extmem runs for real (pin_user_pages, dma-buf attachments, page tables,
+ * a copy engine that only reaches memory through them). Like vgem it has no hardware: one
+ * platform device, one DRM device with a render node.
+ *
+ * This file: the module, the DRM driver, per-file state, GET_PARAM, the counters and the
+ * load-time self-test of the Rust core.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/dma-mapping.h>
+#include <linux/module.h>
+#include <linux/platform_device.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/unaligned.h>
+#include <linux/xxhash.h>
+
+#include <drm/drm_debugfs.h>
+#include <drm/drm_drv.h>
+#include <drm/drm_file.h>
+#include <drm/drm_gem.h>
+#include <drm/drm_ioctl.h>
+#include <drm/drm_managed.h>
+#include <drm/drm_prime.h>
+
+#include "extmem_vgpu.h"
+
+#define DRIVER_DESC "extmem virtual GPU (external-memory test device)"
+#define DRIVER_DATE "20250101"
+#define DRIVER_MAJOR 1
+#define DRIVER_MINOR 0
+
+static bool selftest;
+module_param(selftest, bool, 0444);
+MODULE_PARM_DESC(selftest, "Run the extmem-kcore self-tests at load and print their KTAP report");
+
+/*
+ * The driver UUID changes with the build: Kbuild passes the first 16 bytes of a SHA-256
+ * over the module's sources and the shipped core object (see Kbuild).
+ */
+#ifndef EXTMEM_DRIVER_UUID_BYTES
+#error "Kbuild must define EXTMEM_DRIVER_UUID_BYTES"
+#endif
+static const u8 extmem_driver_uuid[16] = { EXTMEM_DRIVER_UUID_BYTES };
+
+static struct extmem_device *extmem_dev;
+
+/*
+ * The device UUID must not change across processes, reloads and reboots (Vulkan's
+ * deviceUUID), and a virtual device has no serial number: derive it from the device's
+ * name, as an RFC 9562 version-8 (vendor-specific) UUID.
+ */
+static void extmem_make_device_uuid(struct extmem_device *edev)
+{
+	const char *name = dev_name(&edev->pdev->dev);
+	u64 lo = xxh64(name, strlen(name), 0x6578746d656d3030ull);
+	u64 hi = xxh64(name, strlen(name), 0x6578746d656d3031ull);
+
+	put_unaligned_le64(lo, &edev->device_uuid[0]);
+	put_unaligned_le64(hi, &edev->device_uuid[8]);
+	edev->device_uuid[6] = (edev->device_uuid[6] & 0x0f) | 0x80;	/* version 8 */
+	edev->device_uuid[8] = (edev->device_uuid[8] & 0x3f) | 0x80;	/* RFC variant */
+}
+
+static void extmem_file_release(struct kref *ref)
+{
+	struct extmem_file *efile = container_of(ref, struct extmem_file, ref);
+
+	mutex_destroy(&efile->vm_lock);
+	kfree(efile);
+}
+
+void extmem_file_put(struct extmem_file *efile)
+{
+	kref_put(&efile->ref, extmem_file_release);
+}
+
+static int extmem_open(struct drm_device *drm, struct drm_file *file)
+{
+	struct extmem_file *efile;
+	int ret;
+
+	efile = kzalloc(sizeof(*efile), GFP_KERNEL);
+	if (!efile)
+		return -ENOMEM;
+	kref_init(&efile->ref);
+	mutex_init(&efile->vm_lock);
+	INIT_LIST_HEAD(&efile->unbound);
+	ret = extmem_file_vm_init(efile, to_extmem_device(drm));
+	if (ret) {
+		extmem_file_put(efile);
+		return ret;
+	}
+	file->driver_priv = efile;
+	return 0;
+}
+
+/*
+ * Runs after drm_gem_release() dropped the file's handles; the bindings still hold their
+ * objects, so tearing the VM down here releases the last pins, page-table pages and
+ * dma-buf attachments of the file. This is also the path of a killed process: its files
+ * are closed on exit.
+ */
+static void extmem_postclose(struct drm_device *drm, struct drm_file *file)
+{
+	struct extmem_file *efile = file->driver_priv;
+
+	extmem_file_vm_fini(efile);
+	extmem_file_put(efile);
+}
+
+static int extmem_ioctl_get_param(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	struct extmem_device *edev = to_extmem_device(drm);
+	struct extmem_file *efile = file->driver_priv;
+	struct drm_extmem_get_param *args = data;
+	const struct extmem_counters *c = &edev->counters;
+	int ret;
+
+	ret = extmem_kcore_get_param(args);
+	if (ret != EXTMEM_KCORE_PLATFORM_PARAM)
+		return ret;
+
+	switch (args->param) {
+	case EXTMEM_PARAM_DEVICE_UUID_LO:
+		args->value = get_unaligned_le64(&edev->device_uuid[0]);
+		break;
+	case EXTMEM_PARAM_DEVICE_UUID_HI:
+		args->value = get_unaligned_le64(&edev->device_uuid[8]);
+		break;
+	case EXTMEM_PARAM_DRIVER_UUID_LO:
+		args->value = get_unaligned_le64(&extmem_driver_uuid[0]);
+		break;
+	case EXTMEM_PARAM_DRIVER_UUID_HI:
+		args->value = get_unaligned_le64(&extmem_driver_uuid[8]);
+		break;
+	case EXTMEM_PARAM_LIVE_OBJECTS:
+		args->value = atomic64_read(&c->live_objects);
+		break;
+	case EXTMEM_PARAM_PINNED_PAGES:
+		args->value = atomic64_read(&c->pinned_pages);
+		break;
+	case EXTMEM_PARAM_PT_PAGES:
+		args->value = atomic64_read(&c->pt_pages);
+		break;
+	case EXTMEM_PARAM_ATTACHMENTS:
+		args->value = atomic64_read(&c->attachments);
+		break;
+	case EXTMEM_PARAM_BINDINGS:
+		args->value = atomic64_read(&c->bindings);
+		break;
+	case EXTMEM_PARAM_LAST_PIN_NS:
+		args->value = READ_ONCE(efile->last_pin_ns);
+		break;
+	default:
+		/* kcore named a parameter this glue does not know: the two disagree. */
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const struct drm_ioctl_desc extmem_ioctls[] = {
+	DRM_IOCTL_DEF_DRV(EXTMEM_GET_PARAM, extmem_ioctl_get_param, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(EXTMEM_GEM_CREATE, extmem_ioctl_gem_create, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(EXTMEM_GEM_USERPTR, extmem_ioctl_gem_userptr, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(EXTMEM_GEM_INFO, extmem_ioctl_gem_info, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(EXTMEM_VM_BIND, extmem_ioctl_vm_bind, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(EXTMEM_EXEC, extmem_ioctl_exec, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(EXTMEM_VM_QUERY, extmem_ioctl_vm_query, DRM_RENDER_ALLOW),
+};
+
+DEFINE_DRM_GEM_FOPS(extmem_fops);
+
+static const struct drm_driver extmem_driver = {
+	.driver_features = DRIVER_GEM | DRIVER_RENDER,
+	.open = extmem_open,
+	.postclose = extmem_postclose,
+	.ioctls = extmem_ioctls,
+	.num_ioctls = ARRAY_SIZE(extmem_ioctls),
+	.fops = &extmem_fops,
+	/* GEM_CREATE objects come from the shmem helpers, allocated as our extmem_bo. */
+	.gem_create_object = extmem_gem_create_object,
+	/* PRIME import uses drm_gem_prime_import() (the default) and ends here. */
+	.gem_prime_import_sg_table = extmem_gem_prime_import_sg_table,
+	.name = EXTMEM_DRIVER_NAME,
+	.desc = DRIVER_DESC,
+	.date = DRIVER_DATE,
+	.major = DRIVER_MAJOR,
+	.minor = DRIVER_MINOR,
+};
+
+static int extmem_counters_show(struct seq_file *m, void *data)
+{
+	struct drm_debugfs_entry *entry = m->private;
+	const struct extmem_counters *c = &to_extmem_device(entry->dev)->counters;
+
+	seq_printf(m, "live_objects %lld\n", atomic64_read(&c->live_objects));
+	seq_printf(m, "pinned_pages %lld\n", atomic64_read(&c->pinned_pages));
+	seq_printf(m, "pt_pages %lld\n", atomic64_read(&c->pt_pages));
+	seq_printf(m, "attachments %lld\n", atomic64_read(&c->attachments));
+	seq_printf(m, "bindings %lld\n", atomic64_read(&c->bindings));
+	return 0;
+}
+
+static void extmem_selftest_emit(const char *line)
+{
+	/* The runner picks these lines out of the kernel log by this prefix. */
+	pr_info("selftest: %s\n", line);
+}
+
+static void extmem_run_selftest(struct extmem_device *edev)
+{
+	struct extmem_plat plat = { .edev = edev };
+	int failed;
+
+	failed = extmem_kcore_selftest(&plat, extmem_selftest_emit);
+	if (failed)
+		pr_err("selftest: %d test(s) failed\n", failed);
+	if (atomic64_read(&edev->counters.pt_pages))
+		pr_err("selftest: %lld page-table page(s) left allocated\n",
+		       atomic64_read(&edev->counters.pt_pages));
+}
+
+/* The profile's output-address width, from the core, which owns the profile. */
+static int extmem_oa_bits(u64 *bits)
+{
+	struct drm_extmem_get_param param = { .param = EXTMEM_PARAM_OA_BITS };
+	int ret = extmem_kcore_get_param(&param);
+
+	if (ret)
+		return ret < 0 ? ret : -EINVAL;
+	if (param.value < 32 || param.value > 63)
+		return -EINVAL;
+	*bits = param.value;
+	return 0;
+}
+
+static int __init extmem_init(void)
+{
+	struct platform_device *pdev;
+	struct extmem_device *edev;
+	u64 oa_bits;
+	int ret;
+
+	ret = extmem_oa_bits(&oa_bits);
+	if (ret) {
+		pr_err("the core reports no usable OA_BITS (%d)\n", ret);
+		return ret;
+	}
+
+	pdev = platform_device_register_simple(EXTMEM_DRIVER_NAME, -1, NULL, 0);
+	if (IS_ERR(pdev))
+		return PTR_ERR(pdev);
+
+	if (!devres_open_group(&pdev->dev, NULL, GFP_KERNEL)) {
+		ret = -ENOMEM;
+		goto out_unregister;
+	}
+
+	/*
+	 * The device reaches memory only through its page tables, whose output addresses
+	 * are oa_bits wide; importers map dma-bufs for it with this mask. The platform
+	 * device sits behind no IOMMU, so dma-direct hands out physical addresses (checked
+	 * per import in extmem_vgpu_gem.c, not assumed).
+	 */
+	ret = dma_coerce_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(oa_bits));
+	if (ret)
+		goto out_devres;
+
+	edev = devm_drm_dev_alloc(&pdev->dev, &extmem_driver, struct extmem_device, drm);
+	if (IS_ERR(edev)) {
+		ret = PTR_ERR(edev);
+		goto out_devres;
+	}
+	edev->pdev = pdev;
+	edev->oa_limit = BIT_ULL(oa_bits);
+	extmem_make_device_uuid(edev);
+
+	if (selftest)
+		extmem_run_selftest(edev);
+
+	drm_debugfs_add_file(&edev->drm, "extmem_counters", extmem_counters_show, NULL);
+
+	ret = drm_dev_register(&edev->drm, 0);
+	if (ret)
+		goto out_devres;
+
+	extmem_dev = edev;
+	return 0;
+
+out_devres:
+	devres_release_group(&pdev->dev, NULL);
+out_unregister:
+	platform_device_unregister(pdev);
+	return ret;
+}
+
+static void __exit extmem_exit(void)
+{
+	struct platform_device *pdev = extmem_dev->pdev;
+
+	drm_dev_unregister(&extmem_dev->drm);
+	devres_release_group(&pdev->dev, NULL);
+	platform_device_unregister(pdev);
+}
+
+module_init(extmem_init);
+module_exit(extmem_exit);
+
+MODULE_DESCRIPTION(DRIVER_DESC);
+MODULE_LICENSE("Dual MIT/GPL");
+MODULE_IMPORT_NS(DMA_BUF);

@@ -1,0 +1,707 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+/*
+ * extmem-vgpu GEM objects, four kinds:
+ *
+ * SHMEM    GEM_CREATE: drm_gem_shmem helpers; pages pinned while the object is bound.
+ * USERPTR  GEM_USERPTR: user pages pinned with FOLL_LONGTERM for the object's lifetime,
+ *          charged to RLIMIT_MEMLOCK through mm->pinned_vm (as RDMA's ib_umem does).
+ * DMABUF   PRIME import (drm_gem_prime_import -> drm_gem_prime_import_dev): a static
+ *          dma-buf attachment, mapped for this device for the object's lifetime.
+ * FOREIGN  GEM_USERPTR on a CPU mapping of a dma-buf ("host-mapped foreign memory"):
+ *          the dma-buf behind the VMA is attached the same way, and the object is the
+ *          window of it the user range covers. Nothing is pinned with GUP.
+ *
+ * Physical addresses: the device has no IOMMU, so under dma-direct a DMA address is the
+ * physical address. This is checked for every imported scatterlist entry that has a page
+ * (sg_phys), and an import whose addresses differ (an IOMMU, a swiotlb bounce) is refused.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/backing-dev.h>
+#include <linux/dma-buf.h>
+#include <linux/magic.h>
+#include <linux/mm.h>
+#include <linux/overflow.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/timekeeping.h>
+
+#include <drm/drm_file.h>
+#include <drm/drm_gem.h>
+#include <drm/drm_prime.h>
+#include <drm/drm_vma_manager.h>
+
+#include "extmem_vgpu.h"
+
+static void extmem_count_object(struct drm_device *drm, long delta)
+{
+	atomic64_add(delta, &to_extmem_device(drm)->counters.live_objects);
+}
+
+/* Host pointers and imports are importable only, never exported again (a Vulkan rule for
+ * HOST_ALLOCATION memory; a FOREIGN object is a window, not a whole dma-buf). */
+static struct dma_buf *extmem_no_export(struct drm_gem_object *obj, int flags)
+{
+	return ERR_PTR(-EOPNOTSUPP);
+}
+
+/* ---- SHMEM -------------------------------------------------------------------------- */
+
+static void extmem_shmem_free(struct drm_gem_object *obj)
+{
+	struct drm_device *drm = obj->dev;
+
+	drm_gem_shmem_free(&to_extmem_bo(obj)->shmem);
+	extmem_count_object(drm, -1);
+}
+
+static const struct drm_gem_object_funcs extmem_shmem_funcs = {
+	.free = extmem_shmem_free,
+	.print_info = drm_gem_shmem_object_print_info,
+	.pin = drm_gem_shmem_object_pin,
+	.unpin = drm_gem_shmem_object_unpin,
+	.get_sg_table = drm_gem_shmem_object_get_sg_table,
+	.vmap = drm_gem_shmem_object_vmap,
+	.vunmap = drm_gem_shmem_object_vunmap,
+	.mmap = drm_gem_shmem_object_mmap,
+	.vm_ops = &drm_gem_shmem_vm_ops,
+};
+
+/* drm_driver.gem_create_object: drm_gem_shmem_create() allocates through this. */
+struct drm_gem_object *extmem_gem_create_object(struct drm_device *drm, size_t size)
+{
+	struct extmem_bo *bo = kzalloc(sizeof(*bo), GFP_KERNEL);
+
+	if (!bo)
+		return ERR_PTR(-ENOMEM);
+	bo->kind = EXTMEM_OBJECT_SHMEM;
+	/* Cached CPU mappings: the copy engine writes through the kernel's cached map. */
+	bo->shmem.map_wc = false;
+	bo->shmem.base.funcs = &extmem_shmem_funcs;
+	return &bo->shmem.base;
+}
+
+int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	struct drm_extmem_gem_create *args = data;
+	struct drm_gem_shmem_object *shmem;
+	u32 handle;
+	int ret;
+
+	ret = extmem_kcore_check_gem_create(args);
+	if (ret)
+		return ret;
+
+	shmem = drm_gem_shmem_create(drm, args->size);
+	if (IS_ERR(shmem))
+		return PTR_ERR(shmem);
+	extmem_count_object(drm, 1);
+
+	ret = drm_gem_handle_create(file, &shmem->base, &handle);
+	/* The handle holds the object now (or nothing does and this frees it). */
+	drm_gem_object_put(&shmem->base);
+	if (ret)
+		return ret;
+	args->handle = handle;
+	return 0;
+}
+
+/* ---- physically contiguous runs ----------------------------------------------------- */
+
+/* The run of pages[] that holds byte `offset`: pages (npages of them) in object order. */
+static int extmem_pages_segment(struct page **pages, unsigned long npages, u64 offset,
+				u64 *pa, u64 *len)
+{
+	unsigned long first = offset >> PAGE_SHIFT;
+	unsigned long last;
+	unsigned long pfn;
+
+	if (!pages || first >= npages)
+		return -ERANGE;
+	pfn = page_to_pfn(pages[first]);
+	for (last = first + 1; last < npages; last++)
+		if (page_to_pfn(pages[last]) != pfn + (last - first))
+			break;
+	*pa = PFN_PHYS(pfn) + offset_in_page(offset);
+	*len = ((u64)(last - first) << PAGE_SHIFT) - offset_in_page(offset);
+	return 0;
+}
+
+/*
+ * The run of the DMA-mapped scatterlist that holds byte `offset` of the window
+ * [base, base + size) of the buffer; adjacent entries that continue each other are merged
+ * so 2 MiB runs show as one.
+ */
+static int extmem_sgt_segment(struct sg_table *sgt, u64 base, u64 size, u64 offset,
+			      u64 *pa, u64 *len)
+{
+	struct scatterlist *sg;
+	u64 pos, seg_start = 0;
+	u64 run_pa = 0, run_len = 0;
+	bool found = false;
+	unsigned int i;
+
+	if (offset >= size || check_add_overflow(base, offset, &pos))
+		return -ERANGE;
+
+	for_each_sgtable_dma_sg(sgt, sg, i) {
+		u64 addr = sg_dma_address(sg);
+		u64 seg_len = sg_dma_len(sg);
+
+		if (!found) {
+			if (pos < seg_start + seg_len) {
+				run_pa = addr + (pos - seg_start);
+				run_len = seg_len - (pos - seg_start);
+				found = true;
+			}
+		} else if (addr == run_pa + run_len) {
+			run_len += seg_len;
+		} else {
+			break;
+		}
+		seg_start += seg_len;
+	}
+	if (!found)
+		return -ERANGE;
+	*pa = run_pa;
+	*len = min(run_len, size - offset);
+	return 0;
+}
+
+int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
+{
+	struct drm_gem_object *obj = &bo->shmem.base;
+
+	if (offset >= obj->size)
+		return -ERANGE;
+	switch (bo->kind) {
+	case EXTMEM_OBJECT_SHMEM:
+		/* shmem->pages is stable while pinned, and a bound object is pinned. */
+		return extmem_pages_segment(bo->shmem.pages, obj->size >> PAGE_SHIFT, offset,
+					    pa, len);
+	case EXTMEM_OBJECT_USERPTR:
+		return extmem_pages_segment(bo->user.pages, bo->user.npages, offset, pa, len);
+	case EXTMEM_OBJECT_DMABUF:
+	case EXTMEM_OBJECT_FOREIGN:
+		return extmem_sgt_segment(bo->import.sgt, bo->import.offset, obj->size, offset,
+					  pa, len);
+	}
+	return -ERANGE;
+}
+
+/* Before VM_BIND maps `bo`: a shmem object's pages must stay put while bound. */
+int extmem_bo_bind_prepare(struct extmem_bo *bo)
+{
+	if (bo->kind == EXTMEM_OBJECT_SHMEM)
+		return drm_gem_shmem_pin(&bo->shmem);
+	return 0;
+}
+
+/* A binding of `bo` is gone (or never came to be): undo extmem_bo_bind_prepare. */
+void extmem_bo_bind_finish(struct extmem_bo *bo)
+{
+	if (bo->kind == EXTMEM_OBJECT_SHMEM)
+		drm_gem_shmem_unpin(&bo->shmem);
+}
+
+/* ---- dma-buf imports (DMABUF and FOREIGN) ------------------------------------------- */
+
+/*
+ * Checks a mapped attachment before the device uses it: every DMA segment page-aligned,
+ * together covering `size` bytes, and (where the exporter gave pages) each DMA address
+ * equal to the physical address, which is what dma-direct without an IOMMU gives.
+ */
+static int extmem_check_sgt(struct drm_device *drm, struct sg_table *sgt, u64 size)
+{
+	struct scatterlist *sg;
+	u64 total = 0;
+	unsigned int i;
+
+	for_each_sgtable_dma_sg(sgt, sg, i) {
+		if (!PAGE_ALIGNED(sg_dma_address(sg)) || !PAGE_ALIGNED(sg_dma_len(sg)))
+			return -EINVAL;
+		total += sg_dma_len(sg);
+	}
+	if (total < size)
+		return -EINVAL;
+
+	/* dma-direct maps entry by entry, so DMA entry i belongs to CPU entry i. */
+	if (sgt->nents != sgt->orig_nents)
+		goto not_direct;
+	for_each_sgtable_sg(sgt, sg, i) {
+		if (sg_page(sg) && sg_dma_address(sg) != sg_phys(sg))
+			goto not_direct;
+	}
+	return 0;
+
+not_direct:
+	drm_dbg_prime(drm, "import refused: DMA addresses are not physical addresses\n");
+	return -EOPNOTSUPP;
+}
+
+static void extmem_dmabuf_free(struct drm_gem_object *obj)
+{
+	struct extmem_bo *bo = to_extmem_bo(obj);
+	struct drm_device *drm = obj->dev;
+
+	drm_prime_gem_destroy(obj, bo->import.sgt);
+	drm_gem_object_release(obj);
+	kfree(bo);
+	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
+	extmem_count_object(drm, -1);
+}
+
+static const struct drm_gem_object_funcs extmem_dmabuf_funcs = {
+	.free = extmem_dmabuf_free,
+	/* drm_gem_prime_handle_to_fd() re-exports the original dma-buf for imports. */
+	.export = extmem_no_export,
+};
+
+/* drm_driver.gem_prime_import_sg_table: the last step of drm_gem_prime_import_dev(). */
+struct drm_gem_object *extmem_gem_prime_import_sg_table(struct drm_device *drm,
+							struct dma_buf_attachment *attach,
+							struct sg_table *sgt)
+{
+	size_t size = attach->dmabuf->size;
+	struct extmem_bo *bo;
+	int ret;
+
+	/* drm_gem_private_object_init() insists on whole pages. */
+	if (!size || !PAGE_ALIGNED(size))
+		return ERR_PTR(-EINVAL);
+	ret = extmem_check_sgt(drm, sgt, size);
+	if (ret)
+		return ERR_PTR(ret);
+
+	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
+	if (!bo)
+		return ERR_PTR(-ENOMEM);
+	bo->kind = EXTMEM_OBJECT_DMABUF;
+	bo->import.attach = attach;
+	bo->import.sgt = sgt;
+	bo->shmem.base.funcs = &extmem_dmabuf_funcs;
+	drm_gem_private_object_init(drm, &bo->shmem.base, size);
+
+	atomic64_inc(&to_extmem_device(drm)->counters.attachments);
+	extmem_count_object(drm, 1);
+	return &bo->shmem.base;
+}
+
+static void extmem_foreign_free(struct drm_gem_object *obj)
+{
+	struct extmem_bo *bo = to_extmem_bo(obj);
+	struct dma_buf_attachment *attach = bo->import.attach;
+	struct dma_buf *dmabuf = attach->dmabuf;
+	struct drm_device *drm = obj->dev;
+
+	dma_buf_unmap_attachment_unlocked(attach, bo->import.sgt, DMA_BIDIRECTIONAL);
+	dma_buf_detach(dmabuf, attach);
+	dma_buf_put(dmabuf);
+	drm_gem_object_release(obj);
+	kfree(bo);
+	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
+	extmem_count_object(drm, -1);
+}
+
+static const struct drm_gem_object_funcs extmem_foreign_funcs = {
+	.free = extmem_foreign_free,
+	.export = extmem_no_export,
+};
+
+/*
+ * A FOREIGN object over [offset, offset + size) of `dmabuf`. Takes over the caller's
+ * reference on `dmabuf` on success only. This is drm_gem_prime_import_dev() without its
+ * own-device shortcut (an object of ours mapped through its dma-buf is attached like any
+ * other exporter's) and with the window.
+ */
+static struct drm_gem_object *extmem_foreign_create(struct drm_device *drm,
+						    struct dma_buf *dmabuf, u64 offset,
+						    u64 size, bool read_only)
+{
+	struct dma_buf_attachment *attach;
+	struct sg_table *sgt;
+	struct extmem_bo *bo;
+	int ret;
+
+	attach = dma_buf_attach(dmabuf, drm->dev);
+	if (IS_ERR(attach))
+		return ERR_CAST(attach);
+	sgt = dma_buf_map_attachment_unlocked(attach, DMA_BIDIRECTIONAL);
+	if (IS_ERR(sgt)) {
+		ret = PTR_ERR(sgt);
+		goto err_detach;
+	}
+	ret = extmem_check_sgt(drm, sgt, dmabuf->size);
+	if (ret)
+		goto err_unmap;
+
+	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
+	if (!bo) {
+		ret = -ENOMEM;
+		goto err_unmap;
+	}
+	bo->kind = EXTMEM_OBJECT_FOREIGN;
+	bo->read_only = read_only;
+	bo->import.attach = attach;
+	bo->import.sgt = sgt;
+	bo->import.offset = offset;
+	bo->shmem.base.funcs = &extmem_foreign_funcs;
+	drm_gem_private_object_init(drm, &bo->shmem.base, size);
+
+	atomic64_inc(&to_extmem_device(drm)->counters.attachments);
+	extmem_count_object(drm, 1);
+	return &bo->shmem.base;
+
+err_unmap:
+	dma_buf_unmap_attachment_unlocked(attach, sgt, DMA_BIDIRECTIONAL);
+err_detach:
+	dma_buf_detach(dmabuf, attach);
+	return ERR_PTR(ret);
+}
+
+/* ---- USERPTR ------------------------------------------------------------------------ */
+
+/*
+ * Takes the pin of `obj` off its file's kcore ledger, unless the file's VM (and with it
+ * the ledger) is gone. Never called under the VM lock: objects are put only after it is
+ * dropped (extmem_vm_unlock).
+ */
+static void extmem_userptr_unrecord(struct drm_gem_object *obj, struct extmem_file *efile)
+{
+	int ret = 0;
+
+	mutex_lock(&efile->vm_lock);
+	if (!efile->vm_dead)
+		ret = extmem_kcore_pin_remove(efile->vm, (u64)(uintptr_t)obj, NULL);
+	mutex_unlock(&efile->vm_lock);
+	/* Every USERPTR object was recorded at creation: a missing record is a glue bug. */
+	WARN_ON_ONCE(ret);
+}
+
+static void extmem_userptr_free(struct drm_gem_object *obj)
+{
+	struct extmem_bo *bo = to_extmem_bo(obj);
+	struct extmem_device *edev = to_extmem_device(obj->dev);
+	unsigned long npages = bo->user.npages;
+
+	extmem_userptr_unrecord(obj, bo->user.efile);
+	extmem_file_put(bo->user.efile);
+	/* The GPU may have written through a writable pin: dirty the pages for writeback. */
+	unpin_user_pages_dirty_lock(bo->user.pages, npages, bo->user.writable);
+	atomic64_sub(npages, &bo->user.mm->pinned_vm);
+	mmdrop(bo->user.mm);
+	kvfree(bo->user.pages);
+	drm_gem_object_release(obj);
+	kfree(bo);
+	atomic64_sub(npages, &edev->counters.pinned_pages);
+	extmem_count_object(&edev->drm, -1);
+}
+
+static const struct drm_gem_object_funcs extmem_userptr_funcs = {
+	.free = extmem_userptr_free,
+	.export = extmem_no_export,
+};
+
+/* Whether `npages` more pinned pages fit the caller's RLIMIT_MEMLOCK (ib_umem's rule). */
+static bool extmem_pin_within_limit(struct mm_struct *mm, unsigned long npages)
+{
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+
+	return capable(CAP_IPC_LOCK) || atomic64_read(&mm->pinned_vm) + npages <= limit;
+}
+
+static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
+						    struct extmem_file *efile,
+						    unsigned long start, u64 size, bool writable)
+{
+	struct extmem_device *edev = to_extmem_device(drm);
+	unsigned long npages = size >> PAGE_SHIFT;
+	unsigned int gup_flags = FOLL_LONGTERM | (writable ? FOLL_WRITE : 0);
+	unsigned long lock_limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	struct mm_struct *mm = current->mm;
+	unsigned long pinned = 0;
+	struct page **pages;
+	struct extmem_bo *bo;
+	u64 pin_ns = 0;
+	int ret;
+
+	/* Charge first, as ib_umem_get() does, so concurrent pins cannot both pass. */
+	if (atomic64_add_return(npages, &mm->pinned_vm) > lock_limit && !capable(CAP_IPC_LOCK)) {
+		atomic64_sub(npages, &mm->pinned_vm);
+		return ERR_PTR(-ENOMEM);
+	}
+
+	pages = kvmalloc_array(npages, sizeof(*pages), GFP_KERNEL);
+	if (!pages) {
+		ret = -ENOMEM;
+		goto err_uncharge;
+	}
+
+	while (pinned < npages) {
+		int chunk = min_t(unsigned long, npages - pinned, SZ_64K);
+		u64 t0 = ktime_get_ns();
+		int got;
+
+		got = pin_user_pages_fast(start + (pinned << PAGE_SHIFT), chunk, gup_flags,
+					  pages + pinned);
+		pin_ns += ktime_get_ns() - t0;
+		if (got < 0) {
+			ret = got;
+			goto err_unpin;
+		}
+		if (got == 0) {
+			ret = -EFAULT;
+			goto err_unpin;
+		}
+		pinned += got;
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
+			goto err_unpin;
+		}
+	}
+	WRITE_ONCE(efile->last_pin_ns, pin_ns);
+
+	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
+	if (!bo) {
+		ret = -ENOMEM;
+		goto err_unpin;
+	}
+	/* The file's ledger of pins (kcore): one record per object, ENOSPC when full. */
+	ret = mutex_lock_interruptible(&efile->vm_lock);
+	if (ret)
+		goto err_free;
+	ret = extmem_kcore_pin_add(efile->vm, (u64)(uintptr_t)&bo->shmem.base, start, npages);
+	mutex_unlock(&efile->vm_lock);
+	if (ret)
+		goto err_free;
+	kref_get(&efile->ref);
+	bo->user.efile = efile;
+	bo->kind = EXTMEM_OBJECT_USERPTR;
+	bo->read_only = !writable;
+	bo->user.pages = pages;
+	bo->user.npages = npages;
+	bo->user.writable = writable;
+	bo->user.mm = mm;
+	mmgrab(mm);
+	bo->shmem.base.funcs = &extmem_userptr_funcs;
+	drm_gem_private_object_init(drm, &bo->shmem.base, size);
+
+	atomic64_add(npages, &edev->counters.pinned_pages);
+	extmem_count_object(drm, 1);
+	return &bo->shmem.base;
+
+err_free:
+	kfree(bo);
+err_unpin:
+	WRITE_ONCE(efile->last_pin_ns, pin_ns);
+	unpin_user_pages(pages, pinned);
+	kvfree(pages);
+err_uncharge:
+	atomic64_sub(npages, &mm->pinned_vm);
+	return ERR_PTR(ret);
+}
+
+/*
+ * Whether get_user_pages(FOLL_LONGTERM | FOLL_WRITE) refuses a file mapping because the
+ * filesystem tracks dirty pages (mm/gup.c writable_file_mapping_allowed() and
+ * mm/mmap.c vma_needs_dirty_tracking() of 6.12, which are not exported).
+ */
+static bool extmem_vma_needs_dirty_tracking(struct vm_area_struct *vma)
+{
+	if ((vma->vm_flags & (VM_SHARED | VM_WRITE)) != (VM_SHARED | VM_WRITE))
+		return false;
+	if (vma->vm_ops && (vma->vm_ops->page_mkwrite || vma->vm_ops->pfn_mkwrite))
+		return true;
+	return vma->vm_file && mapping_can_writeback(vma->vm_file->f_mapping);
+}
+
+static bool extmem_vma_is_dma_buf(struct vm_area_struct *vma)
+{
+	/* dma_buf_fops is private to dma-buf.c; every dma-buf file lives on its own fs. */
+	return vma->vm_file && file_inode(vma->vm_file)->i_sb->s_magic == DMA_BUF_MAGIC;
+}
+
+/*
+ * PROBE of a plain user range, under the mmap lock: what pin_user_pages() would check
+ * (mm/gup.c check_vma_flags()), without faulting anything in or pinning.
+ */
+static int extmem_probe_user_range(struct mm_struct *mm, unsigned long start,
+				   unsigned long end, bool writable)
+{
+	unsigned long addr = start;
+
+	while (addr < end) {
+		struct vm_area_struct *vma = vma_lookup(mm, addr);
+
+		if (!vma || extmem_vma_is_dma_buf(vma))
+			return -EFAULT;
+		if (vma->vm_flags & (VM_IO | VM_PFNMAP))
+			return -EFAULT;
+		if (!(vma->vm_flags & VM_READ))
+			return -EFAULT;
+		if (writable && !(vma->vm_flags & VM_WRITE))
+			return -EFAULT;
+		if (writable && !vma_is_anonymous(vma) && extmem_vma_needs_dirty_tracking(vma))
+			return -EFAULT;
+		addr = vma->vm_end;
+	}
+	return 0;
+}
+
+/*
+ * If `vma` maps a dma-buf: the dma-buf and the byte offset in it that `addr` maps.
+ *
+ * DRM exporters (vgem, virtio-gpu, this driver) map through drm_gem_prime_mmap(), which
+ * adds the object's fake mmap offset to vm_pgoff; it is taken off again here. Other
+ * exporters (udmabuf, dma-heaps) leave vm_pgoff as the page offset in the buffer.
+ * Caller holds the mmap lock, which keeps the VMA and so its file (the dma-buf) alive.
+ */
+static struct dma_buf *extmem_vma_dma_buf(struct vm_area_struct *vma, unsigned long addr,
+					  u64 *offset)
+{
+	struct dma_buf *dmabuf;
+	unsigned long pgoff = vma->vm_pgoff;
+
+	if (!extmem_vma_is_dma_buf(vma))
+		return NULL;
+	dmabuf = vma->vm_file->private_data;
+	if (dmabuf->ops->mmap == drm_gem_dmabuf_mmap) {
+		struct drm_gem_object *obj = dmabuf->priv;
+		unsigned long node_start = drm_vma_node_start(&obj->vma_node);
+
+		if (pgoff < node_start)
+			return NULL;
+		pgoff -= node_start;
+	}
+	*offset = ((u64)pgoff << PAGE_SHIFT) + (addr - vma->vm_start);
+	return dmabuf;
+}
+
+/*
+ * GEM_USERPTR for a range inside a dma-buf mapping. The mmap lock is held on entry and
+ * dropped here. Returns the object (NULL for PROBE) or an ERR_PTR.
+ */
+static struct drm_gem_object *extmem_userptr_foreign(struct drm_device *drm,
+						     struct mm_struct *mm,
+						     struct vm_area_struct *vma,
+						     struct dma_buf *dmabuf, u64 offset,
+						     unsigned long start, u64 size, u32 flags)
+{
+	bool read_only = flags & EXTMEM_FLAG_READ_ONLY;
+	struct drm_gem_object *obj;
+	u64 end;
+	int ret = 0;
+
+	/* The whole range must lie in this one mapping of this one dma-buf. */
+	if (size > vma->vm_end - start)
+		ret = -EFAULT;
+	else if (!(vma->vm_flags & VM_READ))
+		ret = -EFAULT;
+	else if (!read_only && !(vma->vm_flags & VM_WRITE))
+		ret = -EFAULT;
+	else if (check_add_overflow(offset, size, &end) || end > dmabuf->size)
+		ret = -EFAULT;
+	if (!ret)
+		get_dma_buf(dmabuf);
+	mmap_read_unlock(mm);
+	if (ret)
+		return ERR_PTR(ret);
+
+	if (flags & EXTMEM_USERPTR_PROBE) {
+		dma_buf_put(dmabuf);
+		return NULL;
+	}
+	obj = extmem_foreign_create(drm, dmabuf, offset, size, read_only);
+	if (IS_ERR(obj))
+		dma_buf_put(dmabuf);
+	return obj;
+}
+
+int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	struct drm_extmem_gem_userptr *args = data;
+	struct extmem_file *efile = file->driver_priv;
+	struct mm_struct *mm = current->mm;
+	bool writable = !(args->flags & EXTMEM_FLAG_READ_ONLY);
+	bool probe = args->flags & EXTMEM_USERPTR_PROBE;
+	struct vm_area_struct *vma;
+	struct drm_gem_object *obj;
+	struct dma_buf *dmabuf;
+	unsigned long start;
+	u64 offset, size = args->size;
+	u32 handle;
+	int ret;
+
+	/* Flags, padding, alignment, zero size, wrap-around: the core's rules. */
+	ret = extmem_kcore_check_gem_userptr(args);
+	if (ret)
+		return ret;
+	if (!mm || args->ptr > ULONG_MAX || !access_ok(u64_to_user_ptr(args->ptr), size))
+		return -EFAULT;
+	start = args->ptr;
+
+	ret = mmap_read_lock_killable(mm);
+	if (ret)
+		return ret;
+	vma = vma_lookup(mm, start);
+	dmabuf = vma ? extmem_vma_dma_buf(vma, start, &offset) : NULL;
+	if (dmabuf) {
+		obj = extmem_userptr_foreign(drm, mm, vma, dmabuf, offset, start, size,
+					     args->flags);
+		if (IS_ERR(obj))
+			return PTR_ERR(obj);
+		args->kind = EXTMEM_OBJECT_FOREIGN;
+	} else if (probe) {
+		ret = extmem_probe_user_range(mm, start, start + size, writable);
+		if (!ret && !extmem_pin_within_limit(mm, size >> PAGE_SHIFT))
+			ret = -ENOMEM;
+		mmap_read_unlock(mm);
+		if (ret)
+			return ret;
+		obj = NULL;
+		args->kind = EXTMEM_OBJECT_USERPTR;
+	} else {
+		/* pin_user_pages_fast() takes the mmap lock itself when it must fault. */
+		mmap_read_unlock(mm);
+		obj = extmem_userptr_create(drm, efile, start, size, writable);
+		if (IS_ERR(obj))
+			return PTR_ERR(obj);
+		args->kind = EXTMEM_OBJECT_USERPTR;
+	}
+
+	if (!obj) {
+		args->handle = 0;
+		return 0;
+	}
+	ret = drm_gem_handle_create(file, obj, &handle);
+	drm_gem_object_put(obj);
+	if (ret)
+		return ret;
+	args->handle = handle;
+	return 0;
+}
+
+int extmem_ioctl_gem_info(struct drm_device *drm, void *data, struct drm_file *file)
+{
+	struct drm_extmem_gem_info *args = data;
+	struct drm_gem_object *obj;
+	struct extmem_bo *bo;
+
+	if (args->pad)
+		return -EINVAL;
+	obj = drm_gem_object_lookup(file, args->handle);
+	if (!obj)
+		return -ENOENT;
+	bo = to_extmem_bo(obj);
+	args->kind = bo->kind;
+	args->size = obj->size;
+	args->flags = bo->read_only ? EXTMEM_FLAG_READ_ONLY : 0;
+	/* Only shmem objects can be mapped through the DRM file. */
+	args->mmap_offset = bo->kind == EXTMEM_OBJECT_SHMEM ?
+		drm_vma_node_offset_addr(&obj->vma_node) : 0;
+	drm_gem_object_put(obj);
+	return 0;
+}
