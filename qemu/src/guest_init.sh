@@ -1,0 +1,63 @@
+#!/bin/busybox sh
+# /init of the guest initramfs that extmem-qemu builds (qemu/src/guest_init.sh).
+#
+# Loads the kernel modules listed in /extmem/modules (dependency order), mounts the host root
+# read-only over 9p at /newroot with fresh proc, sys, dev, tmp and run, then sources
+# /extmem/plan.sh, whose steps run chrooted into the host root. Everything goes to the serial
+# console; the runner reads the "@@extmem" marker lines:
+#   @@extmem begin <kind> <name>           a step starts (kind: setup, ktap, plain, teardown)
+#   @@extmem end <kind> <name> rc=<code>   it ended with that exit code
+#   @@extmem fatal <message>               the guest cannot go on; it powers off
+#   @@extmem done                          every step ran; the guest powers off
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+
+fatal() {
+    echo "@@extmem fatal $*"
+    poweroff -f
+}
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+echo "@@extmem begin setup kernel-modules"
+failed=0
+while read -r module; do
+    insmod "/lib/modules/$module" || {
+        echo "insmod $module failed"
+        failed=$((failed + 1))
+    }
+done < /extmem/modules
+echo "@@extmem end setup kernel-modules rc=$failed"
+
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot \
+    || fatal "mounting the host root over 9p failed"
+mount -t proc proc /newroot/proc || fatal "mounting /proc in the host root failed"
+mount -t sysfs sysfs /newroot/sys || fatal "mounting /sys in the host root failed"
+mount -t devtmpfs devtmpfs /newroot/dev || fatal "mounting /dev in the host root failed"
+mkdir -p /newroot/dev/shm /newroot/dev/pts
+mount -t tmpfs tmpfs /newroot/dev/shm || fatal "mounting /dev/shm in the host root failed"
+mount -t devpts devpts /newroot/dev/pts || fatal "mounting /dev/pts in the host root failed"
+mount -t tmpfs tmpfs /newroot/tmp || fatal "mounting /tmp in the host root failed"
+mount -t tmpfs tmpfs /newroot/run || fatal "mounting /run in the host root failed"
+
+# run_step KIND NAME COMMAND...: runs COMMAND in the host root with a clean environment.
+run_step() {
+    kind=$1
+    name=$2
+    shift 2
+    echo "@@extmem begin $kind $name"
+    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+        LANG=C.UTF-8 RUST_BACKTRACE=1 chroot /newroot "$@" < /dev/null 2>&1
+    echo "@@extmem end $kind $name rc=$?"
+}
+
+. /extmem/plan.sh
+
+echo "@@extmem begin dmesg kernel-log"
+dmesg
+echo "@@extmem end dmesg kernel-log rc=$?"
+echo "@@extmem done"
+poweroff -f

@@ -1,0 +1,347 @@
+//! What the guest runs: the kernel features it needs, the guest test suites (setup commands,
+//! programs, teardown) and the demo, as `const` tables; and the plan script the initramfs
+//! carries to run them.
+//!
+//! The extmem-vgpu suite `insmod`s the module by its host path (`{target_dir}/kmod/extmem_vgpu.ko`,
+//! built by `kmod_build.rs` because the suite sets `kernel_module`), runs its programs and
+//! `rmmod`s it in its teardown.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How the runner reads a program's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One KTAP document on stdout; every result is a check.
+    Ktap,
+    /// Free text shown as is; the exit code is the one check.
+    Plain,
+}
+
+/// A guest program: a binary of a workspace package, run by its host path inside the guest.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestProgram {
+    /// Name in the report and the console markers (no spaces).
+    pub name: &'static str,
+    /// The cargo package that builds it.
+    pub package: &'static str,
+    /// The binary target.
+    pub binary: &'static str,
+    /// Its output format.
+    pub output: OutputFormat,
+}
+
+/// A command run in the guest (chrooted into the host root) before or after a suite's programs.
+/// Each word may use `{target_dir}`, `{workspace}` and `{kernel}` (the guest kernel release).
+#[derive(Debug, Clone, Copy)]
+pub struct GuestCommand {
+    /// Name in the report and the console markers (no spaces).
+    pub name: &'static str,
+    /// The command and its arguments.
+    pub argv: &'static [&'static str],
+}
+
+/// A group of programs sharing setup and teardown.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestSuite {
+    /// Name in the report.
+    pub name: &'static str,
+    /// Run before the programs; a failure is a failed check.
+    pub setup: &'static [GuestCommand],
+    /// The programs, in order.
+    pub programs: &'static [GuestProgram],
+    /// Run after the programs; a failure is a failed check.
+    pub teardown: &'static [GuestCommand],
+    /// Whether the suite loads `extmem_vgpu.ko`: the runner builds it first (`kmod_build.rs`).
+    pub kernel_module: bool,
+}
+
+/// A kernel feature the guest needs, loaded as a module when the kernel has it as one.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelFeature {
+    /// The module name (as in `modules.dep`, `-` or `_`).
+    pub module: &'static str,
+    /// Its Kconfig symbol, to tell built-in from module from absent.
+    pub config: &'static str,
+    /// What the guest uses it for.
+    pub purpose: &'static str,
+}
+
+/// Everything the guest needs from the kernel; dependencies come from `modules.dep`.
+pub const KERNEL_FEATURES: &[KernelFeature] = &[
+    KernelFeature {
+        module: "virtio_pci",
+        config: "CONFIG_VIRTIO_PCI",
+        purpose: "the virtio transport of 9p and virtio-gpu",
+    },
+    KernelFeature {
+        module: "9pnet_virtio",
+        config: "CONFIG_NET_9P_VIRTIO",
+        purpose: "9p over virtio, for the host root",
+    },
+    KernelFeature {
+        module: "9p",
+        config: "CONFIG_9P_FS",
+        purpose: "the 9p filesystem, for the host root",
+    },
+    KernelFeature {
+        module: "vgem",
+        config: "CONFIG_DRM_VGEM",
+        purpose: "a GEM-only DRM device that exports and imports dma-bufs",
+    },
+    KernelFeature {
+        module: "virtio_gpu",
+        config: "CONFIG_DRM_VIRTIO_GPU",
+        purpose: "the virtio-gpu-pci device's DRM driver",
+    },
+    KernelFeature {
+        module: "udmabuf",
+        config: "CONFIG_UDMABUF",
+        purpose: "dma-bufs over memfds (/dev/udmabuf)",
+    },
+    KernelFeature {
+        module: "drm_shmem_helper",
+        config: "CONFIG_DRM_GEM_SHMEM_HELPER",
+        purpose:
+            "the shmem GEM helpers extmem_vgpu.ko links against (insmod resolves no dependencies)",
+    },
+    KernelFeature {
+        module: "system_heap",
+        config: "CONFIG_DMABUF_HEAPS_SYSTEM",
+        purpose: "the system dma-heap (/dev/dma_heap/system)",
+    },
+];
+
+/// The guest programs of this crate.
+const GUEST_TESTS_PACKAGE: &str = "extmem-guest-tests";
+
+/// The suites `guest` and `suite` run, in order.
+pub const TEST_SUITES: &[GuestSuite] = &[
+    GuestSuite {
+        name: "environment",
+        setup: &[],
+        programs: &[GuestProgram {
+            name: "guest-env",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "guest-env",
+            output: OutputFormat::Ktap,
+        }],
+        teardown: &[],
+        kernel_module: false,
+    },
+    EXTMEM_VGPU,
+];
+
+/// The extmem-vgpu module: loaded with its in-kernel self-tests, exercised, unloaded (the
+/// `rmmod` succeeding proves nothing kept a reference to the module). debugfs is mounted
+/// first: the tests count the device's dma-buf attachments in the dma-buf core's own list.
+const EXTMEM_VGPU: GuestSuite = GuestSuite {
+    name: "extmem-vgpu",
+    setup: &[
+        GuestCommand {
+            name: "mount-debugfs",
+            argv: &["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
+        },
+        GuestCommand {
+            name: "insmod-extmem-vgpu",
+            argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko", "selftest=1"],
+        },
+    ],
+    programs: &[
+        GuestProgram {
+            name: "vgpu-selftest",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "vgpu-selftest",
+            output: OutputFormat::Ktap,
+        },
+        GuestProgram {
+            name: "vgpu",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "vgpu",
+            output: OutputFormat::Ktap,
+        },
+    ],
+    teardown: &[GuestCommand {
+        name: "rmmod-extmem-vgpu",
+        argv: &["rmmod", "extmem_vgpu"],
+    }],
+    kernel_module: true,
+};
+
+/// What `demo` runs.
+pub const DEMO: GuestSuite = GuestSuite {
+    name: "demo",
+    setup: &[],
+    programs: &[GuestProgram {
+        name: "guest-demo",
+        package: GUEST_TESTS_PACKAGE,
+        binary: "guest-demo",
+        output: OutputFormat::Plain,
+    }],
+    teardown: &[],
+    kernel_module: false,
+};
+
+/// The run-time values a plan's commands may refer to.
+#[derive(Debug, Clone)]
+pub struct PlanValues {
+    /// cargo's target directory.
+    pub target_dir: PathBuf,
+    /// The workspace root.
+    pub workspace: PathBuf,
+    /// The guest kernel release.
+    pub kernel: String,
+}
+
+impl PlanValues {
+    fn expand(&self, word: &str) -> String {
+        word.replace("{target_dir}", &self.target_dir.to_string_lossy())
+            .replace("{workspace}", &self.workspace.to_string_lossy())
+            .replace("{kernel}", &self.kernel)
+    }
+}
+
+/// Renders `/extmem/plan.sh` for `suites`: one `run_step` line per setup command, program and
+/// teardown command. `binaries` maps a program name to its built executable.
+pub fn render_plan(
+    suites: &[GuestSuite],
+    binaries: &BTreeMap<&str, PathBuf>,
+    values: &PlanValues,
+) -> Result<String, MissingBinary> {
+    let mut plan = String::from("# Written by extmem-qemu (qemu/src/guest_plan.rs).\n");
+    for suite in suites {
+        plan.push_str(&format!("# suite {}\n", suite.name));
+        for command in suite.setup {
+            plan.push_str(&command_line("setup", command, values));
+        }
+        for program in suite.programs {
+            let path = binaries.get(program.name).ok_or(MissingBinary {
+                program: program.name,
+            })?;
+            let kind = match program.output {
+                OutputFormat::Ktap => "ktap",
+                OutputFormat::Plain => "plain",
+            };
+            plan.push_str(&format!(
+                "run_step {kind} {} {}\n",
+                program.name,
+                shell_quote(&path.to_string_lossy())
+            ));
+        }
+        for command in suite.teardown {
+            plan.push_str(&command_line("teardown", command, values));
+        }
+    }
+    Ok(plan)
+}
+
+/// A program of the plan whose executable was not built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingBinary {
+    /// The program.
+    pub program: &'static str,
+}
+
+impl std::fmt::Display for MissingBinary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no executable was built for guest program {}",
+            self.program
+        )
+    }
+}
+
+impl std::error::Error for MissingBinary {}
+
+fn command_line(kind: &str, command: &GuestCommand, values: &PlanValues) -> String {
+    let words: Vec<String> = command
+        .argv
+        .iter()
+        .map(|w| shell_quote(&values.expand(w)))
+        .collect();
+    format!("run_step {kind} {} {}\n", command.name, words.join(" "))
+}
+
+/// Quotes `word` for a POSIX shell.
+fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn values() -> PlanValues {
+        PlanValues {
+            target_dir: PathBuf::from("/w/target"),
+            workspace: PathBuf::from("/w"),
+            kernel: "6.12.95+deb12-amd64".into(),
+        }
+    }
+
+    #[test]
+    fn plan_runs_setup_programs_and_teardown_in_order() -> Result<(), MissingBinary> {
+        const SUITE: GuestSuite = GuestSuite {
+            name: "module",
+            setup: &[GuestCommand {
+                name: "insmod",
+                argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+            }],
+            programs: &[GuestProgram {
+                name: "vgpu-tests",
+                package: "p",
+                binary: "vgpu-tests",
+                output: OutputFormat::Ktap,
+            }],
+            teardown: &[GuestCommand {
+                name: "rmmod",
+                argv: &["rmmod", "extmem_vgpu"],
+            }],
+            kernel_module: true,
+        };
+        let binaries = BTreeMap::from([("vgpu-tests", PathBuf::from("/w/target/release/it's"))]);
+        let plan = render_plan(&[SUITE], &binaries, &values())?;
+        assert_eq!(
+            plan.lines().skip(2).collect::<Vec<_>>(),
+            [
+                "run_step setup insmod 'insmod' '/w/target/kmod/extmem_vgpu.ko'",
+                r"run_step ktap vgpu-tests '/w/target/release/it'\''s'",
+                "run_step teardown rmmod 'rmmod' 'extmem_vgpu'",
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_program_without_a_binary_is_an_error() {
+        assert_eq!(
+            render_plan(TEST_SUITES, &BTreeMap::new(), &values()),
+            Err(MissingBinary {
+                program: "guest-env"
+            })
+        );
+    }
+
+    /// Names travel in marker lines split on spaces, and identify results in the report.
+    #[test]
+    fn table_names_are_marker_safe_and_unique() {
+        // The init script's own steps use these names.
+        let mut seen = BTreeSet::from([
+            crate::console_log::MODULES_STEP,
+            crate::console_log::KERNEL_LOG_STEP,
+        ]);
+        let suites = TEST_SUITES.iter().chain(std::iter::once(&DEMO));
+        for suite in suites {
+            let commands = suite.setup.iter().chain(suite.teardown).map(|c| c.name);
+            for name in suite.programs.iter().map(|p| p.name).chain(commands) {
+                assert!(
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic()),
+                    "{name:?}"
+                );
+                assert!(seen.insert(name), "{name} appears twice");
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! extmem-qemu: the project's test command.
+//!
+//! `cargo suite` runs everything (formatting, clippy, the workspace's tests, the no_std builds,
+//! the Cortex-M tests, and the guest tests on Debian's backports kernel in QEMU) and ends with
+//! one line `N passed, M failed`. `cargo demo` boots the guest and runs the demo. Both provision
+//! what they need on Debian first (see `provision.rs`).
+
+mod console_log;
+mod cortex_m;
+mod guest_boot;
+mod guest_plan;
+mod guest_suite;
+mod host_checks;
+mod host_command;
+mod initramfs;
+mod kernel_modules;
+mod kmod_build;
+mod ktap;
+mod provision;
+mod report;
+mod workspace;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use guest_boot::Accel;
+use guest_suite::GuestOptions;
+use provision::{Freshness, Provisioned};
+use report::{Check, Step};
+use workspace::Workspace;
+
+const USAGE: &str = "\
+usage: extmem-qemu <command> [--kvm] [--timeout SECONDS]
+
+commands:
+  setup   provision only: apt source, packages, rustup targets, kernel image and headers
+  suite   everything: provision, fmt, clippy, cargo test, no_std builds, Cortex-M, guest
+  guest   provision and run the guest tests only
+  demo    provision, boot the guest and run the demo
+
+options:
+  --kvm              use KVM instead of TCG (needs /dev/kvm)
+  --timeout SECONDS  limit for one guest boot (default 300)";
+
+/// The default limit for one guest boot.
+const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subcommand {
+    Setup,
+    Suite,
+    Guest,
+    Demo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Options {
+    command: Subcommand,
+    accel: Accel,
+    timeout: Duration,
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut command = None;
+    let mut accel = Accel::Tcg;
+    let mut timeout = DEFAULT_GUEST_TIMEOUT;
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--kvm" => accel = Accel::Kvm,
+            "--timeout" => {
+                let value = words.next().ok_or("--timeout needs a number of seconds")?;
+                let seconds: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("--timeout {value:?} is not a positive number of seconds")
+                })?;
+                timeout = Duration::from_secs(seconds);
+            }
+            "setup" | "suite" | "guest" | "demo" if command.is_none() => {
+                command = Some(match word.as_str() {
+                    "setup" => Subcommand::Setup,
+                    "suite" => Subcommand::Suite,
+                    "guest" => Subcommand::Guest,
+                    _ => Subcommand::Demo,
+                });
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let command = command.ok_or("no command given")?;
+    Ok(Options {
+        command,
+        accel,
+        timeout,
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse_args(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("extmem-qemu: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let workspace = match Workspace::locate() {
+        Ok(workspace) => workspace,
+        Err(err) => {
+            eprintln!("extmem-qemu: cannot find the workspace: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match options.command {
+        Subcommand::Setup => setup(&workspace),
+        Subcommand::Suite => suite(&workspace, options),
+        Subcommand::Guest => guest_only(&workspace, options),
+        Subcommand::Demo => demo(&workspace, options),
+    }
+}
+
+fn setup(workspace: &Workspace) -> ExitCode {
+    match provision::provision(workspace, Freshness::Refresh) {
+        Ok(provisioned) => {
+            let kernel = &provisioned.kernel;
+            println!(
+                "setup: kernel {} in {}",
+                kernel.version,
+                kernel.root.display()
+            );
+            println!("setup: headers in {}", kernel.headers_dir().display());
+            println!("setup: busybox {}", provisioned.busybox.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("setup failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Provisioning as a report step: it counts only when it fails (it is no test), but a failure
+/// fails the run, since the guest steps cannot run without it.
+fn provision_step(workspace: &Workspace) -> (Step, Option<Provisioned>) {
+    let started = Instant::now();
+    let mut step = Step::new("provision");
+    let provisioned = match provision::provision(workspace, Freshness::UseStamp) {
+        Ok(provisioned) => {
+            step.notes.push(format!(
+                "kernel {}{}",
+                provisioned.kernel.version,
+                if provisioned.was_cached {
+                    " (cached)"
+                } else {
+                    ""
+                }
+            ));
+            Some(provisioned)
+        }
+        Err(err) => {
+            step.checks.push(Check::fail("provision", err.to_string()));
+            None
+        }
+    };
+    step.elapsed = started.elapsed();
+    (step, provisioned)
+}
+
+fn guest_step(workspace: &Workspace, provisioned: Option<&Provisioned>, options: Options) -> Step {
+    let title = "guest tests (QEMU x86_64)";
+    match provisioned {
+        Some(provisioned) => {
+            let guest_options = GuestOptions {
+                accel: options.accel,
+                timeout: options.timeout,
+                echo_plain_output: false,
+            };
+            guest_suite::run(
+                workspace,
+                provisioned,
+                guest_plan::TEST_SUITES,
+                guest_options,
+                title,
+            )
+        }
+        None => {
+            let mut step = Step::new(title);
+            step.checks
+                .push(Check::fail("guest-boot", "not run: provisioning failed"));
+            step
+        }
+    }
+}
+
+fn finish(steps: &[Step]) -> ExitCode {
+    print!("{}", report::render(steps));
+    if report::passed(steps) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn suite(workspace: &Workspace, options: Options) -> ExitCode {
+    let (provision, provisioned) = provision_step(workspace);
+    let mut steps = vec![provision];
+    steps.push(host_checks::fmt(workspace));
+    steps.push(host_checks::clippy(workspace));
+    steps.push(host_checks::tests(workspace));
+    steps.push(host_checks::no_std_builds(workspace));
+    steps.push(cortex_m::run_tests(workspace));
+    steps.push(guest_step(workspace, provisioned.as_ref(), options));
+    finish(&steps)
+}
+
+fn guest_only(workspace: &Workspace, options: Options) -> ExitCode {
+    let (provision, provisioned) = provision_step(workspace);
+    let guest = guest_step(workspace, provisioned.as_ref(), options);
+    finish(&[provision, guest])
+}
+
+fn demo(workspace: &Workspace, options: Options) -> ExitCode {
+    let (provision, provisioned) = provision_step(workspace);
+    let Some(provisioned) = provisioned else {
+        return finish(&[provision]);
+    };
+    let guest_options = GuestOptions {
+        accel: options.accel,
+        timeout: options.timeout,
+        echo_plain_output: true,
+    };
+    let demo = guest_suite::run(
+        workspace,
+        &provisioned,
+        &[guest_plan::DEMO],
+        guest_options,
+        "demo (QEMU x86_64)",
+    );
+    finish(&[provision, demo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &str) -> Vec<String> {
+        words.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn commands_and_options_parse() {
+        assert_eq!(
+            parse_args(&args("suite")),
+            Ok(Options {
+                command: Subcommand::Suite,
+                accel: Accel::Tcg,
+                timeout: DEFAULT_GUEST_TIMEOUT
+            })
+        );
+        assert_eq!(
+            parse_args(&args("--kvm guest --timeout 60")),
+            Ok(Options {
+                command: Subcommand::Guest,
+                accel: Accel::Kvm,
+                timeout: Duration::from_secs(60)
+            })
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(parse_args(&args("")).is_err());
+        assert!(parse_args(&args("suite demo")).is_err());
+        assert!(parse_args(&args("suite --timeout")).is_err());
+        assert!(parse_args(&args("suite --timeout 0")).is_err());
+        assert!(parse_args(&args("suite --fast")).is_err());
+    }
+}

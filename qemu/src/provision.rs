@@ -1,0 +1,842 @@
+//! Self-provisioning on Debian: the backports apt source, QEMU and the initramfs tools, the
+//! rustup targets, and Debian's current backports kernel (image unpacked into the cache,
+//! headers installed for building our module).
+//!
+//! Every step first checks whether it is needed. A stamp in the cache records a finished
+//! provisioning, so a warm run only confirms files and packages are still there (`dpkg-query`,
+//! `rustup target list`) and does no apt work at all.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::host_command::{self, CommandError};
+use crate::workspace::Workspace;
+
+/// Packages installed from `<codename>-backports` (QEMU 7.2 in bookworm lacks what we use less
+/// than it lacks fixes; backports carries the current QEMU).
+const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-arm"];
+/// Packages installed from the release itself. The Khronos loader (libvulkan1) and
+/// vulkaninfo (vulkan-tools) are what the ICD is tested through, on the host and in the
+/// guest (which runs the host's root). `make` builds extmem_vgpu.ko against the headers
+/// (which bring gcc-12 and binutils themselves).
+const RELEASE_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "xz-utils",
+    "libvulkan1",
+    "vulkan-tools",
+    "make",
+];
+/// Rust targets: the bare-metal x86_64 build of the no_std crates and the two Cortex-M cores.
+pub const RUST_TARGETS: &[&str] = &[
+    "x86_64-unknown-none",
+    "thumbv7em-none-eabihf",
+    "thumbv7m-none-eabi",
+];
+/// The kernel metapackage whose dependency names the current backports kernel.
+const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
+/// Bump when the provisioning recipe changes, so old stamps are redone.
+const RECIPE: &str = "extmem-provision 1";
+
+/// What provisioning produced.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// The guest kernel.
+    pub kernel: Kernel,
+    /// The static busybox for the initramfs.
+    pub busybox: PathBuf,
+    /// Whether this run used the stamp without doing anything.
+    pub was_cached: bool,
+}
+
+/// Debian's backports kernel, unpacked under the cache.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// The release string, e.g. `6.12.95+deb12-amd64`.
+    pub version: String,
+    /// The unpacked package root (`boot/`, `lib/modules/`).
+    pub root: PathBuf,
+}
+
+impl Kernel {
+    /// The bzImage.
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.root
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.version))
+    }
+
+    /// The kernel's `.config`.
+    pub fn config(&self) -> PathBuf {
+        self.root
+            .join("boot")
+            .join(format!("config-{}", self.version))
+    }
+
+    /// `lib/modules/<version>` (with a regenerated `modules.dep`).
+    pub fn modules_dir(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.version)
+    }
+
+    /// The installed headers, for building out-of-tree modules.
+    pub fn headers_dir(&self) -> PathBuf {
+        PathBuf::from("/usr/src").join(format!("linux-headers-{}", self.version))
+    }
+}
+
+/// Whether to trust a stamp from an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Use the stamp when everything it names is still there.
+    UseStamp,
+    /// Resolve the kernel again and redo whatever is missing (`setup`).
+    Refresh,
+}
+
+/// Why provisioning failed.
+#[derive(Debug)]
+pub enum ProvisionError {
+    /// Not a Debian system with apt: the message lists what to install by hand.
+    NotDebian {
+        /// What is missing.
+        reason: String,
+    },
+    /// A tool needed even on Debian is missing.
+    MissingTool {
+        /// The tool.
+        tool: &'static str,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// A command failed.
+    Command(CommandError),
+    /// A file could not be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The metapackage's dependencies named no kernel image.
+    KernelNotResolved {
+        /// The suite asked.
+        suite: String,
+        /// What `apt-cache depends` printed.
+        output: String,
+    },
+    /// After download or install something expected is not there.
+    Missing {
+        /// What was expected.
+        what: String,
+        /// Where.
+        path: PathBuf,
+    },
+    /// The busybox found is dynamically linked and would not run in the initramfs.
+    BusyboxNotStatic {
+        /// Its path.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for ProvisionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotDebian { reason } => write!(
+                f,
+                "{reason}: extmem-qemu provisions itself only on Debian with apt.\n\
+                 Install by hand, then run it again:\n\
+                 - QEMU with qemu-system-x86_64 and qemu-system-arm (Debian: qemu-system-x86, \
+                 qemu-system-arm from bookworm-backports)\n\
+                 - a statically linked busybox (Debian: busybox-static), cpio, xz, depmod \
+                 (kmod), dpkg-deb, the Vulkan loader and vulkaninfo (libvulkan1, vulkan-tools)\n\
+                 - rustup targets: {}\n\
+                 - Debian's current backports kernel: the linux-image-<version>-amd64 package that \
+                 linux-image-amd64 from bookworm-backports depends on, unpacked with dpkg-deb -x \
+                 into {}/linux/<version>/ followed by depmod -b <that dir> <version>, and the \
+                 matching linux-headers-<version> in /usr/src",
+                RUST_TARGETS.join(" "),
+                cache_dir().display()
+            ),
+            Self::MissingTool { tool, hint } => write!(f, "{tool} is not installed: {hint}"),
+            Self::Command(err) => write!(f, "{err}"),
+            Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::KernelNotResolved { suite, output } => write!(
+                f,
+                "{KERNEL_METAPACKAGE}/{suite} depends on no linux-image package; apt-cache said:\n{}",
+                host_command::indent(output.trim())
+            ),
+            Self::Missing { what, path } => {
+                write!(f, "{what} is missing: {} does not exist", path.display())
+            }
+            Self::BusyboxNotStatic { path } => write!(
+                f,
+                "{} is dynamically linked; the initramfs needs busybox-static",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProvisionError {}
+
+impl From<CommandError> for ProvisionError {
+    fn from(err: CommandError) -> Self {
+        Self::Command(err)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
+    move |source| ProvisionError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// `$XDG_CACHE_HOME/extmem`, else `~/.cache/extmem`.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("extmem")
+}
+
+/// Provisions everything the runner needs, printing a line per action taken.
+pub fn provision(
+    workspace: &Workspace,
+    freshness: Freshness,
+) -> Result<Provisioned, ProvisionError> {
+    let cache = cache_dir();
+    let stamp_path = cache.join("provision.stamp");
+    ensure_debian()?;
+    let codename = release_codename()?;
+    if freshness == Freshness::UseStamp {
+        if let Some(stamp) = read_stamp(&stamp_path, &codename)? {
+            if let Some(ready) = verify_stamp(workspace, &stamp)? {
+                return Ok(ready);
+            }
+            println!("provision: the cached setup is incomplete; redoing what is missing");
+        }
+    }
+
+    let suite = format!("{codename}-backports");
+    let mut apt = Apt::default();
+    if ensure_backports_source(&suite)? {
+        apt.lists_stale = true;
+    }
+    let mut missing = missing_packages(BACKPORTS_PACKAGES)?;
+    if !missing.is_empty() {
+        apt.install(Some(&suite), &missing)?;
+    }
+    missing = missing_packages(RELEASE_PACKAGES)?;
+    if !missing.is_empty() {
+        apt.install(None, &missing)?;
+    }
+    ensure_rust_targets(workspace)?;
+
+    let image_package = apt.resolve_kernel(&suite)?;
+    let version = kernel_version(&image_package);
+    let kernel = Kernel {
+        version: version.clone(),
+        root: cache.join("linux").join(&version),
+    };
+    ensure_kernel_tree(&mut apt, &cache, &suite, &image_package, &kernel)?;
+    let headers = format!("linux-headers-{version}");
+    if !missing_packages(&[&headers])?.is_empty() {
+        apt.install(Some(&suite), std::slice::from_ref(&headers))?;
+    }
+    if !kernel.headers_dir().is_dir() {
+        return Err(ProvisionError::Missing {
+            what: format!("{headers} (installed, but its directory)"),
+            path: kernel.headers_dir(),
+        });
+    }
+    let busybox = static_busybox()?;
+
+    fs::create_dir_all(&cache).map_err(io_error(&cache))?;
+    let stamp = Stamp {
+        codename,
+        kernel: version,
+    };
+    fs::write(&stamp_path, stamp.render()).map_err(io_error(&stamp_path))?;
+    Ok(Provisioned {
+        kernel,
+        busybox,
+        was_cached: false,
+    })
+}
+
+/// What a finished provisioning recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    codename: String,
+    kernel: String,
+}
+
+impl Stamp {
+    fn render(&self) -> String {
+        format!(
+            "{RECIPE}\ncodename {}\nkernel {}\n",
+            self.codename, self.kernel
+        )
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        if lines.next() != Some(RECIPE) {
+            return None;
+        }
+        let codename = lines.next()?.strip_prefix("codename ")?.to_owned();
+        let kernel = lines.next()?.strip_prefix("kernel ")?.to_owned();
+        Some(Self { codename, kernel })
+    }
+}
+
+fn read_stamp(path: &Path, codename: &str) -> Result<Option<Stamp>, ProvisionError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Stamp::parse(&text).filter(|s| s.codename == codename)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(io_error(path)(err)),
+    }
+}
+
+/// Checks that what the stamp describes is all still present; `None` if anything is not.
+fn verify_stamp(
+    workspace: &Workspace,
+    stamp: &Stamp,
+) -> Result<Option<Provisioned>, ProvisionError> {
+    let kernel = Kernel {
+        version: stamp.kernel.clone(),
+        root: cache_dir().join("linux").join(&stamp.kernel),
+    };
+    let files = [
+        kernel.vmlinuz(),
+        kernel.config(),
+        kernel.modules_dir().join("modules.dep"),
+        kernel.headers_dir(),
+    ];
+    if files.iter().any(|f| !f.exists()) {
+        return Ok(None);
+    }
+    let headers = format!("linux-headers-{}", stamp.kernel);
+    let mut packages: Vec<&str> = BACKPORTS_PACKAGES.to_vec();
+    packages.extend_from_slice(RELEASE_PACKAGES);
+    packages.push(&headers);
+    if !missing_packages(&packages)?.is_empty() || !missing_rust_targets(workspace)?.is_empty() {
+        return Ok(None);
+    }
+    let Ok(busybox) = static_busybox() else {
+        return Ok(None);
+    };
+    Ok(Some(Provisioned {
+        kernel,
+        busybox,
+        was_cached: true,
+    }))
+}
+
+fn ensure_debian() -> Result<(), ProvisionError> {
+    if !Path::new("/etc/debian_version").is_file() {
+        return Err(ProvisionError::NotDebian {
+            reason: "/etc/debian_version does not exist".into(),
+        });
+    }
+    for tool in ["apt-get", "apt-cache", "dpkg-query", "dpkg-deb"] {
+        if !host_command::on_path(tool) {
+            return Err(ProvisionError::NotDebian {
+                reason: format!("{tool} is not on PATH"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn release_codename() -> Result<String, ProvisionError> {
+    let path = Path::new("/etc/os-release");
+    let text = fs::read_to_string(path).map_err(io_error(path))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ProvisionError::NotDebian {
+            reason: "/etc/os-release names no VERSION_CODENAME".into(),
+        })
+}
+
+/// Adds the backports source unless some sources file already has it; true if it was added.
+fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    let dir = Path::new("/etc/apt/sources.list.d");
+    if let Ok(entries) = fs::read_dir(dir) {
+        files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    for file in &files {
+        let name = file.to_string_lossy();
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        let found = if name.ends_with(".sources") {
+            deb822_has_suite(&text, suite)
+        } else if name.ends_with(".list") {
+            one_line_has_suite(&text, suite)
+        } else {
+            false
+        };
+        if found {
+            return Ok(false);
+        }
+    }
+    // deb822, as Debian writes its own sources since bookworm.
+    let path = PathBuf::from(format!("/etc/apt/sources.list.d/{suite}.sources"));
+    println!(
+        "provision: adding the {suite} apt source ({})",
+        path.display()
+    );
+    let text = format!(
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    );
+    fs::write(&path, text).map_err(io_error(&path))?;
+    Ok(true)
+}
+
+/// Whether a deb822 `.sources` file has an enabled `deb` stanza for `suite`.
+fn deb822_has_suite(text: &str, suite: &str) -> bool {
+    text.split("\n\n").any(|stanza| {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .find_map(|l| {
+                    let (key, value) = l.split_once(':')?;
+                    key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+                })
+        };
+        let enabled = field("Enabled").is_none_or(|v| !v.eq_ignore_ascii_case("no"));
+        let is_deb = field("Types").is_some_and(|v| v.split_whitespace().any(|t| t == "deb"));
+        let has_suite = field("Suites").is_some_and(|v| v.split_whitespace().any(|s| s == suite));
+        enabled && is_deb && has_suite
+    })
+}
+
+/// Whether a one-line-style `.list` file has a `deb` line for `suite`.
+fn one_line_has_suite(text: &str, suite: &str) -> bool {
+    text.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some("deb") && words.any(|w| w == suite)
+    })
+}
+
+/// Which of `packages` dpkg does not have installed.
+fn missing_packages(packages: &[&str]) -> Result<Vec<String>, ProvisionError> {
+    let mut command = Command::new("dpkg-query");
+    command
+        .args(["-W", "-f=${Package}\t${db:Status-Abbrev}\n"])
+        .args(packages);
+    // dpkg-query exits 1 when some package is unknown to it; that just means "not installed".
+    let out = command.output().map_err(|err| CommandError {
+        command: host_command::describe(&command),
+        failure: host_command::CommandFailure::Spawn(err),
+    })?;
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        return Err(ProvisionError::Command(CommandError {
+            command: host_command::describe(&command),
+            failure: host_command::CommandFailure::Exit {
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            },
+        }));
+    }
+    let installed: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, status)| status.starts_with("ii"))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    Ok(packages
+        .iter()
+        .filter(|p| !installed.contains(**p))
+        .map(|p| (*p).to_owned())
+        .collect())
+}
+
+/// apt-get, with `apt-get update` run at most once and only when needed.
+#[derive(Debug, Default)]
+struct Apt {
+    /// A source was just added: the package lists do not know it yet.
+    lists_stale: bool,
+    updated: bool,
+}
+
+impl Apt {
+    fn update(&mut self) -> Result<(), ProvisionError> {
+        println!("provision: apt-get update");
+        host_command::output(noninteractive(Command::new("apt-get").arg("update")))?;
+        self.updated = true;
+        self.lists_stale = false;
+        Ok(())
+    }
+
+    /// Installs `packages` (from `suite` if given); after a failure with lists that were not
+    /// refreshed in this run, updates them and tries once more.
+    fn install(&mut self, suite: Option<&str>, packages: &[String]) -> Result<(), ProvisionError> {
+        if self.lists_stale {
+            self.update()?;
+        }
+        let from = suite.map(|s| format!(" from {s}")).unwrap_or_default();
+        println!("provision: installing {}{from}", packages.join(" "));
+        let attempt = || {
+            let mut command = Command::new("apt-get");
+            command.args(["install", "-y"]);
+            if let Some(suite) = suite {
+                command.args(["-t", suite]);
+            }
+            command.args(packages);
+            host_command::output(noninteractive(&mut command))
+        };
+        match attempt() {
+            Ok(_) => Ok(()),
+            Err(_) if !self.updated => {
+                println!("provision: apt-get install failed; refreshing the package lists first");
+                self.update()?;
+                attempt().map(|_| ()).map_err(ProvisionError::from)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The kernel image package the backports metapackage depends on.
+    fn resolve_kernel(&mut self, suite: &str) -> Result<String, ProvisionError> {
+        if self.lists_stale {
+            self.update()?;
+        }
+        let query = || {
+            host_command::stdout_text(
+                Command::new("apt-cache")
+                    .arg("depends")
+                    .arg(format!("{KERNEL_METAPACKAGE}/{suite}")),
+            )
+        };
+        let output = match query() {
+            Ok(text) if image_dependency(&text).is_some() => text,
+            _ if !self.updated => {
+                self.update()?;
+                query()?
+            }
+            Ok(text) => text,
+            Err(err) => return Err(err.into()),
+        };
+        image_dependency(&output).ok_or_else(|| ProvisionError::KernelNotResolved {
+            suite: suite.to_owned(),
+            output,
+        })
+    }
+}
+
+fn noninteractive(command: &mut Command) -> &mut Command {
+    command.env("DEBIAN_FRONTEND", "noninteractive")
+}
+
+/// The `linux-image-*` package named by a `Depends:` line of `apt-cache depends` output.
+fn image_dependency(apt_cache_depends: &str) -> Option<String> {
+    apt_cache_depends.lines().find_map(|line| {
+        let package = line.trim().strip_prefix("Depends:")?.trim();
+        (package.starts_with("linux-image-") && !package.starts_with('<'))
+            .then(|| package.to_owned())
+    })
+}
+
+/// The kernel release inside an image package: `linux-image-6.12.95+deb12-amd64` holds
+/// `vmlinuz-6.12.95+deb12-amd64`; an `-unsigned` package holds the same release.
+fn kernel_version(image_package: &str) -> String {
+    let version = image_package
+        .strip_prefix("linux-image-")
+        .unwrap_or(image_package);
+    version
+        .strip_suffix("-unsigned")
+        .unwrap_or(version)
+        .to_owned()
+}
+
+/// Downloads and unpacks the kernel image into the cache and regenerates `modules.dep`, unless
+/// a complete tree is already there.
+fn ensure_kernel_tree(
+    apt: &mut Apt,
+    cache: &Path,
+    suite: &str,
+    image_package: &str,
+    kernel: &Kernel,
+) -> Result<(), ProvisionError> {
+    if kernel.vmlinuz().is_file()
+        && kernel.config().is_file()
+        && kernel.modules_dir().join("modules.dep").is_file()
+    {
+        return Ok(());
+    }
+    let downloads = cache.join("debs");
+    fs::create_dir_all(&downloads).map_err(io_error(&downloads))?;
+    remove_downloads(&downloads, image_package)?;
+    println!("provision: downloading {image_package} from {suite}");
+    let download = || {
+        host_command::output(
+            Command::new("apt-get")
+                .current_dir(&downloads)
+                .arg("download")
+                .arg(format!("{image_package}/{suite}")),
+        )
+    };
+    match download() {
+        Ok(_) => {}
+        Err(_) if !apt.updated => {
+            apt.update()?;
+            download()?;
+        }
+        Err(err) => return Err(err.into()),
+    }
+    let deb = find_download(&downloads, image_package)?;
+
+    // Unpack next to the final place and rename, so an interrupted run never leaves a tree
+    // that looks complete. (Not `with_extension`: the version holds dots.)
+    let linux_dir = cache.join("linux");
+    fs::create_dir_all(&linux_dir).map_err(io_error(&linux_dir))?;
+    let partial = linux_dir.join(format!("{}.partial", kernel.version));
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
+    }
+    println!(
+        "provision: unpacking {} into {}",
+        deb.display(),
+        kernel.root.display()
+    );
+    host_command::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    println!("provision: depmod for {}", kernel.version);
+    host_command::output(
+        Command::new(tool_path("depmod"))
+            .arg("-b")
+            .arg(&partial)
+            .arg(&kernel.version),
+    )?;
+    if kernel.root.exists() {
+        fs::remove_dir_all(&kernel.root).map_err(io_error(&kernel.root))?;
+    }
+    fs::rename(&partial, &kernel.root).map_err(io_error(&kernel.root))?;
+    fs::remove_file(&deb).map_err(io_error(&deb))?;
+    for (what, path) in [
+        ("the kernel image", kernel.vmlinuz()),
+        ("the kernel config", kernel.config()),
+        ("modules.dep", kernel.modules_dir().join("modules.dep")),
+    ] {
+        if !path.is_file() {
+            return Err(ProvisionError::Missing {
+                what: format!("{what} of {image_package}"),
+                path,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn download_matches(path: &Path, package: &str) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+}
+
+fn remove_downloads(dir: &Path, package: &str) -> Result<(), ProvisionError> {
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        if download_matches(&path, package) {
+            fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+    }
+    Ok(())
+}
+
+fn find_download(dir: &Path, package: &str) -> Result<PathBuf, ProvisionError> {
+    fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| download_matches(p, package))
+        .ok_or_else(|| ProvisionError::Missing {
+            what: format!("the downloaded {package}_*.deb"),
+            path: dir.to_owned(),
+        })
+}
+
+/// An sbin tool by absolute path when PATH (a non-root user's) lacks the sbin directories.
+fn tool_path(tool: &str) -> PathBuf {
+    if host_command::on_path(tool) {
+        return PathBuf::from(tool);
+    }
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(tool))
+}
+
+fn missing_rust_targets(workspace: &Workspace) -> Result<Vec<&'static str>, ProvisionError> {
+    if !host_command::on_path("rustup") {
+        return Err(ProvisionError::MissingTool {
+            tool: "rustup",
+            hint: "the no_std builds need rustup to add targets (https://rustup.rs)",
+        });
+    }
+    let installed =
+        host_command::stdout_text(Command::new("rustup").current_dir(&workspace.root).args([
+            "target",
+            "list",
+            "--installed",
+        ]))?;
+    let installed: BTreeSet<&str> = installed.lines().map(str::trim).collect();
+    Ok(RUST_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.contains(t))
+        .collect())
+}
+
+fn ensure_rust_targets(workspace: &Workspace) -> Result<(), ProvisionError> {
+    let missing = missing_rust_targets(workspace)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("provision: rustup target add {}", missing.join(" "));
+    host_command::output(
+        Command::new("rustup")
+            .current_dir(&workspace.root)
+            .args(["target", "add"])
+            .args(&missing),
+    )?;
+    Ok(())
+}
+
+/// busybox-static's binary, checked to be statically linked.
+fn static_busybox() -> Result<PathBuf, ProvisionError> {
+    let path = ["/usr/bin/busybox", "/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| ProvisionError::Missing {
+            what: "busybox (package busybox-static)".into(),
+            path: PathBuf::from("/bin/busybox"),
+        })?;
+    let bytes = fs::read(&path).map_err(io_error(&path))?;
+    match elf_has_interpreter(&bytes) {
+        Some(false) => Ok(path),
+        _ => Err(ProvisionError::BusyboxNotStatic { path }),
+    }
+}
+
+/// Whether a 64-bit little-endian ELF file has a `PT_INTERP` program header (is dynamically
+/// linked); `None` if it is not such an ELF file.
+fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if bytes.get(..4)? != b"\x7fELF" || *bytes.get(4)? != 2 || *bytes.get(5)? != 1 {
+        return None;
+    }
+    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let table = usize::try_from(u64_at(0x20)?).ok()?;
+    let entry_size = usize::from(u16_at(0x36)?);
+    let count = usize::from(u16_at(0x38)?);
+    for index in 0..count {
+        let header = table.checked_add(index.checked_mul(entry_size)?)?;
+        if u32_at(header)? == PT_INTERP {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metapackage_dependency_names_the_kernel() {
+        let output = "linux-image-amd64\n  Depends: linux-image-6.12.95+deb12-amd64\n";
+        assert_eq!(
+            image_dependency(output).as_deref(),
+            Some("linux-image-6.12.95+deb12-amd64")
+        );
+        assert_eq!(
+            kernel_version("linux-image-6.12.95+deb12-amd64"),
+            "6.12.95+deb12-amd64"
+        );
+        assert_eq!(
+            kernel_version("linux-image-6.12.95+deb12-amd64-unsigned"),
+            "6.12.95+deb12-amd64"
+        );
+        assert_eq!(
+            image_dependency("linux-image-amd64\n  Depends: <linux-image-x>\n"),
+            None
+        );
+        assert_eq!(image_dependency("W: Unable to locate package\n"), None);
+    }
+
+    #[test]
+    fn backports_source_is_found_in_either_format() {
+        let deb822 =
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n\
+                      Components: main\n\nTypes: deb deb-src\nURIs: http://deb.debian.org/debian\n\
+                      Suites: bookworm-backports\nComponents: main\n";
+        assert!(deb822_has_suite(deb822, "bookworm-backports"));
+        assert!(!deb822_has_suite(
+            &deb822.replace("bookworm-backports", "x"),
+            "bookworm-backports"
+        ));
+        let disabled = "Enabled: no\nTypes: deb\nSuites: bookworm-backports\n";
+        assert!(!deb822_has_suite(disabled, "bookworm-backports"));
+        let src_only = "Types: deb-src\nSuites: bookworm-backports\n";
+        assert!(!deb822_has_suite(src_only, "bookworm-backports"));
+
+        let list = "# deb http://deb.debian.org/debian bookworm-backports main\n\
+                    deb [arch=amd64] http://deb.debian.org/debian bookworm-backports main\n";
+        assert!(one_line_has_suite(list, "bookworm-backports"));
+        assert!(!one_line_has_suite(
+            list.lines().next().unwrap_or(""),
+            "bookworm-backports"
+        ));
+    }
+
+    #[test]
+    fn stamp_round_trips_and_rejects_other_recipes() {
+        let stamp = Stamp {
+            codename: "bookworm".into(),
+            kernel: "6.12.95+deb12-amd64".into(),
+        };
+        assert_eq!(Stamp::parse(&stamp.render()), Some(stamp));
+        assert_eq!(
+            Stamp::parse("extmem-provision 0\ncodename x\nkernel y\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn static_and_dynamic_elf_files_are_told_apart() {
+        // A minimal ELF64 header with one program header of the given type at 0x40.
+        let elf = |p_type: u32| {
+            let mut bytes = vec![0_u8; 0x40 + 0x38];
+            bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+            bytes[0x20..0x28].copy_from_slice(&0x40_u64.to_le_bytes());
+            bytes[0x36..0x38].copy_from_slice(&0x38_u16.to_le_bytes());
+            bytes[0x38..0x3a].copy_from_slice(&1_u16.to_le_bytes());
+            bytes[0x40..0x44].copy_from_slice(&p_type.to_le_bytes());
+            bytes
+        };
+        assert_eq!(elf_has_interpreter(&elf(3)), Some(true));
+        assert_eq!(elf_has_interpreter(&elf(1)), Some(false));
+        assert_eq!(elf_has_interpreter(b"#!/bin/sh\n"), None);
+        let mut truncated = elf(3);
+        truncated.truncate(0x42);
+        assert_eq!(elf_has_interpreter(&truncated), None);
+    }
+}

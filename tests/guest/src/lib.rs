@@ -1,0 +1,16 @@
+//! Guest-side test programs for extmem and the small library they share.
+//!
+//! The QEMU runner (`extmem-qemu`) boots Debian's kernel with the host root mounted over 9p and
+//! runs the binaries of this crate inside it, by their host paths. Each KTAP program prints one
+//! KTAP document on stdout; the runner parses it (see `qemu/src/ktap.rs`).
+
+pub mod dma_buf;
+pub mod dma_heap;
+pub mod dri;
+pub mod fd_table;
+pub mod host_memory;
+pub mod ktap;
+pub mod mapping;
+pub mod pattern;
+pub mod udmabuf;
+pub mod vgpu;
