@@ -309,33 +309,13 @@ mod tests {
         (result, args)
     }
 
-    fn copy(src: u64, dst: u64, size: u64) -> Cmd {
-        Cmd {
-            op: CmdOp::COPY,
-            src,
-            dst,
-            size,
-            ..Cmd::default()
-        }
-    }
-
-    fn fill(dst: u64, value: u32, size: u64) -> Cmd {
-        Cmd {
-            op: CmdOp::FILL,
-            value,
-            dst,
-            size,
-            ..Cmd::default()
-        }
-    }
-
     #[test]
     fn copy_across_scattered_pages_is_byte_exact() {
         let fake = FakePlatform::new();
         let vm = setup(&fake);
         // Odd offsets, crossing page boundaries on both sides at different places.
         let (from, to, len) = (0xff3, 0x1ffe, 0xff0);
-        let (result, args) = exec(&vm, &[copy(SRC + from, DST + to, len)]);
+        let (result, args) = exec(&vm, &[Cmd::copy(SRC + from, DST + to, len)]);
         assert_eq!(result, Ok(()));
         assert_eq!(
             (args.fault_va, args.fault_cmd, args.fault_kind),
@@ -359,7 +339,7 @@ mod tests {
         let fake = FakePlatform::new();
         let vm = setup(&fake);
         let (at, len) = (0xff8, 0x1010);
-        let (result, _) = exec(&vm, &[fill(DST + at, 0x1122_3344, len)]);
+        let (result, _) = exec(&vm, &[Cmd::fill(DST + at, 0x1122_3344, len)]);
         assert_eq!(result, Ok(()));
         let expected: Vec<u8> = [0x44, 0x33, 0x22, 0x11]
             .iter()
@@ -379,9 +359,9 @@ mod tests {
         let (result, _) = exec(
             &vm,
             &[
-                fill(DST, 0xffff_ffff, 16),
-                copy(SRC, DST + 4, 4),
-                copy(DST, DST + 0x2000, 16),
+                Cmd::fill(DST, 0xffff_ffff, 16),
+                Cmd::copy(SRC, DST + 4, 4),
+                Cmd::copy(DST, DST + 0x2000, 16),
             ],
         );
         assert_eq!(result, Ok(()));
@@ -398,8 +378,8 @@ mod tests {
         let (result, args) = exec(
             &vm,
             &[
-                fill(DST, 0xabab_abab, 8),
-                copy(SRC + 3 * PAGE - 0x10, DST + 0x100, 0x20),
+                Cmd::fill(DST, 0xabab_abab, 8),
+                Cmd::copy(SRC + 3 * PAGE - 0x10, DST + 0x100, 0x20),
             ],
         );
         assert_eq!(
@@ -421,16 +401,16 @@ mod tests {
         assert_eq!(object_bytes(&fake, 2, 0x110, 0x10), [0; 0x10]);
 
         // The destination faults part-way.
-        let (_, args) = exec(&vm, &[copy(SRC, DST + 3 * PAGE - 4, 8)]);
+        let (_, args) = exec(&vm, &[Cmd::copy(SRC, DST + 3 * PAGE - 4, 8)]);
         assert_eq!(
             (args.fault_va, args.fault_cmd, args.fault_kind),
             (DST + 3 * PAGE, 0, FaultKind::UNMAPPED)
         );
         // Both sides unmapped: the source is reported.
-        let (_, args) = exec(&vm, &[copy(0x5000_0000, 0x6000_0000, 8)]);
+        let (_, args) = exec(&vm, &[Cmd::copy(0x5000_0000, 0x6000_0000, 8)]);
         assert_eq!(args.fault_va, 0x5000_0000);
         // Beyond the VA space is unmapped too.
-        let (_, args) = exec(&vm, &[fill(1 << 48, 0, 4)]);
+        let (_, args) = exec(&vm, &[Cmd::fill(1 << 48, 0, 4)]);
         assert_eq!(
             (args.fault_va, args.fault_kind),
             (1 << 48, FaultKind::UNMAPPED)
@@ -442,7 +422,7 @@ mod tests {
         let fake = FakePlatform::new();
         let vm = setup(&fake);
         let before = fake.snapshot();
-        let (result, args) = exec(&vm, &[fill(DST + M2 + 0x1ffc, 0, 8)]);
+        let (result, args) = exec(&vm, &[Cmd::fill(DST + M2 + 0x1ffc, 0, 8)]);
         assert_eq!(result.map_err(|e| e.errno()), Err(errno::EIO));
         assert_eq!(
             (args.fault_va, args.fault_cmd, args.fault_kind),
@@ -450,7 +430,7 @@ mod tests {
         );
         assert_eq!(fake.snapshot(), before);
         // Reading it is fine.
-        let (result, _) = exec(&vm, &[copy(DST + M2 + 0x10, DST, 0x10)]);
+        let (result, _) = exec(&vm, &[Cmd::copy(DST + M2 + 0x10, DST, 0x10)]);
         assert_eq!(result, Ok(()));
         assert_eq!(
             object_bytes(&fake, 2, 0, 0x10),
@@ -462,7 +442,7 @@ mod tests {
     fn a_malformed_command_runs_nothing() {
         let fake = FakePlatform::new();
         let vm = setup(&fake);
-        let good = fill(DST, 0x0101_0101, 4);
+        let good = Cmd::fill(DST, 0x0101_0101, 4);
         let cases = [
             Cmd {
                 op: CmdOp(7),
@@ -471,7 +451,7 @@ mod tests {
             Cmd { src: 4, ..good },
             Cmd {
                 value: 1,
-                ..copy(SRC, DST, 4)
+                ..Cmd::copy(SRC, DST, 4)
             },
             Cmd { size: 0, ..good },
             Cmd {
@@ -479,8 +459,8 @@ mod tests {
                 ..good
             },
             Cmd { size: 6, ..good },
-            copy(u64::MAX - 2, DST, 4),
-            copy(SRC, u64::MAX - 2, 4),
+            Cmd::copy(u64::MAX - 2, DST, 4),
+            Cmd::copy(SRC, u64::MAX - 2, 4),
         ];
         let before = fake.snapshot();
         for bad in cases {
@@ -503,7 +483,7 @@ mod tests {
         let fake = FakePlatform::new();
         let vm = setup(&fake);
         let errno_of = |args: &mut Exec, cmds: &[Cmd]| vm.exec(args, cmds).map_err(|e| e.errno());
-        let one = [fill(DST, 0, 4)];
+        let one = [Cmd::fill(DST, 0, 4)];
         let mut args = Exec {
             cmds: 0x7000,
             count: 2,
@@ -535,7 +515,7 @@ mod tests {
         };
         vm.bind(&map_args(0x4000_0000, 0, PAGE, 0), object)
             .expect("bind");
-        let (result, args) = exec(&vm, &[copy(0x4000_0010, DST, 4)]);
+        let (result, args) = exec(&vm, &[Cmd::copy(0x4000_0010, DST, 4)]);
         assert_eq!(
             result,
             Err(ExecError::Memory {
@@ -545,7 +525,7 @@ mod tests {
         );
         assert_eq!(result.map_err(|e| e.errno()), Err(errno::EFAULT));
         assert_eq!((args.fault_cmd, args.fault_va), (0, 0x4000_0010));
-        let (result, _) = exec(&vm, &[fill(0x4000_0010, 0, 4)]);
+        let (result, _) = exec(&vm, &[Cmd::fill(0x4000_0010, 0, 4)]);
         assert_eq!(result.map_err(|e| e.errno()), Err(errno::EFAULT));
     }
 
@@ -568,7 +548,7 @@ mod tests {
         // that crosses a 4 KiB page.
         let (result, _) = exec(
             &vm,
-            &[copy(
+            &[Cmd::copy(
                 0x4000_0000 + M2 - 0x800,
                 0x4000_0000 + 0x10_0003,
                 0x1000,

@@ -19,8 +19,7 @@ use extmem_hw::{
     Access, Descriptor, GpuVa, Level, MapFlags, PageSize, PageTable, PhysAddr, TranslateError,
 };
 use extmem_uapi::{
-    BindOp, Cmd, CmdOp, Exec, FaultKind, VmBind, VmQuery, FLAG_READ_ONLY, QUERY_MAPPED,
-    QUERY_READ_ONLY,
+    BindOp, Cmd, Exec, FaultKind, VmBind, VmQuery, FLAG_READ_ONLY, QUERY_MAPPED, QUERY_READ_ONLY,
 };
 
 use crate::copy_engine::ExecError;
@@ -723,26 +722,6 @@ fn exec<P: Platform>(vm: &TestVm<'_, '_, P>, cmds: &[Cmd]) -> (Result<(), ExecEr
     (result, args)
 }
 
-fn copy_cmd(src: u64, dst: u64, size: u64) -> Cmd {
-    Cmd {
-        op: CmdOp::COPY,
-        src,
-        dst,
-        size,
-        ..Cmd::default()
-    }
-}
-
-fn fill_cmd(dst: u64, value: u32, size: u64) -> Cmd {
-    Cmd {
-        op: CmdOp::FILL,
-        value,
-        dst,
-        size,
-        ..Cmd::default()
-    }
-}
-
 const SRC_VA: u64 = 0x10_0000;
 const DST_VA: u64 = 0x20_0000;
 
@@ -769,8 +748,8 @@ fn copy_engine<P: Platform>(platform: &TestPlatform<'_, P>) -> Outcome {
         let (result, args) = exec(
             &vm,
             &[
-                fill_cmd(DST_VA + fill_at, 0xa1b2_c3d4, fill_len),
-                copy_cmd(SRC_VA + from, DST_VA + to, len),
+                Cmd::fill(DST_VA + fill_at, 0xa1b2_c3d4, fill_len),
+                Cmd::copy(SRC_VA + from, DST_VA + to, len),
             ],
         );
         check_errno("exec", result, 0)?;
@@ -817,8 +796,8 @@ fn copy_engine_faults<P: Platform>(platform: &TestPlatform<'_, P>) -> Outcome {
         let (result, args) = exec(
             &vm,
             &[
-                fill_cmd(SRC_VA + 0x1000, 0, 4),
-                copy_cmd(SRC_VA + 0x1ff0, SRC_VA, 0x20),
+                Cmd::fill(SRC_VA + 0x1000, 0, 4),
+                Cmd::copy(SRC_VA + 0x1ff0, SRC_VA, 0x20),
             ],
         );
         check_errno("unmapped source", result, errno::EIO)?;
@@ -835,7 +814,7 @@ fn copy_engine_faults<P: Platform>(platform: &TestPlatform<'_, P>) -> Outcome {
             u64::from(copied),
             u64::from(pattern(0x1fff)),
         )?;
-        let (result, args) = exec(&vm, &[fill_cmd(DST_VA + 0x1ffc, 7, 4)]);
+        let (result, args) = exec(&vm, &[Cmd::fill(DST_VA + 0x1ffc, 7, 4)]);
         check_errno("read-only destination", result, errno::EIO)?;
         check("read-only fault va", args.fault_va, DST_VA + 0x1ffc)?;
         check(
@@ -845,7 +824,10 @@ fn copy_engine_faults<P: Platform>(platform: &TestPlatform<'_, P>) -> Outcome {
         )?;
         let (result, args) = exec(
             &vm,
-            &[fill_cmd(SRC_VA, 0x1111_1111, 4), fill_cmd(SRC_VA + 2, 0, 4)],
+            &[
+                Cmd::fill(SRC_VA, 0x1111_1111, 4),
+                Cmd::fill(SRC_VA + 2, 0, 4),
+            ],
         );
         check_errno("malformed command", result, errno::EINVAL)?;
         check("malformed cmd index", u64::from(args.fault_cmd), 1)?;

@@ -242,6 +242,32 @@ pub struct Cmd {
     pub size: u64,
 }
 
+impl Cmd {
+    /// A COPY of `size` bytes from GPU VA `src` to `dst`.
+    #[must_use]
+    pub const fn copy(src: u64, dst: u64, size: u64) -> Self {
+        Self {
+            op: CmdOp::COPY,
+            value: 0,
+            src,
+            dst,
+            size,
+        }
+    }
+
+    /// A FILL of `size` bytes at `dst` with the 32-bit `value`.
+    #[must_use]
+    pub const fn fill(dst: u64, value: u32, size: u64) -> Self {
+        Self {
+            op: CmdOp::FILL,
+            value,
+            src: 0,
+            dst,
+            size,
+        }
+    }
+}
+
 /// `DRM_IOCTL_EXTMEM_EXEC`: run commands in order on the copy engine. Commands before the
 /// faulting one have run; on a fault the ioctl fails with `EIO` and the out fields say
 /// where (the struct is copied back on error, as `drm_ioctl` always does).
