@@ -53,6 +53,20 @@ pub enum Import {
     },
 }
 
+impl Import {
+    /// The (KHR) handle type being imported, if any. NV handle types have their own flags
+    /// and no `exportFromImportedHandleTypes`.
+    #[must_use]
+    pub fn handle_type(&self) -> Option<vk::ExternalMemoryHandleTypeFlags> {
+        match *self {
+            Import::None | Import::Win32Nv { .. } => None,
+            Import::HostPointer { handle_type, .. }
+            | Import::Fd { handle_type, .. }
+            | Import::Win32 { handle_type, .. } => Some(handle_type),
+        }
+    }
+}
+
 /// A dedicated-allocation request (`VkMemoryDedicatedAllocateInfo` or the NV one).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct Dedicated {
@@ -341,6 +355,17 @@ impl AllocRequest {
             && exportable_together(caps, self.export, Target::Buffer).is_none()
         {
             return Err(Vuid::ExportTypesSupported.into());
+        }
+        // Memory imported from a handle can be exported only as the types that handle type
+        // reports in exportFromImportedHandleTypes (none for host pointers).
+        if let Some(imported) = self.import.handle_type() {
+            let props = external_memory_properties(caps, imported, Target::Buffer);
+            if !props
+                .export_from_imported_handle_types
+                .contains(self.export)
+            {
+                return Err(Vuid::ExportTypesSupported.into());
+            }
         }
         if self.export_win32_info && !self.export.contains(Types::OPAQUE_WIN32) {
             return Err(Vuid::Win32ExportInfo.into());

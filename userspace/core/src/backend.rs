@@ -115,7 +115,8 @@ impl BackendError {
             }),
             (Op::ImportDmaBuf, errno) => Error::InvalidHandle(HandleError::NotADmaBuf { errno }),
             (Op::Create | Op::Bind, _) => Error::OutOfDeviceMemory,
-            (Op::ExportDmaBuf | Op::Info | Op::Unbind | Op::Exec | Op::Map, errno) => {
+            (Op::Map, errno) => Error::MemoryMapFailed { errno },
+            (Op::ExportDmaBuf | Op::Info | Op::Unbind | Op::Exec, errno) => {
                 Error::DeviceLost { errno }
             }
         }
@@ -154,8 +155,49 @@ pub trait Backend {
     ) -> Result<(), BackendError>;
     /// Removes the binding at `va` of `size` bytes.
     fn unbind(&mut self, va: GpuVa, size: u64) -> Result<(), BackendError>;
-    /// A CPU mapping of the whole object (for memory that is not a host import).
+    /// A CPU mapping of the whole object (for memory that is not a host import): device
+    /// memory and imported dma-bufs.
     fn map(&mut self, handle: GemHandle, size: u64) -> Result<HostVa, BackendError>;
     /// Undoes [`Backend::map`].
     fn unmap(&mut self, ptr: HostVa, size: u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ash::vk;
+
+    #[test]
+    fn kernel_errors_map_to_the_results_the_spec_names() {
+        let e = |op, errno| {
+            BackendError { op, errno }
+                .to_error(HostVa::new(0x1000), 0x1000)
+                .result()
+        };
+        assert_eq!(
+            e(Op::ImportHost, errno::EFAULT),
+            vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+        );
+        assert_eq!(
+            e(Op::ImportHost, errno::ENOMEM),
+            vk::Result::ERROR_OUT_OF_HOST_MEMORY
+        );
+        assert_eq!(
+            e(Op::ImportDmaBuf, errno::EINVAL),
+            vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+        );
+        assert_eq!(
+            e(Op::Bind, errno::ENOSPC),
+            vk::Result::ERROR_TOO_MANY_OBJECTS
+        );
+        assert_eq!(
+            e(Op::Create, errno::EINVAL),
+            vk::Result::ERROR_OUT_OF_DEVICE_MEMORY
+        );
+        assert_eq!(
+            e(Op::Map, errno::EINVAL),
+            vk::Result::ERROR_MEMORY_MAP_FAILED
+        );
+        assert_eq!(e(Op::Exec, errno::EIO), vk::Result::ERROR_DEVICE_LOST);
+    }
 }

@@ -200,6 +200,11 @@ pub enum Error {
     OutOfDeviceMemory,
     /// A fixed-size table (handles, bindings) is full.
     TooManyObjects,
+    /// The memory could not be mapped for the CPU.
+    MemoryMapFailed {
+        /// The errno.
+        errno: i32,
+    },
     /// The kernel failed in a way that means the device is unusable.
     DeviceLost {
         /// The errno.
@@ -217,6 +222,7 @@ impl Error {
             Error::OutOfHostMemory => vk::Result::ERROR_OUT_OF_HOST_MEMORY,
             Error::OutOfDeviceMemory => vk::Result::ERROR_OUT_OF_DEVICE_MEMORY,
             Error::TooManyObjects => vk::Result::ERROR_TOO_MANY_OBJECTS,
+            Error::MemoryMapFailed { .. } => vk::Result::ERROR_MEMORY_MAP_FAILED,
             Error::DeviceLost { .. } => vk::Result::ERROR_DEVICE_LOST,
         }
     }
@@ -252,6 +258,7 @@ impl fmt::Display for Error {
             Error::OutOfHostMemory => write!(f, "out of host memory (or over RLIMIT_MEMLOCK)"),
             Error::OutOfDeviceMemory => write!(f, "out of device memory or GPU VA space"),
             Error::TooManyObjects => write!(f, "too many objects"),
+            Error::MemoryMapFailed { errno } => write!(f, "CPU mapping failed (errno {errno})"),
             Error::DeviceLost { errno } => write!(f, "device lost (errno {errno})"),
         }
     }

@@ -243,26 +243,47 @@ impl Backend for Vgpu {
         unsafe { call::<{ uapi::IOCTL_VM_BIND as Opcode }, _>(self.fd(), &mut arg, Op::Unbind) }
     }
 
+    /// Device memory is mapped through the DRM file at its fake offset. An imported dma-buf
+    /// has no such offset (the pages are the exporter's), so it is mapped through the
+    /// dma-buf itself: `PRIME_HANDLE_TO_FD` of an import hands back the original dma-buf
+    /// (`drm_gem_prime_handle_to_fd`), whose mapping outlives the fd closed here. The copy
+    /// engine reads and writes those pages through the CPU, so the mapping is as coherent
+    /// as the memory type the ICD reports without `DMA_BUF_IOCTL_SYNC` brackets (a device
+    /// with its own caches would need them around every CPU access).
     fn map(&mut self, handle: GemHandle, size: u64) -> Result<HostVa, BackendError> {
         let info = self.gem_info(handle)?;
         let bad = BackendError {
             op: Op::Map,
             errno: errno::EINVAL,
         };
-        if info.mmap_offset == 0 || size > info.size {
+        if size > info.size {
             return Err(bad);
         }
         let len = usize::try_from(size).map_err(|_| bad)?;
+        let imported;
+        let (fd, offset) = if info.mmap_offset != 0 {
+            (self.fd(), info.mmap_offset)
+        } else if info.kind == uapi::ObjectKind::DMABUF {
+            imported =
+                drm_core::prime_handle_to_fd(self.fd(), handle).map_err(|e| BackendError {
+                    op: Op::Map,
+                    errno: e.errno,
+                })?;
+            (imported.as_fd(), 0)
+        } else {
+            return Err(bad);
+        };
         // SAFETY: a new shared mapping chosen by the kernel (null hint), of an object the
-        // driver says is mappable at that offset; nothing else aliases it yet.
+        // driver says is mappable at that offset (or of the dma-buf behind an import, from
+        // its start); nothing else aliases it yet.
         let ptr = unsafe {
             rustix::mm::mmap(
                 ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
                 MapFlags::SHARED,
-                self.fd(),
-                info.mmap_offset,
+                fd,
+                offset,
             )
         }
         .map_err(|e| BackendError {

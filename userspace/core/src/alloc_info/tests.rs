@@ -175,6 +175,28 @@ fn host_pointer_cannot_be_dedicated_or_capture_replayed() {
 }
 
 #[test]
+fn host_imports_cannot_be_exported_fd_imports_can() {
+    let mut h = host(Types::HOST_ALLOCATION_EXT, 0x10_0000);
+    let mut e = vk::ExportMemoryAllocateInfo::default().handle_types(Types::DMA_BUF_EXT);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(4096)
+        .memory_type_index(1)
+        .push_next(&mut h)
+        .push_next(&mut e);
+    assert_eq!(check(&info), Err(Vuid::ExportTypesSupported.into()));
+    let mut f = vk::ImportMemoryFdInfoKHR::default()
+        .handle_type(Types::DMA_BUF_EXT)
+        .fd(3);
+    let mut e =
+        vk::ExportMemoryAllocateInfo::default().handle_types(Types::OPAQUE_FD | Types::DMA_BUF_EXT);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(4096)
+        .push_next(&mut f)
+        .push_next(&mut e);
+    assert!(check(&info).is_ok());
+}
+
+#[test]
 fn two_imports_are_rejected() {
     let mut h = host(Types::HOST_ALLOCATION_EXT, 0x10_0000);
     let mut f = vk::ImportMemoryFdInfoKHR::default()
