@@ -160,6 +160,24 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "vgpu",
             output: OutputFormat::Ktap,
         },
+        GuestProgram {
+            name: "core-flows",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "core-flows",
+            output: OutputFormat::Ktap,
+        },
+        GuestProgram {
+            name: "icd-e2e",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "icd-e2e",
+            output: OutputFormat::Ktap,
+        },
+        GuestProgram {
+            name: "vulkaninfo",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "vulkaninfo",
+            output: OutputFormat::Ktap,
+        },
     ],
     teardown: &[GuestCommand {
         name: "rmmod-extmem-vgpu",
@@ -168,18 +186,25 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
     kernel_module: true,
 };
 
-/// What `demo` runs.
+/// What `demo` runs: a Vulkan application (through the Khronos loader and extmem-icd) on the
+/// extmem-vgpu module, which it loads and unloads like the test suite does.
 pub const DEMO: GuestSuite = GuestSuite {
     name: "demo",
-    setup: &[],
+    setup: &[GuestCommand {
+        name: "demo-insmod-extmem-vgpu",
+        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+    }],
     programs: &[GuestProgram {
-        name: "guest-demo",
+        name: "vk-demo",
         package: GUEST_TESTS_PACKAGE,
-        binary: "guest-demo",
+        binary: "vk-demo",
         output: OutputFormat::Plain,
     }],
-    teardown: &[],
-    kernel_module: false,
+    teardown: &[GuestCommand {
+        name: "demo-rmmod-extmem-vgpu",
+        argv: &["rmmod", "extmem_vgpu"],
+    }],
+    kernel_module: true,
 };
 
 /// The run-time values a plan's commands may refer to.

@@ -143,6 +143,8 @@ fn prepare_and_boot(
     }
     println!("guest: building the guest programs");
     let binaries = build_programs(workspace, suites)?;
+    println!("guest: building the Vulkan ICD");
+    build_icd(workspace)?;
 
     let kernel = &provisioned.kernel;
     let config_path = kernel.config();
@@ -278,6 +280,20 @@ fn build_programs(
         }
     }
     Ok(by_program)
+}
+
+/// The package of the Vulkan ICD the guest's Vulkan programs load.
+const ICD_PACKAGE: &str = "extmem-icd";
+
+/// Builds the ICD's cdylib in release mode. Its build script writes `extmem_icd.json` next to
+/// `libextmem_icd.so` in `<target>/release/`, the directory the guest programs are built into;
+/// the Vulkan ones point the loader there (`VK_DRIVER_FILES`).
+fn build_icd(workspace: &Workspace) -> Result<(), GuestError> {
+    let mut command = workspace.cargo();
+    command.args(["build", "--release", "--quiet", "--lib", "-p", ICD_PACKAGE]);
+    host_command::output(&mut command)
+        .map(drop)
+        .map_err(|e| GuestError::Build(WorkspaceError::Command(e)))
 }
 
 /// The kernel features split by how the kernel has them.

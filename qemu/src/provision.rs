@@ -21,7 +21,8 @@ use crate::workspace::Workspace;
 const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-arm"];
 /// Packages installed from the release itself. The Khronos loader (libvulkan1) and
 /// vulkaninfo (vulkan-tools) are what the ICD is tested through, on the host and in the
-/// guest (which runs the host's root). `make` builds extmem_vgpu.ko against the headers
+/// guest (which runs the host's root); the guest programs run it under the Khronos validation
+/// layer (vulkan-validationlayers). `make` builds extmem_vgpu.ko against the headers
 /// (which bring gcc-12 and binutils themselves).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
@@ -30,6 +31,7 @@ const RELEASE_PACKAGES: &[&str] = &[
     "xz-utils",
     "libvulkan1",
     "vulkan-tools",
+    "vulkan-validationlayers",
     "make",
 ];
 /// Rust targets: the bare-metal x86_64 build of the no_std crates and the two Cortex-M cores.

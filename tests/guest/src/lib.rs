@@ -14,3 +14,4 @@ pub mod mapping;
 pub mod pattern;
 pub mod udmabuf;
 pub mod vgpu;
+pub mod vulkan;

@@ -1,0 +1,427 @@
+//! vk-demo: what extmem does, shown through Vulkan as an application uses it — the Khronos
+//! loader, extmem-icd and the extmem-vgpu kernel driver, under the Khronos validation layer.
+//!
+//! 1. A 4 MiB host allocation is imported (`VK_EXT_external_memory_host`) and copied by the GPU
+//!    into device memory.
+//! 2. That device memory is exported as a dma-buf, which vgem imports (`PRIME_FD_TO_HANDLE`);
+//!    the bytes are checked through the dma-buf's own mmap (vgem cannot mmap imported objects).
+//! 3. A foreign dma-buf (a udmabuf over a memfd) is imported and filled by the GPU; the memfd
+//!    shows the fill.
+//! 4. The device memory goes to a second process as an opaque fd over a unix socket
+//!    (`SCM_RIGHTS`); it imports it, checks the bytes and fills half of it on its GPU; the first
+//!    process sees that half change.
+//!
+//! Every step says what it did in plain words, with sizes and timings. Exit status non-zero on
+//! any wrong byte or failed call. `vk-demo child` is the second process (its socket is stdin).
+
+use std::ffi::c_void;
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use ash::vk;
+use extmem_guest_tests::dri::{self, NodeKind};
+use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
+use extmem_guest_tests::mapping::SharedMapping;
+use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, FdMessage, Gpu, Instance};
+use extmem_guest_tests::{dma_buf, pattern, udmabuf};
+use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+type Types = vk::ExternalMemoryHandleTypeFlags;
+
+/// 4 MiB: the size of every buffer in the demo.
+const SIZE: u64 = 4 << 20;
+const LEN: usize = 4 << 20;
+/// What the GPU writes into the udmabuf.
+const UDMABUF_VALUE: u32 = 0xd00d_f00d;
+/// What the second process writes into the second half of the shared memory.
+const CHILD_VALUE: u32 = 0x0c0f_fee0;
+
+fn main() -> ExitCode {
+    let child = std::env::args().nth(1).as_deref() == Some("child");
+    let started = Instant::now();
+    let result = if child { run_child() } else { run() };
+    match result {
+        Ok(()) if child => ExitCode::SUCCESS,
+        Ok(()) => {
+            println!(
+                "demo: every byte matched; done in {}",
+                human(started.elapsed())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!(
+                "demo{}: FAILED: {e}",
+                if child { " (second process)" } else { "" }
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Step<T> = Result<T, String>;
+
+fn io_step<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> Step<T> {
+    result.map_err(|e| format!("{what}: {e}"))
+}
+
+fn check_bytes(view: &str, expected: &[u8], seen: &[u8]) -> Step<()> {
+    pattern::compare(expected, seen).map_err(|m| format!("{view}: {m}"))
+}
+
+fn run() -> Step<()> {
+    let manifest = io_step("finding the ICD manifest", vulkan::isolate_loader())?;
+    let entry = vulkan::load()?;
+    let validation = vulkan::validation_available(&entry);
+    let (instance, took) = timed(|| Instance::new(&entry, validation));
+    let instance = instance?;
+    println!(
+        "demo: the Khronos loader loaded extmem-icd ({}){} in {}",
+        manifest.display(),
+        if validation {
+            ", under VK_LAYER_KHRONOS_validation,"
+        } else {
+            " (the validation layer is not installed)"
+        },
+        human(took)
+    );
+    let gpu = Gpu::new(&instance)?;
+    // SAFETY: a live physical device.
+    let props = unsafe {
+        instance
+            .instance
+            .get_physical_device_properties(gpu.physical)
+    };
+    let name = props
+        .device_name_as_c_str()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (device_uuid, _) = instance.uuids(gpu.physical);
+    println!(
+        "demo: device {name}, deviceUUID {}, minImportedHostPointerAlignment {} bytes",
+        hex(&device_uuid),
+        instance.host_pointer_alignment(gpu.physical)
+    );
+
+    // 1. Host allocation → GPU copy → device memory.
+    let heap = io_step("allocating 4 MiB on the heap", HeapBuffer::new(LEN, 4096))?;
+    let expected = pattern::bytes(1, LEN);
+    io_step("writing the heap buffer", heap.write(0, &expected))?;
+    let ptr = heap.base().as_ptr().cast::<c_void>();
+    let (host_mem, took) =
+        // SAFETY: the heap buffer outlives the import (freed before it drops, below).
+        timed(|| unsafe { gpu.import_host(ptr, SIZE, Types::HOST_ALLOCATION_EXT) });
+    let host_mem = host_mem?;
+    println!(
+        "demo: imported a {} heap allocation at {ptr:p} as VkDeviceMemory (pinned, no copy) in {}",
+        bytes(SIZE),
+        human(took)
+    );
+    let device_mem = gpu.allocate(SIZE, Types::OPAQUE_FD | Types::DMA_BUF_EXT)?;
+    let result = (|| {
+        let src = gpu.buffer(host_mem, SIZE, Types::HOST_ALLOCATION_EXT)?;
+        let dst = gpu.buffer(device_mem, SIZE, Types::OPAQUE_FD | Types::DMA_BUF_EXT);
+        let copied = dst.and_then(|dst| {
+            let copied = timed(|| gpu.copy(src, dst, SIZE));
+            gpu.destroy_buffer(dst);
+            copied.0.map(|()| copied.1)
+        });
+        gpu.destroy_buffer(src);
+        let took = copied?;
+        println!(
+            "demo: the GPU copied it into device memory in {} ({})",
+            human(took),
+            rate(SIZE, took)
+        );
+        let seen = gpu.read(device_mem, 0, LEN)?;
+        check_bytes("the device memory (vkMapMemory)", &expected, &seen)?;
+        println!(
+            "demo: vkMapMemory of the device memory shows all {} bytes",
+            seen.len()
+        );
+        Ok::<(), String>(())
+    })();
+    gpu.free(host_mem);
+    drop(heap);
+    let result = result
+        .and_then(|()| share_with_vgem(&gpu, device_mem, &expected))
+        .and_then(|()| foreign_udmabuf(&gpu))
+        .and_then(|()| share_with_process(&gpu, device_mem, &expected));
+    gpu.free(device_mem);
+    drop(gpu);
+    drop(instance);
+    result?;
+    if validation {
+        let count = vulkan::validation_message_count();
+        if count != 0 {
+            return Err(format!(
+                "the validation layer reported {count} messages: {}",
+                vulkan::validation_messages().join(" | ")
+            ));
+        }
+        println!("demo: the validation layer reported nothing");
+    }
+    Ok(())
+}
+
+/// Step 2: the device memory as a dma-buf, imported by vgem, checked through its mmap.
+fn share_with_vgem(gpu: &Gpu<'_>, memory: vk::DeviceMemory, expected: &[u8]) -> Step<()> {
+    let vgem = io_step(
+        "opening vgem",
+        dri::open_by_driver("vgem", NodeKind::Primary),
+    )?;
+    let (fd, took) = timed(|| gpu.export_fd(memory, Types::DMA_BUF_EXT));
+    let fd = fd?;
+    let size = io_step("lseek(SEEK_END)", dma_buf::size_by_seek(fd.as_fd()))?;
+    println!(
+        "demo: exported the device memory as dma-buf fd {} ({}) in {}",
+        fd.as_raw_fd(),
+        bytes(size),
+        human(took)
+    );
+    let (handle, took) = timed(|| vgem.import(fd.as_fd()));
+    let handle = io_step("PRIME_FD_TO_HANDLE on vgem", handle)?;
+    let again = io_step("PRIME_HANDLE_TO_FD on vgem", vgem.export(handle))?;
+    let (a, b) = (
+        io_step("fstat", dma_buf::identity(fd.as_fd()))?,
+        io_step("fstat", dma_buf::identity(again.as_fd()))?,
+    );
+    if a != b {
+        return Err("vgem's re-export is a different dma-buf".into());
+    }
+    println!(
+        "demo: vgem ({}) imported it as GEM handle {} in {}; its re-export is the same dma-buf",
+        vgem.path.display(),
+        handle.0,
+        human(took)
+    );
+    let mapping = io_step("mmap(dma-buf)", SharedMapping::new(fd.as_fd(), 0, LEN))?;
+    let (seen, took) = timed(|| dma_buf::with_cpu_access(fd.as_fd(), || mapping.read_all()));
+    let seen = io_step("DMA_BUF_IOCTL_SYNC", seen)?;
+    check_bytes("the dma-buf's mmap", expected, &seen)?;
+    println!(
+        "demo: the dma-buf's own mmap shows all {} bytes ({} to read)",
+        seen.len(),
+        human(took)
+    );
+    io_step("GEM_CLOSE on vgem", vgem.close_handle(handle))
+}
+
+/// Step 3: a udmabuf imported and filled by the GPU.
+fn foreign_udmabuf(gpu: &Gpu<'_>) -> Step<()> {
+    let device = io_step(
+        "open(/dev/udmabuf)",
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/udmabuf"),
+    )?;
+    let memfd = io_step(
+        "memfd_create",
+        memfd_create("vk-demo", MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC),
+    )?;
+    io_step("ftruncate", ftruncate(&memfd, SIZE))?;
+    io_step("F_ADD_SEALS", fcntl_add_seals(&memfd, SealFlags::SHRINK))?;
+    let buf = io_step(
+        "UDMABUF_CREATE",
+        udmabuf::create(device.as_fd(), memfd.as_fd(), 0, SIZE),
+    )?;
+    let (result, bits) = gpu.fd_properties(Types::DMA_BUF_EXT, buf.as_raw_fd());
+    if result != vk::Result::SUCCESS {
+        return Err(format!(
+            "vkGetMemoryFdPropertiesKHR of the udmabuf: {result}"
+        ));
+    }
+    let type_index = gpu.memory_type(bits, vk::MemoryPropertyFlags::empty())?;
+    let (memory, took) = timed(|| gpu.import_fd(buf, Types::DMA_BUF_EXT, SIZE, type_index));
+    let memory = memory?;
+    println!(
+        "demo: imported a {} udmabuf (over a sealed memfd; memoryTypeBits {bits:#b}) in {}",
+        bytes(SIZE),
+        human(took)
+    );
+    let filled = gpu
+        .buffer(memory, SIZE, Types::DMA_BUF_EXT)
+        .and_then(|buffer| {
+            let filled = timed(|| gpu.fill(buffer, SIZE, UDMABUF_VALUE));
+            gpu.destroy_buffer(buffer);
+            filled.0.map(|()| filled.1)
+        });
+    gpu.free(memory);
+    let took = filled?;
+    println!(
+        "demo: the GPU filled it with {UDMABUF_VALUE:#010x} in {} ({})",
+        human(took),
+        rate(SIZE, took)
+    );
+    let view = io_step("mmap(memfd)", SharedMapping::new(memfd.as_fd(), 0, LEN))?;
+    check_bytes(
+        "the memfd",
+        &vulkan::fill_pattern(UDMABUF_VALUE, LEN),
+        &view.read_all(),
+    )?;
+    println!("demo: the memfd shows the fill in all {LEN} bytes");
+    Ok(())
+}
+
+/// Step 4: the device memory shared with a second process by opaque fd.
+fn share_with_process(gpu: &Gpu<'_>, memory: vk::DeviceMemory, expected: &[u8]) -> Step<()> {
+    let fd = gpu.export_fd(memory, Types::OPAQUE_FD)?;
+    let (ours, theirs) = io_step(
+        "socketpair(AF_UNIX)",
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        ),
+    )?;
+    let exe = io_step("current_exe", std::env::current_exe())?;
+    let started = Instant::now();
+    let mut child = io_step(
+        "starting the second process",
+        Command::new(exe)
+            .arg("child")
+            .stdin(Stdio::from(theirs))
+            .stderr(Stdio::piped())
+            .spawn(),
+    )?;
+    println!(
+        "demo: started a second process (pid {}); sending it opaque fd {} over a unix socket (SCM_RIGHTS)",
+        child.id(),
+        fd.as_raw_fd()
+    );
+    let sent = send_fd(
+        ours.as_fd(),
+        fd.as_fd(),
+        FdMessage {
+            size: SIZE,
+            value: CHILD_VALUE,
+        },
+    );
+    drop(fd);
+    drop(ours);
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = io_step("waiting for the second process", child.wait())?;
+    io_step("sendmsg(SCM_RIGHTS)", sent)?;
+    if !status.success() {
+        return Err(format!("the second process: {status} {}", stderr.trim()));
+    }
+    let took = started.elapsed();
+    let seen = gpu.read(memory, 0, LEN)?;
+    let half = LEN / 2;
+    let mut model = expected.to_vec();
+    model[half..].copy_from_slice(&vulkan::fill_pattern(CHILD_VALUE, LEN - half));
+    check_bytes("the shared memory after the second process", &model, &seen)?;
+    println!(
+        "demo: back here, the first half still holds the copied bytes and the second half the other process's fill ({} round trip, its own loader and device included)",
+        human(took)
+    );
+    Ok(())
+}
+
+/// The second process: receives the opaque fd on stdin (a unix socket), imports it into its
+/// own device, checks the first half, fills the second half.
+fn run_child() -> Step<()> {
+    let entry = vulkan::load()?;
+    let instance = Instance::new(&entry, vulkan::validation_available(&entry))?;
+    let gpu = Gpu::new(&instance)?;
+    let (fd, message) = io_step("recvmsg", recv_fd(io::stdin().as_fd()))?;
+    let raw = fd.as_raw_fd();
+    let type_index = gpu.device_local_type()?;
+    let (memory, took) = timed(|| gpu.import_fd(fd, Types::OPAQUE_FD, message.size, type_index));
+    let memory = memory?;
+    println!(
+        "demo (second process): received fd {raw} and imported it as {} of device memory in {}",
+        bytes(message.size),
+        human(took)
+    );
+    let result = (|| {
+        let len = usize::try_from(message.size).map_err(|e| e.to_string())?;
+        let half = len / 2;
+        let seen = gpu.read(memory, 0, half)?;
+        check_bytes(
+            "the first half, in the second process",
+            &pattern::bytes(1, len)[..half],
+            &seen,
+        )?;
+        println!(
+            "demo (second process): the first half shows the bytes the first process's GPU copied"
+        );
+        let buffer = gpu.buffer(memory, message.size, Types::OPAQUE_FD)?;
+        let filled = timed(|| {
+            gpu.run(|device, cb| {
+                let offset = message.size / 2;
+                // SAFETY: recording; the buffer is bound and `size` bytes long.
+                unsafe {
+                    device.cmd_fill_buffer(cb, buffer, offset, vk::WHOLE_SIZE, message.value)
+                };
+            })
+        });
+        gpu.destroy_buffer(buffer);
+        let took = filled.0.map(|()| filled.1)?;
+        println!(
+            "demo (second process): its GPU filled the second half with {:#010x} in {}",
+            message.value,
+            human(took)
+        );
+        Ok::<(), String>(())
+    })();
+    gpu.free(memory);
+    drop(gpu);
+    drop(instance);
+    result?;
+    let count = vulkan::validation_message_count();
+    if count != 0 {
+        return Err(format!(
+            "the validation layer reported {count} messages: {}",
+            vulkan::validation_messages().join(" | ")
+        ));
+    }
+    Ok(())
+}
+
+fn timed<T>(work: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let value = work();
+    (value, start.elapsed())
+}
+
+fn human(duration: Duration) -> String {
+    let micros = duration.as_micros();
+    if micros < 10_000 {
+        format!("{micros} µs")
+    } else {
+        format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+    }
+}
+
+fn rate(size: u64, duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs <= 0.0 {
+        return String::from("too fast to time");
+    }
+    let mib = size as f64 / (1024.0 * 1024.0);
+    format!("{:.0} MiB/s", mib / secs)
+}
+
+fn bytes(size: u64) -> String {
+    if size >= 1 << 20 && size % (1 << 20) == 0 {
+        format!("{} MiB", size >> 20)
+    } else if size >= 1024 && size % 1024 == 0 {
+        format!("{} KiB", size >> 10)
+    } else {
+        format!("{size} bytes")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
