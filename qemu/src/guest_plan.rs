@@ -178,6 +178,14 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "vulkaninfo",
             output: OutputFormat::Ktap,
         },
+        // The demo itself, under the validation layer: any wrong byte or validation message
+        // makes it exit non-zero.
+        GuestProgram {
+            name: "vk-demo",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "vk-demo",
+            output: OutputFormat::Plain,
+        },
     ],
     teardown: &[GuestCommand {
         name: "rmmod-extmem-vgpu",
