@@ -2,7 +2,8 @@
 # /init of the guest initramfs that extmem-qemu builds (qemu/src/guest_init.sh).
 #
 # Loads the kernel modules listed in /extmem/modules (dependency order), mounts the host root
-# read-only over 9p at /newroot with fresh proc, sys, dev, tmp and run, then sources
+# read-only over 9p at /newroot with fresh proc, sys, dev, tmp and run (the paths listed in
+# /extmem/keep stay visible from the host even under /tmp or /run), then sources
 # /extmem/plan.sh, whose steps run chrooted into the host root. Everything goes to the serial
 # console; the runner reads the "@@extmem" marker lines:
 #   @@extmem begin <kind> <name>           a step starts (kind: setup, ktap, plain, teardown)
@@ -40,8 +41,21 @@ mount -t devtmpfs devtmpfs /newroot/dev || fatal "mounting /dev in the host root
 mkdir -p /newroot/dev/shm /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm || fatal "mounting /dev/shm in the host root failed"
 mount -t devpts devpts /newroot/dev/pts || fatal "mounting /dev/pts in the host root failed"
+# The guest's /tmp and /run are its own, but the host's stay reachable (read-only) so
+# that a workspace or target dir under them (CI may clone into /tmp) is still there.
+mount --bind /newroot/tmp /hosttmp || fatal "keeping the host's /tmp failed"
+mount --bind /newroot/run /hostrun || fatal "keeping the host's /run failed"
 mount -t tmpfs tmpfs /newroot/tmp || fatal "mounting /tmp in the host root failed"
 mount -t tmpfs tmpfs /newroot/run || fatal "mounting /run in the host root failed"
+while read -r path; do
+    case "$path" in
+        /tmp/*) from="/hosttmp${path#/tmp}" ;;
+        /run/*) from="/hostrun${path#/run}" ;;
+        *) continue ;;
+    esac
+    mkdir -p "/newroot$path" && mount --bind "$from" "/newroot$path" \
+        || fatal "keeping $path visible in the guest failed"
+done < /extmem/keep
 
 # run_step KIND NAME COMMAND...: runs COMMAND in the host root with a clean environment.
 run_step() {

@@ -181,7 +181,7 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
         // The demo itself, under the validation layer: any wrong byte or validation message
         // makes it exit non-zero.
         GuestProgram {
-            name: "vk-demo",
+            name: "vk-demo-validated",
             package: GUEST_TESTS_PACKAGE,
             binary: "vk-demo",
             output: OutputFormat::Plain,

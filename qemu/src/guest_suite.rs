@@ -174,11 +174,15 @@ fn prepare_and_boot(
         kernel: kernel.version.clone(),
     };
     let plan = guest_plan::render_plan(suites, &binaries, &values).map_err(GuestError::Plan)?;
+    // The guest gets fresh tmpfs on /tmp and /run; the workspace and the target dir must
+    // stay visible even when they live there (CI may clone into /tmp).
+    let keep = [workspace.root.as_path(), workspace.target_dir.as_path()];
     let initramfs = build_initramfs(
         &provisioned.busybox,
         &kernel.modules_dir(),
         &load_order,
         &plan,
+        &keep,
     )?;
     let initramfs_path = out_dir.join("initramfs.cpio");
     fs::write(&initramfs_path, initramfs).map_err(io_error(&initramfs_path))?;
@@ -321,12 +325,14 @@ fn classify_features(config: &KernelConfig) -> Result<Features, Vec<String>> {
     }
 }
 
-/// Packs busybox, the init script, the modules (decompressed, in load order) and the plan.
+/// Packs busybox, the init script, the modules (decompressed, in load order), the plan and
+/// the host paths that must survive the guest's own /tmp and /run (`/extmem/keep`).
 fn build_initramfs(
     busybox: &Path,
     modules_dir: &Path,
     load_order: &[String],
     plan: &str,
+    keep: &[&Path],
 ) -> Result<Vec<u8>, GuestError> {
     let mut archive = NewcArchive::new();
     for dir in [
@@ -338,6 +344,8 @@ fn build_initramfs(
         "/lib",
         "/lib/modules",
         "/extmem",
+        "/hosttmp",
+        "/hostrun",
     ] {
         archive.directory(dir).map_err(GuestError::Archive)?;
     }
@@ -373,6 +381,10 @@ fn build_initramfs(
         .map_err(GuestError::Archive)?;
     archive
         .file("/extmem/plan.sh", 0o644, plan.as_bytes())
+        .map_err(GuestError::Archive)?;
+    let keep: String = keep.iter().map(|p| format!("{}\n", p.display())).collect();
+    archive
+        .file("/extmem/keep", 0o644, keep.as_bytes())
         .map_err(GuestError::Archive)?;
     Ok(archive.finish())
 }
