@@ -215,6 +215,28 @@ pub const DEMO: GuestSuite = GuestSuite {
     kernel_module: true,
 };
 
+/// What `bench` runs in the guest: the benchmark program on the extmem-vgpu module (no
+/// self-tests, so module load does not add to the timings). Not a test: its exit code only
+/// says whether it could measure.
+pub const BENCH: GuestSuite = GuestSuite {
+    name: "bench",
+    setup: &[GuestCommand {
+        name: "bench-insmod-extmem-vgpu",
+        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+    }],
+    programs: &[GuestProgram {
+        name: "bench",
+        package: GUEST_TESTS_PACKAGE,
+        binary: "bench",
+        output: OutputFormat::Plain,
+    }],
+    teardown: &[GuestCommand {
+        name: "bench-rmmod-extmem-vgpu",
+        argv: &["rmmod", "extmem_vgpu"],
+    }],
+    kernel_module: true,
+};
+
 /// The run-time values a plan's commands may refer to.
 #[derive(Debug, Clone)]
 pub struct PlanValues {
@@ -365,7 +387,7 @@ mod tests {
             crate::console_log::MODULES_STEP,
             crate::console_log::KERNEL_LOG_STEP,
         ]);
-        let suites = TEST_SUITES.iter().chain(std::iter::once(&DEMO));
+        let suites = TEST_SUITES.iter().chain([&DEMO, &BENCH]);
         for suite in suites {
             let commands = suite.setup.iter().chain(suite.teardown).map(|c| c.name);
             for name in suite.programs.iter().map(|p| p.name).chain(commands) {

@@ -123,7 +123,8 @@ pub fn run(
     step
 }
 
-fn console_log_path(workspace: &Workspace) -> PathBuf {
+/// Where the guest's console is saved.
+pub fn console_log_path(workspace: &Workspace) -> PathBuf {
     workspace.output_dir().join("guest-console.log")
 }
 

@@ -3,7 +3,8 @@
 //! `cargo suite` runs everything (formatting, clippy, the workspace's tests, the no_std builds,
 //! the Cortex-M tests, and the guest tests on Debian's backports kernel in QEMU) and ends with
 //! one line `N passed, M failed`. `cargo demo` boots the guest and runs the demo. Both provision
-//! what they need on Debian first (see `provision.rs`).
+//! what they need on Debian first (see `provision.rs`). `cargo bench-all` runs the benchmarks
+//! (host, then guest); they are not tests and `suite` does not run them.
 
 mod console_log;
 mod cortex_m;
@@ -37,6 +38,7 @@ commands:
   suite   everything: provision, fmt, clippy, cargo test, no_std builds, Cortex-M, guest
   guest   provision and run the guest tests only
   demo    provision, boot the guest and run the demo
+  bench   benchmarks: the host ones (extmem-bench), then the guest one in QEMU
 
 options:
   --kvm              use KVM instead of TCG (needs /dev/kvm)
@@ -51,6 +53,7 @@ enum Subcommand {
     Suite,
     Guest,
     Demo,
+    Bench,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +78,12 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 })?;
                 timeout = Duration::from_secs(seconds);
             }
-            "setup" | "suite" | "guest" | "demo" if command.is_none() => {
+            "setup" | "suite" | "guest" | "demo" | "bench" if command.is_none() => {
                 command = Some(match word.as_str() {
                     "setup" => Subcommand::Setup,
                     "suite" => Subcommand::Suite,
                     "guest" => Subcommand::Guest,
+                    "bench" => Subcommand::Bench,
                     _ => Subcommand::Demo,
                 });
             }
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Subcommand::Suite => suite(&workspace, options),
         Subcommand::Guest => guest_only(&workspace, options),
         Subcommand::Demo => demo(&workspace, options),
+        Subcommand::Bench => bench(&workspace, options),
     }
 }
 
@@ -238,6 +243,84 @@ fn demo(workspace: &Workspace, options: Options) -> ExitCode {
     finish(&[provision, demo])
 }
 
+/// The host benchmarks, then the guest benchmark; the guest's CSV (printed between markers)
+/// is saved next to the host's in `<target dir>/extmem-bench/`.
+fn bench(workspace: &Workspace, options: Options) -> ExitCode {
+    println!("bench: host benchmarks");
+    let mut host = workspace.cargo();
+    host.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "extmem-bench",
+        "--bin",
+        "host-bench",
+    ]);
+    let mut host_step = Step::new("host benchmarks");
+    let started = Instant::now();
+    let status = host.status();
+    host_step.elapsed = started.elapsed();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => host_step
+            .checks
+            .push(Check::fail("host-bench", format!("exited with {status}"))),
+        Err(err) => host_step
+            .checks
+            .push(Check::fail("host-bench", err.to_string())),
+    }
+    let (provision, provisioned) = provision_step(workspace);
+    let Some(provisioned) = provisioned else {
+        return finish(&[host_step, provision]);
+    };
+    let guest_options = GuestOptions {
+        accel: options.accel,
+        timeout: options.timeout,
+        echo_plain_output: true,
+    };
+    let mut guest = guest_suite::run(
+        workspace,
+        &provisioned,
+        &[guest_plan::BENCH],
+        guest_options,
+        "guest benchmark (QEMU x86_64)",
+    );
+    let console = guest_suite::console_log_path(workspace);
+    let csv_dir = workspace.target_dir.join("extmem-bench");
+    let csv_path = csv_dir.join("guest.csv");
+    let saved = std::fs::read_to_string(&console).and_then(|log| {
+        let csv = bench_csv(&log).ok_or_else(|| std::io::Error::other("no CSV in the log"))?;
+        std::fs::create_dir_all(&csv_dir)?;
+        std::fs::write(&csv_path, csv)
+    });
+    match saved {
+        Ok(()) => guest
+            .notes
+            .push(format!("guest CSV: {}", csv_path.display())),
+        Err(err) => guest.checks.push(Check::fail(
+            "bench-csv",
+            format!("{}: {err}", console.display()),
+        )),
+    }
+    finish(&[host_step, provision, guest])
+}
+
+/// The lines the guest benchmark printed between `@@bench-csv begin` and `@@bench-csv end`.
+fn bench_csv(console: &str) -> Option<String> {
+    let mut lines = console.lines().map(|l| l.trim_end_matches('\r'));
+    lines.find(|l| *l == "@@bench-csv begin")?;
+    let mut csv = String::new();
+    for line in lines {
+        if line == "@@bench-csv end" {
+            return Some(csv);
+        }
+        csv.push_str(line);
+        csv.push('\n');
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +346,17 @@ mod tests {
                 accel: Accel::Kvm,
                 timeout: Duration::from_secs(60)
             })
+        );
+    }
+
+    #[test]
+    fn the_bench_csv_is_cut_from_the_console() {
+        let log = "boot\r\n@@bench-csv begin\r\na,b\r\n1,2\r\n@@bench-csv end\r\nafter\r\n";
+        assert_eq!(bench_csv(log).as_deref(), Some("a,b\n1,2\n"));
+        assert_eq!(bench_csv("@@bench-csv begin\na,b\n"), None);
+        assert_eq!(
+            parse_args(&args("bench")).map(|o| o.command),
+            Ok(Subcommand::Bench)
         );
     }
 

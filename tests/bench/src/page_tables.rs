@@ -1,0 +1,262 @@
+//! Page tables: mapping and unmapping 1 GiB with `extmem_hw::PageTable`, against the
+//! physical floor, writing the same number of 8-byte descriptors into a plain buffer.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use extmem_hw::profile::VGPU;
+use extmem_hw::{GpuVa, MapFlags, PageTable, PhysAddr, TableIndex, TableMemory};
+
+use crate::report::{median, per_unit, Row};
+
+const PAGE: u64 = 4096;
+const BLOCK_2M: u64 = 2 << 20;
+const GIB: u64 = 1 << 30;
+/// Where the mapped GiB starts in GPU VA (2 MiB-aligned, clear of zero).
+const VA: u64 = 1 << 32;
+/// Where the mapped physical memory starts.
+const PA: u64 = 1 << 36;
+/// Where table pages live in "physical" memory (a window of its own).
+const TABLE_BASE: u64 = 1 << 38;
+const ENTRIES: usize = 512;
+
+/// Table pages in one heap arena, addressed as `TABLE_BASE + index * 4 KiB`: what a kernel
+/// does through its direct map, without a hash lookup per descriptor.
+struct ArenaTables {
+    pages: Vec<[u64; ENTRIES]>,
+    free: Vec<usize>,
+}
+
+impl ArenaTables {
+    fn new() -> Self {
+        Self {
+            pages: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn slot(table: PhysAddr) -> Option<usize> {
+        let offset = table.get().checked_sub(TABLE_BASE)?;
+        usize::try_from(offset / PAGE).ok()
+    }
+}
+
+impl TableMemory for ArenaTables {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.pages.get_mut(index)?.fill(0);
+                index
+            }
+            None => {
+                self.pages.push([0; ENTRIES]);
+                self.pages.len() - 1
+            }
+        };
+        let offset = u64::try_from(index).ok()?.checked_mul(PAGE)?;
+        Some(PhysAddr::new(TABLE_BASE.checked_add(offset)?))
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        if let Some(index) = Self::slot(table) {
+            self.free.push(index);
+        }
+    }
+
+    fn read_descriptor(&self, table: PhysAddr, index: TableIndex) -> u64 {
+        Self::slot(table)
+            .and_then(|s| self.pages.get(s))
+            .and_then(|page| page.get(index.get()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64) {
+        if let Some(entry) = Self::slot(table)
+            .and_then(|s| self.pages.get_mut(s))
+            .and_then(|page| page.get_mut(index.get()))
+        {
+            *entry = raw;
+        }
+    }
+}
+
+/// The physical page behind the `i`-th 4 KiB page of the GiB: a permutation of the 2^18
+/// pages of a 1 GiB window (an odd multiplier is a bijection mod 2^18), so neighbours in
+/// VA are never neighbours in PA and every page needs a call of its own.
+fn scattered_pa(i: u64) -> u64 {
+    const PAGES: u64 = GIB / PAGE;
+    PA + ((i.wrapping_mul(0x9E37_79B1) & (PAGES - 1)) * PAGE)
+}
+
+/// Map and unmap timings of one run.
+struct Timings {
+    map: Duration,
+    unmap: Duration,
+}
+
+/// Maps the GiB in `chunk`-byte calls (PA from `pa_of(call index)`), then unmaps it in
+/// `unmap_chunk`-byte calls.
+fn map_unmap(
+    mem: &mut ArenaTables,
+    chunk: u64,
+    unmap_chunk: u64,
+    pa_of: impl Fn(u64) -> u64,
+) -> Result<Timings, String> {
+    let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
+    let flags = MapFlags::default();
+    let calls = GIB / chunk;
+    let started = Instant::now();
+    for i in 0..calls {
+        table
+            .map(
+                GpuVa::new(VA + i * chunk),
+                PhysAddr::new(pa_of(i)),
+                chunk,
+                flags,
+            )
+            .map_err(|e| format!("map: {e:?}"))?;
+    }
+    let map = started.elapsed();
+    let started = Instant::now();
+    for i in 0..GIB / unmap_chunk {
+        let invalidate = table
+            .unmap(GpuVa::new(VA + i * unmap_chunk), unmap_chunk)
+            .map_err(|e| format!("unmap: {e:?}"))?;
+        // The bench has no TLB to invalidate; keep the result alive so nothing is elided.
+        let _ = black_box(invalidate);
+    }
+    let unmap = started.elapsed();
+    if table.table_pages() != 1 {
+        return Err(format!(
+            "{} table pages left after unmapping everything",
+            table.table_pages()
+        ));
+    }
+    table.destroy();
+    Ok(Timings { map, unmap })
+}
+
+/// The floor for writing `descriptors`: each computed from its output address and stored
+/// into a buffer of the same size (8 bytes each), repeated until the total is measurable.
+fn floor_write(descriptors: &[u64], out: &mut [u64], repeat: u32) -> Duration {
+    const ATTRS: u64 = 0x0060_0000_0000_0743;
+    let started = Instant::now();
+    for _ in 0..repeat {
+        for (o, pa) in out.iter_mut().zip(descriptors) {
+            *o = pa | ATTRS;
+        }
+        black_box(&mut *out);
+    }
+    started.elapsed() / repeat.max(1)
+}
+
+/// The floor for clearing them: a memset of the same buffer.
+fn floor_clear(out: &mut [u64], repeat: u32) -> Duration {
+    let started = Instant::now();
+    for _ in 0..repeat {
+        out.fill(0);
+        black_box(&mut *out);
+    }
+    started.elapsed() / repeat.max(1)
+}
+
+/// Runs the page-table cases, `reps` times each, and returns their rows.
+pub fn run(reps: usize) -> Result<Vec<Row>, String> {
+    let mut mem = ArenaTables::new();
+    let pages = usize::try_from(GIB / PAGE).map_err(|e| e.to_string())?;
+    let blocks = usize::try_from(GIB / BLOCK_2M).map_err(|e| e.to_string())?;
+    let scattered: Vec<u64> = (0..GIB / PAGE).map(scattered_pa).collect();
+    let block_pas: Vec<u64> = (0..GIB / BLOCK_2M).map(|i| PA + i * BLOCK_2M).collect();
+    let mut out_pages = vec![0u64; pages];
+    let mut out_blocks = vec![0u64; blocks];
+
+    let mut samples: [Vec<Duration>; 10] = Default::default();
+    for _ in 0..reps {
+        // 4 KiB pages, scattered PA: one map call per page; unmap in one call and per page.
+        let t = map_unmap(&mut mem, PAGE, GIB, scattered_pa)?;
+        samples[0].push(t.map);
+        samples[1].push(t.unmap);
+        let t = map_unmap(&mut mem, PAGE, PAGE, scattered_pa)?;
+        samples[2].push(t.unmap);
+        // 4 KiB pages from one contiguous run that is not 2 MiB-aligned in PA (no blocks
+        // possible): one call writes all 262,144 PTEs, so per-call cost drops out.
+        let t = map_unmap(&mut mem, GIB, GIB, |_| PA + PAGE)?;
+        samples[3].push(t.map);
+        samples[4].push(t.unmap);
+        // 2 MiB blocks, one call per block, unmapped in one call.
+        let t = map_unmap(&mut mem, BLOCK_2M, GIB, |i| PA + i * BLOCK_2M)?;
+        samples[5].push(t.map);
+        samples[6].push(t.unmap);
+        samples[7].push(floor_write(&scattered, &mut out_pages, 4));
+        samples[8].push(floor_clear(&mut out_pages, 4));
+        samples[9].push(floor_write(&block_pas, &mut out_blocks, 2000));
+    }
+    let [map4k, unmap4k_one, unmap4k_each, map4k_run, unmap4k_run, map2m, unmap2m, floor_pages, clear_pages, floor_blocks] =
+        samples.map(median);
+    // Clearing 512 block descriptors costs what writing them does.
+    let clear_blocks = floor_blocks;
+    let floor = "write descriptors";
+    let memset = "memset descriptors";
+    let row = |case: &str, n: usize, ours: Duration, reference: Duration, name| Row {
+        group: "page-table",
+        case: case.to_owned(),
+        size: format!("1 GiB = {n} PTEs"),
+        unit: "PTE",
+        ours: per_unit(ours, n),
+        reference: Some(per_unit(reference, n)),
+        reference_name: name,
+        note: String::new(),
+    };
+    Ok(vec![
+        row(
+            "map 4K scattered, 1 call/page",
+            pages,
+            map4k,
+            floor_pages,
+            floor,
+        ),
+        row(
+            "unmap 4K, 1 call/GiB",
+            pages,
+            unmap4k_one,
+            clear_pages,
+            memset,
+        ),
+        row(
+            "unmap 4K, 1 call/page",
+            pages,
+            unmap4k_each,
+            clear_pages,
+            memset,
+        ),
+        row(
+            "map 4K contiguous, 1 call/GiB",
+            pages,
+            map4k_run,
+            floor_pages,
+            floor,
+        ),
+        row(
+            "unmap 4K contiguous, 1 call/GiB",
+            pages,
+            unmap4k_run,
+            clear_pages,
+            memset,
+        ),
+        row(
+            "map 2M blocks, 1 call/block",
+            blocks,
+            map2m,
+            floor_blocks,
+            floor,
+        ),
+        row(
+            "unmap 2M blocks, 1 call/GiB",
+            blocks,
+            unmap2m,
+            clear_blocks,
+            memset,
+        ),
+    ])
+}

@@ -1,0 +1,255 @@
+//! bench: extmem-vgpu's costs on the real kernel, each next to a reference measured in the same
+//! run (`cargo bench-all` boots the guest for it; it is no test and prints no KTAP).
+//!
+//! - Import: `GEM_USERPTR` of 4 KiB … 256 MiB of prefaulted anonymous memory, the whole ioctl
+//!   against the time the module itself measured around `pin_user_pages` (`GET_PARAM
+//!   LAST_PIN_NS`) for the same call.
+//!   Once over whatever pages the kernel gives (huge pages where 2 MiB fits) and once over
+//!   4 KiB pages only (`MADV_NOHUGEPAGE`).
+//! - GPU copy: one `EXEC` COPY between two imported, bound ranges, against `copy_from_slice`
+//!   of the same size in the guest.
+//!
+//! Each case runs several times; the medians are reported. The table goes to stdout, and the
+//! same rows as CSV between `@@bench-csv begin` and `@@bench-csv end` lines, which the runner
+//! saves as `<target dir>/extmem-bench/guest.csv`.
+
+use std::hint::black_box;
+use std::io;
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use extmem_guest_tests::dri::GemHandle;
+use extmem_guest_tests::host_memory::{AnonMapping, RawBytes};
+use extmem_guest_tests::vgpu::{self, Vgpu};
+use extmem_uapi::Param;
+use rustix::mm::Advice;
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+const PAGE: usize = 4096;
+/// Where the copy source and destination are bound (far apart, 2 MiB-aligned).
+const SRC_VA: u64 = 1 << 33;
+const DST_VA: u64 = 1 << 34;
+
+/// One result row.
+struct Row {
+    case: &'static str,
+    size: usize,
+    ours: Duration,
+    reference: Duration,
+    reference_name: &'static str,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.ours.as_secs_f64() / self.reference.as_secs_f64().max(1e-12)
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> io::Result<()> {
+    let gpu = Vgpu::open().map_err(|e| io::Error::other(e.to_string()))?;
+    let mut rows = Vec::new();
+    for size in [
+        4 * KIB,
+        64 * KIB,
+        MIB,
+        4 * MIB,
+        16 * MIB,
+        64 * MIB,
+        256 * MIB,
+    ] {
+        rows.push(import(&gpu, size, Pages::Huge)?);
+    }
+    for size in [MIB, 16 * MIB, 64 * MIB] {
+        rows.push(import(&gpu, size, Pages::Small)?);
+    }
+    for size in [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
+        rows.push(copy(&gpu, size)?);
+    }
+    print_table(&rows);
+    println!("@@bench-csv begin");
+    println!("group,case,size,unit,ours_ns,reference,reference_ns,ratio,note");
+    for r in &rows {
+        println!(
+            "guest,{},{},call,{},{},{},{:.3},",
+            r.case,
+            r.size,
+            r.ours.as_nanos(),
+            r.reference_name,
+            r.reference.as_nanos(),
+            r.ratio()
+        );
+    }
+    println!("@@bench-csv end");
+    Ok(())
+}
+
+fn reps(size: usize) -> usize {
+    if size >= 64 * MIB {
+        3
+    } else {
+        7
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn errno(what: &str) -> impl FnOnce(rustix::io::Errno) -> io::Error + '_ {
+    move |e| io::Error::other(format!("{what}: {e}"))
+}
+
+fn gem(raw: u32) -> io::Result<GemHandle> {
+    NonZeroU32::new(raw)
+        .map(GemHandle)
+        .ok_or_else(|| io::Error::other("GEM_USERPTR returned handle 0"))
+}
+
+/// Which pages back the imported memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pages {
+    /// Whatever the kernel gives (transparent huge pages where 2 MiB fits).
+    Huge,
+    /// 4 KiB pages only (`MADV_NOHUGEPAGE`): one struct page per 4 KiB to pin.
+    Small,
+}
+
+/// Anonymous memory with every page touched, so pinning finds it present.
+fn prefaulted(len: usize) -> io::Result<AnonMapping> {
+    prefaulted_with(len, Pages::Huge)
+}
+
+fn prefaulted_with(len: usize, pages: Pages) -> io::Result<AnonMapping> {
+    let mapping = AnonMapping::read_write(len)?;
+    if pages == Pages::Small {
+        mapping.advise(0, len, Advice::LinuxNoHugepage)?;
+    }
+    let ones = vec![0x5a_u8; len];
+    mapping.write(0, &ones).map_err(io::Error::other)?;
+    Ok(mapping)
+}
+
+/// `GEM_USERPTR` of `size` bytes: the whole ioctl against the module's own pin time.
+fn import(gpu: &Vgpu, size: usize, pages: Pages) -> io::Result<Row> {
+    let memory = prefaulted_with(size, pages)?;
+    let size64 = u64::try_from(size).map_err(io::Error::other)?;
+    let mut total = Vec::new();
+    let mut pin = Vec::new();
+    for _ in 0..reps(size) {
+        let started = Instant::now();
+        let answer = gpu
+            .userptr(memory.addr(), size64, 0)
+            .map_err(errno("GEM_USERPTR"))?;
+        total.push(started.elapsed());
+        let ns = gpu
+            .get_param(Param::LAST_PIN_NS)
+            .map_err(errno("GET_PARAM LAST_PIN_NS"))?;
+        pin.push(Duration::from_nanos(ns));
+        gpu.close(gem(answer.handle)?)?;
+    }
+    Ok(Row {
+        case: match pages {
+            Pages::Huge => "import GEM_USERPTR",
+            Pages::Small => "import GEM_USERPTR 4K pages",
+        },
+        size,
+        ours: median(total),
+        reference: median(pin),
+        reference_name: "pin_user_pages alone",
+    })
+}
+
+/// One `EXEC` COPY of `size` bytes between two imported, bound ranges, against
+/// `copy_from_slice` of the same size.
+fn copy(gpu: &Vgpu, size: usize) -> io::Result<Row> {
+    let size64 = u64::try_from(size).map_err(io::Error::other)?;
+    let src = prefaulted(size)?;
+    let dst = prefaulted(size)?;
+    let src_bo = gem(gpu
+        .userptr(src.addr(), size64, 0)
+        .map_err(errno("GEM_USERPTR src"))?
+        .handle)?;
+    let dst_bo = gem(gpu
+        .userptr(dst.addr(), size64, 0)
+        .map_err(errno("GEM_USERPTR dst"))?
+        .handle)?;
+    gpu.map(src_bo, SRC_VA, 0, size64, 0)
+        .map_err(errno("VM_BIND src"))?;
+    gpu.map(dst_bo, DST_VA, 0, size64, 0)
+        .map_err(errno("VM_BIND dst"))?;
+    let cmds = [vgpu::copy(SRC_VA, DST_VA, size64)];
+    let mut gpu_times = Vec::new();
+    for _ in 0..reps(size) {
+        let started = Instant::now();
+        gpu.exec(&cmds)
+            .map_err(|(e, args)| io::Error::other(format!("EXEC: {e}, {args:?}")))?;
+        gpu_times.push(started.elapsed());
+    }
+    if dst.read(size - PAGE, PAGE).map_err(io::Error::other)? != vec![0x5a; PAGE] {
+        return Err(io::Error::other("the GPU copy did not arrive"));
+    }
+    gpu.unmap(SRC_VA, size64).map_err(errno("VM_BIND unmap"))?;
+    gpu.unmap(DST_VA, size64).map_err(errno("VM_BIND unmap"))?;
+    gpu.close(src_bo)?;
+    gpu.close(dst_bo)?;
+
+    let from = vec![0xa5_u8; size];
+    let mut to = vec![0_u8; size];
+    let mut cpu_times = Vec::new();
+    for _ in 0..reps(size) {
+        let started = Instant::now();
+        to.copy_from_slice(black_box(&from));
+        black_box(&mut to);
+        cpu_times.push(started.elapsed());
+    }
+    Ok(Row {
+        case: "GPU copy EXEC",
+        size,
+        ours: median(gpu_times),
+        reference: median(cpu_times),
+        reference_name: "memcpy in the guest",
+    })
+}
+
+fn size_text(size: usize) -> String {
+    if size >= MIB {
+        format!("{} MiB", size / MIB)
+    } else {
+        format!("{} KiB", size / KIB)
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<20} {:>8} {:>12} {:<22} {:>12} {:>7} {:>10}",
+        "case", "size", "ours µs", "reference", "ref µs", "ratio", "ours MB/s"
+    );
+    for r in rows {
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        // Bytes per microsecond are MB/s.
+        let throughput = r.size as f64 / micros(r.ours).max(1e-9);
+        println!(
+            "{:<20} {:>8} {:>12.1} {:<22} {:>12.1} {:>7.2} {:>10.0}",
+            r.case,
+            size_text(r.size),
+            micros(r.ours),
+            r.reference_name,
+            micros(r.reference),
+            r.ratio(),
+            throughput
+        );
+    }
+}
