@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 
+use crate::ktap::{CheckResult, Failure};
+
 /// Open descriptors and what each refers to (`readlink /proc/self/fd/N`).
 ///
 /// The directory handle used for listing shows up in its own listing; it is left out by
@@ -35,6 +37,22 @@ pub fn leaked(before: &BTreeMap<u32, String>, after: &BTreeMap<u32, String>) -> 
         .filter(|(fd, target)| before.get(fd) != Some(target))
         .map(|(fd, target)| format!("fd {fd} -> {target}"))
         .collect()
+}
+
+/// The check a guest program ends with: every descriptor opened since `before` (a
+/// [`snapshot`] taken at start) is closed again.
+pub fn closed_again(before: io::Result<BTreeMap<u32, String>>) -> CheckResult<()> {
+    let before = before.map_err(|e| Failure::op("listing /proc/self/fd", e))?;
+    let after = snapshot().map_err(|e| Failure::op("listing /proc/self/fd", e))?;
+    let leaks = leaked(&before, &after);
+    if leaks.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            format!("the {} descriptors open at start", before.len()),
+            format!("still open: {}", leaks.join(", ")),
+        ))
+    }
 }
 
 #[cfg(test)]

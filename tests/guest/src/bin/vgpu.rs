@@ -61,20 +61,7 @@ fn main() -> ExitCode {
     run(&mut ktap);
     ktap.check(
         "every descriptor the program opened is closed again",
-        || {
-            let before = fds_before.map_err(|e| Failure::op("listing /proc/self/fd", e))?;
-            let after =
-                fd_table::snapshot().map_err(|e| Failure::op("listing /proc/self/fd", e))?;
-            let leaks = fd_table::leaked(&before, &after);
-            if leaks.is_empty() {
-                Ok(())
-            } else {
-                Err(Failure::new(
-                    format!("the {} descriptors open at start", before.len()),
-                    format!("still open: {}", leaks.join(", ")),
-                ))
-            }
-        },
+        || fd_table::closed_again(fds_before),
     );
     ktap.finish()
 }
