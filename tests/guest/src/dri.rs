@@ -12,6 +12,8 @@ use std::num::NonZeroU32;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::ktap::{expect_eq, io_op, CheckResult, Failure};
+
 use drm::control::Device as _;
 use drm::Device as _;
 
@@ -147,6 +149,18 @@ pub struct DumbBuffer {
 }
 
 impl DrmNode {
+    /// A dumb buffer of exactly `size` bytes (1024 pixels × 32 bpp per 4 KiB row), exported
+    /// as a dma-buf; the node's own handle is closed again, the dma-buf keeps the buffer.
+    pub fn dumb_dma_buf(&self, size: u64) -> CheckResult<OwnedFd> {
+        let height = u32::try_from(size / 4096)
+            .map_err(|_| Failure::new("a small size", size.to_string()))?;
+        let dumb = io_op("CREATE_DUMB", self.create_dumb(1024, height, 32))?;
+        expect_eq("dumb buffer size", dumb.size, size)?;
+        let fd = io_op("PRIME export", self.export(dumb.handle))?;
+        io_op("GEM_CLOSE", self.close_handle(dumb.handle))?;
+        Ok(fd)
+    }
+
     /// `DRM_IOCTL_MODE_CREATE_DUMB` (primary node only).
     pub fn create_dumb(&self, width: u32, height: u32, bpp: u32) -> io::Result<DumbBuffer> {
         let created = drm_ffi::mode::dumbbuffer::create(self.as_fd(), width, height, bpp, 0)?;

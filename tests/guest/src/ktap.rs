@@ -59,6 +59,23 @@ impl KtapWriter<io::Stdout> {
     }
 }
 
+/// `result`, with an error turned into a failure that names the operation `what`.
+pub fn io_op<T, E: fmt::Display>(what: impl fmt::Display, result: Result<T, E>) -> CheckResult<T> {
+    result.map_err(|e| Failure::op(what, e))
+}
+
+/// A failure unless `seen == expected`, both shown as `what <value>`.
+pub fn expect_eq<T: PartialEq + fmt::Debug>(what: &str, seen: T, expected: T) -> CheckResult<()> {
+    if seen == expected {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            format!("{what} {expected:?}"),
+            format!("{what} {seen:?}"),
+        ))
+    }
+}
+
 impl<W: Write> KtapWriter<W> {
     /// Writes the version line and the plan for `planned` results.
     pub fn begin(out: W, planned: usize) -> Self {

@@ -1,8 +1,12 @@
 //! `/dev/udmabuf`: turning a sealed memfd into a dma-buf (`include/uapi/linux/udmabuf.h`).
 
 use std::ffi::c_void;
+use std::fmt;
+use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 
 use rustix::ioctl::{self, opcode, Ioctl, IoctlOutput, Opcode};
 
@@ -65,4 +69,36 @@ pub fn create(
     });
     // SAFETY: see the `Ioctl` impl of `CreateRequest`.
     Ok(unsafe { ioctl::ioctl(udmabuf_dev, request) }?)
+}
+
+/// The step of [`over_sealed_memfd`] that failed, and how.
+#[derive(Debug)]
+pub struct StepError {
+    /// The call that failed (`open(/dev/udmabuf)`, `memfd_create`, ...).
+    pub step: &'static str,
+    /// Its error.
+    pub error: io::Error,
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.step, self.error)
+    }
+}
+
+/// A new memfd called `name` of `size` bytes, sealed against shrinking, and a udmabuf over
+/// all of it: `(memfd, dma_buf)`.
+pub fn over_sealed_memfd(name: &str, size: u64) -> Result<(OwnedFd, OwnedFd), StepError> {
+    let step = |step: &'static str| move |error: io::Error| StepError { step, error };
+    let device = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/udmabuf")
+        .map_err(step("open(/dev/udmabuf)"))?;
+    let memfd = memfd_create(name, MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC)
+        .map_err(|e| step("memfd_create")(e.into()))?;
+    ftruncate(&memfd, size).map_err(|e| step("ftruncate")(e.into()))?;
+    fcntl_add_seals(&memfd, SealFlags::SHRINK).map_err(|e| step("F_ADD_SEALS")(e.into()))?;
+    let dma_buf = create(device.as_fd(), memfd.as_fd(), 0, size).map_err(step("UDMABUF_CREATE"))?;
+    Ok((memfd, dma_buf))
 }

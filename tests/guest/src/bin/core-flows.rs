@@ -15,7 +15,7 @@
 //! its own `MemoryManager`, checks the parent's bytes and fills the memory through the GPU.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -33,14 +33,14 @@ use extmem::vgpu::Vgpu;
 use extmem::{Error, HandleError, Vuid};
 use extmem_guest_tests::dri::{self, DrmNode, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
-use extmem_guest_tests::ktap::{CheckResult, Failure, KtapWriter};
+use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vgpu::{self as guest_vgpu, Counters};
 use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
 use extmem_hw::profile::VGPU;
 use extmem_hw::{Alignment, GpuVa, HostVa, PageSize, PageSizes};
 use extmem_uapi::{Cmd, Param};
-use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::{Errno, FdFlags};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -259,17 +259,6 @@ fn expect_held(env: &Env, want: impl FnOnce(Counters) -> Counters) -> CheckResul
 fn expect_idle(env: &Env) -> CheckResult<()> {
     expect_eq("live GEM handles", env.mm.live_handles(), 0)?;
     expect_held(env, |base| base)
-}
-
-fn expect_eq<T: PartialEq + fmt::Debug>(what: &str, seen: T, expected: T) -> CheckResult<()> {
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("{what} {expected:?}"),
-            format!("{what} {seen:?}"),
-        ))
-    }
 }
 
 /// An `Error` with its `VkResult`, for messages.
@@ -540,10 +529,6 @@ fn filled(value: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn io_op<T>(what: impl fmt::Display, result: io::Result<T>) -> CheckResult<T> {
-    result.map_err(|e| Failure::op(what, e))
-}
-
 fn read_raw(buffer: &impl RawBytes) -> CheckResult<Vec<u8>> {
     buffer
         .read(0, buffer.len())
@@ -574,39 +559,6 @@ fn write_view(view: &SharedMapping, dma_buf: BorrowedFd<'_>, bytes: &[u8]) -> Ch
 
 fn dup(fd: BorrowedFd<'_>) -> CheckResult<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Failure::op("F_DUPFD_CLOEXEC", e))
-}
-
-/// A vgem dumb buffer of `size` bytes exported as a dma-buf.
-fn vgem_dma_buf(vgem: &DrmNode, size: u64) -> CheckResult<OwnedFd> {
-    let height =
-        u32::try_from(size / 4096).map_err(|_| Failure::new("a small size", size.to_string()))?;
-    let dumb = io_op("vgem CREATE_DUMB", vgem.create_dumb(1024, height, 32))?;
-    expect_eq("vgem dumb buffer size", dumb.size, size)?;
-    let fd = io_op("vgem PRIME export", vgem.export(dumb.handle))?;
-    // The dma-buf keeps the buffer alive; the vgem handle is not needed any more.
-    io_op("vgem GEM_CLOSE", vgem.close_handle(dumb.handle))?;
-    Ok(fd)
-}
-
-/// A sealed memfd of `size` bytes and a udmabuf over it.
-fn udmabuf_over_memfd(size: u64) -> CheckResult<(OwnedFd, OwnedFd)> {
-    let device = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/udmabuf")
-        .map_err(|e| Failure::op("open(/dev/udmabuf)", e))?;
-    let memfd = memfd_create(
-        "core-flows",
-        MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC,
-    )
-    .map_err(|e| Failure::op("memfd_create", e))?;
-    ftruncate(&memfd, size).map_err(|e| Failure::op("ftruncate", e))?;
-    fcntl_add_seals(&memfd, SealFlags::SHRINK).map_err(|e| Failure::op("F_ADD_SEALS", e))?;
-    let dma_buf = io_op(
-        "UDMABUF_CREATE",
-        udmabuf::create(device.as_fd(), memfd.as_fd(), 0, size),
-    )?;
-    Ok((memfd, dma_buf))
 }
 
 fn map_fd(fd: BorrowedFd<'_>, len: usize) -> CheckResult<SharedMapping> {
@@ -966,7 +918,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
 fn foreign(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
     let what = "HOST_MAPPED_FOREIGN_MEMORY: host_pointer_properties of an mmap of a vgem dma-buf is 0b10; its import has origin Host { ptr, Foreign }, map returns the pointer; 1 attachment more, no pages pinned";
     let mut imported = ktap.check_after(what, env.as_mut().zip(vgem), |(env, vgem)| {
-        let fd = vgem_dma_buf(vgem, SIZE)?;
+        let fd = vgem.dumb_dma_buf(SIZE)?;
         let view = map_fd(fd.as_fd(), SIZE_LEN)?;
         let ptr = HostVa::new(view.addr());
         let foreign = Types::HOST_MAPPED_FOREIGN_MEMORY_EXT;
@@ -1090,7 +1042,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
     let dma = Types::DMA_BUF_EXT;
     let what = "Import::Fd(DMA_BUF) of a vgem dma-buf: takes (closes) the fd, origin Fd(DMA_BUF); 1 object, 1 attachment, 1 binding more; a GPU FILL shows in the dma-buf's mmap";
     let mut from_vgem = ktap.check_after(what, env.as_mut().zip(vgem), |(env, vgem)| {
-        let fd = vgem_dma_buf(vgem, SIZE)?;
+        let fd = vgem.dumb_dma_buf(SIZE)?;
         let view = map_fd(fd.as_fd(), SIZE_LEN)?;
         let keep = dup(fd.as_fd())?;
         let memory = import_fd_ok(&mut env.mm, dma, fd, SIZE, TYPE_DEVICE)?;
@@ -1147,7 +1099,10 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
 
     let what = "Import::Fd(DMA_BUF) of a udmabuf: takes the fd; a GPU FILL shows in the memfd's mapping; freed, the counters are back";
     ktap.check_after(what, env.as_mut(), |env| {
-        let (memfd, fd) = udmabuf_over_memfd(SIZE)?;
+        let (memfd, fd) = io_op(
+            "a udmabuf over a sealed memfd",
+            udmabuf::over_sealed_memfd("core-flows", SIZE),
+        )?;
         let view = map_fd(memfd.as_fd(), SIZE_LEN)?;
         let memory = import_fd_ok(&mut env.mm, dma, fd, SIZE, TYPE_HOST)?;
         let result = (|| {
@@ -1169,7 +1124,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
 
     let what = "a failed Import::Fd (allocationSize 128 KiB, the vgem dma-buf has 64 KiB) is InvalidHandle(TooSmall) and leaves the fd open and the counters unchanged";
     ktap.check_after(what, env.as_mut().zip(vgem), |(env, vgem)| {
-        let fd = vgem_dma_buf(vgem, SIZE)?;
+        let fd = vgem.dumb_dma_buf(SIZE)?;
         let (result, back, raw) = import_fd(&mut env.mm, dma, fd, 2 * SIZE, TYPE_DEVICE);
         expect_error(
             &mut env.mm,
@@ -1190,7 +1145,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
 
     let what = "one dma-buf imported twice: two DeviceMemory with the same GEM handle (1 object and 1 attachment more, 2 bindings); freeing one keeps the other working";
     ktap.check_after(what, env.as_mut().zip(vgem), |(env, vgem)| {
-        let fd = vgem_dma_buf(vgem, SIZE)?;
+        let fd = vgem.dumb_dma_buf(SIZE)?;
         let view = map_fd(fd.as_fd(), SIZE_LEN)?;
         let keep = dup(fd.as_fd())?;
         let second_fd = dup(fd.as_fd())?;
@@ -1245,7 +1200,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
 
     let what = "Import::Fd(OPAQUE_FD) of a vgem dma-buf (another device) is VUID 00668 (FdSameDevice); the fd stays open, the counters unchanged";
     ktap.check_after(what, env.as_mut().zip(vgem), |(env, vgem)| {
-        let fd = vgem_dma_buf(vgem, SIZE)?;
+        let fd = vgem.dumb_dma_buf(SIZE)?;
         let (result, back, raw) = import_fd(&mut env.mm, Types::OPAQUE_FD, fd, SIZE, TYPE_DEVICE);
         expect_vuid(&mut env.mm, "the import", result, Vuid::FdSameDevice)?;
         expect_eq("fd still open (F_GETFD)", fd_state(raw), Ok(true))?;
@@ -1316,8 +1271,11 @@ fn fd_properties(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>)
 
     let what = "fd_properties(DMA_BUF) of a vgem dma-buf and of a udmabuf: memoryTypeBits 0b11; nothing kept (counters unchanged)";
     ktap.check_after(what, env.as_mut().zip(vgem), |(env, vgem)| {
-        let from_vgem = vgem_dma_buf(vgem, SIZE)?;
-        let (_memfd, from_udmabuf) = udmabuf_over_memfd(SIZE)?;
+        let from_vgem = vgem.dumb_dma_buf(SIZE)?;
+        let (_memfd, from_udmabuf) = io_op(
+            "a udmabuf over a sealed memfd",
+            udmabuf::over_sealed_memfd("core-flows", SIZE),
+        )?;
         for (name, fd) in [("vgem", &from_vgem), ("udmabuf", &from_udmabuf)] {
             let bits = vk_op(
                 format!("fd_properties of the {name} dma-buf"),

@@ -16,14 +16,14 @@
 //! over the unix socket on its stdin, imports it and fills it through the GPU.
 
 use std::ffi::c_void;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::process::{Command, ExitCode, Stdio};
 
 use ash::vk;
 use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
-use extmem_guest_tests::ktap::{CheckResult, Failure, KtapWriter};
+use extmem_guest_tests::ktap::{io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vgpu::Vgpu;
 use extmem_guest_tests::vulkan::{
@@ -31,7 +31,6 @@ use extmem_guest_tests::vulkan::{
 };
 use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
 use extmem_uapi::Param;
-use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::io::{dup, dup2, dup3, DupFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
@@ -70,10 +69,6 @@ fn ktap_note(text: std::fmt::Arguments<'_>) {
 
 fn vk_op<T>(result: VkResult<T>) -> CheckResult<T> {
     result.map_err(|e| Failure::new("the Vulkan calls succeed", e))
-}
-
-fn io_op<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> CheckResult<T> {
-    result.map_err(|e| Failure::op(what, e))
 }
 
 fn expect_bytes(what: &str, expected: &[u8], seen: &[u8]) -> CheckResult<()> {
@@ -916,32 +911,13 @@ fn child_fill() -> ExitCode {
     }
 }
 
-/// A 1 MiB udmabuf over a sealed memfd, and the memfd.
-fn udmabuf_pair(size: u64) -> CheckResult<(OwnedFd, OwnedFd)> {
-    let device = io_op(
-        "open(/dev/udmabuf)",
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/udmabuf"),
-    )?;
-    let memfd = io_op(
-        "memfd_create",
-        memfd_create("icd-e2e", MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC),
-    )?;
-    io_op("ftruncate", ftruncate(&memfd, size))?;
-    io_op("F_ADD_SEALS", fcntl_add_seals(&memfd, SealFlags::SHRINK))?;
-    let buf = io_op(
-        "UDMABUF_CREATE",
-        udmabuf::create(device.as_fd(), memfd.as_fd(), 0, size),
-    )?;
-    Ok((buf, memfd))
-}
-
 fn foreign_udmabuf(gpu: &Gpu<'_>) -> CheckResult<()> {
     let size = 1 << 20;
     let n = len(size)?;
-    let (buf, memfd) = udmabuf_pair(size)?;
+    let (memfd, buf) = io_op(
+        "a udmabuf over a sealed memfd",
+        udmabuf::over_sealed_memfd("icd-e2e", size),
+    )?;
     let (result, bits) = gpu.fd_properties(Types::DMA_BUF_EXT, buf.as_raw_fd());
     expect_result("vkGetMemoryFdPropertiesKHR", result, vk::Result::SUCCESS)?;
     let type_index = vk_op(gpu.memory_type(bits, vk::MemoryPropertyFlags::empty()))?;
@@ -964,7 +940,10 @@ fn foreign_udmabuf(gpu: &Gpu<'_>) -> CheckResult<()> {
 fn host_mapped_foreign(gpu: &Gpu<'_>) -> CheckResult<()> {
     let size = 256 * KIB;
     let n = len(size)?;
-    let (buf, memfd) = udmabuf_pair(size)?;
+    let (memfd, buf) = io_op(
+        "a udmabuf over a sealed memfd",
+        udmabuf::over_sealed_memfd("icd-e2e", size),
+    )?;
     let mapping = io_op("mmap(udmabuf)", SharedMapping::new(buf.as_fd(), 0, n))?;
     let addr = usize::try_from(mapping.addr())
         .map_err(|_| Failure::new("an address that fits usize", mapping.addr().to_string()))?;

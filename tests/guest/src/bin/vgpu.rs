@@ -19,7 +19,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 
 use extmem_guest_tests::dri::{self, DrmNode, GemHandle, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
-use extmem_guest_tests::ktap::{CheckResult, Failure, KtapWriter};
+use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vgpu::{self, Counters, Vgpu};
 use extmem_guest_tests::{dma_buf, dma_heap, fd_table, pattern, udmabuf};
@@ -30,7 +30,7 @@ use extmem_uapi::{
     Param, VmBind, VmQuery, FLAG_READ_ONLY, MAX_EXEC_CMDS, QUERY_MAPPED, QUERY_READ_ONLY,
     USERPTR_PROBE,
 };
-use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::fs::{memfd_create, MemfdFlags};
 use rustix::io::Errno;
 use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 
@@ -139,10 +139,6 @@ fn op<T>(what: impl Display, result: Result<T, Errno>) -> CheckResult<T> {
     result.map_err(|e| Failure::op(what, errno_name(e)))
 }
 
-fn io_op<T>(what: impl Display, result: io::Result<T>) -> CheckResult<T> {
-    result.map_err(|e| Failure::op(what, e))
-}
-
 fn counters(gpu: &Vgpu) -> CheckResult<Counters> {
     op("GET_PARAM of the counters", gpu.counters())
 }
@@ -154,17 +150,6 @@ fn expect_counters(seen: Counters, expected: Counters) -> CheckResult<()> {
         Err(Failure::new(
             format!("counters {expected}"),
             format!("counters {seen}"),
-        ))
-    }
-}
-
-fn expect_eq<T: PartialEq + fmt::Debug>(what: &str, seen: T, expected: T) -> CheckResult<()> {
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("{what} {expected:?}"),
-            format!("{what} {seen:?}"),
         ))
     }
 }
@@ -715,49 +700,6 @@ fn host_pointers(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
 
 // ---- dma-buf imports --------------------------------------------------------------------
 
-/// A vgem dumb buffer of `size` bytes exported as a dma-buf.
-fn vgem_dma_buf(vgem: &DrmNode, size: u64) -> CheckResult<OwnedFd> {
-    let width = 1024;
-    let height =
-        u32::try_from(size / 4096).map_err(|_| Failure::new("a small size", size.to_string()))?;
-    let dumb = io_op("vgem CREATE_DUMB", vgem.create_dumb(width, height, 32))?;
-    expect_eq("vgem dumb buffer size", dumb.size, size)?;
-    let fd = io_op("vgem PRIME export", vgem.export(dumb.handle))?;
-    // The dma-buf keeps the buffer alive; the vgem handle is not needed any more.
-    io_op("vgem GEM_CLOSE", vgem.close_handle(dumb.handle))?;
-    Ok(fd)
-}
-
-/// A sealed memfd of `size` bytes and a udmabuf over it.
-fn udmabuf_over_memfd(size: u64) -> CheckResult<(OwnedFd, OwnedFd)> {
-    let device = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/udmabuf")
-        .map_err(|e| Failure::op("open(/dev/udmabuf)", e))?;
-    let memfd = io_op(
-        "memfd_create",
-        memfd_create(
-            "extmem-vgpu",
-            MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC,
-        )
-        .map_err(io::Error::from),
-    )?;
-    io_op(
-        "ftruncate",
-        ftruncate(&memfd, size).map_err(io::Error::from),
-    )?;
-    io_op(
-        "F_ADD_SEALS",
-        fcntl_add_seals(&memfd, SealFlags::SHRINK).map_err(io::Error::from),
-    )?;
-    let dma_buf = io_op(
-        "UDMABUF_CREATE",
-        udmabuf::create(device.as_fd(), memfd.as_fd(), 0, size),
-    )?;
-    Ok((memfd, dma_buf))
-}
-
 fn map_fd(fd: BorrowedFd<'_>, offset: u64, size: u64) -> CheckResult<SharedMapping> {
     io_op("mmap", SharedMapping::new(fd, offset, as_len(size)?))
 }
@@ -839,7 +781,7 @@ fn imports(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
         what,
         gpu.zip(vgem).zip(gem.as_ref()),
         |((gpu, vgem), gem)| {
-            let fd = vgem_dma_buf(vgem, SIZE)?;
+            let fd = vgem.dumb_dma_buf(SIZE)?;
             let view = map_fd(fd.as_fd(), 0, SIZE)?;
             let handle = import_round_trip(
                 gpu,
@@ -862,7 +804,10 @@ fn imports(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
     });
     let what = "dma-buf import: a udmabuf imports as DMABUF; a GPU FILL shows in the memfd's mapping, memfd bytes copy out";
     let from_udmabuf = ktap.check_after(what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
-        let (memfd, fd) = udmabuf_over_memfd(SIZE)?;
+        let (memfd, fd) = io_op(
+            "a udmabuf over a sealed memfd",
+            udmabuf::over_sealed_memfd("extmem-vgpu", SIZE),
+        )?;
         let view = map_fd(memfd.as_fd(), 0, SIZE)?;
         let handle =
             import_round_trip(gpu, fd.as_fd(), &view, None, VA_UDMABUF, (gem, VA_GEM), 32)?;
@@ -1068,7 +1013,7 @@ fn foreign(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
 
     let what = "foreign: GEM_USERPTR inside an mmap of a vgem dma-buf gives a FOREIGN object (1 attachment more, no pinned pages)";
     let from_vgem = ktap.check_after(what, gpu.zip(vgem), |(gpu, vgem)| {
-        let fd = vgem_dma_buf(vgem, SIZE)?;
+        let fd = vgem.dumb_dma_buf(SIZE)?;
         let view = map_fd(fd.as_fd(), 0, SIZE)?;
         write_map(&view, Some(fd.as_fd()), &pattern::bytes(51, len))?;
         let before = counters(gpu)?;
@@ -1144,7 +1089,10 @@ fn foreign(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
     );
     let what = "foreign (udmabuf): GEM_USERPTR inside an mmap (at offset 128 KiB) of a udmabuf gives FOREIGN; a GPU COPY gives the memfd's bytes";
     ktap.check_after(what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
-        let (memfd, fd) = udmabuf_over_memfd(SIZE)?;
+        let (memfd, fd) = io_op(
+            "a udmabuf over a sealed memfd",
+            udmabuf::over_sealed_memfd("extmem-vgpu", SIZE),
+        )?;
         let expected = pattern::bytes(53, len);
         let memfd_view = map_fd(memfd.as_fd(), 0, SIZE)?;
         write_map(&memfd_view, None, &expected)?;
@@ -1191,7 +1139,7 @@ fn foreign(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
     });
     let what = "foreign: a PROT_READ dma-buf mapping without READ_ONLY fails with EFAULT; with READ_ONLY it imports read-only";
     ktap.check_after(what, gpu.zip(vgem), |(gpu, vgem)| {
-        let fd = vgem_dma_buf(vgem, SIZE)?;
+        let fd = vgem.dumb_dma_buf(SIZE)?;
         let ptr = io_op(
             "mmap(PROT_READ) of the dma-buf",
             read_only_mapping(fd.as_fd(), len),
@@ -2231,10 +2179,13 @@ fn hold_setup() -> CheckResult<Held> {
     map(&gpu, pinned, VA, MIB, 0)?;
     let shmem = op("GEM_CREATE", gpu.gem_create(MIB))?;
     map(&gpu, shmem, VA + 16 * MIB, MIB, 0)?;
-    let vgem_buf = vgem_dma_buf(&vgem, SIZE)?;
+    let vgem_buf = vgem.dumb_dma_buf(SIZE)?;
     let vgem_handle = io_op("PRIME_FD_TO_HANDLE (vgem)", gpu.import(vgem_buf.as_fd()))?;
     map(&gpu, vgem_handle, VA + 32 * MIB, SIZE, 0)?;
-    let (memfd, udma) = udmabuf_over_memfd(SIZE)?;
+    let (memfd, udma) = io_op(
+        "a udmabuf over a sealed memfd",
+        udmabuf::over_sealed_memfd("extmem-vgpu", SIZE),
+    )?;
     let udma_handle = io_op("PRIME_FD_TO_HANDLE (udmabuf)", gpu.import(udma.as_fd()))?;
     map(&gpu, udma_handle, VA + 48 * MIB, SIZE, 0)?;
     let view = map_fd(udma.as_fd(), 0, SIZE)?;

@@ -15,7 +15,6 @@
 //! any wrong byte or failed call. `vk-demo child` is the second process (its socket is stdin).
 
 use std::ffi::c_void;
-use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, ExitCode, Stdio};
@@ -27,7 +26,6 @@ use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, FdMessage, Gpu, Instance};
 use extmem_guest_tests::{dma_buf, pattern, udmabuf};
-use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 type Types = vk::ExternalMemoryHandleTypeFlags;
@@ -213,22 +211,9 @@ fn share_with_vgem(gpu: &Gpu<'_>, memory: vk::DeviceMemory, expected: &[u8]) -> 
 
 /// Step 3: a udmabuf imported and filled by the GPU.
 fn foreign_udmabuf(gpu: &Gpu<'_>) -> Step<()> {
-    let device = io_step(
-        "open(/dev/udmabuf)",
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/udmabuf"),
-    )?;
-    let memfd = io_step(
-        "memfd_create",
-        memfd_create("vk-demo", MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC),
-    )?;
-    io_step("ftruncate", ftruncate(&memfd, SIZE))?;
-    io_step("F_ADD_SEALS", fcntl_add_seals(&memfd, SealFlags::SHRINK))?;
-    let buf = io_step(
-        "UDMABUF_CREATE",
-        udmabuf::create(device.as_fd(), memfd.as_fd(), 0, SIZE),
+    let (memfd, buf) = io_step(
+        "a udmabuf over a sealed memfd",
+        udmabuf::over_sealed_memfd("vk-demo", SIZE),
     )?;
     let (result, bits) = gpu.fd_properties(Types::DMA_BUF_EXT, buf.as_raw_fd());
     if result != vk::Result::SUCCESS {
