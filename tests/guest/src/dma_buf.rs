@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use rustix::fs::{fstat, seek, SeekFrom};
+use extmem::backend::Op;
 use rustix::ioctl::{self, opcode, Opcode, Setter};
 
 /// `struct dma_buf_sync`.
@@ -23,32 +23,23 @@ const DMA_BUF_SYNC_END: u64 = 4;
 const DMA_BUF_IOCTL_SYNC: Opcode = opcode::write::<DmaBufSync>(b'b', 0);
 const _: () = assert!(DMA_BUF_IOCTL_SYNC == 0x4008_6200);
 
-/// The size of a dma-buf as the kernel reports it: `lseek(fd, 0, SEEK_END)`.
-///
-/// dma-bufs support only this seek (and back to 0); the file position is reset afterwards.
+fn io_error(e: extmem::backend::BackendError) -> io::Error {
+    io::Error::from_raw_os_error(e.errno)
+}
+
+/// The size of a dma-buf as the kernel reports it: `lseek(fd, 0, SEEK_END)`, the file
+/// position put back to 0 ([`extmem::dma_buf::size`]).
 pub fn size_by_seek(dma_buf: BorrowedFd<'_>) -> io::Result<u64> {
-    let size = seek(dma_buf, SeekFrom::End(0))?;
-    seek(dma_buf, SeekFrom::Start(0))?;
-    Ok(size)
+    extmem::dma_buf::size(dma_buf, Op::Info).map_err(io_error)
 }
 
 /// Which dma-buf a descriptor refers to: every dma-buf is one inode of the dma-buf filesystem,
 /// so two descriptors (say an export and a re-export) name the same buffer when these match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DmaBufId {
-    /// `st_dev` of the dma-buf filesystem.
-    pub dev: u64,
-    /// `st_ino` of this buffer.
-    pub ino: u64,
-}
+pub type DmaBufId = extmem::dma_buf::BufferId;
 
 /// The identity of the dma-buf behind `dma_buf` (`fstat`).
 pub fn identity(dma_buf: BorrowedFd<'_>) -> io::Result<DmaBufId> {
-    let stat = fstat(dma_buf)?;
-    Ok(DmaBufId {
-        dev: stat.st_dev,
-        ino: stat.st_ino,
-    })
+    extmem::dma_buf::identity(dma_buf, Op::Info).map_err(io_error)
 }
 
 /// Runs `access` between `DMA_BUF_SYNC_START` and `DMA_BUF_SYNC_END` (read and write), as the

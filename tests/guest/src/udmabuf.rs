@@ -1,74 +1,22 @@
 //! `/dev/udmabuf`: turning a sealed memfd into a dma-buf (`include/uapi/linux/udmabuf.h`).
 
-use std::ffi::c_void;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 
-use rustix::ioctl::{self, opcode, Ioctl, IoctlOutput, Opcode};
-
-/// `struct udmabuf_create`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct UdmabufCreate {
-    memfd: u32,
-    flags: u32,
-    offset: u64,
-    size: u64,
-}
-
-const UDMABUF_FLAGS_CLOEXEC: u32 = 0x01;
-/// `UDMABUF_CREATE = _IOW('u', 0x42, struct udmabuf_create)`.
-const UDMABUF_CREATE: Opcode = opcode::write::<UdmabufCreate>(b'u', 0x42);
-const _: () = assert!(UDMABUF_CREATE == 0x4018_7542);
-
-/// `UDMABUF_CREATE` returns the new dma-buf as the ioctl's return value, which rustix's
-/// ready-made patterns discard; this spells the request out.
-struct CreateRequest(UdmabufCreate);
-
-// SAFETY: the opcode matches the argument type (checked above), the argument is only read by
-// the kernel, and a non-negative return value is a new file descriptor this process owns.
-unsafe impl Ioctl for CreateRequest {
-    type Output = OwnedFd;
-    const IS_MUTATING: bool = false;
-
-    fn opcode(&self) -> Opcode {
-        UDMABUF_CREATE
-    }
-
-    fn as_ptr(&mut self) -> *mut c_void {
-        (&raw mut self.0).cast()
-    }
-
-    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut c_void) -> rustix::io::Result<OwnedFd> {
-        if out < 0 {
-            return Err(rustix::io::Errno::INVAL);
-        }
-        // SAFETY: a successful UDMABUF_CREATE returns a freshly installed fd nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(out) })
-    }
-}
-
-/// Creates a dma-buf over `size` bytes of `memfd` from `offset` (both page aligned). The kernel
-/// requires the memfd to carry `F_SEAL_SHRINK` and not `F_SEAL_WRITE`.
+/// Creates a dma-buf over `size` bytes of `memfd` from `offset` (both page aligned), with
+/// extmem's own `UDMABUF_CREATE` ([`extmem::udmabuf::create`]). The kernel requires the memfd
+/// to carry `F_SEAL_SHRINK` and not `F_SEAL_WRITE`.
 pub fn create(
     udmabuf_dev: BorrowedFd<'_>,
     memfd: BorrowedFd<'_>,
     offset: u64,
     size: u64,
 ) -> io::Result<OwnedFd> {
-    let memfd = u32::try_from(memfd.as_raw_fd()).map_err(io::Error::other)?;
-    let request = CreateRequest(UdmabufCreate {
-        memfd,
-        flags: UDMABUF_FLAGS_CLOEXEC,
-        offset,
-        size,
-    });
-    // SAFETY: see the `Ioctl` impl of `CreateRequest`.
-    Ok(unsafe { ioctl::ioctl(udmabuf_dev, request) }?)
+    Ok(extmem::udmabuf::create(udmabuf_dev, memfd, offset, size)?)
 }
 
 /// The step of [`over_sealed_memfd`] that failed, and how.

@@ -1,8 +1,16 @@
-//! The kernel side of memory, behind one trait.
+//! The kernel side of memory, behind one trait and one optional capability.
 //!
-//! A backend speaks to one kernel driver: extmem-vgpu (the full set), a generic DRM PRIME
-//! render node, udmabuf or the system dma-heap. The memory manager above it holds the
-//! Vulkan rules; a backend only does what the kernel does and reports the errno.
+//! A backend speaks to one kernel driver: extmem-vgpu (the full set, [`crate::vgpu`]), any
+//! DRM node over PRIME ([`crate::drm_prime`]: vgem, virtio-gpu), udmabuf or the system
+//! dma-heap ([`crate::dma_buf_device`]). Every backend allocates, imports, exports and maps
+//! memory objects ([`Backend`]); only a backend with a GPU address space also binds them
+//! ([`GpuVm`], reached through [`Backend::vm`]). The memory manager above holds the Vulkan
+//! rules; a backend only does what the kernel does and reports the errno.
+//!
+//! To add a backend (a software device, another kernel driver): implement [`Backend`]; if
+//! the device has a GPU VM, implement [`GpuVm`] too and return it from [`Backend::vm`].
+//! Handles are the backend's own names for objects (GEM handles for DRM drivers, table
+//! indices otherwise), non-zero and unique among live objects of one backend.
 
 use core::fmt;
 use core::num::NonZeroU32;
@@ -59,6 +67,15 @@ pub enum Op {
     Map,
 }
 
+/// How the CPU may touch a mapping.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum CpuAccess {
+    /// Reads only (`PROT_READ`).
+    Read,
+    /// Reads and writes (`PROT_READ | PROT_WRITE`), what `vkMapMemory` hands out.
+    ReadWrite,
+}
+
 /// A kernel call failed with `errno`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct BackendError {
@@ -97,6 +114,10 @@ pub mod errno {
     pub const ERANGE: i32 = 34;
     /// I/O error (a GPU fault).
     pub const EIO: i32 = 5;
+    /// No such device (virtio-gpu refusing a dma-buf it did not export).
+    pub const ENODEV: i32 = 19;
+    /// Operation not supported (the backend cannot do this at all).
+    pub const EOPNOTSUPP: i32 = 95;
 }
 
 impl BackendError {
@@ -108,6 +129,11 @@ impl BackendError {
         match (self.op, self.errno) {
             (_, errno::ENOMEM) => Error::OutOfHostMemory,
             (_, errno::ENOSPC) => Error::TooManyObjects,
+            // A render node refuses dumb buffers (EACCES), a backend without a GPU VM binds
+            // nothing (EOPNOTSUPP): the device lacks the feature, memory did not run out.
+            (Op::Create | Op::Bind, errno::EOPNOTSUPP | errno::EACCES) => {
+                Error::NotSupported { op: self.op }
+            }
             (Op::ImportHost, errno) => Error::InvalidHandle(HandleError::HostRangeRefused {
                 ptr: ptr.get(),
                 size,
@@ -123,11 +149,12 @@ impl BackendError {
     }
 }
 
-/// One kernel driver's memory operations.
+/// One kernel driver's memory objects: what every backend can do, with or without a GPU.
 pub trait Backend {
-    /// Device-local memory of `size` bytes.
+    /// Memory of `size` bytes that this backend can export as a dma-buf.
     fn create(&mut self, size: u64) -> Result<GemHandle, BackendError>;
     /// Imports `[ptr, ptr + size)`; with `probe`, only checks it could (returns `None`).
+    /// A backend that cannot import host memory fails with [`errno::EOPNOTSUPP`].
     fn import_host(
         &mut self,
         ptr: HostVa,
@@ -144,6 +171,28 @@ pub trait Backend {
     fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError>;
     /// Drops the handle.
     fn close(&mut self, handle: GemHandle);
+    /// A CPU mapping of the first `size` bytes of the object (for memory that is not a
+    /// host import): device memory and imported dma-bufs. Asking for
+    /// [`CpuAccess::ReadWrite`] on an object whose dma-buf is read-only fails with
+    /// `EACCES` before anything is mapped.
+    fn map(
+        &mut self,
+        handle: GemHandle,
+        size: u64,
+        access: CpuAccess,
+    ) -> Result<HostVa, BackendError>;
+    /// Undoes [`Backend::map`].
+    fn unmap(&mut self, ptr: HostVa, size: u64);
+    /// The GPU address space, if this backend has one. udmabuf, the dma-heap and a plain
+    /// PRIME node only allocate and share memory: they answer `None` (the default), and the
+    /// memory manager then allocates without binding.
+    fn vm(&mut self) -> Option<&mut dyn GpuVm> {
+        None
+    }
+}
+
+/// A GPU virtual address space objects of a [`Backend`] can be bound into.
+pub trait GpuVm {
     /// Maps `[offset, offset + size)` of the object at `va` in the GPU VM.
     fn bind(
         &mut self,
@@ -155,11 +204,6 @@ pub trait Backend {
     ) -> Result<(), BackendError>;
     /// Removes the binding at `va` of `size` bytes.
     fn unbind(&mut self, va: GpuVa, size: u64) -> Result<(), BackendError>;
-    /// A CPU mapping of the whole object (for memory that is not a host import): device
-    /// memory and imported dma-bufs.
-    fn map(&mut self, handle: GemHandle, size: u64) -> Result<HostVa, BackendError>;
-    /// Undoes [`Backend::map`].
-    fn unmap(&mut self, ptr: HostVa, size: u64);
 }
 
 #[cfg(test)]
@@ -199,5 +243,17 @@ mod tests {
             vk::Result::ERROR_MEMORY_MAP_FAILED
         );
         assert_eq!(e(Op::Exec, errno::EIO), vk::Result::ERROR_DEVICE_LOST);
+        assert_eq!(
+            e(Op::Create, errno::EACCES),
+            vk::Result::ERROR_FEATURE_NOT_PRESENT
+        );
+        assert_eq!(
+            e(Op::ImportHost, errno::EOPNOTSUPP),
+            vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+        );
+        assert_eq!(
+            e(Op::ImportDmaBuf, errno::ENODEV),
+            vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The generic DRM ioctls every render node has: PRIME import and export, GEM_CLOSE and
-//! VERSION. Layouts from `<drm/drm.h>` (`struct drm_prime_handle`, `struct drm_gem_close`,
-//! `struct drm_version`); numbers from the generic `_IOC` encoding.
+//! VERSION, and the primary node's MODE_CREATE_DUMB. Layouts from `<drm/drm.h>` and
+//! `<drm/drm_mode.h>` (`struct drm_prime_handle`, `struct drm_gem_close`, `struct
+//! drm_version`, `struct drm_mode_create_dumb`); numbers from the generic `_IOC` encoding.
+//! drm-rs has these too, but it needs `std` and this crate is `no_std`.
 
 use core::num::NonZeroU32;
 
@@ -41,6 +43,19 @@ struct Version {
     desc: *mut u8,
 }
 
+/// `struct drm_mode_create_dumb`.
+#[derive(Clone, Copy, Default, Debug)]
+#[repr(C)]
+struct CreateDumb {
+    height: u32,
+    width: u32,
+    bpp: u32,
+    flags: u32,
+    handle: u32,
+    pitch: u32,
+    size: u64,
+}
+
 /// `_IOC(dir, 'd', nr, size)` with the generic layout.
 const fn drm_ioc(dir: u32, nr: u32, size: usize) -> Opcode {
     #[expect(
@@ -54,6 +69,7 @@ const fn drm_ioc(dir: u32, nr: u32, size: usize) -> Opcode {
 const IOC_WRITE: u32 = 1;
 const IOC_READ_WRITE: u32 = 3;
 const VERSION: Opcode = drm_ioc(IOC_READ_WRITE, 0x00, core::mem::size_of::<Version>());
+const MODE_CREATE_DUMB: Opcode = drm_ioc(IOC_READ_WRITE, 0xB2, core::mem::size_of::<CreateDumb>());
 const GEM_CLOSE: Opcode = drm_ioc(IOC_WRITE, 0x09, core::mem::size_of::<GemClose>());
 const PRIME_HANDLE_TO_FD: Opcode =
     drm_ioc(IOC_READ_WRITE, 0x2d, core::mem::size_of::<PrimeHandle>());
@@ -120,6 +136,39 @@ pub fn prime_fd_to_handle(
         })
 }
 
+/// Rows of a dumb buffer standing for plain memory: 1024 pixels of 32 bits, one 4 KiB page.
+const DUMB_ROW: u64 = 4096;
+
+/// `MODE_CREATE_DUMB` of at least `size` bytes, as rows of one page: `(handle, size the
+/// kernel allocated)`. Only primary nodes allow it (it is not `DRM_RENDER_ALLOW`; a render
+/// node answers `EACCES`), and the kernel caps a dumb buffer below 4 GiB (`EINVAL`).
+pub fn create_dumb(dev: BorrowedFd<'_>, size: u64) -> Result<(GemHandle, u64), BackendError> {
+    let bad = BackendError {
+        op: Op::Create,
+        errno: errno::EINVAL,
+    };
+    let rows = size.div_ceil(DUMB_ROW);
+    let mut arg = CreateDumb {
+        height: u32::try_from(rows).map_err(|_| bad)?,
+        width: 1024,
+        bpp: 32,
+        ..Default::default()
+    };
+    // SAFETY: MODE_CREATE_DUMB takes a drm_mode_create_dumb.
+    unsafe { ioctl(dev, Updater::<MODE_CREATE_DUMB, CreateDumb>::new(&mut arg)) }.map_err(|e| {
+        BackendError {
+            op: Op::Create,
+            errno: e.raw_os_error(),
+        }
+    })?;
+    let handle = NonZeroU32::new(arg.handle).map(GemHandle).ok_or(bad)?;
+    if arg.size < size {
+        gem_close(dev, handle);
+        return Err(bad);
+    }
+    Ok((handle, arg.size))
+}
+
 /// `GEM_CLOSE`. A failure means the handle was already gone; nothing to undo.
 pub fn gem_close(dev: BorrowedFd<'_>, handle: GemHandle) {
     let mut arg = GemClose {
@@ -163,5 +212,6 @@ mod tests {
         assert_eq!(PRIME_FD_TO_HANDLE, 0xc00c_642e);
         assert_eq!(GEM_CLOSE, 0x4008_6409);
         assert_eq!(VERSION, 0xc040_6400);
+        assert_eq!(MODE_CREATE_DUMB, 0xc020_64b2);
     }
 }

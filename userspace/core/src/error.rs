@@ -4,6 +4,8 @@ use core::fmt;
 
 use ash::vk;
 
+use crate::backend::Op;
+
 /// Declares the Valid Usage rules we check once: the enum, the VUID string of each, what
 /// it says, and the `VkResult` a violation returns.
 macro_rules! valid_usage {
@@ -205,6 +207,12 @@ pub enum Error {
         /// The errno.
         errno: i32,
     },
+    /// The device cannot do this at all: binding on a backend without a GPU VM, creating
+    /// memory on a node that only shares it (a DRM render node refuses dumb buffers).
+    NotSupported {
+        /// What was asked.
+        op: Op,
+    },
     /// The kernel failed in a way that means the device is unusable.
     DeviceLost {
         /// The errno.
@@ -223,6 +231,7 @@ impl Error {
             Error::OutOfDeviceMemory => vk::Result::ERROR_OUT_OF_DEVICE_MEMORY,
             Error::TooManyObjects => vk::Result::ERROR_TOO_MANY_OBJECTS,
             Error::MemoryMapFailed { .. } => vk::Result::ERROR_MEMORY_MAP_FAILED,
+            Error::NotSupported { .. } => vk::Result::ERROR_FEATURE_NOT_PRESENT,
             Error::DeviceLost { .. } => vk::Result::ERROR_DEVICE_LOST,
         }
     }
@@ -258,7 +267,21 @@ impl fmt::Display for Error {
             Error::OutOfHostMemory => write!(f, "out of host memory (or over RLIMIT_MEMLOCK)"),
             Error::OutOfDeviceMemory => write!(f, "out of device memory or GPU VA space"),
             Error::TooManyObjects => write!(f, "too many objects"),
+            Error::MemoryMapFailed {
+                errno: crate::backend::errno::EACCES,
+            } => write!(
+                f,
+                "CPU mapping failed: the memory's dma-buf is read-only and vkMapMemory maps \
+                 for writing (errno 13)"
+            ),
             Error::MemoryMapFailed { errno } => write!(f, "CPU mapping failed (errno {errno})"),
+            Error::NotSupported { op: Op::Bind } => {
+                write!(
+                    f,
+                    "this device has no GPU address space to bind memory into"
+                )
+            }
+            Error::NotSupported { op } => write!(f, "this device cannot do {op:?}"),
             Error::DeviceLost { errno } => write!(f, "device lost (errno {errno})"),
         }
     }

@@ -8,7 +8,10 @@
 //! - [`va_allocator`]: the GPU virtual address space (userspace owns VA allocation);
 //! - [`memory`]: `VkDeviceMemory` over a [`backend::Backend`], with the ownership rules
 //!   of fd and host-pointer import and export;
-//! - [`vgpu`] and [`drm_core`]: the extmem-vgpu backend and the generic DRM ioctls;
+//! - [`vgpu`]: the extmem-vgpu backend, the full set with a GPU VM;
+//! - [`drm_prime`]: any DRM node over PRIME and dumb buffers (vgem, virtio-gpu);
+//! - [`dma_buf_device`]: udmabuf and the system dma-heap, memory without a GPU;
+//! - [`drm_core`] and [`dma_buf`]: the generic DRM ioctls and dma-buf fd operations;
 //! - [`error`]: the error type and its `VkResult` mapping.
 #![no_std]
 
@@ -18,10 +21,15 @@ extern crate std;
 
 pub mod alloc_info;
 pub mod backend;
+pub mod dma_buf;
+pub mod dma_buf_device;
+pub mod dma_heap;
 pub mod drm_core;
+pub mod drm_prime;
 pub mod error;
 pub mod handle_types;
 pub mod memory;
+pub mod udmabuf;
 pub mod va_allocator;
 pub mod vgpu;
 

@@ -9,6 +9,13 @@
 //!   back a native object of ours (a foreign dma-buf is refused with VUID 00668).
 //! - Every export is a new close-on-exec fd owned by the caller.
 //! - A host-pointer import maps back to the original pointer.
+//! - Memory is bound into the GPU VM when the backend has one ([`Backend::vm`]); over a
+//!   backend without (udmabuf, the dma-heap, a plain PRIME node) it is allocated, imported,
+//!   exported and mapped all the same, and asking for its GPU address is an error.
+//! - `vkMapMemory` maps for writing; memory whose dma-buf is read-only (imported from an
+//!   `O_RDONLY` export) is refused with `VK_ERROR_MEMORY_MAP_FAILED` rather than handed out
+//!   as a pointer whose first write kills the application: Vulkan has no read-only map, and
+//!   a failed map is an error the application can handle.
 
 use alloc::collections::BTreeMap;
 
@@ -18,7 +25,9 @@ use rustix::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use rustix::fs::SeekFrom;
 
 use crate::alloc_info::{AllocRequest, DeviceLimits, Import};
-use crate::backend::{errno, Backend, BackendError, GemHandle, HostImport, ObjectOrigin};
+use crate::backend::{
+    errno, Backend, BackendError, CpuAccess, GemHandle, HostImport, ObjectOrigin, Op,
+};
 use crate::error::{Error, HandleError, Vuid};
 use crate::va_allocator::VaAllocator;
 
@@ -46,7 +55,7 @@ pub struct DeviceMemory {
     handle: GemHandle,
     size: u64,
     bound: u64,
-    va: GpuVa,
+    va: Option<GpuVa>,
     origin: Origin,
     export: Types,
     memory_type_index: u32,
@@ -60,10 +69,9 @@ impl DeviceMemory {
         self.size
     }
 
-    /// Where the GPU sees it.
-    #[must_use]
-    pub fn gpu_va(&self) -> GpuVa {
-        self.va
+    /// Where the GPU sees it; [`Error::NotSupported`] over a backend without a GPU VM.
+    pub fn gpu_va(&self) -> Result<GpuVa, Error> {
+        self.va.ok_or(Error::NotSupported { op: Op::Bind })
     }
 
     /// Where its pages came from.
@@ -165,18 +173,13 @@ impl<B: Backend> MemoryManager<B> {
             }
         };
         *self.refs.entry(handle).or_insert(0) += 1;
-        let va = match self.va.allocate(bound, page) {
+        let va = match self.bind(handle, bound) {
             Ok(va) => va,
-            Err(_) => {
+            Err(e) => {
                 self.unref(handle);
-                return Err(Error::OutOfDeviceMemory);
+                return Err(e);
             }
         };
-        if let Err(e) = self.backend.bind(handle, va, 0, bound, false) {
-            let _ = self.va.free(va);
-            self.unref(handle);
-            return Err(e.to_error(HostVa::ZERO, bound));
-        }
         if let Some(fd) = fd_to_take {
             // SAFETY: the import succeeded, so Vulkan transfers ownership of `fd` to us
             // (VkImportMemoryFdInfoKHR); nothing else in this process closes it.
@@ -192,6 +195,23 @@ impl<B: Backend> MemoryManager<B> {
             memory_type_index: req.memory_type_index,
             cpu_map: None,
         })
+    }
+
+    /// Binds the whole object at a new VA when the backend has a GPU VM.
+    fn bind(&mut self, handle: GemHandle, bound: u64) -> Result<Option<GpuVa>, Error> {
+        let Some(vm) = self.backend.vm() else {
+            return Ok(None);
+        };
+        let page = Alignment::SIZE_4K;
+        let va = self
+            .va
+            .allocate(bound, page)
+            .map_err(|_| Error::OutOfDeviceMemory)?;
+        if let Err(e) = vm.bind(handle, va, 0, bound, false) {
+            let _ = self.va.free(va);
+            return Err(e.to_error(HostVa::ZERO, bound));
+        }
+        Ok(Some(va))
     }
 
     /// Imports an fd without taking it. Checks the fd, its size and (for opaque fds) that
@@ -244,9 +264,11 @@ impl<B: Backend> MemoryManager<B> {
         if let Some(ptr) = memory.cpu_map {
             self.backend.unmap(ptr, memory.bound);
         }
-        // An unbind failure can only mean the VM is already gone with the device.
-        let _ = self.backend.unbind(memory.va, memory.bound);
-        let _ = self.va.free(memory.va);
+        if let (Some(va), Some(vm)) = (memory.va, self.backend.vm()) {
+            // An unbind failure can only mean the VM is already gone with the device.
+            let _ = vm.unbind(va, memory.bound);
+            let _ = self.va.free(va);
+        }
         self.unref(memory.handle);
     }
 
@@ -304,8 +326,10 @@ impl<B: Backend> MemoryManager<B> {
         Ok(self.limits.host_pointer_types)
     }
 
-    /// `vkMapMemory`: the CPU address of byte 0. A host-pointer import returns the
-    /// application's own pointer; other memory is mapped once and the mapping reused.
+    /// `vkMapMemory`: the CPU address of byte 0, readable and writable. A host-pointer
+    /// import returns the application's own pointer; other memory is mapped once and the
+    /// mapping reused. Memory whose dma-buf is read-only fails with
+    /// `VK_ERROR_MEMORY_MAP_FAILED` (errno `EACCES`), see the module documentation.
     pub fn map(&mut self, memory: &mut DeviceMemory) -> Result<HostVa, Error> {
         if let Origin::Host { ptr, .. } = memory.origin {
             return Ok(ptr);
@@ -315,7 +339,7 @@ impl<B: Backend> MemoryManager<B> {
         }
         let ptr = self
             .backend
-            .map(memory.handle, memory.bound)
+            .map(memory.handle, memory.bound, CpuAccess::ReadWrite)
             .map_err(|e: BackendError| e.to_error(HostVa::ZERO, memory.bound))?;
         memory.cpu_map = Some(ptr);
         Ok(ptr)

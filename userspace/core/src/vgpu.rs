@@ -2,16 +2,16 @@
 //! foreign memory, PRIME, a GPU VM and the copy engine) over the driver's ioctls.
 
 use core::num::NonZeroU32;
-use core::ptr;
 
 use extmem_hw::{GpuVa, HostVa};
 use extmem_uapi as uapi;
 use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::ioctl::{ioctl, Opcode, Updater};
-use rustix::mm::{MapFlags, ProtFlags};
 
-use crate::backend::{errno, Backend, BackendError, GemHandle, HostImport, ObjectOrigin, Op};
-use crate::drm_core;
+use crate::backend::{
+    errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
+};
+use crate::{dma_buf, drm_core};
 
 /// A GPU fault reported by `EXEC`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -141,6 +141,40 @@ impl Vgpu {
     }
 }
 
+impl GpuVm for Vgpu {
+    fn bind(
+        &mut self,
+        handle: GemHandle,
+        va: GpuVa,
+        offset: u64,
+        size: u64,
+        read_only: bool,
+    ) -> Result<(), BackendError> {
+        let mut arg = uapi::VmBind {
+            op: uapi::BindOp::MAP,
+            flags: if read_only { uapi::FLAG_READ_ONLY } else { 0 },
+            handle: handle.0.get(),
+            va: va.get(),
+            offset,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_VM_BIND takes a VmBind.
+        unsafe { call::<{ uapi::IOCTL_VM_BIND as Opcode }, _>(self.fd(), &mut arg, Op::Bind) }
+    }
+
+    fn unbind(&mut self, va: GpuVa, size: u64) -> Result<(), BackendError> {
+        let mut arg = uapi::VmBind {
+            op: uapi::BindOp::UNMAP,
+            va: va.get(),
+            size,
+            ..Default::default()
+        };
+        // SAFETY: IOCTL_VM_BIND takes a VmBind.
+        unsafe { call::<{ uapi::IOCTL_VM_BIND as Opcode }, _>(self.fd(), &mut arg, Op::Unbind) }
+    }
+}
+
 impl Backend for Vgpu {
     fn create(&mut self, size: u64) -> Result<GemHandle, BackendError> {
         let mut arg = uapi::GemCreate {
@@ -211,38 +245,6 @@ impl Backend for Vgpu {
         drm_core::gem_close(self.fd(), handle);
     }
 
-    fn bind(
-        &mut self,
-        handle: GemHandle,
-        va: GpuVa,
-        offset: u64,
-        size: u64,
-        read_only: bool,
-    ) -> Result<(), BackendError> {
-        let mut arg = uapi::VmBind {
-            op: uapi::BindOp::MAP,
-            flags: if read_only { uapi::FLAG_READ_ONLY } else { 0 },
-            handle: handle.0.get(),
-            va: va.get(),
-            offset,
-            size,
-            ..Default::default()
-        };
-        // SAFETY: IOCTL_VM_BIND takes a VmBind.
-        unsafe { call::<{ uapi::IOCTL_VM_BIND as Opcode }, _>(self.fd(), &mut arg, Op::Bind) }
-    }
-
-    fn unbind(&mut self, va: GpuVa, size: u64) -> Result<(), BackendError> {
-        let mut arg = uapi::VmBind {
-            op: uapi::BindOp::UNMAP,
-            va: va.get(),
-            size,
-            ..Default::default()
-        };
-        // SAFETY: IOCTL_VM_BIND takes a VmBind.
-        unsafe { call::<{ uapi::IOCTL_VM_BIND as Opcode }, _>(self.fd(), &mut arg, Op::Unbind) }
-    }
-
     /// Device memory is mapped through the DRM file at its fake offset. An imported dma-buf
     /// has no such offset (the pages are the exporter's), so it is mapped through the
     /// dma-buf itself: `PRIME_HANDLE_TO_FD` of an import hands back the original dma-buf
@@ -250,7 +252,16 @@ impl Backend for Vgpu {
     /// engine reads and writes those pages through the CPU, so the mapping is as coherent
     /// as the memory type the ICD reports without `DMA_BUF_IOCTL_SYNC` brackets (a device
     /// with its own caches would need them around every CPU access).
-    fn map(&mut self, handle: GemHandle, size: u64) -> Result<HostVa, BackendError> {
+    ///
+    /// An import whose dma-buf is read-only is mapped for reading only (`fcntl(F_GETFL)` on
+    /// the re-exported fd gives the buffer's access mode); a read-write map of it is refused
+    /// with `EACCES`.
+    fn map(
+        &mut self,
+        handle: GemHandle,
+        size: u64,
+        access: CpuAccess,
+    ) -> Result<HostVa, BackendError> {
         let info = self.gem_info(handle)?;
         let bad = BackendError {
             op: Op::Map,
@@ -259,46 +270,26 @@ impl Backend for Vgpu {
         if size > info.size {
             return Err(bad);
         }
-        let len = usize::try_from(size).map_err(|_| bad)?;
-        let imported;
-        let (fd, offset) = if info.mmap_offset != 0 {
-            (self.fd(), info.mmap_offset)
+        if info.mmap_offset != 0 {
+            dma_buf::map(self.fd(), info.mmap_offset, size, access)
         } else if info.kind == uapi::ObjectKind::DMABUF {
-            imported =
+            let imported =
                 drm_core::prime_handle_to_fd(self.fd(), handle).map_err(|e| BackendError {
                     op: Op::Map,
                     errno: e.errno,
                 })?;
-            (imported.as_fd(), 0)
+            dma_buf::map(imported.as_fd(), 0, size, access)
         } else {
-            return Err(bad);
-        };
-        // SAFETY: a new shared mapping chosen by the kernel (null hint), of an object the
-        // driver says is mappable at that offset (or of the dma-buf behind an import, from
-        // its start); nothing else aliases it yet.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd,
-                offset,
-            )
+            Err(bad)
         }
-        .map_err(|e| BackendError {
-            op: Op::Map,
-            errno: e.raw_os_error(),
-        })?;
-        Ok(HostVa::new(ptr as usize as u64))
     }
 
     fn unmap(&mut self, ptr: HostVa, size: u64) {
-        if let (Ok(addr), Ok(len)) = (usize::try_from(ptr.get()), usize::try_from(size)) {
-            // SAFETY: `ptr`/`size` come from our own `map`; the memory manager drops its
-            // only record of the mapping with this call.
-            let _ = unsafe { rustix::mm::munmap(addr as *mut core::ffi::c_void, len) };
-        }
+        dma_buf::unmap(ptr, size);
+    }
+
+    fn vm(&mut self) -> Option<&mut dyn GpuVm> {
+        Some(self)
     }
 }
 

@@ -240,11 +240,23 @@ fn memory_of(device: u64, memory: u64) -> VkResult<Arc<Memory>> {
 /// `vkAllocateMemory` for a parsed chain.
 pub fn allocate_memory(device_handle: u64, req: &AllocRequest) -> VkResult<u64> {
     let dev = device(device_handle)?;
-    let memory = lock(&dev.memory).allocate(req).map_err(|e| e.result())?;
+    let (memory, va) = {
+        let mut manager = lock(&dev.memory);
+        let memory = manager.allocate(req).map_err(|e| e.result())?;
+        // The device's backend is extmem-vgpu, which always has a GPU VM; were it not so,
+        // the memory goes back rather than leak.
+        match memory.gpu_va() {
+            Ok(va) => (memory, va),
+            Err(e) => {
+                manager.free(memory);
+                return Err(e.result());
+            }
+        }
+    };
     Ok(MEMORIES.insert(Memory {
         device: device_handle,
         size: memory.size(),
-        va: memory.gpu_va(),
+        va,
         state: Mutex::new(MemoryState {
             memory: Some(memory),
             mapped: false,
@@ -680,6 +692,7 @@ fn stage(
     let gpu = chunk
         .memory
         .gpu_va()
+        .map_err(|e| RecordError::OutOfMemory(e.result()))?
         .checked_add(at)
         .ok_or(RecordError::BadSize { size, buffer: 0 })?;
     // SAFETY: `cpu` is `at` bytes into the chunk's live CPU mapping, which the recording

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::alloc_info::DeviceLimits;
-use crate::backend::Op;
+use crate::backend::{GpuVm, Op};
 use crate::handle_types::{DeviceCaps, Platform};
 use core::num::NonZeroU32;
 use rustix::fd::{AsFd, AsRawFd, IntoRawFd};
@@ -33,6 +33,10 @@ struct Fake {
     fail_bind: bool,
     refuse_host: bool,
     exports: Vec<OwnedFd>,
+    /// Behave as a backend without a GPU VM (udmabuf, dma-heap, a PRIME node).
+    no_vm: bool,
+    /// Objects whose dma-buf is read-only.
+    read_only: Vec<u32>,
 }
 
 impl Fake {
@@ -136,6 +140,32 @@ impl Backend for Fake {
         );
     }
 
+    fn map(
+        &mut self,
+        handle: GemHandle,
+        _size: u64,
+        access: CpuAccess,
+    ) -> Result<HostVa, BackendError> {
+        if access == CpuAccess::ReadWrite && self.read_only.contains(&handle.0.get()) {
+            return Err(Self::err(Op::Map, errno::EACCES));
+        }
+        Ok(HostVa::new(
+            0x7000_0000_0000 + u64::from(handle.0.get()) * 0x1_0000_0000,
+        ))
+    }
+
+    fn unmap(&mut self, _ptr: HostVa, _size: u64) {}
+
+    fn vm(&mut self) -> Option<&mut dyn GpuVm> {
+        if self.no_vm {
+            None
+        } else {
+            Some(self)
+        }
+    }
+}
+
+impl GpuVm for Fake {
     fn bind(
         &mut self,
         handle: GemHandle,
@@ -172,14 +202,6 @@ impl Backend for Fake {
         self.bindings.swap_remove(i);
         Ok(())
     }
-
-    fn map(&mut self, handle: GemHandle, _size: u64) -> Result<HostVa, BackendError> {
-        Ok(HostVa::new(
-            0x7000_0000_0000 + u64::from(handle.0.get()) * 0x1_0000_0000,
-        ))
-    }
-
-    fn unmap(&mut self, _ptr: HostVa, _size: u64) {}
 }
 
 const LIMITS: DeviceLimits = DeviceLimits {
@@ -239,7 +261,7 @@ fn allocate_and_free_leave_nothing_behind() {
     assert_eq!(a.size(), 5000);
     assert_eq!(
         m.backend.bindings,
-        [(a.gpu_va().get(), 8192, a.handle().0.get())]
+        [(a.gpu_va().expect("bound").get(), 8192, a.handle().0.get())]
     );
     m.free(a);
     assert!(m.backend.objects.is_empty() && m.backend.bindings.is_empty());
@@ -356,8 +378,8 @@ fn one_dma_buf_imported_twice_shares_a_refcounted_handle() {
         .expect("second");
     assert_eq!(a.handle(), b.handle(), "the kernel hands back one handle");
     assert_ne!(
-        a.gpu_va(),
-        b.gpu_va(),
+        a.gpu_va().expect("bound"),
+        b.gpu_va().expect("bound"),
         "each import is its own VkDeviceMemory"
     );
     m.free(a);
@@ -505,4 +527,58 @@ fn host_pointer_properties_rules() {
         Err(Error::InvalidHandle(HandleError::HostRangeRefused { .. }))
     ));
     assert!(m.backend.objects.is_empty(), "a probe pins nothing");
+}
+
+#[test]
+fn without_a_gpu_vm_memory_is_allocated_exported_and_mapped_but_never_bound() {
+    let _serial = FD_TESTS.lock();
+    let before = open_fds();
+    let mut m = manager();
+    m.backend.no_vm = true;
+    let mut a = m
+        .allocate(&plain(0x3000, Types::DMA_BUF_EXT))
+        .expect("allocate without a VM");
+    assert!(m.backend.bindings.is_empty(), "nothing to bind into");
+    assert_eq!(a.gpu_va(), Err(Error::NotSupported { op: Op::Bind }));
+    assert_eq!(
+        a.gpu_va().map_err(Error::result),
+        Err(vk::Result::ERROR_FEATURE_NOT_PRESENT)
+    );
+    assert!(m.map(&mut a).is_ok());
+    let fd = m.get_fd(&a, Types::DMA_BUF_EXT).expect("export");
+    let b = m
+        .allocate(&fd_import(Types::DMA_BUF_EXT, fd.into_raw_fd(), 0x3000))
+        .expect("import our own export");
+    assert_eq!(a.handle(), b.handle());
+    m.free(a);
+    m.free(b);
+    assert!(m.backend.objects.is_empty() && m.backend.bindings.is_empty());
+    assert_eq!(m.live_handles(), 0);
+    drop(m);
+    assert_eq!(open_fds(), before, "fd leak");
+}
+
+#[test]
+fn a_read_only_dma_buf_imports_but_is_not_mapped_for_writing() {
+    let _serial = FD_TESTS.lock();
+    let mut m = manager();
+    let buf = memfd(0x2000);
+    let dup = rustix::io::fcntl_dupfd_cloexec(&buf, 0).expect("dup");
+    let mut a = m
+        .allocate(&fd_import(Types::DMA_BUF_EXT, dup.into_raw_fd(), 0x2000))
+        .expect("import");
+    m.backend.read_only.push(a.handle().0.get());
+    let err = m.map(&mut a).expect_err("read-only");
+    assert_eq!(
+        err,
+        Error::MemoryMapFailed {
+            errno: errno::EACCES
+        }
+    );
+    assert_eq!(err.result(), vk::Result::ERROR_MEMORY_MAP_FAILED);
+    assert!(std::format!("{err}").contains("read-only"), "{err}");
+    // Nothing was mapped, so a later free has nothing to unmap; the import is intact.
+    assert_eq!(m.live_handles(), 1);
+    m.free(a);
+    assert!(m.backend.objects.is_empty());
 }
