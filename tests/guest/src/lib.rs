@@ -11,6 +11,7 @@ pub mod fd_table;
 pub mod host_memory;
 pub mod ktap;
 pub mod mapping;
+pub mod memory_manager;
 pub mod pattern;
 pub mod udmabuf;
 pub mod vgpu;

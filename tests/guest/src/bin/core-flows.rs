@@ -14,38 +14,30 @@
 //! child gets a unix socket as stdin, receives an fd over it (SCM_RIGHTS), imports it into
 //! its own `MemoryManager`, checks the parent's bytes and fills the memory through the GPU.
 
-use std::fmt;
-use std::fs;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
-use std::ptr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::process::ExitCode;
 
 use ash::vk;
-use extmem::alloc_info::{AllocRequest, DeviceLimits, Import};
+use extmem::alloc_info::{AllocRequest, Import};
 use extmem::backend::HostImport;
-use extmem::handle_types::{DeviceCaps, Platform};
-use extmem::memory::{DeviceMemory, MemoryManager, Origin};
-use extmem::va_allocator::VaAllocator;
+use extmem::memory::{MemoryManager, Origin};
 use extmem::vgpu::Vgpu;
 use extmem::{Error, HandleError, Vuid};
 use extmem_guest_tests::dri::{self, DrmNode, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
+use extmem_guest_tests::memory_manager::{
+    allocate, decode, dup, encode, exec, expect_error, expect_vuid, fd_state, filled,
+    find_vgpu_node, import_fd, import_fd_ok, map_fd, read_mapped, receive_from_parent, same_bytes,
+    send_to_child, va, vgpu_manager, vk_op, with_memory, write_mapped, DMA_BUF_TYPES,
+    HOST_POINTER_TYPES, MEMORY_TYPE_COUNT, TYPE_DEVICE, TYPE_HOST, VA_START,
+};
 use extmem_guest_tests::vgpu::{self as guest_vgpu, Counters};
 use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
-use extmem_hw::profile::VGPU;
-use extmem_hw::{Alignment, GpuVa, HostVa, PageSize, PageSizes};
-use extmem_uapi::{Cmd, Param};
-use rustix::fs::{Mode, OFlags};
-use rustix::io::{Errno, FdFlags};
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
-};
+use extmem_hw::{GpuVa, HostVa};
+use rustix::io::FdFlags;
 
 /// Number of results; the runner fails the program if fewer arrive.
 const PLAN: usize = 34;
@@ -55,16 +47,6 @@ const SIZE: u64 = 64 << 10;
 const SIZE_LEN: usize = 64 << 10;
 const PAGE: u64 = 4096;
 const PAGE_LEN: usize = 4096;
-
-/// The memory types the ICD reports (`userspace/icd/src/physical_device.rs`): 0 is device
-/// memory, 1 the application's imported host memory; both host-visible.
-const TYPE_DEVICE: u32 = 0;
-const TYPE_HOST: u32 = 1;
-const MEMORY_TYPE_COUNT: u32 = 2;
-const HOST_POINTER_TYPES: u32 = 1 << TYPE_HOST;
-const DMA_BUF_TYPES: u32 = (1 << TYPE_DEVICE) | (1 << TYPE_HOST);
-/// The GPU VA userspace hands out starts at 2 MiB, as in the ICD.
-const VA_START: u64 = 2 << 20;
 
 type Ktap = KtapWriter<io::Stdout>;
 type Mm = MemoryManager<Vgpu>;
@@ -110,12 +92,12 @@ fn run(ktap: &mut Ktap) {
                 format!("counters {base}"),
             ));
         }
-        let (fd, path) = find_node()?;
+        let (fd, path) = find_vgpu_node()?;
         Ok((observer, base, fd, path))
     });
     let what = "MemoryManager::new over Vgpu::new (API_VERSION checked): DeviceLimits from GET_PARAM (MIN_IMPORT_ALIGNMENT, PAGE_SIZES, VA_BITS as extmem_hw::profile::VGPU says), a VaAllocator over [2 MiB, 2^VA_BITS)";
     let mut env = ktap.check_after(what, opened, |(observer, base, fd, path)| {
-        let mm = manager(fd, &path)?;
+        let mm = vgpu_manager(fd, &path)?;
         Ok(Env { mm, observer, base })
     });
     let vgem = ktap.check(
@@ -152,85 +134,6 @@ fn run(ktap: &mut Ktap) {
 }
 
 // ---- helpers ----------------------------------------------------------------------------
-
-/// The first extmem-vgpu render node, found the way the ICD finds it.
-fn find_node() -> CheckResult<(OwnedFd, PathBuf)> {
-    let mut paths: Vec<PathBuf> = fs::read_dir("/dev/dri")
-        .map_err(|e| Failure::op("listing /dev/dri", e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("renderD"))
-        })
-        .collect();
-    paths.sort();
-    let mut seen = Vec::new();
-    for path in paths {
-        let fd = match rustix::fs::open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                seen.push(format!("{}: {e}", path.display()));
-                continue;
-            }
-        };
-        if extmem::drm_core::driver_is(fd.as_fd(), extmem_uapi::DRIVER_NAME) {
-            return Ok((fd, path));
-        }
-        seen.push(format!("{}: another driver", path.display()));
-    }
-    Err(Failure::new(
-        "a render node of extmem-vgpu",
-        format!("[{}]", seen.join(", ")),
-    ))
-}
-
-/// A `MemoryManager` over the node, set up as the ICD's `vkCreateDevice` does, with the
-/// limits read back from the kernel and checked against the profile.
-fn manager(fd: OwnedFd, path: &std::path::Path) -> CheckResult<Mm> {
-    let vgpu =
-        Vgpu::new(fd).map_err(|e| Failure::op(format!("Vgpu::new({})", path.display()), e))?;
-    let param = |p: Param| {
-        vgpu.param(p)
-            .map_err(|e| Failure::op(format!("GET_PARAM {}", p.name().unwrap_or("?")), e))
-    };
-    let align = param(Param::MIN_IMPORT_ALIGNMENT)?;
-    let min_import_alignment = Alignment::new(align)
-        .ok_or_else(|| Failure::new("a power-of-two MIN_IMPORT_ALIGNMENT", align.to_string()))?;
-    expect_eq(
-        "MIN_IMPORT_ALIGNMENT",
-        min_import_alignment,
-        VGPU.min_import_alignment,
-    )?;
-    let raw_sizes = param(Param::PAGE_SIZES)?;
-    let page_sizes = PageSize::ALL
-        .iter()
-        .filter(|p| raw_sizes & p.bytes() != 0)
-        .fold(PageSizes::EMPTY, |set, p| set.with(*p));
-    expect_eq("PAGE_SIZES", page_sizes, VGPU.page_sizes)?;
-    let va_bits = param(Param::VA_BITS)?;
-    expect_eq("VA_BITS", va_bits, u64::from(VGPU.va_bits))?;
-    let end = u32::try_from(va_bits)
-        .ok()
-        .and_then(|bits| 1_u64.checked_shl(bits))
-        .ok_or_else(|| Failure::new("VA_BITS below 64", va_bits.to_string()))?;
-    let limits = DeviceLimits {
-        caps: DeviceCaps {
-            platform: Platform::Linux,
-            opaque_fd: true,
-            dma_buf: true,
-            host_allocation: true,
-            host_mapped_foreign: true,
-            win32: false,
-        },
-        memory_type_count: MEMORY_TYPE_COUNT,
-        min_import_alignment,
-        host_pointer_types: HOST_POINTER_TYPES,
-    };
-    let va = VaAllocator::new(GpuVa::new(VA_START), GpuVa::new(end), page_sizes);
-    Ok(MemoryManager::new(vgpu, limits, va, DMA_BUF_TYPES))
-}
-
 fn counters(observer: &guest_vgpu::Vgpu) -> CheckResult<Counters> {
     observer
         .counters()
@@ -260,85 +163,6 @@ fn expect_idle(env: &Env) -> CheckResult<()> {
     expect_eq("live GEM handles", env.mm.live_handles(), 0)?;
     expect_held(env, |base| base)
 }
-
-/// An `Error` with its `VkResult`, for messages.
-fn describe(e: &Error) -> String {
-    format!("{e} ({:?}, {:?})", e, e.result())
-}
-
-fn vk_op<T>(what: impl fmt::Display, result: Result<T, Error>) -> CheckResult<T> {
-    result.map_err(|e| Failure::op(what, describe(&e)))
-}
-
-/// `result` is the error `expected` names; an allocation that succeeded anyway is freed.
-fn expect_error<T>(
-    mm: &mut Mm,
-    what: &str,
-    result: Result<T, Error>,
-    expected: &str,
-    matches: impl FnOnce(&Error) -> bool,
-) -> CheckResult<()>
-where
-    T: Freeable,
-{
-    match result {
-        Err(e) if matches(&e) => Ok(()),
-        Err(e) => Err(Failure::new(
-            format!("{what} fails with {expected}"),
-            format!("it failed with {}", describe(&e)),
-        )),
-        Ok(value) => {
-            let seen = value.describe();
-            value.release(mm);
-            Err(Failure::new(
-                format!("{what} fails with {expected}"),
-                format!("it succeeded: {seen}"),
-            ))
-        }
-    }
-}
-
-/// A call's success value, which a rejection test must give back if it appears anyway.
-trait Freeable {
-    fn describe(&self) -> String;
-    fn release(self, mm: &mut Mm);
-}
-
-impl Freeable for DeviceMemory {
-    fn describe(&self) -> String {
-        format!("{self:?}")
-    }
-    fn release(self, mm: &mut Mm) {
-        mm.free(self);
-    }
-}
-
-impl Freeable for u32 {
-    fn describe(&self) -> String {
-        format!("{self:#x}")
-    }
-    fn release(self, _: &mut Mm) {}
-}
-
-impl Freeable for OwnedFd {
-    fn describe(&self) -> String {
-        format!("fd {}", self.as_raw_fd())
-    }
-    fn release(self, _: &mut Mm) {}
-}
-
-/// `result` is `Error::ValidUsage(vuid)`.
-fn expect_vuid<T: Freeable>(
-    mm: &mut Mm,
-    what: &str,
-    result: Result<T, Error>,
-    vuid: Vuid,
-) -> CheckResult<()> {
-    expect_error(mm, what, result, vuid.id(), |e| {
-        *e == Error::ValidUsage(vuid)
-    })
-}
-
 fn plain_request(size: u64, export: Types) -> AllocRequest {
     AllocRequest {
         size,
@@ -359,178 +183,6 @@ fn host_request(handle_type: Types, ptr: u64, size: u64) -> AllocRequest {
         ..AllocRequest::default()
     }
 }
-
-fn allocate(mm: &mut Mm, req: &AllocRequest) -> CheckResult<DeviceMemory> {
-    vk_op(format!("allocate({:?})", req.import), mm.allocate(req))
-}
-
-/// Allocates, runs `body`, frees whatever `body` did.
-fn with_memory<T>(
-    mm: &mut Mm,
-    req: &AllocRequest,
-    body: impl FnOnce(&mut Mm, &mut DeviceMemory) -> CheckResult<T>,
-) -> CheckResult<T> {
-    let mut memory = allocate(mm, req)?;
-    let result = body(mm, &mut memory);
-    mm.free(memory);
-    result
-}
-
-/// An fd import as Vulkan does it: the fd number goes into the request; on success the
-/// manager owns (and closes) it, on failure it is handed back.
-fn import_fd(
-    mm: &mut Mm,
-    handle_type: Types,
-    fd: OwnedFd,
-    size: u64,
-    memory_type_index: u32,
-) -> (Result<DeviceMemory, Error>, Option<OwnedFd>, RawFd) {
-    let raw = fd.into_raw_fd();
-    let req = AllocRequest {
-        size,
-        memory_type_index,
-        import: Import::Fd {
-            handle_type,
-            fd: raw,
-        },
-        ..AllocRequest::default()
-    };
-    match mm.allocate(&req) {
-        Ok(memory) => (Ok(memory), None, raw),
-        Err(e) => {
-            // SAFETY: a failed import leaves the fd with the application (SPEC: ownership
-            // moves only on success); `raw` came from `into_raw_fd` above and nothing
-            // else owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            (Err(e), Some(fd), raw)
-        }
-    }
-}
-
-/// An import that should succeed and take the fd: the memory, with the fd checked closed.
-fn import_fd_ok(
-    mm: &mut Mm,
-    handle_type: Types,
-    fd: OwnedFd,
-    size: u64,
-    memory_type_index: u32,
-) -> CheckResult<DeviceMemory> {
-    let (result, _, raw) = import_fd(mm, handle_type, fd, size, memory_type_index);
-    let memory = vk_op(format!("allocate(Import::Fd {handle_type:?})"), result)?;
-    match fd_state(raw) {
-        Ok(false) => Ok(memory),
-        other => {
-            mm.free(memory);
-            Err(Failure::new(
-                format!("fd {raw} closed by the successful import (F_GETFD fails with EBADF)"),
-                format!("F_GETFD: {other:?} (false = still open)"),
-            ))
-        }
-    }
-}
-
-/// Whether `raw` is open: `fcntl(F_GETFD)`, `EBADF` meaning closed.
-fn fd_state(raw: RawFd) -> Result<bool, Errno> {
-    // SAFETY: the number is only handed to fcntl(F_GETFD), which reports EBADF when nothing
-    // is open under it; the program is single-threaded, so nothing opens an fd that could
-    // take the number between the import and this call.
-    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-    match rustix::io::fcntl_getfd(fd) {
-        Ok(_) => Ok(true),
-        Err(Errno::BADF) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn exec(mm: &mut Mm, cmds: &[Cmd]) -> CheckResult<()> {
-    mm.backend_mut()
-        .exec(cmds)
-        .map_err(|e| Failure::op("Vgpu::exec", format!("{e:?}")))
-}
-
-/// The memory's GPU VA; 0 (never mapped, so a command using it faults and the check
-/// fails) if it has none, which extmem-vgpu never does.
-fn va(memory: &DeviceMemory) -> u64 {
-    memory.gpu_va().map_or(0, |va| va.get())
-}
-
-/// Copies `len` bytes out of this process's memory at `ptr`.
-///
-/// # Safety
-/// `[ptr, ptr + len)` is mapped readable for the call and no Rust reference points into it.
-unsafe fn read_cpu(ptr: *const u8, len: usize) -> Vec<u8> {
-    let mut out = vec![0_u8; len];
-    // SAFETY: the caller guarantees the source range is mapped and readable; `out` is a
-    // fresh vector of `len` bytes.
-    unsafe { ptr::copy_nonoverlapping(ptr, out.as_mut_ptr(), len) };
-    out
-}
-
-/// Copies `bytes` into this process's memory at `ptr`.
-///
-/// # Safety
-/// `[ptr, ptr + bytes.len())` is mapped writable for the call and no Rust reference points
-/// into it.
-unsafe fn write_cpu(ptr: *mut u8, bytes: &[u8]) {
-    // SAFETY: the caller guarantees the destination is mapped and writable; the source is a
-    // separate Rust slice.
-    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
-}
-
-/// `vkMapMemory` as a pointer of this process.
-fn map_ptr(mm: &mut Mm, memory: &mut DeviceMemory) -> CheckResult<*mut u8> {
-    let ptr = vk_op("map", mm.map(memory))?;
-    let addr = usize::try_from(ptr.get())
-        .map_err(|_| Failure::new("a CPU address that fits in usize", ptr.to_string()))?;
-    Ok(addr as *mut u8)
-}
-
-/// `vkMapMemory`, then the first `len` bytes.
-fn read_mapped(mm: &mut Mm, memory: &mut DeviceMemory, len: usize) -> CheckResult<Vec<u8>> {
-    let len_u64 = u64::try_from(len).unwrap_or(u64::MAX);
-    if len_u64 > memory.size() {
-        return Err(Failure::new(
-            format!("at most {} bytes to read", memory.size()),
-            len.to_string(),
-        ));
-    }
-    let ptr = map_ptr(mm, memory)?;
-    // SAFETY: `map` returned a mapping of the whole memory (or the application's own live
-    // buffer for a host import) that stays until `free`; `len` is within its size.
-    Ok(unsafe { read_cpu(ptr, len) })
-}
-
-/// `vkMapMemory`, then writes `bytes` at the start.
-fn write_mapped(mm: &mut Mm, memory: &mut DeviceMemory, bytes: &[u8]) -> CheckResult<()> {
-    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    if len > memory.size() {
-        return Err(Failure::new(
-            format!("at most {} bytes to write", memory.size()),
-            bytes.len().to_string(),
-        ));
-    }
-    let ptr = map_ptr(mm, memory)?;
-    // SAFETY: as in `read_mapped`; the mapping is writable (MAP_SHARED read-write, or the
-    // application's read-write buffer).
-    unsafe { write_cpu(ptr, bytes) };
-    Ok(())
-}
-
-fn same_bytes(what: &str, expected: &[u8], seen: &[u8]) -> CheckResult<()> {
-    pattern::compare(expected, seen).map_err(|m| Failure::new(what.to_owned(), m.to_string()))
-}
-
-/// `len` bytes of the 32-bit little-endian `value`.
-fn filled(value: u32, len: usize) -> Vec<u8> {
-    value
-        .to_le_bytes()
-        .iter()
-        .copied()
-        .cycle()
-        .take(len)
-        .collect()
-}
-
 fn read_raw(buffer: &impl RawBytes) -> CheckResult<Vec<u8>> {
     buffer
         .read(0, buffer.len())
@@ -558,15 +210,6 @@ fn write_view(view: &SharedMapping, dma_buf: BorrowedFd<'_>, bytes: &[u8]) -> Ch
     )?
     .map_err(|e| Failure::op("writing the mapping", e))
 }
-
-fn dup(fd: BorrowedFd<'_>) -> CheckResult<OwnedFd> {
-    rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Failure::op("F_DUPFD_CLOEXEC", e))
-}
-
-fn map_fd(fd: BorrowedFd<'_>, len: usize) -> CheckResult<SharedMapping> {
-    io_op("mmap", SharedMapping::new(fd, 0, len))
-}
-
 // ---- plain allocations ------------------------------------------------------------------
 
 fn plain(ktap: &mut Ktap, env: &mut Option<Env>) {
@@ -1303,28 +946,6 @@ fn fd_properties(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>)
 }
 
 // ---- two processes ----------------------------------------------------------------------
-
-/// What the parent sends with the fd: handle type, seed (of the pattern the child must see
-/// and the value it fills with) and size, little-endian.
-const MESSAGE_LEN: usize = 16;
-
-fn encode(handle_type: Types, seed: u32, size: u64) -> [u8; MESSAGE_LEN] {
-    let mut message = [0_u8; MESSAGE_LEN];
-    message[..4].copy_from_slice(&handle_type.as_raw().to_le_bytes());
-    message[4..8].copy_from_slice(&seed.to_le_bytes());
-    message[8..].copy_from_slice(&size.to_le_bytes());
-    message
-}
-
-fn decode(message: &[u8; MESSAGE_LEN]) -> (Types, u32, u64) {
-    let [a, b, c, d, e, f, g, h, rest @ ..] = *message;
-    (
-        Types::from_raw(u32::from_le_bytes([a, b, c, d])),
-        u32::from_le_bytes([e, f, g, h]),
-        u64::from_le_bytes(rest),
-    )
-}
-
 fn two_processes(ktap: &mut Ktap, env: &mut Option<Env>) {
     for (name, handle_type, seed) in [
         ("an opaque fd", Types::OPAQUE_FD, 0x0c0f_fee1_u32),
@@ -1336,7 +957,8 @@ fn two_processes(ktap: &mut Ktap, env: &mut Option<Env>) {
             with_memory(&mut env.mm, &req, |mm, memory| {
                 write_mapped(mm, memory, &pattern::bytes(u64::from(seed), SIZE_LEN))?;
                 let fd = vk_op("get_fd", mm.get_fd(memory, handle_type))?;
-                run_child(fd, encode(handle_type, seed, SIZE))?;
+                let exe = io_op("current_exe", std::env::current_exe())?;
+                send_to_child(&exe, "child-import", fd, encode(handle_type, seed, SIZE))?;
                 let seen = read_mapped(mm, memory, SIZE_LEN)?;
                 same_bytes("the child's fill", &filled(seed, SIZE_LEN), &seen)
             })?;
@@ -1344,64 +966,6 @@ fn two_processes(ktap: &mut Ktap, env: &mut Option<Env>) {
         });
     }
 }
-
-/// Starts `core-flows child-import` with one end of a socket pair as its stdin, sends `fd`
-/// and `message` over the other, and waits for it to exit 0.
-fn run_child(fd: OwnedFd, message: [u8; MESSAGE_LEN]) -> CheckResult<()> {
-    let (parent_end, child_end) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Failure::op("socketpair", e))?;
-    let exe = io_op("current_exe", std::env::current_exe())?;
-    let child = Command::new(exe)
-        .arg("child-import")
-        .stdin(Stdio::from(child_end))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::op("spawning core-flows child-import", e))?;
-    let fds = [fd.as_fd()];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let sent = if control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        rustix::net::sendmsg(
-            &parent_end,
-            &[IoSlice::new(&message)],
-            &mut control,
-            SendFlags::empty(),
-        )
-        .map_err(|e| Failure::op("sendmsg(SCM_RIGHTS)", e))
-    } else {
-        Err(Failure::new(
-            "room for one fd in the control buffer",
-            "none",
-        ))
-    };
-    // The child has its own reference now; ours goes.
-    drop(fd);
-    drop(parent_end);
-    let output = io_op("waiting for the child", child.wait_with_output())?;
-    let sent = sent?;
-    expect_eq("bytes sent", sent, MESSAGE_LEN)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            "the child exits 0",
-            format!(
-                "{}: {} {}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout).trim(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        ))
-    }
-}
-
-/// The child: receives an fd, imports it into its own manager, checks the parent's pattern,
 /// fills the memory. Failures go to stderr, for the parent's diagnostic.
 fn child_import() -> ExitCode {
     match child_flow() {
@@ -1414,29 +978,11 @@ fn child_import() -> ExitCode {
 }
 
 fn child_flow() -> CheckResult<()> {
-    let stdin = io::stdin();
-    let mut message = [0_u8; MESSAGE_LEN];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = rustix::net::recvmsg(
-        stdin.as_fd(),
-        &mut [IoSliceMut::new(&mut message)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(|e| Failure::op("recvmsg", e))?;
-    expect_eq("bytes received", received.bytes, MESSAGE_LEN)?;
-    let fd = control
-        .drain()
-        .find_map(|m| match m {
-            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
-            _ => None,
-        })
-        .ok_or_else(|| Failure::new("an fd in SCM_RIGHTS", "no fd"))?;
+    let (fd, message) = receive_from_parent()?;
     let (handle_type, seed, size) = decode(&message);
     let len = usize::try_from(size).map_err(|_| Failure::new("a small size", size.to_string()))?;
-    let (node, path) = find_node()?;
-    let mut mm = manager(node, &path)?;
+    let (node, path) = find_vgpu_node()?;
+    let mut mm = vgpu_manager(node, &path)?;
     let mut memory = import_fd_ok(&mut mm, handle_type, fd, size, TYPE_DEVICE)?;
     let result = (|| {
         let seen = read_mapped(&mut mm, &mut memory, len)?;
