@@ -166,6 +166,14 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "core-flows",
             output: OutputFormat::Ktap,
         },
+        // The same flows over every backend (vgem, virtio-gpu, udmabuf, dma-heap); it starts
+        // core-flows as its child, so core-flows is built too.
+        GuestProgram {
+            name: "backends",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "backends",
+            output: OutputFormat::Ktap,
+        },
         GuestProgram {
             name: "icd-e2e",
             package: GUEST_TESTS_PACKAGE,

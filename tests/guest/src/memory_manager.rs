@@ -22,7 +22,7 @@ use extmem::va_allocator::VaAllocator;
 use extmem::vgpu::Vgpu;
 use extmem::{Error, Vuid};
 use extmem_hw::profile::VGPU;
-use extmem_hw::{Alignment, GpuVa, PageSize, PageSizes};
+use extmem_hw::{Alignment, GpuVa, HostVa, PageSize, PageSizes};
 use extmem_uapi::{Cmd, Param};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -449,6 +449,29 @@ pub fn decode(message: &[u8; MESSAGE_LEN]) -> (Types, u32, u64) {
         u32::from_le_bytes([e, f, g, h]),
         u64::from_le_bytes(rest),
     )
+}
+
+/// A plain allocation of `size` bytes of device memory, exportable as `export`.
+pub fn plain_request(size: u64, export: Types) -> AllocRequest {
+    AllocRequest {
+        size,
+        memory_type_index: TYPE_DEVICE,
+        export,
+        ..AllocRequest::default()
+    }
+}
+
+/// An import of `[ptr, ptr + size)` as host memory of `handle_type`.
+pub fn host_request(handle_type: Types, ptr: u64, size: u64) -> AllocRequest {
+    AllocRequest {
+        size,
+        memory_type_index: TYPE_HOST,
+        import: Import::HostPointer {
+            handle_type,
+            ptr: HostVa::new(ptr),
+        },
+        ..AllocRequest::default()
+    }
 }
 
 /// Starts `exe arg` with one end of a socket pair as its stdin, sends `fd` and `message`

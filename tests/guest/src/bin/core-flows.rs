@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::ExitCode;
 
 use ash::vk;
-use extmem::alloc_info::{AllocRequest, Import};
+use extmem::alloc_info::AllocRequest;
 use extmem::backend::HostImport;
 use extmem::memory::{MemoryManager, Origin};
 use extmem::vgpu::Vgpu;
@@ -30,9 +30,10 @@ use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWrite
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::memory_manager::{
     allocate, decode, dup, encode, exec, expect_error, expect_vuid, fd_state, filled,
-    find_vgpu_node, import_fd, import_fd_ok, map_fd, read_mapped, receive_from_parent, same_bytes,
-    send_to_child, va, vgpu_manager, vk_op, with_memory, write_mapped, DMA_BUF_TYPES,
-    HOST_POINTER_TYPES, MEMORY_TYPE_COUNT, TYPE_DEVICE, TYPE_HOST, VA_START,
+    find_vgpu_node, host_request, import_fd, import_fd_ok, map_fd, plain_request, read_mapped,
+    receive_from_parent, same_bytes, send_to_child, va, vgpu_manager, vk_op, with_memory,
+    write_mapped, DMA_BUF_TYPES, HOST_POINTER_TYPES, MEMORY_TYPE_COUNT, TYPE_DEVICE, TYPE_HOST,
+    VA_START,
 };
 use extmem_guest_tests::vgpu::{self as guest_vgpu, Counters};
 use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
@@ -162,26 +163,6 @@ fn expect_held(env: &Env, want: impl FnOnce(Counters) -> Counters) -> CheckResul
 fn expect_idle(env: &Env) -> CheckResult<()> {
     expect_eq("live GEM handles", env.mm.live_handles(), 0)?;
     expect_held(env, |base| base)
-}
-fn plain_request(size: u64, export: Types) -> AllocRequest {
-    AllocRequest {
-        size,
-        memory_type_index: TYPE_DEVICE,
-        export,
-        ..AllocRequest::default()
-    }
-}
-
-fn host_request(handle_type: Types, ptr: u64, size: u64) -> AllocRequest {
-    AllocRequest {
-        size,
-        memory_type_index: TYPE_HOST,
-        import: Import::HostPointer {
-            handle_type,
-            ptr: HostVa::new(ptr),
-        },
-        ..AllocRequest::default()
-    }
 }
 fn read_raw(buffer: &impl RawBytes) -> CheckResult<Vec<u8>> {
     buffer
