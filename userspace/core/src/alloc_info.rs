@@ -311,9 +311,11 @@ impl AllocRequest {
                 if !handle_type.as_raw().is_power_of_two() {
                     return Err(Vuid::FdHandleTypeSingle.into());
                 }
-                let fd_type = handle_type == Types::OPAQUE_FD || handle_type == Types::DMA_BUF_EXT;
-                if !fd_type || !importable(caps, handle_type) {
+                if handle_type != Types::OPAQUE_FD && handle_type != Types::DMA_BUF_EXT {
                     return Err(Vuid::FdHandleType.into());
+                }
+                if !importable(caps, handle_type) {
+                    return Err(Vuid::FdHandleTypeSupported.into());
                 }
             }
             Import::Win32 {
@@ -321,10 +323,20 @@ impl AllocRequest {
                 handle,
                 named,
             } => {
-                let win32 =
-                    handle_type == Types::OPAQUE_WIN32 || handle_type == Types::OPAQUE_WIN32_KMT;
-                if !win32 || !importable(caps, handle_type) {
+                // NT handles and global-share (KMT) handles, the types 00660 allows.
+                let nt_or_kmt = Types::OPAQUE_WIN32
+                    | Types::OPAQUE_WIN32_KMT
+                    | Types::D3D11_TEXTURE
+                    | Types::D3D11_TEXTURE_KMT
+                    | Types::D3D12_HEAP
+                    | Types::D3D12_RESOURCE;
+                if !handle_type.as_raw().is_power_of_two() || !nt_or_kmt.contains(handle_type) {
                     return Err(Vuid::Win32HandleType.into());
+                }
+                let opaque =
+                    handle_type == Types::OPAQUE_WIN32 || handle_type == Types::OPAQUE_WIN32_KMT;
+                if !opaque || !importable(caps, handle_type) {
+                    return Err(Vuid::Win32HandleTypeSupported.into());
                 }
                 if handle != 0 && named {
                     return Err(Vuid::Win32HandleOrName.into());

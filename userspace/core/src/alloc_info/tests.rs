@@ -237,12 +237,59 @@ fn fd_import_rules() {
         Err(Vuid::FdHandleType.into())
     );
     assert_eq!(fd(Types::OPAQUE_WIN32), Err(Vuid::FdHandleType.into()));
+    // An fd type this device does not import.
+    let no_dma_buf = DeviceLimits {
+        caps: DeviceCaps {
+            dma_buf: false,
+            ..LIMITS.caps
+        },
+        ..LIMITS
+    };
+    let mut f = vk::ImportMemoryFdInfoKHR::default()
+        .handle_type(Types::DMA_BUF_EXT)
+        .fd(5);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(4096)
+        .push_next(&mut f);
+    assert_eq!(
+        parsed(&info).and_then(|r| r.validate(&no_dma_buf)),
+        Err(Vuid::FdHandleTypeSupported.into())
+    );
+}
+
+#[test]
+fn a_runaway_chain_is_refused() {
+    // MAX_CHAIN + 1 structures of distinct types the parser does not know (and skips).
+    let mut links: std::vec::Vec<vk::BaseInStructure<'_>> = (0..=MAX_CHAIN)
+        .map(|i| vk::BaseInStructure {
+            s_type: vk::StructureType::from_raw(1_999_000_000 + i32::try_from(i).expect("small")),
+            ..Default::default()
+        })
+        .collect();
+    let base = links.as_mut_ptr();
+    for i in 0..MAX_CHAIN {
+        // SAFETY: `i + 1 <= MAX_CHAIN` is inside `links`, which outlives the parse below.
+        unsafe { (*base.add(i)).p_next = base.add(i + 1) };
+    }
+    let mut info = vk::MemoryAllocateInfo::default().allocation_size(4096);
+    info.p_next = base.cast();
+    assert_eq!(parsed(&info).map(|_| ()), Err(Vuid::ChainValid.into()));
+    // SAFETY: one link in, still inside `links`: a chain of exactly MAX_CHAIN is fine.
+    info.p_next = unsafe { base.add(1) }.cast();
+    assert!(parsed(&info).is_ok());
 }
 
 #[test]
 fn win32_imports_are_unsupported_on_linux() {
     let mut w = vk::ImportMemoryWin32HandleInfoKHR::default()
         .handle_type(Types::OPAQUE_WIN32)
+        .handle(4);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(4096)
+        .push_next(&mut w);
+    assert_eq!(check(&info), Err(Vuid::Win32HandleTypeSupported.into()));
+    let mut w = vk::ImportMemoryWin32HandleInfoKHR::default()
+        .handle_type(Types::DMA_BUF_EXT)
         .handle(4);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
@@ -305,6 +352,10 @@ fn win32_rules_on_a_windows_device() {
     );
     assert_eq!(
         run(Types::D3D11_TEXTURE, 4, false),
+        Err(Vuid::Win32HandleTypeSupported.into())
+    );
+    assert_eq!(
+        run(Types::OPAQUE_FD, 4, false),
         Err(Vuid::Win32HandleType.into())
     );
 
