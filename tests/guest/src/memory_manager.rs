@@ -407,17 +407,6 @@ pub fn same_bytes(what: &str, expected: &[u8], seen: &[u8]) -> CheckResult<()> {
     pattern::compare(expected, seen).map_err(|m| Failure::new(what.to_owned(), m.to_string()))
 }
 
-/// `len` bytes of the 32-bit little-endian `value`.
-pub fn filled(value: u32, len: usize) -> Vec<u8> {
-    value
-        .to_le_bytes()
-        .iter()
-        .copied()
-        .cycle()
-        .take(len)
-        .collect()
-}
-
 /// A close-on-exec duplicate of `fd`.
 pub fn dup(fd: BorrowedFd<'_>) -> CheckResult<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Failure::op("F_DUPFD_CLOEXEC", e))

@@ -17,6 +17,17 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// `len` bytes of the 32-bit little-endian `value`.
+pub fn filled(value: u32, len: usize) -> Vec<u8> {
+    value
+        .to_le_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .collect()
+}
+
 /// Where two byte strings first differ and how much.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {

@@ -31,9 +31,9 @@ use extmem_guest_tests::host_memory::{AnonMapping, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::memory_manager::{
-    allocate, describe, encode, exec, expect_error, filled, find_vgpu_node, host_request,
-    import_fd, import_fd_ok, plain_request, read_mapped, same_bytes, send_to_child, va,
-    vgpu_manager, vk_op, write_mapped, TYPE_DEVICE,
+    allocate, describe, encode, exec, expect_error, find_vgpu_node, host_request, import_fd,
+    import_fd_ok, plain_request, read_mapped, same_bytes, send_to_child, va, vgpu_manager, vk_op,
+    write_mapped, TYPE_DEVICE,
 };
 use extmem_guest_tests::vgpu as guest_vgpu;
 use extmem_guest_tests::{dma_buf, fd_table, pattern};
@@ -267,7 +267,7 @@ fn exporter_flows<B: Backend>(
                 let seen = read_mapped(mm, memory, SIZE_LEN)?;
                 same_bytes(
                     &format!("the fill through {name}'s map"),
-                    &filled(fill, SIZE_LEN),
+                    &pattern::filled(fill, SIZE_LEN),
                     &seen,
                 )
             })();
@@ -331,7 +331,11 @@ fn exporter_flows<B: Backend>(
             encode(Types::DMA_BUF_EXT, child_seed, SIZE),
         )?;
         let seen = read_mapped(mm, memory, SIZE_LEN)?;
-        same_bytes("the child's fill", &filled(child_seed, SIZE_LEN), &seen)
+        same_bytes(
+            "the child's fill",
+            &pattern::filled(child_seed, SIZE_LEN),
+            &seen,
+        )
     });
 
     let what = format!("{name}: freed, its manager holds no handle; dropped, every fd opened since the group began is closed (extmem-vgpu holds none of its imports)");
@@ -390,7 +394,7 @@ fn udmabuf_host_pointers(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
             filled_ok?;
             same_bytes(
                 "the fill at the application's pointer",
-                &filled(0x1234_5678, SIZE_LEN),
+                &pattern::filled(0x1234_5678, SIZE_LEN),
                 &mapping.read_all(),
             )
         })();
@@ -463,7 +467,7 @@ fn read_only(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
                     }
                 }
                 let mut local = allocate(vgpu, &plain_request(SIZE, Types::empty()))?;
-                write_mapped(vgpu, &mut local, &filled(0xdead_beef, SIZE_LEN))?;
+                write_mapped(vgpu, &mut local, &pattern::filled(0xdead_beef, SIZE_LEN))?;
                 let copied = exec(vgpu, &[guest_vgpu::copy(va(&imported), va(&local), SIZE)]);
                 let seen = read_mapped(vgpu, &mut local, SIZE_LEN);
                 vgpu.free(local);

@@ -29,11 +29,10 @@ use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::memory_manager::{
-    allocate, decode, dup, encode, exec, expect_error, expect_vuid, fd_state, filled,
-    find_vgpu_node, host_request, import_fd, import_fd_ok, map_fd, plain_request, read_mapped,
-    receive_from_parent, same_bytes, send_to_child, va, vgpu_manager, vk_op, with_memory,
-    write_mapped, DMA_BUF_TYPES, HOST_POINTER_TYPES, MEMORY_TYPE_COUNT, TYPE_DEVICE, TYPE_HOST,
-    VA_START,
+    allocate, decode, dup, encode, exec, expect_error, expect_vuid, fd_state, find_vgpu_node,
+    host_request, import_fd, import_fd_ok, map_fd, plain_request, read_mapped, receive_from_parent,
+    same_bytes, send_to_child, va, vgpu_manager, vk_op, with_memory, write_mapped, DMA_BUF_TYPES,
+    HOST_POINTER_TYPES, MEMORY_TYPE_COUNT, TYPE_DEVICE, TYPE_HOST, VA_START,
 };
 use extmem_guest_tests::vgpu::{self as guest_vgpu, Counters};
 use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
@@ -415,7 +414,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
             )?;
             same_bytes(
                 "the GPU's fill, read from the heap buffer",
-                &filled(0x600d_f111, SIZE_LEN),
+                &pattern::filled(0x600d_f111, SIZE_LEN),
                 &read_raw(heap)?,
             )?;
             let expected = pattern::bytes(2, SIZE_LEN);
@@ -515,7 +514,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
             let seen = read_mapped(&mut env.mm, b, SIZE_LEN)?;
             same_bytes(
                 "the first import's fill, through the second's map",
-                &filled(0x0001_1111, SIZE_LEN),
+                &pattern::filled(0x0001_1111, SIZE_LEN),
                 &seen,
             )?;
             if let Some(a) = first.take() {
@@ -527,7 +526,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
             exec(&mut env.mm, &[guest_vgpu::fill(va(b), 0x0002_2222, SIZE)])?;
             same_bytes(
                 "the second import's fill after the first was freed, in the mmap",
-                &filled(0x0002_2222, SIZE_LEN),
+                &pattern::filled(0x0002_2222, SIZE_LEN),
                 &read_raw(&anon)?,
             )
         })();
@@ -601,7 +600,7 @@ fn foreign(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
                 exec(&mut env.mm, &[guest_vgpu::fill(src, 0xf0e1_d2c3, SIZE)])?;
                 same_bytes(
                     "the GPU's fill, through the dma-buf mapping",
-                    &filled(0xf0e1_d2c3, SIZE_LEN),
+                    &pattern::filled(0xf0e1_d2c3, SIZE_LEN),
                     &read_view(&view, fd.as_fd())?,
                 )
             })();
@@ -686,7 +685,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
             )?;
             same_bytes(
                 "the GPU's fill, through the dma-buf mapping",
-                &filled(0x7e57_0001, SIZE_LEN),
+                &pattern::filled(0x7e57_0001, SIZE_LEN),
                 &read_view(&view, keep.as_fd())?,
             )
         })();
@@ -707,7 +706,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
             let seen = read_mapped(&mut env.mm, memory, SIZE_LEN)?;
             same_bytes(
                 "the GPU's fill, through map",
-                &filled(0x7e57_0001, SIZE_LEN),
+                &pattern::filled(0x7e57_0001, SIZE_LEN),
                 &seen,
             )?;
             let expected = pattern::bytes(4, SIZE_LEN);
@@ -739,7 +738,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
             )?;
             same_bytes(
                 "the GPU's fill, through the memfd mapping",
-                &filled(0x7e57_0002, SIZE_LEN),
+                &pattern::filled(0x7e57_0002, SIZE_LEN),
                 &view.read_all(),
             )
         })();
@@ -807,7 +806,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
             exec(&mut env.mm, &[guest_vgpu::fill(va(b), 0x7e57_0003, SIZE)])?;
             same_bytes(
                 "the second import's fill after the first was freed",
-                &filled(0x7e57_0003, SIZE_LEN),
+                &pattern::filled(0x7e57_0003, SIZE_LEN),
                 &read_view(&view, keep.as_fd())?,
             )?;
             expect_held(env, |base| Counters {
@@ -855,7 +854,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
                 let seen = read_mapped(mm, source, SIZE_LEN)?;
                 same_bytes(
                     "the import's fill, in the source",
-                    &filled(0x7e57_0004, SIZE_LEN),
+                    &pattern::filled(0x7e57_0004, SIZE_LEN),
                     &seen,
                 )
             })();
@@ -865,7 +864,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
             let seen = read_mapped(mm, source, SIZE_LEN)?;
             same_bytes(
                 "a fill of the source after the import was freed",
-                &filled(0x7e57_0005, SIZE_LEN),
+                &pattern::filled(0x7e57_0005, SIZE_LEN),
                 &seen,
             )
         })?;
@@ -941,7 +940,7 @@ fn two_processes(ktap: &mut Ktap, env: &mut Option<Env>) {
                 let exe = io_op("current_exe", std::env::current_exe())?;
                 send_to_child(&exe, "child-import", fd, encode(handle_type, seed, SIZE))?;
                 let seen = read_mapped(mm, memory, SIZE_LEN)?;
-                same_bytes("the child's fill", &filled(seed, SIZE_LEN), &seen)
+                same_bytes("the child's fill", &pattern::filled(seed, SIZE_LEN), &seen)
             })?;
             expect_idle(env)
         });

@@ -21,6 +21,7 @@ use extmem_guest_tests::dri::{self, DrmNode, GemHandle, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
+use extmem_guest_tests::pattern::filled;
 use extmem_guest_tests::vgpu::{self, Counters, Vgpu};
 use extmem_guest_tests::{dma_buf, dma_heap, fd_table, pattern, udmabuf};
 use extmem_hw::profile::VGPU;
@@ -372,17 +373,6 @@ fn write_map(
         None => map.write(0, bytes),
     };
     written.map_err(|e| Failure::op("writing the mapping", e))
-}
-
-/// `len` bytes of the 32-bit little-endian `value`.
-fn filled(value: u32, len: usize) -> Vec<u8> {
-    value
-        .to_le_bytes()
-        .iter()
-        .copied()
-        .cycle()
-        .take(len)
-        .collect()
 }
 
 // ---- parameters -------------------------------------------------------------------------
