@@ -128,8 +128,8 @@ impl<B: Backend> MemoryManager<B> {
     }
 
     /// `vkAllocateMemory`: validates the request, creates or imports the pages and binds
-    /// them into the GPU VM. On failure nothing is left behind and an imported fd is still
-    /// the application's.
+    /// them into the GPU VM if the backend has one. On failure nothing is left behind and
+    /// an imported fd is still the application's.
     pub fn allocate(&mut self, req: &AllocRequest) -> Result<DeviceMemory, Error> {
         req.validate(&self.limits)?;
         let page = Alignment::SIZE_4K;

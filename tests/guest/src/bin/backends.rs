@@ -52,9 +52,15 @@ type Types = vk::ExternalMemoryHandleTypeFlags;
 type VgpuMm = MemoryManager<Vgpu>;
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let fds_before = fd_table::snapshot();
     let mut ktap = KtapWriter::stdout(PLAN);
     run(&mut ktap);
+    // What this program adds to the suite's guest time.
+    ktap.diagnostic(format_args!(
+        "backends ran in {:.2} s",
+        started.elapsed().as_secs_f64()
+    ));
     ktap.check(
         "fd table: every descriptor the program (and its managers) opened is closed again",
         || fd_table::closed_again(fds_before),
