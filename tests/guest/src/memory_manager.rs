@@ -16,7 +16,7 @@ use std::ptr;
 use ash::vk;
 use extmem::alloc_info::{AllocRequest, DeviceLimits, Import};
 use extmem::backend::Backend;
-use extmem::handle_types::{DeviceCaps, Platform};
+use extmem::handle_types::DeviceCaps;
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
 use extmem::vgpu::Vgpu;
@@ -127,14 +127,7 @@ pub fn vgpu_manager(fd: OwnedFd, path: &Path) -> CheckResult<MemoryManager<Vgpu>
         .and_then(|bits| 1_u64.checked_shl(bits))
         .ok_or_else(|| Failure::new("VA_BITS below 64", va_bits.to_string()))?;
     let limits = DeviceLimits {
-        caps: DeviceCaps {
-            platform: Platform::Linux,
-            opaque_fd: true,
-            dma_buf: true,
-            host_allocation: true,
-            host_mapped_foreign: true,
-            win32: false,
-        },
+        caps: DeviceCaps::LINUX_FULL,
         memory_type_count: MEMORY_TYPE_COUNT,
         min_import_alignment,
         host_pointer_types: HOST_POINTER_TYPES,

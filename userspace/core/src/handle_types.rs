@@ -34,6 +34,19 @@ pub struct DeviceCaps {
     pub win32: bool,
 }
 
+impl DeviceCaps {
+    /// extmem-vgpu on Linux (and the like): opaque fds, dma-bufs and both host-pointer
+    /// types, no Windows handles.
+    pub const LINUX_FULL: DeviceCaps = DeviceCaps {
+        platform: Platform::Linux,
+        opaque_fd: true,
+        dma_buf: true,
+        host_allocation: true,
+        host_mapped_foreign: true,
+        win32: false,
+    };
+}
+
 /// What the external memory will back.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Target {
@@ -172,14 +185,7 @@ pub fn nv_external_image_format_properties(
 mod tests {
     use super::*;
 
-    const LINUX_VGPU: DeviceCaps = DeviceCaps {
-        platform: Platform::Linux,
-        opaque_fd: true,
-        dma_buf: true,
-        host_allocation: true,
-        host_mapped_foreign: true,
-        win32: false,
-    };
+    const LINUX_VGPU: DeviceCaps = DeviceCaps::LINUX_FULL;
 
     const WINDOWS_SOFT: DeviceCaps = DeviceCaps {
         platform: Platform::Windows,

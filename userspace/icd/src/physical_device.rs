@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ash::vk;
 use extmem::alloc_info::DeviceLimits;
 use extmem::backend::BackendError;
-use extmem::handle_types::{DeviceCaps, Platform};
+use extmem::handle_types::DeviceCaps;
 use extmem::vgpu::Vgpu;
 use extmem_hw::{Alignment, PageSize, PageSizes};
 use extmem_uapi as uapi;
@@ -228,14 +228,7 @@ impl DeviceInfo {
 
     /// The device's external-memory capabilities: fds, dma-bufs and both host types.
     pub fn caps(&self) -> DeviceCaps {
-        DeviceCaps {
-            platform: Platform::Linux,
-            opaque_fd: true,
-            dma_buf: true,
-            host_allocation: true,
-            host_mapped_foreign: true,
-            win32: false,
-        }
+        DeviceCaps::LINUX_FULL
     }
 
     /// What allocation validation needs.

@@ -3,14 +3,7 @@ use crate::handle_types::Platform;
 use ash::vk::Handle;
 
 const LIMITS: DeviceLimits = DeviceLimits {
-    caps: DeviceCaps {
-        platform: Platform::Linux,
-        opaque_fd: true,
-        dma_buf: true,
-        host_allocation: true,
-        host_mapped_foreign: true,
-        win32: false,
-    },
+    caps: DeviceCaps::LINUX_FULL,
     memory_type_count: 3,
     min_import_alignment: Alignment::SIZE_4K,
     host_pointer_types: 0b110,

@@ -4,7 +4,7 @@
 use super::*;
 use crate::alloc_info::DeviceLimits;
 use crate::backend::{GpuVm, Op};
-use crate::handle_types::{DeviceCaps, Platform};
+use crate::handle_types::DeviceCaps;
 use core::num::NonZeroU32;
 use rustix::fd::{AsFd, AsRawFd, IntoRawFd};
 use std::sync::Mutex;
@@ -205,14 +205,7 @@ impl GpuVm for Fake {
 }
 
 const LIMITS: DeviceLimits = DeviceLimits {
-    caps: DeviceCaps {
-        platform: Platform::Linux,
-        opaque_fd: true,
-        dma_buf: true,
-        host_allocation: true,
-        host_mapped_foreign: true,
-        win32: false,
-    },
+    caps: DeviceCaps::LINUX_FULL,
     memory_type_count: 2,
     min_import_alignment: Alignment::SIZE_4K,
     host_pointer_types: 0b10,
