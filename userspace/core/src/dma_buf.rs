@@ -118,6 +118,7 @@ mod tests {
 
     #[test]
     fn size_by_seek_leaves_the_offset_at_zero() {
+        let _serial = crate::FD_TESTS.lock();
         let fd = memfd(0x3000);
         assert_eq!(size(fd.as_fd(), Op::Info), Ok(0x3000));
         assert_eq!(rustix::fs::seek(&fd, SeekFrom::Current(0)), Ok(0));
@@ -126,6 +127,7 @@ mod tests {
 
     #[test]
     fn a_read_only_file_is_mapped_for_reading_only() {
+        let _serial = crate::FD_TESTS.lock();
         let fd = memfd(0x1000);
         let path = std::format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&fd));
         let ro = rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, 0.into())

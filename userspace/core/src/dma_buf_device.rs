@@ -260,6 +260,7 @@ mod tests {
 
     #[test]
     fn allocate_export_import_round_trip_gives_back_the_same_handle() {
+        let _serial = crate::FD_TESTS.lock();
         let mut dev = device();
         let a = dev.create(0x3000).expect("create");
         assert_eq!(dev.info(a), Ok((0x3000, ObjectOrigin::Native)));
@@ -297,6 +298,7 @@ mod tests {
 
     #[test]
     fn only_accepted_fds_import_and_host_ranges_need_the_exporter() {
+        let _serial = crate::FD_TESTS.lock();
         let mut dev = device();
         let (pipe, _w) = rustix::pipe::pipe().expect("pipe");
         assert_eq!(
@@ -331,6 +333,7 @@ mod tests {
 
     #[test]
     fn handles_wrap_past_the_top_and_skip_live_ones() {
+        let _serial = crate::FD_TESTS.lock();
         let mut dev = device();
         let a = dev.create(0x1000).expect("create");
         assert_eq!(a.0.get(), 1);
@@ -343,6 +346,7 @@ mod tests {
 
     #[test]
     fn mapping_is_bounded_by_the_buffer() {
+        let _serial = crate::FD_TESTS.lock();
         let mut dev = device();
         let a = dev.create(0x2000).expect("create");
         assert_eq!(

@@ -34,3 +34,8 @@ pub mod va_allocator;
 pub mod vgpu;
 
 pub use error::{Error, HandleError, Vuid};
+
+/// Some tests count this process's open fds, so every test that opens an fd holds this
+/// lock: the count is only stable while no other test thread opens or closes one.
+#[cfg(test)]
+pub(crate) static FD_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -267,6 +267,7 @@ mod tests {
 
     #[test]
     fn an_anonymous_pointer_is_refused() {
+        let _serial = crate::FD_TESTS.lock();
         let page = std::vec![0u8; 0x2000];
         let Ok(mut dev) = Udmabuf::open() else {
             // Without /dev/udmabuf the refusal comes from opening it; the guest tests cover

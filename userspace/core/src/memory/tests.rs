@@ -7,11 +7,9 @@ use crate::backend::{GpuVm, Op};
 use crate::handle_types::DeviceCaps;
 use core::num::NonZeroU32;
 use rustix::fd::{AsFd, AsRawFd, IntoRawFd};
-use std::sync::Mutex;
 use std::vec::Vec;
 
-/// fd counting is per process: tests that count fds run one at a time.
-static FD_TESTS: Mutex<()> = Mutex::new(());
+use crate::FD_TESTS;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("procfs").count()
