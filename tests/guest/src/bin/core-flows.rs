@@ -31,6 +31,7 @@ use extmem::memory::{DeviceMemory, MemoryManager, Origin};
 use extmem::va_allocator::VaAllocator;
 use extmem::vgpu::Vgpu;
 use extmem::{Error, HandleError, Vuid};
+use extmem_guest_tests::device_snapshot::{counters, expect_counters};
 use extmem_guest_tests::dri::{self, DrmNode, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
@@ -231,12 +232,6 @@ fn manager(fd: OwnedFd, path: &std::path::Path) -> CheckResult<Mm> {
     Ok(MemoryManager::new(vgpu, limits, va, DMA_BUF_TYPES))
 }
 
-fn counters(observer: &guest_vgpu::Vgpu) -> CheckResult<Counters> {
-    observer
-        .counters()
-        .map_err(|e| Failure::op("GET_PARAM of the counters", e))
-}
-
 /// The counters are `want(base)`, page-table pages aside (a VM keeps the tables it grew
 /// until its file closes).
 fn expect_held(env: &Env, want: impl FnOnce(Counters) -> Counters) -> CheckResult<()> {
@@ -245,14 +240,7 @@ fn expect_held(env: &Env, want: impl FnOnce(Counters) -> Counters) -> CheckResul
         pt_pages: seen.pt_pages,
         ..want(env.base)
     };
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("counters {expected}"),
-            format!("counters {seen}"),
-        ))
-    }
+    expect_counters(seen, expected)
 }
 
 /// Back at the start (page-table pages aside) and no GEM handle held by the manager.
