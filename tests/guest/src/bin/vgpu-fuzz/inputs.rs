@@ -3,11 +3,12 @@
 //! flags and padding, each drawn from the seeded generator.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use extmem_guest_tests::dri::{DrmNode, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, RawBytes};
 use extmem_guest_tests::ktap::{io_op, CheckResult, Failure};
+use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::pattern::Rng;
 use extmem_guest_tests::{dri, udmabuf};
 use extmem_uapi::{FLAG_READ_ONLY, USERPTR_PROBE};
@@ -43,6 +44,9 @@ pub(crate) struct Hostile {
     pub(crate) hole: u64,
     /// The driver's largest object (`MAX_MAPPING`).
     pub(crate) max_mapping: u64,
+    /// CPU mappings of the vgem dma-buf and the udmabuf: a host pointer into one of them
+    /// imports the dma-buf (`FOREIGN`).
+    pub(crate) foreign: Vec<SharedMapping>,
     /// The number of a descriptor that was opened and closed again.
     pub(crate) closed_fd: RawFd,
     /// Kept open: the descriptors behind [`Hostile::candidates`].
@@ -89,12 +93,21 @@ impl Hostile {
         files.push(("/dev/null", null.into(), false));
         let vgem_file = io_op("open(/proc/self/exe)", File::open("/proc/self/exe"))?;
         files.push(("a regular file", vgem_file.into(), false));
-        files.push(("a vgem dma-buf", vgem.dumb_dma_buf(SMALL)?, true));
+        let vgem_buf = vgem.dumb_dma_buf(SMALL)?;
+        let mut foreign = vec![io_op(
+            "mapping the vgem dma-buf",
+            SharedMapping::new(vgem_buf.as_fd(), 0, len(SMALL)),
+        )?];
+        files.push(("a vgem dma-buf", vgem_buf, true));
         let (memfd, udma) = io_op(
             "a udmabuf over a sealed memfd",
             udmabuf::over_sealed_memfd("extmem-fuzz", SMALL),
         )?;
         files.push(("a udmabuf's memfd", memfd, false));
+        foreign.push(io_op(
+            "mapping the udmabuf",
+            SharedMapping::new(udma.as_fd(), 0, len(SMALL)),
+        )?);
         files.push(("a udmabuf", udma, true));
         // A number far above the ones in use, so no later open (an export) reuses it.
         let closed_fd = {
@@ -111,6 +124,7 @@ impl Hostile {
             no_access,
             hole,
             max_mapping,
+            foreign,
             closed_fd,
             files,
             _vgem: vgem,
@@ -144,10 +158,10 @@ impl Hostile {
     }
 
     /// A host pointer: into the buffer (aligned or not), the read-only or inaccessible
-    /// mapping, the hole, or addresses no user range has.
+    /// mapping, the hole, a dma-buf's mapping, or addresses no user range has.
     pub(crate) fn pointer(&self, rng: &mut Rng) -> u64 {
         let in_buffer = self.buffer.addr() + rng.below(BUFFER / PAGE) * PAGE;
-        match rng.below(12) {
+        match rng.below(13) {
             0..=4 => in_buffer,
             5 => in_buffer + 1 + rng.below(PAGE - 1),
             6 => self.read_only.addr(),
@@ -164,6 +178,10 @@ impl Hostile {
                 ])
                 .unwrap_or(&0),
             10 => self.buffer.addr() + BUFFER - PAGE,
+            11 => self
+                .foreign
+                .get(rng.index(self.foreign.len()))
+                .map_or(0, |m| m.addr() + rng.below(SMALL / PAGE) * PAGE),
             _ => rng.next_u64(),
         }
     }
@@ -246,6 +264,15 @@ pub(crate) fn pad(rng: &mut Rng) -> u32 {
         (rng.next_u32()) | 1
     } else {
         0
+    }
+}
+
+impl Hostile {
+    /// Whether `ptr` lies inside one of the dma-buf mappings.
+    pub(crate) fn in_foreign(&self, ptr: u64) -> bool {
+        self.foreign
+            .iter()
+            .any(|m| (m.addr()..m.addr() + SMALL).contains(&ptr))
     }
 }
 

@@ -34,6 +34,7 @@ use extmem_uapi::{
 };
 use rustix::io::Errno;
 use rustix::ioctl::{self, opcode, Ioctl, IoctlOutput, Opcode, Updater};
+use rustix::mm::{MapFlags, ProtFlags};
 
 use inputs::{Hostile, PAGE, VA_END};
 use model::{Binding, Model, Object};
@@ -202,7 +203,7 @@ impl Fuzzer {
         if self.model.objects.len() > MAX_LIVE || self.model.bindings.len() > MAX_LIVE {
             self.empty_model();
         }
-        match self.rng.below(15) {
+        match self.rng.below(16) {
             0 => self.get_param(),
             1 | 2 => self.gem_create(),
             3 | 4 => self.userptr(),
@@ -213,6 +214,7 @@ impl Fuzzer {
             11 => self.export(),
             12 => self.import(),
             13 => self.gem_close(),
+            14 => self.drm_mmap(),
             _ => self.raw_ioctl(),
         }
     }
@@ -327,7 +329,12 @@ impl Fuzzer {
             ..GemInfo::default()
         };
         match self.gpu.gem_info_raw(&mut info) {
-            Ok(()) if info.size == object.size && info.kind == object.kind => {}
+            Ok(()) if info.size == object.size && info.kind == object.kind => {
+                if info.mmap_offset != 0 {
+                    self.model.stale_offsets.retain(|&o| o != info.mmap_offset);
+                    self.model.offsets.insert(handle, info.mmap_offset);
+                }
+            }
             other => self.inconsistent(format!(
                 "{call} {sent} made handle {handle}, GEM_INFO says {other:?} {info:?}"
             )),
@@ -370,7 +377,13 @@ impl Fuzzer {
             }
             return;
         }
-        if args.kind != ObjectKind::USERPTR && args.kind != ObjectKind::FOREIGN {
+        let foreign = self.hostile.in_foreign(sent.ptr);
+        let kind = if foreign {
+            ObjectKind::FOREIGN
+        } else {
+            ObjectKind::USERPTR
+        };
+        if args.kind != kind {
             self.inconsistent(format!("GEM_USERPTR {sent:?} made kind {:?}", args.kind));
         }
         self.new_object(
@@ -760,6 +773,9 @@ impl Fuzzer {
             .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO));
         self.record("GEM_CLOSE", started, &result);
         let live = self.model.objects.remove(&handle).is_some();
+        if let Some(offset) = self.model.offsets.remove(&handle) {
+            self.model.stale_offsets.push(offset);
+        }
         if result.is_ok() != live {
             self.inconsistent(format!(
                 "GEM_CLOSE of handle {handle} (live {live}) gave {result:?}"
@@ -769,6 +785,68 @@ impl Fuzzer {
             self.model.closed.push(handle);
             // Exports keep the object alive in the dma-buf; a re-import makes a new handle.
             self.exports.retain(|(_, h)| *h != handle);
+        }
+    }
+
+    /// `mmap` of the DRM file at a live object's offset, a closed object's (its handle gone,
+    /// the file may no longer map it), or anywhere; lengths up to past the object.
+    ///
+    /// Only objects of at most 2 MiB are mapped: Linux 6.12's `drm_gem_shmem_mmap` allocates
+    /// every page of the object at mmap time, so mapping one page of a 4 GiB object (a size
+    /// `GEM_CREATE` accepts) takes all the guest's memory for half a minute before it fails
+    /// with `ENOMEM`. That is the helper's design, reported rather than fuzzed.
+    fn drm_mmap(&mut self) {
+        let live: Vec<(u64, u64)> = self
+            .model
+            .offsets
+            .iter()
+            .filter_map(|(h, &o)| Some((o, self.model.objects.get(h)?.size)))
+            .filter(|&(_, size)| size <= 2 << 20)
+            .collect();
+        let offset = match self.rng.below(10) {
+            0..=4 => live.get(self.rng.index(live.len())).map_or(0, |l| l.0),
+            5 | 6 => *self.rng.pick(&self.model.stale_offsets).unwrap_or(&0),
+            // Below the DRM core's first fake offset (4 GiB), and far above every object's:
+            // nothing is there (a random offset inside a large object would populate it).
+            7 => self.rng.below(1 << 20) * PAGE,
+            _ => (self.rng.next_u64() | 1 << 62) & !(PAGE - 1),
+        };
+        let len = match self.rng.below(6) {
+            0..=3 => (1 + self.rng.below(4)) * PAGE,
+            4 => 1 << 30,
+            _ => 2 * (1 << 20) + PAGE,
+        };
+        let started = Instant::now();
+        // SAFETY: a fresh shared mapping at an address the kernel picks overlaps nothing
+        // Rust uses; it is unmapped below without being touched.
+        let result = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                usize::try_from(len).unwrap_or(usize::MAX),
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                self.gpu.as_fd(),
+                offset,
+            )
+        };
+        self.record("mmap of the DRM file", started, &result);
+        let Ok(addr) = result else { return };
+        // SAFETY: the mapping just made, of `len` bytes, referenced by nothing else.
+        let _ = unsafe { rustix::mm::munmap(addr, usize::try_from(len).unwrap_or(0)) };
+        // The DRM core maps any page range inside one object the file may map.
+        let fits = self.model.offsets.iter().any(|(h, &o)| {
+            offset.checked_sub(o).is_some_and(|into| {
+                let end = into.checked_add(len);
+                self.model
+                    .objects
+                    .get(h)
+                    .is_some_and(|obj| end.is_some_and(|e| e <= obj.size))
+            })
+        });
+        if !fits {
+            self.inconsistent(format!(
+                "mmap of {len} bytes at offset {offset:#x} succeeded; live objects {live:x?}"
+            ));
         }
     }
 
@@ -863,6 +941,9 @@ impl Fuzzer {
             self.model.closed.push(handle);
         }
         self.model.objects.clear();
+        let offsets = std::mem::take(&mut self.model.offsets);
+        self.model.stale_offsets.extend(offsets.into_values());
+        self.model.stale_offsets.truncate(64);
         self.exports.clear();
         self.model.closed.sort_unstable();
         self.model.closed.dedup();

@@ -35,6 +35,10 @@ pub(crate) struct Model {
     pub(crate) closed: Vec<u32>,
     /// Bindings by first VA.
     pub(crate) bindings: BTreeMap<u64, Binding>,
+    /// The DRM-file mmap offset of live objects that have one, by handle.
+    pub(crate) offsets: BTreeMap<u32, u64>,
+    /// Offsets of objects whose handle this file closed.
+    pub(crate) stale_offsets: Vec<u64>,
 }
 
 impl Model {
