@@ -105,8 +105,7 @@ fn run(ktap: &mut Ktap) {
         started.elapsed().as_secs_f64()
     ));
     racing(ktap, gpu.zip(start));
-    limits(ktap, gpu.zip(start));
-    lifetime(ktap, gpu.zip(start));
+    own_file_checks(ktap, gpu.zip(start));
     ktap.check(
         "stress: the kernel log has no BUG, WARNING or Oops since the program began",
         || kernel_log::clean_since(mark),
@@ -497,24 +496,39 @@ fn racing(ktap: &mut Ktap, gpu: Option<(&Vgpu, Snapshot)>) {
     );
 }
 
-// ---- fixed limits ------------------------------------------------------------------------
+// ---- fixed limits and the lifetime of imported memory, each on a file of its own ---------
 
-fn limits(ktap: &mut Ktap, gpu: Option<(&Vgpu, Snapshot)>) {
-    ktap.check_after(
+/// A check on a file of its own, given the observer and the state to return to.
+type OwnFileCheck = fn(&Vgpu, Snapshot) -> CheckResult<()>;
+
+/// The limits and lifetime checks, each on a file of its own.
+const OWN_FILE_CHECKS: &[(&str, OwnFileCheck)] = &[
+    (
         "limits: 4,096 bindings fit in one VM, the next VM_BIND fails with ENOSPC and changes nothing, all unbind again",
-        gpu,
-        |(observer, start)| bindings_limit(observer, start),
-    );
-    ktap.check_after(
+        bindings_limit,
+    ),
+    (
         "limits: 1,024 pins fit in one file, the next GEM_USERPTR fails with ENOSPC and pins nothing, all close again",
-        gpu,
-        |(observer, start)| pins_limit(observer, start),
-    );
-    ktap.check_after(
+        pins_limit,
+    ),
+    (
         "limits: the last page of the 48-bit VA space binds; a binding at or across its end fails with ERANGE",
-        gpu,
-        |(observer, start)| va_end(observer, start),
-    );
+        va_end,
+    ),
+    (
+        "munmap of an imported, bound host range: no fault; its pages stay pinned until the file closes and the GPU copies the bytes written before the munmap; a new import of the range fails with EFAULT",
+        munmapped,
+    ),
+    (
+        "fork after import: the child sees the bytes and its writes stay its own (the pinned page was copied for it at fork); the GPU and the parent keep the parent's pinned page, parent writes after the fork reach the GPU; the child's own import through the inherited file outlives its mm and is released with the file",
+        forked,
+    ),
+];
+
+fn own_file_checks(ktap: &mut Ktap, gpu: Option<(&Vgpu, Snapshot)>) {
+    for (description, check) in OWN_FILE_CHECKS {
+        ktap.check_after(description, gpu, |(observer, start)| check(observer, start));
+    }
 }
 
 fn bindings_limit(observer: &Vgpu, start: Snapshot) -> CheckResult<()> {
@@ -580,7 +594,7 @@ fn va_end(observer: &Vgpu, start: Snapshot) -> CheckResult<()> {
     expect_snapshot(snapshot(observer)?, start)
 }
 
-// ---- lifetime of imported host memory ----------------------------------------------------
+// ---- lifetime of imported host memory ---------------------------------------------------
 
 /// A file with a source range bound at `SLOT` and a 64 KiB host destination at `SLOT + SIZE`;
 /// `copy` runs the GPU copy and returns the destination's bytes.
@@ -616,19 +630,6 @@ impl CopyRig {
 
 fn same(what: &str, expected: &[u8], seen: &[u8]) -> CheckResult<()> {
     pattern::compare(expected, seen).map_err(|m| Failure::new(what.to_owned(), m.to_string()))
-}
-
-fn lifetime(ktap: &mut Ktap, gpu: Option<(&Vgpu, Snapshot)>) {
-    ktap.check_after(
-        "munmap of an imported, bound host range: no fault; its pages stay pinned until the file closes and the GPU copies the bytes written before the munmap; a new import of the range fails with EFAULT",
-        gpu,
-        |(observer, start)| munmapped(observer, start),
-    );
-    ktap.check_after(
-        "fork after import: the child sees the bytes and its writes stay its own (the pinned page was copied for it at fork); the GPU and the parent keep the parent's pinned page, parent writes after the fork reach the GPU; the child's own import through the inherited file outlives its mm and is released with the file",
-        gpu,
-        |(observer, start)| forked(observer, start),
-    );
 }
 
 fn munmapped(observer: &Vgpu, start: Snapshot) -> CheckResult<()> {
