@@ -160,6 +160,19 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "vgpu",
             output: OutputFormat::Ktap,
         },
+        // Hostile userspace: random ioctls, leak cycles, killed clients, concurrency, limits.
+        GuestProgram {
+            name: "vgpu-fuzz",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "vgpu-fuzz",
+            output: OutputFormat::Ktap,
+        },
+        GuestProgram {
+            name: "vgpu-stress",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "vgpu-stress",
+            output: OutputFormat::Ktap,
+        },
         GuestProgram {
             name: "core-flows",
             package: GUEST_TESTS_PACKAGE,

@@ -42,10 +42,10 @@ commands:
 
 options:
   --kvm              use KVM instead of TCG (needs /dev/kvm)
-  --timeout SECONDS  limit for one guest boot (default 300)";
+  --timeout SECONDS  limit for one guest boot (default 600)";
 
 /// The default limit for one guest boot.
-const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subcommand {

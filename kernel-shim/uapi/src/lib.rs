@@ -20,11 +20,15 @@
 //! | `EEXIST` | the VA range overlaps an existing binding |
 //! | `EFAULT` | a user range that is not mapped (or not writable for a write pin), a bad pointer |
 //! | `ENOMEM` | `RLIMIT_MEMLOCK` would be exceeded, or the kernel is out of memory |
-//! | `ENOSPC` | a fixed-capacity table (objects, bindings) is full |
+//! | `ENOSPC` | a fixed-capacity table is full: 4,096 bindings per VM (`VM_BIND`), 1,024 pinned ranges per file (`GEM_USERPTR`); nothing is changed |
 //! | `EACCES` | `VM_BIND` of a read-only object without `FLAG_READ_ONLY` |
 //! | `EOPNOTSUPP` | PRIME export of a userptr or FOREIGN object; import of a dma-buf whose DMA addresses are not physical addresses |
 //! | `EINTR` | a signal arrived while pinning or waiting for a lock; nothing was done, retry |
 //! | `EIO` | `EXEC` hit a GPU fault; the fault fields say where |
+//!
+//! The standard `PRIME_FD_TO_HANDLE` (DRM core) fails with `EBADF` for a number that is no
+//! open descriptor and `EINVAL` for a descriptor that is not a dma-buf (a memfd, pipe,
+//! eventfd, `/dev/null`); `GEM_CLOSE` of a handle that is not live fails with `EINVAL`.
 #![no_std]
 #![forbid(unsafe_code)]
 

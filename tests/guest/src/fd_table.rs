@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 
-use crate::ktap::{CheckResult, Failure};
+use std::process::ExitCode;
+
+use crate::ktap::{CheckResult, Failure, KtapWriter};
 
 /// Open descriptors and what each refers to (`readlink /proc/self/fd/N`).
 ///
@@ -53,6 +55,19 @@ pub fn closed_again(before: io::Result<BTreeMap<u32, String>>) -> CheckResult<()
             format!("still open: {}", leaks.join(", ")),
         ))
     }
+}
+
+/// Runs a KTAP program of `planned` results: `run` writes all but the last, and the last
+/// is [`closed_again`] against the descriptors open before `run`.
+pub fn ktap_program(planned: usize, run: impl FnOnce(&mut KtapWriter<io::Stdout>)) -> ExitCode {
+    let before = snapshot();
+    let mut ktap = KtapWriter::stdout(planned);
+    run(&mut ktap);
+    ktap.check(
+        "every descriptor the program opened is closed again",
+        || closed_again(before),
+    );
+    ktap.finish()
 }
 
 #[cfg(test)]

@@ -4,11 +4,14 @@
 //! runs the binaries of this crate inside it, by their host paths. Each KTAP program prints one
 //! KTAP document on stdout; the runner parses it (see `qemu/src/ktap.rs`).
 
+pub mod child_process;
+pub mod device_snapshot;
 pub mod dma_buf;
 pub mod dma_heap;
 pub mod dri;
 pub mod fd_table;
 pub mod host_memory;
+pub mod kernel_log;
 pub mod ktap;
 pub mod mapping;
 pub mod memory_manager;

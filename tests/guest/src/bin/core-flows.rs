@@ -24,6 +24,7 @@ use extmem::backend::HostImport;
 use extmem::memory::{MemoryManager, Origin};
 use extmem::vgpu::Vgpu;
 use extmem::{Error, HandleError, Vuid};
+use extmem_guest_tests::device_snapshot::{counters, expect_counters};
 use extmem_guest_tests::dri::{self, DrmNode, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
@@ -121,24 +122,11 @@ fn run(ktap: &mut Ktap) {
     ktap.check_after(what, env, |env| {
         expect_eq("live GEM handles", env.mm.live_handles(), 0)?;
         drop(env.mm);
-        let seen = counters(&env.observer)?;
-        if seen == env.base {
-            Ok(())
-        } else {
-            Err(Failure::new(
-                format!("counters {}", env.base),
-                format!("counters {seen}"),
-            ))
-        }
+        expect_counters(counters(&env.observer)?, env.base)
     });
 }
 
 // ---- helpers ----------------------------------------------------------------------------
-fn counters(observer: &guest_vgpu::Vgpu) -> CheckResult<Counters> {
-    observer
-        .counters()
-        .map_err(|e| Failure::op("GET_PARAM of the counters", e))
-}
 
 /// The counters are `want(base)`, page-table pages aside (a VM keeps the tables it grew
 /// until its file closes).
@@ -148,14 +136,7 @@ fn expect_held(env: &Env, want: impl FnOnce(Counters) -> Counters) -> CheckResul
         pt_pages: seen.pt_pages,
         ..want(env.base)
     };
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("counters {expected}"),
-            format!("counters {seen}"),
-        ))
-    }
+    expect_counters(seen, expected)
 }
 
 /// Back at the start (page-table pages aside) and no GEM handle held by the manager.

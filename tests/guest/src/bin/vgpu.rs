@@ -10,13 +10,18 @@
 //! The program re-runs itself as a child for the checks that need another process
 //! (`vgpu child-memlock`, `vgpu child-hold`).
 
-use std::fmt::{self, Display};
+use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
 
+use extmem_guest_tests::child_process;
+use extmem_guest_tests::device_snapshot::{
+    counters, errno_name, expect_counters, expect_errno, expect_snapshot, op, snapshot, Snapshot,
+};
 use extmem_guest_tests::dri::{self, DrmNode, GemHandle, NodeKind};
 use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
@@ -34,6 +39,9 @@ use extmem_uapi::{
 use rustix::fs::{memfd_create, MemfdFlags};
 use rustix::io::Errno;
 use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
+
+/// How long a `vgpu child-*` run may take before it counts as a hang.
+const CHILD_LIMIT: Duration = Duration::from_secs(120);
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
 const PLAN: usize = 96;
@@ -57,14 +65,7 @@ fn main() -> ExitCode {
         Some("child-hold") => return child_hold(),
         _ => {}
     }
-    let fds_before = fd_table::snapshot();
-    let mut ktap = KtapWriter::stdout(PLAN);
-    run(&mut ktap);
-    ktap.check(
-        "every descriptor the program opened is closed again",
-        || fd_table::closed_again(fds_before),
-    );
-    ktap.finish()
+    fd_table::ktap_program(PLAN, run)
 }
 
 fn run(ktap: &mut Ktap) {
@@ -111,119 +112,6 @@ fn run(ktap: &mut Ktap) {
 }
 
 // ---- helpers ----------------------------------------------------------------------------
-
-fn errno_name(errno: Errno) -> String {
-    let known = [
-        (Errno::INVAL, "EINVAL"),
-        (Errno::OVERFLOW, "EOVERFLOW"),
-        (Errno::RANGE, "ERANGE"),
-        (Errno::NOENT, "ENOENT"),
-        (Errno::EXIST, "EEXIST"),
-        (Errno::FAULT, "EFAULT"),
-        (Errno::NOMEM, "ENOMEM"),
-        (Errno::NOSPC, "ENOSPC"),
-        (Errno::IO, "EIO"),
-        (Errno::ACCESS, "EACCES"),
-        (Errno::OPNOTSUPP, "EOPNOTSUPP"),
-        (Errno::NODEV, "ENODEV"),
-        (Errno::PERM, "EPERM"),
-        (Errno::PROTO, "EPROTO"),
-    ];
-    known.iter().find(|(e, _)| *e == errno).map_or_else(
-        || format!("errno {}", errno.raw_os_error()),
-        |(_, n)| (*n).to_owned(),
-    )
-}
-
-/// An ioctl that should have worked.
-fn op<T>(what: impl Display, result: Result<T, Errno>) -> CheckResult<T> {
-    result.map_err(|e| Failure::op(what, errno_name(e)))
-}
-
-fn counters(gpu: &Vgpu) -> CheckResult<Counters> {
-    op("GET_PARAM of the counters", gpu.counters())
-}
-
-fn expect_counters(seen: Counters, expected: Counters) -> CheckResult<()> {
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("counters {expected}"),
-            format!("counters {seen}"),
-        ))
-    }
-}
-
-/// `result` failed with exactly `expected`.
-fn expect_errno<T: fmt::Debug>(
-    what: &str,
-    result: Result<T, Errno>,
-    expected: Errno,
-) -> CheckResult<()> {
-    match result {
-        Err(errno) if errno == expected => Ok(()),
-        Err(errno) => Err(Failure::new(
-            format!("{what} fails with {}", errno_name(expected)),
-            format!("it failed with {}", errno_name(errno)),
-        )),
-        Ok(value) => Err(Failure::new(
-            format!("{what} fails with {}", errno_name(expected)),
-            format!("it succeeded: {value:?}"),
-        )),
-    }
-}
-
-/// What the device holds by its own counters, and by the kernel's books: pages pinned with
-/// `FOLL_PIN` system-wide and not unpinned (`/proc/vmstat`), and the dma-buf attachments of
-/// the device in the dma-buf core's list (debugfs). Nothing else in the guest pins pages or
-/// attaches to dma-bufs while a check runs, so the kernel's numbers move only with the driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Snapshot {
-    counters: Counters,
-    pins: i64,
-    attachments: usize,
-}
-
-impl Display for Snapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}; FOLL_PIN pins outstanding {}; debugfs attachments {}",
-            self.counters, self.pins, self.attachments
-        )
-    }
-}
-
-/// The counters and the kernel's books, checking that the driver's attachment counter agrees
-/// with the dma-buf core.
-fn snapshot(gpu: &Vgpu) -> CheckResult<Snapshot> {
-    let counters = counters(gpu)?;
-    let pins = io_op("reading /proc/vmstat", host_memory::foll_pins_outstanding())?;
-    let attachments = io_op(
-        format!("reading {}", vgpu::DMA_BUF_BUFINFO),
-        vgpu::dma_buf_attachments(extmem_uapi::DRIVER_NAME),
-    )?;
-    if counters.attachments != attachments as u64 {
-        return Err(Failure::new(
-            format!("the ATTACHMENTS counter equal to debugfs's count ({attachments})"),
-            format!("ATTACHMENTS {}", counters.attachments),
-        ));
-    }
-    Ok(Snapshot {
-        counters,
-        pins,
-        attachments,
-    })
-}
-
-fn expect_snapshot(seen: Snapshot, expected: Snapshot) -> CheckResult<()> {
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(expected.to_string(), seen.to_string()))
-    }
-}
 
 /// `expected` with the page-table pages of `now`: a VM keeps the tables it grew until the
 /// file closes, so group cleanups compare everything else.
@@ -1863,10 +1751,10 @@ const MEMLOCK_LIMIT: u64 = 64 * 1024;
 
 fn memlock(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
     let before = gpu.map(snapshot).and_then(Result::ok);
-    let reported = run_child("child-memlock").map(|(_, lines)| lines);
+    let reported = child_process::run_self(&["child-memlock"], CHILD_LIMIT).map(|run| run.lines);
     for (index, description) in MEMLOCK_CHECKS.iter().enumerate() {
         match &reported {
-            Ok(lines) => match lines.get(index).map(|l| parse_child_line(l)) {
+            Ok(lines) => match lines.get(index).map(|l| child_process::parse_line(l)) {
                 Some(Ok(())) => ktap.pass(description),
                 Some(Err(failure)) => ktap.fail(description, &failure),
                 None => ktap.fail(
@@ -1886,51 +1774,10 @@ fn memlock(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
     });
 }
 
-fn parse_child_line(line: &str) -> CheckResult<()> {
-    let mut fields = line.split('\t');
-    match (fields.next(), fields.next(), fields.next()) {
-        (Some("ok"), _, _) => Ok(()),
-        (Some("fail"), Some(expected), Some(seen)) => Err(Failure::new(expected, seen)),
-        _ => Err(Failure::new(
-            "ok or fail<TAB>expected<TAB>seen",
-            line.to_owned(),
-        )),
-    }
-}
-
-fn report_child(result: &CheckResult<()>) {
-    match result {
-        Ok(()) => println!("ok"),
-        Err(f) => println!(
-            "fail\t{}\t{}",
-            f.expected.replace('\t', " "),
-            f.seen.replace('\t', " ")
-        ),
-    }
-}
-
-/// Runs this program as `vgpu <mode>` to completion; its stdout lines.
-fn run_child(mode: &str) -> CheckResult<(std::process::ExitStatus, Vec<String>)> {
-    let exe = io_op("locating /proc/self/exe", std::env::current_exe())?;
-    let output = io_op(
-        format!("running {} {mode}", exe.display()),
-        Command::new(&exe)
-            .arg(mode)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output(),
-    )?;
-    let lines = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    Ok((output.status, lines))
-}
-
 fn child_memlock() -> ExitCode {
     let results = memlock_child_checks();
     for result in &results {
-        report_child(result);
+        child_process::report(result);
     }
     ExitCode::SUCCESS
 }
@@ -2120,7 +1967,7 @@ fn spawn_hold() -> CheckResult<Child> {
         (read, other) => {
             let _ = child.kill();
             let _ = child.wait();
-            let failure = parse_child_line(other).err();
+            let failure = child_process::parse_line(other).err();
             Err(failure.unwrap_or_else(|| {
                 Failure::new("\"ready\" from the child", format!("{read:?}: {other:?}"))
             }))
@@ -2149,7 +1996,7 @@ fn child_hold() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            report_child(&Err(failure));
+            child_process::report(&Err(failure));
             ExitCode::FAILURE
         }
     }
