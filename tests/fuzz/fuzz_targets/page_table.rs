@@ -25,14 +25,14 @@ fn addr(b: &mut Bytes<'_>) -> u64 {
     }
 }
 
-/// A non-zero, page-aligned size: a few pages, blocks with ragged edges, 1 GiB, or up to
-/// 256 MiB of pages.
+/// A non-zero, page-aligned size: a few pages, blocks with ragged edges, up to 2 MiB of
+/// pages, or (rarely: a GiB of 4 KiB pages takes the model a second) 1 GiB.
 fn size(b: &mut Bytes<'_>) -> u64 {
-    match b.u8() % 4 {
-        0 => u64::from(b.u8() % 8 + 1) * PAGE,
-        1 => u64::from(b.u8() % 3 + 1) * M2 + u64::from(b.u8() % 3) * PAGE,
-        2 => G1,
-        _ => u64::from(b.u16()).max(1) * PAGE,
+    match b.u8() % 16 {
+        0..=7 => u64::from(b.u8() % 8 + 1) * PAGE,
+        8..=11 => u64::from(b.u8() % 3 + 1) * M2 + u64::from(b.u8() % 3) * PAGE,
+        12..=14 => u64::from(b.u16() % 512 + 1) * PAGE,
+        _ => G1,
     }
 }
 

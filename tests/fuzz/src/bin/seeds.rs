@@ -358,14 +358,15 @@ fn kcore_seeds() -> Vec<(&'static str, Vec<Op>)> {
 }
 
 /// Page-table sequences in the format of `fuzz_targets/page_table.rs`: a profile byte, a
-/// budget byte, then operations (raw addresses: selector 5; sizes: selector 3, in pages).
+/// budget byte, then operations (raw addresses: selector 5; sizes: selector 12, in pages
+/// up to 512).
 fn page_table_seeds() -> Vec<(&'static str, Vec<u8>)> {
     const PAGE: u64 = 4096;
     fn addr(w: &mut Wire, value: u64) {
         w.u8(5).u64(value);
     }
     fn size(w: &mut Wire, pages: u16) {
-        w.u8(3).u16(pages);
+        w.u8(12).u16(pages - 1);
     }
     let map = |w: &mut Wire, va: u64, pa: u64, pages: u16, read_only: bool| {
         w.u8(0);
@@ -386,7 +387,8 @@ fn page_table_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let m2 = 512 * PAGE;
     let mut blocks = Wire::default();
     blocks.u8(1).u8(255);
-    map(&mut blocks, 0x4000_0000, 0x8000_0000, 1025, false);
+    map(&mut blocks, 0x4000_0000, 0x8000_0000, 512, false);
+    map(&mut blocks, 0x4000_0000 + m2, 0x8000_0000 + m2, 513, false);
     translate(&mut blocks, 0x4000_0000 + m2 + 0x123);
     unmap(&mut blocks, 0x4000_0000 + m2 + PAGE, 3);
     translate(&mut blocks, 0x4000_0000 + m2 + PAGE);
