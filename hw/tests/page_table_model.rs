@@ -11,19 +11,14 @@ use model::{run, Op, G1, M2, PAGE};
 use proptest::prelude::*;
 
 /// Sizes biased towards the interesting ones: a few pages, whole 2 MiB blocks with ragged
-/// edges, and (rarely) 1 GiB; under Miri 8 MiB instead, since a GiB of 4 KiB pages would
-/// take it hours.
+/// edges, and (rarely) 1 GiB.
 fn size() -> impl Strategy<Value = u64> {
     prop_oneof![
         6 => (1u64..=8).prop_map(|n| n * PAGE),
         3 => (1u64..=3, 0u64..=2).prop_map(|(b, p)| b * M2 + p * PAGE),
-        1 => Just(if cfg!(miri) { 4 * M2 } else { G1 }),
+        1 => Just(G1),
     ]
 }
-
-/// Cases per property: fewer under Miri, which runs them a thousand times slower and is
-/// there to find undefined behaviour, not rare sequences (the fuzz target does that).
-const CASES: u32 = if cfg!(miri) { 2 } else { 192 };
 
 /// Addresses in a 4 GiB window, biased towards block alignment.
 fn addr() -> impl Strategy<Value = u64> {
@@ -50,7 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
 
     #[test]
     fn mali_profile_matches_model(ops in prop::collection::vec(op(), 1..24)) {
