@@ -1,11 +1,12 @@
 //! The fuzz step: the libFuzzer targets of `tests/fuzz` (cargo-fuzz, nightly, AddressSanitizer),
 //! each run for a fixed time, one at a time, and reported as a check with its exec count.
 //!
-//! The suite runs each target briefly ([`SUITE_SECONDS`]); `cargo fuzz-long` runs them for
-//! longer ([`LONG_SECONDS`] each unless `--seconds` says otherwise). Each target starts from
-//! its corpus (`tests/fuzz/corpus/<target>`, kept between runs, not in git) and the checked-in
-//! seeds (`tests/fuzz/seeds/<target>`, written by `tests/fuzz/src/bin/seeds.rs` from the unit
-//! tests' vectors); new inputs go to the corpus. A crash fails the check with the panic
+//! The suite runs each target briefly ([`SUITE_SECONDS`]) from the checked-in seeds
+//! (`tests/fuzz/seeds/<target>`, written by `tests/fuzz/src/bin/seeds.rs` from the unit tests'
+//! vectors) and an emptied scratch corpus, so its time does not grow with what earlier runs
+//! found (libFuzzer replays a whole corpus before its time limit applies). `cargo fuzz-long`
+//! runs them for longer ([`LONG_SECONDS`] each unless `--seconds` says otherwise) from the
+//! kept corpus (`tests/fuzz/corpus/<target>`, not in git) and the seeds. A crash fails the check with the panic
 //! message, the saved input and the command that replays it.
 
 use std::fs;
@@ -32,8 +33,23 @@ const INPUT_TIMEOUT_SECONDS: u64 = 20;
 /// libFuzzer's memory limit; the targets need a few hundred MiB.
 const RSS_LIMIT_MB: u64 = 4096;
 
+/// Where a run keeps the inputs it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corpus {
+    /// `tests/fuzz/corpus/<target>`, kept between runs.
+    Kept,
+    /// `<target dir>/extmem-qemu/fuzz-scratch/<target>`, emptied before the run.
+    Scratch,
+}
+
 /// Builds the fuzz targets and runs each of `targets` for `seconds`.
-pub fn run(workspace: &Workspace, targets: &[&str], seconds: u64, title: &str) -> Step {
+pub fn run(
+    workspace: &Workspace,
+    targets: &[&str],
+    seconds: u64,
+    corpus: Corpus,
+    title: &str,
+) -> Step {
     let started = Instant::now();
     let mut step = Step::new(title);
     step.list_passes = true;
@@ -48,10 +64,11 @@ pub fn run(workspace: &Workspace, targets: &[&str], seconds: u64, title: &str) -
         }
     }
     for target in targets {
-        step.checks.push(run_target(workspace, target, seconds));
+        step.checks
+            .push(run_target(workspace, target, seconds, corpus));
     }
     step.notes.push(format!(
-        "corpora: {FUZZ_DIR}/corpus/<target>, seeds: {FUZZ_DIR}/seeds/<target>, logs: {}",
+        "seeds: {FUZZ_DIR}/seeds/<target>, logs: {}",
         workspace.output_dir().join("logs").display()
     ));
     step.elapsed = started.elapsed();
@@ -95,15 +112,31 @@ fn cargo_fuzz(workspace: &Workspace) -> Command {
     command
 }
 
-fn run_target(workspace: &Workspace, target: &str, seconds: u64) -> Check {
-    let corpus = format!("{FUZZ_DIR}/corpus/{target}");
+fn run_target(workspace: &Workspace, target: &str, seconds: u64, kind: Corpus) -> Check {
+    let corpus = match kind {
+        Corpus::Kept => workspace.root.join(FUZZ_DIR).join("corpus").join(target),
+        Corpus::Scratch => workspace.output_dir().join("fuzz-scratch").join(target),
+    };
     let seeds = format!("{FUZZ_DIR}/seeds/{target}");
-    if let Err(e) = fs::create_dir_all(workspace.root.join(&corpus)) {
-        return Check::fail(format!("fuzz: {target}"), format!("{corpus}: {e}"));
+    if kind == Corpus::Scratch && corpus.exists() {
+        if let Err(e) = fs::remove_dir_all(&corpus) {
+            return Check::fail(
+                format!("fuzz: {target}"),
+                format!("{}: {e}", corpus.display()),
+            );
+        }
+    }
+    if let Err(e) = fs::create_dir_all(&corpus) {
+        return Check::fail(
+            format!("fuzz: {target}"),
+            format!("{}: {e}", corpus.display()),
+        );
     }
     let mut command = cargo_fuzz(workspace);
     command
-        .args(["run", "--fuzz-dir", FUZZ_DIR, target, &corpus, &seeds, "--"])
+        .args(["run", "--fuzz-dir", FUZZ_DIR, target])
+        .arg(&corpus)
+        .args([&seeds, "--"])
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-timeout={INPUT_TIMEOUT_SECONDS}"))
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
@@ -115,7 +148,7 @@ fn run_target(workspace: &Workspace, target: &str, seconds: u64) -> Check {
         Err(e) => return Check::fail(format!("fuzz: {target}"), e),
     };
     let elapsed = started.elapsed();
-    let corpus_size = count_files(&workspace.root.join(&corpus));
+    let corpus_size = count_files(&corpus);
     judge(
         target,
         &run.output,

@@ -143,6 +143,7 @@ fn main() -> ExitCode {
             &workspace,
             fuzz_step::TARGETS,
             options.fuzz_seconds,
+            fuzz_step::Corpus::Kept,
             "fuzz (libFuzzer, long run)",
         )]),
     }
@@ -241,6 +242,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
         workspace,
         fuzz_step::TARGETS,
         fuzz_step::SUITE_SECONDS,
+        fuzz_step::Corpus::Scratch,
         "fuzz (libFuzzer, short run)",
     ));
     steps.push(host_checks::no_std_builds(workspace));
