@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::host_command;
-use crate::provision;
 use crate::report::{self, Check, Step};
+use crate::rust_tools::{self, CargoTool};
 use crate::workspace::Workspace;
 
 /// The test crate, relative to the workspace root.
@@ -30,7 +30,11 @@ const TARGET: &str = "thumbv7m-none-eabi";
 /// The whole run takes well under a second; this only bounds a hang.
 const QEMU_TIMEOUT: Duration = Duration::from_secs(60);
 /// defmt-print 1.x decodes defmt 1's wire format (version 4).
-const DEFMT_PRINT_VERSION: &str = "^1";
+const DEFMT_PRINT: CargoTool = CargoTool {
+    krate: "defmt-print",
+    version: "^1",
+    binary: "defmt-print",
+};
 /// Title of the report step.
 const TITLE: &str = "Cortex-M tests (qemu-system-arm, cortex-m3)";
 
@@ -172,32 +176,7 @@ fn run(workspace: &Workspace, logs: &Path) -> Result<CortexMRun, CortexMError> {
 
 /// The defmt-print binary, installed with `cargo install` into the tool cache on first use.
 fn ensure_defmt_print(workspace: &Workspace) -> Result<PathBuf, CortexMError> {
-    let root = provision::cache_dir().join("tools");
-    let binary = root.join("bin").join("defmt-print");
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    fs::create_dir_all(&root)
-        .map_err(|e| CortexMError::DefmtPrint(format!("{}: {e}", root.display())))?;
-    let mut command = Command::new(&workspace.cargo);
-    // Run from the cache, outside any directory whose .cargo/config.toml sets a build target.
-    command
-        .current_dir(&root)
-        .args(["install", "--quiet", "--locked", "defmt-print", "--version"])
-        .arg(DEFMT_PRINT_VERSION)
-        .arg("--root")
-        .arg(&root);
-    println!("suite: {} …", host_command::describe(&command));
-    host_command::output(&mut command).map_err(|e| CortexMError::DefmtPrint(e.to_string()))?;
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(CortexMError::DefmtPrint(format!(
-            "`{}` succeeded but {} does not exist",
-            host_command::describe(&command),
-            binary.display()
-        )))
-    }
+    rust_tools::ensure_installed(workspace, DEFMT_PRINT).map_err(CortexMError::DefmtPrint)
 }
 
 /// Builds the test binary and returns its path. cargo runs in the test crate's directory so

@@ -17,11 +17,13 @@ pub const NO_STD_CRATES: &[&str] = &["extmem-hw", "extmem-uapi", "extmem-kcore"]
 pub const NO_STD_TARGETS: &[&str] = &["x86_64-unknown-none", "thumbv7em-none-eabihf"];
 
 /// A finished cargo invocation.
-struct CargoRun {
-    succeeded: bool,
+pub struct CargoRun {
+    /// Whether it exited 0.
+    pub succeeded: bool,
     /// stdout and stderr, stdout first.
-    output: String,
-    log: PathBuf,
+    pub output: String,
+    /// Where both were saved.
+    pub log: PathBuf,
 }
 
 /// Runs `cargo <args>` from the workspace root, capturing everything into
@@ -30,9 +32,19 @@ fn run_cargo(workspace: &Workspace, args: &[&str], log_name: &str) -> Result<Car
     let mut command = workspace.cargo();
     command.args(args);
     println!("suite: {} …", describe_args(args));
+    run_logged(workspace, &mut command, log_name)
+}
+
+/// Runs `command` to completion, capturing everything into
+/// `<target>/extmem-qemu/logs/<log_name>.log`.
+pub fn run_logged(
+    workspace: &Workspace,
+    command: &mut Command,
+    log_name: &str,
+) -> Result<CargoRun, String> {
     let out = command
         .output()
-        .map_err(|e| format!("could not run `{}`: {e}", host_command::describe(&command)))?;
+        .map_err(|e| format!("could not run `{}`: {e}", host_command::describe(command)))?;
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -196,17 +208,22 @@ fn count(n: usize) -> u64 {
 
 /// What `cargo test` printed, summed over all test binaries and doc-tests.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct TestOutput {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
-    result_lines: usize,
+pub struct TestOutput {
+    /// Tests passed.
+    pub passed: u64,
+    /// Tests failed.
+    pub failed: u64,
+    /// Tests ignored (not run).
+    pub ignored: u64,
+    /// `test result:` lines seen (one per test binary).
+    pub result_lines: usize,
     /// Failed tests by name, with the panic output the harness printed for each.
-    failures: Vec<(String, String)>,
+    pub failures: Vec<(String, String)>,
 }
 
 impl TestOutput {
-    fn parse(output: &str) -> Self {
+    /// Sums the `test result:` lines of `output` and collects its failures.
+    pub fn parse(output: &str) -> Self {
         let mut summary = Self::default();
         for line in output.lines() {
             if let Some(rest) = line.strip_prefix("test result: ") {
@@ -259,7 +276,7 @@ fn panic_output(output: &str, name: &str) -> String {
 }
 
 /// The compiler's error messages (with their location line) from cargo output.
-fn compiler_errors(output: &str) -> String {
+pub fn compiler_errors(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
     let mut picked = Vec::new();
     for (index, line) in lines.iter().enumerate() {
@@ -286,7 +303,8 @@ fn compiler_errors(output: &str) -> String {
     }
 }
 
-fn last_lines(output: &str, n: usize) -> String {
+/// The last `n` lines of `output`.
+pub fn last_lines(output: &str, n: usize) -> String {
     let lines: Vec<&str> = output.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines.get(start..).unwrap_or(&[]).join("\n")

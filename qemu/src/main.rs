@@ -4,10 +4,12 @@
 //! the Cortex-M tests, and the guest tests on Debian's backports kernel in QEMU) and ends with
 //! one line `N passed, M failed`. `cargo demo` boots the guest and runs the demo. Both provision
 //! what they need on Debian first (see `provision.rs`). `cargo bench-all` runs the benchmarks
-//! (host, then guest); they are not tests and `suite` does not run them.
+//! (host, then guest); they are not tests and `suite` does not run them. `cargo fuzz-long`
+//! runs the fuzz targets for longer than the suite does.
 
 mod console_log;
 mod cortex_m;
+mod fuzz_step;
 mod guest_boot;
 mod guest_plan;
 mod guest_suite;
@@ -17,8 +19,10 @@ mod initramfs;
 mod kernel_modules;
 mod kmod_build;
 mod ktap;
+mod miri_step;
 mod provision;
 mod report;
+mod rust_tools;
 mod workspace;
 
 use std::process::ExitCode;
@@ -31,18 +35,21 @@ use report::{Check, Step};
 use workspace::Workspace;
 
 const USAGE: &str = "\
-usage: extmem-qemu <command> [--kvm] [--timeout SECONDS]
+usage: extmem-qemu <command> [--kvm] [--timeout SECONDS] [--seconds SECONDS]
 
 commands:
   setup   provision only: apt source, packages, rustup targets, kernel image and headers
-  suite   everything: provision, fmt, clippy, cargo test, no_std builds, Cortex-M, guest
+  suite   everything: provision, fmt, clippy, cargo test, Miri, a short fuzz run, no_std
+          builds, Cortex-M, guest
   guest   provision and run the guest tests only
   demo    provision, boot the guest and run the demo
   bench   benchmarks: the host ones (extmem-bench), then the guest one in QEMU
+  fuzz    the fuzz targets of tests/fuzz, one after the other (cargo fuzz-long)
 
 options:
   --kvm              use KVM instead of TCG (needs /dev/kvm)
-  --timeout SECONDS  limit for one guest boot (default 600)";
+  --timeout SECONDS  limit for one guest boot (default 600)
+  --seconds SECONDS  fuzz: time per target (default 600)";
 
 /// The default limit for one guest boot.
 const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -54,6 +61,7 @@ enum Subcommand {
     Guest,
     Demo,
     Bench,
+    Fuzz,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +69,15 @@ struct Options {
     command: Subcommand,
     accel: Accel,
     timeout: Duration,
+    /// Seconds per fuzz target for `fuzz`.
+    fuzz_seconds: u64,
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut command = None;
     let mut accel = Accel::Tcg;
     let mut timeout = DEFAULT_GUEST_TIMEOUT;
+    let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
     let mut words = args.iter();
     while let Some(word) = words.next() {
         match word.as_str() {
@@ -78,12 +89,19 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 })?;
                 timeout = Duration::from_secs(seconds);
             }
-            "setup" | "suite" | "guest" | "demo" | "bench" if command.is_none() => {
+            "--seconds" => {
+                let value = words.next().ok_or("--seconds needs a number of seconds")?;
+                fuzz_seconds = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("--seconds {value:?} is not a positive number of seconds")
+                })?;
+            }
+            "setup" | "suite" | "guest" | "demo" | "bench" | "fuzz" if command.is_none() => {
                 command = Some(match word.as_str() {
                     "setup" => Subcommand::Setup,
                     "suite" => Subcommand::Suite,
                     "guest" => Subcommand::Guest,
                     "bench" => Subcommand::Bench,
+                    "fuzz" => Subcommand::Fuzz,
                     _ => Subcommand::Demo,
                 });
             }
@@ -95,6 +113,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         command,
         accel,
         timeout,
+        fuzz_seconds,
     })
 }
 
@@ -120,6 +139,13 @@ fn main() -> ExitCode {
         Subcommand::Guest => guest_only(&workspace, options),
         Subcommand::Demo => demo(&workspace, options),
         Subcommand::Bench => bench(&workspace, options),
+        Subcommand::Fuzz => finish(&[fuzz_step::run(
+            &workspace,
+            fuzz_step::TARGETS,
+            options.fuzz_seconds,
+            fuzz_step::Corpus::Kept,
+            "fuzz (libFuzzer, long run)",
+        )]),
     }
 }
 
@@ -211,6 +237,14 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
     steps.push(host_checks::fmt(workspace));
     steps.push(host_checks::clippy(workspace));
     steps.push(host_checks::tests(workspace));
+    steps.push(miri_step::run(workspace));
+    steps.push(fuzz_step::run(
+        workspace,
+        fuzz_step::TARGETS,
+        fuzz_step::SUITE_SECONDS,
+        fuzz_step::Corpus::Scratch,
+        "fuzz (libFuzzer, short run)",
+    ));
     steps.push(host_checks::no_std_builds(workspace));
     steps.push(cortex_m::run_tests(workspace));
     steps.push(guest_step(workspace, provisioned.as_ref(), options));
@@ -336,7 +370,8 @@ mod tests {
             Ok(Options {
                 command: Subcommand::Suite,
                 accel: Accel::Tcg,
-                timeout: DEFAULT_GUEST_TIMEOUT
+                timeout: DEFAULT_GUEST_TIMEOUT,
+                fuzz_seconds: fuzz_step::LONG_SECONDS,
             })
         );
         assert_eq!(
@@ -344,7 +379,8 @@ mod tests {
             Ok(Options {
                 command: Subcommand::Guest,
                 accel: Accel::Kvm,
-                timeout: Duration::from_secs(60)
+                timeout: Duration::from_secs(60),
+                fuzz_seconds: fuzz_step::LONG_SECONDS,
             })
         );
     }
@@ -358,6 +394,10 @@ mod tests {
             parse_args(&args("bench")).map(|o| o.command),
             Ok(Subcommand::Bench)
         );
+        assert_eq!(
+            parse_args(&args("fuzz --seconds 900")).map(|o| (o.command, o.fuzz_seconds)),
+            Ok((Subcommand::Fuzz, 900))
+        );
     }
 
     #[test]
@@ -367,5 +407,7 @@ mod tests {
         assert!(parse_args(&args("suite --timeout")).is_err());
         assert!(parse_args(&args("suite --timeout 0")).is_err());
         assert!(parse_args(&args("suite --fast")).is_err());
+        assert!(parse_args(&args("fuzz --seconds 0")).is_err());
+        assert!(parse_args(&args("fuzz --seconds")).is_err());
     }
 }

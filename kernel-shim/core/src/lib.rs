@@ -49,7 +49,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fake-platform"))]
 extern crate std;
 
 pub mod args;
@@ -70,8 +70,8 @@ pub mod vm;
 )]
 mod ffi;
 
-#[cfg(test)]
-mod fake_platform;
+#[cfg(any(test, feature = "fake-platform"))]
+pub mod fake_platform;
 
 use extmem_hw::GpuProfile;
 

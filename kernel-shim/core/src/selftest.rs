@@ -915,6 +915,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a 2 MiB mapping takes Miri minutes (the map checks every 4 KiB page for overlap); runs natively in cargo test and in the kernel's KTAP self-test"
+    )]
     fn the_self_test_passes_on_the_fake_and_prints_ktap() {
         let fake = FakePlatform::new();
         let (failed, lines) = run_on(&fake);
@@ -929,6 +933,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a 2 MiB mapping takes Miri minutes (the map checks every 4 KiB page for overlap); runs natively in cargo test and in the kernel's KTAP self-test"
+    )]
     fn failures_are_reported_with_a_diagnostic() {
         let fake = FakePlatform::new();
         // Enough pages for the first cases' roots only: later ones fail part-way.

@@ -150,6 +150,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Fewer cases under Miri, which is there for undefined behaviour.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: if cfg!(miri) { 8 } else { 256 },
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         #[test]
         fn matches_a_btreeset(ops in proptest::collection::vec((0u64..24, proptest::bool::ANY), 0..200)) {
             let mut t = SortedTable::<u64, 8>::new(0);

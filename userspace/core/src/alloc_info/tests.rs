@@ -9,6 +9,26 @@ const LIMITS: DeviceLimits = DeviceLimits {
     host_pointer_types: 0b110,
 };
 
+/// ash's `push_next` without its Stacked Borrows violation: ash 0.38 casts `next` to a
+/// raw pointer and then reborrows `next` mutably to walk its chain, which invalidates that
+/// pointer, so the parser's read through it is undefined behaviour under Miri. Here one
+/// raw pointer does both the write and the link. `next` must have no chain of its own.
+trait Link<'a> {
+    fn link<T: vk::ExtendsMemoryAllocateInfo>(self, next: &'a mut T) -> Self;
+}
+
+impl<'a> Link<'a> for vk::MemoryAllocateInfo<'a> {
+    fn link<T: vk::ExtendsMemoryAllocateInfo>(mut self, next: &'a mut T) -> Self {
+        let next: *mut T = next;
+        let base = next.cast::<vk::BaseOutStructure<'_>>();
+        // SAFETY: `next` is a live Vulkan structure (it extends VkMemoryAllocateInfo), so it
+        // starts with sType and pNext; we hold it exclusively for 'a.
+        unsafe { (*base).p_next = self.p_next.cast_mut().cast() };
+        self.p_next = next.cast_const().cast();
+        self
+    }
+}
+
 fn parsed(info: &vk::MemoryAllocateInfo<'_>) -> Result<AllocRequest, Error> {
     // SAFETY: every chain in these tests is built with ash's typed push_next.
     unsafe { parse(info) }
@@ -42,7 +62,7 @@ fn host_pointer_import_parses_and_validates() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(3 * 4096)
         .memory_type_index(1)
-        .push_next(&mut h);
+        .link(&mut h);
     let req = check(&info).expect("valid");
     assert_eq!(
         req.import,
@@ -58,7 +78,7 @@ fn host_error(handle_type: Types, ptr: usize, size: u64, type_index: u32) -> Err
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(size)
         .memory_type_index(type_index)
-        .push_next(&mut h);
+        .link(&mut h);
     check(&info).expect_err("invalid")
 }
 
@@ -107,7 +127,7 @@ fn host_pointer_rules_each_name_their_vuid() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
         .memory_type_index(1)
-        .push_next(&mut h);
+        .link(&mut h);
     assert_eq!(
         parsed(&info).and_then(|r| r.validate(&no_foreign)),
         Err(Vuid::HostHandleTypeSupported.into())
@@ -121,8 +141,8 @@ fn host_pointer_cannot_be_dedicated_or_capture_replayed() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
         .memory_type_index(1)
-        .push_next(&mut h)
-        .push_next(&mut d);
+        .link(&mut h)
+        .link(&mut d);
     assert_eq!(check(&info), Err(Vuid::HostNotDedicated.into()));
 
     let mut h = host(Types::HOST_ALLOCATION_EXT, 0x10_0000);
@@ -131,8 +151,8 @@ fn host_pointer_cannot_be_dedicated_or_capture_replayed() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
         .memory_type_index(1)
-        .push_next(&mut h)
-        .push_next(&mut d);
+        .link(&mut h)
+        .link(&mut d);
     assert_eq!(check(&info), Err(Vuid::HostNotDedicatedNv.into()));
 
     // A dedicated struct naming nothing is allowed.
@@ -141,8 +161,8 @@ fn host_pointer_cannot_be_dedicated_or_capture_replayed() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
         .memory_type_index(1)
-        .push_next(&mut h)
-        .push_next(&mut d);
+        .link(&mut h)
+        .link(&mut d);
     assert!(check(&info).is_ok());
 
     let mut h = host(Types::HOST_ALLOCATION_EXT, 0x10_0000);
@@ -151,8 +171,8 @@ fn host_pointer_cannot_be_dedicated_or_capture_replayed() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
         .memory_type_index(1)
-        .push_next(&mut h)
-        .push_next(&mut c);
+        .link(&mut h)
+        .link(&mut c);
     assert_eq!(check(&info), Err(Vuid::HostNoCaptureAddress.into()));
 
     let mut f = vk::ImportMemoryFdInfoKHR::default()
@@ -162,8 +182,8 @@ fn host_pointer_cannot_be_dedicated_or_capture_replayed() {
         vk::MemoryOpaqueCaptureAddressAllocateInfo::default().opaque_capture_address(0x1000);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut f)
-        .push_next(&mut c);
+        .link(&mut f)
+        .link(&mut c);
     assert_eq!(check(&info), Err(Vuid::ImportNoCaptureAddress.into()));
 }
 
@@ -174,8 +194,8 @@ fn host_imports_cannot_be_exported_fd_imports_can() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
         .memory_type_index(1)
-        .push_next(&mut h)
-        .push_next(&mut e);
+        .link(&mut h)
+        .link(&mut e);
     assert_eq!(check(&info), Err(Vuid::ExportTypesSupported.into()));
     let mut f = vk::ImportMemoryFdInfoKHR::default()
         .handle_type(Types::DMA_BUF_EXT)
@@ -184,8 +204,8 @@ fn host_imports_cannot_be_exported_fd_imports_can() {
         vk::ExportMemoryAllocateInfo::default().handle_types(Types::OPAQUE_FD | Types::DMA_BUF_EXT);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut f)
-        .push_next(&mut e);
+        .link(&mut f)
+        .link(&mut e);
     assert!(check(&info).is_ok());
 }
 
@@ -198,8 +218,8 @@ fn two_imports_are_rejected() {
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
         .memory_type_index(1)
-        .push_next(&mut h)
-        .push_next(&mut f);
+        .link(&mut h)
+        .link(&mut f);
     assert_eq!(parsed(&info), Err(Vuid::OneImport.into()));
 }
 
@@ -209,7 +229,7 @@ fn fd_import_rules() {
         let mut f = vk::ImportMemoryFdInfoKHR::default().handle_type(t).fd(5);
         let info = vk::MemoryAllocateInfo::default()
             .allocation_size(4096)
-            .push_next(&mut f);
+            .link(&mut f);
         check(&info)
     };
     assert_eq!(
@@ -243,7 +263,7 @@ fn fd_import_rules() {
         .fd(5);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut f);
+        .link(&mut f);
     assert_eq!(
         parsed(&info).and_then(|r| r.validate(&no_dma_buf)),
         Err(Vuid::FdHandleTypeSupported.into())
@@ -279,14 +299,14 @@ fn win32_imports_are_unsupported_on_linux() {
         .handle(4);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut w);
+        .link(&mut w);
     assert_eq!(check(&info), Err(Vuid::Win32HandleTypeSupported.into()));
     let mut w = vk::ImportMemoryWin32HandleInfoKHR::default()
         .handle_type(Types::DMA_BUF_EXT)
         .handle(4);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut w);
+        .link(&mut w);
     assert_eq!(check(&info), Err(Vuid::Win32HandleType.into()));
     let mut n = vk::ImportMemoryWin32HandleInfoNV::default().handle_type(
         vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32
@@ -294,13 +314,13 @@ fn win32_imports_are_unsupported_on_linux() {
     );
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut n);
+        .link(&mut n);
     assert_eq!(check(&info), Err(Vuid::NvWin32OneType.into()));
     let mut n = vk::ImportMemoryWin32HandleInfoNV::default()
         .handle_type(vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut n);
+        .link(&mut n);
     assert!(matches!(
         check(&info),
         Err(Error::InvalidHandle(HandleError::Unsupported { .. }))
@@ -330,7 +350,7 @@ fn win32_rules_on_a_windows_device() {
         }
         let info = vk::MemoryAllocateInfo::default()
             .allocation_size(4096)
-            .push_next(&mut w);
+            .link(&mut w);
         parsed(&info).and_then(|r| r.validate(&windows))
     };
     assert_eq!(run(Types::OPAQUE_WIN32, 4, false), Ok(()));
@@ -356,8 +376,8 @@ fn win32_rules_on_a_windows_device() {
     let mut wi = vk::ExportMemoryWin32HandleInfoKHR::default();
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut e)
-        .push_next(&mut wi);
+        .link(&mut e)
+        .link(&mut wi);
     assert_eq!(
         parsed(&info).and_then(|r| r.validate(&windows)),
         Err(Vuid::Win32ExportInfo.into())
@@ -370,7 +390,7 @@ fn export_rules() {
         let mut e = vk::ExportMemoryAllocateInfo::default().handle_types(types);
         let info = vk::MemoryAllocateInfo::default()
             .allocation_size(size)
-            .push_next(&mut e);
+            .link(&mut e);
         check(&info).map(|r| r.export)
     };
     let fd = Types::OPAQUE_FD | Types::DMA_BUF_EXT;
@@ -397,16 +417,16 @@ fn unknown_structures_are_skipped_and_duplicates_rejected() {
     let mut priority = vk::MemoryPriorityAllocateInfoEXT::default().priority(0.5);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut flags)
-        .push_next(&mut priority);
+        .link(&mut flags)
+        .link(&mut priority);
     assert!(check(&info).is_ok());
 
     let mut e1 = vk::ExportMemoryAllocateInfo::default().handle_types(Types::DMA_BUF_EXT);
     let mut e2 = vk::ExportMemoryAllocateInfo::default().handle_types(Types::OPAQUE_FD);
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(4096)
-        .push_next(&mut e1)
-        .push_next(&mut e2);
+        .link(&mut e1)
+        .link(&mut e2);
     assert_eq!(parsed(&info), Err(Vuid::ChainUnique.into()));
 }
 

@@ -302,6 +302,10 @@ fn host_pointer_maps_back_to_the_original_pointer() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "real memfds and /proc/self/fd, which Miri does not emulate"
+)]
 fn a_successful_fd_import_takes_the_fd_a_failed_one_does_not() {
     let _serial = FD_TESTS.lock();
     let before = open_fds();
@@ -350,6 +354,10 @@ fn a_successful_fd_import_takes_the_fd_a_failed_one_does_not() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "real memfds and /proc/self/fd, which Miri does not emulate"
+)]
 fn one_dma_buf_imported_twice_shares_a_refcounted_handle() {
     let _serial = FD_TESTS.lock();
     let before = open_fds();
@@ -386,6 +394,10 @@ fn one_dma_buf_imported_twice_shares_a_refcounted_handle() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "real memfds and /proc/self/fd, which Miri does not emulate"
+)]
 fn opaque_fds_only_from_this_device() {
     let _serial = FD_TESTS.lock();
     let before = open_fds();
@@ -418,6 +430,10 @@ fn opaque_fds_only_from_this_device() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "real memfds and /proc/self/fd, which Miri does not emulate"
+)]
 fn every_export_is_a_new_cloexec_fd_and_only_of_exported_types() {
     let _serial = FD_TESTS.lock();
     let before = open_fds();
@@ -447,6 +463,10 @@ fn every_export_is_a_new_cloexec_fd_and_only_of_exported_types() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "real memfds and /proc/self/fd, which Miri does not emulate"
+)]
 fn fd_properties_rules() {
     let _serial = FD_TESTS.lock();
     let mut m = manager();

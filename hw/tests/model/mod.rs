@@ -1,0 +1,329 @@
+//! The page-table model shared by the property tests (`hw/tests/page_table_model.rs`) and
+//! the `page_table` fuzz target (`tests/fuzz`): heap-backed table memory with a page
+//! budget, a list of mapped runs as the reference, and [`run`], which applies a sequence of
+//! operations to both and checks after every step that the page table's merged mapping
+//! list equals the model's, that failed steps changed nothing, that no non-root table is
+//! empty, and that unmapping everything leaves only the root table.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test code: a failed expect is a failed test or a fuzz crash"
+)]
+#![allow(
+    dead_code,
+    reason = "each includer uses its own part of the model (the proptests their strategies, the fuzz target its decoder)"
+)]
+
+use std::collections::HashMap;
+
+use extmem_hw::{
+    Access, GpuProfile, GpuVa, MapError, MapFlags, Mapping, PageAttrs, PageTable, PhysAddr,
+    TableIndex, TableMemory, UnmapError,
+};
+
+/// 4 KiB.
+pub const PAGE: u64 = 0x1000;
+/// 2 MiB.
+pub const M2: u64 = 2 << 20;
+/// 1 GiB.
+pub const G1: u64 = 1 << 30;
+
+/// Heap-backed table memory with an optional page budget, so large maps fit and small
+/// budgets make table allocation fail at random points.
+#[derive(Debug)]
+struct HeapTables {
+    tables: HashMap<u64, Box<[u64; 512]>>,
+    next: u64,
+    budget: usize,
+}
+
+impl HeapTables {
+    fn new(budget: usize) -> Self {
+        Self {
+            tables: HashMap::new(),
+            next: 0x8000_0000,
+            budget,
+        }
+    }
+}
+
+impl TableMemory for HeapTables {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        if self.tables.len() >= self.budget {
+            return None;
+        }
+        let pa = self.next;
+        self.next += PAGE;
+        self.tables.insert(pa, Box::new([0; 512]));
+        Some(PhysAddr::new(pa))
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        assert!(
+            self.tables.remove(&table.get()).is_some(),
+            "freed unknown table {table}"
+        );
+    }
+
+    fn read_descriptor(&self, table: PhysAddr, index: TableIndex) -> u64 {
+        self.tables
+            .get(&table.get())
+            .expect("read from a live table")[index.get()]
+    }
+
+    fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64) {
+        self.tables
+            .get_mut(&table.get())
+            .expect("write to a live table")[index.get()] = raw;
+    }
+}
+
+/// One mapped run of the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Run {
+    va: u64,
+    pa: u64,
+    size: u64,
+    attrs: PageAttrs,
+}
+
+#[derive(Default, Debug)]
+struct Model {
+    runs: Vec<Run>,
+}
+
+impl Model {
+    fn first_mapped(&self, va: u64, end: u64) -> Option<u64> {
+        self.runs
+            .iter()
+            .filter(|r| r.va < end && va < r.va + r.size)
+            .map(|r| r.va.max(va))
+            .min()
+    }
+
+    fn first_hole(&self, va: u64, end: u64) -> Option<u64> {
+        let mut cur = va;
+        let mut runs: Vec<_> = self
+            .runs
+            .iter()
+            .filter(|r| r.va < end && va < r.va + r.size)
+            .collect();
+        runs.sort_by_key(|r| r.va);
+        for r in runs {
+            if r.va > cur {
+                return Some(cur);
+            }
+            cur = cur.max(r.va + r.size);
+        }
+        (cur < end).then_some(cur)
+    }
+
+    fn unmap(&mut self, va: u64, end: u64) {
+        let mut out = Vec::new();
+        for r in self.runs.drain(..) {
+            let r_end = r.va + r.size;
+            if r_end <= va || end <= r.va {
+                out.push(r);
+                continue;
+            }
+            if r.va < va {
+                out.push(Run {
+                    size: va - r.va,
+                    ..r
+                });
+            }
+            if end < r_end {
+                out.push(Run {
+                    va: end,
+                    pa: r.pa + (end - r.va),
+                    size: r_end - end,
+                    attrs: r.attrs,
+                });
+            }
+        }
+        self.runs = out;
+    }
+
+    fn translate(&self, va: u64) -> Option<(u64, PageAttrs)> {
+        self.runs
+            .iter()
+            .find(|r| r.va <= va && va < r.va + r.size)
+            .map(|r| (r.pa + (va - r.va), r.attrs))
+    }
+
+    /// Runs sorted and merged the way `PageTable::mappings` merges leaves.
+    fn merged(&self) -> Vec<Mapping> {
+        let mut runs = self.runs.clone();
+        runs.sort_by_key(|r| r.va);
+        let mut out: Vec<Mapping> = Vec::new();
+        for r in runs {
+            match out.last_mut() {
+                Some(m)
+                    if m.va.get() + m.size == r.va
+                        && m.pa.get() + m.size == r.pa
+                        && m.attrs == r.attrs =>
+                {
+                    m.size += r.size;
+                }
+                _ => out.push(Mapping {
+                    va: GpuVa::new(r.va),
+                    pa: PhysAddr::new(r.pa),
+                    size: r.size,
+                    attrs: r.attrs,
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// One step of a sequence.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `PageTable::map`.
+    Map {
+        /// Where.
+        va: u64,
+        /// To what.
+        pa: u64,
+        /// Bytes.
+        size: u64,
+        /// Map read-only.
+        read_only: bool,
+    },
+    /// `PageTable::unmap`.
+    Unmap {
+        /// Where.
+        va: u64,
+        /// Bytes.
+        size: u64,
+    },
+    /// `PageTable::translate`.
+    Translate {
+        /// The address to walk.
+        va: u64,
+    },
+}
+
+fn snapshot(pt: &PageTable<HeapTables>) -> (Vec<Mapping>, usize, usize) {
+    let maps = pt.mappings().collect::<Result<Vec<_>, _>>().expect("walk");
+    (maps, pt.table_pages(), pt.memory().tables.len())
+}
+
+/// No table other than the root may be empty, and every live table is counted.
+fn check_tables(pt: &PageTable<HeapTables>) {
+    let mem = pt.memory();
+    assert_eq!(mem.tables.len(), pt.table_pages(), "table count drifted");
+    for (pa, t) in &mem.tables {
+        if *pa != pt.root().get() {
+            assert!(
+                t.iter().any(|&d| d != 0),
+                "empty table {pa:#x} left allocated"
+            );
+        }
+    }
+}
+
+/// Applies `ops` to a fresh page table over `budget` table pages and to the model,
+/// panicking at the first difference.
+pub fn run(profile: &GpuProfile, budget: usize, ops: &[Op]) {
+    let mut pt = PageTable::new(HeapTables::new(budget), profile).expect("root");
+    let mut model = Model::default();
+    let va_size = 1u64 << profile.va_bits;
+    let mut before = snapshot(&pt);
+    for op in ops {
+        match *op {
+            Op::Map {
+                va,
+                pa,
+                size,
+                read_only,
+            } => {
+                let flags = MapFlags {
+                    access: if read_only {
+                        Access::ReadOnly
+                    } else {
+                        Access::ReadWrite
+                    },
+                    ..MapFlags::default()
+                };
+                let result = pt.map(GpuVa::new(va), PhysAddr::new(pa), size, flags);
+                let end = va + size;
+                if end > va_size {
+                    assert!(
+                        matches!(result, Err(MapError::VaOutOfRange { .. })),
+                        "{result:?}"
+                    );
+                } else if pa + size > 1u64 << profile.oa_bits {
+                    assert!(
+                        matches!(result, Err(MapError::PaOutOfRange { .. })),
+                        "{result:?}"
+                    );
+                } else if let Some(first) = model.first_mapped(va, end) {
+                    assert_eq!(
+                        result,
+                        Err(MapError::AlreadyMapped {
+                            va: GpuVa::new(first)
+                        })
+                    );
+                } else if budget < usize::MAX && result == Err(MapError::OutOfTableMemory) {
+                    // Only a limited budget may run out; the no-op check below proves the
+                    // failed map left everything as it was.
+                } else {
+                    assert_eq!(result, Ok(()));
+                    model.runs.push(Run {
+                        va,
+                        pa,
+                        size,
+                        attrs: flags.attrs(),
+                    });
+                }
+            }
+            Op::Unmap { va, size } => {
+                let result = pt.unmap(GpuVa::new(va), size);
+                let end = va + size;
+                if end > va_size {
+                    assert!(
+                        matches!(result, Err(UnmapError::VaOutOfRange { .. })),
+                        "{result:?}"
+                    );
+                } else if let Some(hole) = model.first_hole(va, end) {
+                    assert_eq!(
+                        result,
+                        Err(UnmapError::NotMapped {
+                            va: GpuVa::new(hole)
+                        })
+                    );
+                } else if budget < usize::MAX && result == Err(UnmapError::OutOfTableMemory) {
+                } else {
+                    let inv = result.expect("unmap of a mapped range");
+                    assert!(inv.va.get() <= va && va + size <= inv.va.get() + inv.size);
+                    model.unmap(va, end);
+                }
+            }
+            Op::Translate { va } => {
+                let got = pt
+                    .translate(GpuVa::new(va))
+                    .ok()
+                    .map(|t| (t.pa.get(), t.attrs));
+                assert_eq!(got, model.translate(va), "translate {va:#x}");
+            }
+        }
+        let after = snapshot(&pt);
+        if after.0 == before.0 {
+            // Nothing changed in the mapping: table use must not have changed either
+            // (a failed op leaves the tables as they were).
+            assert_eq!(after, before, "a no-op changed table use after {op:?}");
+        }
+        assert_eq!(after.0, model.merged(), "after {op:?}");
+        check_tables(&pt);
+        before = after;
+    }
+    for r in model.merged() {
+        let _ = pt
+            .unmap(r.va, r.size)
+            .expect("unmap everything (budget allows splits)");
+    }
+    assert_eq!(pt.table_pages(), 1, "only the root is left");
+    assert_eq!(pt.destroy().tables.len(), 0, "destroy frees the root");
+}
