@@ -14,10 +14,14 @@ use core::fmt;
 
 use crate::addr::{range_end, GpuVa, PhysAddr};
 use crate::descriptor::{
-    Access, AttrIndex, CorruptDescriptor, Descriptor, Level, PageAttrs, Shareability,
+    is_valid_page, Access, AttrIndex, CorruptDescriptor, Descriptor, Level, PageAttrs, Shareability,
 };
 use crate::page_size::{PageSize, PageSizes};
 use crate::profile::{GpuProfile, MIN_PAGE};
+
+mod runs;
+
+pub use runs::{MapRunsError, Run};
 
 /// Descriptors in one 4 KiB table.
 pub const ENTRIES: u16 = 512;
@@ -72,6 +76,24 @@ pub trait TableMemory {
     fn read_descriptor(&self, table: PhysAddr, index: TableIndex) -> u64;
     /// Writes the descriptor at `index` of the table at `table`.
     fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64);
+
+    /// Reads the descriptors from `first` on into `out`; entries past the end of the table
+    /// are left alone. Memory that can hand out a table as a slice should override this
+    /// (a leaf table is scanned whole when checking a range).
+    fn read_descriptors(&self, table: PhysAddr, first: TableIndex, out: &mut [u64]) {
+        for (slot, index) in out.iter_mut().zip(first.0..ENTRIES) {
+            *slot = self.read_descriptor(table, TableIndex(index));
+        }
+    }
+
+    /// Writes `raws` to the descriptors from `first` on; values past the end of the table
+    /// are dropped. Memory that can hand out a table as a slice should override this (a
+    /// batched map fills a leaf table with one call).
+    fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
+        for (&raw, index) in raws.iter().zip(first.0..ENTRIES) {
+            self.write_descriptor(table, TableIndex(index), raw);
+        }
+    }
 }
 
 /// Table memory can be lent: a `PageTable` over `&mut M` leaves `M` with its owner (on
@@ -91,6 +113,14 @@ impl<M: TableMemory> TableMemory for &mut M {
 
     fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64) {
         (**self).write_descriptor(table, index, raw);
+    }
+
+    fn read_descriptors(&self, table: PhysAddr, first: TableIndex, out: &mut [u64]) {
+        (**self).read_descriptors(table, first, out);
+    }
+
+    fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
+        (**self).write_descriptors(table, first, raws);
     }
 }
 
@@ -330,6 +360,11 @@ pub struct Mapping {
 #[derive(Debug)]
 pub struct NoRootTable<M>(pub M);
 
+/// Descriptors read per bulk read when scanning a table. 128 bytes: a larger zeroed
+/// buffer becomes a `memset` call the kernel object cannot link (see
+/// kernel-shim/core/tests/no_panic.rs), and kernel stacks are small.
+const SCAN_CHUNK: usize = 16;
+
 /// The most blocks one unmap can split: each end of the range may cut a 1 GiB and then a
 /// 2 MiB block.
 const MAX_SPLITS: usize = 4;
@@ -423,28 +458,10 @@ impl<M: TableMemory> PageTable<M> {
         size: u64,
         flags: MapFlags,
     ) -> Result<(), MapError> {
-        if size == 0 {
-            return Err(MapError::ZeroSize);
-        }
-        if !va.is_aligned(MIN_PAGE) {
-            return Err(MapError::MisalignedVa { va });
-        }
+        let end = self.checked_va_range(va, size)?;
         if !pa.is_aligned(MIN_PAGE) {
             return Err(MapError::MisalignedPa { pa });
         }
-        if !MIN_PAGE.is_aligned(size) {
-            return Err(MapError::MisalignedSize { size });
-        }
-        let end = match range_end(va.get(), size) {
-            Some(end) if end <= self.va_size() => end,
-            _ => {
-                return Err(MapError::VaOutOfRange {
-                    va,
-                    size,
-                    va_bits: self.va_bits,
-                })
-            }
-        };
         match range_end(pa.get(), size) {
             Some(pa_end) if pa_end <= 1u64 << self.oa_bits => {}
             _ => {
@@ -455,16 +472,7 @@ impl<M: TableMemory> PageTable<M> {
                 })
             }
         }
-        // Find a conflict before allocating anything, so the error does not depend on how
-        // much table memory happens to be left.
-        if let Some(mapped) = self
-            .first_mapped(self.root, self.start, va.get(), end)
-            .map_err(MapError::Corrupt)?
-        {
-            return Err(MapError::AlreadyMapped {
-                va: GpuVa::new(mapped),
-            });
-        }
+        self.check_vacant(va, end)?;
         let attrs = flags.attrs();
         match self.map_in(self.root, self.start, va.get(), end, pa.get(), attrs) {
             Ok(()) => Ok(()),
@@ -479,6 +487,42 @@ impl<M: TableMemory> PageTable<M> {
                 }
                 Err(partial.error)
             }
+        }
+    }
+
+    /// The end of `[va, va + size)` once it is checked to be a non-empty, 4 KiB-aligned
+    /// range inside the VA space.
+    fn checked_va_range(&self, va: GpuVa, size: u64) -> Result<u64, MapError> {
+        if size == 0 {
+            return Err(MapError::ZeroSize);
+        }
+        if !va.is_aligned(MIN_PAGE) {
+            return Err(MapError::MisalignedVa { va });
+        }
+        if !MIN_PAGE.is_aligned(size) {
+            return Err(MapError::MisalignedSize { size });
+        }
+        match range_end(va.get(), size) {
+            Some(end) if end <= self.va_size() => Ok(end),
+            _ => Err(MapError::VaOutOfRange {
+                va,
+                size,
+                va_bits: self.va_bits,
+            }),
+        }
+    }
+
+    /// Fails with the first mapped address in `[va, end)`. Runs before anything is
+    /// allocated, so the error does not depend on how much table memory is left.
+    fn check_vacant(&self, va: GpuVa, end: u64) -> Result<(), MapError> {
+        match self
+            .first_mapped(self.root, self.start, va.get(), end)
+            .map_err(MapError::Corrupt)?
+        {
+            Some(mapped) => Err(MapError::AlreadyMapped {
+                va: GpuVa::new(mapped),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -728,6 +772,9 @@ impl<M: TableMemory> PageTable<M> {
         va: u64,
         end: u64,
     ) -> Result<Option<u64>, CorruptDescriptor> {
+        if level.next().is_none() {
+            return self.first_hole_in_leaf_table(table, va, end);
+        }
         let mut cur = va;
         while cur < end {
             let (_, entry_end) = entry_bounds(level, cur);
@@ -746,6 +793,43 @@ impl<M: TableMemory> PageTable<M> {
                 }
             }
             cur = chunk_end;
+        }
+        Ok(None)
+    }
+
+    /// [`Self::first_hole`] for `[va, end)` inside one level-3 table, read in one go.
+    fn first_hole_in_leaf_table(
+        &self,
+        table: PhysAddr,
+        va: u64,
+        end: u64,
+    ) -> Result<Option<u64>, CorruptDescriptor> {
+        let page = MIN_PAGE.get();
+        let mut buf = [0u64; SCAN_CHUNK];
+        let mut cur = va;
+        while cur < end {
+            let count =
+                usize::try_from((end - cur) / page).map_or(SCAN_CHUNK, |n| n.min(SCAN_CHUNK));
+            let Some(entries) = buf.get_mut(..count) else {
+                break;
+            };
+            self.mem
+                .read_descriptors(table, TableIndex::of(Level::L3, cur), entries);
+            // Branch-free over the chunk (it vectorises); find the culprit only on failure.
+            let all_pages = entries
+                .iter()
+                .fold(true, |all, &raw| all & is_valid_page(raw));
+            if all_pages {
+                cur += count as u64 * page;
+                continue;
+            }
+            if let Some(i) = entries.iter().position(|&raw| !is_valid_page(raw)) {
+                let raw = entries.get(i).copied().unwrap_or(0);
+                // Not a page: a hole, or a corrupt descriptor reported as such.
+                Descriptor::decode(Level::L3, raw)?;
+                return Ok(Some(cur + i as u64 * page));
+            }
+            cur += count as u64 * page;
         }
         Ok(None)
     }
@@ -784,11 +868,18 @@ impl<M: TableMemory> PageTable<M> {
                 }
                 Descriptor::Table { next } => {
                     let next_level = level.next().ok_or(corrupt)?;
-                    self.unmap_in(next, next_level, cur, chunk_end, reserve)?;
-                    if whole_entry || self.is_empty(next) {
+                    if whole_entry {
+                        // Everything below goes: unlink the subtree, then free its pages
+                        // without clearing their entries one by one.
                         self.mem.write_descriptor(table, index, 0);
-                        self.mem.free_table(next);
-                        self.tables -= 1;
+                        self.free_subtree(next, next_level);
+                    } else {
+                        self.unmap_in(next, next_level, cur, chunk_end, reserve)?;
+                        if self.is_empty(next, TableIndex::of(next_level, cur)) {
+                            self.mem.write_descriptor(table, index, 0);
+                            self.mem.free_table(next);
+                            self.tables -= 1;
+                        }
                     }
                 }
             }
@@ -811,10 +902,23 @@ impl<M: TableMemory> PageTable<M> {
         }
     }
 
-    fn is_empty(&self, table: PhysAddr) -> bool {
-        (0..ENTRIES)
-            .filter_map(TableIndex::new)
-            .all(|i| self.mem.read_descriptor(table, i) == 0)
+    /// Whether `table` holds no valid descriptor. The scan starts at `first`, the first
+    /// entry of the range just unmapped in it, and wraps around: if that range still holds
+    /// a table the answer comes at once, and otherwise a still-mapped neighbour usually
+    /// follows within a chunk.
+    fn is_empty(&self, table: PhysAddr, first: TableIndex) -> bool {
+        let mut buf = [0u64; SCAN_CHUNK];
+        let start = first.0;
+        let mut chunks = (start..ENTRIES)
+            .step_by(SCAN_CHUNK)
+            .chain((0..start).step_by(SCAN_CHUNK));
+        chunks.all(|first| {
+            // A chunk may run past the wrap point: the overlap is read twice, harmlessly.
+            let len = usize::from(ENTRIES - first).min(SCAN_CHUNK);
+            let entries = buf.get_mut(..len).unwrap_or_default();
+            self.mem.read_descriptors(table, TableIndex(first), entries);
+            entries.iter().all(|&raw| raw == 0)
+        })
     }
 
     /// Frees `table` (at `level`) and every table below it.

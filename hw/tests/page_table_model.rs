@@ -1,5 +1,5 @@
-//! Random map / unmap / translate sequences checked against a simple model: a list of
-//! mapped runs. After every step the page table's merged mapping list must equal the
+//! Random map / batched map (`map_runs`) / unmap / translate sequences checked against a
+//! simple model: a list of mapped runs. After every step the page table's merged mapping list must equal the
 //! model's, failed steps must change nothing, no non-root table may be empty, and after
 //! unmapping everything only the root table is left.
 
@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use extmem_hw::profile::{ADRENO_6XX, MALI_G610};
 use extmem_hw::{
-    Access, GpuProfile, GpuVa, MapError, MapFlags, Mapping, PageAttrs, PageTable, PhysAddr,
-    TableIndex, TableMemory, UnmapError,
+    Access, GpuProfile, GpuVa, MapError, MapFlags, MapRunsError, Mapping, PageAttrs, PageTable,
+    PhysAddr, Run as PhysRun, TableIndex, TableMemory, UnmapError,
 };
 use proptest::prelude::*;
 
@@ -178,6 +178,14 @@ enum Op {
         size: u64,
         read_only: bool,
     },
+    /// A batched map of `runs` (pa, bytes) at `va`, for `runs' total + size_delta` bytes;
+    /// the source fails when asked for run `fail_at`.
+    MapRuns {
+        va: u64,
+        runs: Vec<(u64, u64)>,
+        size_delta: i64,
+        fail_at: Option<usize>,
+    },
     Unmap {
         va: u64,
         size: u64,
@@ -195,6 +203,62 @@ fn size() -> impl Strategy<Value = u64> {
         3 => (1u64..=3, 0u64..=2).prop_map(|(b, p)| b * M2 + p * PAGE),
         1 => Just(G1),
     ]
+}
+
+/// One run of a batched map: scattered single pages, a few pages, or 2 MiB-aligned runs
+/// long enough for blocks; PAs now and then beyond the 40-bit OA space of Mali.
+fn run_piece() -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![
+        5 => addr().prop_map(|pa| (pa % (1 << 36), PAGE)),
+        3 => (addr(), size()).prop_map(|(pa, size)| (pa % (1 << 36), size)),
+        1 => (0u64..8, 1u64..=3).prop_map(|(b, n)| (b * M2, n * M2)),
+        1 => (0u64..4).prop_map(|p| ((1 << 40) - p * PAGE - PAGE, 2 * PAGE)),
+    ]
+}
+
+/// How far the batched map's size is from the runs' total: exact, short (the last run is
+/// cut), or long (the runs end first).
+fn size_delta() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        6 => Just(0i64),
+        2 => (1i64..=3).prop_map(|p| -p * 4096),
+        1 => (1i64..=3).prop_map(|p| p * 4096),
+    ]
+}
+
+/// What `map_runs` must return for these runs (the range already checked vacant), and
+/// the model runs it maps on success.
+fn expected_runs(
+    va: u64,
+    size: u64,
+    runs: &[(u64, u64)],
+    fail_at: Option<usize>,
+    oa_bits: u8,
+) -> Result<Vec<(u64, u64, u64)>, MapRunsError<usize>> {
+    let mut mapped = 0;
+    let mut pieces = Vec::new();
+    for (i, &(pa, len)) in runs.iter().enumerate() {
+        if mapped >= size {
+            break;
+        }
+        if fail_at == Some(i) {
+            return Err(MapRunsError::Source(i));
+        }
+        let used = len.min(size - mapped);
+        if pa + used > 1u64 << oa_bits {
+            return Err(MapRunsError::Map(MapError::PaOutOfRange {
+                pa: PhysAddr::new(pa),
+                size: used,
+                oa_bits,
+            }));
+        }
+        pieces.push((va + mapped, pa, used));
+        mapped += used;
+    }
+    if mapped < size {
+        return Err(MapRunsError::RunsEnded { mapped, size });
+    }
+    Ok(pieces)
 }
 
 /// Addresses in a 4 GiB window, biased towards block alignment.
@@ -216,6 +280,8 @@ fn op() -> impl Strategy<Value = Op> {
             size,
             read_only
         }),
+        4 => (addr(), prop::collection::vec(run_piece(), 1..12), size_delta(), prop::option::weighted(0.1, 0usize..12))
+            .prop_map(|(va, runs, size_delta, fail_at)| Op::MapRuns { va, runs, size_delta, fail_at }),
         3 => (addr(), size()).prop_map(|(va, size)| Op::Unmap { va, size }),
         2 => addr().prop_map(|va| Op::Translate { va }),
     ]
@@ -291,6 +357,58 @@ fn run(profile: &GpuProfile, budget: usize, ops: &[Op]) {
                         size,
                         attrs: flags.attrs(),
                     });
+                }
+            }
+            Op::MapRuns {
+                va,
+                ref runs,
+                size_delta,
+                fail_at,
+            } => {
+                let total: u64 = runs.iter().map(|r| r.1).sum();
+                let size = total.saturating_add_signed(size_delta).max(PAGE);
+                let source = runs.iter().enumerate().map(|(i, &(pa, len))| {
+                    if fail_at == Some(i) {
+                        Err(i)
+                    } else {
+                        Ok(PhysRun {
+                            pa: PhysAddr::new(pa),
+                            len,
+                        })
+                    }
+                });
+                let flags = MapFlags::default();
+                let result = pt.map_runs(GpuVa::new(va), size, source, flags);
+                let end = va + size;
+                if end > va_size {
+                    assert!(
+                        matches!(
+                            result,
+                            Err(MapRunsError::Map(MapError::VaOutOfRange { .. }))
+                        ),
+                        "{result:?}"
+                    );
+                } else if let Some(first) = model.first_mapped(va, end) {
+                    assert_eq!(
+                        result,
+                        Err(MapRunsError::Map(MapError::AlreadyMapped {
+                            va: GpuVa::new(first)
+                        }))
+                    );
+                } else if budget < usize::MAX
+                    && result == Err(MapRunsError::Map(MapError::OutOfTableMemory))
+                {
+                } else {
+                    let expected = expected_runs(va, size, runs, fail_at, profile.oa_bits);
+                    assert_eq!(result, expected.as_ref().map(|_| ()).map_err(|e| *e));
+                    for (va, pa, size) in expected.unwrap_or_default() {
+                        model.runs.push(Run {
+                            va,
+                            pa,
+                            size,
+                            attrs: flags.attrs(),
+                        });
+                    }
                 }
             }
             Op::Unmap { va, size } => {
