@@ -4,9 +4,11 @@
 //!
 //! - Every command is checked before any runs, so a malformed batch has no effect
 //!   (`EINVAL`, `fault_cmd` names the first bad command).
-//! - Commands then run in order, each front to back in chunks that never cross a 4 KiB
-//!   page on either side (the platform's contract); a chunk's addresses are translated
-//!   when it starts, re-using the last leaf of each side while the address stays inside it.
+//! - Commands then run in order, each front to back in chunks that are physically
+//!   contiguous on both sides (the platform's contract): each side is translated as a run
+//!   of leaves that continue each other physically ([`PageTable::translate_run`], one walk
+//!   per run), re-used while the address stays inside it, and a chunk ends where either
+//!   side's run does. One platform call moves a whole chunk.
 //! - The first byte that cannot be read (nothing mapped: `UNMAPPED`) or written (nothing
 //!   mapped, or mapped read-only: `READ_ONLY`) stops the batch with `EIO`; `fault_va` is
 //!   exactly that byte, `fault_cmd` its command. The source of a chunk is translated before
@@ -19,9 +21,6 @@ use extmem_uapi::{Cmd, CmdOp, Exec, FaultKind};
 
 use crate::args::{check_cmd, check_exec, ArgError};
 use crate::platform::{MemoryFault, Platform, PlatformTables};
-
-/// 4 KiB: the most one platform copy or fill touches.
-const PAGE: u64 = extmem_hw::profile::MIN_PAGE.get();
 
 /// Why `EXEC` stopped.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -135,7 +134,8 @@ fn cmd_index(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
-/// The leaf that maps a run of VA, kept so the pages of one block are not walked again.
+/// A physically contiguous run of VA with one access, kept so its pages are not walked
+/// again.
 #[derive(Clone, Copy)]
 struct Leaf {
     va: u64,
@@ -157,19 +157,21 @@ impl<P: Platform> Engine<'_, P> {
         self.table.memory().platform()
     }
 
-    /// The physical address of `va`, as a read or a write, through `cached` (the last leaf
-    /// of that side).
+    /// The physical address of `va`, as a read or a write, and how many bytes from there on
+    /// are physically contiguous, through `cached` (the last run of that side). A new run
+    /// is looked up at most `want` bytes long.
     fn resolve(
         table: &PageTable<PlatformTables<P>>,
         cmd: u32,
         cached: &mut Option<Leaf>,
-        va: u64,
+        (va, want): (u64, u64),
         write: bool,
-    ) -> Result<PhysAddr, ExecError> {
+    ) -> Result<(PhysAddr, u64), ExecError> {
         let leaf = match *cached {
             Some(leaf) if va >= leaf.va && va - leaf.va < leaf.size => leaf,
             _ => {
-                let t = table.translate(GpuVa::new(va)).map_err(|e| match e {
+                let found = table.translate_run(GpuVa::new(va), want);
+                let (t, bytes) = found.map_err(|e| match e {
                     TranslateError::NotMapped { .. } | TranslateError::VaOutOfRange { .. } => {
                         ExecError::Fault {
                             cmd,
@@ -183,11 +185,10 @@ impl<P: Platform> Engine<'_, P> {
                         descriptor,
                     },
                 })?;
-                let size = t.page.bytes();
                 let leaf = Leaf {
-                    va: t.page.alignment().align_down(va),
-                    pa: t.page.alignment().align_down(t.pa.get()),
-                    size,
+                    va,
+                    pa: t.pa.get(),
+                    size: bytes,
                     read_only: t.attrs.access == Access::ReadOnly,
                 };
                 *cached = Some(leaf);
@@ -201,18 +202,24 @@ impl<P: Platform> Engine<'_, P> {
                 kind: FaultKind::READ_ONLY,
             });
         }
-        // va - leaf.va < leaf.size, and the leaf's PA range was checked when it was mapped.
-        Ok(PhysAddr::new(leaf.pa.wrapping_add(va - leaf.va)))
+        // va - leaf.va < leaf.size, and the run's PA range was checked when it was mapped.
+        let offset = va - leaf.va;
+        Ok((
+            PhysAddr::new(leaf.pa.wrapping_add(offset)),
+            leaf.size - offset,
+        ))
     }
 
     /// COPY: `src + size` and `dst + size` do not wrap (checked).
     fn copy(&mut self, src: u64, dst: u64, size: u64) -> Result<(), ExecError> {
         let mut done = 0;
         while done < size {
-            let (s, d) = (src.wrapping_add(done), dst.wrapping_add(done));
-            let src_pa = Self::resolve(self.table, self.cmd, &mut self.src, s, false)?;
-            let dst_pa = Self::resolve(self.table, self.cmd, &mut self.dst, d, true)?;
-            let chunk = (size - done).min(PAGE - s % PAGE).min(PAGE - d % PAGE);
+            let (s, d, left) = (src.wrapping_add(done), dst.wrapping_add(done), size - done);
+            let (src_pa, src_run) =
+                Self::resolve(self.table, self.cmd, &mut self.src, (s, left), false)?;
+            let (dst_pa, dst_run) =
+                Self::resolve(self.table, self.cmd, &mut self.dst, (d, left), true)?;
+            let chunk = left.min(src_run).min(dst_run);
             self.platform()
                 .copy(dst_pa, src_pa, chunk)
                 .map_err(|MemoryFault| ExecError::Memory {
@@ -229,9 +236,10 @@ impl<P: Platform> Engine<'_, P> {
     fn fill(&mut self, dst: u64, value: u32, size: u64) -> Result<(), ExecError> {
         let mut done = 0;
         while done < size {
-            let d = dst.wrapping_add(done);
-            let dst_pa = Self::resolve(self.table, self.cmd, &mut self.dst, d, true)?;
-            let chunk = (size - done).min(PAGE - d % PAGE);
+            let (d, left) = (dst.wrapping_add(done), size - done);
+            let (dst_pa, dst_run) =
+                Self::resolve(self.table, self.cmd, &mut self.dst, (d, left), true)?;
+            let chunk = left.min(dst_run);
             self.platform()
                 .fill(dst_pa, value, chunk)
                 .map_err(|MemoryFault| ExecError::Memory {
@@ -530,22 +538,25 @@ mod tests {
     }
 
     #[test]
-    fn copies_through_2m_blocks_stay_page_bounded() {
+    fn a_physically_contiguous_copy_is_one_platform_call() {
         let fake = FakePlatform::new();
         let mut vm = Vm::<&FakePlatform, 8>::new();
         vm.init(&fake).expect("init");
         let base = 0x2_0000_0000;
         fake.add_object(1, &[(base, 2 * M2)]);
-        let object = BoundObject {
-            id: ObjectId(1),
-            size: 2 * M2,
+        // Object 2: two contiguous pages, then one elsewhere.
+        fake.add_paged_object(2, &[0x3_0000_0000, 0x3_0000_1000, 0x3_0000_8000]);
+        let object = |id, size| BoundObject {
+            id: ObjectId(id),
+            size,
             read_only: false,
         };
-        vm.bind(&map_args(0x4000_0000, 0, 2 * M2, 0), object)
+        vm.bind(&map_args(0x4000_0000, 0, 2 * M2, 0), object(1, 2 * M2))
+            .expect("bind");
+        vm.bind(&map_args(0x8000_0000, 0, 3 * PAGE, 0), object(2, 3 * PAGE))
             .expect("bind");
         fake.write(base + M2 - 0x800, &[0x77; 0x1000]);
-        // Crosses the 2 MiB boundary between the two blocks; the fake panics on a chunk
-        // that crosses a 4 KiB page.
+        // Crosses the 2 MiB boundary between two physically adjacent blocks.
         let (result, _) = exec(
             &vm,
             &[Cmd::copy(
@@ -556,6 +567,16 @@ mod tests {
         );
         assert_eq!(result, Ok(()));
         assert_eq!(fake.read(base + 0x10_0003, 0x1000), std::vec![0x77; 0x1000]);
+        assert_eq!(fake.copy_calls(), 1);
+        // Into object 2: one call for its two contiguous pages, one for the third.
+        let (result, _) = exec(&vm, &[Cmd::copy(0x4000_0000, 0x8000_0000, 3 * PAGE)]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(fake.copy_calls(), 3);
+        let copied: Vec<u8> = [0x3_0000_0000, 0x3_0000_1000, 0x3_0000_8000]
+            .iter()
+            .flat_map(|&pa| fake.read(pa, PAGE))
+            .collect();
+        assert_eq!(copied, fake.read(base, 3 * PAGE));
         vm.fini();
     }
 }
