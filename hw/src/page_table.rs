@@ -10,7 +10,9 @@
 //!   walker never sees a half-built subtree.
 //! - A failed [`PageTable::map`] or [`PageTable::unmap`] leaves the tables as they were.
 
+use core::convert::Infallible;
 use core::fmt;
+use core::marker::PhantomData;
 
 use crate::addr::{range_end, GpuVa, PhysAddr};
 use crate::descriptor::{
@@ -342,6 +344,53 @@ pub struct Invalidate {
     pub size: u64,
 }
 
+/// A table holding leaves, found by [`PageTable::translate_run`], that a later call may
+/// read again without walking from the root. It borrows the page table, which therefore
+/// cannot change in between.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafTable<'t> {
+    table: PhysAddr,
+    level: Level,
+    /// The VA its entry 0 maps.
+    base: u64,
+    _walked: PhantomData<&'t ()>,
+}
+
+impl LeafTable<'_> {
+    /// The raw leaf for `va` if it lies in this table's span and the entry is a leaf.
+    fn leaf<M: TableMemory>(self, pt: &PageTable<M>, va: u64) -> Option<(Self, u64)> {
+        let span = self.level.entry_bytes() * u64::from(ENTRIES);
+        if va < self.base || va - self.base >= span {
+            return None;
+        }
+        let raw = pt
+            .mem
+            .read_descriptor(self.table, TableIndex::of(self.level, va));
+        matches!(
+            Descriptor::decode(self.level, raw),
+            Ok(Descriptor::Leaf { .. })
+        )
+        .then_some((self, raw))
+    }
+
+    /// The translation of `va` by `raw`, the leaf for it in this table.
+    fn translation(self, va: GpuVa, raw: u64) -> Result<Translation, TranslateError> {
+        let level = self.level;
+        let corrupt = TranslateError::Corrupt(CorruptDescriptor { level, raw });
+        match Descriptor::decode(level, raw) {
+            Ok(Descriptor::Leaf { output, attrs }) => {
+                let page = level.leaf_size().ok_or(corrupt)?;
+                Ok(Translation {
+                    pa: PhysAddr::new(output.get() | (va.get() & (page.bytes() - 1))),
+                    page,
+                    attrs,
+                })
+            }
+            _ => Err(corrupt),
+        }
+    }
+}
+
 /// A run of mapped VA whose pages are physically contiguous and share attributes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Mapping {
@@ -381,12 +430,6 @@ pub struct PageTable<M: TableMemory> {
     oa_bits: u8,
     sizes: PageSizes,
     tables: usize,
-}
-
-/// Where a partial map stopped: everything this call mapped lies in `[va, stopped)`.
-struct Partial {
-    stopped: u64,
-    error: MapError,
 }
 
 /// Table pages reserved before an unmap writes anything, so the splits cannot fail.
@@ -458,7 +501,8 @@ impl<M: TableMemory> PageTable<M> {
         size: u64,
         flags: MapFlags,
     ) -> Result<(), MapError> {
-        let end = self.checked_va_range(va, size)?;
+        // VA first, then PA: the order of errors callers see.
+        self.checked_va_range(va, size)?;
         if !pa.is_aligned(MIN_PAGE) {
             return Err(MapError::MisalignedPa { pa });
         }
@@ -472,22 +516,16 @@ impl<M: TableMemory> PageTable<M> {
                 })
             }
         }
-        self.check_vacant(va, end)?;
-        let attrs = flags.attrs();
-        match self.map_in(self.root, self.start, va.get(), end, pa.get(), attrs) {
-            Ok(()) => Ok(()),
-            Err(partial) => {
-                if partial.stopped > va.get() {
-                    // Undo what this call mapped. No leaf straddles `stopped`, so no block
-                    // needs splitting and the empty reserve is enough.
-                    let mut none = SplitReserve::EMPTY;
-                    // Every descriptor in [va, stopped) was just written by us and decodes.
-                    let _ =
-                        self.unmap_in(self.root, self.start, va.get(), partial.stopped, &mut none);
-                }
-                Err(partial.error)
-            }
-        }
+        // The batched path with a single run: the checks above already ruled out every
+        // error that is about the run.
+        let run = core::iter::once(Ok::<_, Infallible>(Run { pa, len: size }));
+        self.map_runs(va, size, run, flags)
+            .map_err(|error| match error {
+                MapRunsError::Map(error) => error,
+                MapRunsError::Source(never) => match never {},
+                // Cannot happen: the one run covers the range.
+                MapRunsError::RunsEnded { size, .. } => MapError::MisalignedSize { size },
+            })
     }
 
     /// The end of `[va, va + size)` once it is checked to be a non-empty, 4 KiB-aligned
@@ -524,97 +562,6 @@ impl<M: TableMemory> PageTable<M> {
             }),
             None => Ok(()),
         }
-    }
-
-    fn map_in(
-        &mut self,
-        table: PhysAddr,
-        level: Level,
-        va: u64,
-        end: u64,
-        pa: u64,
-        attrs: PageAttrs,
-    ) -> Result<(), Partial> {
-        let mut cur = va;
-        while cur < end {
-            let index = TableIndex::of(level, cur);
-            let (entry_start, entry_end) = entry_bounds(level, cur);
-            let chunk_end = end.min(entry_end);
-            // `pa + size` was checked against the OA space, so this cannot overflow.
-            let chunk_pa = pa + (cur - va);
-            let stop = |error| Partial {
-                stopped: cur,
-                error,
-            };
-            let raw = self.mem.read_descriptor(table, index);
-            match Descriptor::decode(level, raw).map_err(|c| stop(MapError::Corrupt(c)))? {
-                Descriptor::Leaf { .. } => {
-                    return Err(stop(MapError::AlreadyMapped {
-                        va: GpuVa::new(cur),
-                    }));
-                }
-                Descriptor::Table { next } => {
-                    let Some(next_level) = level.next() else {
-                        return Err(stop(MapError::Corrupt(CorruptDescriptor { level, raw })));
-                    };
-                    self.map_in(next, next_level, cur, chunk_end, chunk_pa, attrs)?;
-                }
-                Descriptor::Invalid => {
-                    let whole_entry = cur == entry_start && chunk_end == entry_end;
-                    let leaf = level.leaf_size().filter(|size| {
-                        whole_entry
-                            && self.sizes.contains(*size)
-                            && size.alignment().is_aligned(chunk_pa)
-                    });
-                    let next_level = level.next();
-                    match (leaf, next_level) {
-                        (Some(_), _) => {
-                            let leaf = Descriptor::Leaf {
-                                output: PhysAddr::new(chunk_pa),
-                                attrs,
-                            };
-                            let raw = leaf.encode(level).ok_or(stop(MapError::PaOutOfRange {
-                                pa: PhysAddr::new(chunk_pa),
-                                size: chunk_end - cur,
-                                oa_bits: self.oa_bits,
-                            }))?;
-                            self.mem.write_descriptor(table, index, raw);
-                        }
-                        (None, Some(next_level)) => {
-                            let next = self
-                                .mem
-                                .alloc_table()
-                                .ok_or(stop(MapError::OutOfTableMemory))?;
-                            self.tables += 1;
-                            let linked = Descriptor::Table { next }.encode(level);
-                            match (
-                                self.map_in(next, next_level, cur, chunk_end, chunk_pa, attrs),
-                                linked,
-                            ) {
-                                (Ok(()), Some(raw)) => self.mem.write_descriptor(table, index, raw),
-                                (result, _) => {
-                                    // The fresh subtree was never linked: drop all of it.
-                                    self.free_subtree(next, next_level);
-                                    let error = match result {
-                                        Err(p) => p.error,
-                                        Ok(()) => MapError::OutOfTableMemory,
-                                    };
-                                    return Err(stop(error));
-                                }
-                            }
-                        }
-                        // A level-3 entry always takes a 4 KiB page (profiles must have them).
-                        (None, None) => {
-                            return Err(stop(MapError::MisalignedVa {
-                                va: GpuVa::new(cur),
-                            }));
-                        }
-                    }
-                }
-            }
-            cur = chunk_end;
-        }
-        Ok(())
     }
 
     /// Unmaps `[va, va + size)`, which must be mapped throughout. Blocks the range cuts are
@@ -937,6 +884,60 @@ impl<M: TableMemory> PageTable<M> {
 
     /// Walks the tables for `va`, as the GPU's MMU would.
     pub fn translate(&self, va: GpuVa) -> Result<Translation, TranslateError> {
+        let (leaf, raw) = self.walk(va)?;
+        leaf.translation(va, raw)
+    }
+
+    /// The translation of `va` and how many bytes from `va` on continue it: the following
+    /// leaves of the same table are added while they map the next physical bytes with the
+    /// same attributes, up to `max` bytes (at least the rest of `va`'s own leaf is
+    /// counted). For the copy engine: one walk per run instead of one per page, and
+    /// `near`, the table of the previous run, saves the walk altogether when `va`'s leaf
+    /// is in that table too.
+    pub fn translate_run<'t>(
+        &'t self,
+        va: GpuVa,
+        max: u64,
+        near: &mut Option<LeafTable<'t>>,
+    ) -> Result<(Translation, u64), TranslateError> {
+        let (leaf, raw) = match near.and_then(|t| t.leaf(self, va.get())) {
+            Some(found) => found,
+            None => {
+                let (leaf, raw) = self.walk(va)?;
+                *near = Some(leaf);
+                (leaf, raw)
+            }
+        };
+        let found = leaf.translation(va, raw)?;
+        let LeafTable { table, level, .. } = leaf;
+        let page = level.entry_bytes();
+        let mut bytes = page - (va.get() & (page - 1));
+        // Leaves are aligned to their size, so the leaf's own output is `pa` rounded down.
+        let mut expected = (found.pa.get() & !(page - 1)).saturating_add(page);
+        let mut next_va = va.get().saturating_add(bytes);
+        // Entry by entry: a descriptor read can cost a call into the platform, and most
+        // runs end at the first mismatch.
+        while bytes < max && next_va < self.va_size() {
+            let index = TableIndex::of(level, next_va);
+            if index.0 == 0 {
+                break;
+            }
+            match Descriptor::decode(level, self.mem.read_descriptor(table, index)) {
+                Ok(Descriptor::Leaf { output, attrs })
+                    if output.get() == expected && attrs == found.attrs =>
+                {
+                    bytes += page;
+                    expected += page;
+                    next_va += page;
+                }
+                _ => break,
+            }
+        }
+        Ok((found, bytes))
+    }
+
+    /// The walk for `va` down to its leaf: the table holding it and the raw leaf.
+    fn walk(&self, va: GpuVa) -> Result<(LeafTable<'_>, u64), TranslateError> {
         if va.get() >= self.va_size() {
             return Err(TranslateError::VaOutOfRange {
                 va,
@@ -956,74 +957,18 @@ impl<M: TableMemory> PageTable<M> {
                     level = level.next().ok_or(corrupt)?;
                     table = next;
                 }
-                Descriptor::Leaf { output, attrs } => {
-                    let corrupt = TranslateError::Corrupt(CorruptDescriptor { level, raw });
-                    let page = level.leaf_size().ok_or(corrupt)?;
-                    let offset = va.get() & (page.bytes() - 1);
-                    return Ok(Translation {
-                        pa: PhysAddr::new(output.get() | offset),
-                        page,
-                        attrs,
-                    });
+                Descriptor::Leaf { .. } => {
+                    let span = level.entry_bytes() * u64::from(ENTRIES);
+                    let leaf = LeafTable {
+                        table,
+                        level,
+                        base: va.get() & !(span - 1),
+                        _walked: PhantomData,
+                    };
+                    return Ok((leaf, raw));
                 }
             }
         }
-    }
-
-    /// The translation of `va` and how many bytes from `va` on continue it: the following
-    /// leaves of the same table are added while they map the next physical bytes with the
-    /// same attributes, up to `max` bytes (at least the rest of `va`'s own leaf is
-    /// counted). One walk per run instead of one per page, for the copy engine.
-    pub fn translate_run(&self, va: GpuVa, max: u64) -> Result<(Translation, u64), TranslateError> {
-        let found = self.translate(va)?;
-        let page = found.page.bytes();
-        let level = found.page.level();
-        let mut bytes = page - (va.get() & (page - 1));
-        // Re-walk to the table holding the leaf: translate does not hand it out, and the
-        // walk is a few reads next to the scan below.
-        let Some(table) = self.table_holding(va.get(), level) else {
-            return Ok((found, bytes));
-        };
-        let mut expected = found.pa.get().saturating_add(bytes);
-        let mut next_va = va.get().saturating_add(bytes);
-        let mut buf = [0u64; SCAN_CHUNK];
-        while bytes < max && next_va < self.va_size() && TableIndex::of(level, next_va).0 != 0 {
-            let first = TableIndex::of(level, next_va);
-            let len = usize::from(ENTRIES - first.0).min(SCAN_CHUNK);
-            let entries = buf.get_mut(..len).unwrap_or_default();
-            self.mem.read_descriptors(table, first, entries);
-            for &raw in entries.iter() {
-                match Descriptor::decode(level, raw) {
-                    Ok(Descriptor::Leaf { output, attrs })
-                        if output.get() == expected && attrs == found.attrs =>
-                    {
-                        bytes += page;
-                        expected += page;
-                        next_va += page;
-                    }
-                    _ => return Ok((found, bytes)),
-                }
-                if bytes >= max {
-                    break;
-                }
-            }
-        }
-        Ok((found, bytes))
-    }
-
-    /// The table at `level` on the walk for `va`, if the walk gets there.
-    fn table_holding(&self, va: u64, level: Level) -> Option<PhysAddr> {
-        let mut table = self.root;
-        let mut cur = self.start;
-        while cur != level {
-            let raw = self.mem.read_descriptor(table, TableIndex::of(cur, va));
-            match Descriptor::decode(cur, raw) {
-                Ok(Descriptor::Table { next }) => table = next,
-                _ => return None,
-            }
-            cur = cur.next()?;
-        }
-        Some(table)
     }
 
     /// The mapped ranges in VA order, adjacent leaves merged where they are physically
@@ -1404,7 +1349,9 @@ mod tests {
         pt.map(GpuVa::new(0x4000), PhysAddr::new(0x50_1000), 0x2000, rw())
             .expect("map");
         fn run(pt: &PageTable<Pool>, va: u64, max: u64) -> (u64, u64) {
-            let (t, bytes) = pt.translate_run(GpuVa::new(va), max).expect("mapped");
+            let (t, bytes) = pt
+                .translate_run(GpuVa::new(va), max, &mut None)
+                .expect("mapped");
             (t.pa.get(), bytes)
         }
         assert_eq!(run(&pt, 0x10, u64::MAX), (0x10_0010, 0x3000 - 0x10));
@@ -1436,11 +1383,25 @@ mod tests {
             .expect("map");
         assert_eq!(run(&pt, 2 * M2 + 0x1000, 1), (4 * M2 + 0x1000, M2 - 0x1000));
         assert_eq!(
-            pt.translate_run(GpuVa::new(0x7000), 1).map(|r| r.1),
+            pt.translate_run(GpuVa::new(0x7000), 1, &mut None)
+                .map(|r| r.1),
             Err(TranslateError::NotMapped {
                 va: GpuVa::new(0x7000)
             })
         );
+        // The table of an earlier run is re-used without a walk, and gives the same answers.
+        let mut near = None;
+        let first = pt.translate_run(GpuVa::new(0), u64::MAX, &mut near);
+        assert_eq!(first.map(|r| r.1), Ok(0x3000));
+        assert!(near.is_some());
+        for va in [0x3000, 0x4000, 0x6000, M2 - 0x1000, 2 * M2] {
+            assert_eq!(
+                pt.translate_run(GpuVa::new(va), u64::MAX, &mut near),
+                pt.translate_run(GpuVa::new(va), u64::MAX, &mut None),
+                "{va:#x}"
+            );
+        }
+        assert!(pt.translate_run(GpuVa::new(0x7000), 1, &mut near).is_err());
     }
 
     #[test]

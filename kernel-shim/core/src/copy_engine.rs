@@ -16,7 +16,7 @@
 //!   before the faulting byte has been copied.
 
 use extmem_hw::descriptor::CorruptDescriptor;
-use extmem_hw::{Access, GpuVa, PageTable, PhysAddr, TranslateError};
+use extmem_hw::{Access, GpuVa, LeafTable, PageTable, PhysAddr, TranslateError};
 use extmem_uapi::{Cmd, CmdOp, Exec, FaultKind};
 
 use crate::args::{check_cmd, check_exec, ArgError};
@@ -112,8 +112,8 @@ fn run_checked<P: Platform>(
         let mut engine = Engine {
             table,
             cmd: cmd_index(index),
-            src: None,
-            dst: None,
+            src: Side::default(),
+            dst: Side::default(),
         };
         match cmd.op {
             CmdOp::COPY => engine.copy(cmd.src, cmd.dst, cmd.size)?,
@@ -144,33 +144,42 @@ struct Leaf {
     read_only: bool,
 }
 
+/// What one side of a command remembers between chunks.
+#[derive(Default)]
+struct Side<'a> {
+    /// The run the last chunk used.
+    run: Option<Leaf>,
+    /// The table its leaves are in: the next run is most often in it too.
+    near: Option<LeafTable<'a>>,
+}
+
 /// One command in flight.
 struct Engine<'a, P: Platform> {
     table: &'a PageTable<PlatformTables<P>>,
     cmd: u32,
-    src: Option<Leaf>,
-    dst: Option<Leaf>,
+    src: Side<'a>,
+    dst: Side<'a>,
 }
 
-impl<P: Platform> Engine<'_, P> {
+impl<'a, P: Platform> Engine<'a, P> {
     fn platform(&self) -> &P {
         self.table.memory().platform()
     }
 
     /// The physical address of `va`, as a read or a write, and how many bytes from there on
-    /// are physically contiguous, through `cached` (the last run of that side). A new run
+    /// are physically contiguous, through `side` (the last run of that side). A new run
     /// is looked up at most `want` bytes long.
     fn resolve(
-        table: &PageTable<PlatformTables<P>>,
+        table: &'a PageTable<PlatformTables<P>>,
         cmd: u32,
-        cached: &mut Option<Leaf>,
+        side: &mut Side<'a>,
         (va, want): (u64, u64),
         write: bool,
     ) -> Result<(PhysAddr, u64), ExecError> {
-        let leaf = match *cached {
+        let leaf = match side.run {
             Some(leaf) if va >= leaf.va && va - leaf.va < leaf.size => leaf,
             _ => {
-                let found = table.translate_run(GpuVa::new(va), want);
+                let found = table.translate_run(GpuVa::new(va), want, &mut side.near);
                 let (t, bytes) = found.map_err(|e| match e {
                     TranslateError::NotMapped { .. } | TranslateError::VaOutOfRange { .. } => {
                         ExecError::Fault {
@@ -191,7 +200,7 @@ impl<P: Platform> Engine<'_, P> {
                     size: bytes,
                     read_only: t.attrs.access == Access::ReadOnly,
                 };
-                *cached = Some(leaf);
+                side.run = Some(leaf);
                 leaf
             }
         };
