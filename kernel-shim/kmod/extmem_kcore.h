@@ -92,8 +92,8 @@ int extmem_kcore_vm_query(void *vm, struct drm_extmem_vm_query *args, bool privi
 /*
  * EXEC: run `cmds` (args->count of them, already copied into the kernel and checked by
  * extmem_kcore_check_exec) in order. Every byte is accessed through the VM's page tables
- * via extmem_plat_copy / extmem_plat_fill, one physically contiguous chunk at a time.
- * Returns 0, or -EINVAL for a malformed command (bad op, non-zero unused field, zero size, wrapping
+ * via extmem_plat_copy / extmem_plat_fill, one page-bounded chunk at a time. Returns 0, or
+ * -EINVAL for a malformed command (bad op, non-zero unused field, zero size, wrapping
  * range, unaligned FILL) with args->fault_cmd set to its index: every command is checked
  * before any runs, so then nothing has run. Or -EIO on a GPU fault with fault_va (the
  * first byte that could not be accessed) / fault_cmd / fault_kind set: commands before
@@ -142,9 +142,8 @@ u64 extmem_plat_read_u64(void *plat, u64 pa);
 void extmem_plat_write_u64(void *plat, u64 pa, u64 value);
 
 /*
- * Copy-engine memory access. `len` bytes, physically contiguous on each side (possibly
- * many pages), moved front to back a page at a time. Return 0, or -EFAULT (nothing
- * touched) if any page is not RAM the device may touch.
+ * Copy-engine memory access. `len` bytes, never crossing a 4 KiB page boundary on either
+ * side. Return 0, or -EFAULT if a physical address is not RAM the device may touch.
  */
 int extmem_plat_copy(void *plat, u64 dst_pa, u64 src_pa, u64 len);
 int extmem_plat_fill(void *plat, u64 dst_pa, u32 value, u64 len);

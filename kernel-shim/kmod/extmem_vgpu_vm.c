@@ -262,18 +262,10 @@ void extmem_plat_write_u64(void *plat, u64 pa, u64 value)
 	WRITE_ONCE(*(u64 *)phys_to_virt(pa), value);
 }
 
-/* Every page of the physically contiguous `[pa, pa + len)` is RAM with a struct page. */
+/* `len` bytes at `pa` within one page, in RAM with a struct page. */
 static bool extmem_pa_ok(u64 pa, u64 len)
 {
-	u64 pfn, last;
-
-	if (!len || pa + len < pa)
-		return false;
-	last = PHYS_PFN(pa + len - 1);
-	for (pfn = PHYS_PFN(pa); pfn <= last; pfn++)
-		if (!pfn_valid(pfn))
-			return false;
-	return true;
+	return len <= PAGE_SIZE - offset_in_page(pa) && pfn_valid(PHYS_PFN(pa));
 }
 
 static void extmem_plat_maybe_resched(struct extmem_plat *p, u64 len)
@@ -285,48 +277,33 @@ static void extmem_plat_maybe_resched(struct extmem_plat *p, u64 len)
 	}
 }
 
-/*
- * One call per physically contiguous chunk (kcore translates whole runs), moved a page at
- * a time through kmap_local_page: front to back, as the per-page calls did before, so
- * overlapping ranges behave the same. Every page is checked before any is touched.
- */
 int extmem_plat_copy(void *plat, u64 dst_pa, u64 src_pa, u64 len)
 {
+	void *dst, *src;
+
 	if (!extmem_pa_ok(dst_pa, len) || !extmem_pa_ok(src_pa, len))
 		return -EFAULT;
-	while (len) {
-		u64 n = min3(len, PAGE_SIZE - offset_in_page(dst_pa),
-			     PAGE_SIZE - offset_in_page(src_pa));
-		void *dst = kmap_local_page(pfn_to_page(PHYS_PFN(dst_pa)));
-		void *src = kmap_local_page(pfn_to_page(PHYS_PFN(src_pa)));
-
-		/* Source and destination may be the same page (a copy inside one buffer). */
-		memmove(dst + offset_in_page(dst_pa), src + offset_in_page(src_pa), n);
-		kunmap_local(src);
-		kunmap_local(dst);
-		extmem_plat_maybe_resched(plat, n);
-		dst_pa += n;
-		src_pa += n;
-		len -= n;
-	}
+	dst = kmap_local_page(pfn_to_page(PHYS_PFN(dst_pa)));
+	src = kmap_local_page(pfn_to_page(PHYS_PFN(src_pa)));
+	/* Source and destination may be the same page (a copy inside one buffer). */
+	memmove(dst + offset_in_page(dst_pa), src + offset_in_page(src_pa), len);
+	kunmap_local(src);
+	kunmap_local(dst);
+	extmem_plat_maybe_resched(plat, len);
 	return 0;
 }
 
 int extmem_plat_fill(void *plat, u64 dst_pa, u32 value, u64 len)
 {
+	void *dst;
+
 	/* FILL is 4-byte aligned (kcore checks dst and size; chunks keep the alignment). */
 	if (!IS_ALIGNED(dst_pa | len, 4) || !extmem_pa_ok(dst_pa, len))
 		return -EFAULT;
-	while (len) {
-		u64 n = min(len, PAGE_SIZE - offset_in_page(dst_pa));
-		void *dst = kmap_local_page(pfn_to_page(PHYS_PFN(dst_pa)));
-
-		memset32(dst + offset_in_page(dst_pa), value, n / 4);
-		kunmap_local(dst);
-		extmem_plat_maybe_resched(plat, n);
-		dst_pa += n;
-		len -= n;
-	}
+	dst = kmap_local_page(pfn_to_page(PHYS_PFN(dst_pa)));
+	memset32(dst + offset_in_page(dst_pa), value, len / 4);
+	kunmap_local(dst);
+	extmem_plat_maybe_resched(plat, len);
 	return 0;
 }
 

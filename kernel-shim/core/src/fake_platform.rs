@@ -45,7 +45,6 @@ struct State {
     table_budget: Option<usize>,
     objects: BTreeMap<u64, FakeObject>,
     unbound: Vec<u64>,
-    copy_calls: usize,
 }
 
 /// The fake.
@@ -141,11 +140,6 @@ impl FakePlatform {
         }
     }
 
-    /// How many `copy` calls the platform has taken.
-    pub fn copy_calls(&self) -> usize {
-        self.state.borrow().copy_calls
-    }
-
     pub fn read(&self, pa: u64, len: u64) -> Vec<u8> {
         let s = self.state.borrow();
         (pa..pa + len)
@@ -157,10 +151,13 @@ impl FakePlatform {
     }
 }
 
-/// Whether `[pa, pa + len)` is non-empty and all RAM (the platform contract's check).
-fn all_ram(ram: &BTreeMap<u64, Page>, pa: u64, len: u64) -> bool {
+fn one_page(pa: u64, len: u64) {
     assert!(len > 0, "empty access at {pa:#x}");
-    (pa / PAGE..=(pa + len - 1) / PAGE).all(|page| ram.contains_key(&(page * PAGE)))
+    assert_eq!(
+        pa / PAGE,
+        (pa + len - 1) / PAGE,
+        "access [{pa:#x}, +{len:#x}) crosses a 4 KiB page"
+    );
 }
 
 impl Platform for FakePlatform {
@@ -204,28 +201,25 @@ impl Platform for FakePlatform {
     }
 
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
+        one_page(dst.get(), len);
+        one_page(src.get(), len);
         {
-            let mut s = self.state.borrow_mut();
-            s.copy_calls += 1;
-            if !all_ram(&s.ram, dst.get(), len) || !all_ram(&s.ram, src.get(), len) {
-                return Err(MemoryFault);
+            let s = self.state.borrow();
+            for pa in [dst.get(), src.get()] {
+                if !s.ram.contains_key(&page_of(pa).0) {
+                    return Err(MemoryFault);
+                }
             }
         }
-        // Front to back a page at a time, as the kernel does: overlapping ranges behave
-        // the same.
-        let mut done = 0;
-        while done < len {
-            let chunk = (len - done).min(PAGE);
-            let bytes = self.read(src.get() + done, chunk);
-            self.write(dst.get() + done, &bytes);
-            done += chunk;
-        }
+        let bytes = self.read(src.get(), len);
+        self.write(dst.get(), &bytes);
         Ok(())
     }
 
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault> {
+        one_page(dst.get(), len);
         assert_eq!((dst.get() % 4, len % 4), (0, 0), "unaligned fill");
-        if !all_ram(&self.state.borrow().ram, dst.get(), len) {
+        if !self.state.borrow().ram.contains_key(&page_of(dst.get()).0) {
             return Err(MemoryFault);
         }
         let bytes: Vec<u8> = value

@@ -53,13 +53,10 @@ pub trait Platform {
     fn read_u64(&self, pa: PhysAddr) -> u64;
     /// Writes the 64-bit word at `pa`, inside a page from [`Platform::alloc_table`].
     fn write_u64(&self, pa: PhysAddr, value: u64);
-    /// Copies `len` bytes, front to back one page at a time (the ranges may overlap); both
-    /// ranges are physically contiguous and may span pages. Checks every page before
-    /// copying any: a fault copies nothing.
+    /// Copies `len` bytes; neither range crosses a 4 KiB page boundary.
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault>;
     /// Fills `len` bytes (a multiple of 4, `dst` 4-aligned) with the little-endian
-    /// `value`; the range is physically contiguous and may span pages. A fault fills
-    /// nothing.
+    /// `value`; the range does not cross a 4 KiB page boundary.
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault>;
     /// The contiguous run of `object` that holds byte `offset`.
     fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError>;
