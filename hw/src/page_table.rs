@@ -409,10 +409,11 @@ pub struct Mapping {
 #[derive(Debug)]
 pub struct NoRootTable<M>(pub M);
 
-/// Descriptors read per bulk read when scanning a table. 128 bytes: a larger zeroed
-/// buffer becomes a `memset` call the kernel object cannot link (see
-/// kernel-shim/core/tests/no_panic.rs), and kernel stacks are small.
-const SCAN_CHUNK: usize = 16;
+/// Descriptors per bulk read or write of a table (scans, and the leaf entries a batched
+/// map builds). 128 bytes on the stack: a larger zeroed buffer becomes a `memset` call the
+/// kernel object cannot link (see kernel-shim/core/tests/no_panic.rs), and kernel stacks
+/// are small.
+const CHUNK: usize = 16;
 
 /// The most blocks one unmap can split: each end of the range may cut a 1 GiB and then a
 /// 2 MiB block.
@@ -751,12 +752,8 @@ impl<M: TableMemory> PageTable<M> {
         va: u64,
         end: u64,
     ) -> Result<Option<u64>, CorruptDescriptor> {
-        let page = MIN_PAGE.get();
-        let mut buf = [0u64; SCAN_CHUNK];
-        let mut cur = va;
-        while cur < end {
-            let count =
-                usize::try_from((end - cur) / page).map_or(SCAN_CHUNK, |n| n.min(SCAN_CHUNK));
+        let mut buf = [0u64; CHUNK];
+        for (cur, count) in leaf_chunks(va, end) {
             let Some(entries) = buf.get_mut(..count) else {
                 break;
             };
@@ -767,16 +764,14 @@ impl<M: TableMemory> PageTable<M> {
                 .iter()
                 .fold(true, |all, &raw| all & is_valid_page(raw));
             if all_pages {
-                cur += count as u64 * page;
                 continue;
             }
             if let Some(i) = entries.iter().position(|&raw| !is_valid_page(raw)) {
                 let raw = entries.get(i).copied().unwrap_or(0);
                 // Not a page: a hole, or a corrupt descriptor reported as such.
                 Descriptor::decode(Level::L3, raw)?;
-                return Ok(Some(cur + i as u64 * page));
+                return Ok(Some(cur + i as u64 * MIN_PAGE.get()));
             }
-            cur += count as u64 * page;
         }
         Ok(None)
     }
@@ -854,14 +849,14 @@ impl<M: TableMemory> PageTable<M> {
     /// a table the answer comes at once, and otherwise a still-mapped neighbour usually
     /// follows within a chunk.
     fn is_empty(&self, table: PhysAddr, first: TableIndex) -> bool {
-        let mut buf = [0u64; SCAN_CHUNK];
+        let mut buf = [0u64; CHUNK];
         let start = first.0;
         let mut chunks = (start..ENTRIES)
-            .step_by(SCAN_CHUNK)
-            .chain((0..start).step_by(SCAN_CHUNK));
+            .step_by(CHUNK)
+            .chain((0..start).step_by(CHUNK));
         chunks.all(|first| {
             // A chunk may run past the wrap point: the overlap is read twice, harmlessly.
-            let len = usize::from(ENTRIES - first).min(SCAN_CHUNK);
+            let len = usize::from(ENTRIES - first).min(CHUNK);
             let entries = buf.get_mut(..len).unwrap_or_default();
             self.mem.read_descriptors(table, TableIndex(first), entries);
             entries.iter().all(|&raw| raw == 0)
@@ -1015,6 +1010,16 @@ impl<M: TableMemory> PageTable<M> {
         }
         Ok(None)
     }
+}
+
+/// The 4 KiB pages of `[va, end)` (inside one leaf table) in chunks of up to [`CHUNK`],
+/// for bulk reads and writes: each chunk's first VA and its page count.
+fn leaf_chunks(va: u64, end: u64) -> impl Iterator<Item = (u64, usize)> {
+    let page = MIN_PAGE.get();
+    let pages = usize::try_from((end - va) / page).unwrap_or(0);
+    (0..pages)
+        .step_by(CHUNK)
+        .map(move |first| (va + first as u64 * page, (pages - first).min(CHUNK)))
 }
 
 /// The `[start, end)` of the entry at `level` that holds `va`.

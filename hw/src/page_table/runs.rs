@@ -10,7 +10,8 @@
 use crate::addr::{GpuVa, PhysAddr};
 use crate::descriptor::{CorruptDescriptor, Descriptor, Level, PageAttrs};
 use crate::page_table::{
-    entry_bounds, MapError, MapFlags, PageTable, SplitReserve, TableIndex, TableMemory,
+    entry_bounds, leaf_chunks, MapError, MapFlags, PageTable, SplitReserve, TableIndex,
+    TableMemory, CHUNK,
 };
 use crate::profile::MIN_PAGE;
 
@@ -52,10 +53,6 @@ struct Stopped<E> {
     stopped: u64,
     error: MapRunsError<E>,
 }
-
-/// Leaf entries built on the stack per bulk store: 128 bytes, for the same reasons as
-/// the scan buffer (`SCAN_CHUNK` in the parent module).
-const FILL_CHUNK: usize = 16;
 
 /// The run being consumed, and where the next ones come from.
 struct Cursor<I> {
@@ -278,7 +275,7 @@ impl<M: TableMemory> PageTable<M> {
     }
 
     /// Writes the 4 KiB pages of `[va, end)`, which lies in the level-3 `table` and is
-    /// vacant, [`FILL_CHUNK`] entries per bulk store. On error, `stopped` is the first
+    /// vacant, [`CHUNK`] entries per bulk store. On error, `stopped` is the first
     /// page not written.
     fn fill_leaf_table<E, I>(
         &mut self,
@@ -301,11 +298,8 @@ impl<M: TableMemory> PageTable<M> {
             stopped: va,
             error: MapError::MisalignedVa { va: GpuVa::new(va) }.into(),
         })?;
-        let mut buf = [0u64; FILL_CHUNK];
-        let mut cur = va;
-        while cur < end {
-            let count =
-                usize::try_from((end - cur) / page).map_or(FILL_CHUNK, |n| n.min(FILL_CHUNK));
+        let mut buf = [0u64; CHUNK];
+        for (cur, count) in leaf_chunks(va, end) {
             let Some(entries) = buf.get_mut(..count) else {
                 break;
             };
@@ -321,7 +315,6 @@ impl<M: TableMemory> PageTable<M> {
             }
             self.mem
                 .write_descriptors(table, TableIndex::of(Level::L3, cur), entries);
-            cur += count as u64 * page;
         }
         Ok(())
     }
