@@ -393,6 +393,16 @@ impl Descriptor {
     }
 }
 
+/// Whether `raw` is a level-3 page this crate writes: exactly when
+/// `Descriptor::decode(Level::L3, raw)` gives a `Leaf`, without building it (a range
+/// check scans whole leaf tables with this).
+pub(crate) const fn is_valid_page(raw: u64) -> bool {
+    let kind = bits::VALID.mask() | bits::TABLE_OR_PAGE.mask();
+    raw & kind == kind
+        && raw & !LEAF_KNOWN == 0
+        && Shareability::decode(bits::SHAREABILITY.get(raw)).is_some()
+}
+
 /// Whether `addr` lies entirely inside the in-place address field `field`.
 const fn fits(field: Bits, addr: PhysAddr) -> bool {
     addr.get() & !field.mask() == 0 && field.max() != 0
@@ -515,5 +525,26 @@ mod tests {
         assert_eq!(Level::start_for(30), Level::L2);
         assert_eq!(Level::L3.next(), None);
         assert_eq!(Level::L0.leaf_size(), None);
+    }
+
+    #[test]
+    fn is_valid_page_agrees_with_decode() {
+        let page = Descriptor::Leaf {
+            output: PhysAddr::new(0x1234_5000),
+            attrs: rw_attrs(),
+        }
+        .encode(Level::L3)
+        .expect("encodes");
+        let mut raws = std::vec![0, 1, 0b11, page, page | 1 << 12, page & !0b10];
+        // Every single-bit flip of a valid page, and the reserved shareability.
+        raws.extend((0..64).map(|bit| page ^ (1u64 << bit)));
+        raws.push(bits::SHAREABILITY.set(page, 0b01));
+        for raw in raws {
+            let decoded = matches!(
+                Descriptor::decode(Level::L3, raw),
+                Ok(Descriptor::Leaf { .. })
+            );
+            assert_eq!(is_valid_page(raw), decoded, "{raw:#x}");
+        }
     }
 }

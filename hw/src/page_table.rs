@@ -10,14 +10,20 @@
 //!   walker never sees a half-built subtree.
 //! - A failed [`PageTable::map`] or [`PageTable::unmap`] leaves the tables as they were.
 
+use core::convert::Infallible;
 use core::fmt;
+use core::marker::PhantomData;
 
 use crate::addr::{range_end, GpuVa, PhysAddr};
 use crate::descriptor::{
-    Access, AttrIndex, CorruptDescriptor, Descriptor, Level, PageAttrs, Shareability,
+    is_valid_page, Access, AttrIndex, CorruptDescriptor, Descriptor, Level, PageAttrs, Shareability,
 };
 use crate::page_size::{PageSize, PageSizes};
 use crate::profile::{GpuProfile, MIN_PAGE};
+
+mod runs;
+
+pub use runs::{MapRunsError, Run};
 
 /// Descriptors in one 4 KiB table.
 pub const ENTRIES: u16 = 512;
@@ -72,6 +78,24 @@ pub trait TableMemory {
     fn read_descriptor(&self, table: PhysAddr, index: TableIndex) -> u64;
     /// Writes the descriptor at `index` of the table at `table`.
     fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64);
+
+    /// Reads the descriptors from `first` on into `out`; entries past the end of the table
+    /// are left alone. Memory that can hand out a table as a slice should override this
+    /// (a leaf table is scanned whole when checking a range).
+    fn read_descriptors(&self, table: PhysAddr, first: TableIndex, out: &mut [u64]) {
+        for (slot, index) in out.iter_mut().zip(first.0..ENTRIES) {
+            *slot = self.read_descriptor(table, TableIndex(index));
+        }
+    }
+
+    /// Writes `raws` to the descriptors from `first` on; values past the end of the table
+    /// are dropped. Memory that can hand out a table as a slice should override this (a
+    /// batched map fills a leaf table with one call).
+    fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
+        for (&raw, index) in raws.iter().zip(first.0..ENTRIES) {
+            self.write_descriptor(table, TableIndex(index), raw);
+        }
+    }
 }
 
 /// Table memory can be lent: a `PageTable` over `&mut M` leaves `M` with its owner (on
@@ -91,6 +115,14 @@ impl<M: TableMemory> TableMemory for &mut M {
 
     fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64) {
         (**self).write_descriptor(table, index, raw);
+    }
+
+    fn read_descriptors(&self, table: PhysAddr, first: TableIndex, out: &mut [u64]) {
+        (**self).read_descriptors(table, first, out);
+    }
+
+    fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
+        (**self).write_descriptors(table, first, raws);
     }
 }
 
@@ -312,6 +344,53 @@ pub struct Invalidate {
     pub size: u64,
 }
 
+/// A table holding leaves, found by [`PageTable::translate_run`], that a later call may
+/// read again without walking from the root. It borrows the page table, which therefore
+/// cannot change in between.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafTable<'t> {
+    table: PhysAddr,
+    level: Level,
+    /// The VA its entry 0 maps.
+    base: u64,
+    _walked: PhantomData<&'t ()>,
+}
+
+impl LeafTable<'_> {
+    /// The raw leaf for `va` if it lies in this table's span and the entry is a leaf.
+    fn leaf<M: TableMemory>(self, pt: &PageTable<M>, va: u64) -> Option<(Self, u64)> {
+        let span = self.level.entry_bytes() * u64::from(ENTRIES);
+        if va < self.base || va - self.base >= span {
+            return None;
+        }
+        let raw = pt
+            .mem
+            .read_descriptor(self.table, TableIndex::of(self.level, va));
+        matches!(
+            Descriptor::decode(self.level, raw),
+            Ok(Descriptor::Leaf { .. })
+        )
+        .then_some((self, raw))
+    }
+
+    /// The translation of `va` by `raw`, the leaf for it in this table.
+    fn translation(self, va: GpuVa, raw: u64) -> Result<Translation, TranslateError> {
+        let level = self.level;
+        let corrupt = TranslateError::Corrupt(CorruptDescriptor { level, raw });
+        match Descriptor::decode(level, raw) {
+            Ok(Descriptor::Leaf { output, attrs }) => {
+                let page = level.leaf_size().ok_or(corrupt)?;
+                Ok(Translation {
+                    pa: PhysAddr::new(output.get() | (va.get() & (page.bytes() - 1))),
+                    page,
+                    attrs,
+                })
+            }
+            _ => Err(corrupt),
+        }
+    }
+}
+
 /// A run of mapped VA whose pages are physically contiguous and share attributes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Mapping {
@@ -330,6 +409,12 @@ pub struct Mapping {
 #[derive(Debug)]
 pub struct NoRootTable<M>(pub M);
 
+/// Descriptors per bulk read or write of a table (scans, and the leaf entries a batched
+/// map builds). 128 bytes on the stack: a larger zeroed buffer becomes a `memset` call the
+/// kernel object cannot link (see kernel-shim/core/tests/no_panic.rs), and kernel stacks
+/// are small.
+const CHUNK: usize = 16;
+
 /// The most blocks one unmap can split: each end of the range may cut a 1 GiB and then a
 /// 2 MiB block.
 const MAX_SPLITS: usize = 4;
@@ -346,12 +431,6 @@ pub struct PageTable<M: TableMemory> {
     oa_bits: u8,
     sizes: PageSizes,
     tables: usize,
-}
-
-/// Where a partial map stopped: everything this call mapped lies in `[va, stopped)`.
-struct Partial {
-    stopped: u64,
-    error: MapError,
 }
 
 /// Table pages reserved before an unmap writes anything, so the splits cannot fail.
@@ -423,28 +502,11 @@ impl<M: TableMemory> PageTable<M> {
         size: u64,
         flags: MapFlags,
     ) -> Result<(), MapError> {
-        if size == 0 {
-            return Err(MapError::ZeroSize);
-        }
-        if !va.is_aligned(MIN_PAGE) {
-            return Err(MapError::MisalignedVa { va });
-        }
+        // VA first, then PA: the order of errors callers see.
+        self.checked_va_range(va, size)?;
         if !pa.is_aligned(MIN_PAGE) {
             return Err(MapError::MisalignedPa { pa });
         }
-        if !MIN_PAGE.is_aligned(size) {
-            return Err(MapError::MisalignedSize { size });
-        }
-        let end = match range_end(va.get(), size) {
-            Some(end) if end <= self.va_size() => end,
-            _ => {
-                return Err(MapError::VaOutOfRange {
-                    va,
-                    size,
-                    va_bits: self.va_bits,
-                })
-            }
-        };
         match range_end(pa.get(), size) {
             Some(pa_end) if pa_end <= 1u64 << self.oa_bits => {}
             _ => {
@@ -455,122 +517,52 @@ impl<M: TableMemory> PageTable<M> {
                 })
             }
         }
-        // Find a conflict before allocating anything, so the error does not depend on how
-        // much table memory happens to be left.
-        if let Some(mapped) = self
-            .first_mapped(self.root, self.start, va.get(), end)
-            .map_err(MapError::Corrupt)?
-        {
-            return Err(MapError::AlreadyMapped {
-                va: GpuVa::new(mapped),
-            });
+        // The batched path with a single run: the checks above already ruled out every
+        // error that is about the run.
+        let run = core::iter::once(Ok::<_, Infallible>(Run { pa, len: size }));
+        self.map_runs(va, size, run, flags)
+            .map_err(|error| match error {
+                MapRunsError::Map(error) => error,
+                MapRunsError::Source(never) => match never {},
+                // Cannot happen: the one run covers the range.
+                MapRunsError::RunsEnded { size, .. } => MapError::MisalignedSize { size },
+            })
+    }
+
+    /// The end of `[va, va + size)` once it is checked to be a non-empty, 4 KiB-aligned
+    /// range inside the VA space.
+    fn checked_va_range(&self, va: GpuVa, size: u64) -> Result<u64, MapError> {
+        if size == 0 {
+            return Err(MapError::ZeroSize);
         }
-        let attrs = flags.attrs();
-        match self.map_in(self.root, self.start, va.get(), end, pa.get(), attrs) {
-            Ok(()) => Ok(()),
-            Err(partial) => {
-                if partial.stopped > va.get() {
-                    // Undo what this call mapped. No leaf straddles `stopped`, so no block
-                    // needs splitting and the empty reserve is enough.
-                    let mut none = SplitReserve::EMPTY;
-                    // Every descriptor in [va, stopped) was just written by us and decodes.
-                    let _ =
-                        self.unmap_in(self.root, self.start, va.get(), partial.stopped, &mut none);
-                }
-                Err(partial.error)
-            }
+        if !va.is_aligned(MIN_PAGE) {
+            return Err(MapError::MisalignedVa { va });
+        }
+        if !MIN_PAGE.is_aligned(size) {
+            return Err(MapError::MisalignedSize { size });
+        }
+        match range_end(va.get(), size) {
+            Some(end) if end <= self.va_size() => Ok(end),
+            _ => Err(MapError::VaOutOfRange {
+                va,
+                size,
+                va_bits: self.va_bits,
+            }),
         }
     }
 
-    fn map_in(
-        &mut self,
-        table: PhysAddr,
-        level: Level,
-        va: u64,
-        end: u64,
-        pa: u64,
-        attrs: PageAttrs,
-    ) -> Result<(), Partial> {
-        let mut cur = va;
-        while cur < end {
-            let index = TableIndex::of(level, cur);
-            let (entry_start, entry_end) = entry_bounds(level, cur);
-            let chunk_end = end.min(entry_end);
-            // `pa + size` was checked against the OA space, so this cannot overflow.
-            let chunk_pa = pa + (cur - va);
-            let stop = |error| Partial {
-                stopped: cur,
-                error,
-            };
-            let raw = self.mem.read_descriptor(table, index);
-            match Descriptor::decode(level, raw).map_err(|c| stop(MapError::Corrupt(c)))? {
-                Descriptor::Leaf { .. } => {
-                    return Err(stop(MapError::AlreadyMapped {
-                        va: GpuVa::new(cur),
-                    }));
-                }
-                Descriptor::Table { next } => {
-                    let Some(next_level) = level.next() else {
-                        return Err(stop(MapError::Corrupt(CorruptDescriptor { level, raw })));
-                    };
-                    self.map_in(next, next_level, cur, chunk_end, chunk_pa, attrs)?;
-                }
-                Descriptor::Invalid => {
-                    let whole_entry = cur == entry_start && chunk_end == entry_end;
-                    let leaf = level.leaf_size().filter(|size| {
-                        whole_entry
-                            && self.sizes.contains(*size)
-                            && size.alignment().is_aligned(chunk_pa)
-                    });
-                    let next_level = level.next();
-                    match (leaf, next_level) {
-                        (Some(_), _) => {
-                            let leaf = Descriptor::Leaf {
-                                output: PhysAddr::new(chunk_pa),
-                                attrs,
-                            };
-                            let raw = leaf.encode(level).ok_or(stop(MapError::PaOutOfRange {
-                                pa: PhysAddr::new(chunk_pa),
-                                size: chunk_end - cur,
-                                oa_bits: self.oa_bits,
-                            }))?;
-                            self.mem.write_descriptor(table, index, raw);
-                        }
-                        (None, Some(next_level)) => {
-                            let next = self
-                                .mem
-                                .alloc_table()
-                                .ok_or(stop(MapError::OutOfTableMemory))?;
-                            self.tables += 1;
-                            let linked = Descriptor::Table { next }.encode(level);
-                            match (
-                                self.map_in(next, next_level, cur, chunk_end, chunk_pa, attrs),
-                                linked,
-                            ) {
-                                (Ok(()), Some(raw)) => self.mem.write_descriptor(table, index, raw),
-                                (result, _) => {
-                                    // The fresh subtree was never linked: drop all of it.
-                                    self.free_subtree(next, next_level);
-                                    let error = match result {
-                                        Err(p) => p.error,
-                                        Ok(()) => MapError::OutOfTableMemory,
-                                    };
-                                    return Err(stop(error));
-                                }
-                            }
-                        }
-                        // A level-3 entry always takes a 4 KiB page (profiles must have them).
-                        (None, None) => {
-                            return Err(stop(MapError::MisalignedVa {
-                                va: GpuVa::new(cur),
-                            }));
-                        }
-                    }
-                }
-            }
-            cur = chunk_end;
+    /// Fails with the first mapped address in `[va, end)`. Runs before anything is
+    /// allocated, so the error does not depend on how much table memory is left.
+    fn check_vacant(&self, va: GpuVa, end: u64) -> Result<(), MapError> {
+        match self
+            .first_mapped(self.root, self.start, va.get(), end)
+            .map_err(MapError::Corrupt)?
+        {
+            Some(mapped) => Err(MapError::AlreadyMapped {
+                va: GpuVa::new(mapped),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Unmaps `[va, va + size)`, which must be mapped throughout. Blocks the range cuts are
@@ -728,6 +720,9 @@ impl<M: TableMemory> PageTable<M> {
         va: u64,
         end: u64,
     ) -> Result<Option<u64>, CorruptDescriptor> {
+        if level.next().is_none() {
+            return self.first_hole_in_leaf_table(table, va, end);
+        }
         let mut cur = va;
         while cur < end {
             let (_, entry_end) = entry_bounds(level, cur);
@@ -746,6 +741,37 @@ impl<M: TableMemory> PageTable<M> {
                 }
             }
             cur = chunk_end;
+        }
+        Ok(None)
+    }
+
+    /// [`Self::first_hole`] for `[va, end)` inside one level-3 table, read in one go.
+    fn first_hole_in_leaf_table(
+        &self,
+        table: PhysAddr,
+        va: u64,
+        end: u64,
+    ) -> Result<Option<u64>, CorruptDescriptor> {
+        let mut buf = [0u64; CHUNK];
+        for (cur, count) in leaf_chunks(va, end) {
+            let Some(entries) = buf.get_mut(..count) else {
+                break;
+            };
+            self.mem
+                .read_descriptors(table, TableIndex::of(Level::L3, cur), entries);
+            // Branch-free over the chunk (it vectorises); find the culprit only on failure.
+            let all_pages = entries
+                .iter()
+                .fold(true, |all, &raw| all & is_valid_page(raw));
+            if all_pages {
+                continue;
+            }
+            if let Some(i) = entries.iter().position(|&raw| !is_valid_page(raw)) {
+                let raw = entries.get(i).copied().unwrap_or(0);
+                // Not a page: a hole, or a corrupt descriptor reported as such.
+                Descriptor::decode(Level::L3, raw)?;
+                return Ok(Some(cur + i as u64 * MIN_PAGE.get()));
+            }
         }
         Ok(None)
     }
@@ -784,11 +810,18 @@ impl<M: TableMemory> PageTable<M> {
                 }
                 Descriptor::Table { next } => {
                     let next_level = level.next().ok_or(corrupt)?;
-                    self.unmap_in(next, next_level, cur, chunk_end, reserve)?;
-                    if whole_entry || self.is_empty(next) {
+                    if whole_entry {
+                        // Everything below goes: unlink the subtree, then free its pages
+                        // without clearing their entries one by one.
                         self.mem.write_descriptor(table, index, 0);
-                        self.mem.free_table(next);
-                        self.tables -= 1;
+                        self.free_subtree(next, next_level);
+                    } else {
+                        self.unmap_in(next, next_level, cur, chunk_end, reserve)?;
+                        if self.is_empty(next, TableIndex::of(next_level, cur)) {
+                            self.mem.write_descriptor(table, index, 0);
+                            self.mem.free_table(next);
+                            self.tables -= 1;
+                        }
                     }
                 }
             }
@@ -811,10 +844,23 @@ impl<M: TableMemory> PageTable<M> {
         }
     }
 
-    fn is_empty(&self, table: PhysAddr) -> bool {
-        (0..ENTRIES)
-            .filter_map(TableIndex::new)
-            .all(|i| self.mem.read_descriptor(table, i) == 0)
+    /// Whether `table` holds no valid descriptor. The scan starts at `first`, the first
+    /// entry of the range just unmapped in it, and wraps around: if that range still holds
+    /// a table the answer comes at once, and otherwise a still-mapped neighbour usually
+    /// follows within a chunk.
+    fn is_empty(&self, table: PhysAddr, first: TableIndex) -> bool {
+        let mut buf = [0u64; CHUNK];
+        let start = first.0;
+        let mut chunks = (start..ENTRIES)
+            .step_by(CHUNK)
+            .chain((0..start).step_by(CHUNK));
+        chunks.all(|first| {
+            // A chunk may run past the wrap point: the overlap is read twice, harmlessly.
+            let len = usize::from(ENTRIES - first).min(CHUNK);
+            let entries = buf.get_mut(..len).unwrap_or_default();
+            self.mem.read_descriptors(table, TableIndex(first), entries);
+            entries.iter().all(|&raw| raw == 0)
+        })
     }
 
     /// Frees `table` (at `level`) and every table below it.
@@ -833,6 +879,60 @@ impl<M: TableMemory> PageTable<M> {
 
     /// Walks the tables for `va`, as the GPU's MMU would.
     pub fn translate(&self, va: GpuVa) -> Result<Translation, TranslateError> {
+        let (leaf, raw) = self.walk(va)?;
+        leaf.translation(va, raw)
+    }
+
+    /// The translation of `va` and how many bytes from `va` on continue it: the following
+    /// leaves of the same table are added while they map the next physical bytes with the
+    /// same attributes, up to `max` bytes (at least the rest of `va`'s own leaf is
+    /// counted). For the copy engine: one walk per run instead of one per page, and
+    /// `near`, the table of the previous run, saves the walk altogether when `va`'s leaf
+    /// is in that table too.
+    pub fn translate_run<'t>(
+        &'t self,
+        va: GpuVa,
+        max: u64,
+        near: &mut Option<LeafTable<'t>>,
+    ) -> Result<(Translation, u64), TranslateError> {
+        let (leaf, raw) = match near.and_then(|t| t.leaf(self, va.get())) {
+            Some(found) => found,
+            None => {
+                let (leaf, raw) = self.walk(va)?;
+                *near = Some(leaf);
+                (leaf, raw)
+            }
+        };
+        let found = leaf.translation(va, raw)?;
+        let LeafTable { table, level, .. } = leaf;
+        let page = level.entry_bytes();
+        let mut bytes = page - (va.get() & (page - 1));
+        // Leaves are aligned to their size, so the leaf's own output is `pa` rounded down.
+        let mut expected = (found.pa.get() & !(page - 1)).saturating_add(page);
+        let mut next_va = va.get().saturating_add(bytes);
+        // Entry by entry: a descriptor read can cost a call into the platform, and most
+        // runs end at the first mismatch.
+        while bytes < max && next_va < self.va_size() {
+            let index = TableIndex::of(level, next_va);
+            if index.0 == 0 {
+                break;
+            }
+            match Descriptor::decode(level, self.mem.read_descriptor(table, index)) {
+                Ok(Descriptor::Leaf { output, attrs })
+                    if output.get() == expected && attrs == found.attrs =>
+                {
+                    bytes += page;
+                    expected += page;
+                    next_va += page;
+                }
+                _ => break,
+            }
+        }
+        Ok((found, bytes))
+    }
+
+    /// The walk for `va` down to its leaf: the table holding it and the raw leaf.
+    fn walk(&self, va: GpuVa) -> Result<(LeafTable<'_>, u64), TranslateError> {
         if va.get() >= self.va_size() {
             return Err(TranslateError::VaOutOfRange {
                 va,
@@ -852,15 +952,15 @@ impl<M: TableMemory> PageTable<M> {
                     level = level.next().ok_or(corrupt)?;
                     table = next;
                 }
-                Descriptor::Leaf { output, attrs } => {
-                    let corrupt = TranslateError::Corrupt(CorruptDescriptor { level, raw });
-                    let page = level.leaf_size().ok_or(corrupt)?;
-                    let offset = va.get() & (page.bytes() - 1);
-                    return Ok(Translation {
-                        pa: PhysAddr::new(output.get() | offset),
-                        page,
-                        attrs,
-                    });
+                Descriptor::Leaf { .. } => {
+                    let span = level.entry_bytes() * u64::from(ENTRIES);
+                    let leaf = LeafTable {
+                        table,
+                        level,
+                        base: va.get() & !(span - 1),
+                        _walked: PhantomData,
+                    };
+                    return Ok((leaf, raw));
                 }
             }
         }
@@ -910,6 +1010,16 @@ impl<M: TableMemory> PageTable<M> {
         }
         Ok(None)
     }
+}
+
+/// The 4 KiB pages of `[va, end)` (inside one leaf table) in chunks of up to [`CHUNK`],
+/// for bulk reads and writes: each chunk's first VA and its page count.
+fn leaf_chunks(va: u64, end: u64) -> impl Iterator<Item = (u64, usize)> {
+    let page = MIN_PAGE.get();
+    let pages = usize::try_from((end - va) / page).unwrap_or(0);
+    (0..pages)
+        .step_by(CHUNK)
+        .map(move |first| (va + first as u64 * page, (pages - first).min(CHUNK)))
 }
 
 /// The `[start, end)` of the entry at `level` that holds `va`.
@@ -1231,6 +1341,72 @@ mod tests {
             Err(UnmapError::Corrupt(_))
         ));
         assert!(matches!(pt.mappings().next(), Some(Err(_))));
+    }
+
+    #[test]
+    fn translate_run_extends_over_contiguous_leaves_of_one_table() {
+        let mut pt = table(&VGPU);
+        // Pages 0-2 contiguous, page 3 elsewhere, pages 4-5 contiguous again.
+        pt.map(GpuVa::new(0), PhysAddr::new(0x10_0000), 0x3000, rw())
+            .expect("map");
+        pt.map(GpuVa::new(0x3000), PhysAddr::new(0x50_0000), 0x1000, rw())
+            .expect("map");
+        pt.map(GpuVa::new(0x4000), PhysAddr::new(0x50_1000), 0x2000, rw())
+            .expect("map");
+        fn run(pt: &PageTable<Pool>, va: u64, max: u64) -> (u64, u64) {
+            let (t, bytes) = pt
+                .translate_run(GpuVa::new(va), max, &mut None)
+                .expect("mapped");
+            (t.pa.get(), bytes)
+        }
+        assert_eq!(run(&pt, 0x10, u64::MAX), (0x10_0010, 0x3000 - 0x10));
+        assert_eq!(
+            run(&pt, 0x1000, 0x1000),
+            (0x10_1000, 0x1000),
+            "capped at max"
+        );
+        // Page 3 continues into pages 4-5 physically.
+        assert_eq!(run(&pt, 0x3000, u64::MAX), (0x50_0000, 0x3000));
+        // A run stops at the end of its table, and at a change of attributes.
+        pt.map(
+            GpuVa::new(M2 - 0x1000),
+            PhysAddr::new(0x60_0000),
+            0x2000,
+            rw(),
+        )
+        .expect("map");
+        assert_eq!(run(&pt, M2 - 0x1000, u64::MAX), (0x60_0000, 0x1000));
+        let ro = MapFlags {
+            access: Access::ReadOnly,
+            ..rw()
+        };
+        pt.map(GpuVa::new(0x6000), PhysAddr::new(0x50_3000), 0x1000, ro)
+            .expect("map");
+        assert_eq!(run(&pt, 0x4000, u64::MAX), (0x50_1000, 0x2000));
+        // A 2 MiB block counts whole from its start.
+        pt.map(GpuVa::new(2 * M2), PhysAddr::new(4 * M2), M2, rw())
+            .expect("map");
+        assert_eq!(run(&pt, 2 * M2 + 0x1000, 1), (4 * M2 + 0x1000, M2 - 0x1000));
+        assert_eq!(
+            pt.translate_run(GpuVa::new(0x7000), 1, &mut None)
+                .map(|r| r.1),
+            Err(TranslateError::NotMapped {
+                va: GpuVa::new(0x7000)
+            })
+        );
+        // The table of an earlier run is re-used without a walk, and gives the same answers.
+        let mut near = None;
+        let first = pt.translate_run(GpuVa::new(0), u64::MAX, &mut near);
+        assert_eq!(first.map(|r| r.1), Ok(0x3000));
+        assert!(near.is_some());
+        for va in [0x3000, 0x4000, 0x6000, M2 - 0x1000, 2 * M2] {
+            assert_eq!(
+                pt.translate_run(GpuVa::new(va), u64::MAX, &mut near),
+                pt.translate_run(GpuVa::new(va), u64::MAX, &mut None),
+                "{va:#x}"
+            );
+        }
+        assert!(pt.translate_run(GpuVa::new(0x7000), 1, &mut near).is_err());
     }
 
     #[test]

@@ -115,6 +115,41 @@ impl<const N: usize> TableMemory for TablePool<N> {
             *slot = raw;
         }
     }
+
+    fn read_descriptors(&self, table: PhysAddr, first: TableIndex, out: &mut [u64]) {
+        let entries = self
+            .page_of(table)
+            .and_then(|page| self.pages.get(page))
+            .and_then(|t| t.get(first.get()..));
+        match entries {
+            Some(entries) => {
+                let n = entries.len().min(out.len());
+                if let (Some(dst), Some(src)) = (out.get_mut(..n), entries.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+            }
+            None => out
+                .iter_mut()
+                .take(usize::from(ENTRIES) - first.get())
+                .for_each(|d| *d = 0),
+        }
+    }
+
+    fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
+        let Some(page) = self.page_of(table) else {
+            return;
+        };
+        if let Some(entries) = self
+            .pages
+            .get_mut(page)
+            .and_then(|t| t.get_mut(first.get()..))
+        {
+            let n = entries.len().min(raws.len());
+            if let (Some(dst), Some(src)) = (entries.get_mut(..n), raws.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 
 use extmem_hw::{
-    Access, GpuProfile, GpuVa, MapError, MapFlags, Mapping, PageAttrs, PageTable, PhysAddr,
-    TableIndex, TableMemory, UnmapError,
+    Access, GpuProfile, GpuVa, MapError, MapFlags, MapRunsError, Mapping, PageAttrs, PageTable,
+    PhysAddr, Run as PhysRun, TableIndex, TableMemory, UnmapError,
 };
 
 /// 4 KiB.
@@ -191,6 +191,19 @@ pub enum Op {
         /// Map read-only.
         read_only: bool,
     },
+    /// `PageTable::map_runs`: the (pa, bytes) `runs` at `va`, for the runs' total plus
+    /// `size_delta` bytes (at least a page); the source fails when asked for run `fail_at`.
+    MapRuns {
+        /// Where.
+        va: u64,
+        /// The physical runs, in order.
+        runs: Vec<(u64, u64)>,
+        /// Bytes mapped minus the runs' total: 0, short (the last run is cut) or long (the
+        /// runs end first).
+        size_delta: i64,
+        /// The run whose fetch fails, if any.
+        fail_at: Option<usize>,
+    },
     /// `PageTable::unmap`.
     Unmap {
         /// Where.
@@ -203,6 +216,41 @@ pub enum Op {
         /// The address to walk.
         va: u64,
     },
+}
+
+/// What `map_runs` must return for these runs (the range already checked vacant), and
+/// the (va, pa, bytes) pieces it maps on success.
+fn expected_runs(
+    va: u64,
+    size: u64,
+    runs: &[(u64, u64)],
+    fail_at: Option<usize>,
+    oa_bits: u8,
+) -> Result<Vec<(u64, u64, u64)>, MapRunsError<usize>> {
+    let mut mapped = 0;
+    let mut pieces = Vec::new();
+    for (i, &(pa, len)) in runs.iter().enumerate() {
+        if mapped >= size {
+            break;
+        }
+        if fail_at == Some(i) {
+            return Err(MapRunsError::Source(i));
+        }
+        let used = len.min(size - mapped);
+        if pa + used > 1u64 << oa_bits {
+            return Err(MapRunsError::Map(MapError::PaOutOfRange {
+                pa: PhysAddr::new(pa),
+                size: used,
+                oa_bits,
+            }));
+        }
+        pieces.push((va + mapped, pa, used));
+        mapped += used;
+    }
+    if mapped < size {
+        return Err(MapRunsError::RunsEnded { mapped, size });
+    }
+    Ok(pieces)
 }
 
 fn snapshot(pt: &PageTable<HeapTables>) -> (Vec<Mapping>, usize, usize) {
@@ -277,6 +325,59 @@ pub fn run(profile: &GpuProfile, budget: usize, ops: &[Op]) {
                         size,
                         attrs: flags.attrs(),
                     });
+                }
+            }
+            Op::MapRuns {
+                va,
+                ref runs,
+                size_delta,
+                fail_at,
+            } => {
+                let total: u64 = runs.iter().map(|r| r.1).sum();
+                let size = total.saturating_add_signed(size_delta).max(PAGE);
+                let source = runs.iter().enumerate().map(|(i, &(pa, len))| {
+                    if fail_at == Some(i) {
+                        Err(i)
+                    } else {
+                        Ok(PhysRun {
+                            pa: PhysAddr::new(pa),
+                            len,
+                        })
+                    }
+                });
+                let flags = MapFlags::default();
+                let result = pt.map_runs(GpuVa::new(va), size, source, flags);
+                let end = va + size;
+                if end > va_size {
+                    assert!(
+                        matches!(
+                            result,
+                            Err(MapRunsError::Map(MapError::VaOutOfRange { .. }))
+                        ),
+                        "{result:?}"
+                    );
+                } else if let Some(first) = model.first_mapped(va, end) {
+                    assert_eq!(
+                        result,
+                        Err(MapRunsError::Map(MapError::AlreadyMapped {
+                            va: GpuVa::new(first)
+                        }))
+                    );
+                } else if budget < usize::MAX
+                    && result == Err(MapRunsError::Map(MapError::OutOfTableMemory))
+                {
+                    // As for Map: only a limited budget may run out, and changes nothing.
+                } else {
+                    let expected = expected_runs(va, size, runs, fail_at, profile.oa_bits);
+                    assert_eq!(result, expected.as_ref().map(|_| ()).map_err(|e| *e));
+                    for (va, pa, size) in expected.unwrap_or_default() {
+                        model.runs.push(Run {
+                            va,
+                            pa,
+                            size,
+                            attrs: flags.attrs(),
+                        });
+                    }
                 }
             }
             Op::Unmap { va, size } => {

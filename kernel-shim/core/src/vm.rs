@@ -13,7 +13,8 @@ use extmem_hw::descriptor::CorruptDescriptor;
 use extmem_hw::page_table::NoRootTable;
 use extmem_hw::profile::MIN_PAGE;
 use extmem_hw::{
-    Access, GpuVa, MapError, MapFlags, PageTable, PhysAddr, TranslateError, Translation, UnmapError,
+    Access, GpuVa, MapError, MapFlags, MapRunsError, PageTable, PhysAddr, Run, TranslateError,
+    Translation, UnmapError,
 };
 use extmem_uapi::{
     BindOp, Cmd, Exec, VmBind, VmQuery, FLAG_READ_ONLY, QUERY_MAPPED, QUERY_READ_ONLY,
@@ -187,7 +188,10 @@ impl<P: Platform, const N: usize> Vm<P, N> {
     }
 
     /// `VM_BIND`. For `MAP`, `object` is the object the handle names; `UNMAP` ignores it.
-    pub fn bind(&mut self, args: &VmBind, object: BoundObject) -> Result<(), BindError> {
+    pub fn bind(&mut self, args: &VmBind, object: BoundObject) -> Result<(), BindError>
+    where
+        P: Clone,
+    {
         check_vm_bind(args, PROFILE).map_err(BindError::Args)?;
         let table = self.table.as_mut().ok_or(BindError::Uninitialised)?;
         match args.op {
@@ -243,7 +247,7 @@ impl<P: Platform, const N: usize> Vm<P, N> {
 
 type Table<P> = PageTable<PlatformTables<P>>;
 
-fn map<P: Platform, const N: usize>(
+fn map<P: Platform + Clone, const N: usize>(
     table: &mut Table<P>,
     bindings: &mut BindingTable<N>,
     args: &VmBind,
@@ -275,16 +279,25 @@ fn map<P: Platform, const N: usize>(
         },
         ..MapFlags::default()
     };
-    let mut done = 0;
-    while done < size {
-        match map_segment(table, object.id, va, offset, size, done, flags) {
-            Ok(mapped) => done += mapped,
-            Err(error) => {
-                roll_back(table, va, done);
-                return Err(error);
-            }
-        }
-    }
+    // One batched map over the object's runs: each table is walked once, and a failure
+    // anywhere (a bad segment included) leaves the tables as they were.
+    let runs = ObjectRuns {
+        platform: table.memory().platform().clone(),
+        object: object.id,
+        at: offset,
+    };
+    table
+        .map_runs(va, size, runs, flags)
+        .map_err(|error| match error {
+            MapRunsError::Map(error) => BindError::Map(error),
+            MapRunsError::Source(error) => error,
+            // The object range was checked against the object's size: the glue claims
+            // more than its segments hold.
+            MapRunsError::RunsEnded { mapped, .. } => BindError::Segment {
+                offset: offset.saturating_add(mapped),
+                error: SegmentError::PastEnd,
+            },
+        })?;
     let binding = Binding {
         va,
         size,
@@ -298,37 +311,37 @@ fn map<P: Platform, const N: usize>(
     })
 }
 
-/// Maps the segment of the object that holds byte `offset + done` at `va + done`, up to
-/// the end of the range; returns how many bytes it mapped.
-fn map_segment<P: Platform>(
-    table: &mut Table<P>,
+/// The runs of an object from byte `at` on, as the platform reports its segments.
+struct ObjectRuns<P> {
+    platform: P,
     object: ObjectId,
-    va: GpuVa,
-    offset: u64,
-    size: u64,
-    done: u64,
-    flags: MapFlags,
-) -> Result<u64, BindError> {
-    // `offset + size` and `va + size` were checked not to wrap, and done < size.
-    let at = offset.saturating_add(done);
-    let segment = table
-        .memory()
-        .platform()
-        .object_segment(object, at)
-        .map_err(|error| BindError::Segment { offset: at, error })?;
-    if segment.len == 0 || !segment.pa.is_aligned(MIN_PAGE) || !MIN_PAGE.is_aligned(segment.len) {
-        return Err(BindError::BadSegment {
-            offset: at,
+    /// Object offset of the next run.
+    at: u64,
+}
+
+impl<P: Platform> Iterator for ObjectRuns<P> {
+    type Item = Result<Run, BindError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let at = self.at;
+        let segment = match self.platform.object_segment(self.object, at) {
+            Ok(segment) => segment,
+            Err(error) => return Some(Err(BindError::Segment { offset: at, error })),
+        };
+        if segment.len == 0 || !segment.pa.is_aligned(MIN_PAGE) || !MIN_PAGE.is_aligned(segment.len)
+        {
+            return Some(Err(BindError::BadSegment {
+                offset: at,
+                pa: segment.pa,
+                len: segment.len,
+            }));
+        }
+        self.at = at.saturating_add(segment.len);
+        Some(Ok(Run {
             pa: segment.pa,
             len: segment.len,
-        });
+        }))
     }
-    let len = segment.len.min(size.saturating_sub(done));
-    let at_va = va.checked_add(done).unwrap_or(va);
-    table
-        .map(at_va, segment.pa, len, flags)
-        .map_err(BindError::Map)?;
-    Ok(len)
 }
 
 /// Unmaps `[va, va + done)`, which this call just mapped. No block straddles its ends

@@ -5,7 +5,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use extmem_hw::profile::VGPU;
-use extmem_hw::{GpuVa, MapFlags, PageTable, PhysAddr, TableIndex, TableMemory};
+use std::convert::Infallible;
+
+use extmem_hw::{GpuVa, MapFlags, PageTable, PhysAddr, Run, TableIndex, TableMemory};
 
 use crate::report::{median, per_unit, Row};
 
@@ -79,6 +81,26 @@ impl TableMemory for ArenaTables {
             *entry = raw;
         }
     }
+
+    fn read_descriptors(&self, table: PhysAddr, first: TableIndex, out: &mut [u64]) {
+        if let Some(entries) = Self::slot(table)
+            .and_then(|s| self.pages.get(s))
+            .and_then(|page| page.get(first.get()..))
+        {
+            let n = entries.len().min(out.len());
+            out[..n].copy_from_slice(&entries[..n]);
+        }
+    }
+
+    fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
+        if let Some(entries) = Self::slot(table)
+            .and_then(|s| self.pages.get_mut(s))
+            .and_then(|page| page.get_mut(first.get()..))
+        {
+            let n = entries.len().min(raws.len());
+            entries[..n].copy_from_slice(&raws[..n]);
+        }
+    }
 }
 
 /// The physical page behind the `i`-th 4 KiB page of the GiB: a permutation of the 2^18
@@ -127,6 +149,12 @@ fn map_unmap(
         let _ = black_box(invalidate);
     }
     let unmap = started.elapsed();
+    destroy_empty(table)?;
+    Ok(Timings { map, unmap })
+}
+
+/// Frees the tables, which unmapping everything must have left with the root alone.
+fn destroy_empty(table: PageTable<&mut ArenaTables>) -> Result<(), String> {
     if table.table_pages() != 1 {
         return Err(format!(
             "{} table pages left after unmapping everything",
@@ -134,6 +162,29 @@ fn map_unmap(
         ));
     }
     table.destroy();
+    Ok(())
+}
+
+/// Maps the GiB with one `map_runs` call over `runs`, then unmaps it in one call.
+fn map_runs_unmap(mem: &mut ArenaTables, runs: &[Run]) -> Result<Timings, String> {
+    let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
+    let started = Instant::now();
+    table
+        .map_runs(
+            GpuVa::new(VA),
+            GIB,
+            runs.iter().map(|&run| Ok::<_, Infallible>(run)),
+            MapFlags::default(),
+        )
+        .map_err(|e| format!("map_runs: {e:?}"))?;
+    let map = started.elapsed();
+    let started = Instant::now();
+    let invalidate = table
+        .unmap(GpuVa::new(VA), GIB)
+        .map_err(|e| format!("unmap: {e:?}"))?;
+    let _ = black_box(invalidate);
+    let unmap = started.elapsed();
+    destroy_empty(table)?;
     Ok(Timings { map, unmap })
 }
 
@@ -171,7 +222,26 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
     let mut out_pages = vec![0u64; pages];
     let mut out_blocks = vec![0u64; blocks];
 
-    let mut samples: [Vec<Duration>; 10] = Default::default();
+    let page_runs: Vec<Run> = scattered
+        .iter()
+        .map(|&pa| Run {
+            pa: PhysAddr::new(pa),
+            len: PAGE,
+        })
+        .collect();
+    let one_run = [Run {
+        pa: PhysAddr::new(PA + PAGE),
+        len: GIB,
+    }];
+    // 2 MiB runs in a scattered order (an odd multiplier permutes the 512 blocks).
+    let block_runs: Vec<Run> = (0..GIB / BLOCK_2M)
+        .map(|i| Run {
+            pa: PhysAddr::new(PA + (i.wrapping_mul(0x9E37_79B1) & 511) * BLOCK_2M),
+            len: BLOCK_2M,
+        })
+        .collect();
+
+    let mut samples: [Vec<Duration>; 16] = Default::default();
     for _ in 0..reps {
         // 4 KiB pages, scattered PA: one map call per page; unmap in one call and per page.
         let t = map_unmap(&mut mem, PAGE, GIB, scattered_pa)?;
@@ -191,8 +261,18 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
         samples[7].push(floor_write(&scattered, &mut out_pages, 4));
         samples[8].push(floor_clear(&mut out_pages, 4));
         samples[9].push(floor_write(&block_pas, &mut out_blocks, 2000));
+        // The batched API: the whole GiB in one `map_runs` call.
+        let t = map_runs_unmap(&mut mem, &page_runs)?;
+        samples[10].push(t.map);
+        samples[11].push(t.unmap);
+        let t = map_runs_unmap(&mut mem, &one_run)?;
+        samples[12].push(t.map);
+        samples[13].push(t.unmap);
+        let t = map_runs_unmap(&mut mem, &block_runs)?;
+        samples[14].push(t.map);
+        samples[15].push(t.unmap);
     }
-    let [map4k, unmap4k_one, unmap4k_each, map4k_run, unmap4k_run, map2m, unmap2m, floor_pages, clear_pages, floor_blocks] =
+    let [map4k, unmap4k_one, unmap4k_each, map4k_run, unmap4k_run, map2m, unmap2m, floor_pages, clear_pages, floor_blocks, runs4k, runs4k_unmap, run1, run1_unmap, runs2m, runs2m_unmap] =
         samples.map(median);
     // Clearing 512 block descriptors costs what writing them does.
     let clear_blocks = floor_blocks;
@@ -209,6 +289,48 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
         note: String::new(),
     };
     Ok(vec![
+        row(
+            "map_runs 4K scattered, 1 call/GiB",
+            pages,
+            runs4k,
+            floor_pages,
+            floor,
+        ),
+        row(
+            "map_runs 4K contiguous, 1 call/GiB",
+            pages,
+            run1,
+            floor_pages,
+            floor,
+        ),
+        row(
+            "map_runs 2M blocks scattered, 1 call/GiB",
+            blocks,
+            runs2m,
+            floor_blocks,
+            floor,
+        ),
+        row(
+            "unmap map_runs 4K scattered, 1 call/GiB",
+            pages,
+            runs4k_unmap,
+            clear_pages,
+            memset,
+        ),
+        row(
+            "unmap map_runs 4K contiguous, 1 call/GiB",
+            pages,
+            run1_unmap,
+            clear_pages,
+            memset,
+        ),
+        row(
+            "unmap map_runs 2M blocks, 1 call/GiB",
+            blocks,
+            runs2m_unmap,
+            clear_blocks,
+            memset,
+        ),
         row(
             "map 4K scattered, 1 call/page",
             pages,

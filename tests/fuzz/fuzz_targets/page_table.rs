@@ -1,4 +1,4 @@
-//! `extmem_hw::PageTable` map / unmap / translate sequences from fuzz bytes, checked step by
+//! `extmem_hw::PageTable` map / batched map / unmap / translate sequences from fuzz bytes, checked step by
 //! step against the run-list model the property tests use (`hw/tests/model`).
 #![no_main]
 
@@ -36,8 +36,37 @@ fn size(b: &mut Bytes<'_>) -> u64 {
     }
 }
 
+/// One (pa, bytes) run of a batched map: a single page, a size from [`size`], or whole
+/// 2 MiB blocks; anywhere below 2^41 so that Mali's 40-bit OA limit is crossed now and then.
+fn run_piece(b: &mut Bytes<'_>) -> (u64, u64) {
+    match b.u8() % 3 {
+        0 => (addr(b) % (1 << 41), PAGE),
+        1 => (addr(b) % (1 << 41), size(b)),
+        _ => (u64::from(b.u8() % 16) * M2, u64::from(b.u8() % 3 + 1) * M2),
+    }
+}
+
+fn map_runs(b: &mut Bytes<'_>) -> Op {
+    let va = addr(b);
+    let count = usize::from(b.u8() % 12) + 1;
+    let runs = (0..count).map(|_| run_piece(b)).collect();
+    let size_delta = match b.u8() % 8 {
+        0..=5 => 0,
+        6 => -i64::from(b.u8() % 3 + 1) * 4096,
+        _ => i64::from(b.u8() % 3 + 1) * 4096,
+    };
+    let fail_at = (b.u8() % 10 == 0).then(|| usize::from(b.u8() % 12));
+    Op::MapRuns {
+        va,
+        runs,
+        size_delta,
+        fail_at,
+    }
+}
+
 fn op(b: &mut Bytes<'_>) -> Op {
-    match b.u8() % 9 {
+    match b.u8() % 12 {
+        9..=11 => map_runs(b),
         0..=3 => Op::Map {
             va: addr(b),
             pa: addr(b) % (1 << 41),

@@ -359,7 +359,7 @@ fn kcore_seeds() -> Vec<(&'static str, Vec<Op>)> {
 
 /// Page-table sequences in the format of `fuzz_targets/page_table.rs`: a profile byte, a
 /// budget byte, then operations (raw addresses: selector 5; sizes: selector 12, in pages
-/// up to 512).
+/// up to 512; batched maps: selector 9).
 fn page_table_seeds() -> Vec<(&'static str, Vec<u8>)> {
     const PAGE: u64 = 4096;
     fn addr(w: &mut Wire, value: u64) {
@@ -384,7 +384,24 @@ fn page_table_seeds() -> Vec<(&'static str, Vec<u8>)> {
         w.u8(7);
         addr(w, va);
     };
+    // A batched map: scattered single pages then whole 2 MiB blocks, cut one page short.
+    let map_runs = |w: &mut Wire, va: u64, singles: &[u64], blocks: u8| {
+        w.u8(9);
+        addr(w, va);
+        w.u8(u8::try_from(singles.len()).unwrap_or(0));
+        for &pa in singles {
+            w.u8(0);
+            addr(w, pa);
+        }
+        w.u8(2).u8(0).u8(blocks - 1);
+        w.u8(6).u8(0).u8(1);
+    };
     let m2 = 512 * PAGE;
+    let mut runs = Wire::default();
+    runs.u8(0).u8(255);
+    map_runs(&mut runs, 0x4000_0000 - 2 * PAGE, &[0x9000, 0x3000], 2);
+    translate(&mut runs, 0x4000_0000 + 0x10);
+    unmap(&mut runs, 0x4000_0000 - 2 * PAGE, 2);
     let mut blocks = Wire::default();
     blocks.u8(1).u8(255);
     map(&mut blocks, 0x4000_0000, 0x8000_0000, 512, false);
@@ -399,7 +416,11 @@ fn page_table_seeds() -> Vec<(&'static str, Vec<u8>)> {
     map(&mut budget, 1 << 39, 0x1000, 8, false);
     unmap(&mut budget, 0, 4);
     map(&mut budget, (1 << 48) - PAGE, 0, 1, false);
-    vec![("blocks", blocks.bytes), ("budget", budget.bytes)]
+    vec![
+        ("blocks", blocks.bytes),
+        ("budget", budget.bytes),
+        ("runs", runs.bytes),
+    ]
 }
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {

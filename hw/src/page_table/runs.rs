@@ -1,0 +1,321 @@
+//! Batched mapping: one call maps a binding given as its list of physically contiguous
+//! runs (what a kernel gets from an sg-table), walking each table once.
+//!
+//! [`PageTable::map`] per run would walk from the root and check for overlap once per
+//! run; for scattered 4 KiB pages that is four levels per page. Here the overlap check
+//! covers the whole range once, each upper-level entry is visited once, and the entries
+//! of a leaf table are built in a buffer and stored with one
+//! [`TableMemory::write_descriptors`].
+
+use crate::addr::{GpuVa, PhysAddr};
+use crate::descriptor::{CorruptDescriptor, Descriptor, Level, PageAttrs};
+use crate::page_table::{
+    entry_bounds, leaf_chunks, MapError, MapFlags, PageTable, SplitReserve, TableIndex,
+    TableMemory, CHUNK,
+};
+use crate::profile::MIN_PAGE;
+
+/// A physically contiguous run of memory handed to [`PageTable::map_runs`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Run {
+    /// Where it starts (4 KiB-aligned).
+    pub pa: PhysAddr,
+    /// Its length in bytes (a non-zero multiple of 4 KiB).
+    pub len: u64,
+}
+
+/// Why a [`PageTable::map_runs`] failed. The tables are unchanged.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum MapRunsError<E> {
+    /// The range or one of the runs was refused; run errors
+    /// ([`MapError::MisalignedPa`], [`MapError::MisalignedSize`], [`MapError::ZeroSize`],
+    /// [`MapError::PaOutOfRange`]) name the offending run.
+    Map(MapError),
+    /// The run source failed.
+    Source(E),
+    /// The runs ended before covering the range: only `mapped` of `size` bytes had a run.
+    RunsEnded {
+        /// Bytes the runs covered.
+        mapped: u64,
+        /// Bytes asked for.
+        size: u64,
+    },
+}
+
+impl<E> From<MapError> for MapRunsError<E> {
+    fn from(error: MapError) -> Self {
+        Self::Map(error)
+    }
+}
+
+/// Where a partial batched map stopped: everything it mapped lies in `[va, stopped)`.
+struct Stopped<E> {
+    stopped: u64,
+    error: MapRunsError<E>,
+}
+
+/// The run being consumed, and where the next ones come from.
+struct Cursor<I> {
+    runs: I,
+    /// Next physical address of the current run.
+    pa: u64,
+    /// Bytes left in the current run.
+    left: u64,
+    /// Bytes taken from all runs so far (the current one included).
+    taken: u64,
+    size: u64,
+    oa_bits: u8,
+    /// Where the output space ends: `1 << oa_bits`, capped at 2^48 because OA\[47:12\]
+    /// is the widest a descriptor holds, whatever a profile claims.
+    oa_size: u64,
+}
+
+impl<I, E> Cursor<I>
+where
+    I: Iterator<Item = Result<Run, E>>,
+{
+    /// Makes sure the current run has bytes left, fetching the next run if not.
+    #[inline(always)]
+    fn ensure(&mut self) -> Result<(), MapRunsError<E>> {
+        if self.left > 0 {
+            Ok(())
+        } else {
+            self.fetch()
+        }
+    }
+
+    /// Fetches and checks the next run.
+    #[inline]
+    fn fetch(&mut self) -> Result<(), MapRunsError<E>> {
+        let Some(run) = self.runs.next() else {
+            return Err(MapRunsError::RunsEnded {
+                mapped: self.taken,
+                size: self.size,
+            });
+        };
+        let Run { pa, len } = run.map_err(MapRunsError::Source)?;
+        // The last run may be longer than what is left of the range: only its start is used.
+        let used = len.min(self.size - self.taken);
+        let fits = pa
+            .get()
+            .checked_add(used)
+            .is_some_and(|end| end <= self.oa_size);
+        if len == 0 || !MIN_PAGE.is_aligned(pa.get() | len) || !fits {
+            return Err(self.bad_run(pa, len, used).into());
+        }
+        self.pa = pa.get();
+        self.left = used;
+        self.taken += used;
+        Ok(())
+    }
+
+    /// Why the run `[pa, +len)` (of which `used` bytes are needed) was refused.
+    #[cold]
+    fn bad_run(&self, pa: PhysAddr, len: u64, used: u64) -> MapError {
+        if len == 0 {
+            MapError::ZeroSize
+        } else if !pa.is_aligned(MIN_PAGE) {
+            MapError::MisalignedPa { pa }
+        } else if !MIN_PAGE.is_aligned(len) {
+            MapError::MisalignedSize { size: len }
+        } else {
+            MapError::PaOutOfRange {
+                pa,
+                size: used,
+                oa_bits: self.oa_bits,
+            }
+        }
+    }
+
+    /// Takes `bytes` (at most `self.left`) from the current run.
+    fn advance(&mut self, bytes: u64) {
+        self.pa += bytes;
+        self.left -= bytes;
+    }
+}
+
+impl<M: TableMemory> PageTable<M> {
+    /// Maps `[va, va + size)` to the concatenation of `runs`, in order: the first run at
+    /// `va`, the next right after it, and so on until `size` bytes are mapped (the last
+    /// run used may be longer; the rest of it and any later runs are not read). Blocks
+    /// are used where VA, PA and run length line up, as [`PageTable::map`] does.
+    ///
+    /// All or nothing: on any error (bad range, bad run, a failing source, too few runs,
+    /// no table memory) the tables are left as they were.
+    pub fn map_runs<E, I>(
+        &mut self,
+        va: GpuVa,
+        size: u64,
+        runs: I,
+        flags: MapFlags,
+    ) -> Result<(), MapRunsError<E>>
+    where
+        I: IntoIterator<Item = Result<Run, E>>,
+    {
+        let end = self.checked_va_range(va, size)?;
+        self.check_vacant(va, end)?;
+        let attrs = flags.attrs();
+        let mut cursor = Cursor {
+            runs: runs.into_iter(),
+            pa: 0,
+            left: 0,
+            taken: 0,
+            size,
+            oa_bits: self.oa_bits,
+            oa_size: 1u64 << self.oa_bits.min(48),
+        };
+        let result = self.map_runs_in(
+            self.root,
+            self.start,
+            (va.get(), end),
+            false,
+            &mut cursor,
+            attrs,
+        );
+        result.map_err(|partial| {
+            if partial.stopped > va.get() {
+                // As in `map`: undo what this call wrote; nothing straddles `stopped`.
+                let mut none = SplitReserve::EMPTY;
+                let _ = self.unmap_in(self.root, self.start, va.get(), partial.stopped, &mut none);
+            }
+            partial.error
+        })
+    }
+
+    /// Maps `[va, end)`, which lies inside `table` (at `level`). A `fresh` table was just
+    /// allocated by this call: all its entries are invalid and need not be read.
+    fn map_runs_in<E, I>(
+        &mut self,
+        table: PhysAddr,
+        level: Level,
+        (va, end): (u64, u64),
+        fresh: bool,
+        cursor: &mut Cursor<I>,
+        attrs: PageAttrs,
+    ) -> Result<(), Stopped<E>>
+    where
+        I: Iterator<Item = Result<Run, E>>,
+    {
+        let Some(next_level) = level.next() else {
+            return self.fill_leaf_table(table, va, end, cursor, attrs);
+        };
+        // The attributes of a block at this level, its output address OR-ed in below (the
+        // cursor checked every run lies in OA[47:12]; a block's PA is aligned to it).
+        let block_template = Descriptor::Leaf {
+            output: PhysAddr::ZERO,
+            attrs,
+        }
+        .encode(level)
+        .filter(|_| {
+            level
+                .leaf_size()
+                .is_some_and(|size| self.sizes.contains(size))
+        });
+        let mut cur = va;
+        while cur < end {
+            let index = TableIndex::of(level, cur);
+            let (entry_start, entry_end) = entry_bounds(level, cur);
+            let chunk_end = end.min(entry_end);
+            let stop = |error| Stopped {
+                stopped: cur,
+                error,
+            };
+            cursor.ensure().map_err(stop)?;
+            let raw = if fresh {
+                0
+            } else {
+                self.mem.read_descriptor(table, index)
+            };
+            let corrupt = || stop(MapError::Corrupt(CorruptDescriptor { level, raw }).into());
+            match Descriptor::decode(level, raw).map_err(|_| corrupt())? {
+                // The vacancy check ran over the whole range before anything was written.
+                Descriptor::Leaf { .. } => return Err(corrupt()),
+                Descriptor::Table { next } => {
+                    let range = (cur, chunk_end);
+                    self.map_runs_in(next, next_level, range, false, cursor, attrs)?;
+                }
+                Descriptor::Invalid => {
+                    let bytes = level.entry_bytes();
+                    let block = block_template.filter(|_| {
+                        cur == entry_start
+                            && chunk_end == entry_end
+                            && cursor.pa & (bytes - 1) == 0
+                            && cursor.left >= bytes
+                    });
+                    if let Some(template) = block {
+                        self.mem
+                            .write_descriptor(table, index, template | cursor.pa);
+                        cursor.advance(bytes);
+                    } else {
+                        let next = self
+                            .mem
+                            .alloc_table()
+                            .ok_or_else(|| stop(MapError::OutOfTableMemory.into()))?;
+                        self.tables += 1;
+                        let range = (cur, chunk_end);
+                        let filled = self.map_runs_in(next, next_level, range, true, cursor, attrs);
+                        match (filled, Descriptor::Table { next }.encode(level)) {
+                            (Ok(()), Some(raw)) => self.mem.write_descriptor(table, index, raw),
+                            (filled, _) => {
+                                // Never linked: drop the fresh subtree whole.
+                                self.free_subtree(next, next_level);
+                                let error = match filled {
+                                    Err(partial) => partial.error,
+                                    Ok(()) => MapError::OutOfTableMemory.into(),
+                                };
+                                return Err(stop(error));
+                            }
+                        }
+                    }
+                }
+            }
+            cur = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Writes the 4 KiB pages of `[va, end)`, which lies in the level-3 `table` and is
+    /// vacant, [`CHUNK`] entries per bulk store. On error, `stopped` is the first
+    /// page not written.
+    fn fill_leaf_table<E, I>(
+        &mut self,
+        table: PhysAddr,
+        va: u64,
+        end: u64,
+        cursor: &mut Cursor<I>,
+        attrs: PageAttrs,
+    ) -> Result<(), Stopped<E>>
+    where
+        I: Iterator<Item = Result<Run, E>>,
+    {
+        let page = MIN_PAGE.get();
+        let template = Descriptor::Leaf {
+            output: PhysAddr::ZERO,
+            attrs,
+        }
+        .encode(Level::L3)
+        .ok_or(Stopped {
+            stopped: va,
+            error: MapError::MisalignedVa { va: GpuVa::new(va) }.into(),
+        })?;
+        let mut buf = [0u64; CHUNK];
+        for (cur, count) in leaf_chunks(va, end) {
+            let Some(entries) = buf.get_mut(..count) else {
+                break;
+            };
+            for slot in entries.iter_mut() {
+                cursor.ensure().map_err(|error| Stopped {
+                    stopped: cur,
+                    error,
+                })?;
+                // The cursor checked that the run lies below 2^48, in OA[47:12], so OR-ing
+                // it into the template is the encoding of the page.
+                *slot = template | cursor.pa;
+                cursor.advance(page);
+            }
+            self.mem
+                .write_descriptors(table, TableIndex::of(Level::L3, cur), entries);
+        }
+        Ok(())
+    }
+}
