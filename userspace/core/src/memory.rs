@@ -268,7 +268,9 @@ impl<B: Backend> MemoryManager<B> {
         if handle_type == Types::OPAQUE_FD {
             return Err(Vuid::FdPropsNotOpaque.into());
         }
-        if handle_type != Types::DMA_BUF_EXT {
+        // A device without dma-bufs (the software device's memfds are not) answers no
+        // fd as one, rather than probing it with an import that would accept its own.
+        if handle_type != Types::DMA_BUF_EXT || !self.limits.caps.dma_buf {
             return Err(Error::InvalidHandle(HandleError::Unsupported {
                 handle_type: handle_type.as_raw(),
             }));

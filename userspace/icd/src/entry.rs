@@ -17,7 +17,7 @@ use extmem_hw::HostVa;
 use rustix::fd::{BorrowedFd, IntoRawFd};
 
 use crate::objects::{self, BAD_HANDLE, PHYSICAL_DEVICES};
-use crate::physical_device::{self, DeviceInfo, DEVICE_EXTENSIONS, INSTANCE_EXTENSIONS};
+use crate::physical_device::{self, DeviceInfo, DeviceSelection, INSTANCE_EXTENSIONS};
 
 /// The loader interface version we speak: 5 (the ICD must accept any `apiVersion` in
 /// `vkCreateInstance`, which we do). Debian 12's loader (1.3.239) offers up to 6; 6 only
@@ -289,7 +289,10 @@ pub unsafe extern "system" fn create_instance(
                 INSTANCE_EXTENSIONS,
             )
         }?;
-        let instance = objects::create_instance(physical_device::discover(Path::new("/dev/dri")));
+        let selection =
+            DeviceSelection::from_value(std::env::var_os(DeviceSelection::VARIABLE).as_deref());
+        let devices = physical_device::devices(Path::new("/dev/dri"), selection);
+        let instance = objects::create_instance(devices);
         // SAFETY: valid for a write per the contract.
         unsafe { write(out, vk::Instance::from_raw(instance)) }.inspect_err(|_| {
             objects::destroy_instance(instance);
@@ -580,7 +583,7 @@ pub fn driver_properties() -> vk::PhysicalDeviceDriverProperties<'static> {
         concat!(
             "extmem-icd ",
             env!("CARGO_PKG_VERSION"),
-            " (transfer queue over extmem-vgpu; not conformant)"
+            " (transfer queue over extmem-vgpu or the software device; not conformant)"
         ),
     );
     props
@@ -789,11 +792,11 @@ pub unsafe extern "system" fn enumerate_device_extension_properties(
     out: *mut vk::ExtensionProperties,
 ) -> vk::Result {
     guard_result(|| {
-        physical(pd)?;
+        let info = physical(pd)?;
         if !layer.is_null() {
             return Err(vk::Result::ERROR_LAYER_NOT_PRESENT);
         }
-        let props = physical_device::extension_properties(DEVICE_EXTENSIONS);
+        let props = physical_device::extension_properties(&info.device_extensions());
         // SAFETY: per the two-call contract.
         Ok(unsafe { enumerate(&props, count, out) })
     })
@@ -934,7 +937,7 @@ pub unsafe extern "system" fn create_device(
     out: *mut vk::Device,
 ) -> vk::Result {
     guard_result(|| {
-        physical(pd)?;
+        let extensions = physical(pd)?.device_extensions();
         if info.is_null() || out.is_null() {
             return Err(BAD_HANDLE);
         }
@@ -945,7 +948,7 @@ pub unsafe extern "system" fn create_device(
             check_extensions(
                 info.pp_enabled_extension_names,
                 info.enabled_extension_count,
-                DEVICE_EXTENSIONS,
+                &extensions,
             )
         }?;
         // SAFETY: as above.

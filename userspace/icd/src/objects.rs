@@ -14,12 +14,13 @@ use ash::vk;
 use extmem::alloc_info::AllocRequest;
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
-use extmem::vgpu::{ExecError, Vgpu};
+use extmem::vgpu::ExecError;
 use extmem_hw::{GpuVa, HostVa};
 use extmem_uapi::{Cmd, MAX_EXEC_CMDS};
 use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::commands::{self, BufferSpan, RecordError, StagingCursor};
+use crate::device_backend::DeviceBackend;
 use crate::handles::{lock, Registry};
 use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_TYPES};
 
@@ -37,13 +38,13 @@ pub struct PhysicalDevice {
     pub info: DeviceInfo,
 }
 
-/// `VkDevice`: its own render-node file, so its own GPU VM.
+/// `VkDevice`: its own render-node file (or software device), so its own GPU VM.
 #[derive(Debug)]
 pub struct Device {
     /// What the node is.
     pub info: DeviceInfo,
     /// Memory, VA space and the copy engine.
-    pub memory: Mutex<MemoryManager<Vgpu>>,
+    pub memory: Mutex<MemoryManager<DeviceBackend>>,
 }
 
 /// `VkQueue`.
@@ -162,7 +163,7 @@ pub const INVALID: vk::Result = vk::Result::ERROR_VALIDATION_FAILED_EXT;
 
 type VkResult<T> = Result<T, vk::Result>;
 
-/// `vkCreateInstance` over the devices found (by [`physical_device::discover`]).
+/// `vkCreateInstance` over the devices found (by [`physical_device::devices`]).
 pub fn create_instance(infos: Vec<DeviceInfo>) -> u64 {
     let physical_devices = infos
         .into_iter()
@@ -181,16 +182,15 @@ pub fn destroy_instance(instance: u64) {
     }
 }
 
-/// `vkCreateDevice`: opens the node again, so the device gets its own GPU VM.
+/// `vkCreateDevice`: opens the node again (or starts a software device), so the device
+/// gets its own GPU VM.
 pub fn create_device(physical_device: u64) -> VkResult<u64> {
     let pd = PHYSICAL_DEVICES.get(physical_device).ok_or(BAD_HANDLE)?;
     let info = pd.info.clone();
-    let fd = physical_device::open_node(&info.render_node)
-        .map_err(|_| vk::Result::ERROR_INITIALIZATION_FAILED)?;
-    let vgpu = Vgpu::new(fd).map_err(|_| vk::Result::ERROR_INITIALIZATION_FAILED)?;
+    let backend = DeviceBackend::open(&info)?;
     let (start, end) = info.va_range();
     let va = VaAllocator::new(GpuVa::new(start), GpuVa::new(end), info.page_sizes);
-    let manager = MemoryManager::new(vgpu, info.limits(), va, physical_device::DMA_BUF_TYPES);
+    let manager = MemoryManager::new(backend, info.limits(), va, physical_device::DMA_BUF_TYPES);
     let device = DEVICES.insert_dispatchable(Device {
         info,
         memory: Mutex::new(manager),
@@ -520,7 +520,7 @@ pub fn free_command_buffers(device_handle: u64, pool: u64, buffers: &[u64]) {
     }
 }
 
-fn release_staging(manager: &mut MemoryManager<Vgpu>, recording: &mut Recording) {
+fn release_staging(manager: &mut MemoryManager<DeviceBackend>, recording: &mut Recording) {
     for chunk in recording.staging.drain(..) {
         manager.free(chunk.memory);
     }
@@ -528,7 +528,7 @@ fn release_staging(manager: &mut MemoryManager<Vgpu>, recording: &mut Recording)
 }
 
 /// Empties a recording but keeps one staging chunk for the next one.
-fn reset_recording(manager: &mut MemoryManager<Vgpu>, recording: &mut Recording) {
+fn reset_recording(manager: &mut MemoryManager<DeviceBackend>, recording: &mut Recording) {
     let keep = recording.staging.pop();
     release_staging(manager, recording);
     if let Some(chunk) = keep {
@@ -634,7 +634,7 @@ pub fn cmd_update(cb: u64, dst: u64, offset: u64, data: Option<&[u8]>) {
 
 /// Copies `data` into the recording's staging memory, returning its GPU VA.
 fn stage(
-    manager: &mut MemoryManager<Vgpu>,
+    manager: &mut MemoryManager<DeviceBackend>,
     recording: &mut Recording,
     data: &[u8],
     size: u64,

@@ -482,6 +482,30 @@ fn fd_properties_rules() {
         Err(Vuid::FdMemoryType.into())
     );
     m.free(a);
+    // A device without dma-bufs says DMA_BUF is unsupported, without importing.
+    let mut no_dma_buf = MemoryManager::new(
+        Fake::default(),
+        DeviceLimits {
+            caps: DeviceCaps {
+                dma_buf: false,
+                ..LIMITS.caps
+            },
+            ..LIMITS
+        },
+        VaAllocator::new(
+            GpuVa::new(1 << 21),
+            GpuVa::new(1 << 30),
+            extmem_hw::profile::VGPU.page_sizes,
+        ),
+        0b11,
+    );
+    assert_eq!(
+        no_dma_buf.fd_properties(Types::DMA_BUF_EXT, buf.as_fd()),
+        Err(Error::InvalidHandle(HandleError::Unsupported {
+            handle_type: Types::DMA_BUF_EXT.as_raw()
+        }))
+    );
+    assert_eq!(no_dma_buf.backend.next, 0, "nothing was imported");
 }
 
 #[test]

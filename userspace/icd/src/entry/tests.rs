@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use ash::vk::{self, Handle};
 
 use super::*;
-use crate::physical_device::{DeviceInfo, RawParams};
+use crate::physical_device::{DeviceInfo, DeviceNode, RawParams};
 
 fn entry() -> ash::Entry {
     let static_fn = ash::StaticFn {
@@ -26,8 +26,8 @@ fn fake_info() -> DeviceInfo {
         page_sizes: 0x1000 | 0x20_0000,
         max_mapping: 1 << 32,
     };
-    DeviceInfo::from_params(PathBuf::from("/nonexistent/renderD200"), raw, 4 << 30)
-        .unwrap_or_else(|e| panic!("{e:?}"))
+    let node = DeviceNode::Render(PathBuf::from("/nonexistent/renderD200"));
+    DeviceInfo::from_params(node, raw, 4 << 30).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 /// An ash instance over a registry instance with one fake physical device.
@@ -83,15 +83,23 @@ fn proc_addr_levels_are_respected() {
 }
 
 #[test]
-fn an_instance_without_vgpu_nodes_has_no_devices() {
+fn an_instance_without_vgpu_nodes_offers_the_software_device() {
     let entry = entry();
     let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
     let info = vk::InstanceCreateInfo::default().application_info(&app);
-    // SAFETY: a valid create info. The host has no extmem-vgpu node.
+    // SAFETY: a valid create info. The host has no extmem-vgpu node (and the suite does
+    // not set EXTMEM_DEVICE).
     let instance = unsafe { entry.create_instance(&info, None) }.unwrap_or_else(|e| panic!("{e}"));
     // SAFETY: a live instance.
-    let devices = unsafe { instance.enumerate_physical_devices() };
-    assert_eq!(devices, Ok(vec![]));
+    let devices = unsafe { instance.enumerate_physical_devices() }.unwrap_or_default();
+    assert_eq!(devices.len(), 1);
+    // SAFETY: a physical device of the live instance.
+    let props = unsafe { instance.get_physical_device_properties(devices[0]) };
+    assert_eq!(props.device_type, vk::PhysicalDeviceType::CPU);
+    assert_eq!(
+        props.device_name_as_c_str().ok(),
+        Some(c"extmem-softgpu (software device)")
+    );
     // SAFETY: as above.
     unsafe { instance.destroy_instance(None) };
     // SAFETY: a valid pointer.
