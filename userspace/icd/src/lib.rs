@@ -10,6 +10,7 @@
 //! - [`proc_table`]: name → entry point for the `GetProcAddr`s;
 //! - [`objects`]: the objects and what each command does, in plain Rust;
 //! - [`commands`]: transfer commands translated into copy-engine commands;
+//! - [`image`]: linear images, their layout and the image-format answers;
 //! - [`physical_device`]: discovery (extmem-vgpu nodes, else the software device) and the
 //!   property tables;
 //! - [`device_backend`]: the kernel driver or the software device behind a `VkDevice`;
@@ -23,6 +24,7 @@ pub mod device_backend;
 pub mod entry;
 pub mod handles;
 mod host_memory;
+pub mod image;
 pub mod objects;
 pub mod physical_device;
 pub mod proc_table;

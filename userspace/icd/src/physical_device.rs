@@ -3,10 +3,10 @@
 //! process) where there is none or `EXTMEM_DEVICE=software` asks for it; either is
 //! described by `GET_PARAM` and answered from the tables below.
 //!
-//! The device is a copy engine behind a real GPU MMU: one transfer queue, no shaders, no
-//! images. Everything shader- or image-related answers zero (the truth), not the
-//! specification's minimums for devices that have them; the driver does not claim
-//! conformance.
+//! The device is a copy engine behind a real GPU MMU: one transfer queue, no shaders, and
+//! images only as linear transfer images. Everything shader-related answers zero (the
+//! truth), not the specification's minimums for devices that have them; the driver does
+//! not claim conformance.
 
 use std::ffi::{CStr, OsStr};
 use std::fs;
@@ -345,8 +345,8 @@ impl DeviceInfo {
         }
     }
 
-    /// `VkPhysicalDeviceLimits`: the memory and buffer limits are real; shader, image and
-    /// framebuffer limits are zero because the device has none of those.
+    /// `VkPhysicalDeviceLimits`: the memory, buffer and linear-image limits are real;
+    /// shader, sampler and framebuffer limits are zero because the device has none of those.
     pub fn device_limits(&self) -> vk::PhysicalDeviceLimits {
         let page = PageSize::Size4K.bytes();
         vk::PhysicalDeviceLimits {
@@ -361,6 +361,9 @@ impl DeviceInfo {
             min_uniform_buffer_offset_alignment: BUFFER_ALIGNMENT,
             min_storage_buffer_offset_alignment: BUFFER_ALIGNMENT,
             timestamp_period: 1.0,
+            // Linear transfer images (see `crate::image`): 2D, one layer.
+            max_image_dimension2_d: crate::image::MAX_DIMENSION,
+            max_image_array_layers: 1,
             ..vk::PhysicalDeviceLimits::default()
         }
     }

@@ -295,6 +295,8 @@ fn vulkan_flows_run_on_the_software_device() {
         "{misaligned:?}, {messages} messages"
     );
 
+    linear_images(&instance, &gpu, &other);
+
     for buffer in [from_buf, to_buf, device_buf] {
         gpu.destroy_buffer(buffer);
     }
@@ -310,4 +312,230 @@ fn vulkan_flows_run_on_the_software_device() {
         "{:?}",
         vulkan::validation_messages()
     );
+}
+
+const WIDTH: u32 = 33;
+const HEIGHT: u32 = 17;
+const TEXEL: usize = 4;
+
+/// A 33x17 RGBA8 linear transfer image for opaque-fd memory.
+fn create_image(gpu: &Gpu<'_>) -> vk::Image {
+    let mut external = vk::ExternalMemoryImageCreateInfo::default().handle_types(Types::OPAQUE_FD);
+    let info = vk::ImageCreateInfo::default()
+        .image_type(vk::ImageType::TYPE_2D)
+        .format(vk::Format::R8G8B8A8_UNORM)
+        .extent(vk::Extent3D {
+            width: WIDTH,
+            height: HEIGHT,
+            depth: 1,
+        })
+        .mip_levels(1)
+        .array_layers(1)
+        .samples(vk::SampleCountFlags::TYPE_1)
+        .tiling(vk::ImageTiling::LINEAR)
+        .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+        .sharing_mode(vk::SharingMode::EXCLUSIVE)
+        .initial_layout(vk::ImageLayout::UNDEFINED)
+        .push_next(&mut external);
+    // SAFETY: a live device; the chain lives across the call.
+    unsafe { gpu.device.create_image(&info, None) }.unwrap_or_else(|e| panic!("vkCreateImage: {e}"))
+}
+
+/// The whole image as one copy region, tightly packed in the buffer.
+fn whole_image() -> vk::BufferImageCopy {
+    vk::BufferImageCopy::default()
+        .image_subresource(vk::ImageSubresourceLayers {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            mip_level: 0,
+            base_array_layer: 0,
+            layer_count: 1,
+        })
+        .image_extent(vk::Extent3D {
+            width: WIDTH,
+            height: HEIGHT,
+            depth: 1,
+        })
+}
+
+/// Moves the image from UNDEFINED to GENERAL (a no-op on this device; the validation layer
+/// tracks it).
+fn to_general(device: &ash::Device, cb: vk::CommandBuffer, image: vk::Image) {
+    let barrier = vk::ImageMemoryBarrier::default()
+        .old_layout(vk::ImageLayout::UNDEFINED)
+        .new_layout(vk::ImageLayout::GENERAL)
+        .dst_access_mask(vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::TRANSFER_READ)
+        .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .image(image)
+        .subresource_range(vk::ImageSubresourceRange {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            base_mip_level: 0,
+            level_count: 1,
+            base_array_layer: 0,
+            layer_count: 1,
+        });
+    // SAFETY: recording; the barrier names a live image.
+    unsafe {
+        device.cmd_pipeline_barrier(
+            cb,
+            vk::PipelineStageFlags::TOP_OF_PIPE,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::DependencyFlags::empty(),
+            &[],
+            &[],
+            &[barrier],
+        );
+    }
+}
+
+/// Linear images: the format queries, a buffer -> image -> buffer round trip through the
+/// row pitch, and the image's memory shared with a second device by opaque fd, where an
+/// image over the same memory reads the same texels.
+fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
+    let pd = gpu.physical;
+    let query = |ty: Types| {
+        let mut external = vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(ty);
+        let info = vk::PhysicalDeviceImageFormatInfo2::default()
+            .format(vk::Format::R8G8B8A8_UNORM)
+            .ty(vk::ImageType::TYPE_2D)
+            .tiling(vk::ImageTiling::LINEAR)
+            .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+            .push_next(&mut external);
+        let mut ext_out = vk::ExternalImageFormatProperties::default();
+        let mut out = vk::ImageFormatProperties2::default().push_next(&mut ext_out);
+        // SAFETY: a live physical device; the chains live across the call.
+        let result = unsafe {
+            instance
+                .instance
+                .get_physical_device_image_format_properties2(pd, &info, &mut out)
+        };
+        let max_width = out.image_format_properties.max_extent.width;
+        let features = ext_out.external_memory_properties.external_memory_features;
+        (result, max_width, features)
+    };
+    let (result, max_width, features) = query(Types::OPAQUE_FD);
+    assert_eq!((result, max_width), (Ok(()), 16384));
+    assert!(features.contains(
+        vk::ExternalMemoryFeatureFlags::EXPORTABLE | vk::ExternalMemoryFeatureFlags::IMPORTABLE
+    ));
+    let (result, max_width, _) = query(Types::HOST_ALLOCATION_EXT);
+    assert_eq!(
+        (result, max_width),
+        (Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED), 0)
+    );
+
+    let image = create_image(gpu);
+    // SAFETY: a live image.
+    let reqs = unsafe { gpu.device.get_image_memory_requirements(image) };
+    let subresource = vk::ImageSubresource {
+        aspect_mask: vk::ImageAspectFlags::COLOR,
+        mip_level: 0,
+        array_layer: 0,
+    };
+    // SAFETY: a live linear image.
+    let layout = unsafe { gpu.device.get_image_subresource_layout(image, subresource) };
+    let pitch = usize::try_from(layout.row_pitch).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pitch, 192, "33 RGBA texels are 132 bytes, padded to 64");
+    assert_eq!(reqs.size, layout.row_pitch * u64::from(HEIGHT));
+    let memory = step(gpu.allocate(reqs.size.next_multiple_of(4096), Types::OPAQUE_FD));
+    // SAFETY: a live image and memory.
+    unsafe { gpu.device.bind_image_memory(image, memory, 0) }
+        .unwrap_or_else(|e| panic!("vkBindImageMemory: {e}"));
+
+    let row = WIDTH as usize * TEXEL;
+    let packed = row * HEIGHT as usize;
+    let texels: Vec<u8> = (0..packed)
+        .map(|i| (i * 3 % 253).to_le_bytes()[0])
+        .collect();
+    let staging_memory = step(gpu.allocate(4096 * 2, Types::empty()));
+    let staging = step(gpu.buffer(staging_memory, 4096 * 2, Types::empty()));
+    step(gpu.write(staging_memory, 0, &texels));
+    step(gpu.run(|device, cb| {
+        to_general(device, cb, image);
+        let back = vk::BufferImageCopy {
+            buffer_offset: 4096,
+            ..whole_image()
+        };
+        // SAFETY: recording; the buffer holds both packed copies of the image.
+        unsafe {
+            device.cmd_copy_buffer_to_image(
+                cb,
+                staging,
+                image,
+                vk::ImageLayout::GENERAL,
+                &[whole_image()],
+            );
+            let barrier = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+                .dst_access_mask(vk::AccessFlags::TRANSFER_READ);
+            device.cmd_pipeline_barrier(
+                cb,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+            device.cmd_copy_image_to_buffer(cb, image, vk::ImageLayout::GENERAL, staging, &[back]);
+        }
+    }));
+    // In the image's memory each row sits at the row pitch; the padding stays zero.
+    let stored = step(gpu.read(memory, 0, pitch * HEIGHT as usize));
+    for (y, texel_row) in texels.chunks(row).enumerate() {
+        let at = y * pitch;
+        assert!(stored[at..at + row] == *texel_row, "row {y}");
+        assert!(
+            stored[at + row..at + pitch].iter().all(|b| *b == 0),
+            "row {y} padding"
+        );
+    }
+    assert!(
+        step(gpu.read(staging_memory, 4096, packed)) == texels,
+        "image -> buffer"
+    );
+
+    // The image's memory in another device, under an image of the same layout there.
+    let fd = step(gpu.export_fd(memory, Types::OPAQUE_FD));
+    let imported = step(other.import_fd(
+        fd,
+        Types::OPAQUE_FD,
+        reqs.size.next_multiple_of(4096),
+        step(other.device_local_type()),
+    ));
+    let there = create_image(other);
+    // SAFETY: a live image and memory.
+    unsafe { other.device.bind_image_memory(there, imported, 0) }
+        .unwrap_or_else(|e| panic!("vkBindImageMemory: {e}"));
+    let readback_memory = step(other.allocate(4096, Types::empty()));
+    let readback = step(other.buffer(readback_memory, 4096, Types::empty()));
+    step(other.run(|device, cb| {
+        to_general(device, cb, there);
+        // SAFETY: recording; the buffer holds one packed copy of the image.
+        unsafe {
+            device.cmd_copy_image_to_buffer(
+                cb,
+                there,
+                vk::ImageLayout::GENERAL,
+                readback,
+                &[whole_image()],
+            );
+        }
+    }));
+    assert!(
+        step(other.read(readback_memory, 0, packed)) == texels,
+        "shared image"
+    );
+
+    // SAFETY: no work is pending on any of these.
+    unsafe {
+        other.device.destroy_image(there, None);
+        gpu.device.destroy_image(image, None);
+    }
+    other.destroy_buffer(readback);
+    other.free(readback_memory);
+    other.free(imported);
+    gpu.destroy_buffer(staging);
+    gpu.free(staging_memory);
+    gpu.free(memory);
 }
