@@ -19,6 +19,7 @@ mod kmod_build;
 mod ktap;
 mod provision;
 mod report;
+mod windows_tests;
 mod workspace;
 
 use std::process::ExitCode;
@@ -213,6 +214,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
     steps.push(host_checks::tests(workspace));
     steps.push(host_checks::no_std_builds(workspace));
     steps.push(cortex_m::run_tests(workspace));
+    steps.push(windows_tests::run_tests(workspace));
     steps.push(guest_step(workspace, provisioned.as_ref(), options));
     finish(&steps)
 }
