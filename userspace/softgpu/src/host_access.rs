@@ -53,47 +53,51 @@ fn own_pid() -> i32 {
     rustix::process::getpid().as_raw_nonzero().get()
 }
 
-fn iovec(addr: u64, len: usize) -> Result<Iovec, HostFault> {
-    Ok(Iovec {
+/// `process_vm_readv` or `process_vm_writev`.
+type Transfer = unsafe extern "C" fn(i32, *const Iovec, u64, *const Iovec, u64, u64) -> isize;
+
+/// Moves `len` bytes between our buffer at `local` and the imported address `addr` with
+/// `transfer`, all or nothing.
+///
+/// # Safety
+/// `local` is valid for `len` bytes of what `transfer` does to it (written by
+/// `process_vm_readv`, read by `process_vm_writev`) for the duration of the call.
+unsafe fn move_bytes(
+    transfer: Transfer,
+    local: *const u8,
+    len: usize,
+    addr: u64,
+) -> Result<(), HostFault> {
+    let local = Iovec {
+        base: local as usize,
+        len,
+    };
+    let remote = Iovec {
         base: usize::try_from(addr).map_err(|_| HostFault { addr })?,
         len,
-    })
+    };
+    // SAFETY: `local` is valid per the caller; `remote` is only reached by the kernel
+    // through the process's page tables, which refuse a missing page (and, for a write,
+    // one that is not writable) with an error, not a fault in this thread. One iovec each,
+    // no flags.
+    let done = unsafe { transfer(own_pid(), &local, 1, &remote, 1, 0) };
+    if usize::try_from(done).ok() == Some(len) {
+        Ok(())
+    } else {
+        Err(HostFault { addr })
+    }
 }
 
 /// Reads `out.len()` bytes at the imported address `addr` into `out`.
 pub fn read(addr: u64, out: &mut [u8]) -> Result<(), HostFault> {
-    let local = Iovec {
-        base: out.as_mut_ptr() as usize,
-        len: out.len(),
-    };
-    let remote = iovec(addr, out.len())?;
-    // SAFETY: `local` describes `out`, which we borrow mutably for the call; `remote` is
-    // only read by the kernel through the process's page tables (a missing or protected
-    // page is an error, not a fault in this thread). One iovec each, no flags.
-    let done = unsafe { process_vm_readv(own_pid(), &local, 1, &remote, 1, 0) };
-    if usize::try_from(done).ok() == Some(out.len()) {
-        Ok(())
-    } else {
-        Err(HostFault { addr })
-    }
+    // SAFETY: `out` is ours to write for the call.
+    unsafe { move_bytes(process_vm_readv, out.as_mut_ptr(), out.len(), addr) }
 }
 
 /// Writes `data` to the imported address `addr`.
 pub fn write(addr: u64, data: &[u8]) -> Result<(), HostFault> {
-    let local = Iovec {
-        base: data.as_ptr() as usize,
-        len: data.len(),
-    };
-    let remote = iovec(addr, data.len())?;
-    // SAFETY: `local` describes `data`, which we borrow for the call and the kernel only
-    // reads; `remote` is written by the kernel through the process's page tables, which
-    // refuse pages that are missing or not writable. One iovec each, no flags.
-    let done = unsafe { process_vm_writev(own_pid(), &local, 1, &remote, 1, 0) };
-    if usize::try_from(done).ok() == Some(data.len()) {
-        Ok(())
-    } else {
-        Err(HostFault { addr })
-    }
+    // SAFETY: `data` is ours to read for the call.
+    unsafe { move_bytes(process_vm_writev, data.as_ptr(), data.len(), addr) }
 }
 
 /// Whether `[addr, addr + len)` is mapped in this process, every page of it: what
