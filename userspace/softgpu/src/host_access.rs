@@ -11,7 +11,7 @@
 //! `process_vm_*` on one's own process needs no ptrace permission (`ptrace_may_access`
 //! allows the caller's own thread group), so Yama's `ptrace_scope` does not matter.
 
-use core::ffi::c_void;
+use core::ffi::{c_int, c_ulong, c_void};
 
 use rustix::mm::MsyncFlags;
 
@@ -25,20 +25,20 @@ struct Iovec {
 // glibc's wrappers (since 2.15), linked through std's libc; rustix has no binding.
 extern "C" {
     fn process_vm_readv(
-        pid: i32,
+        pid: c_int,
         local: *const Iovec,
-        local_count: u64,
+        local_count: c_ulong,
         remote: *const Iovec,
-        remote_count: u64,
-        flags: u64,
+        remote_count: c_ulong,
+        flags: c_ulong,
     ) -> isize;
     fn process_vm_writev(
-        pid: i32,
+        pid: c_int,
         local: *const Iovec,
-        local_count: u64,
+        local_count: c_ulong,
         remote: *const Iovec,
-        remote_count: u64,
-        flags: u64,
+        remote_count: c_ulong,
+        flags: c_ulong,
     ) -> isize;
 }
 
@@ -54,7 +54,8 @@ fn own_pid() -> i32 {
 }
 
 /// `process_vm_readv` or `process_vm_writev`.
-type Transfer = unsafe extern "C" fn(i32, *const Iovec, u64, *const Iovec, u64, u64) -> isize;
+type Transfer =
+    unsafe extern "C" fn(c_int, *const Iovec, c_ulong, *const Iovec, c_ulong, c_ulong) -> isize;
 
 /// Moves `len` bytes between our buffer at `local` and the imported address `addr` with
 /// `transfer`, all or nothing.

@@ -24,6 +24,13 @@
 //!
 //! Why a crate of its own: `userspace/core` is `no_std` and reaches the kernel side only
 //! through ioctls; hosting kcore is this crate's business, and the ICD wires it in.
+//!
+//! The OS-specific parts are two modules, so that Windows is a second implementation of
+//! each, not a rewrite: [`shared_memory`] (memfds; on Windows, pagefile-backed section
+//! objects from `CreateFileMapping`, exported as NT handles with `DuplicateHandle`) and
+//! [`host_access`] (`process_vm_readv`/`writev`; on Windows, `ReadProcessMemory` /
+//! `WriteProcessMemory` on the own process, which also fail instead of faulting).
+//! [`phys_memory`] and the [`SoftGpu`] backend are OS-neutral.
 
 pub mod host_access;
 pub mod phys_memory;
