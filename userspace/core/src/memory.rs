@@ -296,6 +296,19 @@ impl<B: Backend> MemoryManager<B> {
         {
             return Err(Vuid::HostPropsHandleType.into());
         }
+        // A host type this device cannot import (the software device has no foreign
+        // memory) is no handle it can describe.
+        let caps = self.limits.caps;
+        let supported = if handle_type == Types::HOST_ALLOCATION_EXT {
+            caps.host_allocation
+        } else {
+            caps.host_mapped_foreign
+        };
+        if !supported {
+            return Err(Error::InvalidHandle(HandleError::Unsupported {
+                handle_type: handle_type.as_raw(),
+            }));
+        }
         let align = self.limits.min_import_alignment;
         if !ptr.is_aligned(align) {
             return Err(Vuid::HostPropsPointerAligned.into());

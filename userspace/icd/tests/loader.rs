@@ -274,6 +274,13 @@ fn vulkan_flows_run_on_the_software_device() {
         gpu.host_pointer_properties(host, hole).0,
         vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
     );
+    // Host-mapped foreign memory is not something this device imports.
+    let mapped = usize::try_from(source.addr()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        gpu.host_pointer_properties(Types::HOST_MAPPED_FOREIGN_MEMORY_EXT, mapped)
+            .0,
+        vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+    );
     // DMA_BUF does not exist on this device (a Valid Usage violation on purpose, so the
     // layer's messages about it are expected).
     let dma_buf = step(gpu.export_fd(device, Types::OPAQUE_FD));

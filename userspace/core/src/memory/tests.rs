@@ -509,6 +509,34 @@ fn fd_properties_rules() {
 }
 
 #[test]
+fn host_pointer_properties_of_an_unsupported_host_type_are_refused() {
+    let limits = DeviceLimits {
+        caps: DeviceCaps {
+            host_mapped_foreign: false,
+            ..LIMITS.caps
+        },
+        ..LIMITS
+    };
+    let va = VaAllocator::new(
+        GpuVa::new(1 << 21),
+        GpuVa::new(1 << 30),
+        extmem_hw::profile::VGPU.page_sizes,
+    );
+    let mut m = MemoryManager::new(Fake::default(), limits, va, 0b11);
+    let p = HostVa::new(0x10_0000);
+    assert_eq!(
+        m.host_pointer_properties(Types::HOST_MAPPED_FOREIGN_MEMORY_EXT, p),
+        Err(Error::InvalidHandle(HandleError::Unsupported {
+            handle_type: Types::HOST_MAPPED_FOREIGN_MEMORY_EXT.as_raw()
+        }))
+    );
+    assert_eq!(
+        m.host_pointer_properties(Types::HOST_ALLOCATION_EXT, p),
+        Ok(0b10)
+    );
+}
+
+#[test]
 fn host_pointer_properties_rules() {
     let mut m = manager();
     let p = HostVa::new(0x10_0000);
