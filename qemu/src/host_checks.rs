@@ -1,6 +1,7 @@
 //! The host half of the suite: formatting, clippy, the workspace's tests and the no_std builds,
 //! each run through cargo with its output kept in a log and read back into checks.
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,8 +30,19 @@ pub struct CargoRun {
 /// Runs `cargo <args>` from the workspace root, capturing everything into
 /// `<target>/extmem-qemu/logs/<log_name>.log`.
 fn run_cargo(workspace: &Workspace, args: &[&str], log_name: &str) -> Result<CargoRun, String> {
+    run_cargo_with(workspace, args, &[], log_name)
+}
+
+/// [`run_cargo`] with extra environment variables.
+fn run_cargo_with(
+    workspace: &Workspace,
+    args: &[&str],
+    envs: &[(&str, OsString)],
+    log_name: &str,
+) -> Result<CargoRun, String> {
     let mut command = workspace.cargo();
     command.args(args);
+    command.envs(envs.iter().map(|(k, v)| (k, v)));
     println!("suite: {} …", describe_args(args));
     run_logged(workspace, &mut command, log_name)
 }
@@ -166,10 +178,25 @@ pub fn no_std_builds(workspace: &Workspace) -> Step {
 /// `cargo test --workspace --no-fail-fast` (no-fail-fast so a failing crate does not hide the
 /// counts of the crates after it), counted from its `test result:` lines.
 pub fn tests(workspace: &Workspace) -> Step {
+    cargo_test(
+        workspace,
+        &["test", "--workspace", "--no-fail-fast"],
+        &[],
+        "test",
+    )
+}
+
+/// One `cargo test` invocation (`args` start with `test`) as a step, counted from its
+/// `test result:` lines; a failed test is a failed check with its panic output.
+pub fn cargo_test(
+    workspace: &Workspace,
+    args: &[&str],
+    envs: &[(&str, OsString)],
+    log_name: &str,
+) -> Step {
     let started = Instant::now();
-    let args = ["test", "--workspace", "--no-fail-fast"];
-    let mut step = Step::new(describe_args(&args));
-    match run_cargo(workspace, &args, "test") {
+    let mut step = Step::new(describe_args(args));
+    match run_cargo_with(workspace, args, envs, log_name) {
         Ok(run) => {
             let summary = TestOutput::parse(&run.output);
             step.bulk = Tally {

@@ -23,6 +23,7 @@ mod miri_step;
 mod provision;
 mod report;
 mod rust_tools;
+mod windows_tests;
 mod workspace;
 
 use std::process::ExitCode;
@@ -247,6 +248,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
     ));
     steps.push(host_checks::no_std_builds(workspace));
     steps.push(cortex_m::run_tests(workspace));
+    steps.push(windows_tests::run_tests(workspace));
     steps.push(guest_step(workspace, provisioned.as_ref(), options));
     finish(&steps)
 }

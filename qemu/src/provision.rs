@@ -23,7 +23,9 @@ const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-arm"];
 /// vulkaninfo (vulkan-tools) are what the ICD is tested through, on the host and in the
 /// guest (which runs the host's root); the guest programs run it under the Khronos validation
 /// layer (vulkan-validationlayers). `make` builds extmem_vgpu.ko against the headers
-/// (which bring gcc-12 and binutils themselves).
+/// (which bring gcc-12 and binutils themselves). The Windows build links with mingw-w64
+/// (gcc-mingw-w64-x86-64, which also builds the `ProcessPrng` shim DLL) and its tests run
+/// under Wine (wine64).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -33,12 +35,16 @@ const RELEASE_PACKAGES: &[&str] = &[
     "vulkan-tools",
     "vulkan-validationlayers",
     "make",
+    "gcc-mingw-w64-x86-64",
+    "wine64",
 ];
-/// Rust targets: the bare-metal x86_64 build of the no_std crates and the two Cortex-M cores.
+/// Rust targets: the bare-metal x86_64 build of the no_std crates, the two Cortex-M cores,
+/// and Windows (mingw-w64), whose tests run under Wine.
 pub const RUST_TARGETS: &[&str] = &[
     "x86_64-unknown-none",
     "thumbv7em-none-eabihf",
     "thumbv7m-none-eabi",
+    "x86_64-pc-windows-gnu",
 ];
 /// The kernel metapackage whose dependency names the current backports kernel.
 const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
@@ -156,6 +162,7 @@ impl fmt::Display for ProvisionError {
                  qemu-system-arm from bookworm-backports)\n\
                  - a statically linked busybox (Debian: busybox-static), cpio, xz, depmod \
                  (kmod), dpkg-deb, the Vulkan loader and vulkaninfo (libvulkan1, vulkan-tools)\n\
+                 - mingw-w64 for x86_64 and Wine (Debian: gcc-mingw-w64-x86-64, wine64)\n\
                  - rustup targets: {}\n\
                  - Debian's current backports kernel: the linux-image-<version>-amd64 package that \
                  linux-image-amd64 from bookworm-backports depends on, unpacked with dpkg-deb -x \

@@ -10,6 +10,7 @@
 
 mod page_tables;
 mod report;
+mod soft_copy;
 mod va_trace;
 
 use std::fs;
@@ -33,6 +34,14 @@ fn main() -> ExitCode {
     };
     println!("host-bench: VA allocator");
     rows.extend(va_trace::run(REPS));
+    println!("host-bench: software device copy engine");
+    match soft_copy::run(REPS) {
+        Ok(soft) => rows.extend(soft),
+        Err(err) => {
+            eprintln!("host-bench: software device case failed: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
     print!("{}", report::table(&rows));
 
     let dir = output_dir();

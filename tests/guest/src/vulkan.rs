@@ -294,11 +294,25 @@ impl<'i> Gpu<'i> {
         let queues = [vk::DeviceQueueCreateInfo::default()
             .queue_family_index(0)
             .queue_priorities(&priorities)];
-        let extensions = DEVICE_EXTENSIONS.map(CStr::as_ptr);
+        let vi = &instance.instance;
+        // Those of DEVICE_EXTENSIONS the device offers: the software device (extmem-softgpu)
+        // has no dma-bufs and so no VK_EXT_external_memory_dma_buf.
+        // SAFETY: a live physical device.
+        let offered = call("vkEnumerateDeviceExtensionProperties", unsafe {
+            vi.enumerate_device_extension_properties(physical)
+        })?;
+        let extensions: Vec<_> = DEVICE_EXTENSIONS
+            .iter()
+            .filter(|name| {
+                offered
+                    .iter()
+                    .any(|e| e.extension_name_as_c_str().ok() == Some(**name))
+            })
+            .map(|name| name.as_ptr())
+            .collect();
         let info = vk::DeviceCreateInfo::default()
             .queue_create_infos(&queues)
             .enabled_extension_names(&extensions);
-        let vi = &instance.instance;
         // SAFETY: a live physical device; the create info lives across the call.
         let device = call("vkCreateDevice", unsafe {
             vi.create_device(physical, &info, None)

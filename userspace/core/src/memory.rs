@@ -290,7 +290,9 @@ impl<B: Backend> MemoryManager<B> {
         if handle_type == Types::OPAQUE_FD {
             return Err(Vuid::FdPropsNotOpaque.into());
         }
-        if handle_type != Types::DMA_BUF_EXT {
+        // A device without dma-bufs (the software device's memfds are not) answers no
+        // fd as one, rather than probing it with an import that would accept its own.
+        if handle_type != Types::DMA_BUF_EXT || !self.limits.caps.dma_buf {
             return Err(Error::InvalidHandle(HandleError::Unsupported {
                 handle_type: handle_type.as_raw(),
             }));
@@ -315,6 +317,19 @@ impl<B: Backend> MemoryManager<B> {
             && handle_type != Types::HOST_MAPPED_FOREIGN_MEMORY_EXT
         {
             return Err(Vuid::HostPropsHandleType.into());
+        }
+        // A host type this device cannot import (the software device has no foreign
+        // memory) is no handle it can describe.
+        let caps = self.limits.caps;
+        let supported = if handle_type == Types::HOST_ALLOCATION_EXT {
+            caps.host_allocation
+        } else {
+            caps.host_mapped_foreign
+        };
+        if !supported {
+            return Err(Error::InvalidHandle(HandleError::Unsupported {
+                handle_type: handle_type.as_raw(),
+            }));
         }
         let align = self.limits.min_import_alignment;
         if !ptr.is_aligned(align) {

@@ -10,6 +10,8 @@ use ash::vk;
 use extmem_hw::GpuVa;
 use extmem_uapi::{Cmd, CmdOp};
 
+use crate::image::ImageLayout;
+
 /// Most bytes one `vkCmdUpdateBuffer` may carry (`VUID-vkCmdUpdateBuffer-dataSize-00037`).
 pub const MAX_UPDATE_BYTES: u64 = 65536;
 
@@ -73,6 +75,50 @@ pub enum RecordError {
     NullPointer,
     /// Staging memory for `vkCmdUpdateBuffer` could not be allocated.
     OutOfMemory(vk::Result),
+    /// A handle that is not a live image (`VUID-vkCmdCopyBufferToImage-dstImage-parameter`).
+    UnknownImage,
+    /// The image lacks the transfer usage the copy needs
+    /// (`VUID-vkCmdCopyBufferToImage-dstImage-00177`, `VUID-vkCmdCopyImageToBuffer-srcImage-00186`).
+    ImageUsage,
+    /// A layout other than `GENERAL` or the matching `TRANSFER_*_OPTIMAL`
+    /// (`VUID-vkCmdCopyBufferToImage-dstImageLayout-01396`).
+    ImageLayout(vk::ImageLayout),
+    /// A subresource other than colour, level 0, layer 0, one layer
+    /// (`VUID-vkCmdCopyBufferToImage-imageSubresource-07967`/`-07968`, `-aspectMask-00211`).
+    ImageSubresource,
+    /// A region outside the image, or empty (`VUID-vkCmdCopyBufferToImage-pRegions-06218`/
+    /// `-06219`, `VUID-VkBufferImageCopy-imageExtent-06659`/`-06660`).
+    ImageRegion {
+        /// `imageOffset.x`.
+        x: i32,
+        /// `imageOffset.y`.
+        y: i32,
+        /// `imageExtent.width`.
+        width: u32,
+        /// `imageExtent.height`.
+        height: u32,
+    },
+    /// `bufferOffset` not a multiple of 4 and of the texel size, or `bufferRowLength` /
+    /// `bufferImageHeight` non-zero and below the extent
+    /// (`VUID-vkCmdCopyBufferToImage-commandBuffer-07737`, `-dstImage-07975`,
+    /// `VUID-VkBufferImageCopy-bufferRowLength-09101`, `-bufferImageHeight-09102`).
+    BufferLayout {
+        /// `bufferOffset`.
+        offset: u64,
+    },
+    /// The region's bytes run past the end of the buffer
+    /// (`VUID-vkCmdCopyBufferToImage-pRegions-00171`).
+    BufferRange {
+        /// `bufferOffset`.
+        offset: u64,
+        /// Bytes the region spans in the buffer.
+        size: u64,
+        /// The buffer's size.
+        buffer: u64,
+    },
+    /// The image region and the buffer region share memory
+    /// (`VUID-vkCmdCopyBufferToImage-pRegions-00173`).
+    ImageOverlap,
 }
 
 impl RecordError {
@@ -89,6 +135,14 @@ impl RecordError {
             RecordError::BadSize { .. } => "VUID-vkCmdFillBuffer-size-00026",
             RecordError::NullPointer => "VUID-vkCmdCopyBuffer-pRegions-parameter",
             RecordError::OutOfMemory(_) => "(not a VUID: out of memory)",
+            RecordError::UnknownImage => "VUID-vkCmdCopyBufferToImage-dstImage-parameter",
+            RecordError::ImageUsage => "VUID-vkCmdCopyBufferToImage-dstImage-00177",
+            RecordError::ImageLayout(_) => "VUID-vkCmdCopyBufferToImage-dstImageLayout-01396",
+            RecordError::ImageSubresource => "VUID-vkCmdCopyBufferToImage-imageSubresource-07967",
+            RecordError::ImageRegion { .. } => "VUID-vkCmdCopyBufferToImage-pRegions-06218",
+            RecordError::BufferLayout { .. } => "VUID-vkCmdCopyBufferToImage-commandBuffer-07737",
+            RecordError::BufferRange { .. } => "VUID-vkCmdCopyBufferToImage-pRegions-00171",
+            RecordError::ImageOverlap => "VUID-vkCmdCopyBufferToImage-pRegions-00173",
         }
     }
 
@@ -104,7 +158,15 @@ impl RecordError {
             | RecordError::Overlap
             | RecordError::BadOffset { .. }
             | RecordError::BadSize { .. }
-            | RecordError::NullPointer => vk::Result::ERROR_VALIDATION_FAILED_EXT,
+            | RecordError::NullPointer
+            | RecordError::UnknownImage
+            | RecordError::ImageUsage
+            | RecordError::ImageLayout(_)
+            | RecordError::ImageSubresource
+            | RecordError::ImageRegion { .. }
+            | RecordError::BufferLayout { .. }
+            | RecordError::BufferRange { .. }
+            | RecordError::ImageOverlap => vk::Result::ERROR_VALIDATION_FAILED_EXT,
         }
     }
 }
@@ -154,15 +216,166 @@ pub fn copy(
             size: r.size,
         });
     }
-    // The union of sources must not overlap the union of destinations.
-    for a in &cmds {
-        for b in &cmds {
-            if overlaps(GpuVa::new(a.src), a.size, GpuVa::new(b.dst), b.size) {
-                return Err(RecordError::Overlap);
+    if sources_overlap_destinations(&cmds) {
+        return Err(RecordError::Overlap);
+    }
+    Ok(cmds)
+}
+
+/// Whether the union of the commands' sources overlaps the union of their destinations.
+fn sources_overlap_destinations(cmds: &[Cmd]) -> bool {
+    cmds.iter().any(|a| {
+        cmds.iter()
+            .any(|b| overlaps(GpuVa::new(a.src), a.size, GpuVa::new(b.dst), b.size))
+    })
+}
+
+/// Where a bound linear image's bytes are on the GPU.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ImageSpan {
+    /// GPU VA of the image's byte 0 (memory VA + bind offset).
+    pub va: GpuVa,
+    /// Its layout.
+    pub layout: ImageLayout,
+}
+
+/// Which way a buffer-image copy goes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Direction {
+    /// `vkCmdCopyBufferToImage`.
+    BufferToImage,
+    /// `vkCmdCopyImageToBuffer`.
+    ImageToBuffer,
+}
+
+/// `vkCmdCopyBufferToImage` / `vkCmdCopyImageToBuffer`: one COPY per image row, merged
+/// where consecutive rows are contiguous on both sides (a tightly packed buffer and an
+/// image whose rows need no padding make one COPY). The image is in `layout`.
+pub fn buffer_image_copy(
+    buffer: BufferSpan,
+    image: ImageSpan,
+    layout: vk::ImageLayout,
+    regions: &[vk::BufferImageCopy],
+    direction: Direction,
+) -> Result<Vec<Cmd>, RecordError> {
+    let (usage, transfer_layout) = match direction {
+        Direction::BufferToImage => (
+            vk::ImageUsageFlags::TRANSFER_DST,
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+        ),
+        Direction::ImageToBuffer => (
+            vk::ImageUsageFlags::TRANSFER_SRC,
+            vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+        ),
+    };
+    if !image.layout.usage.contains(usage) {
+        return Err(RecordError::ImageUsage);
+    }
+    if layout != vk::ImageLayout::GENERAL && layout != transfer_layout {
+        return Err(RecordError::ImageLayout(layout));
+    }
+    let mut cmds: Vec<Cmd> = Vec::new();
+    for r in regions {
+        for (buffer_va, image_va, size) in region_rows(buffer, image, r)? {
+            let (src, dst) = match direction {
+                Direction::BufferToImage => (buffer_va, image_va),
+                Direction::ImageToBuffer => (image_va, buffer_va),
+            };
+            match cmds.last_mut() {
+                Some(last)
+                    if last.src.checked_add(last.size) == Some(src.get())
+                        && last.dst.checked_add(last.size) == Some(dst.get()) =>
+                {
+                    last.size += size;
+                }
+                _ => cmds.push(Cmd {
+                    op: CmdOp::COPY,
+                    value: 0,
+                    src: src.get(),
+                    dst: dst.get(),
+                    size,
+                }),
             }
         }
     }
+    if sources_overlap_destinations(&cmds) {
+        return Err(RecordError::ImageOverlap);
+    }
     Ok(cmds)
+}
+
+/// The rows of one region: (buffer VA, image VA, bytes) each, after checking the region
+/// against the image and the buffer.
+fn region_rows(
+    buffer: BufferSpan,
+    image: ImageSpan,
+    r: &vk::BufferImageCopy,
+) -> Result<Vec<(GpuVa, GpuVa, u64)>, RecordError> {
+    let sub = r.image_subresource;
+    if sub.aspect_mask != vk::ImageAspectFlags::COLOR
+        || sub.mip_level != 0
+        || sub.base_array_layer != 0
+        || sub.layer_count != 1
+    {
+        return Err(RecordError::ImageSubresource);
+    }
+    let l = image.layout;
+    let (o, e) = (r.image_offset, r.image_extent);
+    let bad_region = RecordError::ImageRegion {
+        x: o.x,
+        y: o.y,
+        width: e.width,
+        height: e.height,
+    };
+    let (Ok(x), Ok(y)) = (u32::try_from(o.x), u32::try_from(o.y)) else {
+        return Err(bad_region);
+    };
+    let inside = |start: u32, len: u32, limit: u32| {
+        len > 0 && start.checked_add(len).is_some_and(|end| end <= limit)
+    };
+    if o.z != 0 || e.depth != 1 || !inside(x, e.width, l.width) || !inside(y, e.height, l.height) {
+        return Err(bad_region);
+    }
+    let bad_layout = RecordError::BufferLayout {
+        offset: r.buffer_offset,
+    };
+    let row_length = match r.buffer_row_length {
+        0 => e.width,
+        n if n >= e.width => n,
+        _ => return Err(bad_layout),
+    };
+    if (r.buffer_image_height != 0 && r.buffer_image_height < e.height)
+        || r.buffer_offset % 4 != 0
+        || r.buffer_offset % l.texel != 0
+    {
+        return Err(bad_layout);
+    }
+    let row_bytes = u64::from(e.width) * l.texel;
+    let buffer_pitch = u64::from(row_length) * l.texel;
+    // The last row ends `row_bytes` after its start, not a whole pitch.
+    let span = u64::from(e.height - 1)
+        .checked_mul(buffer_pitch)
+        .and_then(|rows| rows.checked_add(row_bytes));
+    let start = span
+        .and_then(|span| sub_range(buffer, r.buffer_offset, span))
+        .ok_or(RecordError::BufferRange {
+            offset: r.buffer_offset,
+            size: span.unwrap_or(u64::MAX),
+            buffer: buffer.size,
+        })?;
+    (0..u64::from(e.height))
+        .map(|row| {
+            // Inside the buffer (checked above) and the image (rows and columns checked
+            // against its extent, whose bytes it holds): no overflow.
+            let buffer_va = start.checked_add(row * buffer_pitch);
+            let image_offset = (u64::from(y) + row) * l.row_pitch + u64::from(x) * l.texel;
+            let image_va = image.va.checked_add(image_offset);
+            buffer_va
+                .zip(image_va)
+                .map(|(b, i)| (b, i, row_bytes))
+                .ok_or(bad_region)
+        })
+        .collect()
 }
 
 /// `vkCmdFillBuffer`: one FILL. `VK_WHOLE_SIZE` fills to the end of the buffer, rounded
@@ -424,6 +637,189 @@ mod tests {
         assert_eq!(cursor.place(0x8000), Some(0x8000));
         assert_eq!(cursor.place(4), None);
         assert_eq!(cursor.used, StagingCursor::CHUNK);
+    }
+
+    fn image(width: u32, height: u32) -> ImageSpan {
+        let query = crate::image::ImageQuery {
+            format: vk::Format::R8G8B8A8_UNORM,
+            ty: vk::ImageType::TYPE_2D,
+            tiling: vk::ImageTiling::LINEAR,
+            usage: crate::image::USAGE,
+            flags: vk::ImageCreateFlags::empty(),
+        };
+        let extent = vk::Extent3D {
+            width,
+            height,
+            depth: 1,
+        };
+        let one = (1, 1, vk::SampleCountFlags::TYPE_1);
+        let layout = ImageLayout::new(&query, extent, one, vk::ImageLayout::UNDEFINED, 1 << 32)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        ImageSpan {
+            va: GpuVa::new(0x100_0000),
+            layout,
+        }
+    }
+
+    fn image_region(x: i32, y: i32, width: u32, height: u32) -> vk::BufferImageCopy {
+        vk::BufferImageCopy {
+            buffer_offset: 0,
+            buffer_row_length: 0,
+            buffer_image_height: 0,
+            image_subresource: vk::ImageSubresourceLayers {
+                aspect_mask: vk::ImageAspectFlags::COLOR,
+                mip_level: 0,
+                base_array_layer: 0,
+                layer_count: 1,
+            },
+            image_offset: vk::Offset3D { x, y, z: 0 },
+            image_extent: vk::Extent3D {
+                width,
+                height,
+                depth: 1,
+            },
+        }
+    }
+
+    const BUF: BufferSpan = BufferSpan {
+        va: GpuVa::new(0x20_0000),
+        size: 0x10000,
+    };
+    const GENERAL: vk::ImageLayout = vk::ImageLayout::GENERAL;
+
+    #[test]
+    fn packed_rows_make_one_copy_and_padded_rows_one_each() {
+        // 16 RGBA texels are 64 bytes: no row padding, one COPY for the whole image.
+        let packed = image(16, 4);
+        let cmds = buffer_image_copy(
+            BUF,
+            packed,
+            GENERAL,
+            &[image_region(0, 0, 16, 4)],
+            Direction::BufferToImage,
+        );
+        assert_eq!(cmds, Ok(vec![Cmd::copy(0x20_0000, 0x100_0000, 256)]));
+        // 33 texels are 132 bytes in rows of 192: a COPY per row, at the row pitch.
+        let padded = image(33, 3);
+        let cmds = buffer_image_copy(
+            BUF,
+            padded,
+            vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+            &[image_region(0, 0, 33, 3)],
+            Direction::ImageToBuffer,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            cmds,
+            (0..3)
+                .map(|row| Cmd::copy(0x100_0000 + row * 192, 0x20_0000 + row * 132, 132))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_sub_rectangle_honours_offsets_and_the_buffer_row_length() {
+        let img = image(33, 8);
+        let region = vk::BufferImageCopy {
+            buffer_offset: 0x40,
+            buffer_row_length: 10,
+            ..image_region(2, 5, 3, 2)
+        };
+        let cmds = buffer_image_copy(BUF, img, GENERAL, &[region], Direction::BufferToImage);
+        assert_eq!(
+            cmds,
+            Ok(vec![
+                Cmd::copy(0x20_0040, 0x100_0000 + 5 * 192 + 8, 12),
+                Cmd::copy(0x20_0040 + 40, 0x100_0000 + 6 * 192 + 8, 12),
+            ])
+        );
+    }
+
+    #[test]
+    fn bad_buffer_image_copies_are_refused_with_their_reason() {
+        let img = image(8, 8);
+        let copy = |layout, r: vk::BufferImageCopy| {
+            buffer_image_copy(BUF, img, layout, &[r], Direction::BufferToImage)
+        };
+        let ok = image_region(0, 0, 8, 8);
+        assert!(copy(GENERAL, ok).is_ok());
+        assert_eq!(
+            copy(vk::ImageLayout::TRANSFER_SRC_OPTIMAL, ok),
+            Err(RecordError::ImageLayout(
+                vk::ImageLayout::TRANSFER_SRC_OPTIMAL
+            ))
+        );
+        for (x, y, w, h) in [(0, 0, 0, 8), (1, 0, 8, 8), (0, 7, 8, 2), (-1, 0, 1, 1)] {
+            assert!(
+                matches!(
+                    copy(GENERAL, image_region(x, y, w, h)),
+                    Err(RecordError::ImageRegion { .. })
+                ),
+                "{x} {y} {w} {h}"
+            );
+        }
+        let mut layer = ok;
+        layer.image_subresource.base_array_layer = 1;
+        assert_eq!(copy(GENERAL, layer), Err(RecordError::ImageSubresource));
+        for bad in [
+            vk::BufferImageCopy {
+                buffer_offset: 2,
+                ..ok
+            },
+            vk::BufferImageCopy {
+                buffer_row_length: 7,
+                ..ok
+            },
+            vk::BufferImageCopy {
+                buffer_image_height: 7,
+                ..ok
+            },
+        ] {
+            assert!(matches!(
+                copy(GENERAL, bad),
+                Err(RecordError::BufferLayout { .. })
+            ));
+        }
+        assert_eq!(
+            copy(
+                GENERAL,
+                vk::BufferImageCopy {
+                    buffer_offset: 0xff04,
+                    ..ok
+                }
+            ),
+            Err(RecordError::BufferRange {
+                offset: 0xff04,
+                size: 256,
+                buffer: 0x10000
+            })
+        );
+        // The buffer lies inside the image's memory.
+        let aliased = BufferSpan {
+            va: img.va,
+            size: 0x100,
+        };
+        assert_eq!(
+            buffer_image_copy(
+                aliased,
+                img,
+                GENERAL,
+                &[image_region(0, 0, 8, 2)],
+                Direction::BufferToImage
+            ),
+            Err(RecordError::ImageOverlap)
+        );
+        let read_only = ImageSpan {
+            layout: ImageLayout {
+                usage: vk::ImageUsageFlags::TRANSFER_SRC,
+                ..img.layout
+            },
+            ..img
+        };
+        assert_eq!(
+            buffer_image_copy(BUF, read_only, GENERAL, &[ok], Direction::BufferToImage),
+            Err(RecordError::ImageUsage)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use extmem_hw::HostVa;
 use rustix::fd::{BorrowedFd, IntoRawFd};
 
 use crate::objects::{self, BAD_HANDLE, PHYSICAL_DEVICES};
-use crate::physical_device::{self, DeviceInfo, DEVICE_EXTENSIONS, INSTANCE_EXTENSIONS};
+use crate::physical_device::{self, DeviceInfo, DeviceSelection, INSTANCE_EXTENSIONS};
 
 /// The loader interface version we speak: 5 (the ICD must accept any `apiVersion` in
 /// `vkCreateInstance`, which we do). Debian 12's loader (1.3.239) offers up to 6; 6 only
@@ -289,7 +289,10 @@ pub unsafe extern "system" fn create_instance(
                 INSTANCE_EXTENSIONS,
             )
         }?;
-        let instance = objects::create_instance(physical_device::discover(Path::new("/dev/dri")));
+        let selection =
+            DeviceSelection::from_value(std::env::var_os(DeviceSelection::VARIABLE).as_deref());
+        let devices = physical_device::devices(Path::new("/dev/dri"), selection);
+        let instance = objects::create_instance(devices);
         // SAFETY: valid for a write per the contract.
         unsafe { write(out, vk::Instance::from_raw(instance)) }.inspect_err(|_| {
             objects::destroy_instance(instance);
@@ -580,7 +583,7 @@ pub fn driver_properties() -> vk::PhysicalDeviceDriverProperties<'static> {
         concat!(
             "extmem-icd ",
             env!("CARGO_PKG_VERSION"),
-            " (transfer queue over extmem-vgpu; not conformant)"
+            " (transfer queue over extmem-vgpu or the software device; not conformant)"
         ),
     );
     props
@@ -666,20 +669,20 @@ pub unsafe extern "system" fn get_physical_device_memory_properties2(
     });
 }
 
-/// `vkGetPhysicalDeviceFormatProperties`: no format has features (no images, no texel
-/// buffers).
+/// `vkGetPhysicalDeviceFormatProperties`: transfer source and destination for the
+/// linear-image formats (see [`crate::image`]); nothing else (no shaders, no texel buffers).
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_physical_device_format_properties(
     pd: vk::PhysicalDevice,
-    _format: vk::Format,
+    format: vk::Format,
     out: *mut vk::FormatProperties,
 ) {
     guard((), || {
         if physical(pd).is_ok() {
             // SAFETY: valid for a write per the contract.
-            let _ = unsafe { write(out, vk::FormatProperties::default()) };
+            let _ = unsafe { write(out, crate::image::format_properties(format)) };
         }
     });
 }
@@ -690,13 +693,13 @@ pub unsafe extern "system" fn get_physical_device_format_properties(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_physical_device_format_properties2(
     pd: vk::PhysicalDevice,
-    _format: vk::Format,
+    format: vk::Format,
     out: *mut vk::FormatProperties2<'_>,
 ) {
     guard((), || {
         if physical(pd).is_ok() && !out.is_null() {
             // SAFETY: non-null, a valid structure per the contract.
-            unsafe { (*out).format_properties = vk::FormatProperties::default() };
+            unsafe { (*out).format_properties = crate::image::format_properties(format) };
         }
     });
 }
@@ -707,38 +710,91 @@ pub unsafe extern "system" fn get_physical_device_format_properties2(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_physical_device_image_format_properties(
     pd: vk::PhysicalDevice,
-    _format: vk::Format,
-    _ty: vk::ImageType,
-    _tiling: vk::ImageTiling,
-    _usage: vk::ImageUsageFlags,
-    _flags: vk::ImageCreateFlags,
+    format: vk::Format,
+    ty: vk::ImageType,
+    tiling: vk::ImageTiling,
+    usage: vk::ImageUsageFlags,
+    flags: vk::ImageCreateFlags,
     out: *mut vk::ImageFormatProperties,
 ) -> vk::Result {
     guard_result(|| {
-        physical(pd)?;
+        let info = physical(pd)?;
+        let query = crate::image::ImageQuery {
+            format,
+            ty,
+            tiling,
+            usage,
+            flags,
+        };
+        let props = crate::image::image_format_properties(&query, info.max_allocation_size());
         // SAFETY: valid for a write per the contract.
-        let _ = unsafe { write(out, vk::ImageFormatProperties::default()) };
-        Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
+        let _ = unsafe { write(out, props.unwrap_or_default()) };
+        props
+            .map(|_| vk::Result::SUCCESS)
+            .ok_or(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
     })
 }
 
-/// `vkGetPhysicalDeviceImageFormatProperties2`: images are out of scope, so every format
-/// is `VK_ERROR_FORMAT_NOT_SUPPORTED` (with or without an external handle type).
+/// `vkGetPhysicalDeviceImageFormatProperties2`: linear 2D transfer images of the
+/// supported formats; with `VkPhysicalDeviceExternalImageFormatInfo`, only for a handle
+/// type the device can share images through, whose properties go into
+/// `VkExternalImageFormatProperties`. Anything else is `VK_ERROR_FORMAT_NOT_SUPPORTED`
+/// with all-zero properties.
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_physical_device_image_format_properties2(
     pd: vk::PhysicalDevice,
-    _info: *const vk::PhysicalDeviceImageFormatInfo2<'_>,
+    info: *const vk::PhysicalDeviceImageFormatInfo2<'_>,
     out: *mut vk::ImageFormatProperties2<'_>,
 ) -> vk::Result {
     guard_result(|| {
-        physical(pd)?;
-        if !out.is_null() {
-            // SAFETY: non-null, a valid structure per the contract.
-            unsafe { (*out).image_format_properties = vk::ImageFormatProperties::default() };
+        let dev = physical(pd)?;
+        if info.is_null() || out.is_null() {
+            return Err(BAD_HANDLE);
         }
-        Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
+        // SAFETY: non-null, valid per the contract.
+        let info = unsafe { &*info };
+        let mut handle_type = vk::ExternalMemoryHandleTypeFlags::empty();
+        // SAFETY: the input chain is valid per the contract (only read); each cast
+        // matches its sType.
+        unsafe {
+            each_out(info.p_next.cast_mut(), |s| {
+                if (*s).s_type == vk::StructureType::PHYSICAL_DEVICE_EXTERNAL_IMAGE_FORMAT_INFO {
+                    handle_type =
+                        (*s.cast::<vk::PhysicalDeviceExternalImageFormatInfo<'_>>()).handle_type;
+                }
+            })
+        };
+        let query = crate::image::ImageQuery {
+            format: info.format,
+            ty: info.ty,
+            tiling: info.tiling,
+            usage: info.usage,
+            flags: info.flags,
+        };
+        let props = crate::image::image_format_properties(&query, dev.max_allocation_size());
+        let external = crate::image::external_image_properties(&dev.caps(), handle_type);
+        let answer = props.zip(external);
+        // SAFETY: non-null, a valid structure with a valid chain per the contract; each
+        // cast matches its sType.
+        unsafe {
+            (*out).image_format_properties = answer.map(|a| a.0).unwrap_or_default();
+            each_out((*out).p_next, |s| {
+                if (*s).s_type == vk::StructureType::EXTERNAL_IMAGE_FORMAT_PROPERTIES {
+                    fill(
+                        s,
+                        vk::ExternalImageFormatProperties {
+                            external_memory_properties: answer.map(|a| a.1).unwrap_or_default(),
+                            ..Default::default()
+                        },
+                    );
+                }
+            });
+        }
+        answer
+            .map(|_| vk::Result::SUCCESS)
+            .ok_or(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
     })
 }
 
@@ -789,11 +845,11 @@ pub unsafe extern "system" fn enumerate_device_extension_properties(
     out: *mut vk::ExtensionProperties,
 ) -> vk::Result {
     guard_result(|| {
-        physical(pd)?;
+        let info = physical(pd)?;
         if !layer.is_null() {
             return Err(vk::Result::ERROR_LAYER_NOT_PRESENT);
         }
-        let props = physical_device::extension_properties(DEVICE_EXTENSIONS);
+        let props = physical_device::extension_properties(&info.device_extensions());
         // SAFETY: per the two-call contract.
         Ok(unsafe { enumerate(&props, count, out) })
     })
@@ -899,25 +955,35 @@ pub unsafe extern "system" fn get_physical_device_external_fence_properties(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_physical_device_external_image_format_properties_nv(
     pd: vk::PhysicalDevice,
-    _format: vk::Format,
-    _ty: vk::ImageType,
-    _tiling: vk::ImageTiling,
-    _usage: vk::ImageUsageFlags,
-    _flags: vk::ImageCreateFlags,
+    format: vk::Format,
+    ty: vk::ImageType,
+    tiling: vk::ImageTiling,
+    usage: vk::ImageUsageFlags,
+    flags: vk::ImageCreateFlags,
     handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
     out: *mut vk::ExternalImageFormatPropertiesNV,
 ) -> vk::Result {
     guard_result(|| {
         let dev = physical(pd)?;
+        let query = crate::image::ImageQuery {
+            format,
+            ty,
+            tiling,
+            usage,
+            flags,
+        };
+        let image = crate::image::image_format_properties(&query, dev.max_allocation_size());
         let props = nv_external_image_format_properties(
             &dev.caps(),
             handle_type,
-            false,
-            vk::ImageFormatProperties::default(),
+            image.is_some(),
+            image.unwrap_or_default(),
         );
         // SAFETY: valid for a write per the contract.
         let _ = unsafe { write(out, props) };
-        Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
+        image
+            .map(|_| vk::Result::SUCCESS)
+            .ok_or(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
     })
 }
 
@@ -934,7 +1000,7 @@ pub unsafe extern "system" fn create_device(
     out: *mut vk::Device,
 ) -> vk::Result {
     guard_result(|| {
-        physical(pd)?;
+        let extensions = physical(pd)?.device_extensions();
         if info.is_null() || out.is_null() {
             return Err(BAD_HANDLE);
         }
@@ -945,7 +1011,7 @@ pub unsafe extern "system" fn create_device(
             check_extensions(
                 info.pp_enabled_extension_names,
                 info.enabled_extension_count,
-                DEVICE_EXTENSIONS,
+                &extensions,
             )
         }?;
         // SAFETY: as above.
@@ -1699,5 +1765,6 @@ pub unsafe extern "system" fn wait_for_fences(
     })
 }
 
+pub mod image;
 #[cfg(test)]
 mod tests;

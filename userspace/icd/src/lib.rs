@@ -10,16 +10,21 @@
 //! - [`proc_table`]: name → entry point for the `GetProcAddr`s;
 //! - [`objects`]: the objects and what each command does, in plain Rust;
 //! - [`commands`]: transfer commands translated into copy-engine commands;
-//! - [`physical_device`]: discovery and the property tables;
+//! - [`image`]: linear images, their layout and the image-format answers;
+//! - [`physical_device`]: discovery (extmem-vgpu nodes, else the software device) and the
+//!   property tables;
+//! - [`device_backend`]: the kernel driver or the software device behind a `VkDevice`;
 //! - [`handles`]: the registries of live handles, and the loader's dispatch word.
 //!
 //! The loader finds the library through the manifest `extmem_icd.json` that `build.rs`
 //! writes next to it (`VK_DRIVER_FILES=<target>/<profile>/extmem_icd.json`).
 
 pub mod commands;
+pub mod device_backend;
 pub mod entry;
 pub mod handles;
 mod host_memory;
+pub mod image;
 pub mod objects;
 pub mod physical_device;
 pub mod proc_table;

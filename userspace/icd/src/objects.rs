@@ -14,13 +14,15 @@ use ash::vk;
 use extmem::alloc_info::AllocRequest;
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
-use extmem::vgpu::{ExecError, Vgpu};
+use extmem::vgpu::ExecError;
 use extmem_hw::{GpuVa, HostVa};
 use extmem_uapi::{Cmd, MAX_EXEC_CMDS};
 use rustix::fd::{BorrowedFd, OwnedFd};
 
-use crate::commands::{self, BufferSpan, RecordError, StagingCursor};
+use crate::commands::{self, BufferSpan, Direction, ImageSpan, RecordError, StagingCursor};
+use crate::device_backend::DeviceBackend;
 use crate::handles::{lock, Registry};
+use crate::image::ImageLayout;
 use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_TYPES};
 
 /// `VkInstance`.
@@ -37,13 +39,13 @@ pub struct PhysicalDevice {
     pub info: DeviceInfo,
 }
 
-/// `VkDevice`: its own render-node file, so its own GPU VM.
+/// `VkDevice`: its own render-node file (or software device), so its own GPU VM.
 #[derive(Debug)]
 pub struct Device {
     /// What the node is.
     pub info: DeviceInfo,
     /// Memory, VA space and the copy engine.
-    pub memory: Mutex<MemoryManager<Vgpu>>,
+    pub memory: Mutex<MemoryManager<DeviceBackend>>,
 }
 
 /// `VkQueue`.
@@ -82,6 +84,17 @@ pub struct Buffer {
     pub device: u64,
     /// `VkBufferCreateInfo::size`.
     pub size: u64,
+    /// GPU VA of byte 0 once memory is bound.
+    pub binding: Mutex<Option<GpuVa>>,
+}
+
+/// `VkImage`: a linear image, memory with a row pitch.
+#[derive(Debug)]
+pub struct Image {
+    /// The device.
+    pub device: u64,
+    /// Format, extent, row pitch, size, usage.
+    pub layout: ImageLayout,
     /// GPU VA of byte 0 once memory is bound.
     pub binding: Mutex<Option<GpuVa>>,
 }
@@ -147,6 +160,8 @@ pub static QUEUES: Registry<Queue> = Registry::new();
 pub static MEMORIES: Registry<Memory> = Registry::new();
 /// Live buffers.
 pub static BUFFERS: Registry<Buffer> = Registry::new();
+/// Live images.
+pub static IMAGES: Registry<Image> = Registry::new();
 /// Live command pools.
 pub static POOLS: Registry<CommandPool> = Registry::new();
 /// Live command buffers.
@@ -162,7 +177,7 @@ pub const INVALID: vk::Result = vk::Result::ERROR_VALIDATION_FAILED_EXT;
 
 type VkResult<T> = Result<T, vk::Result>;
 
-/// `vkCreateInstance` over the devices found (by [`physical_device::discover`]).
+/// `vkCreateInstance` over the devices found (by [`physical_device::devices`]).
 pub fn create_instance(infos: Vec<DeviceInfo>) -> u64 {
     let physical_devices = infos
         .into_iter()
@@ -181,16 +196,15 @@ pub fn destroy_instance(instance: u64) {
     }
 }
 
-/// `vkCreateDevice`: opens the node again, so the device gets its own GPU VM.
+/// `vkCreateDevice`: opens the node again (or starts a software device), so the device
+/// gets its own GPU VM.
 pub fn create_device(physical_device: u64) -> VkResult<u64> {
     let pd = PHYSICAL_DEVICES.get(physical_device).ok_or(BAD_HANDLE)?;
     let info = pd.info.clone();
-    let fd = physical_device::open_node(&info.render_node)
-        .map_err(|_| vk::Result::ERROR_INITIALIZATION_FAILED)?;
-    let vgpu = Vgpu::new(fd).map_err(|_| vk::Result::ERROR_INITIALIZATION_FAILED)?;
+    let backend = DeviceBackend::open(&info)?;
     let (start, end) = info.va_range();
     let va = VaAllocator::new(GpuVa::new(start), GpuVa::new(end), info.page_sizes);
-    let manager = MemoryManager::new(vgpu, info.limits(), va, physical_device::DMA_BUF_TYPES);
+    let manager = MemoryManager::new(backend, info.limits(), va, physical_device::DMA_BUF_TYPES);
     let device = DEVICES.insert_dispatchable(Device {
         info,
         memory: Mutex::new(manager),
@@ -212,6 +226,7 @@ pub fn destroy_device(device: u64) {
     };
     QUEUES.remove_where(|q| q.device == device);
     BUFFERS.remove_where(|b| b.device == device);
+    IMAGES.remove_where(|i| i.device == device);
     POOLS.remove_where(|p| p.device == device);
     FENCES.remove_where(|f| f.device == device);
     let mut manager = lock(&dev.memory);
@@ -427,31 +442,90 @@ pub fn bind_buffer(device_handle: u64, buffer: u64, memory: u64, offset: u64) ->
         .get(buffer)
         .filter(|b| b.device == device_handle)
         .ok_or(BAD_HANDLE)?;
-    let mem = memory_of(device_handle, memory)?;
     let reqs = buffer_requirements(buf.size);
+    // VUID-vkBindBufferMemory-memory-01035, -memoryOffset-01031, -memoryOffset-01036,
+    // -size-01037, -buffer-07459.
+    bind_resource(device_handle, memory, offset, reqs, buf.size, &buf.binding)
+}
+
+/// Binds a buffer or image needing `reqs` (`used` bytes of it) at `offset` of `memory`:
+/// a memory type it allows, an aligned offset, room in the memory, and not bound before.
+fn bind_resource(
+    device_handle: u64,
+    memory: u64,
+    offset: u64,
+    reqs: vk::MemoryRequirements,
+    used: u64,
+    binding: &Mutex<Option<GpuVa>>,
+) -> VkResult<()> {
+    let mem = memory_of(device_handle, memory)?;
     let memory_type = lock(&mem.state)
         .memory
         .as_ref()
         .map(DeviceMemory::memory_type_index)
         .ok_or(BAD_HANDLE)?;
-    // VUID-vkBindBufferMemory-memory-01035, -memoryOffset-01031, -memoryOffset-01036,
-    // -size-01037.
-    let type_ok = (reqs.memory_type_bits >> memory_type) & 1 == 1;
+    let type_ok = reqs
+        .memory_type_bits
+        .checked_shr(memory_type)
+        .is_some_and(|bits| bits & 1 == 1);
     let fits = offset < mem.size
         && offset
-            .checked_add(reqs.size.min(buf.size))
+            .checked_add(reqs.size.min(used))
             .is_some_and(|end| end <= mem.size);
     if !type_ok || offset % reqs.alignment != 0 || !fits {
         return Err(INVALID);
     }
     let va = mem.va.checked_add(offset).ok_or(INVALID)?;
-    let mut binding = lock(&buf.binding);
-    // VUID-vkBindBufferMemory-buffer-07459: not already bound.
+    let mut binding = lock(binding);
     if binding.is_some() {
         return Err(INVALID);
     }
     *binding = Some(va);
     Ok(())
+}
+
+/// `vkCreateImage`, for a create info already checked into `layout`.
+pub fn create_image(device_handle: u64, layout: ImageLayout) -> VkResult<u64> {
+    device(device_handle)?;
+    Ok(IMAGES.insert(Image {
+        device: device_handle,
+        layout,
+        binding: Mutex::new(None),
+    }))
+}
+
+/// `vkDestroyImage`.
+pub fn destroy_image(device_handle: u64, image: u64) {
+    if IMAGES.get(image).is_some_and(|i| i.device == device_handle) {
+        IMAGES.remove(image);
+    }
+}
+
+/// The layout of a live image of `device`.
+pub fn image_layout(device_handle: u64, image: u64) -> VkResult<ImageLayout> {
+    IMAGES
+        .get(image)
+        .filter(|i| i.device == device_handle)
+        .map(|i| i.layout)
+        .ok_or(BAD_HANDLE)
+}
+
+/// `vkBindImageMemory` (`VUID-vkBindImageMemory-image-01044`, `-memory-01047`,
+/// `-memoryOffset-01048`, `-size-01049`).
+pub fn bind_image(device_handle: u64, image: u64, memory: u64, offset: u64) -> VkResult<()> {
+    let img = IMAGES
+        .get(image)
+        .filter(|i| i.device == device_handle)
+        .ok_or(BAD_HANDLE)?;
+    let reqs = img.layout.requirements(BUFFER_MEMORY_TYPES);
+    bind_resource(
+        device_handle,
+        memory,
+        offset,
+        reqs,
+        img.layout.size,
+        &img.binding,
+    )
 }
 
 /// `vkCreateCommandPool`. Only the one queue family exists.
@@ -532,7 +606,7 @@ pub fn free_command_buffers(device_handle: u64, pool: u64, buffers: &[u64]) {
     }
 }
 
-fn release_staging(manager: &mut MemoryManager<Vgpu>, recording: &mut Recording) {
+fn release_staging(manager: &mut MemoryManager<DeviceBackend>, recording: &mut Recording) {
     for chunk in recording.staging.drain(..) {
         manager.free(chunk.memory);
     }
@@ -540,7 +614,7 @@ fn release_staging(manager: &mut MemoryManager<Vgpu>, recording: &mut Recording)
 }
 
 /// Empties a recording but keeps one staging chunk for the next one.
-fn reset_recording(manager: &mut MemoryManager<Vgpu>, recording: &mut Recording) {
+fn reset_recording(manager: &mut MemoryManager<DeviceBackend>, recording: &mut Recording) {
     let keep = recording.staging.pop();
     release_staging(manager, recording);
     if let Some(chunk) = keep {
@@ -602,6 +676,43 @@ pub fn cmd_copy(cb: u64, src: u64, dst: u64, regions: Option<&[vk::BufferCopy]>)
     record(&mut lock(&cb.recording), result);
 }
 
+/// The GPU span of a live, bound image of `device`.
+fn image_span(device_handle: u64, image: u64) -> Result<ImageSpan, RecordError> {
+    let img = IMAGES
+        .get(image)
+        .filter(|i| i.device == device_handle)
+        .ok_or(RecordError::UnknownImage)?;
+    let va = (*lock(&img.binding)).ok_or(RecordError::NotBound)?;
+    Ok(ImageSpan {
+        va,
+        layout: img.layout,
+    })
+}
+
+/// `vkCmdCopyBufferToImage` and `vkCmdCopyImageToBuffer`.
+pub fn cmd_copy_buffer_image(
+    cb: u64,
+    buffer: u64,
+    image: u64,
+    layout: vk::ImageLayout,
+    regions: Option<&[vk::BufferImageCopy]>,
+    direction: Direction,
+) {
+    let Ok(cb) = command_buffer(cb) else {
+        return;
+    };
+    let result = regions.ok_or(RecordError::NullPointer).and_then(|regions| {
+        commands::buffer_image_copy(
+            span(cb.device, buffer)?,
+            image_span(cb.device, image)?,
+            layout,
+            regions,
+            direction,
+        )
+    });
+    record(&mut lock(&cb.recording), result);
+}
+
 /// `vkCmdFillBuffer`.
 pub fn cmd_fill(cb: u64, dst: u64, offset: u64, size: u64, data: u32) {
     let Ok(cb) = command_buffer(cb) else {
@@ -646,7 +757,7 @@ pub fn cmd_update(cb: u64, dst: u64, offset: u64, data: Option<&[u8]>) {
 
 /// Copies `data` into the recording's staging memory, returning its GPU VA.
 fn stage(
-    manager: &mut MemoryManager<Vgpu>,
+    manager: &mut MemoryManager<DeviceBackend>,
     recording: &mut Recording,
     data: &[u8],
     size: u64,

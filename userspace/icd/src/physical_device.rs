@@ -1,12 +1,14 @@
-//! What one extmem-vgpu render node is, as Vulkan describes it: found by scanning
-//! `/dev/dri`, described by `GET_PARAM`, answered from the tables below.
+//! What one device is, as Vulkan describes it: an extmem-vgpu render node found by
+//! scanning `/dev/dri`, or the software device (`extmem-softgpu`, kcore hosted in the
+//! process) where there is none or `EXTMEM_DEVICE=software` asks for it; either is
+//! described by `GET_PARAM` and answered from the tables below.
 //!
-//! The device is a copy engine behind a real GPU MMU: one transfer queue, no shaders, no
-//! images. Everything shader- or image-related answers zero (the truth), not the
-//! specification's minimums for devices that have them; the driver does not claim
-//! conformance.
+//! The device is a copy engine behind a real GPU MMU: one transfer queue, no shaders, and
+//! images only as linear transfer images. Everything shader-related answers zero (the
+//! truth), not the specification's minimums for devices that have them; the driver does
+//! not claim conformance.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ use extmem::backend::BackendError;
 use extmem::handle_types::DeviceCaps;
 use extmem::vgpu::Vgpu;
 use extmem_hw::{Alignment, PageSize, PageSizes};
+use extmem_softgpu::SoftGpu;
 use extmem_uapi as uapi;
 use rustix::fs::{Mode, OFlags};
 
@@ -96,11 +99,46 @@ pub const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[
     ),
 ];
 
-/// What the ICD knows about one extmem-vgpu render node.
+/// Which device a [`DeviceInfo`] describes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum DeviceNode {
+    /// An extmem-vgpu render node, e.g. `/dev/dri/renderD128`.
+    Render(PathBuf),
+    /// The software device: kcore in the process, device memory in memfds.
+    Software,
+}
+
+/// Which devices `vkCreateInstance` offers: the `EXTMEM_DEVICE` environment variable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum DeviceSelection {
+    /// Unset (or any other value): the extmem-vgpu nodes, or the software device if there
+    /// is none.
+    Auto,
+    /// `vgpu`: the extmem-vgpu nodes only (none is none).
+    Vgpu,
+    /// `software`: the software device only.
+    Software,
+}
+
+impl DeviceSelection {
+    /// The environment variable.
+    pub const VARIABLE: &str = "EXTMEM_DEVICE";
+
+    /// The selection its value asks for.
+    pub fn from_value(value: Option<&OsStr>) -> Self {
+        match value.and_then(OsStr::to_str) {
+            Some("software") => DeviceSelection::Software,
+            Some("vgpu") => DeviceSelection::Vgpu,
+            _ => DeviceSelection::Auto,
+        }
+    }
+}
+
+/// What the ICD knows about one device.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct DeviceInfo {
-    /// The render node, e.g. `/dev/dri/renderD128`.
-    pub render_node: PathBuf,
+    /// Which device it is.
+    pub node: DeviceNode,
     /// `deviceUUID` (`GET_PARAM DEVICE_UUID_*`).
     pub device_uuid: [u8; vk::UUID_SIZE],
     /// `driverUUID` (`GET_PARAM DRIVER_UUID_*`).
@@ -155,21 +193,23 @@ pub struct RawParams {
 }
 
 impl RawParams {
-    /// Reads them from the kernel.
-    pub fn read(vgpu: &Vgpu) -> Result<Self, BackendError> {
+    /// Reads them with `param` (the kernel's `GET_PARAM`, or the software device's).
+    pub fn read(
+        param: impl Fn(uapi::Param) -> Result<u64, BackendError>,
+    ) -> Result<Self, BackendError> {
         Ok(Self {
             device_uuid: [
-                vgpu.param(uapi::Param::DEVICE_UUID_LO)?,
-                vgpu.param(uapi::Param::DEVICE_UUID_HI)?,
+                param(uapi::Param::DEVICE_UUID_LO)?,
+                param(uapi::Param::DEVICE_UUID_HI)?,
             ],
             driver_uuid: [
-                vgpu.param(uapi::Param::DRIVER_UUID_LO)?,
-                vgpu.param(uapi::Param::DRIVER_UUID_HI)?,
+                param(uapi::Param::DRIVER_UUID_LO)?,
+                param(uapi::Param::DRIVER_UUID_HI)?,
             ],
-            min_import_alignment: vgpu.param(uapi::Param::MIN_IMPORT_ALIGNMENT)?,
-            va_bits: vgpu.param(uapi::Param::VA_BITS)?,
-            page_sizes: vgpu.param(uapi::Param::PAGE_SIZES)?,
-            max_mapping: vgpu.param(uapi::Param::MAX_MAPPING)?,
+            min_import_alignment: param(uapi::Param::MIN_IMPORT_ALIGNMENT)?,
+            va_bits: param(uapi::Param::VA_BITS)?,
+            page_sizes: param(uapi::Param::PAGE_SIZES)?,
+            max_mapping: param(uapi::Param::MAX_MAPPING)?,
         })
     }
 }
@@ -187,7 +227,7 @@ impl DeviceInfo {
     /// be a power of two between 4 KiB and 64 KiB (the CTS's upper bound), the VA width
     /// between 32 and 48 bits (the AArch64 stage-1 format), and 4 KiB pages supported.
     pub fn from_params(
-        render_node: PathBuf,
+        node: DeviceNode,
         raw: RawParams,
         ram_bytes: u64,
     ) -> Result<Self, ParamError> {
@@ -215,7 +255,7 @@ impl DeviceInfo {
             });
         }
         Ok(Self {
-            render_node,
+            node,
             device_uuid: uuid(raw.device_uuid),
             driver_uuid: uuid(raw.driver_uuid),
             min_import_alignment,
@@ -226,9 +266,25 @@ impl DeviceInfo {
         })
     }
 
-    /// The device's external-memory capabilities: fds, dma-bufs and both host types.
+    /// The device's external-memory capabilities: on extmem-vgpu fds, dma-bufs and both
+    /// host types; on the software device what [`extmem_softgpu::CAPS`] says (opaque fds
+    /// and host allocations: a memfd is not a dma-buf).
     pub fn caps(&self) -> DeviceCaps {
-        DeviceCaps::LINUX_FULL
+        match self.node {
+            DeviceNode::Render(_) => DeviceCaps::LINUX_FULL,
+            DeviceNode::Software => extmem_softgpu::CAPS,
+        }
+    }
+
+    /// The device extensions it offers: [`DEVICE_EXTENSIONS`], less
+    /// `VK_EXT_external_memory_dma_buf` where the device has no dma-bufs.
+    pub fn device_extensions(&self) -> Vec<(&'static CStr, u32)> {
+        let dma_buf = self.caps().dma_buf;
+        DEVICE_EXTENSIONS
+            .iter()
+            .filter(|(name, _)| dma_buf || *name != vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME)
+            .copied()
+            .collect()
     }
 
     /// What allocation validation needs.
@@ -250,12 +306,21 @@ impl DeviceInfo {
     /// `VkPhysicalDeviceProperties`.
     pub fn properties(&self) -> vk::PhysicalDeviceProperties {
         let mut name = [0 as core::ffi::c_char; vk::MAX_PHYSICAL_DEVICE_NAME_SIZE];
-        let node = self
-            .render_node
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("?");
-        write_c_string(&mut name, &format!("extmem-vgpu ({node})"));
+        let (device_name, device_type) = match &self.node {
+            DeviceNode::Render(path) => {
+                let node = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+                (
+                    format!("extmem-vgpu ({node})"),
+                    vk::PhysicalDeviceType::VIRTUAL_GPU,
+                )
+            }
+            // A device the CPU runs, as lavapipe reports itself.
+            DeviceNode::Software => (
+                "extmem-softgpu (software device)".to_owned(),
+                vk::PhysicalDeviceType::CPU,
+            ),
+        };
+        write_c_string(&mut name, &device_name);
         let mut pipeline_cache_uuid = self.driver_uuid;
         // No pipelines exist; the UUID still must identify the driver build.
         pipeline_cache_uuid.reverse();
@@ -265,7 +330,7 @@ impl DeviceInfo {
             // Khronos' vendor id for Mesa-style open drivers without a PCI id.
             vendor_id: vk::VendorId::MESA.as_raw() as u32,
             device_id: 0,
-            device_type: vk::PhysicalDeviceType::VIRTUAL_GPU,
+            device_type,
             device_name: name,
             pipeline_cache_uuid,
             limits: self.device_limits(),
@@ -273,8 +338,8 @@ impl DeviceInfo {
         }
     }
 
-    /// `VkPhysicalDeviceLimits`: the memory and buffer limits are real; shader, image and
-    /// framebuffer limits are zero because the device has none of those.
+    /// `VkPhysicalDeviceLimits`: the memory, buffer and linear-image limits are real;
+    /// shader, sampler and framebuffer limits are zero because the device has none of those.
     pub fn device_limits(&self) -> vk::PhysicalDeviceLimits {
         let page = PageSize::Size4K.bytes();
         vk::PhysicalDeviceLimits {
@@ -289,6 +354,9 @@ impl DeviceInfo {
             min_uniform_buffer_offset_alignment: BUFFER_ALIGNMENT,
             min_storage_buffer_offset_alignment: BUFFER_ALIGNMENT,
             timestamp_period: 1.0,
+            // Linear transfer images (see `crate::image`): 2D, one layer.
+            max_image_dimension2_d: crate::image::MAX_DIMENSION,
+            max_image_array_layers: 1,
             ..vk::PhysicalDeviceLimits::default()
         }
     }
@@ -420,10 +488,34 @@ pub fn discover(dir: &Path) -> Vec<DeviceInfo> {
                 return None;
             }
             let vgpu = Vgpu::new(fd).ok()?;
-            let raw = RawParams::read(&vgpu).ok()?;
-            DeviceInfo::from_params(path, raw, ram).ok()
+            let raw = RawParams::read(|p| vgpu.param(p)).ok()?;
+            DeviceInfo::from_params(DeviceNode::Render(path), raw, ram).ok()
         })
         .collect()
+}
+
+/// The software device, as a new one describes itself.
+pub fn software_device() -> Option<DeviceInfo> {
+    let gpu = SoftGpu::new().ok()?;
+    let raw = RawParams::read(|p| gpu.param(p)).ok()?;
+    DeviceInfo::from_params(DeviceNode::Software, raw, ram_bytes()).ok()
+}
+
+/// The devices `vkCreateInstance` offers under `selection`, the extmem-vgpu nodes looked
+/// for under `dir` (normally `/dev/dri`).
+pub fn devices(dir: &Path, selection: DeviceSelection) -> Vec<DeviceInfo> {
+    match selection {
+        DeviceSelection::Vgpu => discover(dir),
+        DeviceSelection::Software => software_device().into_iter().collect(),
+        DeviceSelection::Auto => {
+            let nodes = discover(dir);
+            if nodes.is_empty() {
+                software_device().into_iter().collect()
+            } else {
+                nodes
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -442,8 +534,12 @@ mod tests {
     }
 
     fn info() -> DeviceInfo {
-        DeviceInfo::from_params("/dev/dri/renderD129".into(), raw(), 8 << 30)
-            .unwrap_or_else(|e| panic!("{e:?}"))
+        DeviceInfo::from_params(
+            DeviceNode::Render("/dev/dri/renderD129".into()),
+            raw(),
+            8 << 30,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     #[test]
@@ -489,7 +585,7 @@ mod tests {
                 uapi::Param::PAGE_SIZES,
             ),
         ] {
-            match DeviceInfo::from_params(node.clone(), bad, 1 << 30) {
+            match DeviceInfo::from_params(DeviceNode::Render(node.clone()), bad, 1 << 30) {
                 Err(ParamError::Invalid { param: p, .. }) => assert_eq!(p, param),
                 other => panic!("{param:?}: {other:?}"),
             }
@@ -578,5 +674,40 @@ mod tests {
         assert!(discover(Path::new("/nonexistent")).is_empty());
         // The host has no extmem-vgpu node (other drivers' nodes are skipped).
         assert!(discover(Path::new("/dev/dri")).is_empty());
+    }
+
+    #[test]
+    fn the_software_device_stands_in_where_there_is_no_node_or_when_asked() {
+        let none = Path::new("/nonexistent");
+        let auto = devices(none, DeviceSelection::Auto);
+        assert_eq!(auto.len(), 1);
+        let soft = &auto[0];
+        assert_eq!(soft.node, DeviceNode::Software);
+        assert_eq!(soft.device_uuid, extmem_softgpu::DEVICE_UUID);
+        assert_eq!(soft.driver_uuid, extmem_softgpu::DRIVER_UUID);
+        assert_ne!(soft.device_uuid, info().device_uuid);
+        assert_eq!(soft.min_import_alignment, Alignment::SIZE_4K);
+        let props = soft.properties();
+        assert_eq!(props.device_type, vk::PhysicalDeviceType::CPU);
+        assert_eq!(
+            props.device_name_as_c_str().ok(),
+            Some(c"extmem-softgpu (software device)")
+        );
+        assert!(devices(none, DeviceSelection::Vgpu).is_empty());
+        assert_eq!(devices(none, DeviceSelection::Software), auto);
+        // No dma-buf on a memfd: neither the capability nor the extension.
+        assert!(!soft.caps().dma_buf && soft.caps().opaque_fd);
+        let exts = soft.device_extensions();
+        assert!(!has_extension(&exts, vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME));
+        assert!(has_extension(&exts, vk::KHR_EXTERNAL_MEMORY_FD_NAME));
+        assert_eq!(info().device_extensions(), DEVICE_EXTENSIONS);
+        for (value, want) in [
+            (Some("software"), DeviceSelection::Software),
+            (Some("vgpu"), DeviceSelection::Vgpu),
+            (Some("lavapipe"), DeviceSelection::Auto),
+            (None, DeviceSelection::Auto),
+        ] {
+            assert_eq!(DeviceSelection::from_value(value.map(OsStr::new)), want);
+        }
     }
 }

@@ -1,12 +1,20 @@
 //! The ICD as applications see it: loaded by the real Khronos loader (`libvulkan.so.1`)
 //! through the manifest `build.rs` writes next to the library.
 //!
-//! The host has no extmem-vgpu node, so the instance has no physical device. Real-device
-//! tests run in the QEMU guest.
+//! The host has no extmem-vgpu node, so the instance offers the software device
+//! (extmem-softgpu) and the Vulkan flows run on it here, under the Khronos validation
+//! layer. Real-device tests run in the QEMU guest.
 
+use std::ffi::c_void;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Once;
 
 use ash::vk;
+use extmem_guest_tests::host_memory::{unmapped_range, AnonMapping, RawBytes};
+use extmem_guest_tests::vulkan::{self, fill_pattern, Gpu, Instance};
+
+type Types = vk::ExternalMemoryHandleTypeFlags;
 
 /// `<target>/<profile>/`: the test binary lives in its `deps/` directory, and cargo has
 /// built the cdylib and written the manifest there before running the test.
@@ -22,6 +30,29 @@ fn app_info() -> vk::ApplicationInfo<'static> {
     vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_1)
 }
 
+/// Points the loader at our ICD only, with no implicit layers (the host's Mesa
+/// device-select layer would otherwise wrap the instance), once per test binary and before
+/// any test opens the loader: every test calls this first, and `Once` holds the others
+/// back until the environment is set.
+fn isolate_loader() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // `cargo test` links the cdylib into deps/ without copying it up to the profile
+        // directory, so the tests use a copy of the manifest there, whose relative
+        // library path then names that file.
+        let deps = profile_dir().join("deps");
+        let library = deps.join("libextmem_icd.so");
+        assert!(library.exists(), "{} missing", library.display());
+        let manifest = deps.join("extmem_icd.json");
+        std::fs::copy(profile_dir().join("extmem_icd.json"), &manifest)
+            .unwrap_or_else(|e| panic!("copying the manifest to {}: {e}", manifest.display()));
+        std::env::set_var("VK_DRIVER_FILES", &manifest);
+        std::env::set_var("VK_ICD_FILENAMES", &manifest);
+        std::env::set_var("VK_LOADER_LAYERS_DISABLE", "~implicit~");
+        std::env::set_var("NODEVICE_SELECT", "1");
+    });
+}
+
 #[test]
 fn the_khronos_loader_loads_the_icd_and_instance_queries_work() {
     // build.rs writes the manifest for `cargo build` users next to the profile's library.
@@ -34,23 +65,7 @@ fn the_khronos_loader_loads_the_icd_and_instance_queries_work() {
     );
     assert!(text.contains("\"api_version\": \"1.1.0\""), "{text}");
 
-    // `cargo test` links the cdylib into deps/ without copying it up to the profile
-    // directory, so this test points its own manifest at that file.
-    let library = profile_dir().join("deps").join("libextmem_icd.so");
-    assert!(library.exists(), "{} missing", library.display());
-    let dir = std::env::temp_dir().join(format!("extmem-icd-loader-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let manifest = dir.join("extmem_icd.json");
-    let own = text.replace("./libextmem_icd.so", &library.display().to_string());
-    std::fs::write(&manifest, own).unwrap_or_else(|e| panic!("{e}"));
-
-    // Only our driver, and no implicit layers (the host's Mesa device-select layer would
-    // otherwise wrap the instance). Set before the loader is opened; this is the only
-    // test in this binary, so no other thread reads the environment meanwhile.
-    std::env::set_var("VK_DRIVER_FILES", &manifest);
-    std::env::set_var("VK_ICD_FILENAMES", &manifest);
-    std::env::set_var("VK_LOADER_LAYERS_DISABLE", "~implicit~");
-    std::env::set_var("NODEVICE_SELECT", "1");
+    isolate_loader();
 
     // SAFETY: loading libvulkan.so.1 runs its initialisers, which is what it is for.
     let entry = match unsafe { ash::Entry::load() } {
@@ -86,15 +101,17 @@ fn the_khronos_loader_loads_the_icd_and_instance_queries_work() {
         .enabled_extension_names(&enabled);
     // SAFETY: a valid create info.
     let instance = unsafe { entry.create_instance(&info, None) }.unwrap_or_else(|e| panic!("{e}"));
+    // No extmem-vgpu node here: the software device stands in.
     // SAFETY: a live instance.
-    match unsafe { instance.enumerate_physical_devices() } {
-        Ok(devices) => assert!(devices.is_empty(), "{} devices", devices.len()),
-        // The loader itself turns "no device in any driver" into this error, on purpose
-        // (KhronosGroup/Vulkan-Loader#104); the ICD answered 0 devices and SUCCESS (the
-        // unit tests check that without the loader).
-        Err(vk::Result::ERROR_INITIALIZATION_FAILED) => {}
-        Err(e) => panic!("vkEnumeratePhysicalDevices: {e}"),
-    }
+    let devices = unsafe { instance.enumerate_physical_devices() }
+        .unwrap_or_else(|e| panic!("vkEnumeratePhysicalDevices: {e}"));
+    assert_eq!(devices.len(), 1);
+    // SAFETY: a physical device of the live instance.
+    let props = unsafe { instance.get_physical_device_properties(devices[0]) };
+    assert_eq!(
+        props.device_name_as_c_str().ok(),
+        Some(c"extmem-softgpu (software device)")
+    );
     // SAFETY: nothing was created from it.
     unsafe { instance.destroy_instance(None) };
 
@@ -106,5 +123,426 @@ fn the_khronos_loader_loads_the_icd_and_instance_queries_work() {
     // SAFETY: a valid create info.
     let refused = unsafe { entry.create_instance(&info, None) };
     assert!(refused.is_err());
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Unwraps a step of the flow, naming it on failure.
+fn step<T>(result: Result<T, String>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `vkGetPhysicalDeviceExternalBufferProperties` for one handle type.
+fn buffer_features(instance: &Instance, pd: vk::PhysicalDevice, ty: Types) -> (u32, Types) {
+    let info = vk::PhysicalDeviceExternalBufferInfo::default()
+        .usage(vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST)
+        .handle_type(ty);
+    let mut out = vk::ExternalBufferProperties::default();
+    // SAFETY: a live physical device; valid structures.
+    unsafe {
+        instance
+            .instance
+            .get_physical_device_external_buffer_properties(pd, &info, &mut out)
+    };
+    let p = out.external_memory_properties;
+    (
+        p.external_memory_features.as_raw(),
+        p.compatible_handle_types,
+    )
+}
+
+/// Host memory, device memory and an opaque fd shared between two devices, on the
+/// software device through the Khronos loader and the validation layer: every byte
+/// checked, every refusal the expected `VkResult`, and no validation message.
+#[test]
+fn vulkan_flows_run_on_the_software_device() {
+    isolate_loader();
+    let entry = step(vulkan::load());
+    assert!(
+        vulkan::validation_available(&entry),
+        "the Khronos validation layer is provisioned (vulkan-validationlayers)"
+    );
+    let instance = step(Instance::new(&entry, true));
+    let pds = step(instance.physical_devices());
+    assert_eq!(pds.len(), 1, "the software device only");
+    let pd = pds[0];
+    assert_eq!(
+        instance.uuids(pd),
+        (extmem_softgpu::DEVICE_UUID, extmem_softgpu::DRIVER_UUID)
+    );
+    assert_eq!(instance.host_pointer_alignment(pd), 4096);
+
+    // What it can share: opaque fds both ways, host allocations in; no dma-buf.
+    let both = (vk::ExternalMemoryFeatureFlags::EXPORTABLE
+        | vk::ExternalMemoryFeatureFlags::IMPORTABLE)
+        .as_raw();
+    let import = vk::ExternalMemoryFeatureFlags::IMPORTABLE.as_raw();
+    assert_eq!(
+        buffer_features(&instance, pd, Types::OPAQUE_FD),
+        (both, Types::OPAQUE_FD)
+    );
+    assert_eq!(
+        buffer_features(&instance, pd, Types::HOST_ALLOCATION_EXT),
+        (import, Types::HOST_ALLOCATION_EXT)
+    );
+    for none in [Types::DMA_BUF_EXT, Types::HOST_MAPPED_FOREIGN_MEMORY_EXT] {
+        assert_eq!(buffer_features(&instance, pd, none), (0, Types::empty()));
+    }
+    // SAFETY: a live physical device.
+    let exts = unsafe { instance.instance.enumerate_device_extension_properties(pd) }
+        .unwrap_or_else(|e| panic!("{e}"));
+    let has = |name: &std::ffi::CStr| exts.iter().any(|e| e.extension_name_as_c_str() == Ok(name));
+    assert!(has(vk::EXT_EXTERNAL_MEMORY_HOST_NAME) && has(vk::KHR_EXTERNAL_MEMORY_FD_NAME));
+    assert!(!has(vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME));
+
+    let gpu = step(Gpu::new(&instance));
+    const SIZE: usize = 1 << 20;
+    let size = SIZE as u64;
+    let source = step(AnonMapping::read_write(SIZE).map_err(|e| e.to_string()));
+    let sink = step(AnonMapping::read_write(SIZE).map_err(|e| e.to_string()));
+    let pattern: Vec<u8> = (0..SIZE).map(|i| (i % 251).to_le_bytes()[0]).collect();
+    source
+        .write(0, &pattern)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+
+    // Host pointer -> device memory -> host pointer on the copy engine.
+    let host = Types::HOST_ALLOCATION_EXT;
+    // SAFETY: both mappings outlive the imports (freed below, before the mappings drop).
+    let (from, to) = unsafe {
+        (
+            step(gpu.import_host(source.base().as_ptr().cast::<c_void>(), size, host)),
+            step(gpu.import_host(sink.base().as_ptr().cast::<c_void>(), size, host)),
+        )
+    };
+    let device = step(gpu.allocate(size, Types::OPAQUE_FD));
+    let from_buf = step(gpu.buffer(from, size, host));
+    let to_buf = step(gpu.buffer(to, size, host));
+    let device_buf = step(gpu.buffer(device, size, Types::OPAQUE_FD));
+    step(gpu.copy(from_buf, device_buf, size));
+    step(gpu.copy(device_buf, to_buf, size));
+    assert!(
+        sink.read(0, SIZE).ok() == Some(pattern.clone()),
+        "host -> device -> host"
+    );
+    assert!(
+        step(gpu.read(device, 0, SIZE)) == pattern,
+        "the CPU's view of device memory"
+    );
+    step(gpu.fill(to_buf, 4096, 0xfeed_f00d));
+    assert_eq!(
+        sink.read(0, 4096).ok(),
+        Some(fill_pattern(0xfeed_f00d, 4096))
+    );
+
+    // An opaque fd into a second device (its own VM, as another process would have):
+    // what that device's GPU writes, this one's CPU reads.
+    let fd = step(gpu.export_fd(device, Types::OPAQUE_FD));
+    let other = step(Gpu::new(&instance));
+    let shared = step(other.import_fd(fd, Types::OPAQUE_FD, size, step(other.device_local_type())));
+    let shared_buf = step(other.buffer(shared, size, Types::OPAQUE_FD));
+    assert!(
+        step(other.read(shared, 0, 4096)) == pattern[..4096],
+        "the same memory"
+    );
+    step(other.fill(shared_buf, 8192, 0x0102_0304));
+    assert_eq!(
+        step(gpu.read(device, 0, 8192)),
+        fill_pattern(0x0102_0304, 8192)
+    );
+
+    // Refusals. A pipe is no opaque fd: the import fails and the fd stays ours.
+    let (pipe, _writer) = rustix::pipe::pipe().unwrap_or_else(|e| panic!("{e}"));
+    let raw = pipe.into_raw_fd();
+    let mut import = vk::ImportMemoryFdInfoKHR::default()
+        .handle_type(Types::OPAQUE_FD)
+        .fd(raw);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(4096)
+        .memory_type_index(step(gpu.device_local_type()))
+        .push_next(&mut import);
+    // SAFETY: a live device; the chain lives across the call.
+    let refused = unsafe { gpu.device.allocate_memory(&info, None) };
+    assert_eq!(refused, Err(vk::Result::ERROR_INVALID_EXTERNAL_HANDLE));
+    // SAFETY: a failed import leaves the fd with us.
+    let pipe = unsafe { OwnedFd::from_raw_fd(raw) };
+    assert!(
+        rustix::fs::fstat(&pipe).is_ok(),
+        "the driver did not close it"
+    );
+    // An unmapped host range is refused at the properties query.
+    let hole = unmapped_range(4096).unwrap_or_else(|e| panic!("{e}"));
+    let hole = usize::try_from(hole).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        gpu.host_pointer_properties(host, hole).0,
+        vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+    );
+    // Host-mapped foreign memory is not something this device imports.
+    let mapped = usize::try_from(source.addr()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        gpu.host_pointer_properties(Types::HOST_MAPPED_FOREIGN_MEMORY_EXT, mapped)
+            .0,
+        vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
+    );
+    // DMA_BUF does not exist on this device (a Valid Usage violation on purpose, so the
+    // layer's messages about it are expected).
+    let dma_buf = step(gpu.export_fd(device, Types::OPAQUE_FD));
+    let mut answer = (vk::Result::SUCCESS, 0);
+    vulkan::expect_messages(|| {
+        answer = gpu.fd_properties(Types::DMA_BUF_EXT, dma_buf.as_raw_fd());
+    });
+    assert_eq!(answer.0, vk::Result::ERROR_INVALID_EXTERNAL_HANDLE);
+    // The layer is active: a misaligned fill is reported (and refused by the driver).
+    let mut misaligned = Ok(());
+    let messages = vulkan::expect_messages(|| {
+        misaligned = gpu.run(|device, cb| {
+            // SAFETY: recording; the violation is the point.
+            unsafe { device.cmd_fill_buffer(cb, to_buf, 2, 4, 0) };
+        });
+    });
+    assert!(
+        misaligned.is_err() && messages > 0,
+        "{misaligned:?}, {messages} messages"
+    );
+
+    linear_images(&instance, &gpu, &other);
+
+    for buffer in [from_buf, to_buf, device_buf] {
+        gpu.destroy_buffer(buffer);
+    }
+    other.destroy_buffer(shared_buf);
+    other.free(shared);
+    for memory in [from, to, device] {
+        gpu.free(memory);
+    }
+    drop((other, gpu));
+    assert_eq!(
+        vulkan::validation_message_count(),
+        0,
+        "{:?}",
+        vulkan::validation_messages()
+    );
+}
+
+const WIDTH: u32 = 33;
+const HEIGHT: u32 = 17;
+const TEXEL: usize = 4;
+
+/// A 33x17 RGBA8 linear transfer image for opaque-fd memory.
+fn create_image(gpu: &Gpu<'_>) -> vk::Image {
+    let mut external = vk::ExternalMemoryImageCreateInfo::default().handle_types(Types::OPAQUE_FD);
+    let info = vk::ImageCreateInfo::default()
+        .image_type(vk::ImageType::TYPE_2D)
+        .format(vk::Format::R8G8B8A8_UNORM)
+        .extent(vk::Extent3D {
+            width: WIDTH,
+            height: HEIGHT,
+            depth: 1,
+        })
+        .mip_levels(1)
+        .array_layers(1)
+        .samples(vk::SampleCountFlags::TYPE_1)
+        .tiling(vk::ImageTiling::LINEAR)
+        .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+        .sharing_mode(vk::SharingMode::EXCLUSIVE)
+        .initial_layout(vk::ImageLayout::UNDEFINED)
+        .push_next(&mut external);
+    // SAFETY: a live device; the chain lives across the call.
+    unsafe { gpu.device.create_image(&info, None) }.unwrap_or_else(|e| panic!("vkCreateImage: {e}"))
+}
+
+/// The whole image as one copy region, tightly packed in the buffer.
+fn whole_image() -> vk::BufferImageCopy {
+    vk::BufferImageCopy::default()
+        .image_subresource(vk::ImageSubresourceLayers {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            mip_level: 0,
+            base_array_layer: 0,
+            layer_count: 1,
+        })
+        .image_extent(vk::Extent3D {
+            width: WIDTH,
+            height: HEIGHT,
+            depth: 1,
+        })
+}
+
+/// Moves the image from UNDEFINED to GENERAL (a no-op on this device; the validation layer
+/// tracks it).
+fn to_general(device: &ash::Device, cb: vk::CommandBuffer, image: vk::Image) {
+    let barrier = vk::ImageMemoryBarrier::default()
+        .old_layout(vk::ImageLayout::UNDEFINED)
+        .new_layout(vk::ImageLayout::GENERAL)
+        .dst_access_mask(vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::TRANSFER_READ)
+        .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .image(image)
+        .subresource_range(vk::ImageSubresourceRange {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            base_mip_level: 0,
+            level_count: 1,
+            base_array_layer: 0,
+            layer_count: 1,
+        });
+    // SAFETY: recording; the barrier names a live image.
+    unsafe {
+        device.cmd_pipeline_barrier(
+            cb,
+            vk::PipelineStageFlags::TOP_OF_PIPE,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::DependencyFlags::empty(),
+            &[],
+            &[],
+            &[barrier],
+        );
+    }
+}
+
+/// Linear images: the format queries, a buffer -> image -> buffer round trip through the
+/// row pitch, and the image's memory shared with a second device by opaque fd, where an
+/// image over the same memory reads the same texels.
+fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
+    let pd = gpu.physical;
+    let query = |ty: Types| {
+        let mut external = vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(ty);
+        let info = vk::PhysicalDeviceImageFormatInfo2::default()
+            .format(vk::Format::R8G8B8A8_UNORM)
+            .ty(vk::ImageType::TYPE_2D)
+            .tiling(vk::ImageTiling::LINEAR)
+            .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+            .push_next(&mut external);
+        let mut ext_out = vk::ExternalImageFormatProperties::default();
+        let mut out = vk::ImageFormatProperties2::default().push_next(&mut ext_out);
+        // SAFETY: a live physical device; the chains live across the call.
+        let result = unsafe {
+            instance
+                .instance
+                .get_physical_device_image_format_properties2(pd, &info, &mut out)
+        };
+        let max_width = out.image_format_properties.max_extent.width;
+        let features = ext_out.external_memory_properties.external_memory_features;
+        (result, max_width, features)
+    };
+    let (result, max_width, features) = query(Types::OPAQUE_FD);
+    assert_eq!((result, max_width), (Ok(()), 16384));
+    assert!(features.contains(
+        vk::ExternalMemoryFeatureFlags::EXPORTABLE | vk::ExternalMemoryFeatureFlags::IMPORTABLE
+    ));
+    let (result, max_width, _) = query(Types::HOST_ALLOCATION_EXT);
+    assert_eq!(
+        (result, max_width),
+        (Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED), 0)
+    );
+
+    let image = create_image(gpu);
+    // SAFETY: a live image.
+    let reqs = unsafe { gpu.device.get_image_memory_requirements(image) };
+    let subresource = vk::ImageSubresource {
+        aspect_mask: vk::ImageAspectFlags::COLOR,
+        mip_level: 0,
+        array_layer: 0,
+    };
+    // SAFETY: a live linear image.
+    let layout = unsafe { gpu.device.get_image_subresource_layout(image, subresource) };
+    let pitch = usize::try_from(layout.row_pitch).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pitch, 192, "33 RGBA texels are 132 bytes, padded to 64");
+    assert_eq!(reqs.size, layout.row_pitch * u64::from(HEIGHT));
+    let memory = step(gpu.allocate(reqs.size.next_multiple_of(4096), Types::OPAQUE_FD));
+    // SAFETY: a live image and memory.
+    unsafe { gpu.device.bind_image_memory(image, memory, 0) }
+        .unwrap_or_else(|e| panic!("vkBindImageMemory: {e}"));
+
+    let row = WIDTH as usize * TEXEL;
+    let packed = row * HEIGHT as usize;
+    let texels: Vec<u8> = (0..packed)
+        .map(|i| (i * 3 % 253).to_le_bytes()[0])
+        .collect();
+    let staging_memory = step(gpu.allocate(4096 * 2, Types::empty()));
+    let staging = step(gpu.buffer(staging_memory, 4096 * 2, Types::empty()));
+    step(gpu.write(staging_memory, 0, &texels));
+    step(gpu.run(|device, cb| {
+        to_general(device, cb, image);
+        let back = vk::BufferImageCopy {
+            buffer_offset: 4096,
+            ..whole_image()
+        };
+        // SAFETY: recording; the buffer holds both packed copies of the image.
+        unsafe {
+            device.cmd_copy_buffer_to_image(
+                cb,
+                staging,
+                image,
+                vk::ImageLayout::GENERAL,
+                &[whole_image()],
+            );
+            let barrier = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+                .dst_access_mask(vk::AccessFlags::TRANSFER_READ);
+            device.cmd_pipeline_barrier(
+                cb,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+            device.cmd_copy_image_to_buffer(cb, image, vk::ImageLayout::GENERAL, staging, &[back]);
+        }
+    }));
+    // In the image's memory each row sits at the row pitch; the padding stays zero.
+    let stored = step(gpu.read(memory, 0, pitch * HEIGHT as usize));
+    for (y, texel_row) in texels.chunks(row).enumerate() {
+        let at = y * pitch;
+        assert!(stored[at..at + row] == *texel_row, "row {y}");
+        assert!(
+            stored[at + row..at + pitch].iter().all(|b| *b == 0),
+            "row {y} padding"
+        );
+    }
+    assert!(
+        step(gpu.read(staging_memory, 4096, packed)) == texels,
+        "image -> buffer"
+    );
+
+    // The image's memory in another device, under an image of the same layout there.
+    let fd = step(gpu.export_fd(memory, Types::OPAQUE_FD));
+    let imported = step(other.import_fd(
+        fd,
+        Types::OPAQUE_FD,
+        reqs.size.next_multiple_of(4096),
+        step(other.device_local_type()),
+    ));
+    let there = create_image(other);
+    // SAFETY: a live image and memory.
+    unsafe { other.device.bind_image_memory(there, imported, 0) }
+        .unwrap_or_else(|e| panic!("vkBindImageMemory: {e}"));
+    let readback_memory = step(other.allocate(4096, Types::empty()));
+    let readback = step(other.buffer(readback_memory, 4096, Types::empty()));
+    step(other.run(|device, cb| {
+        to_general(device, cb, there);
+        // SAFETY: recording; the buffer holds one packed copy of the image.
+        unsafe {
+            device.cmd_copy_image_to_buffer(
+                cb,
+                there,
+                vk::ImageLayout::GENERAL,
+                readback,
+                &[whole_image()],
+            );
+        }
+    }));
+    assert!(
+        step(other.read(readback_memory, 0, packed)) == texels,
+        "shared image"
+    );
+
+    // SAFETY: no work is pending on any of these.
+    unsafe {
+        other.device.destroy_image(there, None);
+        gpu.device.destroy_image(image, None);
+    }
+    other.destroy_buffer(readback);
+    other.free(readback_memory);
+    other.free(imported);
+    gpu.destroy_buffer(staging);
+    gpu.free(staging_memory);
+    gpu.free(memory);
 }

@@ -515,6 +515,58 @@ fn fd_properties_rules() {
         Err(Vuid::FdMemoryType.into())
     );
     m.free(a);
+    // A device without dma-bufs says DMA_BUF is unsupported, without importing.
+    let mut no_dma_buf = MemoryManager::new(
+        Fake::default(),
+        DeviceLimits {
+            caps: DeviceCaps {
+                dma_buf: false,
+                ..LIMITS.caps
+            },
+            ..LIMITS
+        },
+        VaAllocator::new(
+            GpuVa::new(1 << 21),
+            GpuVa::new(1 << 30),
+            extmem_hw::profile::VGPU.page_sizes,
+        ),
+        0b11,
+    );
+    assert_eq!(
+        no_dma_buf.fd_properties(Types::DMA_BUF_EXT, buf.as_fd()),
+        Err(Error::InvalidHandle(HandleError::Unsupported {
+            handle_type: Types::DMA_BUF_EXT.as_raw()
+        }))
+    );
+    assert_eq!(no_dma_buf.backend.next, 0, "nothing was imported");
+}
+
+#[test]
+fn host_pointer_properties_of_an_unsupported_host_type_are_refused() {
+    let limits = DeviceLimits {
+        caps: DeviceCaps {
+            host_mapped_foreign: false,
+            ..LIMITS.caps
+        },
+        ..LIMITS
+    };
+    let va = VaAllocator::new(
+        GpuVa::new(1 << 21),
+        GpuVa::new(1 << 30),
+        extmem_hw::profile::VGPU.page_sizes,
+    );
+    let mut m = MemoryManager::new(Fake::default(), limits, va, 0b11);
+    let p = HostVa::new(0x10_0000);
+    assert_eq!(
+        m.host_pointer_properties(Types::HOST_MAPPED_FOREIGN_MEMORY_EXT, p),
+        Err(Error::InvalidHandle(HandleError::Unsupported {
+            handle_type: Types::HOST_MAPPED_FOREIGN_MEMORY_EXT.as_raw()
+        }))
+    );
+    assert_eq!(
+        m.host_pointer_properties(Types::HOST_ALLOCATION_EXT, p),
+        Ok(0b10)
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use ash::vk::{self, Handle};
 
 use super::*;
-use crate::physical_device::{DeviceInfo, RawParams};
+use crate::physical_device::{DeviceInfo, DeviceNode, RawParams};
 
 fn entry() -> ash::Entry {
     let static_fn = ash::StaticFn {
@@ -26,8 +26,8 @@ fn fake_info() -> DeviceInfo {
         page_sizes: 0x1000 | 0x20_0000,
         max_mapping: 1 << 32,
     };
-    DeviceInfo::from_params(PathBuf::from("/nonexistent/renderD200"), raw, 4 << 30)
-        .unwrap_or_else(|e| panic!("{e:?}"))
+    let node = DeviceNode::Render(PathBuf::from("/nonexistent/renderD200"));
+    DeviceInfo::from_params(node, raw, 4 << 30).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 /// An ash instance over a registry instance with one fake physical device.
@@ -83,15 +83,23 @@ fn proc_addr_levels_are_respected() {
 }
 
 #[test]
-fn an_instance_without_vgpu_nodes_has_no_devices() {
+fn an_instance_without_vgpu_nodes_offers_the_software_device() {
     let entry = entry();
     let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
     let info = vk::InstanceCreateInfo::default().application_info(&app);
-    // SAFETY: a valid create info. The host has no extmem-vgpu node.
+    // SAFETY: a valid create info. The host has no extmem-vgpu node (and the suite does
+    // not set EXTMEM_DEVICE).
     let instance = unsafe { entry.create_instance(&info, None) }.unwrap_or_else(|e| panic!("{e}"));
     // SAFETY: a live instance.
-    let devices = unsafe { instance.enumerate_physical_devices() };
-    assert_eq!(devices, Ok(vec![]));
+    let devices = unsafe { instance.enumerate_physical_devices() }.unwrap_or_default();
+    assert_eq!(devices.len(), 1);
+    // SAFETY: a physical device of the live instance.
+    let props = unsafe { instance.get_physical_device_properties(devices[0]) };
+    assert_eq!(props.device_type, vk::PhysicalDeviceType::CPU);
+    assert_eq!(
+        props.device_name_as_c_str().ok(),
+        Some(c"extmem-softgpu (software device)")
+    );
     // SAFETY: as above.
     unsafe { instance.destroy_instance(None) };
     // SAFETY: a valid pointer.
@@ -176,16 +184,23 @@ fn physical_device_queries_answer_from_the_tables() {
             .external_memory_features
             .is_empty());
 
-        // Images are out of scope.
-        let r = instance.get_physical_device_image_format_properties(
-            pd,
-            vk::Format::R8G8B8A8_UNORM,
-            vk::ImageType::TYPE_2D,
-            vk::ImageTiling::LINEAR,
-            vk::ImageUsageFlags::TRANSFER_DST,
-            vk::ImageCreateFlags::empty(),
+        // Linear transfer images only.
+        let image_query = |tiling| {
+            instance.get_physical_device_image_format_properties(
+                pd,
+                vk::Format::R8G8B8A8_UNORM,
+                vk::ImageType::TYPE_2D,
+                tiling,
+                vk::ImageUsageFlags::TRANSFER_DST,
+                vk::ImageCreateFlags::empty(),
+            )
+        };
+        let linear = image_query(vk::ImageTiling::LINEAR).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(linear.max_extent.width, crate::image::MAX_DIMENSION);
+        assert_eq!(
+            image_query(vk::ImageTiling::OPTIMAL).err(),
+            Some(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
         );
-        assert_eq!(r.err(), Some(vk::Result::ERROR_FORMAT_NOT_SUPPORTED));
 
         // NV: no handle type on Linux.
         let mut nv = vk::ExternalImageFormatPropertiesNV::default();
@@ -210,8 +225,11 @@ fn physical_device_queries_answer_from_the_tables() {
             vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32,
             &mut nv,
         );
-        assert_eq!(r, vk::Result::ERROR_FORMAT_NOT_SUPPORTED);
+        // The image is supported; no NV handle type is, on Linux.
+        assert_eq!(r, vk::Result::SUCCESS);
         assert!(nv.compatible_handle_types.is_empty());
+        assert!(nv.external_memory_features.is_empty());
+        assert_eq!(nv.image_format_properties.max_mip_levels, 1);
 
         // The node does not exist, so the device cannot be created: an error, not a crash.
         let priorities = [1.0];

@@ -1,0 +1,104 @@
+//! The backend behind one `VkDevice`: the extmem-vgpu kernel driver, or the software
+//! device that hosts the same kcore in the process.
+
+use ash::vk;
+use extmem::backend::{
+    Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin,
+};
+use extmem::vgpu::{ExecError, Vgpu};
+use extmem_hw::HostVa;
+use extmem_softgpu::SoftGpu;
+use extmem_uapi::Cmd;
+use rustix::fd::{BorrowedFd, OwnedFd};
+
+use crate::physical_device::{self, DeviceInfo, DeviceNode};
+
+/// One device's kernel side.
+#[derive(Debug)]
+pub enum DeviceBackend {
+    /// An open extmem-vgpu render node (its own GPU VM).
+    Vgpu(Vgpu),
+    /// A software device (its own GPU VM).
+    Software(SoftGpu),
+}
+
+impl DeviceBackend {
+    /// Opens the device `info` describes, with a GPU VM of its own.
+    pub fn open(info: &DeviceInfo) -> Result<Self, vk::Result> {
+        let opened = match &info.node {
+            DeviceNode::Render(path) => physical_device::open_node(path)
+                .ok()
+                .and_then(|fd| Vgpu::new(fd).ok())
+                .map(DeviceBackend::Vgpu),
+            DeviceNode::Software => SoftGpu::new().ok().map(DeviceBackend::Software),
+        };
+        opened.ok_or(vk::Result::ERROR_INITIALIZATION_FAILED)
+    }
+
+    /// `EXEC`: runs `cmds` in order on the copy engine.
+    pub fn exec(&mut self, cmds: &[Cmd]) -> Result<(), ExecError> {
+        match self {
+            DeviceBackend::Vgpu(b) => b.exec(cmds),
+            DeviceBackend::Software(b) => b.exec(cmds),
+        }
+    }
+}
+
+/// Forwards each call to the backend in use.
+macro_rules! forward {
+    ($self:ident, $b:ident => $call:expr) => {
+        match $self {
+            DeviceBackend::Vgpu($b) => $call,
+            DeviceBackend::Software($b) => $call,
+        }
+    };
+}
+
+impl Backend for DeviceBackend {
+    fn create(&mut self, size: u64) -> Result<GemHandle, BackendError> {
+        forward!(self, b => b.create(size))
+    }
+
+    fn import_host(
+        &mut self,
+        ptr: HostVa,
+        size: u64,
+        read_only: bool,
+        probe: bool,
+    ) -> Result<Option<(GemHandle, HostImport)>, BackendError> {
+        forward!(self, b => b.import_host(ptr, size, read_only, probe))
+    }
+
+    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+        forward!(self, b => b.import_dma_buf(fd))
+    }
+
+    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+        forward!(self, b => b.export_dma_buf(handle))
+    }
+
+    fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError> {
+        forward!(self, b => b.info(handle))
+    }
+
+    fn close(&mut self, handle: GemHandle) {
+        forward!(self, b => b.close(handle));
+    }
+
+    fn map(
+        &mut self,
+        handle: GemHandle,
+        size: u64,
+        access: CpuAccess,
+    ) -> Result<HostVa, BackendError> {
+        forward!(self, b => b.map(handle, size, access))
+    }
+
+    fn unmap(&mut self, ptr: HostVa, size: u64) {
+        forward!(self, b => b.unmap(ptr, size));
+    }
+
+    fn vm(&mut self) -> Option<&mut dyn GpuVm> {
+        forward!(self, b => b.vm())
+    }
+}

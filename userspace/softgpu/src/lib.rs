@@ -1,0 +1,394 @@
+//! extmem-softgpu: the software device.
+//!
+//! There is no extmem-vgpu kernel module on Windows, nor on a Linux machine that has not
+//! loaded it. This crate is the device model without the kernel: the same `no_std` code the
+//! module links, [`extmem_kcore`]'s GPU VM, argument checks and copy engine over
+//! [`extmem_hw`]'s page tables, hosted in the process with a userspace platform
+//! ([`phys_memory`]). It implements `extmem`'s [`Backend`], so the memory manager and the
+//! ICD run on it unchanged; it is a software device, as lavapipe is a software rasteriser.
+//!
+//! What it does as the kernel device does: GPU page tables in the AArch64 stage-1 format
+//! written by kcore, every copy-engine access translated through them, faults reported
+//! with the faulting VA, the same checks on every request (and so the same errnos).
+//!
+//! What it does differently, and what it therefore does **not** prove:
+//! - **Host pointers are not pinned.** An import checks that the range is mapped and
+//!   records the application's addresses; the copy engine reaches them through
+//!   [`host_access`], which turns a page the application unmapped into a GPU memory fault
+//!   instead of a crash. Kernel pinning (`pin_user_pages`, `RLIMIT_MEMLOCK`) is proved
+//!   only by the kernel device in the QEMU guest.
+//! - **Device memory is a sealed memfd** ([`shared_memory`]), exported and imported as an
+//!   opaque fd between processes. A memfd is not a dma-buf, so `DMA_BUF` is neither
+//!   exported nor imported, and host-mapped foreign memory (which resolves a CPU mapping
+//!   back to its dma-buf) is not supported: [`CAPS`] says so.
+//!
+//! Why a crate of its own: `userspace/core` is `no_std` and reaches the kernel side only
+//! through ioctls; hosting kcore is this crate's business, and the ICD wires it in.
+//!
+//! The OS-specific parts are two modules, so that Windows is a second implementation of
+//! each, not a rewrite: [`shared_memory`] (memfds; on Windows, pagefile-backed section
+//! objects from `CreateFileMapping`, exported as NT handles with `DuplicateHandle`) and
+//! [`host_access`] (`process_vm_readv`/`writev`; on Windows, `ReadProcessMemory` /
+//! `WriteProcessMemory` on the own process, which also fail instead of faulting).
+//! [`phys_memory`] and the [`SoftGpu`] backend are OS-neutral.
+
+pub mod host_access;
+pub mod phys_memory;
+pub mod shared_memory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+
+use extmem::backend::{
+    errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
+};
+use extmem::handle_types::{DeviceCaps, Platform};
+use extmem::vgpu::{ExecError, Fault};
+use extmem_hw::{GpuVa, HostVa};
+use extmem_kcore::args::{check_gem_create, check_gem_userptr};
+use extmem_kcore::params::{answer, ParamAnswer};
+use extmem_kcore::{copy_engine, BoundObject, ObjectId, ToErrno, Vm, PROFILE};
+use extmem_uapi as uapi;
+use rustix::fd::{BorrowedFd, OwnedFd};
+
+use crate::phys_memory::{Backing, PhysMemory};
+use crate::shared_memory::SharedMemory;
+
+/// `deviceUUID` of the software device: not the kernel device's, so an opaque fd of one
+/// is never taken for the other's.
+pub const DEVICE_UUID: [u8; 16] = *b"extmem-softgpu\0\x01";
+/// `driverUUID` of the software device's driver.
+pub const DRIVER_UUID: [u8; 16] = *b"extmem-softgpu\0\x02";
+
+/// What the software device can do with external memory: opaque fds (memfds) and host
+/// allocations; no dma-buf, no host-mapped foreign memory (see the crate docs).
+pub const CAPS: DeviceCaps = DeviceCaps {
+    platform: Platform::Linux,
+    opaque_fd: true,
+    dma_buf: false,
+    host_allocation: true,
+    host_mapped_foreign: false,
+    win32: false,
+};
+
+/// One software device, as one open file of the kernel device: its own GPU VM and its
+/// own GEM handle namespace.
+pub struct SoftGpu {
+    memory: PhysMemory,
+    vm: Box<Vm<PhysMemory>>,
+    handles: BTreeMap<NonZeroU32, ObjectId>,
+    next_handle: u32,
+}
+
+impl fmt::Debug for SoftGpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SoftGpu")
+            .field("handles", &self.handles.len())
+            .field("objects", &self.memory.objects())
+            .field("bindings", &self.vm.bindings().len())
+            .field("table_pages", &self.vm.table_pages())
+            .finish()
+    }
+}
+
+fn failed(op: Op) -> impl Fn(i32) -> BackendError {
+    move |errno| BackendError { op, errno }
+}
+
+fn uuid_halves(uuid: [u8; 16]) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&uuid[..8]);
+    hi.copy_from_slice(&uuid[8..]);
+    [u64::from_le_bytes(lo), u64::from_le_bytes(hi)]
+}
+
+impl SoftGpu {
+    /// A device with an empty VM (one root table page).
+    pub fn new() -> Result<Self, BackendError> {
+        let memory = PhysMemory::new(PROFILE);
+        let mut vm = Box::new(Vm::new());
+        vm.init(memory.clone())
+            .map_err(|e| failed(Op::Create)(e.errno()))?;
+        Ok(Self {
+            memory,
+            vm,
+            handles: BTreeMap::new(),
+            next_handle: 1,
+        })
+    }
+
+    /// `GET_PARAM`, answered as the kernel device answers it: kcore for what the core
+    /// owns, this device for the UUIDs and counters (no pins, no dma-buf attachments).
+    pub fn param(&self, param: uapi::Param) -> Result<u64, BackendError> {
+        let core = answer(param, PROFILE).map_err(|e| failed(Op::Info)(e.errno()))?;
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(match (core, param) {
+            (ParamAnswer::Core(value), _) => value,
+            (ParamAnswer::Platform, uapi::Param::DEVICE_UUID_LO) => uuid_halves(DEVICE_UUID)[0],
+            (ParamAnswer::Platform, uapi::Param::DEVICE_UUID_HI) => uuid_halves(DEVICE_UUID)[1],
+            (ParamAnswer::Platform, uapi::Param::DRIVER_UUID_LO) => uuid_halves(DRIVER_UUID)[0],
+            (ParamAnswer::Platform, uapi::Param::DRIVER_UUID_HI) => uuid_halves(DRIVER_UUID)[1],
+            (ParamAnswer::Platform, uapi::Param::LIVE_OBJECTS) => count(self.memory.objects()),
+            (ParamAnswer::Platform, uapi::Param::PT_PAGES) => count(self.vm.table_pages()),
+            (ParamAnswer::Platform, uapi::Param::BINDINGS) => count(self.vm.bindings().len()),
+            // Nothing is pinned and nothing attached.
+            (ParamAnswer::Platform, _) => 0,
+        })
+    }
+
+    /// `EXEC`: runs `cmds` in order on kcore's copy engine.
+    pub fn exec(&mut self, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
+        let count = u32::try_from(cmds.len())
+            .map_err(|_| ExecError::Kernel(failed(Op::Exec)(errno::EINVAL)))?;
+        let mut args = uapi::Exec {
+            cmds: cmds.as_ptr() as usize as u64,
+            count,
+            ..Default::default()
+        };
+        match self.vm.exec(&mut args, cmds) {
+            Ok(()) => Ok(()),
+            Err(copy_engine::ExecError::Fault { cmd, va, kind }) => {
+                Err(ExecError::Fault(Fault { cmd, va, kind }))
+            }
+            Err(e) => Err(ExecError::Kernel(failed(Op::Exec)(e.errno()))),
+        }
+    }
+
+    /// `VM_QUERY`: (leaf size, read-only) of the mapping at `va`, `None` if unmapped.
+    pub fn query(&self, va: GpuVa) -> Result<Option<(u64, bool)>, BackendError> {
+        let mut args = uapi::VmQuery {
+            va: va.get(),
+            ..Default::default()
+        };
+        self.vm
+            .query(&mut args, false)
+            .map_err(|e| failed(Op::Info)(e.errno()))?;
+        Ok((args.flags & uapi::QUERY_MAPPED != 0)
+            .then_some((args.page_size, args.flags & uapi::QUERY_READ_ONLY != 0)))
+    }
+
+    /// Live objects (held by a handle or a binding).
+    pub fn live_objects(&self) -> usize {
+        self.memory.objects()
+    }
+
+    /// Page-table pages the VM holds, the root included.
+    pub fn table_pages(&self) -> usize {
+        self.memory.table_pages()
+    }
+
+    fn new_handle(&mut self, id: ObjectId, op: Op) -> Result<GemHandle, BackendError> {
+        let raw = NonZeroU32::new(self.next_handle).ok_or(failed(op)(errno::ENOSPC));
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.memory.close_handle(id);
+                return Err(e);
+            }
+        };
+        self.next_handle = self.next_handle.wrapping_add(1);
+        self.handles.insert(raw, id);
+        Ok(GemHandle(raw))
+    }
+
+    fn object(&self, handle: GemHandle, op: Op) -> Result<ObjectId, BackendError> {
+        self.handles
+            .get(&handle.0)
+            .copied()
+            .ok_or(failed(op)(errno::ENOENT))
+    }
+
+    fn device_memory<R>(
+        &self,
+        handle: GemHandle,
+        op: Op,
+        f: impl FnOnce(&SharedMemory) -> Result<R, i32>,
+    ) -> Result<R, BackendError> {
+        let id = self.object(handle, op)?;
+        self.memory
+            .with_object(id, |o| match &o.backing {
+                Backing::Device(memory) => f(memory),
+                // Host imports are not exported (SPEC: importable only) nor mapped (the
+                // application has its own pointer).
+                Backing::Host { .. } => Err(errno::EINVAL),
+            })
+            .unwrap_or(Err(errno::ENOENT))
+            .map_err(failed(op))
+    }
+}
+
+impl Drop for SoftGpu {
+    fn drop(&mut self) {
+        self.vm.fini();
+        for (_, id) in std::mem::take(&mut self.handles) {
+            self.memory.close_handle(id);
+        }
+    }
+}
+
+impl Backend for SoftGpu {
+    fn create(&mut self, size: u64) -> Result<GemHandle, BackendError> {
+        let args = uapi::GemCreate {
+            size,
+            ..Default::default()
+        };
+        check_gem_create(&args, PROFILE).map_err(|e| failed(Op::Create)(e.errno()))?;
+        let memory = SharedMemory::create(size).map_err(failed(Op::Create))?;
+        let id = self
+            .memory
+            .add_object(Backing::Device(memory), size)
+            .map_err(failed(Op::Create))?;
+        self.new_handle(id, Op::Create)
+    }
+
+    /// Checks the range as `GEM_USERPTR` does, and that every page of it is mapped; does
+    /// not pin (see the crate docs). Reported as [`HostImport::Pinned`], the only kind of
+    /// plain host import the trait knows.
+    fn import_host(
+        &mut self,
+        ptr: HostVa,
+        size: u64,
+        read_only: bool,
+        probe: bool,
+    ) -> Result<Option<(GemHandle, HostImport)>, BackendError> {
+        let args = uapi::GemUserptr {
+            ptr: ptr.get(),
+            size,
+            flags: if read_only { uapi::FLAG_READ_ONLY } else { 0 },
+            ..Default::default()
+        };
+        check_gem_userptr(&args, PROFILE).map_err(|e| failed(Op::ImportHost)(e.errno()))?;
+        // An unmapped range is what pin_user_pages refuses with EFAULT.
+        host_access::check_mapped(ptr.get(), size)
+            .map_err(|_| failed(Op::ImportHost)(errno::EFAULT))?;
+        if probe {
+            return Ok(None);
+        }
+        let backing = Backing::Host {
+            addr: ptr.get(),
+            read_only,
+        };
+        let id = self
+            .memory
+            .add_object(backing, size)
+            .map_err(failed(Op::ImportHost))?;
+        Ok(Some((
+            self.new_handle(id, Op::ImportHost)?,
+            HostImport::Pinned,
+        )))
+    }
+
+    /// Imports a memfd of this driver (any other fd is `EINVAL`). The same memory imported
+    /// again while a handle names it gets that handle, as PRIME import does.
+    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+        let identity = shared_memory::identity(fd).map_err(failed(Op::ImportDmaBuf))?;
+        if let Some(id) = self.memory.find_device_memory(identity) {
+            if let Some((handle, _)) = self.handles.iter().find(|(_, o)| **o == id) {
+                return Ok(GemHandle(*handle));
+            }
+        }
+        let memory = SharedMemory::import(fd).map_err(failed(Op::ImportDmaBuf))?;
+        let size = memory.size();
+        let id = self
+            .memory
+            .add_object(Backing::Device(memory), size)
+            .map_err(failed(Op::ImportDmaBuf))?;
+        self.new_handle(id, Op::ImportDmaBuf)
+    }
+
+    /// A new close-on-exec fd of the object's memfd (an opaque fd, not a dma-buf).
+    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+        self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::export)
+    }
+
+    /// Device memory, created here or imported from another process, is native: it is
+    /// this driver's memory either way.
+    fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError> {
+        let id = self.object(handle, Op::Info)?;
+        self.memory
+            .with_object(id, |o| match o.backing {
+                Backing::Device(_) => (o.size, ObjectOrigin::Native),
+                Backing::Host { .. } => (o.size, ObjectOrigin::Userptr),
+            })
+            .ok_or(failed(Op::Info)(errno::ENOENT))
+    }
+
+    fn close(&mut self, handle: GemHandle) {
+        if let Some(id) = self.handles.remove(&handle.0) {
+            self.memory.close_handle(id);
+        }
+    }
+
+    /// Device memory is always writable, so either access gets a read-write mapping.
+    fn map(
+        &mut self,
+        handle: GemHandle,
+        size: u64,
+        _access: CpuAccess,
+    ) -> Result<HostVa, BackendError> {
+        self.device_memory(handle, Op::Map, |memory| memory.map(size))
+            .map(|ptr| HostVa::new(ptr.as_ptr() as usize as u64))
+    }
+
+    fn unmap(&mut self, ptr: HostVa, size: u64) {
+        shared_memory::unmap(ptr, size);
+    }
+
+    fn vm(&mut self) -> Option<&mut dyn GpuVm> {
+        Some(self)
+    }
+}
+
+impl GpuVm for SoftGpu {
+    fn bind(
+        &mut self,
+        handle: GemHandle,
+        va: GpuVa,
+        offset: u64,
+        size: u64,
+        read_only: bool,
+    ) -> Result<(), BackendError> {
+        let id = self.object(handle, Op::Bind)?;
+        let object = self
+            .memory
+            .with_object(id, |o| BoundObject {
+                id,
+                size: o.size,
+                read_only: o.read_only(),
+            })
+            .ok_or(failed(Op::Bind)(errno::ENOENT))?;
+        let args = uapi::VmBind {
+            op: uapi::BindOp::MAP,
+            flags: if read_only { uapi::FLAG_READ_ONLY } else { 0 },
+            handle: handle.0.get(),
+            va: va.get(),
+            offset,
+            size,
+            ..Default::default()
+        };
+        self.vm
+            .bind(&args, object)
+            .map_err(|e| failed(Op::Bind)(e.errno()))?;
+        self.memory.note_bound(id);
+        Ok(())
+    }
+
+    fn unbind(&mut self, va: GpuVa, size: u64) -> Result<(), BackendError> {
+        let args = uapi::VmBind {
+            op: uapi::BindOp::UNMAP,
+            va: va.get(),
+            size,
+            ..Default::default()
+        };
+        let none = BoundObject {
+            id: ObjectId(0),
+            size: 0,
+            read_only: false,
+        };
+        self.vm
+            .bind(&args, none)
+            .map_err(|e| failed(Op::Unbind)(e.errno()))
+    }
+}
