@@ -117,6 +117,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "real memfds, lseek and mmap, which Miri does not emulate"
+    )]
     fn size_by_seek_leaves_the_offset_at_zero() {
         let _serial = crate::FD_TESTS.lock();
         let fd = memfd(0x3000);
@@ -126,6 +130,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "real memfds, lseek and mmap, which Miri does not emulate"
+    )]
     fn a_read_only_file_is_mapped_for_reading_only() {
         let _serial = crate::FD_TESTS.lock();
         let fd = memfd(0x1000);

@@ -259,6 +259,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memfds, which Miri does not emulate")]
     fn allocate_export_import_round_trip_gives_back_the_same_handle() {
         let _serial = crate::FD_TESTS.lock();
         let mut dev = device();
@@ -297,6 +298,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memfds, which Miri does not emulate")]
     fn only_accepted_fds_import_and_host_ranges_need_the_exporter() {
         let _serial = crate::FD_TESTS.lock();
         let mut dev = device();
@@ -332,6 +334,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memfds, which Miri does not emulate")]
     fn handles_wrap_past_the_top_and_skip_live_ones() {
         let _serial = crate::FD_TESTS.lock();
         let mut dev = device();
@@ -345,6 +348,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memfds, which Miri does not emulate")]
     fn mapping_is_bounded_by_the_buffer() {
         let _serial = crate::FD_TESTS.lock();
         let mut dev = device();

@@ -266,6 +266,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "/dev/udmabuf and procfs, which Miri does not emulate")]
     fn an_anonymous_pointer_is_refused() {
         let _serial = crate::FD_TESTS.lock();
         let page = std::vec![0u8; 0x2000];

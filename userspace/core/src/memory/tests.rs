@@ -593,6 +593,10 @@ fn host_pointer_properties_rules() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "real memfds and /proc/self/fd, which Miri does not emulate"
+)]
 fn without_a_gpu_vm_memory_is_allocated_exported_and_mapped_but_never_bound() {
     let _serial = FD_TESTS.lock();
     let before = open_fds();
@@ -622,6 +626,10 @@ fn without_a_gpu_vm_memory_is_allocated_exported_and_mapped_but_never_bound() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "real memfds and /proc/self/fd, which Miri does not emulate"
+)]
 fn a_read_only_dma_buf_imports_but_is_not_mapped_for_writing() {
     let _serial = FD_TESTS.lock();
     let mut m = manager();
