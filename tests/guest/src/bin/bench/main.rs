@@ -8,6 +8,9 @@
 //!   4 KiB pages only (`MADV_NOHUGEPAGE`).
 //! - GPU copy: one `EXEC` COPY between two imported, bound ranges, against `copy_from_slice`
 //!   of the same size in the guest, the two alternating; the whole destination is checked.
+//! - Front end: the Vulkan calls through the Khronos loader and extmem's ICD, each against
+//!   the ioctls it makes, issued directly on a second file of the same node
+//!   ([`front_end`]).
 //!
 //! Each case runs several times; the medians are reported. The table goes to stdout, and the
 //! same rows as CSV between `@@bench-csv begin` and `@@bench-csv end` lines, which the runner
@@ -24,6 +27,8 @@ use extmem_guest_tests::host_memory::{AnonMapping, RawBytes};
 use extmem_guest_tests::vgpu::{self, Vgpu};
 use extmem_uapi::Param;
 use rustix::mm::Advice;
+
+mod front_end;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -76,6 +81,7 @@ fn run() -> io::Result<()> {
     for size in [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
         rows.push(copy(&gpu, size)?);
     }
+    rows.extend(front_end::rows(&gpu).map_err(io::Error::other)?);
     print_table(&rows);
     println!("@@bench-csv begin");
     println!("group,case,size,unit,ours_ns,reference,reference_ns,ratio,note");
@@ -234,8 +240,14 @@ fn size_text(size: usize) -> String {
 }
 
 fn print_table(rows: &[Row]) {
+    let case = rows.iter().map(|r| r.case.len()).max().unwrap_or(0);
+    let reference = rows
+        .iter()
+        .map(|r| r.reference_name.len())
+        .max()
+        .unwrap_or(0);
     println!(
-        "{:<20} {:>8} {:>12} {:<22} {:>12} {:>7} {:>10}",
+        "{:<case$} {:>8} {:>12} {:<reference$} {:>12} {:>7} {:>10}",
         "case", "size", "ours µs", "reference", "ref µs", "ratio", "ours MB/s"
     );
     for r in rows {
@@ -243,7 +255,7 @@ fn print_table(rows: &[Row]) {
         // Bytes per microsecond are MB/s.
         let throughput = r.size as f64 / micros(r.ours).max(1e-9);
         println!(
-            "{:<20} {:>8} {:>12.1} {:<22} {:>12.1} {:>7.2} {:>10.0}",
+            "{:<case$} {:>8} {:>12.1} {:<reference$} {:>12.1} {:>7.2} {:>10.0}",
             r.case,
             size_text(r.size),
             micros(r.ours),
