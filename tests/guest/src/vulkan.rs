@@ -420,6 +420,22 @@ impl<'i> Gpu<'i> {
             return Err(format!("vkGetMemoryHostPointerPropertiesEXT: {result}"));
         }
         let type_index = self.memory_type(bits, vk::MemoryPropertyFlags::HOST_VISIBLE)?;
+        // SAFETY: the caller's contract.
+        unsafe { self.import_host_as(ptr, size, handle_type, type_index) }
+    }
+
+    /// `vkAllocateMemory` importing `[ptr, ptr + size)` as memory type `type_index`, without
+    /// asking `vkGetMemoryHostPointerPropertiesEXT` first.
+    ///
+    /// # Safety
+    /// As for [`Gpu::import_host`].
+    pub unsafe fn import_host_as(
+        &self,
+        ptr: *mut c_void,
+        size: u64,
+        handle_type: vk::ExternalMemoryHandleTypeFlags,
+        type_index: u32,
+    ) -> VkResult<vk::DeviceMemory> {
         let mut import = vk::ImportMemoryHostPointerInfoEXT::default()
             .handle_type(handle_type)
             .host_pointer(ptr);

@@ -104,16 +104,8 @@ fn host_import(gpu: &Gpu<'_>, raw: &Vgpu, size: usize) -> Result<Row, String> {
     let type_index = gpu.memory_type(bits, vk::MemoryPropertyFlags::HOST_VISIBLE)?;
     let (ours, reference) = per_call(
         || {
-            let mut import = vk::ImportMemoryHostPointerInfoEXT::default()
-                .handle_type(HOST)
-                .host_pointer(ptr);
-            let info = vk::MemoryAllocateInfo::default()
-                .allocation_size(size64)
-                .memory_type_index(type_index)
-                .push_next(&mut import);
-            // SAFETY: a live device; the range stays mapped until after the free below.
-            let imported = unsafe { gpu.device.allocate_memory(&info, None) }
-                .map_err(|e| format!("vkAllocateMemory (host pointer import): {e}"))?;
+            // SAFETY: the range stays mapped until after the free below.
+            let imported = unsafe { gpu.import_host_as(ptr, size64, HOST, type_index) }?;
             gpu.free(imported);
             Ok(())
         },
