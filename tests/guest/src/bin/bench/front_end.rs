@@ -1,7 +1,6 @@
 //! The Vulkan front end's cost per call: each entry point through the Khronos loader and
 //! extmem's ICD on the extmem-vgpu node, against the ioctls that call makes, issued directly
-//! on a second file of the same node. Both sides run `CALLS` times per repetition and
-//! alternate, so both see the same load; the medians per call are reported.
+//! on a second file of the same node, timed by [`per_call`].
 //!
 //! - `vkGetMemoryHostPointerPropertiesEXT` of a mapped page vs `GEM_USERPTR` with
 //!   `USERPTR_PROBE` of that page (the check the ICD asks the kernel for).
@@ -10,7 +9,6 @@
 //! - `vkGetMemoryFdKHR` (OPAQUE_FD) + `close` vs `PRIME_HANDLE_TO_FD` + `close`.
 
 use std::ffi::c_void;
-use std::time::{Duration, Instant};
 
 use ash::vk;
 use extmem_guest_tests::host_memory::RawBytes;
@@ -18,12 +16,8 @@ use extmem_guest_tests::vgpu::Vgpu;
 use extmem_guest_tests::vulkan::{self, Gpu, Instance};
 use extmem_uapi::USERPTR_PROBE;
 
-use super::{gem, median, prefaulted, Row, KIB, MIB};
+use super::{gem, per_call, prefaulted, Row, KIB, MIB};
 
-/// Calls per timed batch: a single call is near the clock's resolution under TCG.
-const CALLS: u32 = 20;
-/// Timed batches per side.
-const BATCHES: usize = 7;
 /// Where the reference binds (the ICD's VM is another file's, so any free VA works).
 const REF_VA: u64 = 1 << 35;
 
@@ -43,29 +37,6 @@ pub fn rows(raw: &Vgpu) -> Result<Vec<Row>, String> {
     }
     rows.push(export_fd(&gpu, raw)?);
     Ok(rows)
-}
-
-/// Runs `ours` and `reference` `CALLS` times each per batch, alternating, and gives the
-/// medians per call. The first error of either stops the measurement.
-fn per_call(
-    mut ours: impl FnMut() -> Result<(), String>,
-    mut reference: impl FnMut() -> Result<(), String>,
-) -> Result<(Duration, Duration), String> {
-    let mut ours_times = Vec::new();
-    let mut reference_times = Vec::new();
-    for _ in 0..BATCHES {
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            ours()?;
-        }
-        ours_times.push(started.elapsed() / CALLS);
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            reference()?;
-        }
-        reference_times.push(started.elapsed() / CALLS);
-    }
-    Ok((median(ours_times), median(reference_times)))
 }
 
 fn host_pointer_properties(gpu: &Gpu<'_>, raw: &Vgpu) -> Result<Row, String> {

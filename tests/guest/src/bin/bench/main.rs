@@ -8,6 +8,8 @@
 //!   4 KiB pages only (`MADV_NOHUGEPAGE`).
 //! - GPU copy: one `EXEC` COPY between two imported, bound ranges, against `copy_from_slice`
 //!   of the same size in the guest, the two alternating; the whole destination is checked.
+//! - dma-buf import: `PRIME_FD_TO_HANDLE` of a udmabuf, alone and with `VM_BIND`, against
+//!   vgem's import of the same dma-buf ([`dma_buf_import`]).
 //! - Front end: the Vulkan calls through the Khronos loader and extmem's ICD, each against
 //!   the ioctls it makes, issued directly on a second file of the same node
 //!   ([`front_end`]).
@@ -28,6 +30,7 @@ use extmem_guest_tests::vgpu::{self, Vgpu};
 use extmem_uapi::Param;
 use rustix::mm::Advice;
 
+mod dma_buf_import;
 mod front_end;
 
 const KIB: usize = 1 << 10;
@@ -81,6 +84,7 @@ fn run() -> io::Result<()> {
     for size in [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
         rows.push(copy(&gpu, size)?);
     }
+    rows.extend(dma_buf_import::rows(&gpu).map_err(io::Error::other)?);
     rows.extend(front_end::rows(&gpu).map_err(io::Error::other)?);
     print_table(&rows);
     println!("@@bench-csv begin");
@@ -106,6 +110,34 @@ fn reps(size: usize) -> usize {
     } else {
         7
     }
+}
+
+/// Calls per timed batch in [`per_call`]: one call is near the clock's resolution under TCG.
+const CALLS: u32 = 20;
+/// Timed batches per side in [`per_call`].
+const BATCHES: usize = 7;
+
+/// Runs `ours` and `reference` `CALLS` times each per batch, alternating, and gives the
+/// medians per call. The first error of either stops the measurement.
+fn per_call(
+    mut ours: impl FnMut() -> Result<(), String>,
+    mut reference: impl FnMut() -> Result<(), String>,
+) -> Result<(Duration, Duration), String> {
+    let mut ours_times = Vec::new();
+    let mut reference_times = Vec::new();
+    for _ in 0..BATCHES {
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            ours()?;
+        }
+        ours_times.push(started.elapsed() / CALLS);
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            reference()?;
+        }
+        reference_times.push(started.elapsed() / CALLS);
+    }
+    Ok((median(ours_times), median(reference_times)))
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
