@@ -8,6 +8,8 @@
 //!   4 KiB pages only (`MADV_NOHUGEPAGE`).
 //! - GPU copy: one `EXEC` COPY between two imported, bound ranges, against `copy_from_slice`
 //!   of the same size in the guest, the two alternating; the whole destination is checked.
+//! - Bind: `VM_BIND` + unbind of one page, with and without table pages to allocate
+//!   ([`bind`]).
 //! - dma-buf import: `PRIME_FD_TO_HANDLE` of a udmabuf, alone and with `VM_BIND`, against
 //!   vgem's import of the same dma-buf ([`dma_buf_import`]).
 //! - Front end: the Vulkan calls through the Khronos loader and extmem's ICD, each against
@@ -30,6 +32,7 @@ use extmem_guest_tests::vgpu::{self, Vgpu};
 use extmem_uapi::Param;
 use rustix::mm::Advice;
 
+mod bind;
 mod dma_buf_import;
 mod front_end;
 
@@ -84,6 +87,7 @@ fn run() -> io::Result<()> {
     for size in [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
         rows.push(copy(&gpu, size)?);
     }
+    rows.extend(bind::rows(&gpu).map_err(io::Error::other)?);
     rows.extend(dma_buf_import::rows(&gpu).map_err(io::Error::other)?);
     rows.extend(front_end::rows(&gpu).map_err(io::Error::other)?);
     print_table(&rows);
