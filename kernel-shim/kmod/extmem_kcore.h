@@ -140,6 +140,9 @@ void extmem_plat_free_table(void *plat, u64 pa);
 /* Read / write the 64-bit descriptor at physical address `pa` of a table page. */
 u64 extmem_plat_read_u64(void *plat, u64 pa);
 void extmem_plat_write_u64(void *plat, u64 pa, u64 value);
+/* The same for `count` consecutive descriptors from `pa`, all inside one table page. */
+void extmem_plat_read_u64s(void *plat, u64 pa, u64 *out, size_t count);
+void extmem_plat_write_u64s(void *plat, u64 pa, const u64 *values, size_t count);
 
 /*
  * Copy-engine memory access. `len` bytes, never crossing a 4 KiB page boundary on either

@@ -262,6 +262,43 @@ void extmem_plat_write_u64(void *plat, u64 pa, u64 value)
 	WRITE_ONCE(*(u64 *)phys_to_virt(pa), value);
 }
 
+/*
+ * `count` descriptors from `pa` within one table page. A plain word loop, not memcpy():
+ * `rep movsb` is slow under emulation (see extmem_plat_copy), and a table scan is hot.
+ */
+static bool extmem_words_ok(u64 pa, size_t count)
+{
+	return IS_ALIGNED(pa, 8) && count <= (PAGE_SIZE - offset_in_page(pa)) / 8 &&
+	       pfn_valid(PHYS_PFN(pa));
+}
+
+void extmem_plat_read_u64s(void *plat, u64 pa, u64 *out, size_t count)
+{
+	const u64 *table;
+	size_t i;
+
+	if (WARN_ON_ONCE(!extmem_words_ok(pa, count))) {
+		for (i = 0; i < count; i++)
+			out[i] = 0;
+		return;
+	}
+	table = phys_to_virt(pa);
+	for (i = 0; i < count; i++)
+		out[i] = READ_ONCE(table[i]);
+}
+
+void extmem_plat_write_u64s(void *plat, u64 pa, const u64 *values, size_t count)
+{
+	u64 *table;
+	size_t i;
+
+	if (WARN_ON_ONCE(!extmem_words_ok(pa, count)))
+		return;
+	table = phys_to_virt(pa);
+	for (i = 0; i < count; i++)
+		WRITE_ONCE(table[i], values[i]);
+}
+
 /* `len` bytes at `pa` within one page, in RAM with a struct page. */
 static bool extmem_pa_ok(u64 pa, u64 len)
 {

@@ -26,6 +26,8 @@ extern "C" {
     fn extmem_plat_free_table(plat: *mut c_void, pa: u64);
     fn extmem_plat_read_u64(plat: *mut c_void, pa: u64) -> u64;
     fn extmem_plat_write_u64(plat: *mut c_void, pa: u64, value: u64);
+    fn extmem_plat_read_u64s(plat: *mut c_void, pa: u64, out: *mut u64, count: usize);
+    fn extmem_plat_write_u64s(plat: *mut c_void, pa: u64, values: *const u64, count: usize);
     fn extmem_plat_copy(plat: *mut c_void, dst_pa: u64, src_pa: u64, len: u64) -> c_int;
     fn extmem_plat_fill(plat: *mut c_void, dst_pa: u64, value: u32, len: u64) -> c_int;
     fn extmem_plat_object_segment(
@@ -71,6 +73,17 @@ impl Platform for KernelPlatform {
     fn write_u64(&self, pa: PhysAddr, value: u64) {
         // SAFETY: as for read_u64.
         unsafe { extmem_plat_write_u64(self.plat, pa.get(), value) }
+    }
+
+    fn read_u64s(&self, pa: PhysAddr, out: &mut [u64]) {
+        // SAFETY: `out` is valid for `out.len()` writes; the words are descriptors of one
+        // page from extmem_plat_alloc_table (the C side checks the range stays in it).
+        unsafe { extmem_plat_read_u64s(self.plat, pa.get(), out.as_mut_ptr(), out.len()) }
+    }
+
+    fn write_u64s(&self, pa: PhysAddr, values: &[u64]) {
+        // SAFETY: `values` is valid for `values.len()` reads; as for read_u64s.
+        unsafe { extmem_plat_write_u64s(self.plat, pa.get(), values.as_ptr(), values.len()) }
     }
 
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {

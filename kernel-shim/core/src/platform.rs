@@ -7,6 +7,7 @@
 //! tables own a copy of it (through [`PlatformTables`]) while the copy engine and the
 //! binding code call it too.
 
+use extmem_hw::page_table::ENTRIES;
 use extmem_hw::{PhysAddr, TableIndex, TableMemory};
 
 /// A GEM object as the C glue names it: an opaque cookie (the `struct drm_gem_object`
@@ -53,6 +54,22 @@ pub trait Platform {
     fn read_u64(&self, pa: PhysAddr) -> u64;
     /// Writes the 64-bit word at `pa`, inside a page from [`Platform::alloc_table`].
     fn write_u64(&self, pa: PhysAddr, value: u64);
+    /// Reads `out.len()` consecutive words from `pa`, all inside one page from
+    /// [`Platform::alloc_table`]: a table scan in one call. The default reads them one by one.
+    fn read_u64s(&self, pa: PhysAddr, out: &mut [u64]) {
+        for (word, offset) in out.iter_mut().zip((0..).step_by(8)) {
+            *word = pa.checked_add(offset).map_or(0, |at| self.read_u64(at));
+        }
+    }
+    /// Writes `values` to consecutive words from `pa`, all inside one page from
+    /// [`Platform::alloc_table`]. The default writes them one by one.
+    fn write_u64s(&self, pa: PhysAddr, values: &[u64]) {
+        for (&value, offset) in values.iter().zip((0..).step_by(8)) {
+            if let Some(at) = pa.checked_add(offset) {
+                self.write_u64(at, value);
+            }
+        }
+    }
     /// Copies `len` bytes; neither range crosses a 4 KiB page boundary.
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault>;
     /// Fills `len` bytes (a multiple of 4, `dst` 4-aligned) with the little-endian
@@ -76,6 +93,12 @@ impl<T: Platform + ?Sized> Platform for &T {
     }
     fn write_u64(&self, pa: PhysAddr, value: u64) {
         (**self).write_u64(pa, value);
+    }
+    fn read_u64s(&self, pa: PhysAddr, out: &mut [u64]) {
+        (**self).read_u64s(pa, out);
+    }
+    fn write_u64s(&self, pa: PhysAddr, values: &[u64]) {
+        (**self).write_u64s(pa, values);
     }
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
         (**self).copy(dst, src, len)
@@ -130,6 +153,23 @@ impl<P: Platform> TableMemory for PlatformTables<P> {
     fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64) {
         if let Some(pa) = table.checked_add(index.byte_offset()) {
             self.platform.write_u64(pa, raw);
+        }
+    }
+
+    fn read_descriptors(&self, table: PhysAddr, first: TableIndex, out: &mut [u64]) {
+        let left = usize::from(ENTRIES).saturating_sub(first.get());
+        let len = out.len().min(left);
+        if let (Some(pa), Some(out)) = (table.checked_add(first.byte_offset()), out.get_mut(..len))
+        {
+            self.platform.read_u64s(pa, out);
+        }
+    }
+
+    fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
+        let left = usize::from(ENTRIES).saturating_sub(first.get());
+        let len = raws.len().min(left);
+        if let (Some(pa), Some(raws)) = (table.checked_add(first.byte_offset()), raws.get(..len)) {
+            self.platform.write_u64s(pa, raws);
         }
     }
 }
