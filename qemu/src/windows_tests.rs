@@ -8,7 +8,8 @@
 //! where the Windows loader looks first.
 //!
 //! What runs: `extmem-hw`'s unit tests and page-table model tests, and the unit tests of
-//! `extmem-uapi` and `extmem-kcore`. Their integration tests check the Linux C header and
+//! `extmem-uapi`, `extmem-kcore` and `extmem` (the memory manager's Win32 rules; its fd
+//! tests are Linux-only). Their integration tests check the Linux C header and
 //! the kernel object with Linux tools, which is not a Windows question.
 
 use std::ffi::OsString;
@@ -41,6 +42,8 @@ const TEST_ARGS: &[&str] = &[
     "extmem-uapi",
     "-p",
     "extmem-kcore",
+    "-p",
+    "extmem",
     "--lib",
     "--test",
     "page_table_model",

@@ -41,8 +41,9 @@ pub enum Import {
         handle_type: vk::ExternalMemoryHandleTypeFlags,
         /// The handle, or 0.
         handle: isize,
-        /// Whether a name was given instead of (or, invalidly, as well as) a handle.
-        named: bool,
+        /// The address of the NUL-terminated UTF-16 name, or 0: a name is given instead
+        /// of (or, invalidly, as well as) a handle. Read only by the import itself.
+        name: usize,
     },
     /// `VkImportMemoryWin32HandleInfoNV`.
     Win32Nv {
@@ -84,6 +85,18 @@ impl Dedicated {
     }
 }
 
+/// `VkExportMemoryWin32HandleInfoKHR` as the chain gave it. The pointers are the
+/// application's and are only followed while `vkAllocateMemory` runs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Win32ExportRequest {
+    /// The address of the `SECURITY_ATTRIBUTES`, or 0.
+    pub attributes: usize,
+    /// `dwAccess` (a `DWORD`; ash widens it to `c_ulong`, 64 bits on Linux).
+    pub access: u64,
+    /// The address of the NUL-terminated UTF-16 name, or 0.
+    pub name: usize,
+}
+
 /// Everything a `VkMemoryAllocateInfo` chain asks for.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct AllocRequest {
@@ -97,8 +110,8 @@ pub struct AllocRequest {
     pub export: vk::ExternalMemoryHandleTypeFlags,
     /// `VkExportMemoryAllocateInfoNV::handleTypes`.
     pub export_nv: vk::ExternalMemoryHandleTypeFlagsNV,
-    /// Whether `VkExportMemoryWin32HandleInfoKHR` is present.
-    pub export_win32_info: bool,
+    /// `VkExportMemoryWin32HandleInfoKHR`, if present.
+    pub export_win32_info: Option<Win32ExportRequest>,
     /// `VkMemoryDedicatedAllocateInfo`.
     pub dedicated: Option<Dedicated>,
     /// `VkDedicatedAllocationMemoryAllocateInfoNV`.
@@ -223,7 +236,7 @@ unsafe fn read_struct(
             let import = Import::Win32 {
                 handle_type: s.handle_type,
                 handle: s.handle,
-                named: !s.name.is_null(),
+                name: s.name as usize,
             };
             set_import(req, import)
         }
@@ -251,7 +264,16 @@ unsafe fn read_struct(
             Ok(())
         }
         vk::StructureType::EXPORT_MEMORY_WIN32_HANDLE_INFO_KHR => {
-            req.export_win32_info = true;
+            // SAFETY: see above.
+            let s = unsafe { &*ptr.cast::<vk::ExportMemoryWin32HandleInfoKHR<'_>>() };
+            req.export_win32_info = Some(Win32ExportRequest {
+                attributes: s.p_attributes as usize,
+                // A DWORD is c_ulong in ash: u64 on Linux (where this is no conversion), u32
+                // on Windows.
+                #[allow(clippy::useless_conversion)]
+                access: u64::from(s.dw_access),
+                name: s.name as usize,
+            });
             Ok(())
         }
         vk::StructureType::MEMORY_DEDICATED_ALLOCATE_INFO => {
@@ -321,8 +343,9 @@ impl AllocRequest {
             Import::Win32 {
                 handle_type,
                 handle,
-                named,
+                name,
             } => {
+                let named = name != 0;
                 // NT handles and global-share (KMT) handles, the types 00660 allows.
                 let nt_or_kmt = Types::OPAQUE_WIN32
                     | Types::OPAQUE_WIN32_KMT
@@ -379,7 +402,7 @@ impl AllocRequest {
                 return Err(Vuid::ExportTypesSupported.into());
             }
         }
-        if self.export_win32_info && !self.export.contains(Types::OPAQUE_WIN32) {
+        if self.export_win32_info.is_some() && !self.export.contains(Types::OPAQUE_WIN32) {
             return Err(Vuid::Win32ExportInfo.into());
         }
         if self.size == 0 && !importing {
@@ -443,4 +466,4 @@ fn importable(caps: &DeviceCaps, handle_type: Types) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

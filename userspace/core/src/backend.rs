@@ -16,9 +16,9 @@ use core::fmt;
 use core::num::NonZeroU32;
 
 use extmem_hw::{GpuVa, HostVa};
-use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::error::{Error, HandleError};
+use crate::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 
 /// A GEM handle: non-zero by construction.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -116,6 +116,8 @@ pub mod errno {
     pub const EIO: i32 = 5;
     /// No such device (virtio-gpu refusing a dma-buf it did not export).
     pub const ENODEV: i32 = 19;
+    /// The object exists (a Win32 name already taken).
+    pub const EEXIST: i32 = 17;
     /// Operation not supported (the backend cannot do this at all).
     pub const EOPNOTSUPP: i32 = 95;
 }
@@ -162,11 +164,14 @@ pub trait Backend {
         read_only: bool,
         probe: bool,
     ) -> Result<Option<(GemHandle, HostImport)>, BackendError>;
-    /// PRIME import. Importing the same dma-buf twice returns the same handle (the
-    /// kernel's rule); the caller counts references.
-    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError>;
-    /// PRIME export: a new close-on-exec, read-write dma-buf fd every call.
-    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError>;
+    /// Imports shared memory: a dma-buf (PRIME import) or the software device's memfd on
+    /// Linux, a section handle of the software device on Windows. The handle stays the
+    /// caller's. Importing the same object twice returns the same handle (the kernel's rule
+    /// for PRIME); the caller counts references.
+    fn import_shared(&mut self, os: BorrowedOsHandle<'_>) -> Result<GemHandle, BackendError>;
+    /// Exports the object: a new close-on-exec, read-write dma-buf (or memfd) fd on Linux,
+    /// a new section handle on Windows; the caller owns it.
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedOsHandle, BackendError>;
     /// The object's size and origin.
     fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError>;
     /// Drops the handle.
@@ -189,6 +194,72 @@ pub trait Backend {
     fn vm(&mut self) -> Option<&mut dyn GpuVm> {
         None
     }
+
+    /// Windows sharing (NT handles, names, global-share tokens), if this backend has it:
+    /// the software device on Windows. Every other backend answers `None` (the default).
+    fn win32(&mut self) -> Option<&mut dyn Win32Sharing> {
+        None
+    }
+}
+
+/// A raw Windows `HANDLE` value (`VkImportMemoryWin32HandleInfoKHR::handle`,
+/// what `vkGetMemoryWin32HandleKHR` returns). It is only an integer until the OS checks it.
+pub type RawWin32Handle = isize;
+
+/// What `VkExportMemoryWin32HandleInfoKHR` asks of the memory's NT handles.
+#[derive(Clone, Copy, Debug)]
+pub struct Win32ExportInfo<'a> {
+    /// `pAttributes->lpSecurityDescriptor` (null: the default descriptor), applied to the
+    /// object when it is created.
+    pub security_descriptor: *const core::ffi::c_void,
+    /// `pAttributes->bInheritHandle`: whether exported NT handles are inheritable.
+    pub inherit: bool,
+    /// `dwAccess` (0: read and write access to the memory).
+    pub access: u32,
+    /// `name` without its terminating NUL, if the object is to be named.
+    pub name: Option<&'a [u16]>,
+}
+
+impl Default for Win32ExportInfo<'_> {
+    fn default() -> Self {
+        Self {
+            security_descriptor: core::ptr::null(),
+            inherit: false,
+            access: 0,
+            name: None,
+        }
+    }
+}
+
+/// Windows sharing of a [`Backend`]'s memory objects (`VK_KHR_external_memory_win32`).
+///
+/// Raw handle values come from the application and are checked by the OS (a value that
+/// is not a handle of this device's memory fails with [`errno::EBADF`] or
+/// [`errno::EINVAL`]); imports never take ownership of the application's handle.
+pub trait Win32Sharing {
+    /// Memory of `size` bytes created as `export` asks (security descriptor, name).
+    fn create_exportable(
+        &mut self,
+        size: u64,
+        export: &Win32ExportInfo<'_>,
+    ) -> Result<GemHandle, BackendError>;
+    /// Imports the object behind an NT handle (OPAQUE_WIN32), leaving the handle open.
+    fn import_nt(&mut self, handle: RawWin32Handle) -> Result<GemHandle, BackendError>;
+    /// Imports the named object (OPAQUE_WIN32 by name); `name` has no NUL.
+    fn import_name(&mut self, name: &[u16]) -> Result<GemHandle, BackendError>;
+    /// Imports the object behind a global-share token (OPAQUE_WIN32_KMT).
+    fn import_global(&mut self, token: RawWin32Handle) -> Result<GemHandle, BackendError>;
+    /// A new NT handle to the object, which the caller owns and closes: with `access`
+    /// rights (0: read and write), inheritable if `inherit`.
+    fn export_nt(
+        &mut self,
+        handle: GemHandle,
+        access: u32,
+        inherit: bool,
+    ) -> Result<RawWin32Handle, BackendError>;
+    /// The object's global-share token: the same value every call, valid (in any process)
+    /// while the object lives, never closed by the application.
+    fn export_global(&mut self, handle: GemHandle) -> Result<RawWin32Handle, BackendError>;
 }
 
 /// A GPU virtual address space objects of a [`Backend`] can be bound into.

@@ -146,7 +146,7 @@ impl<E: Exporter> Backend for DmaBufDevice<E> {
         Ok(Some((handle, HostImport::Pinned)))
     }
 
-    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
         let op = Op::ImportDmaBuf;
         if !self.exporter.accepts(fd) {
             return Err(BackendError {
@@ -167,7 +167,7 @@ impl<E: Exporter> Backend for DmaBufDevice<E> {
 
     /// A new close-on-exec fd of the same buffer; its access mode is the buffer's (read-
     /// write for what this device allocated, whatever the exporter chose for imports).
-    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
         let op = Op::ExportDmaBuf;
         let obj = self.object(handle, op)?;
         rustix::io::fcntl_dupfd_cloexec(&obj.buf, 0).map_err(|e| BackendError {
@@ -265,8 +265,8 @@ mod tests {
         let mut dev = device();
         let a = dev.create(0x3000).expect("create");
         assert_eq!(dev.info(a), Ok((0x3000, ObjectOrigin::Native)));
-        let fd1 = dev.export_dma_buf(a).expect("export");
-        let fd2 = dev.export_dma_buf(a).expect("export again");
+        let fd1 = dev.export_shared(a).expect("export");
+        let fd2 = dev.export_shared(a).expect("export again");
         assert_ne!(
             rustix::fd::AsRawFd::as_raw_fd(&fd1),
             rustix::fd::AsRawFd::as_raw_fd(&fd2),
@@ -275,13 +275,13 @@ mod tests {
         assert!(rustix::io::fcntl_getfd(&fd1)
             .expect("flags")
             .contains(rustix::io::FdFlags::CLOEXEC));
-        assert_eq!(dev.import_dma_buf(fd1.as_fd()), Ok(a));
+        assert_eq!(dev.import_shared(fd1.as_fd()), Ok(a));
         let foreign = memfd(0x2000).expect("memfd");
-        let b = dev.import_dma_buf(foreign.as_fd()).expect("import");
+        let b = dev.import_shared(foreign.as_fd()).expect("import");
         assert_ne!(a, b);
         assert_eq!(dev.info(b), Ok((0x2000, ObjectOrigin::Imported)));
         assert_eq!(
-            dev.import_dma_buf(foreign.as_fd()),
+            dev.import_shared(foreign.as_fd()),
             Ok(b),
             "same buffer, same handle"
         );
@@ -304,7 +304,7 @@ mod tests {
         let mut dev = device();
         let (pipe, _w) = rustix::pipe::pipe().expect("pipe");
         assert_eq!(
-            dev.import_dma_buf(pipe.as_fd()),
+            dev.import_shared(pipe.as_fd()),
             Err(BackendError {
                 op: Op::ImportDmaBuf,
                 errno: errno::EINVAL

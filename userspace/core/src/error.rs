@@ -155,10 +155,29 @@ valid_usage! {
     /// Win32 export info only with OPAQUE_WIN32 exported.
     Win32ExportInfo = ("VUID-VkExportMemoryWin32HandleInfoKHR-handleTypes-00657", ERROR_VALIDATION_FAILED_EXT,
         "VkExportMemoryWin32HandleInfoKHR needs OPAQUE_WIN32 in the export handleTypes"),
+    /// Win32 import: the handle (or name, or token) must be memory of this device.
+    Win32SameDevice = ("VUID-VkImportMemoryWin32HandleInfoKHR-handle-00659", ERROR_INVALID_EXTERNAL_HANDLE,
+        "the handle must name memory created on the same physical device"),
+    /// `vkGetMemoryWin32HandleKHR`: the type must have been requested at allocation.
+    GetWin32Exported = ("VUID-VkMemoryGetWin32HandleInfoKHR-handleType-00662", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must have been in VkExportMemoryAllocateInfo::handleTypes"),
+    /// `vkGetMemoryWin32HandleKHR`: an NT handle at most once per memory and type.
+    GetWin32Once = ("VUID-VkMemoryGetWin32HandleInfoKHR-handleType-00663", ERROR_VALIDATION_FAILED_EXT,
+        "an NT handle type may be exported at most once per memory"),
+    /// `vkGetMemoryWin32HandleKHR`: the type must be an NT or global-share handle type.
+    GetWin32HandleType = ("VUID-VkMemoryGetWin32HandleInfoKHR-handleType-00664", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must be an NT handle or a global share handle type"),
+    /// `vkGetMemoryWin32HandlePropertiesKHR`: not for opaque types.
+    Win32PropsNotOpaque = ("VUID-vkGetMemoryWin32HandlePropertiesKHR-handleType-00666", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must not be OPAQUE_WIN32 or OPAQUE_WIN32_KMT"),
     /// NV Win32 import: exactly one handle type bit.
     NvWin32OneType = ("VUID-VkImportMemoryWin32HandleInfoNV-handleType-01327", ERROR_INVALID_EXTERNAL_HANDLE,
         "handleType must have at most one bit set"),
 }
+
+/// The longest Win32 object name read, in UTF-16 units without the NUL (the kernel's
+/// `UNICODE_STRING` limit).
+pub const MAX_WIN32_NAME: usize = 32_767;
 
 /// Something outside the application's control refused (the kernel, a handle, a limit).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -185,6 +204,16 @@ pub enum HandleError {
         /// Bytes asked for.
         want: u64,
     },
+    /// The OS refused the Win32 handle, name or global-share token (not one of this
+    /// device's memory objects, closed, or without access).
+    Win32Refused {
+        /// The raw handle type bits.
+        handle_type: u32,
+        /// The OS error, as an errno.
+        errno: i32,
+    },
+    /// A Win32 name that is empty or has no NUL within [`MAX_WIN32_NAME`] characters.
+    Win32Name,
     /// The handle type is not supported by this device at all.
     Unsupported {
         /// The raw handle type bits.
@@ -262,6 +291,15 @@ impl fmt::Display for Error {
             Error::InvalidHandle(HandleError::TooSmall { have, want }) => write!(
                 f,
                 "the handle has {have:#x} bytes, allocationSize asks for {want:#x}"
+            ),
+            Error::InvalidHandle(HandleError::Win32Refused { handle_type, errno }) => write!(
+                f,
+                "the Win32 handle of type {handle_type:#x} is not memory of this device \
+                 (errno {errno})"
+            ),
+            Error::InvalidHandle(HandleError::Win32Name) => write!(
+                f,
+                "the Win32 name is empty or has no NUL within {MAX_WIN32_NAME} characters"
             ),
             Error::InvalidHandle(HandleError::Unsupported { handle_type }) => {
                 write!(

@@ -12,30 +12,43 @@
 //! - [`drm_prime`]: any DRM node over PRIME and dumb buffers (vgem, virtio-gpu);
 //! - [`dma_buf_device`]: udmabuf and the system dma-heap, memory without a GPU;
 //! - [`drm_core`] and [`dma_buf`]: the generic DRM ioctls and dma-buf fd operations;
-//! - [`error`]: the error type and its `VkResult` mapping.
+//! - [`error`]: the error type and its `VkResult` mapping;
+//! - [`os_handle`]: what carries memory between processes (an fd, a Windows `HANDLE`).
+//!
+//! On Windows only the portable half builds (the Linux backends are left out).
 #![no_std]
 
 extern crate alloc;
-#[cfg(any(test, feature = "std"))]
+#[cfg(any(test, feature = "std", windows))]
 extern crate std;
 
 pub mod alloc_info;
 pub mod backend;
+// The Linux backends speak to Linux kernel drivers; on Windows the software device
+// (extmem-softgpu) is the only backend, and shared memory is a section handle.
+#[cfg(not(windows))]
 pub mod dma_buf;
+#[cfg(not(windows))]
 pub mod dma_buf_device;
+#[cfg(not(windows))]
 pub mod dma_heap;
+#[cfg(not(windows))]
 pub mod drm_core;
+#[cfg(not(windows))]
 pub mod drm_prime;
 pub mod error;
 pub mod handle_types;
 pub mod memory;
+pub mod os_handle;
+#[cfg(not(windows))]
 pub mod udmabuf;
 pub mod va_allocator;
+#[cfg(not(windows))]
 pub mod vgpu;
 
 pub use error::{Error, HandleError, Vuid};
 
 /// Some tests count this process's open fds, so every test that opens an fd holds this
 /// lock: the count is only stable while no other test thread opens or closes one.
-#[cfg(test)]
+#[cfg(all(test, not(windows)))]
 pub(crate) static FD_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -21,15 +21,21 @@ use alloc::collections::BTreeMap;
 
 use ash::vk;
 use extmem_hw::{Alignment, GpuVa, HostVa};
+#[cfg(not(windows))]
 use rustix::fd::{BorrowedFd, FromRawFd, OwnedFd};
+#[cfg(not(windows))]
 use rustix::fs::SeekFrom;
 
 use crate::alloc_info::{AllocRequest, DeviceLimits, Import};
-use crate::backend::{
-    errno, Backend, BackendError, CpuAccess, GemHandle, HostImport, ObjectOrigin, Op,
-};
+#[cfg(not(windows))]
+use crate::backend::ObjectOrigin;
+use crate::backend::{errno, Backend, BackendError, CpuAccess, GemHandle, HostImport, Op};
 use crate::error::{Error, HandleError, Vuid};
 use crate::va_allocator::VaAllocator;
+
+mod win32;
+
+pub use win32::{khr_type_of_nv, NtExport};
 
 type Types = vk::ExternalMemoryHandleTypeFlags;
 
@@ -47,6 +53,8 @@ pub enum Origin {
     },
     /// An fd import of this handle type.
     Fd(Types),
+    /// A Win32 import (NT handle, name or global-share token) of this handle type.
+    Win32(Types),
 }
 
 /// One `VkDeviceMemory`.
@@ -60,6 +68,7 @@ pub struct DeviceMemory {
     export: Types,
     memory_type_index: u32,
     cpu_map: Option<HostVa>,
+    nt_export: NtExport,
 }
 
 impl DeviceMemory {
@@ -98,6 +107,8 @@ impl DeviceMemory {
 pub struct MemoryManager<B: Backend> {
     backend: B,
     limits: DeviceLimits,
+    // Windows has no dma-bufs: only the fd paths read it.
+    #[cfg_attr(windows, allow(dead_code))]
     dma_buf_types: u32,
     va: VaAllocator,
     refs: BTreeMap<GemHandle, u32>,
@@ -133,14 +144,24 @@ impl<B: Backend> MemoryManager<B> {
     pub fn allocate(&mut self, req: &AllocRequest) -> Result<DeviceMemory, Error> {
         req.validate(&self.limits)?;
         let page = Alignment::SIZE_4K;
-        let (handle, origin, bound, fd_to_take) = match req.import {
+        let mut nt_export = NtExport::default();
+        // The fd a successful fd import takes from the application.
+        let (handle, origin, bound, fd_to_take): (_, _, _, Option<i32>) = match req.import {
             Import::None => {
                 let bound = page.align_up(req.size).ok_or(Error::OutOfDeviceMemory)?;
-                let handle = self
-                    .backend
-                    .create(bound)
-                    .map_err(|e| e.to_error(HostVa::ZERO, bound))?;
-                (handle, Origin::Allocated, bound, None)
+                if req.export.contains(Types::OPAQUE_WIN32) {
+                    // The object's name and security descriptor are set at creation.
+                    let request = req.export_win32_info.unwrap_or_default();
+                    let (handle, export) = self.create_win32(bound, &request)?;
+                    nt_export = export;
+                    (handle, Origin::Allocated, bound, None)
+                } else {
+                    let handle = self
+                        .backend
+                        .create(bound)
+                        .map_err(|e| e.to_error(HostVa::ZERO, bound))?;
+                    (handle, Origin::Allocated, bound, None)
+                }
             }
             Import::HostPointer { ptr, .. } => {
                 // Validation checked alignment, so the size is page-aligned already.
@@ -156,20 +177,39 @@ impl<B: Backend> MemoryManager<B> {
                     }))?;
                 (handle, Origin::Host { ptr, kind }, req.size, None)
             }
+            #[cfg(not(windows))]
             Import::Fd { handle_type, fd } => {
                 let handle = self.import_fd(handle_type, fd, req)?;
                 let bound = page.align_up(req.size).ok_or(Error::OutOfDeviceMemory)?;
                 (handle, Origin::Fd(handle_type), bound, Some(fd))
             }
-            Import::Win32 { handle_type, .. } => {
+            #[cfg(windows)]
+            Import::Fd { handle_type, .. } => {
                 return Err(Error::InvalidHandle(HandleError::Unsupported {
                     handle_type: handle_type.as_raw(),
                 }))
             }
-            Import::Win32Nv { handle_type, .. } => {
-                return Err(Error::InvalidHandle(HandleError::Unsupported {
-                    handle_type: handle_type.as_raw(),
-                }))
+            Import::Win32 {
+                handle_type,
+                handle,
+                name,
+            } => {
+                let gem = self.import_win32(handle_type, handle, name, req)?;
+                let bound = page.align_up(req.size).ok_or(Error::OutOfDeviceMemory)?;
+                (gem, Origin::Win32(handle_type), bound, None)
+            }
+            Import::Win32Nv {
+                handle_type,
+                handle,
+            } => {
+                let khr = khr_type_of_nv(handle_type).ok_or(Error::InvalidHandle(
+                    HandleError::Unsupported {
+                        handle_type: handle_type.as_raw(),
+                    },
+                ))?;
+                let gem = self.import_win32(khr, handle, 0, req)?;
+                let bound = page.align_up(req.size).ok_or(Error::OutOfDeviceMemory)?;
+                (gem, Origin::Win32(khr), bound, None)
             }
         };
         *self.refs.entry(handle).or_insert(0) += 1;
@@ -180,6 +220,9 @@ impl<B: Backend> MemoryManager<B> {
                 return Err(e);
             }
         };
+        #[cfg(windows)]
+        debug_assert!(fd_to_take.is_none());
+        #[cfg(not(windows))]
         if let Some(fd) = fd_to_take {
             // SAFETY: the import succeeded, so Vulkan transfers ownership of `fd` to us
             // (VkImportMemoryFdInfoKHR); nothing else in this process closes it.
@@ -194,6 +237,7 @@ impl<B: Backend> MemoryManager<B> {
             export: req.export,
             memory_type_index: req.memory_type_index,
             cpu_map: None,
+            nt_export,
         })
     }
 
@@ -214,6 +258,7 @@ impl<B: Backend> MemoryManager<B> {
         Ok(Some(va))
     }
 
+    #[cfg(not(windows))]
     /// Imports an fd without taking it. Checks the fd, its size and (for opaque fds) that
     /// it came from this device.
     fn import_fd(
@@ -243,7 +288,7 @@ impl<B: Backend> MemoryManager<B> {
         }
         let handle = self
             .backend
-            .import_dma_buf(borrowed)
+            .import_shared(borrowed)
             .map_err(|e| match e.errno {
                 errno::ENOMEM => Error::OutOfHostMemory,
                 errno::ENOSPC => Error::TooManyObjects,
@@ -272,6 +317,7 @@ impl<B: Backend> MemoryManager<B> {
         self.unref(memory.handle);
     }
 
+    #[cfg(not(windows))]
     /// `vkGetMemoryFdKHR`: a new close-on-exec fd the caller owns.
     pub fn get_fd(&mut self, memory: &DeviceMemory, handle_type: Types) -> Result<OwnedFd, Error> {
         if handle_type != Types::OPAQUE_FD && handle_type != Types::DMA_BUF_EXT {
@@ -281,10 +327,11 @@ impl<B: Backend> MemoryManager<B> {
             return Err(Vuid::GetFdExported.into());
         }
         self.backend
-            .export_dma_buf(memory.handle)
+            .export_shared(memory.handle)
             .map_err(|e| e.to_error(HostVa::ZERO, memory.size))
     }
 
+    #[cfg(not(windows))]
     /// `vkGetMemoryFdPropertiesKHR`: the memory types a dma-buf can be imported into.
     pub fn fd_properties(&mut self, handle_type: Types, fd: BorrowedFd<'_>) -> Result<u32, Error> {
         if handle_type == Types::OPAQUE_FD {
@@ -300,7 +347,7 @@ impl<B: Backend> MemoryManager<B> {
         // The only reliable test of "a dma-buf this device can import" is the import.
         let handle = self
             .backend
-            .import_dma_buf(fd)
+            .import_shared(fd)
             .map_err(|_| Error::from(Vuid::FdPropsValid))?;
         self.release_if_unused(handle);
         Ok(self.dma_buf_types)
@@ -380,5 +427,7 @@ impl<B: Backend> MemoryManager<B> {
     }
 }
 
+// The fake backend's dma-bufs are memfds.
 #[cfg(test)]
+#[cfg(not(windows))]
 mod tests;

@@ -223,11 +223,11 @@ impl Backend for Vgpu {
         Ok(Some((handle(arg.handle, Op::ImportHost)?, kind)))
     }
 
-    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
         drm_core::prime_fd_to_handle(self.fd(), fd)
     }
 
-    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
         drm_core::prime_handle_to_fd(self.fd(), handle)
     }
 

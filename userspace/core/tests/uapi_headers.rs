@@ -1,6 +1,8 @@
 //! The udmabuf and dma-heap declarations in this crate (linux-raw-sys lacks them) must agree
 //! with the kernel's own headers: compile `_Static_assert`s of their sizes, offsets and ioctl
 //! numbers against `<linux/udmabuf.h>` and `<linux/dma-heap.h>` with the system C compiler.
+//! Linux only: the declarations do not exist on Windows.
+#![cfg(not(windows))]
 
 use std::mem::{offset_of, size_of};
 use std::process::Command;

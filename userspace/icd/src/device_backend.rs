@@ -69,12 +69,12 @@ impl Backend for DeviceBackend {
         forward!(self, b => b.import_host(ptr, size, read_only, probe))
     }
 
-    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
-        forward!(self, b => b.import_dma_buf(fd))
+    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+        forward!(self, b => b.import_shared(fd))
     }
 
-    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
-        forward!(self, b => b.export_dma_buf(handle))
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+        forward!(self, b => b.export_shared(handle))
     }
 
     fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError> {

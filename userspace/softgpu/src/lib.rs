@@ -282,7 +282,7 @@ impl Backend for SoftGpu {
 
     /// Imports a memfd of this driver (any other fd is `EINVAL`). The same memory imported
     /// again while a handle names it gets that handle, as PRIME import does.
-    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
         let identity = shared_memory::identity(fd).map_err(failed(Op::ImportDmaBuf))?;
         if let Some(id) = self.memory.find_device_memory(identity) {
             if let Some((handle, _)) = self.handles.iter().find(|(_, o)| **o == id) {
@@ -299,7 +299,7 @@ impl Backend for SoftGpu {
     }
 
     /// A new close-on-exec fd of the object's memfd (an opaque fd, not a dma-buf).
-    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
         self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::export)
     }
 

@@ -244,7 +244,7 @@ fn bad_requests_are_refused_with_the_kernel_devices_errnos() {
     // Files that are not this driver's memfds are not memory.
     let file = std::fs::File::open("/proc/self/exe").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        errno_of(gpu.import_dma_buf(file.as_fd())),
+        errno_of(gpu.import_shared(file.as_fd())),
         (Op::ImportDmaBuf, errno::EINVAL)
     );
     let memory = ok(gpu.create(2 * PAGE));
@@ -317,15 +317,15 @@ fn opaque_fd_shares_memory_with_another_process() {
     ok(gpu.bind(memory, GpuVa::new(VA), 0, SHARED, false));
     gpu.exec(&[fill(VA, 0x0101_0101, SHARED / 2)])
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let exported = ok(gpu.export_dma_buf(memory));
-    let again = ok(gpu.export_dma_buf(memory));
+    let exported = ok(gpu.export_shared(memory));
+    let again = ok(gpu.export_shared(memory));
     assert_ne!(
         exported.as_raw_fd(),
         again.as_raw_fd(),
         "a new fd every call"
     );
     // Importing our own export gives the same handle (PRIME's rule).
-    assert_eq!(ok(gpu.import_dma_buf(again.as_fd())), memory);
+    assert_eq!(ok(gpu.import_shared(again.as_fd())), memory);
 
     // The child inherits a non-close-on-exec duplicate.
     let inherited = rustix::io::dup(&exported).unwrap_or_else(|e| panic!("{e}"));
@@ -361,7 +361,7 @@ fn opaque_fd_child() {
     // SAFETY: the parent passed this fd down to us and nothing else here uses it.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     let mut gpu = device();
-    let memory = ok(gpu.import_dma_buf(fd));
+    let memory = ok(gpu.import_shared(fd));
     assert_eq!(ok(gpu.info(memory)), (SHARED, ObjectOrigin::Native));
     let mut host = HostPages::new(SHARED_LEN);
     let (sink, _) =

@@ -392,8 +392,8 @@ fn udmabuf_host_pointers(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
             // itself: it proves the udmabuf is the application's own pages.
             let fd = mm
                 .backend_mut()
-                .export_dma_buf(memory.handle())
-                .map_err(|e| Failure::op("UdmabufDevice::export_dma_buf", e))?;
+                .export_shared(memory.handle())
+                .map_err(|e| Failure::op("UdmabufDevice::export_shared", e))?;
             let imported = import_fd_ok(vgpu, Types::DMA_BUF_EXT, fd, SIZE, TYPE_DEVICE)?;
             let filled_ok = exec(vgpu, &[guest_vgpu::fill(va(&imported), 0x1234_5678, SIZE)]);
             vgpu.free(imported);

@@ -13,7 +13,7 @@ const LIMITS: DeviceLimits = DeviceLimits {
 /// raw pointer and then reborrows `next` mutably to walk its chain, which invalidates that
 /// pointer, so the parser's read through it is undefined behaviour under Miri. Here one
 /// raw pointer does both the write and the link. `next` must have no chain of its own.
-trait Link<'a> {
+pub(crate) trait Link<'a> {
     fn link<T: vk::ExtendsMemoryAllocateInfo>(self, next: &'a mut T) -> Self;
 }
 

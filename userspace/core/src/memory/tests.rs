@@ -79,7 +79,7 @@ impl Backend for Fake {
         )))
     }
 
-    fn import_dma_buf(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
+    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
         let st =
             rustix::fs::fstat(fd).map_err(|e| Self::err(Op::ImportDmaBuf, e.raw_os_error()))?;
         // Only memfds stand in for dma-bufs.
@@ -93,7 +93,7 @@ impl Backend for Fake {
         Ok(self.add(st.st_size as u64, ObjectOrigin::Imported, Some(id)))
     }
 
-    fn export_dma_buf(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
         let obj = self
             .objects
             .get_mut(&handle.0.get())
