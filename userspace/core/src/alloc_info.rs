@@ -112,6 +112,8 @@ pub struct AllocRequest {
     pub export_nv: vk::ExternalMemoryHandleTypeFlagsNV,
     /// `VkExportMemoryWin32HandleInfoKHR`, if present.
     pub export_win32_info: Option<Win32ExportRequest>,
+    /// `VkExportMemoryWin32HandleInfoNV`, if present (it has no name).
+    pub export_win32_nv: Option<Win32ExportRequest>,
     /// `VkMemoryDedicatedAllocateInfo`.
     pub dedicated: Option<Dedicated>,
     /// `VkDedicatedAllocationMemoryAllocateInfoNV`.
@@ -243,6 +245,10 @@ unsafe fn read_struct(
         vk::StructureType::IMPORT_MEMORY_WIN32_HANDLE_INFO_NV => {
             // SAFETY: see above.
             let s = unsafe { &*ptr.cast::<vk::ImportMemoryWin32HandleInfoNV<'_>>() };
+            // "If handleType is 0, this structure is ignored."
+            if s.handle_type.is_empty() {
+                return Ok(());
+            }
             set_import(
                 req,
                 Import::Win32Nv {
@@ -273,6 +279,18 @@ unsafe fn read_struct(
                 #[allow(clippy::useless_conversion)]
                 access: u64::from(s.dw_access),
                 name: s.name as usize,
+            });
+            Ok(())
+        }
+        vk::StructureType::EXPORT_MEMORY_WIN32_HANDLE_INFO_NV => {
+            // SAFETY: see above.
+            let s = unsafe { &*ptr.cast::<vk::ExportMemoryWin32HandleInfoNV<'_>>() };
+            req.export_win32_nv = Some(Win32ExportRequest {
+                attributes: s.p_attributes as usize,
+                // See EXPORT_MEMORY_WIN32_HANDLE_INFO_KHR.
+                #[allow(clippy::useless_conversion)]
+                access: u64::from(s.dw_access),
+                name: 0,
             });
             Ok(())
         }

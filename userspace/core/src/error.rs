@@ -170,6 +170,9 @@ valid_usage! {
     /// `vkGetMemoryWin32HandlePropertiesKHR`: not for opaque types.
     Win32PropsNotOpaque = ("VUID-vkGetMemoryWin32HandlePropertiesKHR-handleType-00666", ERROR_INVALID_EXTERNAL_HANDLE,
         "handleType must not be OPAQUE_WIN32 or OPAQUE_WIN32_KMT"),
+    /// `vkGetMemoryWin32HandleNV`: the type must have been requested at allocation.
+    NvGetHandleExported = ("VUID-vkGetMemoryWin32HandleNV-handleType-01326", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must have been in VkExportMemoryAllocateInfoNV::handleTypes"),
     /// NV Win32 import: exactly one handle type bit.
     NvWin32OneType = ("VUID-VkImportMemoryWin32HandleInfoNV-handleType-01327", ERROR_INVALID_EXTERNAL_HANDLE,
         "handleType must have at most one bit set"),

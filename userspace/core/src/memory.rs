@@ -66,6 +66,7 @@ pub struct DeviceMemory {
     va: Option<GpuVa>,
     origin: Origin,
     export: Types,
+    export_nv: vk::ExternalMemoryHandleTypeFlagsNV,
     memory_type_index: u32,
     cpu_map: Option<HostVa>,
     nt_export: NtExport,
@@ -149,9 +150,15 @@ impl<B: Backend> MemoryManager<B> {
         let (handle, origin, bound, fd_to_take): (_, _, _, Option<i32>) = match req.import {
             Import::None => {
                 let bound = page.align_up(req.size).ok_or(Error::OutOfDeviceMemory)?;
-                if req.export.contains(Types::OPAQUE_WIN32) {
+                let nv_nt = req
+                    .export_nv
+                    .contains(vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32);
+                if req.export.contains(Types::OPAQUE_WIN32) || nv_nt {
                     // The object's name and security descriptor are set at creation.
-                    let request = req.export_win32_info.unwrap_or_default();
+                    let request = req
+                        .export_win32_info
+                        .or(req.export_win32_nv)
+                        .unwrap_or_default();
                     let (handle, export) = self.create_win32(bound, &request)?;
                     nt_export = export;
                     (handle, Origin::Allocated, bound, None)
@@ -235,6 +242,7 @@ impl<B: Backend> MemoryManager<B> {
             va,
             origin,
             export: req.export,
+            export_nv: req.export_nv,
             memory_type_index: req.memory_type_index,
             cpu_map: None,
             nt_export,

@@ -216,6 +216,37 @@ impl<B: Backend> MemoryManager<B> {
         Ok(handle)
     }
 
+    /// `vkGetMemoryWin32HandleNV`: as [`Self::get_win32_handle`] for the NV bits, which
+    /// must have been in `VkExportMemoryAllocateInfoNV` (01326). NV NT handles are the
+    /// application's too; the NV extension has no once-only rule.
+    pub fn get_win32_handle_nv(
+        &mut self,
+        memory: &DeviceMemory,
+        handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
+    ) -> Result<RawWin32Handle, Error> {
+        if handle_type.is_empty() || !memory.export_nv.contains(handle_type) {
+            return Err(Vuid::NvGetHandleExported.into());
+        }
+        let gem = memory.handle;
+        match khr_type_of_nv(handle_type) {
+            Some(Types::OPAQUE_WIN32_KMT) => self
+                .win32(Types::OPAQUE_WIN32_KMT)?
+                .export_global(gem)
+                .map_err(refused(Types::OPAQUE_WIN32_KMT)),
+            Some(Types::OPAQUE_WIN32) => {
+                let NtExport {
+                    access, inherit, ..
+                } = memory.nt_export;
+                self.win32(Types::OPAQUE_WIN32)?
+                    .export_nt(gem, access, inherit)
+                    .map_err(|e| e.to_error(extmem_hw::HostVa::ZERO, memory.size))
+            }
+            _ => Err(Error::InvalidHandle(HandleError::Unsupported {
+                handle_type: handle_type.as_raw(),
+            })),
+        }
+    }
+
     /// `vkGetMemoryWin32HandlePropertiesKHR`: only for the D3D handle types, which this
     /// device does not import; opaque types are invalid here (VUID 00666).
     pub fn win32_handle_properties(&mut self, handle_type: Types) -> Result<u32, Error> {

@@ -394,3 +394,61 @@ fn memory_of_another_device_is_refused_and_released() {
     assert_eq!(m.backend.objects.len(), 1, "the refused import was closed");
     m.free(memory);
 }
+
+#[test]
+fn nv_exports_import_back_and_an_empty_nv_import_is_ignored() {
+    type Nv = vk::ExternalMemoryHandleTypeFlagsNV;
+    let mut m = manager();
+    let mut export = vk::ExportMemoryAllocateInfoNV {
+        handle_types: Nv::OPAQUE_WIN32 | Nv::OPAQUE_WIN32_KMT,
+        ..Default::default()
+    };
+    let mut win32 = vk::ExportMemoryWin32HandleInfoNV {
+        dw_access: 0x2,
+        ..Default::default()
+    };
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(4096)
+        .link(&mut export)
+        .link(&mut win32);
+    // SAFETY: a chain of live structures built above.
+    let req = unsafe { parse(&info) }.expect("parse");
+    let memory = m.allocate(&req).expect("allocate");
+    let nt = m
+        .get_win32_handle_nv(&memory, Nv::OPAQUE_WIN32)
+        .expect("NT handle");
+    assert_eq!(m.backend.exports, [(memory.handle.0.get(), 0x2, false)]);
+    let token = m
+        .get_win32_handle_nv(&memory, Nv::OPAQUE_WIN32_KMT)
+        .expect("KMT token");
+    assert_eq!(
+        m.get_win32_handle_nv(&memory, Nv::D3D11_IMAGE),
+        Err(Vuid::NvGetHandleExported.into())
+    );
+    assert_eq!(
+        m.get_win32_handle_nv(&memory, Nv::empty()),
+        Err(Vuid::NvGetHandleExported.into())
+    );
+    for (handle_type, handle) in [(Nv::OPAQUE_WIN32, nt), (Nv::OPAQUE_WIN32_KMT, token)] {
+        let req = AllocRequest {
+            size: 4096,
+            import: Import::Win32Nv {
+                handle_type,
+                handle,
+            },
+            ..AllocRequest::default()
+        };
+        let imported = m.allocate(&req).expect("NV import");
+        m.free(imported);
+    }
+    // handleType 0: the structure is ignored and this is a plain allocation.
+    let mut empty = vk::ImportMemoryWin32HandleInfoNV::default();
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(4096)
+        .link(&mut empty);
+    // SAFETY: as above.
+    let req = unsafe { parse(&info) }.expect("parse");
+    assert_eq!(req.import, Import::None);
+    m.free(memory);
+    assert_eq!(m.live_handles(), 0);
+}
