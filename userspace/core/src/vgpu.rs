@@ -11,27 +11,8 @@ use rustix::ioctl::{ioctl, Opcode, Updater};
 use crate::backend::{
     errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
 };
+pub use crate::exec::{ExecError, Fault};
 use crate::{dma_buf, drm_core};
-
-/// A GPU fault reported by `EXEC`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Fault {
-    /// Index of the command that faulted.
-    pub cmd: u32,
-    /// The GPU VA it faulted at.
-    pub va: GpuVa,
-    /// Why.
-    pub kind: uapi::FaultKind,
-}
-
-/// Why `EXEC` failed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum ExecError {
-    /// The GPU faulted; commands before `cmd` ran.
-    Fault(Fault),
-    /// The kernel refused the submission.
-    Kernel(BackendError),
-}
 
 /// An open extmem-vgpu render node.
 #[derive(Debug)]

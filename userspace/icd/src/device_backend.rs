@@ -3,13 +3,15 @@
 
 use ash::vk;
 use extmem::backend::{
-    Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin,
+    Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Win32Sharing,
 };
-use extmem::vgpu::{ExecError, Vgpu};
+use extmem::exec::ExecError;
+use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
+#[cfg(not(windows))]
+use extmem::vgpu::Vgpu;
 use extmem_hw::HostVa;
 use extmem_softgpu::SoftGpu;
 use extmem_uapi::Cmd;
-use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::physical_device::{self, DeviceInfo, DeviceNode};
 
@@ -17,6 +19,7 @@ use crate::physical_device::{self, DeviceInfo, DeviceNode};
 #[derive(Debug)]
 pub enum DeviceBackend {
     /// An open extmem-vgpu render node (its own GPU VM).
+    #[cfg(not(windows))]
     Vgpu(Vgpu),
     /// A software device (its own GPU VM).
     Software(SoftGpu),
@@ -26,10 +29,13 @@ impl DeviceBackend {
     /// Opens the device `info` describes, with a GPU VM of its own.
     pub fn open(info: &DeviceInfo) -> Result<Self, vk::Result> {
         let opened = match &info.node {
+            #[cfg(not(windows))]
             DeviceNode::Render(path) => physical_device::open_node(path)
                 .ok()
                 .and_then(|fd| Vgpu::new(fd).ok())
                 .map(DeviceBackend::Vgpu),
+            #[cfg(windows)]
+            DeviceNode::Render(_) => None,
             DeviceNode::Software => SoftGpu::new().ok().map(DeviceBackend::Software),
         };
         opened.ok_or(vk::Result::ERROR_INITIALIZATION_FAILED)
@@ -38,6 +44,7 @@ impl DeviceBackend {
     /// `EXEC`: runs `cmds` in order on the copy engine.
     pub fn exec(&mut self, cmds: &[Cmd]) -> Result<(), ExecError> {
         match self {
+            #[cfg(not(windows))]
             DeviceBackend::Vgpu(b) => b.exec(cmds),
             DeviceBackend::Software(b) => b.exec(cmds),
         }
@@ -48,6 +55,7 @@ impl DeviceBackend {
 macro_rules! forward {
     ($self:ident, $b:ident => $call:expr) => {
         match $self {
+            #[cfg(not(windows))]
             DeviceBackend::Vgpu($b) => $call,
             DeviceBackend::Software($b) => $call,
         }
@@ -69,11 +77,11 @@ impl Backend for DeviceBackend {
         forward!(self, b => b.import_host(ptr, size, read_only, probe))
     }
 
-    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
-        forward!(self, b => b.import_shared(fd))
+    fn import_shared(&mut self, os: BorrowedOsHandle<'_>) -> Result<GemHandle, BackendError> {
+        forward!(self, b => b.import_shared(os))
     }
 
-    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedOsHandle, BackendError> {
         forward!(self, b => b.export_shared(handle))
     }
 
@@ -100,5 +108,9 @@ impl Backend for DeviceBackend {
 
     fn vm(&mut self) -> Option<&mut dyn GpuVm> {
         forward!(self, b => b.vm())
+    }
+
+    fn win32(&mut self) -> Option<&mut dyn Win32Sharing> {
+        forward!(self, b => b.win32())
     }
 }

@@ -14,6 +14,7 @@ use extmem::handle_types::{
     external_memory_properties, nv_external_image_format_properties, Target,
 };
 use extmem_hw::HostVa;
+#[cfg(not(windows))]
 use rustix::fd::{BorrowedFd, IntoRawFd};
 
 use crate::objects::{self, BAD_HANDLE, PHYSICAL_DEVICES};
@@ -1202,6 +1203,7 @@ pub unsafe extern "system" fn flush_mapped_memory_ranges(
     })
 }
 
+#[cfg(not(windows))]
 /// `vkGetMemoryFdKHR`: a new fd the application owns.
 ///
 /// # Safety
@@ -1225,6 +1227,7 @@ pub unsafe extern "system" fn get_memory_fd(
     })
 }
 
+#[cfg(not(windows))]
 /// `vkGetMemoryFdPropertiesKHR`.
 ///
 /// # Safety
@@ -1768,3 +1771,4 @@ pub unsafe extern "system" fn wait_for_fences(
 pub mod image;
 #[cfg(test)]
 mod tests;
+pub mod win32;

@@ -17,6 +17,7 @@ use extmem::va_allocator::VaAllocator;
 use extmem::vgpu::ExecError;
 use extmem_hw::{GpuVa, HostVa};
 use extmem_uapi::{Cmd, MAX_EXEC_CMDS};
+#[cfg(not(windows))]
 use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::commands::{self, BufferSpan, Direction, ImageSpan, RecordError, StagingCursor};
@@ -344,6 +345,7 @@ pub fn check_ranges(device_handle: u64, memories: &[u64]) -> VkResult<()> {
     Ok(())
 }
 
+#[cfg(not(windows))]
 /// `vkGetMemoryFdKHR`.
 pub fn memory_fd(
     device_handle: u64,
@@ -358,6 +360,51 @@ pub fn memory_fd(
     manager.get_fd(m, handle_type).map_err(|e| e.result())
 }
 
+/// `vkGetMemoryWin32HandleKHR`.
+pub fn memory_win32_handle(
+    device_handle: u64,
+    memory: u64,
+    handle_type: vk::ExternalMemoryHandleTypeFlags,
+) -> VkResult<isize> {
+    let dev = device(device_handle)?;
+    let memory = memory_of(device_handle, memory)?;
+    let mut manager = lock(&dev.memory);
+    let mut state = lock(&memory.state);
+    let m = state.memory.as_mut().ok_or(BAD_HANDLE)?;
+    manager
+        .get_win32_handle(m, handle_type)
+        .map_err(|e| e.result())
+}
+
+/// `vkGetMemoryWin32HandleNV`.
+pub fn memory_win32_handle_nv(
+    device_handle: u64,
+    memory: u64,
+    handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
+) -> VkResult<isize> {
+    let dev = device(device_handle)?;
+    let memory = memory_of(device_handle, memory)?;
+    let mut manager = lock(&dev.memory);
+    let state = lock(&memory.state);
+    let m = state.memory.as_ref().ok_or(BAD_HANDLE)?;
+    manager
+        .get_win32_handle_nv(m, handle_type)
+        .map_err(|e| e.result())
+}
+
+/// `vkGetMemoryWin32HandlePropertiesKHR`.
+pub fn win32_handle_properties(
+    device_handle: u64,
+    handle_type: vk::ExternalMemoryHandleTypeFlags,
+) -> VkResult<u32> {
+    let dev = device(device_handle)?;
+    let bits = lock(&dev.memory)
+        .win32_handle_properties(handle_type)
+        .map_err(|e| e.result())?;
+    Ok(bits)
+}
+
+#[cfg(not(windows))]
 /// `vkGetMemoryFdPropertiesKHR`: the memory types a dma-buf fd can be imported into.
 pub fn memory_fd_properties(
     device_handle: u64,

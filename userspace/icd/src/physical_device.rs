@@ -16,10 +16,12 @@ use ash::vk;
 use extmem::alloc_info::DeviceLimits;
 use extmem::backend::BackendError;
 use extmem::handle_types::DeviceCaps;
+#[cfg(not(windows))]
 use extmem::vgpu::Vgpu;
 use extmem_hw::{Alignment, PageSize, PageSizes};
 use extmem_softgpu::SoftGpu;
 use extmem_uapi as uapi;
+#[cfg(not(windows))]
 use rustix::fs::{Mode, OFlags};
 
 /// The Vulkan version the device supports (the manifest's `api_version` says the same).
@@ -65,7 +67,8 @@ pub const INSTANCE_EXTENSIONS: &[(&CStr, u32)] = &[
     ),
 ];
 
-/// Device extensions, with their spec versions.
+/// Device extensions, with their spec versions: every one the driver implements; a
+/// device offers those its capabilities allow ([`DeviceInfo::device_extensions`]).
 pub const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[
     (
         vk::KHR_EXTERNAL_MEMORY_NAME,
@@ -96,6 +99,14 @@ pub const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[
     (
         vk::NV_EXTERNAL_MEMORY_NAME,
         vk::NV_EXTERNAL_MEMORY_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_MEMORY_WIN32_NAME,
+        vk::KHR_EXTERNAL_MEMORY_WIN32_SPEC_VERSION,
+    ),
+    (
+        vk::NV_EXTERNAL_MEMORY_WIN32_NAME,
+        vk::NV_EXTERNAL_MEMORY_WIN32_SPEC_VERSION,
     ),
 ];
 
@@ -276,13 +287,30 @@ impl DeviceInfo {
         }
     }
 
-    /// The device extensions it offers: [`DEVICE_EXTENSIONS`], less
-    /// `VK_EXT_external_memory_dma_buf` where the device has no dma-bufs.
+    /// The device extensions it offers: [`DEVICE_EXTENSIONS`] less those of handle types
+    /// the device has none of (no dma-buf extension on the software device, no fd or host
+    /// extension on Windows, no win32 extension on Linux). `VK_NV_external_memory` stays:
+    /// on Linux it truthfully answers no NV handle type.
     pub fn device_extensions(&self) -> Vec<(&'static CStr, u32)> {
-        let dma_buf = self.caps().dma_buf;
+        let caps = self.caps();
         DEVICE_EXTENSIONS
             .iter()
-            .filter(|(name, _)| dma_buf || *name != vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME)
+            .filter(|(name, _)| {
+                let name = *name;
+                if name == vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME {
+                    caps.dma_buf
+                } else if name == vk::KHR_EXTERNAL_MEMORY_FD_NAME {
+                    caps.opaque_fd || caps.dma_buf
+                } else if name == vk::EXT_EXTERNAL_MEMORY_HOST_NAME {
+                    caps.host_allocation || caps.host_mapped_foreign
+                } else if name == vk::KHR_EXTERNAL_MEMORY_WIN32_NAME
+                    || name == vk::NV_EXTERNAL_MEMORY_WIN32_NAME
+                {
+                    caps.win32
+                } else {
+                    true
+                }
+            })
             .copied()
             .collect()
     }
@@ -453,6 +481,7 @@ pub fn extension_properties(list: &[(&CStr, u32)]) -> Vec<vk::ExtensionPropertie
 }
 
 /// The machine's RAM in bytes.
+#[cfg(not(windows))]
 #[allow(
     clippy::useless_conversion,
     reason = "sysinfo's fields are u32 on 32-bit targets"
@@ -462,13 +491,37 @@ pub fn ram_bytes() -> u64 {
     u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit.max(1)))
 }
 
+/// The machine's RAM in bytes (0 if Windows cannot tell, which the heap sizes survive).
+#[cfg(windows)]
+pub fn ram_bytes() -> u64 {
+    use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
+    let mut status = MEMORYSTATUSEX {
+        dwLength: core::mem::size_of::<MEMORYSTATUSEX>() as u32,
+        // SAFETY: MEMORYSTATUSEX is plain data, all-zero valid.
+        ..unsafe { core::mem::zeroed() }
+    };
+    // SAFETY: a valid MEMORYSTATUSEX with dwLength set, as the call requires.
+    if unsafe { GlobalMemoryStatusEx(&mut status) } == 0 {
+        return 0;
+    }
+    status.ullTotalPhys
+}
+
 /// Opens a render node read-write, close-on-exec.
+#[cfg(not(windows))]
 pub fn open_node(path: &Path) -> rustix::io::Result<rustix::fd::OwnedFd> {
     rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
 }
 
+/// No extmem-vgpu kernel driver exists on Windows: the software device is the device.
+#[cfg(windows)]
+pub fn discover(_dir: &Path) -> Vec<DeviceInfo> {
+    Vec::new()
+}
+
 /// Every extmem-vgpu render node under `dir` (normally `/dev/dri`), sorted by name.
 /// Nodes of other drivers, and nodes whose parameters are out of range, are skipped.
+#[cfg(not(windows))]
 pub fn discover(dir: &Path) -> Vec<DeviceInfo> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -700,7 +753,17 @@ mod tests {
         let exts = soft.device_extensions();
         assert!(!has_extension(&exts, vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME));
         assert!(has_extension(&exts, vk::KHR_EXTERNAL_MEMORY_FD_NAME));
-        assert_eq!(info().device_extensions(), DEVICE_EXTENSIONS);
+        let vgpu = info().device_extensions();
+        assert_eq!(
+            vgpu.len(),
+            DEVICE_EXTENSIONS.len() - 2,
+            "all but the win32 pair"
+        );
+        for linux in [&exts, &vgpu] {
+            assert!(!has_extension(linux, vk::KHR_EXTERNAL_MEMORY_WIN32_NAME));
+            assert!(!has_extension(linux, vk::NV_EXTERNAL_MEMORY_WIN32_NAME));
+            assert!(has_extension(linux, vk::NV_EXTERNAL_MEMORY_NAME));
+        }
         for (value, want) in [
             (Some("software"), DeviceSelection::Software),
             (Some("vgpu"), DeviceSelection::Vgpu),

@@ -19,16 +19,17 @@ pub enum Level {
 }
 
 /// Declares the table once: each row is a name, its level, the function and the `PFN`
-/// type it must match (checked by the compiler).
+/// type it must match (checked by the compiler); a row may carry a `cfg` (the fd entry
+/// points exist only where there are fds).
 macro_rules! proc_table {
-    ($($name:literal => $level:ident, $f:path, $pfn:ty;)+) => {
+    ($($(#[$attr:meta])* $name:literal => $level:ident, $f:path, $pfn:ty;)+) => {
         /// Every name the ICD answers, for tests.
-        pub const NAMES: &[&str] = &[$($name),+];
+        pub const NAMES: &[&str] = &[$($(#[$attr])* $name),+];
 
         /// The entry point called `name`, and its level.
         pub fn lookup(name: &[u8]) -> Option<(Level, unsafe extern "system" fn())> {
             match name {
-                $(n if n == $name.as_bytes() => {
+                $($(#[$attr])* n if n == $name.as_bytes() => {
                     let f: $pfn = $f;
                     // SAFETY: only the type is erased, as `PFN_vkVoidFunction` requires;
                     // callers cast it back to the `PFN` of this name, `$pfn`, which the
@@ -94,8 +95,13 @@ proc_table! {
     "vkUnmapMemory" => Device, e::unmap_memory, vk::PFN_vkUnmapMemory;
     "vkFlushMappedMemoryRanges" => Device, e::flush_mapped_memory_ranges, vk::PFN_vkFlushMappedMemoryRanges;
     "vkInvalidateMappedMemoryRanges" => Device, e::flush_mapped_memory_ranges, vk::PFN_vkInvalidateMappedMemoryRanges;
+    #[cfg(not(windows))]
     "vkGetMemoryFdKHR" => Device, e::get_memory_fd, vk::PFN_vkGetMemoryFdKHR;
+    #[cfg(not(windows))]
     "vkGetMemoryFdPropertiesKHR" => Device, e::get_memory_fd_properties, vk::PFN_vkGetMemoryFdPropertiesKHR;
+    "vkGetMemoryWin32HandleKHR" => Device, e::win32::get_memory_win32_handle, vk::PFN_vkGetMemoryWin32HandleKHR;
+    "vkGetMemoryWin32HandlePropertiesKHR" => Device, e::win32::get_memory_win32_handle_properties, vk::PFN_vkGetMemoryWin32HandlePropertiesKHR;
+    "vkGetMemoryWin32HandleNV" => Device, e::win32::get_memory_win32_handle_nv, vk::PFN_vkGetMemoryWin32HandleNV;
     "vkGetMemoryHostPointerPropertiesEXT" => Device, e::get_memory_host_pointer_properties, vk::PFN_vkGetMemoryHostPointerPropertiesEXT;
     "vkCreateBuffer" => Device, e::create_buffer, vk::PFN_vkCreateBuffer;
     "vkDestroyBuffer" => Device, e::destroy_buffer, vk::PFN_vkDestroyBuffer;

@@ -4,6 +4,9 @@
 //! The host has no extmem-vgpu node, so the instance offers the software device
 //! (extmem-softgpu) and the Vulkan flows run on it here, under the Khronos validation
 //! layer. Real-device tests run in the QEMU guest.
+//!
+//! Linux only: on Windows the DLL is tested under Wine through `vk_icdGetInstanceProcAddr`.
+#![cfg(not(windows))]
 
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
