@@ -513,18 +513,11 @@ pub unsafe extern "system" fn get_physical_device_properties2(
         // SAFETY: non-null, a valid structure per the contract.
         let props = unsafe { &mut *out };
         props.properties = info.properties();
-        let (device_uuid, driver_uuid) = info.id_properties();
+        let id = info.id_properties();
         // SAFETY: the chain is valid per the contract; each cast matches its sType.
         unsafe {
             each_out(props.p_next, |s| match (*s).s_type {
-                vk::StructureType::PHYSICAL_DEVICE_ID_PROPERTIES => fill(
-                    s,
-                    vk::PhysicalDeviceIDProperties {
-                        device_uuid,
-                        driver_uuid,
-                        ..Default::default()
-                    },
-                ),
+                vk::StructureType::PHYSICAL_DEVICE_ID_PROPERTIES => fill(s, id),
                 vk::StructureType::PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT => fill(
                     s,
                     vk::PhysicalDeviceExternalMemoryHostPropertiesEXT {

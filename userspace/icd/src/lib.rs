@@ -14,6 +14,7 @@
 //! - [`physical_device`]: discovery (extmem-vgpu nodes, else the software device) and the
 //!   property tables;
 //! - [`device_backend`]: the kernel driver or the software device behind a `VkDevice`;
+//! - `device_luid` (Windows): the software device's `deviceLUID`;
 //! - [`handles`]: the registries of live handles, and the loader's dispatch word.
 //!
 //! The loader finds the library through the manifest `extmem_icd.json` that `build.rs`
@@ -21,6 +22,8 @@
 
 pub mod commands;
 pub mod device_backend;
+#[cfg(windows)]
+pub mod device_luid;
 pub mod entry;
 pub mod handles;
 mod host_memory;

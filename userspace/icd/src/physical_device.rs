@@ -421,9 +421,22 @@ impl DeviceInfo {
         props
     }
 
-    /// `VkPhysicalDeviceIDProperties`: the kernel's UUIDs; no LUID on Linux.
-    pub fn id_properties(&self) -> ([u8; vk::UUID_SIZE], [u8; vk::UUID_SIZE]) {
-        (self.device_uuid, self.driver_uuid)
+    /// `VkPhysicalDeviceIDProperties`: the device's UUIDs; a LUID only on Windows (see
+    /// [`crate::device_luid`]), none on Linux.
+    pub fn id_properties(&self) -> vk::PhysicalDeviceIDProperties<'static> {
+        #[cfg_attr(not(windows), allow(unused_mut))]
+        let mut props = vk::PhysicalDeviceIDProperties {
+            device_uuid: self.device_uuid,
+            driver_uuid: self.driver_uuid,
+            ..Default::default()
+        };
+        #[cfg(windows)]
+        if let Some(luid) = crate::device_luid::device_luid() {
+            props.device_luid = luid;
+            props.device_node_mask = 1;
+            props.device_luid_valid = vk::TRUE;
+        }
+        props
     }
 
     /// `maxMemoryAllocationSize` (`VkPhysicalDeviceMaintenance3Properties`).
@@ -602,7 +615,8 @@ mod tests {
         assert_eq!(info.device_uuid.to_vec(), expect);
         assert_eq!(info.driver_uuid[0], 1);
         assert_eq!(info.driver_uuid[8], 2);
-        assert_eq!(info.id_properties().0, info.device_uuid);
+        assert_eq!(info.id_properties().device_uuid, info.device_uuid);
+        assert_eq!(info.id_properties().device_luid_valid, vk::FALSE);
     }
 
     #[test]

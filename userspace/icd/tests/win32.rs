@@ -254,6 +254,18 @@ fn instance(entry: &ash::Entry) -> (ash::Instance, vk::PhysicalDevice) {
     (instance, pds[0])
 }
 
+/// `deviceLUID`, which must be valid on Windows.
+fn luid(instance: &ash::Instance, pd: vk::PhysicalDevice) -> [u8; vk::LUID_SIZE] {
+    let mut id = vk::PhysicalDeviceIDProperties::default();
+    let mut props = vk::PhysicalDeviceProperties2::default().push_next(&mut id);
+    // SAFETY: a live physical device and a valid chain.
+    unsafe { instance.get_physical_device_properties2(pd, &mut props) };
+    assert_eq!(id.device_luid_valid, vk::TRUE, "deviceLUIDValid on Windows");
+    assert_eq!(id.device_node_mask, 1);
+    assert_ne!(id.device_luid, [0; vk::LUID_SIZE]);
+    id.device_luid
+}
+
 fn child() {
     let mut line = String::new();
     std::io::stdin()
@@ -290,9 +302,10 @@ fn child() {
     // SAFETY: the child's copy of the duplicated handle is its own to close.
     assert_ne!(unsafe { CloseHandle(number(duplicated)) }, 0);
     drop(gpu);
+    let luid = luid(&instance, pd);
     // SAFETY: nothing of the instance is left.
     unsafe { instance.destroy_instance(None) };
-    println!("child ok");
+    println!("child ok luid={luid:?}");
 }
 
 #[test]
@@ -330,6 +343,7 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         Nv::OPAQUE_WIN32 | Nv::OPAQUE_WIN32_KMT
     );
 
+    let luid = luid(&instance, pd);
     let gpu = Gpu::new(&instance, pd);
     let name = wide(&format!("Local\\extmem-win32-test-{}", std::process::id()));
     let attributes = windows_sys::Win32::Security::SECURITY_ATTRIBUTES {
@@ -432,8 +446,8 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        output.status.success() && stdout.contains("child ok"),
-        "child: {:?}\n{stdout}",
+        output.status.success() && stdout.contains(&format!("child ok luid={luid:?}")),
+        "child (the same deviceLUID in both processes): {:?}\n{stdout}",
         output.status
     );
     // What the child's copy engine wrote through each import, this process reads.
