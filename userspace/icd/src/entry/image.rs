@@ -3,6 +3,7 @@
 //! [`crate::entry`].
 
 use ash::vk::{self, Handle};
+use extmem::handle_types::nv_external_image_format_properties;
 
 use super::{each_out, fill, guard, guard_result, slice, write};
 use crate::commands::Direction;
@@ -12,7 +13,7 @@ use crate::physical_device::BUFFER_MEMORY_TYPES;
 
 /// `vkCreateImage`: a linear 2D transfer image of a supported format, optionally for
 /// external memory of handle types the device can share images through
-/// (`VUID-VkImageCreateInfo-pNext-00990`; no NV handle type exists on Linux).
+/// (`VUID-VkImageCreateInfo-pNext-00990`; the NV types only on Windows).
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
@@ -42,7 +43,14 @@ pub unsafe extern "system" fn create_image(
                 }
                 vk::StructureType::EXTERNAL_MEMORY_IMAGE_CREATE_INFO_NV => {
                     let types = (*s.cast::<vk::ExternalMemoryImageCreateInfoNV<'_>>()).handle_types;
-                    external_ok &= types.is_empty();
+                    // The format itself is checked with the layout below.
+                    let nv = nv_external_image_format_properties(
+                        &caps,
+                        types,
+                        true,
+                        vk::ImageFormatProperties::default(),
+                    );
+                    external_ok &= nv.compatible_handle_types == types;
                 }
                 _ => {}
             })
