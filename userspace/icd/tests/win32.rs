@@ -519,6 +519,38 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         Some(vk::Result::ERROR_VALIDATION_FAILED_EXT),
         "KMT was not exported (VUID 01326)"
     );
+    // An image for NV sharing: linear, created with the NV handle type, bound to the
+    // NV-exported memory.
+    let mut nv_image =
+        vk::ExternalMemoryImageCreateInfoNV::default().handle_types(Nv::OPAQUE_WIN32);
+    let image_info = vk::ImageCreateInfo::default()
+        .image_type(vk::ImageType::TYPE_2D)
+        .format(vk::Format::R8G8B8A8_UNORM)
+        .extent(vk::Extent3D {
+            width: 64,
+            height: 64,
+            depth: 1,
+        })
+        .mip_levels(1)
+        .array_layers(1)
+        .samples(vk::SampleCountFlags::TYPE_1)
+        .tiling(vk::ImageTiling::LINEAR)
+        .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+        .initial_layout(vk::ImageLayout::UNDEFINED)
+        .push_next(&mut nv_image);
+    // SAFETY: a live device, a valid create info; the image is bound and destroyed here.
+    unsafe {
+        let image = gpu
+            .device
+            .create_image(&image_info, None)
+            .unwrap_or_else(fail("NV-shared linear image"));
+        let needs = gpu.device.get_image_memory_requirements(image);
+        assert!(needs.size <= SIZE, "{needs:?}");
+        gpu.device
+            .bind_image_memory(image, nv_memory, 0)
+            .unwrap_or_else(fail("vkBindImageMemory"));
+        gpu.device.destroy_image(image, None);
+    }
     let other = Gpu::new(&instance, pd);
     let mut nv_import = vk::ImportMemoryWin32HandleInfoNV::default()
         .handle_type(Nv::OPAQUE_WIN32)
