@@ -38,6 +38,7 @@ struct extmem_counters {
 	atomic64_t pt_pages;		/* page-table pages allocated */
 	atomic64_t attachments;		/* dma-buf attachments held */
 	atomic64_t bindings;		/* VM bindings alive */
+	atomic64_t device_bytes;	/* bytes of live GEM_CREATE (shmem) objects */
 };
 
 struct extmem_device {
@@ -47,6 +48,12 @@ struct extmem_device {
 	u8 device_uuid[16];
 	/* Output-address bits of the profile: table pages must lie below this. */
 	u64 oa_limit;
+	/*
+	 * What GEM_CREATE objects may total: 3/4 of RAM, the device heap userspace reports.
+	 * Without it a create of more than RAM succeeds (shmem is lazy) and the first bind
+	 * stalls in reclaim for tens of seconds before failing.
+	 */
+	u64 device_budget;
 };
 
 /*

@@ -203,6 +203,7 @@ static int extmem_counters_show(struct seq_file *m, void *data)
 	seq_printf(m, "pt_pages %lld\n", atomic64_read(&c->pt_pages));
 	seq_printf(m, "attachments %lld\n", atomic64_read(&c->attachments));
 	seq_printf(m, "bindings %lld\n", atomic64_read(&c->bindings));
+	seq_printf(m, "device_bytes %lld\n", atomic64_read(&c->device_bytes));
 	return 0;
 }
 
@@ -278,6 +279,7 @@ static int __init extmem_init(void)
 	}
 	edev->pdev = pdev;
 	edev->oa_limit = BIT_ULL(oa_bits);
+	edev->device_budget = ((u64)totalram_pages() * 3 / 4) << PAGE_SHIFT;
 	extmem_make_device_uuid(edev);
 
 	if (selftest)

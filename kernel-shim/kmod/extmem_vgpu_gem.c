@@ -53,8 +53,10 @@ static struct dma_buf *extmem_no_export(struct drm_gem_object *obj, int flags)
 static void extmem_shmem_free(struct drm_gem_object *obj)
 {
 	struct drm_device *drm = obj->dev;
+	u64 size = obj->size;
 
 	drm_gem_shmem_free(&to_extmem_bo(obj)->shmem);
+	atomic64_sub(size, &to_extmem_device(drm)->counters.device_bytes);
 	extmem_count_object(drm, -1);
 }
 
@@ -86,6 +88,7 @@ struct drm_gem_object *extmem_gem_create_object(struct drm_device *drm, size_t s
 
 int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file)
 {
+	struct extmem_device *edev = to_extmem_device(drm);
 	struct drm_extmem_gem_create *args = data;
 	struct drm_gem_shmem_object *shmem;
 	u32 handle;
@@ -95,9 +98,16 @@ int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file 
 	if (ret)
 		return ret;
 
+	/* Charge first, so concurrent creates cannot both pass; the object's free uncharges. */
+	if (atomic64_add_return(args->size, &edev->counters.device_bytes) > edev->device_budget) {
+		atomic64_sub(args->size, &edev->counters.device_bytes);
+		return -ENOMEM;
+	}
 	shmem = drm_gem_shmem_create(drm, args->size);
-	if (IS_ERR(shmem))
+	if (IS_ERR(shmem)) {
+		atomic64_sub(args->size, &edev->counters.device_bytes);
 		return PTR_ERR(shmem);
+	}
 	extmem_count_object(drm, 1);
 
 	ret = drm_gem_handle_create(file, &shmem->base, &handle);

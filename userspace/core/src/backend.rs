@@ -129,6 +129,8 @@ impl BackendError {
     #[must_use]
     pub fn to_error(self, ptr: HostVa, size: u64) -> Error {
         match (self.op, self.errno) {
+            // Device memory over the device's budget (the heap it reports).
+            (Op::Create, errno::ENOMEM) => Error::OutOfDeviceMemory,
             (_, errno::ENOMEM) => Error::OutOfHostMemory,
             (_, errno::ENOSPC) => Error::TooManyObjects,
             // A render node refuses dumb buffers (EACCES), a backend without a GPU VM binds
@@ -307,6 +309,10 @@ mod tests {
         );
         assert_eq!(
             e(Op::Create, errno::EINVAL),
+            vk::Result::ERROR_OUT_OF_DEVICE_MEMORY
+        );
+        assert_eq!(
+            e(Op::Create, errno::ENOMEM),
             vk::Result::ERROR_OUT_OF_DEVICE_MEMORY
         );
         assert_eq!(

@@ -44,7 +44,7 @@ use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 const CHILD_LIMIT: Duration = Duration::from_secs(120);
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 96;
+const PLAN: usize = 98;
 
 const PAGE: u64 = 4096;
 const MIB: u64 = 1 << 20;
@@ -112,6 +112,16 @@ fn run(ktap: &mut Ktap) {
 }
 
 // ---- helpers ----------------------------------------------------------------------------
+
+/// The guest's RAM in bytes (what the module's device budget is 3/4 of).
+#[allow(
+    clippy::useless_conversion,
+    reason = "sysinfo's fields are u32 on 32-bit targets"
+)]
+fn ram_bytes() -> u64 {
+    let info = rustix::system::sysinfo();
+    u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit.max(1)))
+}
 
 /// `expected` with the page-table pages of `now`: a VM keeps the tables it grew until the
 /// file closes, so group cleanups compare everything else.
@@ -1467,6 +1477,24 @@ fn rejections(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
                     handle: 0,
                 };
                 gpu.gem_create_raw(&mut a).map(|()| a)
+            }),
+        ),
+        (
+            "GEM_CREATE: all of RAM, more than the device budget (3/4 of RAM), fails with ENOMEM at once",
+            Errno::NOMEM,
+            boxed(|gpu: &Vgpu| gpu.gem_create(ram_bytes() & !(PAGE - 1))),
+        ),
+        (
+            "GEM_CREATE: a second half of RAM while the first lives (the total over the budget) fails with ENOMEM",
+            Errno::NOMEM,
+            boxed(|gpu: &Vgpu| {
+                let half = (ram_bytes() / 2) & !(PAGE - 1);
+                let first = gpu.gem_create(half)?;
+                let second = gpu.gem_create(half);
+                for handle in std::iter::once(first).chain(second.ok()) {
+                    let _ = gpu.close(handle);
+                }
+                second
             }),
         ),
         (
