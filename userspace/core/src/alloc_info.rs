@@ -396,7 +396,9 @@ impl AllocRequest {
                     true,
                     vk::ImageFormatProperties::default(),
                 );
-                if supported.compatible_handle_types != handle_type || handle_type.is_empty() {
+                if !supported.compatible_handle_types.contains(handle_type)
+                    || handle_type.is_empty()
+                {
                     return Err(Error::InvalidHandle(HandleError::Unsupported {
                         handle_type: handle_type.as_raw(),
                     }));

@@ -154,8 +154,9 @@ pub fn exportable_together(caps: &DeviceCaps, types: Types, target: Target) -> O
 type NvTypes = vk::ExternalMemoryHandleTypeFlagsNV;
 
 /// The answer to `vkGetPhysicalDeviceExternalImageFormatPropertiesNV` for the external
-/// part: which of the requested NV handle types a linear image of a supported format can
-/// be exported to and imported from. On Linux, or for an unsupported image, no type.
+/// part: whether the requested NV handle type can be exported and imported for a linear
+/// image of a supported format, and the types compatible with it. On Linux, or for an
+/// unsupported image, no type.
 pub fn nv_external_image_format_properties(
     caps: &DeviceCaps,
     requested: NvTypes,
@@ -167,7 +168,13 @@ pub fn nv_external_image_format_properties(
     } else {
         NvTypes::empty()
     };
-    let types = requested & supported;
+    // A supported type can be exported and imported, and is compatible with (and
+    // exportable from) every supported type, as the KHR answer for the same types says.
+    let types = if (requested & supported).is_empty() {
+        NvTypes::empty()
+    } else {
+        supported
+    };
     let features = if types.is_empty() {
         vk::ExternalMemoryFeatureFlagsNV::empty()
     } else {
@@ -367,6 +374,26 @@ mod tests {
             p.compatible_handle_types,
             NvTypes::OPAQUE_WIN32 | NvTypes::OPAQUE_WIN32_KMT
         );
+        for one in [NvTypes::OPAQUE_WIN32, NvTypes::OPAQUE_WIN32_KMT] {
+            let p = nv_external_image_format_properties(
+                &WINDOWS_SOFT,
+                one,
+                true,
+                vk::ImageFormatProperties::default(),
+            );
+            assert_eq!(
+                p.compatible_handle_types,
+                NvTypes::OPAQUE_WIN32 | NvTypes::OPAQUE_WIN32_KMT,
+                "{one:?} is compatible with both"
+            );
+        }
+        let d3d = nv_external_image_format_properties(
+            &WINDOWS_SOFT,
+            NvTypes::D3D11_IMAGE,
+            true,
+            vk::ImageFormatProperties::default(),
+        );
+        assert_eq!(d3d.compatible_handle_types, NvTypes::empty());
         let p = nv_external_image_format_properties(
             &WINDOWS_SOFT,
             all,

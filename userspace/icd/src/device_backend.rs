@@ -13,7 +13,9 @@ use extmem_hw::HostVa;
 use extmem_softgpu::SoftGpu;
 use extmem_uapi::Cmd;
 
-use crate::physical_device::{self, DeviceInfo, DeviceNode};
+#[cfg(not(windows))]
+use crate::physical_device;
+use crate::physical_device::{DeviceInfo, DeviceNode};
 
 /// One device's kernel side.
 #[derive(Debug)]

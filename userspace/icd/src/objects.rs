@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use ash::vk;
 use extmem::alloc_info::AllocRequest;
+use extmem::exec::ExecError;
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
-use extmem::vgpu::ExecError;
 use extmem_hw::{GpuVa, HostVa};
 use extmem_uapi::{Cmd, MAX_EXEC_CMDS};
 #[cfg(not(windows))]

@@ -9,6 +9,7 @@
 //! not claim conformance.
 
 use std::ffi::{CStr, OsStr};
+#[cfg(not(windows))]
 use std::fs;
 use std::path::{Path, PathBuf};
 

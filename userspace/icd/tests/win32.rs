@@ -60,7 +60,7 @@ fn entry() -> ash::Entry {
     };
     // SAFETY: our vkGetInstanceProcAddr follows the Vulkan contract.
     unsafe {
-        ash::Entry::from_static_fn(vk::StaticFn {
+        ash::Entry::from_static_fn(ash::StaticFn {
             get_instance_proc_addr,
         })
     }
@@ -207,7 +207,7 @@ impl Gpu {
 
     /// `vkGetMemoryWin32HandleNV` (ash 0.38 has no wrapper for it).
     fn nv_handle(&self, memory: vk::DeviceMemory, handle_type: Nv) -> Result<HANDLE, vk::Result> {
-        let mut handle: vk::HANDLE = core::ptr::null_mut();
+        let mut handle: vk::HANDLE = 0;
         // SAFETY: a live device and memory, a valid output pointer.
         let answer = unsafe {
             (self.win32_nv.fp().get_memory_win32_handle_nv)(
@@ -217,7 +217,7 @@ impl Gpu {
                 &mut handle,
             )
         };
-        answer.result_with_success(handle)
+        answer.result_with_success(handle as HANDLE)
     }
 
     fn free(&self, memory: vk::DeviceMemory) {
@@ -352,9 +352,8 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         bInheritHandle: 1,
     };
     let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(Types::OPAQUE_WIN32);
-    let mut named = vk::ExportMemoryWin32HandleInfoKHR::default()
-        .attributes((&raw const attributes).cast())
-        .name(name.as_ptr());
+    let mut named = vk::ExportMemoryWin32HandleInfoKHR::default().name(name.as_ptr());
+    named.p_attributes = (&raw const attributes).cast();
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(SIZE)
         .push_next(&mut export)
@@ -386,7 +385,7 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         // SAFETY: a live device and memory.
         unsafe { gpu.win32.get_memory_win32_handle(&info) }
     };
-    let nt = get(shared, Types::OPAQUE_WIN32).unwrap_or_else(fail("NT export"));
+    let nt = get(shared, Types::OPAQUE_WIN32).unwrap_or_else(fail("NT export")) as HANDLE;
     assert_eq!(
         get(shared, Types::OPAQUE_WIN32).err(),
         Some(vk::Result::ERROR_VALIDATION_FAILED_EXT),
@@ -403,6 +402,7 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         Ok(token),
         "a stable token"
     );
+    let token = token as HANDLE;
 
     // The child: the NT handle is inheritable (bInheritHandle), std starts children with
     // handle inheritance on; the duplicate is made for it once it exists.
@@ -423,7 +423,7 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
     let ok = unsafe {
         DuplicateHandle(
             GetCurrentProcess(),
-            nt as HANDLE,
+            nt,
             child.as_raw_handle() as HANDLE,
             &mut duplicated,
             0,
@@ -493,8 +493,11 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
     let mut props = vk::MemoryWin32HandlePropertiesKHR::default();
     // SAFETY: a live device; the handle is only looked at.
     let answer = unsafe {
-        gpu.win32
-            .get_memory_win32_handle_properties(Types::OPAQUE_WIN32, bogus, &mut props)
+        gpu.win32.get_memory_win32_handle_properties(
+            Types::OPAQUE_WIN32,
+            bogus as isize,
+            &mut props,
+        )
     };
     assert_eq!(
         answer,

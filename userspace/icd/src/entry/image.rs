@@ -50,7 +50,7 @@ pub unsafe extern "system" fn create_image(
                         true,
                         vk::ImageFormatProperties::default(),
                     );
-                    external_ok &= nv.compatible_handle_types == types;
+                    external_ok &= nv.compatible_handle_types.contains(types);
                 }
                 _ => {}
             })

@@ -270,11 +270,32 @@ fn forged_handles_and_null_pointers_are_refused_not_followed() {
             ),
             BAD_HANDLE
         );
-        let mut fd = -1;
+        #[cfg(not(windows))]
+        {
+            let mut fd = -1;
+            assert_eq!(
+                get_memory_fd(forged_device, core::ptr::null(), &mut fd),
+                BAD_HANDLE
+            );
+        }
+        let mut handle: vk::HANDLE = 0;
+        let get = vk::MemoryGetWin32HandleInfoKHR::default()
+            .memory(vk::DeviceMemory::from_raw(7))
+            .handle_type(vk::ExternalMemoryHandleTypeFlags::OPAQUE_WIN32);
         assert_eq!(
-            get_memory_fd(forged_device, core::ptr::null(), &mut fd),
+            win32::get_memory_win32_handle(forged_device, &get, &mut handle),
             BAD_HANDLE
         );
+        assert_eq!(
+            win32::get_memory_win32_handle_nv(
+                forged_device,
+                vk::DeviceMemory::from_raw(7),
+                vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32,
+                &mut handle
+            ),
+            BAD_HANDLE
+        );
+        assert_eq!(handle, 0, "nothing written on failure");
         free_memory(
             forged_device,
             vk::DeviceMemory::from_raw(7),
