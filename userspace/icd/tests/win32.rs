@@ -36,15 +36,15 @@ fn wide(text: &str) -> Vec<u16> {
     text.encode_utf16().chain([0]).collect()
 }
 
-/// `vk_icdGetInstanceProcAddr` from the DLL next to the test executable's directory.
+/// `vk_icdGetInstanceProcAddr` from the DLL cargo built for this test: next to the test
+/// executable (`<target>/x86_64-pc-windows-gnu/<profile>/deps/`; `cargo test` does not
+/// refresh the copy one directory up).
 fn entry() -> ash::Entry {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    // <target>/x86_64-pc-windows-gnu/<profile>/deps/win32-<hash>.exe
     let dll = exe
         .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("extmem_icd.dll"))
-        .unwrap_or_else(|| panic!("no profile directory above {}", exe.display()));
+        .map(|deps| deps.join("extmem_icd.dll"))
+        .unwrap_or_else(|| panic!("no directory above {}", exe.display()));
     let path = wide(&dll.to_string_lossy());
     // SAFETY: a NUL-terminated path; the library stays loaded for the process.
     let module = unsafe { LoadLibraryW(path.as_ptr()) };
