@@ -432,10 +432,12 @@ impl DeviceInfo {
             ..Default::default()
         };
         #[cfg(windows)]
-        if let Some(luid) = crate::device_luid::device_luid() {
-            props.device_luid = luid;
-            props.device_node_mask = 1;
-            props.device_luid_valid = vk::TRUE;
+        if self.node == DeviceNode::Software {
+            if let Some(luid) = crate::device_luid::device_luid() {
+                props.device_luid = luid;
+                props.device_node_mask = 1;
+                props.device_luid_valid = vk::TRUE;
+            }
         }
         props
     }
@@ -763,22 +765,32 @@ mod tests {
         );
         assert!(devices(none, DeviceSelection::Vgpu).is_empty());
         assert_eq!(devices(none, DeviceSelection::Software), auto);
-        // No dma-buf on a memfd: neither the capability nor the extension.
-        assert!(!soft.caps().dma_buf && soft.caps().opaque_fd);
+        // No dma-buf on a memfd or a section: neither the capability nor the extension.
+        assert!(!soft.caps().dma_buf);
         let exts = soft.device_extensions();
         assert!(!has_extension(&exts, vk::EXT_EXTERNAL_MEMORY_DMA_BUF_NAME));
-        assert!(has_extension(&exts, vk::KHR_EXTERNAL_MEMORY_FD_NAME));
+        assert!(has_extension(&exts, vk::NV_EXTERNAL_MEMORY_NAME));
+        // Opaque fds on Linux, the win32 pair on Windows: never both.
+        let windows = cfg!(windows);
+        assert_eq!(soft.caps().opaque_fd, !windows);
+        assert_eq!(
+            has_extension(&exts, vk::KHR_EXTERNAL_MEMORY_FD_NAME),
+            !windows
+        );
+        for win32 in [
+            vk::KHR_EXTERNAL_MEMORY_WIN32_NAME,
+            vk::NV_EXTERNAL_MEMORY_WIN32_NAME,
+        ] {
+            assert_eq!(has_extension(&exts, win32), windows, "{win32:?}");
+        }
+        // The kernel device (a Linux render node) never offers the win32 pair.
         let vgpu = info().device_extensions();
         assert_eq!(
             vgpu.len(),
             DEVICE_EXTENSIONS.len() - 2,
             "all but the win32 pair"
         );
-        for linux in [&exts, &vgpu] {
-            assert!(!has_extension(linux, vk::KHR_EXTERNAL_MEMORY_WIN32_NAME));
-            assert!(!has_extension(linux, vk::NV_EXTERNAL_MEMORY_WIN32_NAME));
-            assert!(has_extension(linux, vk::NV_EXTERNAL_MEMORY_NAME));
-        }
+        assert!(!has_extension(&vgpu, vk::KHR_EXTERNAL_MEMORY_WIN32_NAME));
         for (value, want) in [
             (Some("software"), DeviceSelection::Software),
             (Some("vgpu"), DeviceSelection::Vgpu),
