@@ -9,7 +9,9 @@
 //!
 //! What runs: `extmem-hw`'s unit tests and page-table model tests, and the unit tests of
 //! `extmem-uapi`, `extmem-kcore` and `extmem` (the memory manager's Win32 rules; its fd
-//! tests are Linux-only). Their integration tests check the Linux C header and
+//! tests are Linux-only), and the ICD: its unit tests and `tests/win32.rs`, which loads
+//! `extmem_icd.dll` and shares memory with a second process by NT handle, name and KMT
+//! token on the software device. Their integration tests check the Linux C header and
 //! the kernel object with Linux tools, which is not a Windows question.
 
 use std::ffi::OsString;
@@ -44,9 +46,13 @@ const TEST_ARGS: &[&str] = &[
     "extmem-kcore",
     "-p",
     "extmem",
+    "-p",
+    "extmem-icd",
     "--lib",
     "--test",
     "page_table_model",
+    "--test",
+    "win32",
     "--target",
     TARGET,
     "--no-fail-fast",
