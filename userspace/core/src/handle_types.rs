@@ -45,6 +45,16 @@ impl DeviceCaps {
         host_mapped_foreign: true,
         win32: false,
     };
+
+    /// A Windows device that shares memory only through Windows handles (NT and KMT).
+    pub const WINDOWS_HANDLES: DeviceCaps = DeviceCaps {
+        platform: Platform::Windows,
+        opaque_fd: false,
+        dma_buf: false,
+        host_allocation: false,
+        host_mapped_foreign: false,
+        win32: true,
+    };
 }
 
 /// What the external memory will back.
@@ -194,14 +204,7 @@ mod tests {
 
     const LINUX_VGPU: DeviceCaps = DeviceCaps::LINUX_FULL;
 
-    const WINDOWS_SOFT: DeviceCaps = DeviceCaps {
-        platform: Platform::Windows,
-        opaque_fd: false,
-        dma_buf: false,
-        host_allocation: false,
-        host_mapped_foreign: false,
-        win32: true,
-    };
+    const WINDOWS_SOFT: DeviceCaps = DeviceCaps::WINDOWS_HANDLES;
 
     fn features(p: vk::ExternalMemoryProperties) -> vk::ExternalMemoryFeatureFlags {
         p.external_memory_features

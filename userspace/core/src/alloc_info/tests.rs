@@ -1,5 +1,4 @@
 use super::*;
-use crate::handle_types::Platform;
 use ash::vk::Handle;
 
 const LIMITS: DeviceLimits = DeviceLimits {
@@ -330,14 +329,7 @@ fn win32_imports_are_unsupported_on_linux() {
 #[test]
 fn win32_rules_on_a_windows_device() {
     let windows = DeviceLimits {
-        caps: DeviceCaps {
-            platform: Platform::Windows,
-            opaque_fd: false,
-            dma_buf: false,
-            host_allocation: false,
-            host_mapped_foreign: false,
-            win32: true,
-        },
+        caps: DeviceCaps::WINDOWS_HANDLES,
         ..LIMITS
     };
     let name: [u16; 2] = [b'x' as u16, 0];

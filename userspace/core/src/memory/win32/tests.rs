@@ -6,7 +6,7 @@ use super::*;
 use crate::alloc_info::tests::Link;
 use crate::alloc_info::{parse, DeviceLimits, Import};
 use crate::backend::{CpuAccess, GpuVm, HostImport, Op};
-use crate::handle_types::{DeviceCaps, Platform};
+use crate::handle_types::DeviceCaps;
 use crate::memory::Origin;
 use crate::va_allocator::VaAllocator;
 use alloc::collections::BTreeMap;
@@ -173,14 +173,7 @@ impl Win32Sharing for FakeWindows {
 
 fn manager() -> MemoryManager<FakeWindows> {
     let limits = DeviceLimits {
-        caps: DeviceCaps {
-            platform: Platform::Windows,
-            opaque_fd: false,
-            dma_buf: false,
-            host_allocation: false,
-            host_mapped_foreign: false,
-            win32: true,
-        },
+        caps: DeviceCaps::WINDOWS_HANDLES,
         memory_type_count: 1,
         min_import_alignment: extmem_hw::Alignment::SIZE_4K,
         host_pointer_types: 0,
