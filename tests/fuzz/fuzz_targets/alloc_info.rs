@@ -102,8 +102,9 @@ fn accepted_request_follows_the_rules(req: &AllocRequest, limits: &DeviceLimits)
         Import::Win32 {
             handle_type,
             handle,
-            named,
+            name,
         } => {
+            let named = !name.is_null();
             assert!(limits.caps.win32, "00660: {req:?}");
             assert!(!(named && handle != 0), "01441: {req:?}");
             assert!(
@@ -115,7 +116,7 @@ fn accepted_request_follows_the_rules(req: &AllocRequest, limits: &DeviceLimits)
             assert_eq!(handle_type.as_raw().count_ones(), 1, "01327: {req:?}");
         }
     }
-    if req.export_win32_info {
+    if req.export_win32_info.is_some() {
         assert!(req.export.contains(Types::OPAQUE_WIN32), "00657: {req:?}");
     }
 }

@@ -41,9 +41,9 @@ pub enum Import {
         handle_type: vk::ExternalMemoryHandleTypeFlags,
         /// The handle, or 0.
         handle: isize,
-        /// The address of the NUL-terminated UTF-16 name, or 0: a name is given instead
-        /// of (or, invalidly, as well as) a handle. Read only by the import itself.
-        name: usize,
+        /// The NUL-terminated UTF-16 name, or null: a name is given instead of (or,
+        /// invalidly, as well as) a handle. Read only by the import itself.
+        name: *const u16,
     },
     /// `VkImportMemoryWin32HandleInfoNV`.
     Win32Nv {
@@ -87,14 +87,24 @@ impl Dedicated {
 
 /// `VkExportMemoryWin32HandleInfoKHR` as the chain gave it. The pointers are the
 /// application's and are only followed while `vkAllocateMemory` runs.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Win32ExportRequest {
-    /// The address of the `SECURITY_ATTRIBUTES`, or 0.
-    pub attributes: usize,
+    /// The `SECURITY_ATTRIBUTES`, or null.
+    pub attributes: *const core::ffi::c_void,
     /// `dwAccess` (a `DWORD`; ash widens it to `c_ulong`, 64 bits on Linux).
     pub access: u64,
-    /// The address of the NUL-terminated UTF-16 name, or 0.
-    pub name: usize,
+    /// The NUL-terminated UTF-16 name, or null.
+    pub name: *const u16,
+}
+
+impl Default for Win32ExportRequest {
+    fn default() -> Self {
+        Self {
+            attributes: core::ptr::null(),
+            access: 0,
+            name: core::ptr::null(),
+        }
+    }
 }
 
 /// Everything a `VkMemoryAllocateInfo` chain asks for.
@@ -238,7 +248,7 @@ unsafe fn read_struct(
             let import = Import::Win32 {
                 handle_type: s.handle_type,
                 handle: s.handle,
-                name: s.name as usize,
+                name: s.name,
             };
             set_import(req, import)
         }
@@ -273,12 +283,12 @@ unsafe fn read_struct(
             // SAFETY: see above.
             let s = unsafe { &*ptr.cast::<vk::ExportMemoryWin32HandleInfoKHR<'_>>() };
             req.export_win32_info = Some(Win32ExportRequest {
-                attributes: s.p_attributes as usize,
+                attributes: s.p_attributes,
                 // A DWORD is c_ulong in ash: u64 on Linux (where this is no conversion), u32
                 // on Windows.
                 #[allow(clippy::useless_conversion)]
                 access: u64::from(s.dw_access),
-                name: s.name as usize,
+                name: s.name,
             });
             Ok(())
         }
@@ -286,11 +296,11 @@ unsafe fn read_struct(
             // SAFETY: see above.
             let s = unsafe { &*ptr.cast::<vk::ExportMemoryWin32HandleInfoNV<'_>>() };
             req.export_win32_nv = Some(Win32ExportRequest {
-                attributes: s.p_attributes as usize,
+                attributes: s.p_attributes,
                 // See EXPORT_MEMORY_WIN32_HANDLE_INFO_KHR.
                 #[allow(clippy::useless_conversion)]
                 access: u64::from(s.dw_access),
-                name: 0,
+                name: core::ptr::null(),
             });
             Ok(())
         }
@@ -363,7 +373,7 @@ impl AllocRequest {
                 handle,
                 name,
             } => {
-                let named = name != 0;
+                let named = !name.is_null();
                 // NT handles and global-share (KMT) handles, the types 00660 allows.
                 let nt_or_kmt = Types::OPAQUE_WIN32
                     | Types::OPAQUE_WIN32_KMT

@@ -214,7 +214,7 @@ impl<B: Backend> MemoryManager<B> {
                         handle_type: handle_type.as_raw(),
                     },
                 ))?;
-                let gem = self.import_win32(khr, handle, 0, req)?;
+                let gem = self.import_win32(khr, handle, core::ptr::null(), req)?;
                 let bound = page.align_up(req.size).ok_or(Error::OutOfDeviceMemory)?;
                 (gem, Origin::Win32(khr), bound, None)
             }

@@ -49,13 +49,12 @@ fn nt_or_kmt() -> Types {
         | Types::D3D12_RESOURCE
 }
 
-/// Reads the application's NUL-terminated UTF-16 name at `address`.
+/// Reads the application's NUL-terminated UTF-16 name at `ptr`.
 ///
 /// # Safety
-/// `address` is a pointer the application passed as an `LPCWSTR`: readable up to and
+/// `ptr` is a pointer the application passed as an `LPCWSTR`: readable up to and
 /// including its NUL (a Vulkan valid-usage requirement on the application).
-unsafe fn read_name(address: usize) -> Result<Vec<u16>, Error> {
-    let ptr = address as *const u16;
+unsafe fn read_name(ptr: *const u16) -> Result<Vec<u16>, Error> {
     let mut name = Vec::new();
     loop {
         // SAFETY: the caller's contract; reading stops at the NUL or the limit.
@@ -105,12 +104,17 @@ impl<B: Backend> MemoryManager<B> {
     ) -> Result<(GemHandle, NtExport), Error> {
         let access = u32::try_from(request.access).map_err(|_| unsupported(Types::OPAQUE_WIN32))?;
         // SAFETY: the application's `pAttributes`, valid while vkAllocateMemory runs.
-        let attributes = (request.attributes != 0)
-            .then(|| unsafe { (request.attributes as *const SecurityAttributes).read_unaligned() });
-        let name = match request.name {
-            0 => None,
+        let attributes = (!request.attributes.is_null()).then(|| unsafe {
+            request
+                .attributes
+                .cast::<SecurityAttributes>()
+                .read_unaligned()
+        });
+        let name = if request.name.is_null() {
+            None
+        } else {
             // SAFETY: the application's `name`, an LPCWSTR valid during the call.
-            address => Some(unsafe { read_name(address) }?),
+            Some(unsafe { read_name(request.name) }?)
         };
         let info = Win32ExportInfo {
             security_descriptor: attributes
@@ -147,13 +151,14 @@ impl<B: Backend> MemoryManager<B> {
         &mut self,
         handle_type: Types,
         handle: RawWin32Handle,
-        name: usize,
+        name: *const u16,
         req: &AllocRequest,
     ) -> Result<GemHandle, Error> {
-        let name = match name {
-            0 => None,
+        let name = if name.is_null() {
+            None
+        } else {
             // SAFETY: the application's `name`, an LPCWSTR valid during the call.
-            address => Some(unsafe { read_name(address) }?),
+            Some(unsafe { read_name(name) }?)
         };
         let sharing = self.win32(handle_type)?;
         let imported = if handle_type == Types::OPAQUE_WIN32_KMT {
