@@ -47,6 +47,12 @@ struct extmem_device {
 	u8 device_uuid[16];
 	/* Output-address bits of the profile: table pages must lie below this. */
 	u64 oa_limit;
+	/*
+	 * LAST_ATTACH_NS: dma_buf_attach + dma_buf_map_attachment time of the last dma-buf
+	 * import on this device (PRIME or FOREIGN). Device-wide, because DRM's PRIME import
+	 * hook is not told the file.
+	 */
+	u64 last_attach_ns;
 };
 
 /*
@@ -116,7 +122,7 @@ struct extmem_bo {
 		} user;
 		/*
 		 * EXTMEM_OBJECT_DMABUF (attach == base.import_attach, set up by
-		 * drm_gem_prime_import_dev) and EXTMEM_OBJECT_FOREIGN (our own attachment:
+		 * extmem_gem_prime_import) and EXTMEM_OBJECT_FOREIGN (our own attachment:
 		 * the object is a window [offset, offset + size) of the dma-buf).
 		 */
 		struct {
@@ -139,9 +145,8 @@ static inline struct extmem_bo *to_extmem_bo(struct drm_gem_object *obj)
 
 /* extmem_vgpu_gem.c */
 struct drm_gem_object *extmem_gem_create_object(struct drm_device *drm, size_t size);
-struct drm_gem_object *extmem_gem_prime_import_sg_table(struct drm_device *drm,
-							struct dma_buf_attachment *attach,
-							struct sg_table *sgt);
+struct drm_gem_object *extmem_gem_prime_import(struct drm_device *drm,
+					       struct dma_buf *dmabuf);
 int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len);
 int extmem_bo_bind_prepare(struct extmem_bo *bo);
 void extmem_bo_bind_finish(struct extmem_bo *bo);

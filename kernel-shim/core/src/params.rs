@@ -40,7 +40,8 @@ pub fn answer(param: Param, profile: &GpuProfile) -> Result<ParamAnswer, ArgErro
         | Param::PT_PAGES
         | Param::ATTACHMENTS
         | Param::BINDINGS
-        | Param::LAST_PIN_NS => ParamAnswer::Platform,
+        | Param::LAST_PIN_NS
+        | Param::LAST_ATTACH_NS => ParamAnswer::Platform,
         Param(param) => return Err(ArgError::UnknownParam { param }),
     })
 }

@@ -11,7 +11,8 @@
 //! - Bind: `VM_BIND` + unbind of one page, with and without table pages to allocate
 //!   ([`bind`]).
 //! - dma-buf import: `PRIME_FD_TO_HANDLE` of a udmabuf, alone and with `VM_BIND`, against
-//!   vgem's import of the same dma-buf ([`dma_buf_import`]).
+//!   vgem's import of the same dma-buf, and import + `VM_BIND` against the module's own time
+//!   for the attachment mapping (`GET_PARAM LAST_ATTACH_NS`) ([`dma_buf_import`]).
 //! - Front end: the Vulkan calls through the Khronos loader and extmem's ICD, each against
 //!   the ioctls it makes, issued directly on a second file of the same node
 //!   ([`front_end`]).
