@@ -101,6 +101,20 @@ struct extmem_binding {
 	struct drm_gem_object *obj;
 };
 
+/* Bytes [start, the next run's start or extmem_runs.end) of an object are at `pa`. */
+struct extmem_run {
+	u64 start;
+	u64 pa;
+};
+
+/* An object's memory as physically contiguous runs (extmem_vgpu_runs.c). */
+struct extmem_runs {
+	struct extmem_run *run;	/* kvmalloc()ed, `cap` entries, `n` used */
+	unsigned long n;
+	unsigned long cap;
+	u64 end;		/* bytes the runs cover */
+};
+
 /*
  * One GEM object of any kind. The shmem object comes first for every kind because
  * drm_gem_shmem_free() kfree()s the shmem pointer; for the other kinds only its `base`
@@ -113,7 +127,13 @@ struct extmem_bo {
 	union {
 		/* EXTMEM_OBJECT_USERPTR */
 		struct {
+			/*
+			 * The pinned pages: one pointer per page when they are scattered
+			 * (`pages`), or, when that would be mostly repetition (huge pages), as
+			 * runs with `pages` NULL.
+			 */
 			struct page **pages;
+			struct extmem_runs runs;
 			unsigned long npages;
 			struct mm_struct *mm;	/* charged with pinned_vm; mmgrab()ed */
 			bool writable;
@@ -128,6 +148,7 @@ struct extmem_bo {
 		struct {
 			struct dma_buf_attachment *attach;
 			struct sg_table *sgt;
+			struct extmem_runs runs;	/* of the whole dma-buf */
 			u64 offset;
 		} import;
 	};
@@ -153,6 +174,19 @@ void extmem_bo_bind_finish(struct extmem_bo *bo);
 int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_info(struct drm_device *drm, void *data, struct drm_file *file);
+
+/*
+ * extmem_vgpu_runs.c. add_pages appends pages while the array has room and says how many
+ * it took; grow at least doubles the room (-ENOMEM leaves `runs` as it was).
+ */
+unsigned long extmem_runs_add_pages(struct extmem_runs *runs, struct page **pages,
+				    unsigned long count);
+int extmem_runs_grow(struct extmem_runs *runs);
+int extmem_runs_from_sgt(struct extmem_runs *runs, struct sg_table *sgt);
+void extmem_runs_to_pages(const struct extmem_runs *runs, struct page **pages);
+void extmem_runs_unpin(const struct extmem_runs *runs, bool dirty);
+int extmem_runs_lookup(const struct extmem_runs *runs, u64 pos, u64 *pa, u64 *len);
+void extmem_runs_free(struct extmem_runs *runs);
 
 /* extmem_vgpu_vm.c */
 int extmem_ioctl_vm_bind(struct drm_device *drm, void *data, struct drm_file *file);

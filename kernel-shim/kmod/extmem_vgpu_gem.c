@@ -130,47 +130,6 @@ static int extmem_pages_segment(struct page **pages, unsigned long npages, u64 o
 	return 0;
 }
 
-/*
- * The run of the DMA-mapped scatterlist that holds byte `offset` of the window
- * [base, base + size) of the buffer; adjacent entries that continue each other are merged
- * so 2 MiB runs show as one.
- */
-static int extmem_sgt_segment(struct sg_table *sgt, u64 base, u64 size, u64 offset,
-			      u64 *pa, u64 *len)
-{
-	struct scatterlist *sg;
-	u64 pos, seg_start = 0;
-	u64 run_pa = 0, run_len = 0;
-	bool found = false;
-	unsigned int i;
-
-	if (offset >= size || check_add_overflow(base, offset, &pos))
-		return -ERANGE;
-
-	for_each_sgtable_dma_sg(sgt, sg, i) {
-		u64 addr = sg_dma_address(sg);
-		u64 seg_len = sg_dma_len(sg);
-
-		if (!found) {
-			if (pos < seg_start + seg_len) {
-				run_pa = addr + (pos - seg_start);
-				run_len = seg_len - (pos - seg_start);
-				found = true;
-			}
-		} else if (addr == run_pa + run_len) {
-			run_len += seg_len;
-		} else {
-			break;
-		}
-		seg_start += seg_len;
-	}
-	if (!found)
-		return -ERANGE;
-	*pa = run_pa;
-	*len = min(run_len, size - offset);
-	return 0;
-}
-
 int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 {
 	struct drm_gem_object *obj = &bo->shmem.base;
@@ -183,11 +142,19 @@ int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 		return extmem_pages_segment(bo->shmem.pages, obj->size >> PAGE_SHIFT, offset,
 					    pa, len);
 	case EXTMEM_OBJECT_USERPTR:
+		if (!bo->user.pages)
+			return extmem_runs_lookup(&bo->user.runs, offset, pa, len);
 		return extmem_pages_segment(bo->user.pages, bo->user.npages, offset, pa, len);
 	case EXTMEM_OBJECT_DMABUF:
-	case EXTMEM_OBJECT_FOREIGN:
-		return extmem_sgt_segment(bo->import.sgt, bo->import.offset, obj->size, offset,
-					  pa, len);
+	case EXTMEM_OBJECT_FOREIGN: {
+		/* The object is the window [import.offset, + size) of the dma-buf. */
+		int ret = extmem_runs_lookup(&bo->import.runs, bo->import.offset + offset, pa,
+					     len);
+
+		if (!ret)
+			*len = min(*len, obj->size - offset);
+		return ret;
+	}
 	}
 	return -ERANGE;
 }
@@ -248,6 +215,7 @@ static void extmem_dmabuf_free(struct drm_gem_object *obj)
 	struct drm_device *drm = obj->dev;
 
 	drm_prime_gem_destroy(obj, bo->import.sgt);
+	extmem_runs_free(&bo->import.runs);
 	drm_gem_object_release(obj);
 	kfree(bo);
 	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
@@ -305,6 +273,11 @@ static struct drm_gem_object *extmem_dmabuf_create(struct drm_device *drm,
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
 	if (!bo)
 		return ERR_PTR(-ENOMEM);
+	ret = extmem_runs_from_sgt(&bo->import.runs, sgt);
+	if (ret) {
+		kfree(bo);
+		return ERR_PTR(ret);
+	}
 	bo->kind = EXTMEM_OBJECT_DMABUF;
 	bo->import.attach = attach;
 	bo->import.sgt = sgt;
@@ -368,6 +341,7 @@ static void extmem_foreign_free(struct drm_gem_object *obj)
 	dma_buf_unmap_attachment_unlocked(attach, bo->import.sgt, DMA_BIDIRECTIONAL);
 	dma_buf_detach(dmabuf, attach);
 	dma_buf_put(dmabuf);
+	extmem_runs_free(&bo->import.runs);
 	drm_gem_object_release(obj);
 	kfree(bo);
 	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
@@ -404,6 +378,11 @@ static struct drm_gem_object *extmem_foreign_create(struct drm_device *drm,
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
 	if (!bo) {
 		ret = -ENOMEM;
+		goto err_unmap;
+	}
+	ret = extmem_runs_from_sgt(&bo->import.runs, sgt);
+	if (ret) {
+		kfree(bo);
 		goto err_unmap;
 	}
 	bo->kind = EXTMEM_OBJECT_FOREIGN;
@@ -452,10 +431,14 @@ static void extmem_userptr_free(struct drm_gem_object *obj)
 	extmem_userptr_unrecord(obj, bo->user.efile);
 	extmem_file_put(bo->user.efile);
 	/* The GPU may have written through a writable pin: dirty the pages for writeback. */
-	unpin_user_pages_dirty_lock(bo->user.pages, npages, bo->user.writable);
+	if (bo->user.pages)
+		unpin_user_pages_dirty_lock(bo->user.pages, npages, bo->user.writable);
+	else
+		extmem_runs_unpin(&bo->user.runs, bo->user.writable);
 	atomic64_sub(npages, &bo->user.mm->pinned_vm);
 	mmdrop(bo->user.mm);
 	kvfree(bo->user.pages);
+	extmem_runs_free(&bo->user.runs);
 	drm_gem_object_release(obj);
 	kfree(bo);
 	atomic64_sub(npages, &edev->counters.pinned_pages);
@@ -475,6 +458,84 @@ static bool extmem_pin_within_limit(struct mm_struct *mm, unsigned long npages)
 	return capable(CAP_IPC_LOCK) || atomic64_read(&mm->pinned_vm) + npages <= limit;
 }
 
+/* Pages per pin_user_pages_fast() call while a pin may still end up as runs. */
+#define EXTMEM_PIN_BATCH 512UL
+/*
+ * A pin stays in runs while they average at least this many pages; below that, one
+ * page pointer each (8 bytes a page) is smaller than a run each (16 bytes).
+ */
+#define EXTMEM_RUN_MIN_PAGES 8
+
+/* A pin in progress: its pages as runs (`pages` NULL) or as one pointer per page. */
+struct extmem_pin {
+	struct page **pages;
+	struct extmem_runs runs;
+	unsigned long pinned;
+};
+
+/* Unpins and forgets everything `pin` recorded (an import that failed). */
+static void extmem_pin_release(struct extmem_pin *pin)
+{
+	if (pin->pages) {
+		unpin_user_pages(pin->pages, pin->pinned);
+		kvfree(pin->pages);
+		pin->pages = NULL;
+	} else {
+		extmem_runs_unpin(&pin->runs, false);
+	}
+	extmem_runs_free(&pin->runs);
+	pin->pinned = 0;
+}
+
+/* A page array for all `npages`, holding what `pin` recorded as runs so far. */
+static int extmem_pin_to_pages(struct extmem_pin *pin, unsigned long npages)
+{
+	pin->pages = kvmalloc_array(npages, sizeof(*pin->pages), GFP_KERNEL);
+	if (!pin->pages)
+		return -ENOMEM;
+	extmem_runs_to_pages(&pin->runs, pin->pages);
+	extmem_runs_free(&pin->runs);
+	return 0;
+}
+
+/*
+ * Records the `got` pages just pinned into `batch`: as runs while they stay compact (huge
+ * pages), else as a page array for all `npages` from now on. If recording fails for
+ * memory, the pages of `batch` not yet recorded are unpinned here; what was recorded
+ * stays recorded.
+ */
+static int extmem_pin_record(struct extmem_pin *pin, struct page **batch, unsigned long got,
+			     unsigned long npages)
+{
+	unsigned long done = 0;
+	int ret = 0;
+
+	while (done < got) {
+		unsigned long took = extmem_runs_add_pages(&pin->runs, batch + done, got - done);
+
+		done += took;
+		pin->pinned += took;
+		if (done == got)
+			break;
+		/* The runs are full: grow them while they pay, else switch to pages. */
+		if (pin->runs.n * EXTMEM_RUN_MIN_PAGES <= pin->pinned) {
+			ret = extmem_runs_grow(&pin->runs);
+			if (ret)
+				break;
+			continue;
+		}
+		ret = extmem_pin_to_pages(pin, npages);
+		if (ret)
+			break;
+		memcpy(pin->pages + pin->pinned, batch + done, (got - done) * sizeof(*batch));
+		pin->pinned += got - done;
+		return 0;
+	}
+	if (ret)
+		unpin_user_pages(batch + done, got - done);
+	return ret;
+}
+
 static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 						    struct extmem_file *efile,
 						    unsigned long start, u64 size, bool writable)
@@ -484,8 +545,8 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	unsigned int gup_flags = FOLL_LONGTERM | (writable ? FOLL_WRITE : 0);
 	unsigned long lock_limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
 	struct mm_struct *mm = current->mm;
-	unsigned long pinned = 0;
-	struct page **pages;
+	struct extmem_pin pin = {};
+	struct page **batch;
 	struct extmem_bo *bo;
 	u64 pin_ns = 0;
 	int ret;
@@ -496,19 +557,28 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		return ERR_PTR(-ENOMEM);
 	}
 
-	pages = kvmalloc_array(npages, sizeof(*pages), GFP_KERNEL);
-	if (!pages) {
+	/*
+	 * Pinned in batches while the pages may stay runs: a page array for the whole
+	 * range would cost more to allocate (zeroed under init_on_alloc) than pinning
+	 * huge pages does.
+	 */
+	batch = kmalloc_array(min(npages, EXTMEM_PIN_BATCH), sizeof(*batch), GFP_KERNEL);
+	if (!batch) {
 		ret = -ENOMEM;
 		goto err_uncharge;
 	}
 
-	while (pinned < npages) {
-		int chunk = min_t(unsigned long, npages - pinned, SZ_64K);
+	while (pin.pinned < npages) {
+		unsigned long left = npages - pin.pinned;
+		unsigned long addr = start + (pin.pinned << PAGE_SHIFT);
+		struct page **dst = pin.pages ? pin.pages + pin.pinned : batch;
+		/* Batches end on 2 MiB boundaries, where a huge page would. */
+		unsigned long room = EXTMEM_PIN_BATCH - ((addr >> PAGE_SHIFT) % EXTMEM_PIN_BATCH);
+		int chunk = min(left, pin.pages ? (unsigned long)SZ_64K : room);
 		u64 t0 = ktime_get_ns();
 		int got;
 
-		got = pin_user_pages_fast(start + (pinned << PAGE_SHIFT), chunk, gup_flags,
-					  pages + pinned);
+		got = pin_user_pages_fast(addr, chunk, gup_flags, dst);
 		pin_ns += ktime_get_ns() - t0;
 		if (got < 0) {
 			ret = got;
@@ -518,12 +588,20 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 			ret = -EFAULT;
 			goto err_unpin;
 		}
-		pinned += got;
+		if (dst == batch) {
+			ret = extmem_pin_record(&pin, batch, got, npages);
+			if (ret)
+				goto err_unpin;
+		} else {
+			pin.pinned += got;
+		}
 		if (fatal_signal_pending(current)) {
 			ret = -EINTR;
 			goto err_unpin;
 		}
 	}
+	kfree(batch);
+	batch = NULL;
 	WRITE_ONCE(efile->last_pin_ns, pin_ns);
 
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
@@ -543,7 +621,8 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	bo->user.efile = efile;
 	bo->kind = EXTMEM_OBJECT_USERPTR;
 	bo->read_only = !writable;
-	bo->user.pages = pages;
+	bo->user.pages = pin.pages;
+	bo->user.runs = pin.runs;
 	bo->user.npages = npages;
 	bo->user.writable = writable;
 	bo->user.mm = mm;
@@ -559,8 +638,8 @@ err_free:
 	kfree(bo);
 err_unpin:
 	WRITE_ONCE(efile->last_pin_ns, pin_ns);
-	unpin_user_pages(pages, pinned);
-	kvfree(pages);
+	kfree(batch);
+	extmem_pin_release(&pin);
 err_uncharge:
 	atomic64_sub(npages, &mm->pinned_vm);
 	return ERR_PTR(ret);
