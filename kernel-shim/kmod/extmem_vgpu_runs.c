@@ -69,9 +69,11 @@ unsigned long extmem_runs_add_pages(struct extmem_runs *runs, struct page **page
 	 */
 	if (n)
 		next = pfn_to_page(PHYS_PFN(run[n - 1].pa + (end - run[n - 1].start)));
-	/* One tight pass: a huge page's 512 pointers each continue the run. */
-	for (i = 0; i < count; i++) {
+	/* One pass; the inner loop, a compare per page, walks a huge page's 512 pointers. */
+	i = 0;
+	while (i < count) {
 		struct page *page = pages[i];
+		unsigned long j = i + 1;
 
 		if (page != next) {
 			if (n == runs->cap)
@@ -80,8 +82,11 @@ unsigned long extmem_runs_add_pages(struct extmem_runs *runs, struct page **page
 			run[n].pa = PFN_PHYS(page_to_pfn(page));
 			n++;
 		}
-		end += PAGE_SIZE;
-		next = nth_page(page, 1);
+		while (j < count && pages[j] == nth_page(page, j - i))
+			j++;
+		end += (u64)(j - i) << PAGE_SHIFT;
+		next = nth_page(page, j - i);
+		i = j;
 	}
 	runs->n = n;
 	runs->end = end;
