@@ -507,32 +507,34 @@ static int extmem_pin_to_pages(struct extmem_pin *pin, unsigned long npages)
 static int extmem_pin_record(struct extmem_pin *pin, struct page **batch, unsigned long got,
 			     unsigned long npages)
 {
+	/* A first batch whose two ends cannot be one run goes straight to the page array. */
+	bool scattered = !pin->pinned && batch[got - 1] != nth_page(batch[0], got - 1);
 	unsigned long done = 0;
 	int ret = 0;
 
-	while (done < got) {
+	while (!scattered && done < got) {
 		unsigned long took = extmem_runs_add_pages(&pin->runs, batch + done, got - done);
 
 		done += took;
 		pin->pinned += took;
 		if (done == got)
-			break;
+			return 0;
 		/* The runs are full: grow them while they pay, else switch to pages. */
-		if (pin->runs.n * EXTMEM_RUN_MIN_PAGES <= pin->pinned) {
-			ret = extmem_runs_grow(&pin->runs);
-			if (ret)
-				break;
-			continue;
-		}
-		ret = extmem_pin_to_pages(pin, npages);
-		if (ret)
+		if (pin->runs.n * EXTMEM_RUN_MIN_PAGES > pin->pinned)
 			break;
-		memcpy(pin->pages + pin->pinned, batch + done, (got - done) * sizeof(*batch));
-		pin->pinned += got - done;
-		return 0;
+		ret = extmem_runs_grow(&pin->runs);
+		if (ret)
+			goto err_unpin;
 	}
+	ret = extmem_pin_to_pages(pin, npages);
 	if (ret)
-		unpin_user_pages(batch + done, got - done);
+		goto err_unpin;
+	memcpy(pin->pages + pin->pinned, batch + done, (got - done) * sizeof(*batch));
+	pin->pinned += got - done;
+	return 0;
+
+err_unpin:
+	unpin_user_pages(batch + done, got - done);
 	return ret;
 }
 
@@ -558,12 +560,17 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	}
 
 	/*
-	 * Pinned in batches while the pages may stay runs: a page array for the whole
-	 * range would cost more to allocate (zeroed under init_on_alloc) than pinning
-	 * huge pages does.
+	 * From 2 MiB on, pinned in batches while the pages may stay runs: a page array for
+	 * the whole range would cost more to allocate (zeroed under init_on_alloc) than
+	 * pinning huge pages does. Below that, straight into a page array.
 	 */
-	batch = kmalloc_array(min(npages, EXTMEM_PIN_BATCH), sizeof(*batch), GFP_KERNEL);
-	if (!batch) {
+	if (npages < EXTMEM_PIN_BATCH) {
+		batch = NULL;
+		pin.pages = kvmalloc_array(npages, sizeof(*pin.pages), GFP_KERNEL);
+	} else {
+		batch = kmalloc_array(EXTMEM_PIN_BATCH, sizeof(*batch), GFP_KERNEL);
+	}
+	if (!batch && !pin.pages) {
 		ret = -ENOMEM;
 		goto err_uncharge;
 	}

@@ -44,7 +44,7 @@ use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 const CHILD_LIMIT: Duration = Duration::from_secs(120);
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 99;
+const PLAN: usize = 100;
 
 const PAGE: u64 = 4096;
 const MIB: u64 = 1 << 20;
@@ -1333,12 +1333,13 @@ fn pinned_range_translates(
     )
 }
 
-/// 8 MiB of anonymous memory whose 2 MiB-aligned middle 4 MiB asks for huge pages
-/// (`MADV_HUGEPAGE`) and whose rest has 4 KiB pages only; every byte written. Returns the
-/// mapping, its bytes and the offset of the huge part.
+/// 10 MiB of anonymous memory whose 2 MiB-aligned middle 4 MiB (at least 2 MiB in)
+/// asks for huge pages (`MADV_HUGEPAGE`) and whose rest (at least 2 MiB after) has 4 KiB
+/// pages only; every byte written. Returns the mapping, its bytes and the offset of the
+/// huge part.
 fn half_huge() -> CheckResult<(AnonMapping, Vec<u8>, usize)> {
-    let len = 4 * SIZE_2M_LEN;
-    let mapping = io_op("mmap 8 MiB", AnonMapping::read_write(len))?;
+    let len = 5 * SIZE_2M_LEN;
+    let mapping = io_op("mmap 10 MiB", AnonMapping::read_write(len))?;
     let huge = as_len(SIZE_2M.wrapping_sub(mapping.addr() % SIZE_2M) % SIZE_2M)? + SIZE_2M_LEN;
     io_op(
         "madvise(MADV_NOHUGEPAGE)",
@@ -1354,7 +1355,7 @@ fn half_huge() -> CheckResult<(AnonMapping, Vec<u8>, usize)> {
 }
 
 fn pin_forms(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
-    let what = "pin forms: 8 MiB of anonymous memory, huge pages asked for in its 2 MiB-aligned middle 4 MiB only, written";
+    let what = "pin forms: 10 MiB of anonymous memory, huge pages asked for in its 2 MiB-aligned middle 4 MiB only, written";
     let memory = ktap.check_after(what, gpu, |_| half_huge());
     if let Some((mapping, _, huge)) = memory.as_ref() {
         let form = match contiguous_pa(mapping, *huge) {
@@ -1384,6 +1385,20 @@ fn pin_forms(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
                 bytes,
                 *huge - 16 * PAGE_LEN,
                 2 * SIZE_2M_LEN + 16 * PAGE_LEN,
+            )
+        },
+    );
+    let what = "pin forms: a huge page then 1 MiB of 4 KiB pages (runs that stop paying mid-way) pin, translate as pagemap says, copy right and unpin on close";
+    ktap.check_after(
+        what,
+        gpu.zip(memory.as_ref()),
+        |(gpu, (mapping, bytes, huge))| {
+            pinned_range_translates(
+                gpu,
+                mapping,
+                bytes,
+                *huge + SIZE_2M_LEN,
+                SIZE_2M_LEN + MIB_LEN,
             )
         },
     );
