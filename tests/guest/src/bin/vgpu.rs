@@ -681,7 +681,7 @@ fn imports(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
         expect_eq("handle", again, *handle)?;
         expect_counters(counters(gpu)?, before)
     });
-    let what = "dma-buf import: a udmabuf imports as DMABUF; a GPU FILL shows in the memfd's mapping, memfd bytes copy out";
+    let what = "dma-buf import: a udmabuf imports as DMABUF, LAST_ATTACH_NS > 0; a GPU FILL shows in the memfd's mapping, memfd bytes copy out";
     let from_udmabuf = ktap.check_after(what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
         let (memfd, fd) = io_op(
             "a udmabuf over a sealed memfd",
@@ -690,6 +690,13 @@ fn imports(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
         let view = map_fd(memfd.as_fd(), 0, SIZE)?;
         let handle =
             import_round_trip(gpu, fd.as_fd(), &view, None, VA_UDMABUF, (gem, VA_GEM), 32)?;
+        let ns = op(
+            "GET_PARAM LAST_ATTACH_NS",
+            gpu.get_param(Param::LAST_ATTACH_NS),
+        )?;
+        if ns == 0 {
+            return Err(Failure::new("LAST_ATTACH_NS > 0 after an import", "0"));
+        }
         Ok((memfd, fd, handle))
     });
     let what = "dma-buf import: a system dma-heap buffer imports as DMABUF; a GPU FILL shows in its mmap, CPU bytes copy out";
