@@ -54,6 +54,12 @@ struct extmem_device {
 	 * stalls in reclaim for tens of seconds before failing.
 	 */
 	u64 device_budget;
+	/*
+	 * LAST_ATTACH_NS: dma_buf_attach + dma_buf_map_attachment time of the last dma-buf
+	 * import on this device (PRIME or FOREIGN). Device-wide, because DRM's PRIME import
+	 * hook is not told the file.
+	 */
+	u64 last_attach_ns;
 };
 
 /*
@@ -102,6 +108,20 @@ struct extmem_binding {
 	struct drm_gem_object *obj;
 };
 
+/* Bytes [start, the next run's start or extmem_runs.end) of an object are at `pa`. */
+struct extmem_run {
+	u64 start;
+	u64 pa;
+};
+
+/* An object's memory as physically contiguous runs (extmem_vgpu_runs.c). */
+struct extmem_runs {
+	struct extmem_run *run;	/* kvmalloc()ed, `cap` entries, `n` used */
+	unsigned long n;
+	unsigned long cap;
+	u64 end;		/* bytes the runs cover */
+};
+
 /*
  * One GEM object of any kind. The shmem object comes first for every kind because
  * drm_gem_shmem_free() kfree()s the shmem pointer; for the other kinds only its `base`
@@ -114,7 +134,13 @@ struct extmem_bo {
 	union {
 		/* EXTMEM_OBJECT_USERPTR */
 		struct {
+			/*
+			 * The pinned pages: one pointer per page when they are scattered
+			 * (`pages`), or, when that would be mostly repetition (huge pages), as
+			 * runs with `pages` NULL.
+			 */
 			struct page **pages;
+			struct extmem_runs runs;
 			unsigned long npages;
 			struct mm_struct *mm;	/* charged with pinned_vm; mmgrab()ed */
 			bool writable;
@@ -123,12 +149,13 @@ struct extmem_bo {
 		} user;
 		/*
 		 * EXTMEM_OBJECT_DMABUF (attach == base.import_attach, set up by
-		 * drm_gem_prime_import_dev) and EXTMEM_OBJECT_FOREIGN (our own attachment:
+		 * extmem_gem_prime_import) and EXTMEM_OBJECT_FOREIGN (our own attachment:
 		 * the object is a window [offset, offset + size) of the dma-buf).
 		 */
 		struct {
 			struct dma_buf_attachment *attach;
 			struct sg_table *sgt;
+			struct extmem_runs runs;	/* of the whole dma-buf */
 			u64 offset;
 		} import;
 	};
@@ -146,15 +173,27 @@ static inline struct extmem_bo *to_extmem_bo(struct drm_gem_object *obj)
 
 /* extmem_vgpu_gem.c */
 struct drm_gem_object *extmem_gem_create_object(struct drm_device *drm, size_t size);
-struct drm_gem_object *extmem_gem_prime_import_sg_table(struct drm_device *drm,
-							struct dma_buf_attachment *attach,
-							struct sg_table *sgt);
+struct drm_gem_object *extmem_gem_prime_import(struct drm_device *drm,
+					       struct dma_buf *dmabuf);
 int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len);
 int extmem_bo_bind_prepare(struct extmem_bo *bo);
 void extmem_bo_bind_finish(struct extmem_bo *bo);
 int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_info(struct drm_device *drm, void *data, struct drm_file *file);
+
+/*
+ * extmem_vgpu_runs.c. add_pages appends pages while the array has room and says how many
+ * it took; grow at least doubles the room (-ENOMEM leaves `runs` as it was).
+ */
+unsigned long extmem_runs_add_pages(struct extmem_runs *runs, struct page **pages,
+				    unsigned long count);
+int extmem_runs_grow(struct extmem_runs *runs);
+int extmem_runs_from_sgt(struct extmem_runs *runs, struct sg_table *sgt);
+void extmem_runs_to_pages(const struct extmem_runs *runs, struct page **pages);
+void extmem_runs_unpin(const struct extmem_runs *runs, bool dirty);
+int extmem_runs_lookup(const struct extmem_runs *runs, u64 pos, u64 *pa, u64 *len);
+void extmem_runs_free(struct extmem_runs *runs);
 
 /* extmem_vgpu_vm.c */
 int extmem_ioctl_vm_bind(struct drm_device *drm, void *data, struct drm_file *file);

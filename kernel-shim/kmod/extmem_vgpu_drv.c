@@ -156,6 +156,9 @@ static int extmem_ioctl_get_param(struct drm_device *drm, void *data, struct drm
 	case EXTMEM_PARAM_LAST_PIN_NS:
 		args->value = READ_ONCE(efile->last_pin_ns);
 		break;
+	case EXTMEM_PARAM_LAST_ATTACH_NS:
+		args->value = READ_ONCE(edev->last_attach_ns);
+		break;
 	default:
 		/* kcore named a parameter this glue does not know: the two disagree. */
 		return -EINVAL;
@@ -184,8 +187,8 @@ static const struct drm_driver extmem_driver = {
 	.fops = &extmem_fops,
 	/* GEM_CREATE objects come from the shmem helpers, allocated as our extmem_bo. */
 	.gem_create_object = extmem_gem_create_object,
-	/* PRIME import uses drm_gem_prime_import() (the default) and ends here. */
-	.gem_prime_import_sg_table = extmem_gem_prime_import_sg_table,
+	/* PRIME import: drm_gem_prime_import() with the attachment mapping timed. */
+	.gem_prime_import = extmem_gem_prime_import,
 	.name = EXTMEM_DRIVER_NAME,
 	.desc = DRIVER_DESC,
 	.date = DRIVER_DATE,

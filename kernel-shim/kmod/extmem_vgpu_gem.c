@@ -5,8 +5,8 @@
  * SHMEM    GEM_CREATE: drm_gem_shmem helpers; pages pinned while the object is bound.
  * USERPTR  GEM_USERPTR: user pages pinned with FOLL_LONGTERM for the object's lifetime,
  *          charged to RLIMIT_MEMLOCK through mm->pinned_vm (as RDMA's ib_umem does).
- * DMABUF   PRIME import (drm_gem_prime_import -> drm_gem_prime_import_dev): a static
- *          dma-buf attachment, mapped for this device for the object's lifetime.
+ * DMABUF   PRIME import (extmem_gem_prime_import, drm_gem_prime_import_dev's steps): a
+ *          static dma-buf attachment, mapped for this device for the object's lifetime.
  * FOREIGN  GEM_USERPTR on a CPU mapping of a dma-buf ("host-mapped foreign memory"):
  *          the dma-buf behind the VMA is attached the same way, and the object is the
  *          window of it the user range covers. Nothing is pinned with GUP.
@@ -140,47 +140,6 @@ static int extmem_pages_segment(struct page **pages, unsigned long npages, u64 o
 	return 0;
 }
 
-/*
- * The run of the DMA-mapped scatterlist that holds byte `offset` of the window
- * [base, base + size) of the buffer; adjacent entries that continue each other are merged
- * so 2 MiB runs show as one.
- */
-static int extmem_sgt_segment(struct sg_table *sgt, u64 base, u64 size, u64 offset,
-			      u64 *pa, u64 *len)
-{
-	struct scatterlist *sg;
-	u64 pos, seg_start = 0;
-	u64 run_pa = 0, run_len = 0;
-	bool found = false;
-	unsigned int i;
-
-	if (offset >= size || check_add_overflow(base, offset, &pos))
-		return -ERANGE;
-
-	for_each_sgtable_dma_sg(sgt, sg, i) {
-		u64 addr = sg_dma_address(sg);
-		u64 seg_len = sg_dma_len(sg);
-
-		if (!found) {
-			if (pos < seg_start + seg_len) {
-				run_pa = addr + (pos - seg_start);
-				run_len = seg_len - (pos - seg_start);
-				found = true;
-			}
-		} else if (addr == run_pa + run_len) {
-			run_len += seg_len;
-		} else {
-			break;
-		}
-		seg_start += seg_len;
-	}
-	if (!found)
-		return -ERANGE;
-	*pa = run_pa;
-	*len = min(run_len, size - offset);
-	return 0;
-}
-
 int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 {
 	struct drm_gem_object *obj = &bo->shmem.base;
@@ -193,11 +152,19 @@ int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 		return extmem_pages_segment(bo->shmem.pages, obj->size >> PAGE_SHIFT, offset,
 					    pa, len);
 	case EXTMEM_OBJECT_USERPTR:
+		if (!bo->user.pages)
+			return extmem_runs_lookup(&bo->user.runs, offset, pa, len);
 		return extmem_pages_segment(bo->user.pages, bo->user.npages, offset, pa, len);
 	case EXTMEM_OBJECT_DMABUF:
-	case EXTMEM_OBJECT_FOREIGN:
-		return extmem_sgt_segment(bo->import.sgt, bo->import.offset, obj->size, offset,
-					  pa, len);
+	case EXTMEM_OBJECT_FOREIGN: {
+		/* The object is the window [import.offset, + size) of the dma-buf. */
+		int ret = extmem_runs_lookup(&bo->import.runs, bo->import.offset + offset, pa,
+					     len);
+
+		if (!ret)
+			*len = min(*len, obj->size - offset);
+		return ret;
+	}
 	}
 	return -ERANGE;
 }
@@ -258,6 +225,7 @@ static void extmem_dmabuf_free(struct drm_gem_object *obj)
 	struct drm_device *drm = obj->dev;
 
 	drm_prime_gem_destroy(obj, bo->import.sgt);
+	extmem_runs_free(&bo->import.runs);
 	drm_gem_object_release(obj);
 	kfree(bo);
 	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
@@ -270,10 +238,36 @@ static const struct drm_gem_object_funcs extmem_dmabuf_funcs = {
 	.export = extmem_no_export,
 };
 
-/* drm_driver.gem_prime_import_sg_table: the last step of drm_gem_prime_import_dev(). */
-struct drm_gem_object *extmem_gem_prime_import_sg_table(struct drm_device *drm,
-							struct dma_buf_attachment *attach,
-							struct sg_table *sgt)
+/*
+ * Attaches `dmabuf` to the device and maps the attachment, timing the two calls into
+ * LAST_ATTACH_NS (the reference the benchmark holds an import against). On success the
+ * caller owns the attachment and the mapping.
+ */
+static int extmem_attach_map(struct drm_device *drm, struct dma_buf *dmabuf,
+			     struct dma_buf_attachment **attach_out, struct sg_table **sgt_out)
+{
+	struct dma_buf_attachment *attach;
+	struct sg_table *sgt;
+	u64 t0 = ktime_get_ns();
+
+	attach = dma_buf_attach(dmabuf, drm->dev);
+	if (IS_ERR(attach))
+		return PTR_ERR(attach);
+	sgt = dma_buf_map_attachment_unlocked(attach, DMA_BIDIRECTIONAL);
+	WRITE_ONCE(to_extmem_device(drm)->last_attach_ns, ktime_get_ns() - t0);
+	if (IS_ERR(sgt)) {
+		dma_buf_detach(dmabuf, attach);
+		return PTR_ERR(sgt);
+	}
+	*attach_out = attach;
+	*sgt_out = sgt;
+	return 0;
+}
+
+/* A DMABUF object around the mapped attachment `sgt` of `attach`. */
+static struct drm_gem_object *extmem_dmabuf_create(struct drm_device *drm,
+						   struct dma_buf_attachment *attach,
+						   struct sg_table *sgt)
 {
 	size_t size = attach->dmabuf->size;
 	struct extmem_bo *bo;
@@ -289,6 +283,11 @@ struct drm_gem_object *extmem_gem_prime_import_sg_table(struct drm_device *drm,
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
 	if (!bo)
 		return ERR_PTR(-ENOMEM);
+	ret = extmem_runs_from_sgt(&bo->import.runs, sgt);
+	if (ret) {
+		kfree(bo);
+		return ERR_PTR(ret);
+	}
 	bo->kind = EXTMEM_OBJECT_DMABUF;
 	bo->import.attach = attach;
 	bo->import.sgt = sgt;
@@ -298,6 +297,48 @@ struct drm_gem_object *extmem_gem_prime_import_sg_table(struct drm_device *drm,
 	atomic64_inc(&to_extmem_device(drm)->counters.attachments);
 	extmem_count_object(drm, 1);
 	return &bo->shmem.base;
+}
+
+/*
+ * drm_driver.gem_prime_import: drm_gem_prime_import_dev() of 6.12 with the attachment
+ * mapping timed (extmem_attach_map). An object of this device comes back as itself;
+ * anything else is attached, mapped and wrapped, and extmem_dmabuf_free() undoes it all
+ * through drm_prime_gem_destroy().
+ */
+struct drm_gem_object *extmem_gem_prime_import(struct drm_device *drm, struct dma_buf *dmabuf)
+{
+	struct dma_buf_attachment *attach;
+	struct drm_gem_object *obj;
+	struct sg_table *sgt;
+	int ret;
+
+	/*
+	 * DRM's own test is dmabuf->ops == &drm_gem_prime_dmabuf_ops, which is not exported;
+	 * every exporter whose mmap is drm_gem_dmabuf_mmap keeps a GEM object in priv.
+	 */
+	if (dmabuf->ops->mmap == drm_gem_dmabuf_mmap) {
+		obj = dmabuf->priv;
+		if (obj->dev == drm) {
+			drm_gem_object_get(obj);
+			return obj;
+		}
+	}
+
+	ret = extmem_attach_map(drm, dmabuf, &attach, &sgt);
+	if (ret)
+		return ERR_PTR(ret);
+	/* The object's reference on the dma-buf, dropped by drm_prime_gem_destroy(). */
+	get_dma_buf(dmabuf);
+	obj = extmem_dmabuf_create(drm, attach, sgt);
+	if (IS_ERR(obj)) {
+		dma_buf_unmap_attachment_unlocked(attach, sgt, DMA_BIDIRECTIONAL);
+		dma_buf_detach(dmabuf, attach);
+		dma_buf_put(dmabuf);
+		return obj;
+	}
+	obj->import_attach = attach;
+	obj->resv = dmabuf->resv;
+	return obj;
 }
 
 static void extmem_foreign_free(struct drm_gem_object *obj)
@@ -310,6 +351,7 @@ static void extmem_foreign_free(struct drm_gem_object *obj)
 	dma_buf_unmap_attachment_unlocked(attach, bo->import.sgt, DMA_BIDIRECTIONAL);
 	dma_buf_detach(dmabuf, attach);
 	dma_buf_put(dmabuf);
+	extmem_runs_free(&bo->import.runs);
 	drm_gem_object_release(obj);
 	kfree(bo);
 	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
@@ -336,14 +378,9 @@ static struct drm_gem_object *extmem_foreign_create(struct drm_device *drm,
 	struct extmem_bo *bo;
 	int ret;
 
-	attach = dma_buf_attach(dmabuf, drm->dev);
-	if (IS_ERR(attach))
-		return ERR_CAST(attach);
-	sgt = dma_buf_map_attachment_unlocked(attach, DMA_BIDIRECTIONAL);
-	if (IS_ERR(sgt)) {
-		ret = PTR_ERR(sgt);
-		goto err_detach;
-	}
+	ret = extmem_attach_map(drm, dmabuf, &attach, &sgt);
+	if (ret)
+		return ERR_PTR(ret);
 	ret = extmem_check_sgt(drm, sgt, dmabuf->size);
 	if (ret)
 		goto err_unmap;
@@ -351,6 +388,11 @@ static struct drm_gem_object *extmem_foreign_create(struct drm_device *drm,
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
 	if (!bo) {
 		ret = -ENOMEM;
+		goto err_unmap;
+	}
+	ret = extmem_runs_from_sgt(&bo->import.runs, sgt);
+	if (ret) {
+		kfree(bo);
 		goto err_unmap;
 	}
 	bo->kind = EXTMEM_OBJECT_FOREIGN;
@@ -367,7 +409,6 @@ static struct drm_gem_object *extmem_foreign_create(struct drm_device *drm,
 
 err_unmap:
 	dma_buf_unmap_attachment_unlocked(attach, sgt, DMA_BIDIRECTIONAL);
-err_detach:
 	dma_buf_detach(dmabuf, attach);
 	return ERR_PTR(ret);
 }
@@ -400,10 +441,14 @@ static void extmem_userptr_free(struct drm_gem_object *obj)
 	extmem_userptr_unrecord(obj, bo->user.efile);
 	extmem_file_put(bo->user.efile);
 	/* The GPU may have written through a writable pin: dirty the pages for writeback. */
-	unpin_user_pages_dirty_lock(bo->user.pages, npages, bo->user.writable);
+	if (bo->user.pages)
+		unpin_user_pages_dirty_lock(bo->user.pages, npages, bo->user.writable);
+	else
+		extmem_runs_unpin(&bo->user.runs, bo->user.writable);
 	atomic64_sub(npages, &bo->user.mm->pinned_vm);
 	mmdrop(bo->user.mm);
 	kvfree(bo->user.pages);
+	extmem_runs_free(&bo->user.runs);
 	drm_gem_object_release(obj);
 	kfree(bo);
 	atomic64_sub(npages, &edev->counters.pinned_pages);
@@ -423,6 +468,86 @@ static bool extmem_pin_within_limit(struct mm_struct *mm, unsigned long npages)
 	return capable(CAP_IPC_LOCK) || atomic64_read(&mm->pinned_vm) + npages <= limit;
 }
 
+/* Pages per pin_user_pages_fast() call while a pin may still end up as runs. */
+#define EXTMEM_PIN_BATCH 512UL
+/*
+ * A pin stays in runs while they average at least this many pages; below that, one
+ * page pointer each (8 bytes a page) is smaller than a run each (16 bytes).
+ */
+#define EXTMEM_RUN_MIN_PAGES 8
+
+/* A pin in progress: its pages as runs (`pages` NULL) or as one pointer per page. */
+struct extmem_pin {
+	struct page **pages;
+	struct extmem_runs runs;
+	unsigned long pinned;
+};
+
+/* Unpins and forgets everything `pin` recorded (an import that failed). */
+static void extmem_pin_release(struct extmem_pin *pin)
+{
+	if (pin->pages) {
+		unpin_user_pages(pin->pages, pin->pinned);
+		kvfree(pin->pages);
+		pin->pages = NULL;
+	} else {
+		extmem_runs_unpin(&pin->runs, false);
+	}
+	extmem_runs_free(&pin->runs);
+	pin->pinned = 0;
+}
+
+/* A page array for all `npages`, holding what `pin` recorded as runs so far. */
+static int extmem_pin_to_pages(struct extmem_pin *pin, unsigned long npages)
+{
+	pin->pages = kvmalloc_array(npages, sizeof(*pin->pages), GFP_KERNEL);
+	if (!pin->pages)
+		return -ENOMEM;
+	extmem_runs_to_pages(&pin->runs, pin->pages);
+	extmem_runs_free(&pin->runs);
+	return 0;
+}
+
+/*
+ * Records the `got` pages just pinned into `batch`: as runs while they stay compact (huge
+ * pages), else as a page array for all `npages` from now on. If recording fails for
+ * memory, the pages of `batch` not yet recorded are unpinned here; what was recorded
+ * stays recorded.
+ */
+static int extmem_pin_record(struct extmem_pin *pin, struct page **batch, unsigned long got,
+			     unsigned long npages)
+{
+	/* A first batch whose two ends cannot be one run goes straight to the page array. */
+	bool scattered = !pin->pinned && batch[got - 1] != nth_page(batch[0], got - 1);
+	unsigned long done = 0;
+	int ret = 0;
+
+	while (!scattered && done < got) {
+		unsigned long took = extmem_runs_add_pages(&pin->runs, batch + done, got - done);
+
+		done += took;
+		pin->pinned += took;
+		if (done == got)
+			return 0;
+		/* The runs are full: grow them while they pay, else switch to pages. */
+		if (pin->runs.n * EXTMEM_RUN_MIN_PAGES > pin->pinned)
+			break;
+		ret = extmem_runs_grow(&pin->runs);
+		if (ret)
+			goto err_unpin;
+	}
+	ret = extmem_pin_to_pages(pin, npages);
+	if (ret)
+		goto err_unpin;
+	memcpy(pin->pages + pin->pinned, batch + done, (got - done) * sizeof(*batch));
+	pin->pinned += got - done;
+	return 0;
+
+err_unpin:
+	unpin_user_pages(batch + done, got - done);
+	return ret;
+}
+
 static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 						    struct extmem_file *efile,
 						    unsigned long start, u64 size, bool writable)
@@ -432,8 +557,8 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	unsigned int gup_flags = FOLL_LONGTERM | (writable ? FOLL_WRITE : 0);
 	unsigned long lock_limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
 	struct mm_struct *mm = current->mm;
-	unsigned long pinned = 0;
-	struct page **pages;
+	struct extmem_pin pin = {};
+	struct page **batch;
 	struct extmem_bo *bo;
 	u64 pin_ns = 0;
 	int ret;
@@ -444,19 +569,33 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		return ERR_PTR(-ENOMEM);
 	}
 
-	pages = kvmalloc_array(npages, sizeof(*pages), GFP_KERNEL);
-	if (!pages) {
+	/*
+	 * From 2 MiB on, pinned in batches while the pages may stay runs: a page array for
+	 * the whole range would cost more to allocate (zeroed under init_on_alloc) than
+	 * pinning huge pages does. Below that, straight into a page array.
+	 */
+	if (npages < EXTMEM_PIN_BATCH) {
+		batch = NULL;
+		pin.pages = kvmalloc_array(npages, sizeof(*pin.pages), GFP_KERNEL);
+	} else {
+		batch = kmalloc_array(EXTMEM_PIN_BATCH, sizeof(*batch), GFP_KERNEL);
+	}
+	if (!batch && !pin.pages) {
 		ret = -ENOMEM;
 		goto err_uncharge;
 	}
 
-	while (pinned < npages) {
-		int chunk = min_t(unsigned long, npages - pinned, SZ_64K);
+	while (pin.pinned < npages) {
+		unsigned long left = npages - pin.pinned;
+		unsigned long addr = start + (pin.pinned << PAGE_SHIFT);
+		struct page **dst = pin.pages ? pin.pages + pin.pinned : batch;
+		/* Batches end on 2 MiB boundaries, where a huge page would. */
+		unsigned long room = EXTMEM_PIN_BATCH - ((addr >> PAGE_SHIFT) % EXTMEM_PIN_BATCH);
+		int chunk = min(left, pin.pages ? (unsigned long)SZ_64K : room);
 		u64 t0 = ktime_get_ns();
 		int got;
 
-		got = pin_user_pages_fast(start + (pinned << PAGE_SHIFT), chunk, gup_flags,
-					  pages + pinned);
+		got = pin_user_pages_fast(addr, chunk, gup_flags, dst);
 		pin_ns += ktime_get_ns() - t0;
 		if (got < 0) {
 			ret = got;
@@ -466,12 +605,20 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 			ret = -EFAULT;
 			goto err_unpin;
 		}
-		pinned += got;
+		if (dst == batch) {
+			ret = extmem_pin_record(&pin, batch, got, npages);
+			if (ret)
+				goto err_unpin;
+		} else {
+			pin.pinned += got;
+		}
 		if (fatal_signal_pending(current)) {
 			ret = -EINTR;
 			goto err_unpin;
 		}
 	}
+	kfree(batch);
+	batch = NULL;
 	WRITE_ONCE(efile->last_pin_ns, pin_ns);
 
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
@@ -491,7 +638,8 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	bo->user.efile = efile;
 	bo->kind = EXTMEM_OBJECT_USERPTR;
 	bo->read_only = !writable;
-	bo->user.pages = pages;
+	bo->user.pages = pin.pages;
+	bo->user.runs = pin.runs;
 	bo->user.npages = npages;
 	bo->user.writable = writable;
 	bo->user.mm = mm;
@@ -507,8 +655,8 @@ err_free:
 	kfree(bo);
 err_unpin:
 	WRITE_ONCE(efile->last_pin_ns, pin_ns);
-	unpin_user_pages(pages, pinned);
-	kvfree(pages);
+	kfree(batch);
+	extmem_pin_release(&pin);
 err_uncharge:
 	atomic64_sub(npages, &mm->pinned_vm);
 	return ERR_PTR(ret);

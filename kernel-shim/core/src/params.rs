@@ -40,7 +40,8 @@ pub fn answer(param: Param, profile: &GpuProfile) -> Result<ParamAnswer, ArgErro
         | Param::PT_PAGES
         | Param::ATTACHMENTS
         | Param::BINDINGS
-        | Param::LAST_PIN_NS => ParamAnswer::Platform,
+        | Param::LAST_PIN_NS
+        | Param::LAST_ATTACH_NS => ParamAnswer::Platform,
         Param(param) => return Err(ArgError::UnknownParam { param }),
     })
 }
@@ -105,7 +106,7 @@ mod tests {
             assert!(answer(p, &VGPU).is_ok(), "{:?}", p.name());
         }
         assert_eq!(get(Param(0)), Err(ArgError::UnknownParam { param: 0 }));
-        assert_eq!(get(Param(17)), Err(ArgError::UnknownParam { param: 17 }));
+        assert_eq!(get(Param(18)), Err(ArgError::UnknownParam { param: 18 }));
         let mut padded = GetParam {
             param: Param::VA_BITS,
             pad: 1,

@@ -76,6 +76,10 @@ uapi_values!(
         /// Nanoseconds the last `GEM_USERPTR` of this file spent in `pin_user_pages`
         /// alone (for benchmarks: the kernel's own pinning cost).
         LAST_PIN_NS = 16,
+        /// Device-wide: nanoseconds the last dma-buf import (`PRIME_FD_TO_HANDLE`, or a
+        /// `GEM_USERPTR` of a dma-buf mapping) spent in `dma_buf_attach` +
+        /// `dma_buf_map_attachment` alone (for benchmarks: the attachment mapping's cost).
+        LAST_ATTACH_NS = 17,
     }
 );
 

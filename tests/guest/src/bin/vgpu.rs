@@ -44,7 +44,7 @@ use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 const CHILD_LIMIT: Duration = Duration::from_secs(120);
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 98;
+const PLAN: usize = 102;
 
 const PAGE: u64 = 4096;
 const MIB: u64 = 1 << 20;
@@ -100,6 +100,7 @@ fn run(ktap: &mut Ktap) {
     exports(ktap, gpu, vgem);
     foreign(ktap, gpu, vgem);
     blocks(ktap, gpu);
+    pin_forms(ktap, gpu);
     rejections(ktap, gpu);
     memlock(ktap, gpu);
     killed_process(ktap, gpu);
@@ -690,7 +691,7 @@ fn imports(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
         expect_eq("handle", again, *handle)?;
         expect_counters(counters(gpu)?, before)
     });
-    let what = "dma-buf import: a udmabuf imports as DMABUF; a GPU FILL shows in the memfd's mapping, memfd bytes copy out";
+    let what = "dma-buf import: a udmabuf imports as DMABUF, LAST_ATTACH_NS > 0; a GPU FILL shows in the memfd's mapping, memfd bytes copy out";
     let from_udmabuf = ktap.check_after(what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
         let (memfd, fd) = io_op(
             "a udmabuf over a sealed memfd",
@@ -699,6 +700,13 @@ fn imports(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
         let view = map_fd(memfd.as_fd(), 0, SIZE)?;
         let handle =
             import_round_trip(gpu, fd.as_fd(), &view, None, VA_UDMABUF, (gem, VA_GEM), 32)?;
+        let ns = op(
+            "GET_PARAM LAST_ATTACH_NS",
+            gpu.get_param(Param::LAST_ATTACH_NS),
+        )?;
+        if ns == 0 {
+            return Err(Failure::new("LAST_ATTACH_NS > 0 after an import", "0"));
+        }
         Ok((memfd, fd, handle))
     });
     let what = "dma-buf import: a system dma-heap buffer imports as DMABUF; a GPU FILL shows in its mmap, CPU bytes copy out";
@@ -1277,6 +1285,140 @@ fn blocks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
             ktap.diagnostic(format_args!("2 MiB cleanup: {}", f.seen));
         }
     }
+}
+
+// ---- pin forms: huge pages as runs, scattered pages as a page array ---------------------
+
+/// Imports `[offset, offset + len)` of `mapping` (whose bytes are `bytes`), binds it, and
+/// checks every 64th page's translation against pagemap and a GPU copy of all of it.
+fn pinned_range_translates(
+    gpu: &Vgpu,
+    mapping: &AnonMapping,
+    bytes: &[u8],
+    offset: usize,
+    len: usize,
+) -> CheckResult<()> {
+    const VA: u64 = 11 * SLOT;
+    const VA_GEM: u64 = 11 * SLOT + 16 * MIB;
+    let size = len as u64;
+    let before = counters(gpu)?;
+    let answer = op(
+        "GEM_USERPTR",
+        gpu.userptr(mapping.addr() + offset as u64, size, 0),
+    )?;
+    let handle = userptr_handle(answer, ObjectKind::USERPTR)?;
+    let checked = (|| {
+        expect_eq(
+            "pinned pages",
+            counters(gpu)?.pinned_pages,
+            before.pinned_pages + size / PAGE,
+        )?;
+        map(gpu, handle, VA, size, 0)?;
+        let mut probe = 0;
+        while probe < size {
+            let query = op("VM_QUERY", gpu.vm_query(VA + probe))?;
+            let pa = io_op(
+                "reading /proc/self/pagemap",
+                host_memory::physical_address(mapping.addr() + offset as u64 + probe),
+            )?;
+            expect_eq(
+                &format!("physical address at +{probe:#x}"),
+                Some(query.pa),
+                pa,
+            )?;
+            probe += 64 * PAGE + PAGE;
+        }
+        let gem = create_gem(gpu, size)?;
+        map(gpu, gem.handle, VA_GEM, size, 0)?;
+        exec(gpu, &[vgpu::copy(VA, VA_GEM, size)])?;
+        let seen = gem.map.read_all();
+        unmap(gpu, VA_GEM, size)?;
+        close(gpu, gem.handle)?;
+        unmap(gpu, VA, size)?;
+        same_bytes(
+            "the imported range's bytes",
+            &bytes[offset..offset + len],
+            &seen,
+        )
+    })();
+    close(gpu, handle)?;
+    checked?;
+    expect_eq(
+        "pinned pages after GEM_CLOSE",
+        counters(gpu)?.pinned_pages,
+        before.pinned_pages,
+    )
+}
+
+/// 10 MiB of anonymous memory whose 2 MiB-aligned middle 4 MiB (at least 2 MiB in)
+/// asks for huge pages (`MADV_HUGEPAGE`) and whose rest (at least 2 MiB after) has 4 KiB
+/// pages only; every byte written. Returns the mapping, its bytes and the offset of the
+/// huge part.
+fn half_huge() -> CheckResult<(AnonMapping, Vec<u8>, usize)> {
+    let len = 5 * SIZE_2M_LEN;
+    let mapping = io_op("mmap 10 MiB", AnonMapping::read_write(len))?;
+    let huge = as_len(SIZE_2M.wrapping_sub(mapping.addr() % SIZE_2M) % SIZE_2M)? + SIZE_2M_LEN;
+    io_op(
+        "madvise(MADV_NOHUGEPAGE)",
+        mapping.advise(0, len, Advice::LinuxNoHugepage),
+    )?;
+    io_op(
+        "madvise(MADV_HUGEPAGE)",
+        mapping.advise(huge, 2 * SIZE_2M_LEN, Advice::LinuxHugepage),
+    )?;
+    let bytes = pattern::bytes(71, len);
+    write_raw(&mapping, 0, &bytes)?;
+    Ok((mapping, bytes, huge))
+}
+
+fn pin_forms(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
+    let what = "pin forms: 10 MiB of anonymous memory, huge pages asked for in its 2 MiB-aligned middle 4 MiB only, written";
+    let memory = ktap.check_after(what, gpu, |_| half_huge());
+    if let Some((mapping, _, huge)) = memory.as_ref() {
+        let form = match contiguous_pa(mapping, *huge) {
+            Ok(_) => "a transparent huge page".to_string(),
+            Err(f) => format!("not one huge page ({})", f.seen),
+        };
+        ktap.diagnostic(format_args!(
+            "pin forms: the middle's first 2 MiB is {form}"
+        ));
+    }
+    let what = "pin forms: huge pages then 4 KiB pages (4 MiB + 256 KiB from a 2 MiB boundary) pin, translate as pagemap says, copy right and unpin on close";
+    ktap.check_after(
+        what,
+        gpu.zip(memory.as_ref()),
+        |(gpu, (mapping, bytes, huge))| {
+            pinned_range_translates(gpu, mapping, bytes, *huge, 2 * SIZE_2M_LEN + 64 * PAGE_LEN)
+        },
+    );
+    let what = "pin forms: 4 KiB pages then huge pages (64 KiB before a 2 MiB boundary to 4 MiB past it) pin, translate as pagemap says, copy right and unpin on close";
+    ktap.check_after(
+        what,
+        gpu.zip(memory.as_ref()),
+        |(gpu, (mapping, bytes, huge))| {
+            pinned_range_translates(
+                gpu,
+                mapping,
+                bytes,
+                *huge - 16 * PAGE_LEN,
+                2 * SIZE_2M_LEN + 16 * PAGE_LEN,
+            )
+        },
+    );
+    let what = "pin forms: a huge page then 1 MiB of 4 KiB pages (runs that stop paying mid-way) pin, translate as pagemap says, copy right and unpin on close";
+    ktap.check_after(
+        what,
+        gpu.zip(memory.as_ref()),
+        |(gpu, (mapping, bytes, huge))| {
+            pinned_range_translates(
+                gpu,
+                mapping,
+                bytes,
+                *huge + SIZE_2M_LEN,
+                SIZE_2M_LEN + MIB_LEN,
+            )
+        },
+    );
 }
 
 // ---- rejections -------------------------------------------------------------------------

@@ -6,14 +6,21 @@
 //! object around the mapped sg-table; vgem's object is a bare shmem wrapper, so its import
 //! is the attachment mapping plus DRM's handle bookkeeping: the reference. Timed by
 //! [`per_call`].
+//!
+//! And import + `VM_BIND` against the attachment mapping alone, as the module times it
+//! around `dma_buf_attach` + `dma_buf_map_attachment` (`GET_PARAM LAST_ATTACH_NS`) in the
+//! same import, at 64 KiB … 64 MiB (udmabuf's default limit).
 
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use extmem_uapi::Param;
 
 use extmem_guest_tests::dri::{self, NodeKind};
 use extmem_guest_tests::udmabuf;
 use extmem_guest_tests::vgpu::Vgpu;
 
-use super::{per_call, Row, KIB, MIB};
+use super::{median, per_call, Row, KIB, MIB};
 
 /// Where the bound rows bind.
 const VA: u64 = 1 << 36;
@@ -70,5 +77,47 @@ pub fn rows(gpu: &Vgpu) -> Result<Vec<Row>, String> {
             reference_name: "vgem import (attach+map)",
         });
     }
+    for size in [64 * KIB, MIB, 16 * MIB, 64 * MIB] {
+        rows.push(against_attach(gpu, size)?);
+    }
     Ok(rows)
+}
+
+/// Timed imports per size in [`against_attach`].
+const IMPORTS: usize = 15;
+
+/// `PRIME_FD_TO_HANDLE` + `VM_BIND` of a `size`-byte udmabuf, against the module's own
+/// time for the attachment mapping of the same import; medians of [`IMPORTS`] calls.
+fn against_attach(gpu: &Vgpu, size: usize) -> Result<Row, String> {
+    let size64 = u64::try_from(size).map_err(|e| e.to_string())?;
+    let (_memfd, dma_buf) =
+        udmabuf::over_sealed_memfd("bench", size64).map_err(|e| e.to_string())?;
+    let mut ours = Vec::new();
+    let mut attach = Vec::new();
+    for _ in 0..IMPORTS {
+        let started = Instant::now();
+        let handle = gpu
+            .import(dma_buf.as_fd())
+            .map_err(|e| format!("PRIME_FD_TO_HANDLE: {e}"))?;
+        gpu.map(handle, VA, 0, size64, 0)
+            .map_err(|e| format!("VM_BIND: {e}"))?;
+        ours.push(started.elapsed());
+        let ns = gpu
+            .get_param(Param::LAST_ATTACH_NS)
+            .map_err(|e| format!("GET_PARAM LAST_ATTACH_NS: {e}"))?;
+        if ns == 0 {
+            return Err("LAST_ATTACH_NS is 0 after a dma-buf import".to_string());
+        }
+        attach.push(Duration::from_nanos(ns));
+        gpu.unmap(VA, size64)
+            .map_err(|e| format!("VM_BIND unmap: {e}"))?;
+        gpu.close(handle).map_err(|e| format!("GEM_CLOSE: {e}"))?;
+    }
+    Ok(Row {
+        case: "dma-buf import + bind",
+        size,
+        ours: median(ours),
+        reference: median(attach),
+        reference_name: "attachment mapping alone",
+    })
 }

@@ -5,13 +5,15 @@
 //!   against the time the module itself measured around `pin_user_pages` (`GET_PARAM
 //!   LAST_PIN_NS`) for the same call.
 //!   Once over whatever pages the kernel gives (huge pages where 2 MiB fits) and once over
-//!   4 KiB pages only (`MADV_NOHUGEPAGE`).
+//!   4 KiB pages only (`MADV_NOHUGEPAGE`). Each with a second row: the import's time beyond
+//!   the pin against a `GET_PARAM` round trip (the floor of any ioctl).
 //! - GPU copy: one `EXEC` COPY between two imported, bound ranges, against `copy_from_slice`
 //!   of the same size in the guest, the two alternating; the whole destination is checked.
 //! - Bind: `VM_BIND` + unbind of one page, with and without table pages to allocate
 //!   ([`bind`]).
 //! - dma-buf import: `PRIME_FD_TO_HANDLE` of a udmabuf, alone and with `VM_BIND`, against
-//!   vgem's import of the same dma-buf ([`dma_buf_import`]).
+//!   vgem's import of the same dma-buf, and import + `VM_BIND` against the module's own time
+//!   for the attachment mapping (`GET_PARAM LAST_ATTACH_NS`) ([`dma_buf_import`]).
 //! - Front end: the Vulkan calls through the Khronos loader and extmem's ICD, each against
 //!   the ioctls it makes, issued directly on a second file of the same node
 //!   ([`front_end`]).
@@ -79,10 +81,10 @@ fn run() -> io::Result<()> {
         64 * MIB,
         256 * MIB,
     ] {
-        rows.push(import(&gpu, size, Pages::Huge)?);
+        rows.extend(import(&gpu, size, Pages::Huge)?);
     }
-    for size in [MIB, 16 * MIB, 64 * MIB] {
-        rows.push(import(&gpu, size, Pages::Small)?);
+    for size in [MIB, 16 * MIB, 64 * MIB, 256 * MIB] {
+        rows.extend(import(&gpu, size, Pages::Small)?);
     }
     for size in [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
         rows.push(copy(&gpu, size)?);
@@ -183,34 +185,55 @@ fn prefaulted_with(len: usize, pages: Pages) -> io::Result<AnonMapping> {
     Ok(mapping)
 }
 
-/// `GEM_USERPTR` of `size` bytes: the whole ioctl against the module's own pin time.
-fn import(gpu: &Vgpu, size: usize, pages: Pages) -> io::Result<Row> {
+/// `GEM_USERPTR` of `size` bytes: the whole ioctl against the module's own pin time; and
+/// what the import costs beyond the pin against the round trip of the `GET_PARAM` that
+/// fetches the pin time (a near-empty ioctl: the floor of any call), which shows how much
+/// of a fixed cost is the system call itself.
+fn import(gpu: &Vgpu, size: usize, pages: Pages) -> io::Result<[Row; 2]> {
     let memory = prefaulted_with(size, pages)?;
     let size64 = u64::try_from(size).map_err(io::Error::other)?;
     let mut total = Vec::new();
     let mut pin = Vec::new();
+    let mut beyond = Vec::new();
+    let mut get_param = Vec::new();
     for _ in 0..reps(size) {
         let started = Instant::now();
         let answer = gpu
             .userptr(memory.addr(), size64, 0)
             .map_err(errno("GEM_USERPTR"))?;
-        total.push(started.elapsed());
+        let elapsed = started.elapsed();
+        let started = Instant::now();
         let ns = gpu
             .get_param(Param::LAST_PIN_NS)
             .map_err(errno("GET_PARAM LAST_PIN_NS"))?;
+        get_param.push(started.elapsed());
+        total.push(elapsed);
         pin.push(Duration::from_nanos(ns));
+        beyond.push(elapsed.saturating_sub(Duration::from_nanos(ns)));
         gpu.close(gem(answer.handle)?)?;
     }
-    Ok(Row {
-        case: match pages {
-            Pages::Huge => "import GEM_USERPTR",
-            Pages::Small => "import GEM_USERPTR 4K pages",
+    Ok([
+        Row {
+            case: match pages {
+                Pages::Huge => "import GEM_USERPTR",
+                Pages::Small => "import GEM_USERPTR 4K pages",
+            },
+            size,
+            ours: median(total),
+            reference: median(pin),
+            reference_name: "pin_user_pages alone",
         },
-        size,
-        ours: median(total),
-        reference: median(pin),
-        reference_name: "pin_user_pages alone",
-    })
+        Row {
+            case: match pages {
+                Pages::Huge => "import beyond the pin",
+                Pages::Small => "import beyond the pin 4K pages",
+            },
+            size,
+            ours: median(beyond),
+            reference: median(get_param),
+            reference_name: "GET_PARAM round trip",
+        },
+    ])
 }
 
 /// One `EXEC` COPY of `size` bytes between two imported, bound ranges, against

@@ -260,7 +260,7 @@ impl Fuzzer {
     fn get_param(&mut self) {
         let mut args = GetParam {
             param: Param(if self.rng.one_in(2) {
-                1 + self.rng.below_u32(16)
+                1 + self.rng.below_u32(17)
             } else {
                 self.rng.next_u32()
             }),
