@@ -13,6 +13,7 @@
 //! - [`dma_buf_device`]: udmabuf and the system dma-heap, memory without a GPU;
 //! - [`drm_core`] and [`dma_buf`]: the generic DRM ioctls and dma-buf fd operations;
 //! - [`error`]: the error type and its `VkResult` mapping;
+//! - [`exec`]: what a copy-engine submission reports when it fails;
 //! - [`os_handle`]: what carries memory between processes (an fd, a Windows `HANDLE`).
 //!
 //! On Windows only the portable half builds (the Linux backends are left out).
@@ -37,6 +38,7 @@ pub mod drm_core;
 #[cfg(not(windows))]
 pub mod drm_prime;
 pub mod error;
+pub mod exec;
 pub mod handle_types;
 pub mod memory;
 pub mod os_handle;

@@ -13,25 +13,9 @@ use crate::backend::{
 };
 use crate::{dma_buf, drm_core};
 
-/// A GPU fault reported by `EXEC`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Fault {
-    /// Index of the command that faulted.
-    pub cmd: u32,
-    /// The GPU VA it faulted at.
-    pub va: GpuVa,
-    /// Why.
-    pub kind: uapi::FaultKind,
-}
-
-/// Why `EXEC` failed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum ExecError {
-    /// The GPU faulted; commands before `cmd` ran.
-    Fault(Fault),
-    /// The kernel refused the submission.
-    Kernel(BackendError),
-}
+// What `EXEC` reports is OS-neutral (the software device reports it too, on Windows);
+// it lives in `exec` and is re-exported here for the users of this backend.
+pub use crate::exec::{ExecError, Fault};
 
 /// An open extmem-vgpu render node.
 #[derive(Debug)]

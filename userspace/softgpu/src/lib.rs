@@ -35,6 +35,10 @@
 pub mod host_access;
 pub mod phys_memory;
 pub mod shared_memory;
+#[cfg(windows)]
+mod win32;
+#[cfg(windows)]
+pub mod win32_error;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,14 +47,14 @@ use std::num::NonZeroU32;
 use extmem::backend::{
     errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
 };
+use extmem::exec::{ExecError, Fault};
 use extmem::handle_types::{DeviceCaps, Platform};
-use extmem::vgpu::{ExecError, Fault};
+use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_kcore::args::{check_gem_create, check_gem_userptr};
 use extmem_kcore::params::{answer, ParamAnswer};
 use extmem_kcore::{copy_engine, BoundObject, ObjectId, ToErrno, Vm, PROFILE};
 use extmem_uapi as uapi;
-use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::phys_memory::{Backing, PhysMemory};
 use crate::shared_memory::SharedMemory;
@@ -63,6 +67,7 @@ pub const DRIVER_UUID: [u8; 16] = *b"extmem-softgpu\0\x02";
 
 /// What the software device can do with external memory: opaque fds (memfds) and host
 /// allocations; no dma-buf, no host-mapped foreign memory (see the crate docs).
+#[cfg(not(windows))]
 pub const CAPS: DeviceCaps = DeviceCaps {
     platform: Platform::Linux,
     opaque_fd: true,
@@ -70,6 +75,18 @@ pub const CAPS: DeviceCaps = DeviceCaps {
     host_allocation: true,
     host_mapped_foreign: false,
     win32: false,
+};
+
+/// What the software device can do with external memory on Windows: NT handles and
+/// global-share tokens of its sections, and host allocations.
+#[cfg(windows)]
+pub const CAPS: DeviceCaps = DeviceCaps {
+    platform: Platform::Windows,
+    opaque_fd: false,
+    dma_buf: false,
+    host_allocation: true,
+    host_mapped_foreign: false,
+    win32: true,
 };
 
 /// One software device, as one open file of the kernel device: its own GPU VM and its
@@ -200,6 +217,41 @@ impl SoftGpu {
             .ok_or(failed(op)(errno::ENOENT))
     }
 
+    /// New device memory of `size` bytes, checked as `GEM_CREATE` is, made by `make`.
+    fn create_with(
+        &mut self,
+        size: u64,
+        make: impl FnOnce() -> Result<SharedMemory, i32>,
+    ) -> Result<GemHandle, BackendError> {
+        let args = uapi::GemCreate {
+            size,
+            ..Default::default()
+        };
+        check_gem_create(&args, PROFILE).map_err(|e| failed(Op::Create)(e.errno()))?;
+        let memory = make().map_err(failed(Op::Create))?;
+        let id = self
+            .memory
+            .add_object(Backing::Device(memory), size)
+            .map_err(failed(Op::Create))?;
+        self.new_handle(id, Op::Create)
+    }
+
+    /// Gives imported device memory a handle: the handle that already names the same
+    /// memory (its [`shared_memory::Identity`]), or a new one.
+    fn adopt(&mut self, memory: SharedMemory, op: Op) -> Result<GemHandle, BackendError> {
+        if let Some(id) = self.memory.find_device_memory(memory.identity()) {
+            if let Some((handle, _)) = self.handles.iter().find(|(_, o)| **o == id) {
+                return Ok(GemHandle(*handle));
+            }
+        }
+        let size = memory.size();
+        let id = self
+            .memory
+            .add_object(Backing::Device(memory), size)
+            .map_err(failed(op))?;
+        self.new_handle(id, op)
+    }
+
     fn device_memory<R>(
         &self,
         handle: GemHandle,
@@ -230,17 +282,7 @@ impl Drop for SoftGpu {
 
 impl Backend for SoftGpu {
     fn create(&mut self, size: u64) -> Result<GemHandle, BackendError> {
-        let args = uapi::GemCreate {
-            size,
-            ..Default::default()
-        };
-        check_gem_create(&args, PROFILE).map_err(|e| failed(Op::Create)(e.errno()))?;
-        let memory = SharedMemory::create(size).map_err(failed(Op::Create))?;
-        let id = self
-            .memory
-            .add_object(Backing::Device(memory), size)
-            .map_err(failed(Op::Create))?;
-        self.new_handle(id, Op::Create)
+        self.create_with(size, || SharedMemory::create(size))
     }
 
     /// Checks the range as `GEM_USERPTR` does, and that every page of it is mapped; does
@@ -280,26 +322,17 @@ impl Backend for SoftGpu {
         )))
     }
 
-    /// Imports a memfd of this driver (any other fd is `EINVAL`). The same memory imported
-    /// again while a handle names it gets that handle, as PRIME import does.
-    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
-        let identity = shared_memory::identity(fd).map_err(failed(Op::ImportDmaBuf))?;
-        if let Some(id) = self.memory.find_device_memory(identity) {
-            if let Some((handle, _)) = self.handles.iter().find(|(_, o)| **o == id) {
-                return Ok(GemHandle(*handle));
-            }
-        }
-        let memory = SharedMemory::import(fd).map_err(failed(Op::ImportDmaBuf))?;
-        let size = memory.size();
-        let id = self
-            .memory
-            .add_object(Backing::Device(memory), size)
-            .map_err(failed(Op::ImportDmaBuf))?;
-        self.new_handle(id, Op::ImportDmaBuf)
+    /// Imports a memfd (on Windows, a section handle) of this driver; anything else is
+    /// `EINVAL`. The same memory imported again while a handle names it gets that handle,
+    /// as PRIME import does.
+    fn import_shared(&mut self, os: BorrowedOsHandle<'_>) -> Result<GemHandle, BackendError> {
+        let memory = SharedMemory::import(os).map_err(failed(Op::ImportDmaBuf))?;
+        self.adopt(memory, Op::ImportDmaBuf)
     }
 
-    /// A new close-on-exec fd of the object's memfd (an opaque fd, not a dma-buf).
-    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    /// A new close-on-exec fd of the object's memfd (an opaque fd, not a dma-buf); on
+    /// Windows a new section handle (not inheritable).
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedOsHandle, BackendError> {
         self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::export)
     }
 
@@ -337,6 +370,11 @@ impl Backend for SoftGpu {
     }
 
     fn vm(&mut self) -> Option<&mut dyn GpuVm> {
+        Some(self)
+    }
+
+    #[cfg(windows)]
+    fn win32(&mut self) -> Option<&mut dyn extmem::backend::Win32Sharing> {
         Some(self)
     }
 }
