@@ -88,11 +88,8 @@ fn the_importers_handle_stays_open_and_bad_handles_are_ebadf() {
     let imported = ok(SharedMemory::import_raw(nt));
     assert_eq!(imported.identity(), memory.identity());
     // SAFETY: `nt` is ours (export_nt hands it to the caller); the import duplicated it.
-    assert_ne!(
-        unsafe { CloseHandle(nt as HANDLE) },
-        0,
-        "still open after import"
-    );
+    let closed = unsafe { CloseHandle(nt as HANDLE) };
+    assert_ne!(closed, 0, "still open after import");
     assert_eq!(SharedMemory::import_raw(0).err(), Some(errno::EBADF));
     assert_eq!(SharedMemory::import_raw(0x7ff0).err(), Some(errno::EBADF));
 }
