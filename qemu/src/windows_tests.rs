@@ -7,10 +7,12 @@
 //! `process_prng.c` (forwarding to `RtlGenRandom`) and puts it next to the executables,
 //! where the Windows loader looks first.
 //!
-//! What runs: `extmem-hw`'s unit tests and page-table model tests, and the unit tests of
+//! What runs: `extmem-hw`'s unit tests and page-table model tests, the unit tests of
 //! `extmem-uapi`, `extmem-kcore` and `extmem` (the memory manager's Win32 rules; its fd
-//! tests are Linux-only). Their integration tests check the Linux C header and
-//! the kernel object with Linux tools, which is not a Windows question.
+//! tests are Linux-only), and `extmem-softgpu`'s unit tests and its `win32` integration
+//! test (section objects shared by NT handle, name and global-share token, with a second
+//! process). The other integration tests check the Linux C header and the kernel object
+//! with Linux tools, which is not a Windows question.
 
 use std::ffi::OsString;
 use std::fs;
@@ -44,9 +46,13 @@ const TEST_ARGS: &[&str] = &[
     "extmem-kcore",
     "-p",
     "extmem",
+    "-p",
+    "extmem-softgpu",
     "--lib",
     "--test",
     "page_table_model",
+    "--test",
+    "win32",
     "--target",
     TARGET,
     "--no-fail-fast",
