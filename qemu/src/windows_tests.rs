@@ -9,9 +9,9 @@
 //!
 //! What runs: `extmem-hw`'s unit tests and page-table model tests, the unit tests of
 //! `extmem-uapi`, `extmem-kcore` and `extmem` (the memory manager's Win32 rules; its fd
-//! tests are Linux-only), and `extmem-softgpu`'s unit tests and its `win32` integration
-//! test (section objects shared by NT handle, name and global-share token, with a second
-//! process). The other integration tests check the Linux C header and the kernel object
+//! tests are Linux-only), and `extmem-softgpu`'s unit tests and its `win32` and `win32_memory`
+//! integration tests (section objects shared by NT handle, name and global-share token,
+//! with a second process, and the memory manager's Win32 rules over them). The other integration tests check the Linux C header and the kernel object
 //! with Linux tools, which is not a Windows question.
 
 use std::ffi::OsString;
@@ -53,6 +53,8 @@ const TEST_ARGS: &[&str] = &[
     "page_table_model",
     "--test",
     "win32",
+    "--test",
+    "win32_memory",
     "--target",
     TARGET,
     "--no-fail-fast",

@@ -16,7 +16,9 @@ use extmem::backend::{
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
 use extmem_uapi::Cmd;
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, GetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+};
 use windows_sys::Win32::System::Memory::{CreateFileMappingW, PAGE_READWRITE};
 use windows_sys::Win32::System::Threading::GetCurrentProcessId;
 
@@ -106,6 +108,15 @@ fn gpu_swap(gpu: &mut SoftGpu, handle: GemHandle, data: &[u8]) -> Vec<u8> {
     gpu.close(imported);
     drop(host);
     before
+}
+
+/// Whether `handle` has `HANDLE_FLAG_INHERIT`.
+fn inheritable(handle: RawWin32Handle) -> bool {
+    let mut flags = 0u32;
+    // SAFETY: writes only `flags`; the OS checks the handle.
+    let got = unsafe { GetHandleInformation(handle as HANDLE, &mut flags) };
+    assert_ne!(got, 0, "GetHandleInformation({handle:#x})");
+    flags & HANDLE_FLAG_INHERIT != 0
 }
 
 fn close(handle: RawWin32Handle) -> bool {
@@ -237,6 +248,7 @@ fn a_second_process_imports_by_inherited_handle_name_and_token() {
     }
     // Inheritable: std creates children with handle inheritance on.
     let nt = ok(win32(&mut gpu).export_nt(by_handle, 0, true));
+    assert!(inheritable(nt));
     let token = ok(win32(&mut gpu).export_global(by_token));
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     let output = Command::new(exe)
