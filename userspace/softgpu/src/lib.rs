@@ -17,20 +17,27 @@
 //!   [`host_access`], which turns a page the application unmapped into a GPU memory fault
 //!   instead of a crash. Kernel pinning (`pin_user_pages`, `RLIMIT_MEMLOCK`) is proved
 //!   only by the kernel device in the QEMU guest.
-//! - **Device memory is a sealed memfd** ([`shared_memory`]), exported and imported as an
-//!   opaque fd between processes. A memfd is not a dma-buf, so `DMA_BUF` is neither
-//!   exported nor imported, and host-mapped foreign memory (which resolves a CPU mapping
-//!   back to its dma-buf) is not supported: [`CAPS`] says so.
+//! - **Device memory is a sealed memfd** on Linux ([`shared_memory`]), exported and
+//!   imported as an opaque fd between processes. A memfd is not a dma-buf, so `DMA_BUF` is
+//!   neither exported nor imported, and host-mapped foreign memory (which resolves a CPU
+//!   mapping back to its dma-buf) is not supported: [`CAPS`] says so.
+//! - **On Windows device memory is a pagefile-backed section** with a trailer page that
+//!   marks it as this driver's, shared as NT handles, by name and by global-share (KMT)
+//!   tokens (`Win32Sharing`, reached through `Backend::win32`). A KMT token is this
+//!   driver's own construction (a named token section recording the exporter's process and
+//!   section handle), not a D3D kernel-mode token: only this driver understands it.
 //!
 //! Why a crate of its own: `userspace/core` is `no_std` and reaches the kernel side only
 //! through ioctls; hosting kcore is this crate's business, and the ICD wires it in.
 //!
-//! The OS-specific parts are two modules, so that Windows is a second implementation of
-//! each, not a rewrite: [`shared_memory`] (memfds; on Windows, pagefile-backed section
-//! objects from `CreateFileMapping`, exported as NT handles with `DuplicateHandle`) and
-//! [`host_access`] (`process_vm_readv`/`writev`; on Windows, `ReadProcessMemory` /
-//! `WriteProcessMemory` on the own process, which also fail instead of faulting).
-//! [`phys_memory`] and the [`SoftGpu`] backend are OS-neutral.
+//! The OS-specific parts are two modules with one interface and a file per OS, so that
+//! Windows is a second implementation of each, not a rewrite: [`shared_memory`] (memfds;
+//! on Windows, pagefile-backed section objects from `CreateFileMappingW`, exported as NT
+//! handles with `DuplicateHandle`) and [`host_access`] (`process_vm_readv`/`writev`; on
+//! Windows, `ReadProcessMemory` / `WriteProcessMemory` on the own process, which also
+//! fail instead of faulting). [`phys_memory`] and the [`SoftGpu`] backend are OS-neutral;
+//! the Windows-only sharing is `win32` (the `Win32Sharing` implementation) and
+//! `win32_error` (Win32 errors as errno).
 
 pub mod host_access;
 pub mod phys_memory;

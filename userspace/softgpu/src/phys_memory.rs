@@ -10,7 +10,7 @@
 //!
 //! The copy engine walks the page tables to a physical address, and [`PhysMemory`] turns it
 //! back into process memory: device memory is copied directly; imported host memory only
-//! through [`host_access`](crate::host_access), which fails cleanly on a page the
+//! through [`host_access`], which fails cleanly on a page the
 //! application has unmapped. A physical address that names nothing is a [`MemoryFault`].
 //!
 //! Ranges are handed out by the same allocator that hands out GPU VA

@@ -6,7 +6,7 @@
 //! # Which sections are ours: the trailer page
 //! A section carries no name we could check the way a memfd's link does (a section may be
 //! unnamed, and anyone may pick any name), so every section the device creates is one page
-//! longer than the memory and that last page holds a [`Trailer`]: a magic number, the
+//! longer than the memory and that last page holds a `Trailer`: a magic number, the
 //! memory's size and a random 128-bit object id, which is the memory's [`Identity`] in
 //! every process (repeated imports of one memory are recognised by it). An import maps the
 //! whole section, asks `VirtualQuery` how long the view really is, and refuses (`EINVAL`)
