@@ -7,6 +7,7 @@
 //! [`CHILD`] set so that only the ignored `child_role` test runs, and does its part.
 #![cfg(windows)]
 
+use std::mem::size_of;
 use std::process::Command;
 
 use extmem::backend::{
@@ -18,6 +19,10 @@ use extmem_softgpu::SoftGpu;
 use extmem_uapi::Cmd;
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Security::{
+    InitializeAcl, InitializeSecurityDescriptor, SetSecurityDescriptorDacl, ACL, ACL_REVISION,
+    PSECURITY_DESCRIPTOR, SECURITY_DESCRIPTOR,
 };
 use windows_sys::Win32::System::Memory::{CreateFileMappingW, PAGE_READWRITE};
 use windows_sys::Win32::System::Threading::GetCurrentProcessId;
@@ -181,6 +186,42 @@ fn names_are_taken_once_and_imported_by_name() {
         errno_of(win32(&mut b).import_name(&unique_name("nobody"))),
         errno::ENOENT
     );
+}
+
+#[test]
+fn the_security_descriptor_asked_for_is_the_sections() {
+    // An absolute descriptor whose DACL is present and empty: it grants nothing, so the
+    // name can be opened by nobody (the creator's own handle has its access already).
+    let mut acl = ACL::default();
+    let mut descriptor = SECURITY_DESCRIPTOR::default();
+    let acl_len = u32::try_from(size_of::<ACL>()).unwrap_or_else(|e| panic!("{e}"));
+    let descriptor_ptr: PSECURITY_DESCRIPTOR = (&raw mut descriptor).cast();
+    // SAFETY: both structures are ours and live until the end of the test; the calls
+    // write only them.
+    let made = unsafe {
+        InitializeAcl(&mut acl, acl_len, ACL_REVISION) != 0
+            && InitializeSecurityDescriptor(descriptor_ptr, 1) != 0
+            && SetSecurityDescriptorDacl(descriptor_ptr, 1, &acl, 0) != 0
+    };
+    assert!(made, "an empty-DACL descriptor");
+    let mut a = device();
+    let mut b = device();
+    let name = unique_name("locked");
+    let export = Win32ExportInfo {
+        security_descriptor: descriptor_ptr.cast_const(),
+        name: Some(&name),
+        ..Default::default()
+    };
+    let memory = ok(win32(&mut a).create_exportable(SIZE, &export));
+    assert_eq!(
+        errno_of(win32(&mut b).import_name(&name)),
+        errno::EACCES,
+        "the empty DACL denies opening by name"
+    );
+    // The exporter's NT handles still work: they are duplicated from its own handle.
+    let nt = ok(win32(&mut a).export_nt(memory, 0, false));
+    ok(win32(&mut b).import_nt(nt));
+    assert!(close(nt));
 }
 
 #[test]
