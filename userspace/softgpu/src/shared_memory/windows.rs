@@ -12,7 +12,11 @@
 //! whole section, asks `VirtualQuery` how long the view really is, and refuses (`EINVAL`)
 //! anything whose last page lacks the magic or whose recorded size is not the view's
 //! length less that page: a plain `CreateFileMapping` of someone else, or a section too
-//! short for what it claims (which would turn a copy into an access violation).
+//! short for what it claims (which would turn a copy into an access violation). Only the
+//! committed read-write run of pages at the start of the view counts, so a `SEC_RESERVE`
+//! section (pages that fault until committed) is refused too; a section cannot shrink
+//! (nor can the file under a file-backed one while it is mapped), so what was checked
+//! stays true.
 //! `VUID-VkImportMemoryWin32HandleInfoKHR-handleType-00659` asks for memory of the same
 //! device; the magic is that check, as the memfd name is on Linux.
 //!
@@ -40,7 +44,7 @@ use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
     FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS,
-    PAGE_READWRITE, SECTION_MAP_READ, SECTION_MAP_WRITE, SECTION_QUERY,
+    MEM_COMMIT, PAGE_READWRITE, SECTION_MAP_READ, SECTION_MAP_WRITE, SECTION_QUERY,
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetCurrentProcessId};
 
@@ -120,7 +124,9 @@ pub(super) unsafe fn unmap_raw(ptr: NonNull<u8>, _len: usize) {
     let _ = unsafe { UnmapViewOfFile(view) };
 }
 
-/// The length of the view that starts at `ptr`.
+/// The length of the committed, read-write run of pages that starts the view at `ptr`
+/// (all of it for a section of ours). `EINVAL` if the first page is not committed
+/// read-write: a `SEC_RESERVE` section, whose reserved pages fault when touched.
 fn view_len(ptr: NonNull<u8>) -> Result<usize, i32> {
     let mut info = MEMORY_BASIC_INFORMATION::default();
     // SAFETY: writes only `info`, whose size we pass.
@@ -133,6 +139,9 @@ fn view_len(ptr: NonNull<u8>) -> Result<usize, i32> {
     };
     if got == 0 {
         return Err(last_errno());
+    }
+    if info.State != MEM_COMMIT || info.Protect != PAGE_READWRITE {
+        return Err(errno::EINVAL);
     }
     Ok(info.RegionSize)
 }
@@ -303,10 +312,8 @@ impl SharedMemory {
             }
         })?;
         // The whole view, unmapped on every refusal below.
-        let view = Mapping {
-            ptr,
-            len: view_len(ptr)?,
-        };
+        let mut view = Mapping { ptr, len: 0 };
+        view.len = view_len(ptr)?;
         let Some(len) = view.len.checked_sub(PAGE).filter(|l| *l >= PAGE) else {
             return Err(errno::EINVAL);
         };

@@ -22,13 +22,18 @@ fn name(text: &str) -> Vec<u16> {
 
 /// A plain section of `len` bytes made by "someone else", holding `fill` in its last page.
 fn foreign_section(len: usize, fill: Option<Trailer>) -> OwnedHandle {
+    section_with(len, PAGE_READWRITE, fill)
+}
+
+/// A section of `len` bytes created with `protect`, holding `fill` in its last page.
+fn section_with(len: usize, protect: u32, fill: Option<Trailer>) -> OwnedHandle {
     let size = u32::try_from(len).unwrap_or_else(|e| panic!("{e}"));
     // SAFETY: no name, no attributes.
     let raw = unsafe {
         CreateFileMappingW(
             INVALID_HANDLE_VALUE,
             ptr::null(),
-            PAGE_READWRITE,
+            protect,
             0,
             size,
             ptr::null(),
@@ -120,6 +125,18 @@ fn foreign_and_short_sections_are_refused() {
         Some(errno::EINVAL)
     );
     assert_eq!(SharedMemory::import_raw(-1).err(), Some(errno::EINVAL));
+    // Reserved, not committed: touching its pages would fault on Windows (Wine reads
+    // them as zeros, so there the magic would refuse it too; VirtualQuery reports
+    // MEM_RESERVE on both, which is what refuses it first).
+    let reserved = section_with(
+        8192,
+        PAGE_READWRITE | windows_sys::Win32::System::Memory::SEC_RESERVE,
+        None,
+    );
+    assert_eq!(
+        SharedMemory::import(reserved.as_handle()).err(),
+        Some(errno::EINVAL)
+    );
     // A well-formed trailer is accepted: the check is the trailer, not who made it.
     let honest = Trailer {
         magic: MAGIC,
