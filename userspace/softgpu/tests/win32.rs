@@ -7,8 +7,10 @@
 //! [`CHILD`] set so that only the ignored `child_role` test runs, and does its part.
 #![cfg(windows)]
 
+use std::io::Write;
 use std::mem::size_of;
-use std::process::Command;
+use std::os::windows::io::AsRawHandle;
+use std::process::{Command, Stdio};
 
 use extmem::backend::{
     errno, Backend, BackendError, CpuAccess, GemHandle, RawWin32Handle, Win32ExportInfo,
@@ -18,14 +20,15 @@ use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
 use extmem_uapi::Cmd;
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+    CloseHandle, DuplicateHandle, GetHandleInformation, DUPLICATE_CLOSE_SOURCE,
+    DUPLICATE_SAME_ACCESS, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Security::{
     InitializeAcl, InitializeSecurityDescriptor, SetSecurityDescriptorDacl, ACL, ACL_REVISION,
     PSECURITY_DESCRIPTOR, SECURITY_DESCRIPTOR,
 };
 use windows_sys::Win32::System::Memory::{CreateFileMappingW, PAGE_READWRITE};
-use windows_sys::Win32::System::Threading::GetCurrentProcessId;
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetCurrentProcessId};
 
 const PAGE: u64 = 4096;
 const SIZE: u64 = 2 * PAGE;
@@ -270,7 +273,7 @@ fn global_tokens_work_until_the_memory_is_freed() {
 }
 
 #[test]
-fn a_second_process_imports_by_inherited_handle_name_and_token() {
+fn a_second_process_imports_by_inherited_and_duplicated_handle_name_and_token() {
     let mut gpu = device();
     let by_handle = ok(gpu.create(SIZE));
     let name = unique_name("child");
@@ -280,10 +283,12 @@ fn a_second_process_imports_by_inherited_handle_name_and_token() {
     };
     let by_name = ok(win32(&mut gpu).create_exportable(SIZE, &export));
     let by_token = ok(gpu.create(SIZE));
+    let by_duplicate = ok(gpu.create(SIZE));
     for (memory, text) in [
         (by_handle, b"parent: handle"),
         (by_name, b"parent: name  "),
         (by_token, b"parent: token "),
+        (by_duplicate, b"parent: dup   "),
     ] {
         cpu(&mut gpu, memory, Some(text), 0);
     }
@@ -292,14 +297,40 @@ fn a_second_process_imports_by_inherited_handle_name_and_token() {
     assert!(inheritable(nt));
     let token = ok(win32(&mut gpu).export_global(by_token));
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let output = Command::new(exe)
+    let mut child = Command::new(exe)
         .args(["--ignored", "--exact", "child_role", "--nocapture"])
         .env(
             CHILD,
             format!("{nt},{},{token}", String::from_utf16_lossy(&name)),
         )
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
+    // Not inheritable: moved into the running child as an application would hand it
+    // over (DuplicateHandle into the target process, closing ours), its value sent on
+    // the child's stdin.
+    let not_inherited = ok(win32(&mut gpu).export_nt(by_duplicate, 0, false));
+    let mut in_child: HANDLE = core::ptr::null_mut();
+    // SAFETY: `not_inherited` is ours and is closed by the call (DUPLICATE_CLOSE_SOURCE);
+    // the child's process handle is live while `child` is; the call writes `in_child`.
+    let moved = unsafe {
+        DuplicateHandle(
+            GetCurrentProcess(),
+            not_inherited as HANDLE,
+            child.as_raw_handle(),
+            &mut in_child,
+            0,
+            0,
+            DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE,
+        )
+    };
+    assert_ne!(moved, 0, "DuplicateHandle into the child");
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("piped stdin"));
+    writeln!(stdin, "{}", in_child as RawWin32Handle).unwrap_or_else(|e| panic!("{e}"));
+    drop(stdin);
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let log = format!(
         "{}\n{}",
         String::from_utf8_lossy(&output.stdout),
@@ -310,13 +341,14 @@ fn a_second_process_imports_by_inherited_handle_name_and_token() {
     assert_eq!(cpu(&mut gpu, by_handle, None, 14), b"child: handle ");
     assert_eq!(cpu(&mut gpu, by_name, None, 14), b"child: name   ");
     assert_eq!(cpu(&mut gpu, by_token, None, 14), b"child: token  ");
+    assert_eq!(cpu(&mut gpu, by_duplicate, None, 14), b"child: dup    ");
     assert!(close(nt));
 }
 
-/// The second process of the test above: imports the three memories, reads what the
+/// The second process of the test above: imports the four memories, reads what the
 /// parent wrote and writes back, through its own copy engine.
 #[test]
-#[ignore = "the child process of a_second_process_imports_by_inherited_handle_name_and_token"]
+#[ignore = "the child process of a_second_process_imports_by_inherited_and_duplicated_handle_name_and_token"]
 fn child_role() {
     let spec = std::env::var(CHILD).unwrap_or_else(|e| panic!("{CHILD}: {e}"));
     let parts: Vec<&str> = spec.split(',').collect();
@@ -331,6 +363,12 @@ fn child_role() {
     let mut gpu = device();
     let by_handle = ok(win32(&mut gpu).import_nt(nt));
     let by_name = ok(win32(&mut gpu).import_name(&wide(name)));
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let duplicated = number(line.trim());
+    let by_duplicate = ok(win32(&mut gpu).import_nt(duplicated));
     let by_token = ok(win32(&mut gpu).import_global(token));
     assert_eq!(
         gpu_swap(&mut gpu, by_handle, b"child: handle "),
@@ -344,8 +382,13 @@ fn child_role() {
         gpu_swap(&mut gpu, by_token, b"child: token  "),
         b"parent: token "
     );
+    assert_eq!(
+        gpu_swap(&mut gpu, by_duplicate, b"child: dup    "),
+        b"parent: dup   "
+    );
     assert!(
         close(nt),
         "the inherited handle stayed the child's to close"
     );
+    assert!(close(duplicated), "so did the duplicated one");
 }
