@@ -1,4 +1,4 @@
-//! Windows: the `no_std` crates' tests built for `x86_64-pc-windows-gnu` with Debian's
+//! Windows: the portable crates' tests built for `x86_64-pc-windows-gnu` with Debian's
 //! mingw-w64 and run under Debian's Wine (wine64 8.0), through cargo's target runner.
 //!
 //! Wine 8.0 has no `bcryptprimitives.dll`, whose `ProcessPrng` every Rust program for
@@ -7,12 +7,15 @@
 //! `process_prng.c` (forwarding to `RtlGenRandom`) and puts it next to the executables,
 //! where the Windows loader looks first.
 //!
-//! What runs: `extmem-hw`'s unit tests and page-table model tests, and the unit tests of
+//! What runs: `extmem-hw`'s unit tests and page-table model tests, the unit tests of
 //! `extmem-uapi`, `extmem-kcore` and `extmem` (the memory manager's Win32 rules; its fd
-//! tests are Linux-only), and the ICD: its unit tests and `tests/win32.rs`, which loads
-//! `extmem_icd.dll` and shares memory with a second process by NT handle, name and KMT
-//! token on the software device. Their integration tests check the Linux C header and
-//! the kernel object with Linux tools, which is not a Windows question.
+//! tests are Linux-only), `extmem-softgpu`'s unit tests and its `win32` and `win32_memory`
+//! integration tests (section objects shared by NT handle, name and global-share token,
+//! with a second process, and the memory manager's Win32 rules over them), and the ICD:
+//! its unit tests and its own `tests/win32.rs`, which loads `extmem_icd.dll` and shares
+//! memory with a second process through the Vulkan entry points. The other integration
+//! tests check the Linux C header and the kernel object with Linux tools, which is not a
+//! Windows question.
 
 use std::ffi::OsString;
 use std::fs;
@@ -47,12 +50,16 @@ const TEST_ARGS: &[&str] = &[
     "-p",
     "extmem",
     "-p",
+    "extmem-softgpu",
+    "-p",
     "extmem-icd",
     "--lib",
     "--test",
     "page_table_model",
     "--test",
     "win32",
+    "--test",
+    "win32_memory",
     "--target",
     TARGET,
     "--no-fail-fast",

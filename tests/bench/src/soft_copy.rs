@@ -1,9 +1,10 @@
 //! The software device's copy engine: `EXEC` COPY through kcore's page tables on
 //! `extmem-softgpu`, against `memcpy` of the same bytes in the same process.
 //!
-//! Two paths: device memory to device memory (both sides memfds the device mapped, copied
-//! directly one 4 KiB chunk at a time) and imported host memory to device memory (the host
-//! side read through `process_vm_readv`, so an unmapped page faults instead of crashing).
+//! Two paths: device memory to device memory (both sides memfds, or sections on Windows,
+//! the device mapped, copied directly one 4 KiB chunk at a time) and imported host memory
+//! to device memory (the host side read through `process_vm_readv`, or `ReadProcessMemory`,
+//! so an unmapped page faults instead of crashing).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -16,6 +17,13 @@ use extmem_uapi::Cmd;
 use crate::report::{median_ns, Row};
 
 const KIB: usize = 1024;
+/// How the copy engine reads imported host memory on this OS (see extmem-softgpu's
+/// host_access); the bench also builds for Windows and runs under Wine.
+const HOST_READ: &str = if cfg!(windows) {
+    "ReadProcessMemory"
+} else {
+    "process_vm_readv"
+};
 const SRC_VA: u64 = 1 << 32;
 const DST_VA: u64 = 1 << 33;
 
@@ -71,7 +79,7 @@ fn case(reps: usize, len: usize, from_host: bool) -> Result<Row, String> {
         Ok(())
     })?;
     let (name, path) = if from_host {
-        ("copy host import -> device", "process_vm_readv")
+        ("copy host import -> device", HOST_READ)
     } else {
         ("copy device -> device", "direct")
     };

@@ -1,5 +1,6 @@
-//! What running copy-engine commands can fail with, on any device that has a copy engine
-//! (the extmem-vgpu kernel driver, the software device on Linux and Windows).
+//! What a copy-engine submission (`EXEC`) reports when it fails: a GPU fault or a refusal.
+//! OS-neutral, shared by the extmem-vgpu backend ([`crate::vgpu`], which re-exports it)
+//! and the software device (extmem-softgpu), which also builds for Windows.
 
 use extmem_hw::GpuVa;
 use extmem_uapi as uapi;
@@ -22,6 +23,6 @@ pub struct Fault {
 pub enum ExecError {
     /// The GPU faulted; commands before `cmd` ran.
     Fault(Fault),
-    /// The kernel (or the software device) refused the submission.
+    /// The kernel refused the submission.
     Kernel(BackendError),
 }

@@ -13,7 +13,7 @@
 //! - [`dma_buf_device`]: udmabuf and the system dma-heap, memory without a GPU;
 //! - [`drm_core`] and [`dma_buf`]: the generic DRM ioctls and dma-buf fd operations;
 //! - [`error`]: the error type and its `VkResult` mapping;
-//! - [`exec`]: what running copy-engine commands fails with;
+//! - [`exec`]: what a copy-engine submission reports when it fails;
 //! - [`os_handle`]: what carries memory between processes (an fd, a Windows `HANDLE`).
 //!
 //! On Windows only the portable half builds (the Linux backends are left out).

@@ -11,8 +11,11 @@ use rustix::ioctl::{ioctl, Opcode, Updater};
 use crate::backend::{
     errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
 };
-pub use crate::exec::{ExecError, Fault};
 use crate::{dma_buf, drm_core};
+
+// What `EXEC` reports is OS-neutral (the software device reports it too, on Windows);
+// it lives in `exec` and is re-exported here for the users of this backend.
+pub use crate::exec::{ExecError, Fault};
 
 /// An open extmem-vgpu render node.
 #[derive(Debug)]

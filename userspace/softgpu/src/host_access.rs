@@ -2,146 +2,27 @@
 //!
 //! The kernel device pins such pages (`pin_user_pages`), so they cannot go away while the
 //! GPU uses them. The software device pins nothing: the application may unmap or
-//! `mprotect` its memory while it is imported (undefined in Vulkan, but it must not crash
+//! re-protect its memory while it is imported (undefined in Vulkan, but it must not crash
 //! the driver). So the copy engine never dereferences an imported address: it reads and
-//! writes it with `process_vm_readv` / `process_vm_writev` on its own process, which walk
-//! the page tables as the kernel's `copy_from_user` does and fail with `EFAULT` on a page
-//! that is not mapped (or, for a write, not writable) instead of raising a signal.
-//!
-//! `process_vm_*` on one's own process needs no ptrace permission (`ptrace_may_access`
-//! allows the caller's own thread group), so Yama's `ptrace_scope` does not matter.
+//! writes it through the OS, on its own process, which fails on a page that is not mapped
+//! (or, for a write, not writable) instead of raising a signal or an exception:
+//! `process_vm_readv`/`writev` on Linux (`linux`), `ReadProcessMemory` /
+//! `WriteProcessMemory` on Windows (`windows`). Both give the same three functions:
+//! `read`, `write` and `check_mapped`.
 
-use core::ffi::{c_int, c_ulong, c_void};
+#[cfg(not(windows))]
+mod linux;
+#[cfg(windows)]
+mod windows;
 
-use rustix::mm::MsyncFlags;
-
-/// `struct iovec`.
-#[repr(C)]
-struct Iovec {
-    base: usize,
-    len: usize,
-}
-
-// glibc's wrappers (since 2.15), linked through std's libc; rustix has no binding.
-extern "C" {
-    fn process_vm_readv(
-        pid: c_int,
-        local: *const Iovec,
-        local_count: c_ulong,
-        remote: *const Iovec,
-        remote_count: c_ulong,
-        flags: c_ulong,
-    ) -> isize;
-    fn process_vm_writev(
-        pid: c_int,
-        local: *const Iovec,
-        local_count: c_ulong,
-        remote: *const Iovec,
-        remote_count: c_ulong,
-        flags: c_ulong,
-    ) -> isize;
-}
+#[cfg(not(windows))]
+pub use linux::{check_mapped, read, write};
+#[cfg(windows)]
+pub use windows::{check_mapped, read, write};
 
 /// A host address the copy engine could not read or write.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct HostFault {
     /// The address.
     pub addr: u64,
-}
-
-fn own_pid() -> i32 {
-    rustix::process::getpid().as_raw_nonzero().get()
-}
-
-/// `process_vm_readv` or `process_vm_writev`.
-type Transfer =
-    unsafe extern "C" fn(c_int, *const Iovec, c_ulong, *const Iovec, c_ulong, c_ulong) -> isize;
-
-/// Moves `len` bytes between our buffer at `local` and the imported address `addr` with
-/// `transfer`, all or nothing.
-///
-/// # Safety
-/// `local` is valid for `len` bytes of what `transfer` does to it (written by
-/// `process_vm_readv`, read by `process_vm_writev`) for the duration of the call.
-unsafe fn move_bytes(
-    transfer: Transfer,
-    local: *const u8,
-    len: usize,
-    addr: u64,
-) -> Result<(), HostFault> {
-    let local = Iovec {
-        base: local as usize,
-        len,
-    };
-    let remote = Iovec {
-        base: usize::try_from(addr).map_err(|_| HostFault { addr })?,
-        len,
-    };
-    // SAFETY: `local` is valid per the caller; `remote` is only reached by the kernel
-    // through the process's page tables, which refuse a missing page (and, for a write,
-    // one that is not writable) with an error, not a fault in this thread. One iovec each,
-    // no flags.
-    let done = unsafe { transfer(own_pid(), &local, 1, &remote, 1, 0) };
-    if usize::try_from(done).ok() == Some(len) {
-        Ok(())
-    } else {
-        Err(HostFault { addr })
-    }
-}
-
-/// Reads `out.len()` bytes at the imported address `addr` into `out`.
-pub fn read(addr: u64, out: &mut [u8]) -> Result<(), HostFault> {
-    // SAFETY: `out` is ours to write for the call.
-    unsafe { move_bytes(process_vm_readv, out.as_mut_ptr(), out.len(), addr) }
-}
-
-/// Writes `data` to the imported address `addr`.
-pub fn write(addr: u64, data: &[u8]) -> Result<(), HostFault> {
-    // SAFETY: `data` is ours to read for the call.
-    unsafe { move_bytes(process_vm_writev, data.as_ptr(), data.len(), addr) }
-}
-
-/// Whether `[addr, addr + len)` is mapped in this process, every page of it: what
-/// `GEM_USERPTR`'s probe answers on the kernel device, without pinning. `msync` with
-/// `MS_ASYNC` does nothing to anonymous memory and fails with `ENOMEM` when the range has
-/// a hole. Returns the errno on failure.
-pub fn check_mapped(addr: u64, len: u64) -> Result<(), i32> {
-    let (Ok(start), Ok(size)) = (usize::try_from(addr), usize::try_from(len)) else {
-        return Err(extmem::backend::errno::EFAULT);
-    };
-    // SAFETY: MS_ASYNC changes no memory and no mapping; the kernel checks the range.
-    unsafe { rustix::mm::msync(start as *mut c_void, size, MsyncFlags::ASYNC) }
-        .map_err(|e| e.raw_os_error())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_and_writes_own_memory_and_faults_on_unmapped_pages() {
-        let mut buf = vec![0u8; 8192];
-        buf[100] = 7;
-        let addr = buf.as_ptr() as u64;
-        let mut out = [0u8; 4];
-        read(addr + 99, &mut out).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(out, [0, 7, 0, 0]);
-        write(addr + 200, &[1, 2, 3]).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(&buf[200..203], &[1, 2, 3]);
-        assert_eq!(check_mapped(addr & !4095, 4096), Ok(()));
-        // Page 0 is never mapped.
-        assert_eq!(read(16, &mut out), Err(HostFault { addr: 16 }));
-        assert_eq!(write(16, &out), Err(HostFault { addr: 16 }));
-        assert_eq!(check_mapped(0, 4096), Err(extmem::backend::errno::ENOMEM));
-    }
-
-    #[test]
-    fn a_read_only_page_is_not_written() {
-        let text = b"constant data in a read-only mapping";
-        let addr = text.as_ptr() as u64;
-        assert_eq!(write(addr, b"x"), Err(HostFault { addr }));
-        let mut out = [0u8; 8];
-        read(addr, &mut out).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(&out, b"constant");
-    }
 }

@@ -17,24 +17,35 @@
 //!   [`host_access`], which turns a page the application unmapped into a GPU memory fault
 //!   instead of a crash. Kernel pinning (`pin_user_pages`, `RLIMIT_MEMLOCK`) is proved
 //!   only by the kernel device in the QEMU guest.
-//! - **Device memory is a sealed memfd** ([`shared_memory`]), exported and imported as an
-//!   opaque fd between processes. A memfd is not a dma-buf, so `DMA_BUF` is neither
-//!   exported nor imported, and host-mapped foreign memory (which resolves a CPU mapping
-//!   back to its dma-buf) is not supported: [`CAPS`] says so.
+//! - **Device memory is a sealed memfd** on Linux ([`shared_memory`]), exported and
+//!   imported as an opaque fd between processes. A memfd is not a dma-buf, so `DMA_BUF` is
+//!   neither exported nor imported, and host-mapped foreign memory (which resolves a CPU
+//!   mapping back to its dma-buf) is not supported: [`CAPS`] says so.
+//! - **On Windows device memory is a pagefile-backed section** with a trailer page that
+//!   marks it as this driver's, shared as NT handles, by name and by global-share (KMT)
+//!   tokens (`Win32Sharing`, reached through `Backend::win32`). A KMT token is this
+//!   driver's own construction (a named token section recording the exporter's process and
+//!   section handle), not a D3D kernel-mode token: only this driver understands it.
 //!
 //! Why a crate of its own: `userspace/core` is `no_std` and reaches the kernel side only
 //! through ioctls; hosting kcore is this crate's business, and the ICD wires it in.
 //!
-//! The OS-specific parts are two modules, so that Windows is a second implementation of
-//! each, not a rewrite: [`shared_memory`] (memfds; on Windows, pagefile-backed section
-//! objects from `CreateFileMapping`, exported as NT handles with `DuplicateHandle`) and
-//! [`host_access`] (`process_vm_readv`/`writev`; on Windows, `ReadProcessMemory` /
-//! `WriteProcessMemory` on the own process, which also fail instead of faulting).
-//! [`phys_memory`] and the [`SoftGpu`] backend are OS-neutral.
+//! The OS-specific parts are two modules with one interface and a file per OS, so that
+//! Windows is a second implementation of each, not a rewrite: [`shared_memory`] (memfds;
+//! on Windows, pagefile-backed section objects from `CreateFileMappingW`, exported as NT
+//! handles with `DuplicateHandle`) and [`host_access`] (`process_vm_readv`/`writev`; on
+//! Windows, `ReadProcessMemory` / `WriteProcessMemory` on the own process, which also
+//! fail instead of faulting). [`phys_memory`] and the [`SoftGpu`] backend are OS-neutral;
+//! the Windows-only sharing is `win32` (the `Win32Sharing` implementation) and
+//! `win32_error` (Win32 errors as errno).
 
 pub mod host_access;
 pub mod phys_memory;
 pub mod shared_memory;
+#[cfg(windows)]
+mod win32;
+#[cfg(windows)]
+pub mod win32_error;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,14 +54,14 @@ use std::num::NonZeroU32;
 use extmem::backend::{
     errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
 };
+use extmem::exec::{ExecError, Fault};
 use extmem::handle_types::{DeviceCaps, Platform};
-use extmem::vgpu::{ExecError, Fault};
+use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_kcore::args::{check_gem_create, check_gem_userptr};
 use extmem_kcore::params::{answer, ParamAnswer};
 use extmem_kcore::{copy_engine, BoundObject, ObjectId, ToErrno, Vm, PROFILE};
 use extmem_uapi as uapi;
-use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::phys_memory::{Backing, PhysMemory};
 use crate::shared_memory::SharedMemory;
@@ -63,6 +74,7 @@ pub const DRIVER_UUID: [u8; 16] = *b"extmem-softgpu\0\x02";
 
 /// What the software device can do with external memory: opaque fds (memfds) and host
 /// allocations; no dma-buf, no host-mapped foreign memory (see the crate docs).
+#[cfg(not(windows))]
 pub const CAPS: DeviceCaps = DeviceCaps {
     platform: Platform::Linux,
     opaque_fd: true,
@@ -70,6 +82,18 @@ pub const CAPS: DeviceCaps = DeviceCaps {
     host_allocation: true,
     host_mapped_foreign: false,
     win32: false,
+};
+
+/// What the software device can do with external memory on Windows: NT handles and
+/// global-share tokens of its sections, and host allocations.
+#[cfg(windows)]
+pub const CAPS: DeviceCaps = DeviceCaps {
+    platform: Platform::Windows,
+    opaque_fd: false,
+    dma_buf: false,
+    host_allocation: true,
+    host_mapped_foreign: false,
+    win32: true,
 };
 
 /// One software device, as one open file of the kernel device: its own GPU VM and its
@@ -200,6 +224,41 @@ impl SoftGpu {
             .ok_or(failed(op)(errno::ENOENT))
     }
 
+    /// New device memory of `size` bytes, checked as `GEM_CREATE` is, made by `make`.
+    fn create_with(
+        &mut self,
+        size: u64,
+        make: impl FnOnce() -> Result<SharedMemory, i32>,
+    ) -> Result<GemHandle, BackendError> {
+        let args = uapi::GemCreate {
+            size,
+            ..Default::default()
+        };
+        check_gem_create(&args, PROFILE).map_err(|e| failed(Op::Create)(e.errno()))?;
+        let memory = make().map_err(failed(Op::Create))?;
+        let id = self
+            .memory
+            .add_object(Backing::Device(memory), size)
+            .map_err(failed(Op::Create))?;
+        self.new_handle(id, Op::Create)
+    }
+
+    /// Gives imported device memory a handle: the handle that already names the same
+    /// memory (its [`shared_memory::Identity`]), or a new one.
+    fn adopt(&mut self, memory: SharedMemory, op: Op) -> Result<GemHandle, BackendError> {
+        if let Some(id) = self.memory.find_device_memory(memory.identity()) {
+            if let Some((handle, _)) = self.handles.iter().find(|(_, o)| **o == id) {
+                return Ok(GemHandle(*handle));
+            }
+        }
+        let size = memory.size();
+        let id = self
+            .memory
+            .add_object(Backing::Device(memory), size)
+            .map_err(failed(op))?;
+        self.new_handle(id, op)
+    }
+
     fn device_memory<R>(
         &self,
         handle: GemHandle,
@@ -230,17 +289,7 @@ impl Drop for SoftGpu {
 
 impl Backend for SoftGpu {
     fn create(&mut self, size: u64) -> Result<GemHandle, BackendError> {
-        let args = uapi::GemCreate {
-            size,
-            ..Default::default()
-        };
-        check_gem_create(&args, PROFILE).map_err(|e| failed(Op::Create)(e.errno()))?;
-        let memory = SharedMemory::create(size).map_err(failed(Op::Create))?;
-        let id = self
-            .memory
-            .add_object(Backing::Device(memory), size)
-            .map_err(failed(Op::Create))?;
-        self.new_handle(id, Op::Create)
+        self.create_with(size, || SharedMemory::create(size))
     }
 
     /// Checks the range as `GEM_USERPTR` does, and that every page of it is mapped; does
@@ -280,26 +329,17 @@ impl Backend for SoftGpu {
         )))
     }
 
-    /// Imports a memfd of this driver (any other fd is `EINVAL`). The same memory imported
-    /// again while a handle names it gets that handle, as PRIME import does.
-    fn import_shared(&mut self, fd: BorrowedFd<'_>) -> Result<GemHandle, BackendError> {
-        let identity = shared_memory::identity(fd).map_err(failed(Op::ImportDmaBuf))?;
-        if let Some(id) = self.memory.find_device_memory(identity) {
-            if let Some((handle, _)) = self.handles.iter().find(|(_, o)| **o == id) {
-                return Ok(GemHandle(*handle));
-            }
-        }
-        let memory = SharedMemory::import(fd).map_err(failed(Op::ImportDmaBuf))?;
-        let size = memory.size();
-        let id = self
-            .memory
-            .add_object(Backing::Device(memory), size)
-            .map_err(failed(Op::ImportDmaBuf))?;
-        self.new_handle(id, Op::ImportDmaBuf)
+    /// Imports a memfd (on Windows, a section handle) of this driver; anything else is
+    /// `EINVAL`. The same memory imported again while a handle names it gets that handle,
+    /// as PRIME import does.
+    fn import_shared(&mut self, os: BorrowedOsHandle<'_>) -> Result<GemHandle, BackendError> {
+        let memory = SharedMemory::import(os).map_err(failed(Op::ImportDmaBuf))?;
+        self.adopt(memory, Op::ImportDmaBuf)
     }
 
-    /// A new close-on-exec fd of the object's memfd (an opaque fd, not a dma-buf).
-    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedFd, BackendError> {
+    /// A new close-on-exec fd of the object's memfd (an opaque fd, not a dma-buf); on
+    /// Windows a new section handle (not inheritable).
+    fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedOsHandle, BackendError> {
         self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::export)
     }
 
@@ -337,6 +377,11 @@ impl Backend for SoftGpu {
     }
 
     fn vm(&mut self) -> Option<&mut dyn GpuVm> {
+        Some(self)
+    }
+
+    #[cfg(windows)]
+    fn win32(&mut self) -> Option<&mut dyn extmem::backend::Win32Sharing> {
         Some(self)
     }
 }

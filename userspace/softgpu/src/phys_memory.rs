@@ -10,7 +10,7 @@
 //!
 //! The copy engine walks the page tables to a physical address, and [`PhysMemory`] turns it
 //! back into process memory: device memory is copied directly; imported host memory only
-//! through [`host_access`](crate::host_access), which fails cleanly on a page the
+//! through [`host_access`], which fails cleanly on a page the
 //! application has unmapped. A physical address that names nothing is a [`MemoryFault`].
 //!
 //! Ranges are handed out by the same allocator that hands out GPU VA
@@ -29,7 +29,7 @@ use extmem_hw::{Alignment, GpuProfile, GpuVa, PhysAddr};
 use extmem_kcore::{MemoryFault, ObjectId, Platform, Segment, SegmentError};
 
 use crate::host_access;
-use crate::shared_memory::SharedMemory;
+use crate::shared_memory::{Identity, SharedMemory};
 
 /// 4 KiB: a table page, and the most one copy-engine access touches.
 const PAGE: usize = 4096;
@@ -41,7 +41,7 @@ const PA_START: u64 = 1 << 21;
 /// What an object's bytes are.
 #[derive(Debug)]
 pub enum Backing {
-    /// Device memory: a sealed memfd, created here or imported.
+    /// Device memory: a sealed memfd (a section on Windows), created here or imported.
     Device(SharedMemory),
     /// The application's memory at `addr`, imported by host pointer.
     Host {
@@ -204,9 +204,8 @@ impl PhysMemory {
         self.lock().objects.get(&id).map(f)
     }
 
-    /// The object that holds device memory of this identity (`(st_dev, st_ino)`) and has
-    /// a handle, if any.
-    pub fn find_device_memory(&self, identity: (u64, u64)) -> Option<ObjectId> {
+    /// The object that holds device memory of this identity and has a handle, if any.
+    pub fn find_device_memory(&self, identity: Identity) -> Option<ObjectId> {
         self.lock()
             .objects
             .iter()

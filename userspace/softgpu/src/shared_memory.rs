@@ -1,38 +1,42 @@
-//! Device memory of the software device: sealed memfds, mapped into the process.
+//! Device memory of the software device: shareable OS objects, mapped into the process.
 //!
-//! A memfd is what the device exports as an opaque fd and what another process (or
-//! another device of the same driver) imports: the fd is the memory, so sharing works
-//! across processes like a GEM object's does. It is **not** a dma-buf (no other driver can
-//! attach it), so the software device never claims `DMA_BUF`.
+//! One interface, one implementation per OS:
+//! - Linux (`linux`): sealed memfds, exported and imported as opaque fds;
+//! - Windows (`windows`): pagefile-backed section objects (`CreateFileMappingW`),
+//!   exported and imported as NT handles, by name and by global-share (KMT) token.
 //!
-//! Every memfd the device creates is named [`MEMFD_NAME`] and sealed against growing and
-//! shrinking, and the seals themselves are sealed. An import accepts only such a memfd:
-//! the name says it came from this driver (`VUID-VkImportMemoryFdInfoKHR-handleType-00648`
-//! asks for the same driver), and the seals are what makes mapping it safe, since no
-//! process can truncate it under our mapping and turn an access into `SIGBUS`.
+//! Either way the OS object *is* the memory: sharing works across processes as a GEM
+//! object's does. Both implementations give a [`SharedMemory`] with the same methods:
+//! `create(size)`, `import(BorrowedOsHandle)` (the caller keeps its handle; anything not
+//! made by this driver is `EINVAL`), `export() -> OwnedOsHandle`, `map(size)` (a CPU mapping
+//! the caller undoes with [`unmap`]), `mapping()` (the device's own [`Mapping`], which the
+//! copy engine uses), `size()` and `identity()` (an [`Identity`]: the same memory imported
+//! twice has the same one).
 
-use core::ffi::c_void;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
-use extmem::backend::errno;
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{MemfdFlags, SealFlags};
-use rustix::mm::{MapFlags, ProtFlags};
+#[cfg(not(windows))]
+pub mod linux;
+#[cfg(windows)]
+pub mod windows;
 
-/// The name of every memfd the device creates (`/proc/self/fd/N` shows
-/// `/memfd:extmem-softgpu (deleted)`).
-pub const MEMFD_NAME: &str = "extmem-softgpu";
+#[cfg(not(windows))]
+use linux as platform;
+#[cfg(windows)]
+use windows as platform;
 
-/// The seals every device memfd carries.
-fn seals() -> SealFlags {
-    SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
-}
+pub use platform::SharedMemory;
 
-/// A shared, read-write mapping of a whole memfd.
+/// What names one memory object across imports and processes: `(st_dev, st_ino)` of a
+/// memfd on Linux, the random 128-bit object id in a section's trailer on Windows.
+pub type Identity = (u64, u64);
+
+/// A shared, read-write mapping of device memory.
 ///
 /// # Invariants
-/// `ptr` is the start of a live `MAP_SHARED` mapping of `len` bytes that this value owns
-/// and unmaps on drop; the memfd behind it cannot change size (it is sealed).
+/// `ptr` is the start of a live shared mapping of at least `len` bytes (a memfd `mmap` of
+/// `len` bytes, or a section view) that this value owns and unmaps on drop; the object
+/// behind it cannot shrink (a sealed memfd, a section).
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
@@ -44,25 +48,6 @@ pub struct Mapping {
 unsafe impl Send for Mapping {}
 
 impl Mapping {
-    /// Maps `len` bytes of `fd` read-write.
-    fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self, i32> {
-        // SAFETY: a new shared mapping at an address the kernel chooses; it aliases no
-        // Rust object. The memfd is sealed, so the mapping stays backed.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| e.raw_os_error())?;
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(errno::EFAULT)?;
-        Ok(Self { ptr, len })
-    }
-
     /// The first byte.
     pub fn ptr(&self) -> NonNull<u8> {
         self.ptr
@@ -77,176 +62,30 @@ impl Mapping {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Hands the mapping to the caller, who undoes it with [`unmap`].
+    fn leak(self) -> NonNull<u8> {
+        let ptr = self.ptr;
+        core::mem::forget(self);
+        ptr
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: per the invariant we own this mapping; nothing uses it after drop.
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast::<c_void>(), self.len) };
-    }
-}
-
-/// One memfd of device memory and the device's own mapping of it.
-#[derive(Debug)]
-pub struct SharedMemory {
-    fd: OwnedFd,
-    mapping: Mapping,
-    /// `(st_dev, st_ino)`: the same memory imported twice has the same identity.
-    identity: (u64, u64),
-}
-
-/// The identity of an fd's file.
-pub fn identity(fd: BorrowedFd<'_>) -> Result<(u64, u64), i32> {
-    let stat = rustix::fs::fstat(fd).map_err(|e| e.raw_os_error())?;
-    Ok((stat.st_dev, stat.st_ino))
-}
-
-impl SharedMemory {
-    /// A new memfd of `size` bytes (a multiple of 4 KiB), zeroed, sealed and mapped.
-    pub fn create(size: u64) -> Result<Self, i32> {
-        let len = usize::try_from(size).map_err(|_| errno::ENOMEM)?;
-        let fd =
-            rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-                .map_err(|e| e.raw_os_error())?;
-        rustix::fs::ftruncate(&fd, size).map_err(|e| e.raw_os_error())?;
-        rustix::fs::fcntl_add_seals(&fd, seals()).map_err(|e| e.raw_os_error())?;
-        let mapping = Mapping::new(fd.as_fd(), len)?;
-        let identity = identity(fd.as_fd())?;
-        Ok(Self {
-            fd,
-            mapping,
-            identity,
-        })
-    }
-
-    /// Imports a memfd this driver exported: checks its name and seals, then maps it
-    /// (through a duplicate, so the caller keeps its fd). `EINVAL` for anything else: a
-    /// file that is not a memfd, a memfd of someone else, one that could still change
-    /// size, or a size that is not a whole number of 4 KiB pages.
-    pub fn import(fd: BorrowedFd<'_>) -> Result<Self, i32> {
-        let sealed = rustix::fs::fcntl_get_seals(fd).map_err(|_| errno::EINVAL)?;
-        if !sealed.contains(seals()) || !is_device_memfd(fd) {
-            return Err(errno::EINVAL);
-        }
-        let stat = rustix::fs::fstat(fd).map_err(|e| e.raw_os_error())?;
-        let size = u64::try_from(stat.st_size).map_err(|_| errno::EINVAL)?;
-        if size == 0 || size % 4096 != 0 {
-            return Err(errno::EINVAL);
-        }
-        let len = usize::try_from(size).map_err(|_| errno::ENOMEM)?;
-        let own = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| e.raw_os_error())?;
-        let mapping = Mapping::new(own.as_fd(), len)?;
-        Ok(Self {
-            fd: own,
-            mapping,
-            identity: (stat.st_dev, stat.st_ino),
-        })
-    }
-
-    /// A new close-on-exec fd of the memory, for `vkGetMemoryFdKHR`.
-    pub fn export(&self) -> Result<OwnedFd, i32> {
-        rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(|e| e.raw_os_error())
-    }
-
-    /// A new CPU mapping of the first `size` bytes, for `vkMapMemory`; the caller unmaps
-    /// it (the memory manager does, at free).
-    pub fn map(&self, size: u64) -> Result<NonNull<u8>, i32> {
-        let len = usize::try_from(size).map_err(|_| errno::EINVAL)?;
-        if size == 0 || len > self.mapping.len() {
-            return Err(errno::EINVAL);
-        }
-        let mapping = Mapping::new(self.fd.as_fd(), len)?;
-        let ptr = mapping.ptr();
-        // The caller owns it now.
-        core::mem::forget(mapping);
-        Ok(ptr)
-    }
-
-    /// The device's mapping, which the copy engine uses.
-    pub fn mapping(&self) -> &Mapping {
-        &self.mapping
-    }
-
-    /// Size in bytes.
-    pub fn size(&self) -> u64 {
-        u64::try_from(self.mapping.len()).unwrap_or(u64::MAX)
-    }
-
-    /// `(st_dev, st_ino)` of the memfd.
-    pub fn identity(&self) -> (u64, u64) {
-        self.identity
+        unsafe { platform::unmap_raw(self.ptr, self.len) };
     }
 }
 
 /// Undoes [`SharedMemory::map`].
 pub fn unmap(ptr: extmem_hw::HostVa, size: u64) {
-    if let (Ok(addr), Ok(len)) = (usize::try_from(ptr.get()), usize::try_from(size)) {
+    let (Ok(addr), Ok(len)) = (usize::try_from(ptr.get()), usize::try_from(size)) else {
+        return;
+    };
+    if let Some(ptr) = NonNull::new(addr as *mut u8) {
         // SAFETY: `ptr`/`size` come from `SharedMemory::map`; the memory manager drops
         // its only record of the mapping with this call.
-        let _ = unsafe { rustix::mm::munmap(addr as *mut c_void, len) };
-    }
-}
-
-/// Whether the fd is a memfd named [`MEMFD_NAME`]: the kernel shows a memfd's link as
-/// `/memfd:<name> (deleted)`.
-fn is_device_memfd(fd: BorrowedFd<'_>) -> bool {
-    let link = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        rustix::fd::AsRawFd::as_raw_fd(&fd)
-    ));
-    link.is_ok_and(|path| {
-        path.to_str()
-            .is_some_and(|p| p == format!("/memfd:{MEMFD_NAME} (deleted)"))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn created_memory_is_sealed_zeroed_and_imports_as_the_same_file() {
-        let memory = SharedMemory::create(8192).unwrap_or_else(|e| panic!("errno {e}"));
-        assert_eq!(memory.size(), 8192);
-        // SAFETY: the device mapping is 8192 bytes and live.
-        let first = unsafe { memory.mapping().ptr().as_ptr().read() };
-        assert_eq!(first, 0);
-        let exported = memory.export().unwrap_or_else(|e| panic!("errno {e}"));
-        assert_eq!(
-            rustix::fs::ftruncate(&exported, 4096).map_err(|e| e.raw_os_error()),
-            Err(rustix::io::Errno::PERM.raw_os_error()),
-            "sealed against shrinking"
-        );
-        let imported =
-            SharedMemory::import(exported.as_fd()).unwrap_or_else(|e| panic!("errno {e}"));
-        assert_eq!(imported.identity(), memory.identity());
-        assert_eq!(imported.size(), 8192);
-    }
-
-    #[test]
-    fn foreign_or_unsealed_files_are_refused() {
-        let plain = rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC)
-            .unwrap_or_else(|e| panic!("{e}"));
-        rustix::fs::ftruncate(&plain, 4096).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            SharedMemory::import(plain.as_fd()).err(),
-            Some(errno::EINVAL)
-        );
-        let other = rustix::fs::memfd_create(
-            "someone-else",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        rustix::fs::ftruncate(&other, 4096).unwrap_or_else(|e| panic!("{e}"));
-        rustix::fs::fcntl_add_seals(&other, seals()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            SharedMemory::import(other.as_fd()).err(),
-            Some(errno::EINVAL)
-        );
-        let file = std::fs::File::open("/proc/self/exe").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            SharedMemory::import(file.as_fd()).err(),
-            Some(errno::EINVAL)
-        );
+        unsafe { platform::unmap_raw(ptr, len) };
     }
 }

@@ -1,13 +1,17 @@
 //! The software device through `extmem`'s `Backend` trait, as the memory manager drives
 //! it: device memory, host-pointer import, bindings, the copy engine walking kcore's page
 //! tables, opaque-fd sharing with another process, and bad input refused by errno.
+//!
+//! Linux only: it shares memory as opaque fds and maps host pages with rustix; the Windows
+//! half is tests/win32.rs.
+#![cfg(not(windows))]
 
 use std::process::Command;
 
 use extmem::backend::{
     errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, ObjectOrigin, Op,
 };
-use extmem::vgpu::{ExecError, Fault};
+use extmem::exec::{ExecError, Fault};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
 use extmem_uapi::{Cmd, FaultKind, Param};
