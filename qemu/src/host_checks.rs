@@ -148,6 +148,31 @@ pub fn clippy(workspace: &Workspace) -> Step {
     )
 }
 
+/// `cargo clippy` of the crates that build for Windows, for the Windows target: the
+/// `cfg(windows)` code is invisible to the host's clippy.
+pub fn clippy_windows(workspace: &Workspace) -> Step {
+    single_check_step(
+        workspace,
+        &[
+            "clippy",
+            "-p",
+            "extmem",
+            "-p",
+            "extmem-softgpu",
+            "-p",
+            "extmem-icd",
+            "--all-targets",
+            "--target",
+            crate::windows_tests::TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "clippy-windows",
+        compiler_errors,
+    )
+}
+
 /// The no_std builds, one check per (crate, target).
 pub fn no_std_builds(workspace: &Workspace) -> Step {
     let started = Instant::now();

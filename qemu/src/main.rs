@@ -237,6 +237,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
     let mut steps = vec![provision];
     steps.push(host_checks::fmt(workspace));
     steps.push(host_checks::clippy(workspace));
+    steps.push(host_checks::clippy_windows(workspace));
     steps.push(host_checks::tests(workspace));
     steps.push(miri_step::run(workspace));
     steps.push(fuzz_step::run(

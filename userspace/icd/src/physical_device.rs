@@ -512,7 +512,8 @@ pub fn ram_bytes() -> u64 {
 pub fn ram_bytes() -> u64 {
     use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
     let mut status = MEMORYSTATUSEX {
-        dwLength: core::mem::size_of::<MEMORYSTATUSEX>() as u32,
+        // 64 bytes: the conversion cannot fail.
+        dwLength: u32::try_from(core::mem::size_of::<MEMORYSTATUSEX>()).unwrap_or(u32::MAX),
         // SAFETY: MEMORYSTATUSEX is plain data, all-zero valid.
         ..unsafe { core::mem::zeroed() }
     };

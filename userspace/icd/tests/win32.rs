@@ -289,14 +289,14 @@ fn child() {
         gpu.import(Types::OPAQUE_WIN32, core::ptr::null_mut(), Some(&name)),
         gpu.import(Types::OPAQUE_WIN32_KMT, number(token), None),
     ];
-    for (i, memory) in imports.into_iter().enumerate() {
+    for (i, memory) in (0u32..).zip(imports) {
         let memory = memory.unwrap_or_else(fail("child import"));
         assert_eq!(
             gpu.words(memory, 0, 4),
             [0x5eed_0001; 4],
             "import {i} sees the parent's bytes"
         );
-        gpu.fill(memory, 4096 * (i as u64 + 1), 4096, 0xc41d_0000 + i as u32);
+        gpu.fill(memory, 4096 * (u64::from(i) + 1), 4096, 0xc41d_0000 + i);
         gpu.free(memory);
     }
     // SAFETY: the child's copy of the duplicated handle is its own to close.
@@ -347,7 +347,10 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
     let gpu = Gpu::new(&instance, pd);
     let name = wide(&format!("Local\\extmem-win32-test-{}", std::process::id()));
     let attributes = windows_sys::Win32::Security::SECURITY_ATTRIBUTES {
-        nLength: core::mem::size_of::<windows_sys::Win32::Security::SECURITY_ATTRIBUTES>() as u32,
+        nLength: u32::try_from(core::mem::size_of::<
+            windows_sys::Win32::Security::SECURITY_ATTRIBUTES,
+        >())
+        .unwrap_or(u32::MAX),
         lpSecurityDescriptor: core::ptr::null_mut(),
         bInheritHandle: 1,
     };
@@ -451,11 +454,11 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         output.status
     );
     // What the child's copy engine wrote through each import, this process reads.
-    for (i, memory) in [shared, shared, shared, global].into_iter().enumerate() {
-        let offset = 4096 * (i as u64 + 1);
+    for (i, memory) in (0u32..).zip([shared, shared, shared, global]) {
+        let offset = 4096 * (u64::from(i) + 1);
         assert_eq!(
             gpu.words(memory, offset, 4),
-            [0xc41d_0000 + i as u32; 4],
+            [0xc41d_0000 + i; 4],
             "child's write through import {i}"
         );
     }
@@ -466,11 +469,8 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         .unwrap_or_else(fail("re-import"));
     gpu.free(again);
     // SAFETY: the NT handle is ours (vkGetMemoryWin32HandleKHR gave it to us).
-    assert_ne!(
-        unsafe { CloseHandle(nt) },
-        0,
-        "the application closes its NT handle"
-    );
+    let closed = unsafe { CloseHandle(nt) };
+    assert_ne!(closed, 0, "the application closes its NT handle");
 
     // Refusals, each with its error.
     let bogus = 0x1234_5678 as HANDLE;

@@ -4,7 +4,8 @@
 //! with a second process, the copy engine moving the bytes; and every refusal by errno.
 //!
 //! The second process is this test executable again (`std::env::current_exe`), run with
-//! [`CHILD`] set so that only the ignored `child_role` test runs, and does its part.
+//! [`CHILD`] set and only the cross-process test selected, which then plays the child's
+//! part ([`child_role`]) instead of the parent's.
 #![cfg(windows)]
 
 use std::io::Write;
@@ -274,6 +275,9 @@ fn global_tokens_work_until_the_memory_is_freed() {
 
 #[test]
 fn a_second_process_imports_by_inherited_and_duplicated_handle_name_and_token() {
+    if std::env::var_os(CHILD).is_some() {
+        return child_role();
+    }
     let mut gpu = device();
     let by_handle = ok(gpu.create(SIZE));
     let name = unique_name("child");
@@ -298,7 +302,11 @@ fn a_second_process_imports_by_inherited_and_duplicated_handle_name_and_token() 
     let token = ok(win32(&mut gpu).export_global(by_token));
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "child_role", "--nocapture"])
+        .args([
+            "--exact",
+            "a_second_process_imports_by_inherited_and_duplicated_handle_name_and_token",
+            "--nocapture",
+        ])
         .env(
             CHILD,
             format!("{nt},{},{token}", String::from_utf16_lossy(&name)),
@@ -347,8 +355,7 @@ fn a_second_process_imports_by_inherited_and_duplicated_handle_name_and_token() 
 
 /// The second process of the test above: imports the four memories, reads what the
 /// parent wrote and writes back, through its own copy engine.
-#[test]
-#[ignore = "the child process of a_second_process_imports_by_inherited_and_duplicated_handle_name_and_token"]
+/// The child's part of the cross-process test.
 fn child_role() {
     let spec = std::env::var(CHILD).unwrap_or_else(|e| panic!("{CHILD}: {e}"));
     let parts: Vec<&str> = spec.split(',').collect();

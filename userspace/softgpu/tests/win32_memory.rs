@@ -68,7 +68,7 @@ fn import(
         import: Import::Win32 {
             handle_type,
             handle,
-            name: name.map_or(0, |n| n.as_ptr() as usize),
+            name: name.map_or(core::ptr::null(), <[u16]>::as_ptr),
         },
         ..AllocRequest::default()
     };
