@@ -6,7 +6,7 @@
 
 use ash::vk;
 use extmem::alloc_info::{parse, AllocRequest, DeviceLimits, Import};
-use extmem_fuzz::alloc_chain::{is_import, Chain, ChainInput};
+use extmem_fuzz::alloc_chain::{Chain, ChainInput, Node};
 use libfuzzer_sys::fuzz_target;
 
 type Types = vk::ExternalMemoryHandleTypeFlags;
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         (req.size, req.memory_type_index),
         (input.size, input.memory_type_index)
     );
-    let imports = input.walk_order().into_iter().any(is_import);
+    let imports = input.walk_order().into_iter().any(Node::requests_import);
     assert_eq!(
         req.import != Import::None,
         imports,

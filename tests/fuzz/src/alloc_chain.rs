@@ -281,19 +281,18 @@ impl ChainInput {
         }
     }
 
-    /// The structure types in the order the parser meets them, up to one past
-    /// [`MAX_CHAIN`] (following the loop, if any).
-    pub fn walk_order(&self) -> Vec<vk::StructureType> {
-        let types: Vec<vk::StructureType> = self.nodes.iter().map(Node::s_type).collect();
+    /// The nodes in the order the parser meets them, up to one past [`MAX_CHAIN`]
+    /// (following the loop, if any).
+    pub fn walk_order(&self) -> Vec<&Node> {
         let mut order = Vec::new();
         let mut index = 0;
         while order.len() <= MAX_CHAIN {
-            let Some(&s_type) = types.get(index) else {
+            let Some(node) = self.nodes.get(index) else {
                 break;
             };
-            order.push(s_type);
+            order.push(node);
             index += 1;
-            if index == types.len() {
+            if index == self.nodes.len() {
                 match self.loop_to {
                     Some(to) => index = usize::from(to),
                     None => break,
@@ -308,15 +307,16 @@ impl ChainInput {
     pub fn expected_chain_error(&self) -> Option<Error> {
         let mut seen = Vec::new();
         let mut imports = 0;
-        for (index, s_type) in self.walk_order().into_iter().enumerate() {
+        for (index, node) in self.walk_order().into_iter().enumerate() {
             if index == MAX_CHAIN {
                 return Some(Error::ValidUsage(Vuid::ChainValid));
             }
+            let s_type = node.s_type();
             if seen.contains(&s_type) {
                 return Some(Error::ValidUsage(Vuid::ChainUnique));
             }
             seen.push(s_type);
-            if is_import(s_type) {
+            if node.requests_import() {
                 imports += 1;
                 if imports > 1 {
                     return Some(Error::ValidUsage(Vuid::OneImport));
@@ -327,18 +327,22 @@ impl ChainInput {
     }
 }
 
-/// Whether structures of this type request an import.
-pub fn is_import(s_type: vk::StructureType) -> bool {
-    [
-        vk::StructureType::IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
-        vk::StructureType::IMPORT_MEMORY_FD_INFO_KHR,
-        vk::StructureType::IMPORT_MEMORY_WIN32_HANDLE_INFO_KHR,
-        vk::StructureType::IMPORT_MEMORY_WIN32_HANDLE_INFO_NV,
-    ]
-    .contains(&s_type)
-}
-
 impl Node {
+    /// Whether this structure requests an import: every import structure does, but for
+    /// `VkImportMemoryWin32HandleInfoNV` with handle type 0, which the specification
+    /// says is ignored.
+    pub fn requests_import(&self) -> bool {
+        match self {
+            Node::Win32Nv { handle_type, .. } => *handle_type != 0,
+            node => [
+                vk::StructureType::IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
+                vk::StructureType::IMPORT_MEMORY_FD_INFO_KHR,
+                vk::StructureType::IMPORT_MEMORY_WIN32_HANDLE_INFO_KHR,
+            ]
+            .contains(&node.s_type()),
+        }
+    }
+
     /// The structure type this node is built with.
     pub fn s_type(&self) -> vk::StructureType {
         match self {
