@@ -26,6 +26,9 @@ type Types = vk::ExternalMemoryHandleTypeFlags;
 type Nv = vk::ExternalMemoryHandleTypeFlagsNV;
 
 const CHILD: &str = "EXTMEM_WIN32_CHILD";
+/// The NV-shared image: 33 RGBA8 texels a row, so rows are padded to the row pitch.
+const IMAGE_WIDTH: u32 = 33;
+const IMAGE_HEIGHT: u32 = 17;
 const SIZE: u64 = 64 << 10;
 
 fn fail<T>(what: &str) -> impl FnOnce(vk::Result) -> T + '_ {
@@ -220,6 +223,20 @@ impl Gpu {
         answer.result_with_success(handle as HANDLE)
     }
 
+    /// Writes `words` at the start of `memory` through a CPU mapping.
+    fn write_words(&self, memory: vk::DeviceMemory, words: &[u32]) {
+        // SAFETY: host-visible memory of this device, mapped whole, written within its
+        // size, unmapped.
+        unsafe {
+            let ptr = self
+                .device
+                .map_memory(memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty())
+                .unwrap_or_else(fail("vkMapMemory"));
+            core::ptr::copy_nonoverlapping(words.as_ptr(), ptr.cast::<u32>(), words.len());
+            self.device.unmap_memory(memory);
+        }
+    }
+
     fn free(&self, memory: vk::DeviceMemory) {
         // SAFETY: memory of this device, no longer used.
         unsafe { self.device.free_memory(memory, None) };
@@ -264,6 +281,52 @@ fn luid(instance: &ash::Instance, pd: vk::PhysicalDevice) -> [u8; vk::LUID_SIZE]
     assert_eq!(id.device_node_mask, 1);
     assert_ne!(id.device_luid, [0; vk::LUID_SIZE]);
     id.device_luid
+}
+
+/// The whole image as one copy region, tightly packed in the buffer.
+fn whole_image() -> vk::BufferImageCopy {
+    vk::BufferImageCopy::default()
+        .image_subresource(vk::ImageSubresourceLayers {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            mip_level: 0,
+            base_array_layer: 0,
+            layer_count: 1,
+        })
+        .image_extent(vk::Extent3D {
+            width: IMAGE_WIDTH,
+            height: IMAGE_HEIGHT,
+            depth: 1,
+        })
+}
+
+/// Moves the image from UNDEFINED to GENERAL, the layout for memory shared outside Vulkan.
+fn to_general(device: &ash::Device, cb: vk::CommandBuffer, image: vk::Image) {
+    let barrier = vk::ImageMemoryBarrier::default()
+        .old_layout(vk::ImageLayout::UNDEFINED)
+        .new_layout(vk::ImageLayout::GENERAL)
+        .dst_access_mask(vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::TRANSFER_READ)
+        .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .image(image)
+        .subresource_range(vk::ImageSubresourceRange {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            base_mip_level: 0,
+            level_count: 1,
+            base_array_layer: 0,
+            layer_count: 1,
+        });
+    // SAFETY: recording; the barrier names a live image.
+    unsafe {
+        device.cmd_pipeline_barrier(
+            cb,
+            vk::PipelineStageFlags::TOP_OF_PIPE,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::DependencyFlags::empty(),
+            &[],
+            &[],
+            &[barrier],
+        );
+    }
 }
 
 fn child() {
@@ -523,15 +586,17 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         "KMT was not exported (VUID 01326)"
     );
     // An image for NV sharing: linear, created with the NV handle type, bound to the
-    // NV-exported memory.
+    // NV-exported memory, moved to GENERAL (the layout for sharing outside Vulkan) and
+    // written by a buffer -> image copy; an image -> buffer copy reads it back, and the
+    // second device below sees the texels in the shared memory at the image's row pitch.
     let mut nv_image =
         vk::ExternalMemoryImageCreateInfoNV::default().handle_types(Nv::OPAQUE_WIN32);
     let image_info = vk::ImageCreateInfo::default()
         .image_type(vk::ImageType::TYPE_2D)
         .format(vk::Format::R8G8B8A8_UNORM)
         .extent(vk::Extent3D {
-            width: 64,
-            height: 64,
+            width: IMAGE_WIDTH,
+            height: IMAGE_HEIGHT,
             depth: 1,
         })
         .mip_levels(1)
@@ -541,8 +606,20 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
         .initial_layout(vk::ImageLayout::UNDEFINED)
         .push_next(&mut nv_image);
-    // SAFETY: a live device, a valid create info; the image is bound and destroyed here.
-    unsafe {
+    let texels: Vec<u32> = (0..IMAGE_WIDTH * IMAGE_HEIGHT)
+        .map(|i| 0x7e00_0000 | i)
+        .collect();
+    let staging = gpu
+        .allocate(&vk::MemoryAllocateInfo::default().allocation_size(SIZE))
+        .unwrap_or_else(fail("staging memory"));
+    let readback = gpu
+        .allocate(&vk::MemoryAllocateInfo::default().allocation_size(SIZE))
+        .unwrap_or_else(fail("readback memory"));
+    gpu.write_words(staging, &texels);
+    let (staging_buf, readback_buf) = (gpu.buffer(staging), gpu.buffer(readback));
+    // SAFETY: a live device, a valid create info; the image is bound, used and destroyed
+    // here, after the copies finished (run waits).
+    let row_pitch = unsafe {
         let image = gpu
             .device
             .create_image(&image_info, None)
@@ -552,8 +629,47 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         gpu.device
             .bind_image_memory(image, nv_memory, 0)
             .unwrap_or_else(fail("vkBindImageMemory"));
+        let layout = gpu.device.get_image_subresource_layout(
+            image,
+            vk::ImageSubresource {
+                aspect_mask: vk::ImageAspectFlags::COLOR,
+                mip_level: 0,
+                array_layer: 0,
+            },
+        );
+        let region = whole_image();
+        gpu.run(|device, cb| {
+            to_general(device, cb, image);
+            device.cmd_copy_buffer_to_image(
+                cb,
+                staging_buf,
+                image,
+                vk::ImageLayout::GENERAL,
+                &[region],
+            );
+            device.cmd_copy_image_to_buffer(
+                cb,
+                image,
+                vk::ImageLayout::GENERAL,
+                readback_buf,
+                &[region],
+            );
+        });
         gpu.device.destroy_image(image, None);
+        layout.row_pitch
+    };
+    assert_eq!(
+        gpu.words(readback, 0, texels.len()),
+        texels,
+        "buffer -> NV-shared image -> buffer"
+    );
+    // SAFETY: the copies finished.
+    unsafe {
+        gpu.device.destroy_buffer(staging_buf, None);
+        gpu.device.destroy_buffer(readback_buf, None);
     }
+    gpu.free(staging);
+    gpu.free(readback);
     let other = Gpu::new(&instance, pd);
     let mut nv_import = vk::ImportMemoryWin32HandleInfoNV::default()
         .handle_type(Nv::OPAQUE_WIN32)
@@ -562,7 +678,16 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
         .allocation_size(SIZE)
         .push_next(&mut nv_import);
     let nv_imported = other.allocate(&info).unwrap_or_else(fail("NV import"));
-    assert_eq!(other.words(nv_imported, 0, 4), [0x0000_0a11; 4]);
+    let width = IMAGE_WIDTH as usize;
+    for row in 0..IMAGE_HEIGHT as usize {
+        assert_eq!(
+            other.words(nv_imported, row as u64 * row_pitch, width),
+            texels[row * width..][..width],
+            "row {row} of the image, seen by the other device at row pitch {row_pitch}"
+        );
+    }
+    // Past the image, the memory keeps the fill from before.
+    assert_eq!(other.words(nv_imported, SIZE - 16, 4), [0x0000_0a11; 4]);
     other.free(nv_imported);
     // SAFETY: the NV NT handle is the application's as well.
     assert_ne!(unsafe { CloseHandle(nv_handle) }, 0);
