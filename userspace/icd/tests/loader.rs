@@ -17,6 +17,8 @@ use ash::vk;
 use extmem_guest_tests::host_memory::{unmapped_range, AnonMapping, RawBytes};
 use extmem_guest_tests::vulkan::{self, fill_pattern, Gpu, Instance};
 
+mod common;
+
 type Types = vk::ExternalMemoryHandleTypeFlags;
 
 /// `<target>/<profile>/`: the test binary lives in its `deps/` directory, and cargo has
@@ -351,53 +353,6 @@ fn create_image(gpu: &Gpu<'_>) -> vk::Image {
     unsafe { gpu.device.create_image(&info, None) }.unwrap_or_else(|e| panic!("vkCreateImage: {e}"))
 }
 
-/// The whole image as one copy region, tightly packed in the buffer.
-fn whole_image() -> vk::BufferImageCopy {
-    vk::BufferImageCopy::default()
-        .image_subresource(vk::ImageSubresourceLayers {
-            aspect_mask: vk::ImageAspectFlags::COLOR,
-            mip_level: 0,
-            base_array_layer: 0,
-            layer_count: 1,
-        })
-        .image_extent(vk::Extent3D {
-            width: WIDTH,
-            height: HEIGHT,
-            depth: 1,
-        })
-}
-
-/// Moves the image from UNDEFINED to GENERAL (a no-op on this device; the validation layer
-/// tracks it).
-fn to_general(device: &ash::Device, cb: vk::CommandBuffer, image: vk::Image) {
-    let barrier = vk::ImageMemoryBarrier::default()
-        .old_layout(vk::ImageLayout::UNDEFINED)
-        .new_layout(vk::ImageLayout::GENERAL)
-        .dst_access_mask(vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::TRANSFER_READ)
-        .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-        .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-        .image(image)
-        .subresource_range(vk::ImageSubresourceRange {
-            aspect_mask: vk::ImageAspectFlags::COLOR,
-            base_mip_level: 0,
-            level_count: 1,
-            base_array_layer: 0,
-            layer_count: 1,
-        });
-    // SAFETY: recording; the barrier names a live image.
-    unsafe {
-        device.cmd_pipeline_barrier(
-            cb,
-            vk::PipelineStageFlags::TOP_OF_PIPE,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::DependencyFlags::empty(),
-            &[],
-            &[],
-            &[barrier],
-        );
-    }
-}
-
 /// Linear images: the format queries, a buffer -> image -> buffer round trip through the
 /// row pitch, and the image's memory shared with a second device by opaque fd, where an
 /// image over the same memory reads the same texels.
@@ -461,10 +416,10 @@ fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
     let staging = step(gpu.buffer(staging_memory, 4096 * 2, Types::empty()));
     step(gpu.write(staging_memory, 0, &texels));
     step(gpu.run(|device, cb| {
-        to_general(device, cb, image);
+        common::to_general(device, cb, image);
         let back = vk::BufferImageCopy {
             buffer_offset: 4096,
-            ..whole_image()
+            ..common::whole_image(WIDTH, HEIGHT)
         };
         // SAFETY: recording; the buffer holds both packed copies of the image.
         unsafe {
@@ -473,7 +428,7 @@ fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
                 staging,
                 image,
                 vk::ImageLayout::GENERAL,
-                &[whole_image()],
+                &[common::whole_image(WIDTH, HEIGHT)],
             );
             let barrier = vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
@@ -520,7 +475,7 @@ fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
     let readback_memory = step(other.allocate(4096, Types::empty()));
     let readback = step(other.buffer(readback_memory, 4096, Types::empty()));
     step(other.run(|device, cb| {
-        to_general(device, cb, there);
+        common::to_general(device, cb, there);
         // SAFETY: recording; the buffer holds one packed copy of the image.
         unsafe {
             device.cmd_copy_image_to_buffer(
@@ -528,7 +483,7 @@ fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
                 there,
                 vk::ImageLayout::GENERAL,
                 readback,
-                &[whole_image()],
+                &[common::whole_image(WIDTH, HEIGHT)],
             );
         }
     }));

@@ -22,6 +22,8 @@ use windows_sys::Win32::Foundation::{CloseHandle, DuplicateHandle, DUPLICATE_SAM
 use windows_sys::Win32::System::LibraryLoader::{GetProcAddress, LoadLibraryW};
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
+mod common;
+
 type Types = vk::ExternalMemoryHandleTypeFlags;
 type Nv = vk::ExternalMemoryHandleTypeFlagsNV;
 
@@ -281,52 +283,6 @@ fn luid(instance: &ash::Instance, pd: vk::PhysicalDevice) -> [u8; vk::LUID_SIZE]
     assert_eq!(id.device_node_mask, 1);
     assert_ne!(id.device_luid, [0; vk::LUID_SIZE]);
     id.device_luid
-}
-
-/// The whole image as one copy region, tightly packed in the buffer.
-fn whole_image() -> vk::BufferImageCopy {
-    vk::BufferImageCopy::default()
-        .image_subresource(vk::ImageSubresourceLayers {
-            aspect_mask: vk::ImageAspectFlags::COLOR,
-            mip_level: 0,
-            base_array_layer: 0,
-            layer_count: 1,
-        })
-        .image_extent(vk::Extent3D {
-            width: IMAGE_WIDTH,
-            height: IMAGE_HEIGHT,
-            depth: 1,
-        })
-}
-
-/// Moves the image from UNDEFINED to GENERAL, the layout for memory shared outside Vulkan.
-fn to_general(device: &ash::Device, cb: vk::CommandBuffer, image: vk::Image) {
-    let barrier = vk::ImageMemoryBarrier::default()
-        .old_layout(vk::ImageLayout::UNDEFINED)
-        .new_layout(vk::ImageLayout::GENERAL)
-        .dst_access_mask(vk::AccessFlags::TRANSFER_WRITE | vk::AccessFlags::TRANSFER_READ)
-        .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-        .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-        .image(image)
-        .subresource_range(vk::ImageSubresourceRange {
-            aspect_mask: vk::ImageAspectFlags::COLOR,
-            base_mip_level: 0,
-            level_count: 1,
-            base_array_layer: 0,
-            layer_count: 1,
-        });
-    // SAFETY: recording; the barrier names a live image.
-    unsafe {
-        device.cmd_pipeline_barrier(
-            cb,
-            vk::PipelineStageFlags::TOP_OF_PIPE,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::DependencyFlags::empty(),
-            &[],
-            &[],
-            &[barrier],
-        );
-    }
 }
 
 fn child() {
@@ -637,9 +593,9 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
                 array_layer: 0,
             },
         );
-        let region = whole_image();
+        let region = common::whole_image(IMAGE_WIDTH, IMAGE_HEIGHT);
         gpu.run(|device, cb| {
-            to_general(device, cb, image);
+            common::to_general(device, cb, image);
             device.cmd_copy_buffer_to_image(
                 cb,
                 staging_buf,

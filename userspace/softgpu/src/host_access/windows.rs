@@ -110,37 +110,3 @@ fn check_pages(addr: u64, len: u64, writable: bool) -> Result<(), i32> {
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_and_writes_own_memory_and_faults_on_unmapped_pages() {
-        let mut buf = vec![0u8; 8192];
-        buf[100] = 7;
-        let addr = buf.as_ptr() as u64;
-        let mut out = [0u8; 4];
-        read(addr + 99, &mut out).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(out, [0, 7, 0, 0]);
-        write(addr + 200, &[1, 2, 3]).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(&buf[200..203], &[1, 2, 3]);
-        assert_eq!(check_mapped(addr & !4095, 4096), Ok(()));
-        // Page 0 is never mapped.
-        assert_eq!(read(16, &mut out), Err(HostFault { addr: 16 }));
-        assert_eq!(write(16, &out), Err(HostFault { addr: 16 }));
-        assert_eq!(check_mapped(0, 4096), Err(errno::ENOMEM));
-        assert_eq!(check_mapped(u64::MAX - 10, 4096), Err(errno::EFAULT));
-    }
-
-    #[test]
-    fn a_read_only_page_is_not_written() {
-        let text = b"constant data in a read-only mapping";
-        let addr = text.as_ptr() as u64;
-        assert_eq!(write(addr, b"x"), Err(HostFault { addr }));
-        let mut out = [0u8; 8];
-        read(addr, &mut out).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(&out, b"constant");
-        assert_eq!(check_mapped(addr, 8), Ok(()));
-    }
-}
