@@ -1383,42 +1383,40 @@ fn pin_forms(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
             "pin forms: the middle's first 2 MiB is {form}"
         ));
     }
-    let what = "pin forms: huge pages then 4 KiB pages (4 MiB + 256 KiB from a 2 MiB boundary) pin, translate as pagemap says, copy right and unpin on close";
-    ktap.check_after(
-        what,
-        gpu.zip(memory.as_ref()),
-        |(gpu, (mapping, bytes, huge))| {
-            pinned_range_translates(gpu, mapping, bytes, *huge, 2 * SIZE_2M_LEN + 64 * PAGE_LEN)
-        },
-    );
-    let what = "pin forms: 4 KiB pages then huge pages (64 KiB before a 2 MiB boundary to 4 MiB past it) pin, translate as pagemap says, copy right and unpin on close";
-    ktap.check_after(
-        what,
-        gpu.zip(memory.as_ref()),
-        |(gpu, (mapping, bytes, huge))| {
-            pinned_range_translates(
-                gpu,
-                mapping,
-                bytes,
-                *huge - 16 * PAGE_LEN,
-                2 * SIZE_2M_LEN + 16 * PAGE_LEN,
-            )
-        },
-    );
-    let what = "pin forms: a huge page then 1 MiB of 4 KiB pages (runs that stop paying mid-way) pin, translate as pagemap says, copy right and unpin on close";
-    ktap.check_after(
-        what,
-        gpu.zip(memory.as_ref()),
-        |(gpu, (mapping, bytes, huge))| {
-            pinned_range_translates(
-                gpu,
-                mapping,
-                bytes,
-                *huge + SIZE_2M_LEN,
-                SIZE_2M_LEN + MIB_LEN,
-            )
-        },
-    );
+    // (what, start relative to the first huge page, length): ranges whose pin takes each
+    // form, runs of huge pages and 4 KiB pages in either order.
+    let forms: [(&str, isize, usize); 3] = [
+        (
+            "pin forms: huge pages then 4 KiB pages (4 MiB + 256 KiB from a 2 MiB boundary) pin, translate as pagemap says, copy right and unpin on close",
+            0,
+            2 * SIZE_2M_LEN + 64 * PAGE_LEN,
+        ),
+        (
+            "pin forms: 4 KiB pages then huge pages (64 KiB before a 2 MiB boundary to 4 MiB past it) pin, translate as pagemap says, copy right and unpin on close",
+            -16 * PAGE_LEN as isize,
+            2 * SIZE_2M_LEN + 16 * PAGE_LEN,
+        ),
+        (
+            "pin forms: a huge page then 1 MiB of 4 KiB pages (runs that stop paying mid-way) pin, translate as pagemap says, copy right and unpin on close",
+            SIZE_2M_LEN as isize,
+            SIZE_2M_LEN + MIB_LEN,
+        ),
+    ];
+    for (what, from_huge, len) in forms {
+        ktap.check_after(
+            what,
+            gpu.zip(memory.as_ref()),
+            |(gpu, (mapping, bytes, huge))| {
+                pinned_range_translates(
+                    gpu,
+                    mapping,
+                    bytes,
+                    huge.wrapping_add_signed(from_huge),
+                    len,
+                )
+            },
+        );
+    }
 }
 
 // ---- rejections -------------------------------------------------------------------------
