@@ -9,7 +9,9 @@ use ash::vk;
 use extmem_hw::{Alignment, HostVa};
 
 use crate::error::{Error, HandleError, Vuid};
-use crate::handle_types::{exportable_together, external_memory_properties, DeviceCaps, Target};
+use crate::handle_types::{
+    exportable_together, external_memory_properties, is_nt_or_kmt, DeviceCaps, Target,
+};
 
 /// The most structures we follow in one chain. A longer chain is a cycle or garbage; it
 /// is rejected rather than walked forever.
@@ -374,14 +376,7 @@ impl AllocRequest {
                 name,
             } => {
                 let named = !name.is_null();
-                // NT handles and global-share (KMT) handles, the types 00660 allows.
-                let nt_or_kmt = Types::OPAQUE_WIN32
-                    | Types::OPAQUE_WIN32_KMT
-                    | Types::D3D11_TEXTURE
-                    | Types::D3D11_TEXTURE_KMT
-                    | Types::D3D12_HEAP
-                    | Types::D3D12_RESOURCE;
-                if !handle_type.as_raw().is_power_of_two() || !nt_or_kmt.contains(handle_type) {
+                if !is_nt_or_kmt(handle_type) {
                     return Err(Vuid::Win32HandleType.into());
                 }
                 let opaque =

@@ -71,6 +71,19 @@ pub enum Target {
 
 type Types = vk::ExternalMemoryHandleTypeFlags;
 
+/// Whether `handle_type` is one handle type that is an NT handle or a global-share (KMT)
+/// handle: what a Win32 import (VUID 00660) and `vkGetMemoryWin32HandleKHR` (00664) accept.
+#[must_use]
+pub fn is_nt_or_kmt(handle_type: Types) -> bool {
+    let nt_or_kmt = Types::OPAQUE_WIN32
+        | Types::OPAQUE_WIN32_KMT
+        | Types::D3D11_TEXTURE
+        | Types::D3D11_TEXTURE_KMT
+        | Types::D3D12_HEAP
+        | Types::D3D12_RESOURCE;
+    handle_type.as_raw().is_power_of_two() && nt_or_kmt.contains(handle_type)
+}
+
 /// The fd types this device exports and imports.
 fn fd_types(caps: &DeviceCaps) -> Types {
     let mut types = Types::empty();

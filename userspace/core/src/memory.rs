@@ -153,7 +153,7 @@ impl<B: Backend> MemoryManager<B> {
                 let nv_nt = req
                     .export_nv
                     .contains(vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32);
-                if req.export.contains(Types::OPAQUE_WIN32) || nv_nt {
+                let handle = if req.export.contains(Types::OPAQUE_WIN32) || nv_nt {
                     // The object's name and security descriptor are set at creation.
                     let request = req
                         .export_win32_info
@@ -161,14 +161,13 @@ impl<B: Backend> MemoryManager<B> {
                         .unwrap_or_default();
                     let (handle, export) = self.create_win32(bound, &request)?;
                     nt_export = export;
-                    (handle, Origin::Allocated, bound, None)
+                    handle
                 } else {
-                    let handle = self
-                        .backend
+                    self.backend
                         .create(bound)
-                        .map_err(|e| e.to_error(HostVa::ZERO, bound))?;
-                    (handle, Origin::Allocated, bound, None)
-                }
+                        .map_err(|e| e.to_error(HostVa::ZERO, bound))?
+                };
+                (handle, Origin::Allocated, bound, None)
             }
             Import::HostPointer { ptr, .. } => {
                 // Validation checked alignment, so the size is page-aligned already.

@@ -18,6 +18,7 @@ use crate::backend::{
     Win32Sharing,
 };
 use crate::error::{Error, HandleError, Vuid, MAX_WIN32_NAME};
+use crate::handle_types::is_nt_or_kmt;
 
 /// `SECURITY_ATTRIBUTES` (minwinbase.h), as `VkExportMemoryWin32HandleInfoKHR` points at it.
 #[repr(C)]
@@ -38,23 +39,15 @@ pub struct NtExport {
     pub exported: bool,
 }
 
-/// Handle types that are NT handles or global-share handles (the types 00660 and 00664
-/// allow).
-fn nt_or_kmt() -> Types {
-    Types::OPAQUE_WIN32
-        | Types::OPAQUE_WIN32_KMT
-        | Types::D3D11_TEXTURE
-        | Types::D3D11_TEXTURE_KMT
-        | Types::D3D12_HEAP
-        | Types::D3D12_RESOURCE
-}
-
-/// Reads the application's NUL-terminated UTF-16 name at `ptr`.
+/// Reads the application's NUL-terminated UTF-16 name at `ptr`; a null `ptr` is no name.
 ///
 /// # Safety
-/// `ptr` is a pointer the application passed as an `LPCWSTR`: readable up to and
+/// `ptr` is null or a pointer the application passed as an `LPCWSTR`: readable up to and
 /// including its NUL (a Vulkan valid-usage requirement on the application).
-unsafe fn read_name(ptr: *const u16) -> Result<Vec<u16>, Error> {
+unsafe fn read_name(ptr: *const u16) -> Result<Option<Vec<u16>>, Error> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
     let mut name = Vec::new();
     loop {
         // SAFETY: the caller's contract; reading stops at the NUL or the limit.
@@ -70,7 +63,7 @@ unsafe fn read_name(ptr: *const u16) -> Result<Vec<u16>, Error> {
     if name.is_empty() {
         return Err(Error::InvalidHandle(HandleError::Win32Name));
     }
-    Ok(name)
+    Ok(Some(name))
 }
 
 fn refused(handle_type: Types) -> impl Fn(BackendError) -> Error {
@@ -110,12 +103,8 @@ impl<B: Backend> MemoryManager<B> {
                 .cast::<SecurityAttributes>()
                 .read_unaligned()
         });
-        let name = if request.name.is_null() {
-            None
-        } else {
-            // SAFETY: the application's `name`, an LPCWSTR valid during the call.
-            Some(unsafe { read_name(request.name) }?)
-        };
+        // SAFETY: the application's `name`, null or an LPCWSTR valid during the call.
+        let name = unsafe { read_name(request.name) }?;
         let info = Win32ExportInfo {
             security_descriptor: attributes
                 .as_ref()
@@ -154,12 +143,8 @@ impl<B: Backend> MemoryManager<B> {
         name: *const u16,
         req: &AllocRequest,
     ) -> Result<GemHandle, Error> {
-        let name = if name.is_null() {
-            None
-        } else {
-            // SAFETY: the application's `name`, an LPCWSTR valid during the call.
-            Some(unsafe { read_name(name) }?)
-        };
+        // SAFETY: the application's `name`, null or an LPCWSTR valid during the call.
+        let name = unsafe { read_name(name) }?;
         let sharing = self.win32(handle_type)?;
         let imported = if handle_type == Types::OPAQUE_WIN32_KMT {
             sharing.import_global(handle)
@@ -191,34 +176,21 @@ impl<B: Backend> MemoryManager<B> {
         memory: &mut DeviceMemory,
         handle_type: Types,
     ) -> Result<RawWin32Handle, Error> {
-        if !handle_type.as_raw().is_power_of_two() || !nt_or_kmt().contains(handle_type) {
+        if !is_nt_or_kmt(handle_type) {
             return Err(Vuid::GetWin32HandleType.into());
         }
         if !memory.export.contains(handle_type) {
             return Err(Vuid::GetWin32Exported.into());
         }
-        let gem = memory.handle;
-        if handle_type == Types::OPAQUE_WIN32_KMT {
-            return self
-                .win32(handle_type)?
-                .export_global(gem)
-                .map_err(refused(handle_type));
+        if handle_type == Types::OPAQUE_WIN32 {
+            if memory.nt_export.exported {
+                return Err(Vuid::GetWin32Once.into());
+            }
+            let handle = self.export_win32(memory, handle_type)?;
+            memory.nt_export.exported = true;
+            return Ok(handle);
         }
-        if handle_type != Types::OPAQUE_WIN32 {
-            return Err(unsupported(handle_type));
-        }
-        if memory.nt_export.exported {
-            return Err(Vuid::GetWin32Once.into());
-        }
-        let NtExport {
-            access, inherit, ..
-        } = memory.nt_export;
-        let handle = self
-            .win32(handle_type)?
-            .export_nt(gem, access, inherit)
-            .map_err(|e| e.to_error(extmem_hw::HostVa::ZERO, memory.size))?;
-        memory.nt_export.exported = true;
-        Ok(handle)
+        self.export_win32(memory, handle_type)
     }
 
     /// `vkGetMemoryWin32HandleNV`: as [`Self::get_win32_handle`] for the NV bits, which
@@ -232,24 +204,37 @@ impl<B: Backend> MemoryManager<B> {
         if handle_type.is_empty() || !memory.export_nv.contains(handle_type) {
             return Err(Vuid::NvGetHandleExported.into());
         }
-        let gem = memory.handle;
         match khr_type_of_nv(handle_type) {
-            Some(Types::OPAQUE_WIN32_KMT) => self
-                .win32(Types::OPAQUE_WIN32_KMT)?
-                .export_global(gem)
-                .map_err(refused(Types::OPAQUE_WIN32_KMT)),
-            Some(Types::OPAQUE_WIN32) => {
-                let NtExport {
-                    access, inherit, ..
-                } = memory.nt_export;
-                self.win32(Types::OPAQUE_WIN32)?
-                    .export_nt(gem, access, inherit)
-                    .map_err(|e| e.to_error(extmem_hw::HostVa::ZERO, memory.size))
-            }
-            _ => Err(Error::InvalidHandle(HandleError::Unsupported {
+            Some(khr) => self.export_win32(memory, khr),
+            None => Err(Error::InvalidHandle(HandleError::Unsupported {
                 handle_type: handle_type.as_raw(),
             })),
         }
+    }
+
+    /// The export itself, rules checked: a new NT handle with the memory's access and
+    /// inheritance, or its global-share token; any other type is unsupported.
+    fn export_win32(
+        &mut self,
+        memory: &DeviceMemory,
+        handle_type: Types,
+    ) -> Result<RawWin32Handle, Error> {
+        let gem = memory.handle;
+        if handle_type == Types::OPAQUE_WIN32_KMT {
+            return self
+                .win32(handle_type)?
+                .export_global(gem)
+                .map_err(refused(handle_type));
+        }
+        if handle_type != Types::OPAQUE_WIN32 {
+            return Err(unsupported(handle_type));
+        }
+        let NtExport {
+            access, inherit, ..
+        } = memory.nt_export;
+        self.win32(handle_type)?
+            .export_nt(gem, access, inherit)
+            .map_err(|e| e.to_error(extmem_hw::HostVa::ZERO, memory.size))
     }
 
     /// `vkGetMemoryWin32HandlePropertiesKHR`: only for the D3D handle types, which this
