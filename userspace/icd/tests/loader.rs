@@ -333,22 +333,7 @@ const TEXEL: usize = 4;
 /// A 33x17 RGBA8 linear transfer image for opaque-fd memory.
 fn create_image(gpu: &Gpu<'_>) -> vk::Image {
     let mut external = vk::ExternalMemoryImageCreateInfo::default().handle_types(Types::OPAQUE_FD);
-    let info = vk::ImageCreateInfo::default()
-        .image_type(vk::ImageType::TYPE_2D)
-        .format(vk::Format::R8G8B8A8_UNORM)
-        .extent(vk::Extent3D {
-            width: WIDTH,
-            height: HEIGHT,
-            depth: 1,
-        })
-        .mip_levels(1)
-        .array_layers(1)
-        .samples(vk::SampleCountFlags::TYPE_1)
-        .tiling(vk::ImageTiling::LINEAR)
-        .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
-        .sharing_mode(vk::SharingMode::EXCLUSIVE)
-        .initial_layout(vk::ImageLayout::UNDEFINED)
-        .push_next(&mut external);
+    let info = common::linear_image_info(WIDTH, HEIGHT).push_next(&mut external);
     // SAFETY: a live device; the chain lives across the call.
     unsafe { gpu.device.create_image(&info, None) }.unwrap_or_else(|e| panic!("vkCreateImage: {e}"))
 }

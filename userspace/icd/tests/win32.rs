@@ -547,21 +547,7 @@ fn memory_is_shared_between_processes_by_nt_handle_name_and_kmt_token() {
     // second device below sees the texels in the shared memory at the image's row pitch.
     let mut nv_image =
         vk::ExternalMemoryImageCreateInfoNV::default().handle_types(Nv::OPAQUE_WIN32);
-    let image_info = vk::ImageCreateInfo::default()
-        .image_type(vk::ImageType::TYPE_2D)
-        .format(vk::Format::R8G8B8A8_UNORM)
-        .extent(vk::Extent3D {
-            width: IMAGE_WIDTH,
-            height: IMAGE_HEIGHT,
-            depth: 1,
-        })
-        .mip_levels(1)
-        .array_layers(1)
-        .samples(vk::SampleCountFlags::TYPE_1)
-        .tiling(vk::ImageTiling::LINEAR)
-        .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
-        .initial_layout(vk::ImageLayout::UNDEFINED)
-        .push_next(&mut nv_image);
+    let image_info = common::linear_image_info(IMAGE_WIDTH, IMAGE_HEIGHT).push_next(&mut nv_image);
     let texels: Vec<u32> = (0..IMAGE_WIDTH * IMAGE_HEIGHT)
         .map(|i| 0x7e00_0000 | i)
         .collect();

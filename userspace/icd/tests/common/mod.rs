@@ -2,6 +2,26 @@
 
 use ash::vk;
 
+/// A `width` x `height` RGBA8 linear 2D transfer image, one level and layer, starting
+/// UNDEFINED; the caller chains its external-memory structure.
+pub fn linear_image_info(width: u32, height: u32) -> vk::ImageCreateInfo<'static> {
+    vk::ImageCreateInfo::default()
+        .image_type(vk::ImageType::TYPE_2D)
+        .format(vk::Format::R8G8B8A8_UNORM)
+        .extent(vk::Extent3D {
+            width,
+            height,
+            depth: 1,
+        })
+        .mip_levels(1)
+        .array_layers(1)
+        .samples(vk::SampleCountFlags::TYPE_1)
+        .tiling(vk::ImageTiling::LINEAR)
+        .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+        .sharing_mode(vk::SharingMode::EXCLUSIVE)
+        .initial_layout(vk::ImageLayout::UNDEFINED)
+}
+
 /// The whole `width` x `height` image as one copy region, tightly packed in the buffer.
 pub fn whole_image(width: u32, height: u32) -> vk::BufferImageCopy {
     vk::BufferImageCopy::default()
