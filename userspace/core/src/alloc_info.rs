@@ -99,6 +99,20 @@ pub struct Win32ExportRequest {
     pub name: *const u16,
 }
 
+impl Win32ExportRequest {
+    /// The request of an export structure's fields.
+    fn new(attributes: *const core::ffi::c_void, access: vk::DWORD, name: *const u16) -> Self {
+        Self {
+            attributes,
+            // A DWORD is c_ulong in ash: u64 on Linux (where this is no conversion), u32
+            // on Windows.
+            #[allow(clippy::useless_conversion)]
+            access: u64::from(access),
+            name,
+        }
+    }
+}
+
 impl Default for Win32ExportRequest {
     fn default() -> Self {
         Self {
@@ -284,26 +298,19 @@ unsafe fn read_struct(
         vk::StructureType::EXPORT_MEMORY_WIN32_HANDLE_INFO_KHR => {
             // SAFETY: see above.
             let s = unsafe { &*ptr.cast::<vk::ExportMemoryWin32HandleInfoKHR<'_>>() };
-            req.export_win32_info = Some(Win32ExportRequest {
-                attributes: s.p_attributes,
-                // A DWORD is c_ulong in ash: u64 on Linux (where this is no conversion), u32
-                // on Windows.
-                #[allow(clippy::useless_conversion)]
-                access: u64::from(s.dw_access),
-                name: s.name,
-            });
+            req.export_win32_info =
+                Some(Win32ExportRequest::new(s.p_attributes, s.dw_access, s.name));
             Ok(())
         }
         vk::StructureType::EXPORT_MEMORY_WIN32_HANDLE_INFO_NV => {
             // SAFETY: see above.
             let s = unsafe { &*ptr.cast::<vk::ExportMemoryWin32HandleInfoNV<'_>>() };
-            req.export_win32_nv = Some(Win32ExportRequest {
-                attributes: s.p_attributes,
-                // See EXPORT_MEMORY_WIN32_HANDLE_INFO_KHR.
-                #[allow(clippy::useless_conversion)]
-                access: u64::from(s.dw_access),
-                name: core::ptr::null(),
-            });
+            // The NV structure has no name.
+            req.export_win32_nv = Some(Win32ExportRequest::new(
+                s.p_attributes,
+                s.dw_access,
+                core::ptr::null(),
+            ));
             Ok(())
         }
         vk::StructureType::MEMORY_DEDICATED_ALLOCATE_INFO => {
