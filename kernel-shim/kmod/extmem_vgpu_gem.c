@@ -432,6 +432,19 @@ static void extmem_userptr_unrecord(struct drm_gem_object *obj, struct extmem_fi
 	WARN_ON_ONCE(ret);
 }
 
+/*
+ * Unpins `npages` pinned pages recorded one pointer each (`pages`) or, with `pages` NULL,
+ * as `runs`; with `dirty`, marks them dirty first.
+ */
+static void extmem_unpin_recorded(struct page **pages, const struct extmem_runs *runs,
+				  unsigned long npages, bool dirty)
+{
+	if (pages)
+		unpin_user_pages_dirty_lock(pages, npages, dirty);
+	else
+		extmem_runs_unpin(runs, dirty);
+}
+
 static void extmem_userptr_free(struct drm_gem_object *obj)
 {
 	struct extmem_bo *bo = to_extmem_bo(obj);
@@ -441,10 +454,7 @@ static void extmem_userptr_free(struct drm_gem_object *obj)
 	extmem_userptr_unrecord(obj, bo->user.efile);
 	extmem_file_put(bo->user.efile);
 	/* The GPU may have written through a writable pin: dirty the pages for writeback. */
-	if (bo->user.pages)
-		unpin_user_pages_dirty_lock(bo->user.pages, npages, bo->user.writable);
-	else
-		extmem_runs_unpin(&bo->user.runs, bo->user.writable);
+	extmem_unpin_recorded(bo->user.pages, &bo->user.runs, npages, bo->user.writable);
 	atomic64_sub(npages, &bo->user.mm->pinned_vm);
 	mmdrop(bo->user.mm);
 	kvfree(bo->user.pages);
@@ -486,13 +496,9 @@ struct extmem_pin {
 /* Unpins and forgets everything `pin` recorded (an import that failed). */
 static void extmem_pin_release(struct extmem_pin *pin)
 {
-	if (pin->pages) {
-		unpin_user_pages(pin->pages, pin->pinned);
-		kvfree(pin->pages);
-		pin->pages = NULL;
-	} else {
-		extmem_runs_unpin(&pin->runs, false);
-	}
+	extmem_unpin_recorded(pin->pages, &pin->runs, pin->pinned, false);
+	kvfree(pin->pages);
+	pin->pages = NULL;
 	extmem_runs_free(&pin->runs);
 	pin->pinned = 0;
 }
