@@ -37,10 +37,12 @@ fn errno_of<T>(result: Result<T, BackendError>) -> (Op, i32) {
     }
 }
 
-/// Page-aligned anonymous memory the test owns (and may unmap early).
+/// Page-aligned anonymous memory the test owns (and may take away early).
 struct HostPages {
     ptr: *mut u8,
     len: usize,
+    /// Bytes still reserved at `ptr` after [`HostPages::take_away`], unmapped on drop.
+    reserved: usize,
 }
 
 impl HostPages {
@@ -58,6 +60,7 @@ impl HostPages {
         Self {
             ptr: ptr.cast(),
             len,
+            reserved: 0,
         }
     }
 
@@ -70,10 +73,24 @@ impl HostPages {
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
-    fn unmap(&mut self) {
+    /// Takes the pages away behind the device's back: they are unmapped and, in the
+    /// same call, the range is reserved with no access (`MAP_FIXED`, `PROT_NONE`), so no
+    /// other thread's mapping can land there and make the address valid again while the
+    /// test still expects it to fault.
+    fn take_away(&mut self) {
         if self.len > 0 {
-            // SAFETY: our mapping; no reference into it outlives this call.
-            let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
+            // SAFETY: replaces our own mapping at the same address; no reference into it
+            // outlives this call.
+            unsafe {
+                rustix::mm::mmap_anonymous(
+                    self.ptr.cast(),
+                    self.len,
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE,
+                )
+            }
+            .unwrap_or_else(|e| panic!("mmap(MAP_FIXED, PROT_NONE): {e}"));
+            self.reserved = self.len;
             self.len = 0;
         }
     }
@@ -81,7 +98,11 @@ impl HostPages {
 
 impl Drop for HostPages {
     fn drop(&mut self) {
-        self.unmap();
+        let len = self.len.max(self.reserved);
+        if len > 0 {
+            // SAFETY: our mapping (or reservation); no reference into it outlives this call.
+            let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), len) };
+        }
     }
 }
 
@@ -197,7 +218,7 @@ fn an_imported_range_unmapped_behind_the_devices_back_is_a_memory_fault_not_a_cr
     gpu.exec(&[fill(VA, 0x1234_5678, 8)])
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(&host.bytes()[..4], &0x1234_5678u32.to_le_bytes());
-    host.unmap();
+    host.take_away();
     for cmds in [
         [fill(VA + PAGE, 1, 4)],
         [copy(VA, VA + 0x10_0000, 4)],
