@@ -334,6 +334,13 @@ impl Node {
     pub fn requests_import(&self) -> bool {
         match self {
             Node::Win32Nv { handle_type, .. } => *handle_type != 0,
+            // A raw structure's body is `fill` repeated, so one carrying the NV import's
+            // sType has handleType 0 exactly when `fill` is 0.
+            Node::Other { s_type, fill }
+                if *s_type == vk::StructureType::IMPORT_MEMORY_WIN32_HANDLE_INFO_NV.as_raw() =>
+            {
+                *fill != 0
+            }
             node => [
                 vk::StructureType::IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
                 vk::StructureType::IMPORT_MEMORY_FD_INFO_KHR,

@@ -134,6 +134,27 @@ fn alloc_info_seeds() -> Vec<(&'static str, ChainInput)> {
                 ],
             ),
         ),
+        (
+            // handleType 0 makes VkImportMemoryWin32HandleInfoNV no import (the spec says
+            // it is ignored), typed and as a raw structure: the host pointer is the one
+            // import, and the second raw one repeats an sType.
+            "nv-import-of-type-0",
+            chain(
+                4096,
+                1,
+                vec![
+                    Node::Win32Nv {
+                        handle_type: 0,
+                        handle: 3,
+                    },
+                    host(Types::HOST_ALLOCATION_EXT, p),
+                    Node::Other {
+                        s_type: vk::StructureType::IMPORT_MEMORY_WIN32_HANDLE_INFO_NV.as_raw(),
+                        fill: 0,
+                    },
+                ],
+            ),
+        ),
         ("cycle", cyclic),
         ("win32-named-on-windows", windows),
         (
