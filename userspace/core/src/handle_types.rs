@@ -62,11 +62,11 @@ impl DeviceCaps {
 pub enum Target {
     /// A `VkBuffer`.
     Buffer,
-    /// A `VkImage` (only linear images are supported by this driver).
-    Image {
-        /// Whether the image has linear tiling.
-        linear: bool,
-    },
+    /// A `VkImage`, of linear or optimal tiling: the driver lays out both as rows at a
+    /// pitch computed from the create info alone (no metadata in the memory), so an image
+    /// of either tiling shares its memory as a buffer does, and a same-driver importer
+    /// that creates the same image finds the same texels.
+    Image,
 }
 
 type Types = vk::ExternalMemoryHandleTypeFlags;
@@ -120,10 +120,8 @@ pub fn external_memory_properties(
     }
     let exportable = vk::ExternalMemoryFeatureFlags::EXPORTABLE;
     let importable = vk::ExternalMemoryFeatureFlags::IMPORTABLE;
-    let linear_or_buffer = matches!(target, Target::Buffer | Target::Image { linear: true });
-
     let fd = fd_types(caps);
-    if fd.contains(handle_type) && linear_or_buffer {
+    if fd.contains(handle_type) {
         // A GEM object can be exported both ways whichever way it came in.
         return vk::ExternalMemoryProperties {
             external_memory_features: exportable | importable,
@@ -132,7 +130,7 @@ pub fn external_memory_properties(
         };
     }
     let win32 = win32_types(caps);
-    if win32.contains(handle_type) && linear_or_buffer {
+    if win32.contains(handle_type) {
         return vk::ExternalMemoryProperties {
             external_memory_features: exportable | importable,
             export_from_imported_handle_types: win32,
@@ -177,8 +175,8 @@ pub fn exportable_together(caps: &DeviceCaps, types: Types, target: Target) -> O
 type NvTypes = vk::ExternalMemoryHandleTypeFlagsNV;
 
 /// The answer to `vkGetPhysicalDeviceExternalImageFormatPropertiesNV` for the external
-/// part: whether the requested NV handle type can be exported and imported for a linear
-/// image of a supported format, and the types compatible with it. On Linux, or for an
+/// part: whether the requested NV handle type can be exported and imported for an image
+/// of a supported format (see [`Target::Image`]), and the types compatible with it. On Linux, or for an
 /// unsupported image, no type.
 pub fn nv_external_image_format_properties(
     caps: &DeviceCaps,
@@ -234,8 +232,11 @@ mod tests {
 
     #[test]
     fn fd_types_export_and_import_both_ways() {
-        for t in [Types::OPAQUE_FD, Types::DMA_BUF_EXT] {
-            let p = external_memory_properties(&LINUX_VGPU, t, Target::Buffer);
+        let each = [Types::OPAQUE_FD, Types::DMA_BUF_EXT]
+            .into_iter()
+            .flat_map(|t| [(t, Target::Buffer), (t, Target::Image)]);
+        for (t, target) in each {
+            let p = external_memory_properties(&LINUX_VGPU, t, target);
             assert_eq!(
                 features(p),
                 vk::ExternalMemoryFeatureFlags::EXPORTABLE
@@ -269,11 +270,7 @@ mod tests {
             Types::HOST_MAPPED_FOREIGN_MEMORY_EXT
         );
         // Images from host memory are not supported: all zero.
-        let p = external_memory_properties(
-            &LINUX_VGPU,
-            Types::HOST_ALLOCATION_EXT,
-            Target::Image { linear: true },
-        );
+        let p = external_memory_properties(&LINUX_VGPU, Types::HOST_ALLOCATION_EXT, Target::Image);
         assert_eq!(fields(p), fields(vk::ExternalMemoryProperties::default()));
     }
 
@@ -296,15 +293,6 @@ mod tests {
                 "{t:?}"
             );
         }
-        // Optimal-tiling images are out of scope.
-        assert_eq!(
-            fields(external_memory_properties(
-                &LINUX_VGPU,
-                Types::DMA_BUF_EXT,
-                Target::Image { linear: false }
-            )),
-            zero
-        );
         // No fd types on Windows.
         assert_eq!(
             fields(external_memory_properties(

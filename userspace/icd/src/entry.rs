@@ -528,6 +528,9 @@ pub unsafe extern "system" fn get_physical_device_properties2(
                 vk::StructureType::PHYSICAL_DEVICE_DRIVER_PROPERTIES => {
                     fill(s, driver_properties())
                 }
+                vk::StructureType::PHYSICAL_DEVICE_DRM_PROPERTIES_EXT => {
+                    fill(s, info.drm_properties())
+                }
                 vk::StructureType::PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES => fill(
                     s,
                     vk::PhysicalDeviceMaintenance3Properties {
@@ -663,8 +666,9 @@ pub unsafe extern "system" fn get_physical_device_memory_properties2(
     });
 }
 
-/// `vkGetPhysicalDeviceFormatProperties`: transfer source and destination for the
-/// linear-image formats (see [`crate::image`]); nothing else (no shaders, no texel buffers).
+/// `vkGetPhysicalDeviceFormatProperties`: transfer source and destination, in both
+/// tilings, for the image formats (see [`crate::image`]); nothing else (no shaders, no
+/// texel buffers).
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
@@ -698,7 +702,8 @@ pub unsafe extern "system" fn get_physical_device_format_properties2(
     });
 }
 
-/// `vkGetPhysicalDeviceImageFormatProperties`: images are not supported.
+/// `vkGetPhysicalDeviceImageFormatProperties`: 2D transfer images of the supported
+/// formats, linear or optimal (see [`crate::image`]).
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
@@ -729,8 +734,8 @@ pub unsafe extern "system" fn get_physical_device_image_format_properties(
     })
 }
 
-/// `vkGetPhysicalDeviceImageFormatProperties2`: linear 2D transfer images of the
-/// supported formats; with `VkPhysicalDeviceExternalImageFormatInfo`, only for a handle
+/// `vkGetPhysicalDeviceImageFormatProperties2`: 2D transfer images of the supported
+/// formats, linear or optimal; with `VkPhysicalDeviceExternalImageFormatInfo`, only for a handle
 /// type the device can share images through, whose properties go into
 /// `VkExternalImageFormatProperties`. Anything else is `VK_ERROR_FORMAT_NOT_SUPPORTED`
 /// with all-zero properties.

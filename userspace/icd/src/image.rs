@@ -1,11 +1,22 @@
-//! Linear images: the formats the device supports, their memory layout, and the answers
-//! to the image-format queries.
+//! Images: the formats the device supports, their memory layout, and the answers to the
+//! image-format queries.
 //!
-//! The device is a copy engine, so an image is memory with a row pitch: 2D, linear tiling,
-//! one mip level, one layer, one sample, used only as a transfer source or destination.
-//! That is what the NV external-memory family needs (an image shared with another API
-//! through `VK_IMAGE_LAYOUT_GENERAL`), and what a copy engine can honestly offer. Anything
-//! else answers `VK_ERROR_FORMAT_NOT_SUPPORTED`, with all-zero properties.
+//! The device is a copy engine, so an image is memory with a row pitch: 2D, one mip level,
+//! one layer, one sample, used only as a transfer source or destination. That is what the
+//! NV external-memory family needs (an image shared with another API through
+//! `VK_IMAGE_LAYOUT_GENERAL`), and what a copy engine can honestly offer. Anything else
+//! answers `VK_ERROR_FORMAT_NOT_SUPPORTED`, with all-zero properties.
+//!
+//! Both tilings are offered. With `VK_IMAGE_TILING_OPTIMAL` the layout is the device's
+//! choice, which the application may not ask for
+//! (`VUID-vkGetImageSubresourceLayout-image-07790`); the device chooses the linear one,
+//! rows padded to [`ROW_PITCH_ALIGNMENT`]. A coarser alignment would buy nothing: the copy
+//! engine moves bytes by GPU VA, with no tiles or texture caches to serve, and a coarser
+//! alignment pads more widths, each padded image costing one COPY per row instead of one
+//! for the whole image. One layout for both tilings also means that an optimal and a
+//! linear image over the same memory agree, and since the layout follows from the create
+//! info alone, any device of this driver that creates the same image over imported memory
+//! finds the same texels.
 
 use ash::vk;
 use extmem::handle_types::{external_memory_properties, DeviceCaps, Target};
@@ -44,17 +55,22 @@ pub fn texel_size(format: vk::Format) -> Option<u64> {
         .map(|(_, size)| *size)
 }
 
-/// `vkGetPhysicalDeviceFormatProperties`: transfer source and destination with linear
-/// tiling for a supported format; nothing for optimal tiling or buffers (no shaders).
+/// The tilings an image may have: both, laid out alike (see the module documentation).
+pub const TILINGS: [vk::ImageTiling; 2] = [vk::ImageTiling::LINEAR, vk::ImageTiling::OPTIMAL];
+
+/// `vkGetPhysicalDeviceFormatProperties`: transfer source and destination with linear and
+/// with optimal tiling for a supported format; nothing for buffers (no shaders, no texel
+/// buffers).
 pub fn format_properties(format: vk::Format) -> vk::FormatProperties {
-    let transfer = vk::FormatFeatureFlags::TRANSFER_SRC | vk::FormatFeatureFlags::TRANSFER_DST;
+    let features = if texel_size(format).is_some() {
+        vk::FormatFeatureFlags::TRANSFER_SRC | vk::FormatFeatureFlags::TRANSFER_DST
+    } else {
+        vk::FormatFeatureFlags::empty()
+    };
     vk::FormatProperties {
-        linear_tiling_features: if texel_size(format).is_some() {
-            transfer
-        } else {
-            vk::FormatFeatureFlags::empty()
-        },
-        ..Default::default()
+        linear_tiling_features: features,
+        optimal_tiling_features: features,
+        buffer_features: vk::FormatFeatureFlags::empty(),
     }
 }
 
@@ -73,15 +89,16 @@ pub struct ImageQuery {
     pub flags: vk::ImageCreateFlags,
 }
 
-/// The limits a supported combination has: 2D up to [`MAX_DIMENSION`], one level, one
-/// layer, one sample, at most `max_resource_size` bytes. `None` for anything else.
+/// The limits a supported combination has: 2D of one of [`TILINGS`] up to
+/// [`MAX_DIMENSION`], one level, one layer, one sample, at most `max_resource_size` bytes.
+/// `None` for anything else.
 pub fn image_format_properties(
     query: &ImageQuery,
     max_resource_size: u64,
 ) -> Option<vk::ImageFormatProperties> {
     let supported = texel_size(query.format).is_some()
         && query.ty == vk::ImageType::TYPE_2D
-        && query.tiling == vk::ImageTiling::LINEAR
+        && TILINGS.contains(&query.tiling)
         && !query.usage.is_empty()
         && USAGE.contains(query.usage)
         && query.flags.is_empty();
@@ -102,6 +119,14 @@ pub fn image_format_properties(
 /// (`VkPhysicalDeviceExternalImageFormatInfo`): `None` when the device cannot share such
 /// an image through that handle type, which the query answers with
 /// `VK_ERROR_FORMAT_NOT_SUPPORTED`. A zero handle type asks nothing.
+///
+/// The answer is the same for both tilings. Opaque fds (and NT handles) are only
+/// importable by the same driver and device (`driverUUID`/`deviceUUID`), which lays the
+/// image out the same way. A dma-buf carries no layout: without DRM format modifiers an
+/// optimal image's layout is implementation-defined, so only an importer that knows this
+/// driver's layout reads it right; this device exports and imports such dma-bufs (the
+/// pages are plain memory, with no metadata that would make the memory dedicated-only),
+/// and what the texels mean outside Vulkan is the application's agreement to make.
 pub fn external_image_properties(
     caps: &DeviceCaps,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
@@ -109,7 +134,7 @@ pub fn external_image_properties(
     if handle_type.is_empty() {
         return Some(vk::ExternalMemoryProperties::default());
     }
-    let props = external_memory_properties(caps, handle_type, Target::Image { linear: true });
+    let props = external_memory_properties(caps, handle_type, Target::Image);
     (!props.external_memory_features.is_empty()).then_some(props)
 }
 
@@ -143,11 +168,14 @@ pub enum ImageError {
     },
 }
 
-/// A linear image's memory layout: row `y` starts `y * row_pitch` bytes in.
+/// An image's memory layout: row `y` starts `y * row_pitch` bytes in, whichever its
+/// tiling.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ImageLayout {
     /// Its format.
     pub format: vk::Format,
+    /// Its tiling: whether the application may ask for the layout.
+    pub tiling: vk::ImageTiling,
     /// Bytes per texel.
     pub texel: u64,
     /// Width in texels.
@@ -200,6 +228,7 @@ impl ImageLayout {
         }
         Ok(Self {
             format: query.format,
+            tiling: query.tiling,
             texel,
             width: extent.width,
             height: extent.height,
@@ -218,15 +247,17 @@ impl ImageLayout {
         }
     }
 
-    /// `vkGetImageSubresourceLayout` of the only subresource (colour, level 0, layer 0).
-    pub fn subresource_layout(&self) -> vk::SubresourceLayout {
-        vk::SubresourceLayout {
+    /// `vkGetImageSubresourceLayout` of the only subresource (colour, level 0, layer 0) of
+    /// a linear image. `None` for an optimal image: its layout is the device's business and
+    /// asking for it is invalid (`VUID-vkGetImageSubresourceLayout-image-07790`).
+    pub fn subresource_layout(&self) -> Option<vk::SubresourceLayout> {
+        (self.tiling == vk::ImageTiling::LINEAR).then_some(vk::SubresourceLayout {
             offset: 0,
             size: self.size,
             row_pitch: self.row_pitch,
             array_pitch: self.size,
             depth_pitch: self.size,
-        }
+        })
     }
 }
 
@@ -258,14 +289,25 @@ mod tests {
     const ONE: (u32, u32, vk::SampleCountFlags) = (1, 1, vk::SampleCountFlags::TYPE_1);
 
     #[test]
-    fn only_linear_2d_transfer_images_of_known_formats_are_offered() {
+    fn only_2d_transfer_images_of_known_formats_are_offered_in_both_tilings() {
         let ok = image_format_properties(&rgba(USAGE), MAX)
             .unwrap_or_else(|| panic!("RGBA8 linear transfer"));
         assert_eq!(ok.max_extent.width, MAX_DIMENSION);
         assert_eq!((ok.max_mip_levels, ok.max_array_layers), (1, 1));
+        let optimal = ImageQuery {
+            tiling: vk::ImageTiling::OPTIMAL,
+            ..rgba(vk::ImageUsageFlags::TRANSFER_DST)
+        };
+        let opt = image_format_properties(&optimal, MAX)
+            .unwrap_or_else(|| panic!("RGBA8 optimal transfer"));
+        assert_eq!(
+            (opt.max_extent, opt.max_mip_levels, opt.sample_counts),
+            (ok.max_extent, 1, vk::SampleCountFlags::TYPE_1)
+        );
         for bad in [
+            // A modifier names a layout; without VK_EXT_image_drm_format_modifier there is none.
             ImageQuery {
-                tiling: vk::ImageTiling::OPTIMAL,
+                tiling: vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT,
                 ..rgba(USAGE)
             },
             ImageQuery {
@@ -285,14 +327,17 @@ mod tests {
         ] {
             assert!(image_format_properties(&bad, MAX).is_none(), "{bad:?}");
         }
-        let features = format_properties(vk::Format::B8G8R8A8_UNORM);
-        assert!(features
-            .linear_tiling_features
-            .contains(vk::FormatFeatureFlags::TRANSFER_DST));
-        assert!(features.optimal_tiling_features.is_empty());
-        assert!(format_properties(vk::Format::D16_UNORM)
-            .linear_tiling_features
-            .is_empty());
+        let transfer = vk::FormatFeatureFlags::TRANSFER_SRC | vk::FormatFeatureFlags::TRANSFER_DST;
+        for (format, _) in FORMATS {
+            let features = format_properties(*format);
+            assert_eq!(features.linear_tiling_features, transfer, "{format:?}");
+            assert_eq!(features.optimal_tiling_features, transfer, "{format:?}");
+            assert!(features.buffer_features.is_empty(), "{format:?}");
+        }
+        let depth = format_properties(vk::Format::D16_UNORM);
+        assert!(
+            depth.linear_tiling_features.is_empty() && depth.optimal_tiling_features.is_empty()
+        );
     }
 
     #[test]
@@ -301,7 +346,9 @@ mod tests {
         let layout = ImageLayout::new(&q, extent(33, 5), ONE, vk::ImageLayout::UNDEFINED, MAX)
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((layout.row_pitch, layout.size), (192, 960));
-        let sub = layout.subresource_layout();
+        let sub = layout
+            .subresource_layout()
+            .unwrap_or_else(|| panic!("a linear image's layout"));
         assert_eq!((sub.offset, sub.row_pitch, sub.size), (0, 192, 960));
         let reqs = layout.requirements(0b11);
         assert_eq!((reqs.size, reqs.alignment), (960, IMAGE_ALIGNMENT));
@@ -312,6 +359,33 @@ mod tests {
         let layout = ImageLayout::new(&r8, extent(64, 2), ONE, vk::ImageLayout::UNDEFINED, MAX)
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(layout.row_pitch, 64, "already aligned");
+    }
+
+    #[test]
+    fn optimal_images_have_the_linear_layout_and_do_not_tell_it() {
+        let linear = rgba(USAGE);
+        let optimal = ImageQuery {
+            tiling: vk::ImageTiling::OPTIMAL,
+            ..linear
+        };
+        let undefined = vk::ImageLayout::UNDEFINED;
+        for (w, h) in [(33, 5), (16, 16), (1, 1), (MAX_DIMENSION, 3)] {
+            let lin = ImageLayout::new(&linear, extent(w, h), ONE, undefined, MAX)
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let opt = ImageLayout::new(&optimal, extent(w, h), ONE, undefined, MAX)
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(opt.tiling, vk::ImageTiling::OPTIMAL);
+            let (a, b) = (opt.requirements(1), lin.requirements(1));
+            assert_eq!(
+                (opt.row_pitch, opt.size, a.size, a.alignment),
+                (lin.row_pitch, lin.size, b.size, b.alignment),
+                "{w}x{h}"
+            );
+            assert_eq!(opt.row_pitch % ROW_PITCH_ALIGNMENT, 0);
+            // VUID-vkGetImageSubresourceLayout-image-07790: no layout to give.
+            assert!(opt.subresource_layout().is_none());
+            assert!(lin.subresource_layout().is_some());
+        }
     }
 
     #[test]
@@ -356,12 +430,12 @@ mod tests {
             new(extent(4096, 4096), ONE, undefined, 1 << 20),
             Err(ImageError::TooLarge { size: 64 << 20 })
         );
-        let optimal = ImageQuery {
-            tiling: vk::ImageTiling::OPTIMAL,
+        let modifier = ImageQuery {
+            tiling: vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT,
             ..q
         };
         assert_eq!(
-            ImageLayout::new(&optimal, extent(4, 4), ONE, undefined, MAX),
+            ImageLayout::new(&modifier, extent(4, 4), ONE, undefined, MAX),
             Err(ImageError::Unsupported)
         );
     }

@@ -10,9 +10,10 @@
 //! - [`proc_table`]: name → entry point for the `GetProcAddr`s;
 //! - [`objects`]: the objects and what each command does, in plain Rust;
 //! - [`commands`]: transfer commands translated into copy-engine commands;
-//! - [`image`]: linear images, their layout and the image-format answers;
+//! - [`image`]: images (linear and optimal), their layout and the image-format answers;
 //! - [`physical_device`]: discovery (extmem-vgpu nodes, else the software device) and the
 //!   property tables;
+//! - [`drm_node`]: a kernel device's DRM render and primary node numbers;
 //! - [`device_backend`]: the kernel driver or the software device behind a `VkDevice`;
 //! - `device_luid` (Windows): the software device's `deviceLUID`;
 //! - [`handles`]: the registries of live handles, and the loader's dispatch word.
@@ -24,6 +25,7 @@ pub mod commands;
 pub mod device_backend;
 #[cfg(windows)]
 pub mod device_luid;
+pub mod drm_node;
 pub mod entry;
 pub mod handles;
 mod host_memory;

@@ -22,6 +22,8 @@ use extmem::vgpu::Vgpu;
 use extmem_hw::{Alignment, PageSize, PageSizes};
 use extmem_softgpu::SoftGpu;
 use extmem_uapi as uapi;
+
+use crate::drm_node::DrmNodes;
 #[cfg(not(windows))]
 use rustix::fs::{Mode, OFlags};
 
@@ -109,6 +111,10 @@ pub const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[
         vk::NV_EXTERNAL_MEMORY_WIN32_NAME,
         vk::NV_EXTERNAL_MEMORY_WIN32_SPEC_VERSION,
     ),
+    (
+        vk::EXT_PHYSICAL_DEVICE_DRM_NAME,
+        vk::EXT_PHYSICAL_DEVICE_DRM_SPEC_VERSION,
+    ),
 ];
 
 /// Which device a [`DeviceInfo`] describes.
@@ -165,6 +171,9 @@ pub struct DeviceInfo {
     pub max_mapping: u64,
     /// The machine's RAM in bytes (both heaps live in it).
     pub ram_bytes: u64,
+    /// The DRM nodes of a kernel device (`VK_EXT_physical_device_drm`); `None` for the
+    /// software device, which has none.
+    pub drm: Option<DrmNodes>,
 }
 
 /// Why a node was not taken as a device.
@@ -275,6 +284,7 @@ impl DeviceInfo {
             page_sizes,
             max_mapping: raw.max_mapping,
             ram_bytes,
+            drm: None,
         })
     }
 
@@ -290,8 +300,9 @@ impl DeviceInfo {
 
     /// The device extensions it offers: [`DEVICE_EXTENSIONS`] less those of handle types
     /// the device has none of (no dma-buf extension on the software device, no fd or host
-    /// extension on Windows, no win32 extension on Linux). `VK_NV_external_memory` stays:
-    /// on Linux it truthfully answers no NV handle type.
+    /// extension on Windows, no win32 extension on Linux), and `VK_EXT_physical_device_drm`
+    /// only with DRM nodes to report. `VK_NV_external_memory` stays: on Linux it truthfully
+    /// answers no NV handle type.
     pub fn device_extensions(&self) -> Vec<(&'static CStr, u32)> {
         let caps = self.caps();
         DEVICE_EXTENSIONS
@@ -308,6 +319,8 @@ impl DeviceInfo {
                     || name == vk::NV_EXTERNAL_MEMORY_WIN32_NAME
                 {
                     caps.win32
+                } else if name == vk::EXT_PHYSICAL_DEVICE_DRM_NAME {
+                    self.drm.is_some()
                 } else {
                     true
                 }
@@ -442,6 +455,12 @@ impl DeviceInfo {
         props
     }
 
+    /// `VkPhysicalDeviceDrmPropertiesEXT`: the render node the device opened and its
+    /// primary node; all false and zero without DRM nodes.
+    pub fn drm_properties(&self) -> vk::PhysicalDeviceDrmPropertiesEXT<'static> {
+        crate::drm_node::properties(self.drm.as_ref())
+    }
+
     /// `maxMemoryAllocationSize` (`VkPhysicalDeviceMaintenance3Properties`).
     pub fn max_allocation_size(&self) -> u64 {
         self.max_mapping
@@ -536,8 +555,9 @@ pub fn discover(_dir: &Path) -> Vec<DeviceInfo> {
     Vec::new()
 }
 
-/// Every extmem-vgpu render node under `dir` (normally `/dev/dri`), sorted by name.
-/// Nodes of other drivers, and nodes whose parameters are out of range, are skipped.
+/// Every extmem-vgpu render node under `dir` (normally `/dev/dri`), sorted by name, with
+/// its DRM node numbers (the primary node looked up in `/sys`). Nodes of other drivers, and
+/// nodes whose parameters are out of range, are skipped.
 #[cfg(not(windows))]
 pub fn discover(dir: &Path) -> Vec<DeviceInfo> {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -557,9 +577,12 @@ pub fn discover(dir: &Path) -> Vec<DeviceInfo> {
             if !extmem::drm_core::driver_is(rustix::fd::AsFd::as_fd(&fd), uapi::DRIVER_NAME) {
                 return None;
             }
+            let drm =
+                crate::drm_node::of_render_node(rustix::fd::AsFd::as_fd(&fd), Path::new("/sys"));
             let vgpu = Vgpu::new(fd).ok()?;
             let raw = RawParams::read(|p| vgpu.param(p)).ok()?;
-            DeviceInfo::from_params(DeviceNode::Render(path), raw, ram).ok()
+            let info = DeviceInfo::from_params(DeviceNode::Render(path), raw, ram).ok()?;
+            Some(DeviceInfo { drm, ..info })
         })
         .collect()
 }
@@ -591,6 +614,7 @@ pub fn devices(dir: &Path, selection: DeviceSelection) -> Vec<DeviceInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drm_node::DeviceNumber;
 
     fn raw() -> RawParams {
         RawParams {
@@ -603,13 +627,29 @@ mod tests {
         }
     }
 
+    const NODES: DrmNodes = DrmNodes {
+        render: DeviceNumber {
+            major: 226,
+            minor: 129,
+        },
+        primary: Some(DeviceNumber {
+            major: 226,
+            minor: 1,
+        }),
+    };
+
+    /// A kernel device as discovery describes it: parameters, then its DRM nodes.
     fn info() -> DeviceInfo {
-        DeviceInfo::from_params(
+        let info = DeviceInfo::from_params(
             DeviceNode::Render("/dev/dri/renderD129".into()),
             raw(),
             8 << 30,
         )
-        .unwrap_or_else(|e| panic!("{e:?}"))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        DeviceInfo {
+            drm: Some(NODES),
+            ..info
+        }
     }
 
     #[test]
@@ -733,6 +773,36 @@ mod tests {
     }
 
     #[test]
+    fn the_drm_extension_comes_with_the_nodes_it_reports() {
+        let kernel = info();
+        assert!(has_extension(
+            &kernel.device_extensions(),
+            vk::EXT_PHYSICAL_DEVICE_DRM_NAME
+        ));
+        let p = kernel.drm_properties();
+        assert_eq!((p.has_render, p.has_primary), (vk::TRUE, vk::TRUE));
+        assert_eq!(
+            (
+                p.render_major,
+                p.render_minor,
+                p.primary_major,
+                p.primary_minor
+            ),
+            (226, 129, 226, 1)
+        );
+        // A render node whose numbers could not be read offers no numbers and no extension.
+        let unknown = DeviceInfo {
+            drm: None,
+            ..info()
+        };
+        assert!(!has_extension(
+            &unknown.device_extensions(),
+            vk::EXT_PHYSICAL_DEVICE_DRM_NAME
+        ));
+        assert_eq!(unknown.drm_properties().has_render, vk::FALSE);
+    }
+
+    #[test]
     fn c_strings_are_truncated_and_terminated() {
         let mut buf = [1 as core::ffi::c_char; 4];
         write_c_string(&mut buf, "abcdef");
@@ -784,6 +854,9 @@ mod tests {
         ] {
             assert_eq!(has_extension(&exts, win32), windows, "{win32:?}");
         }
+        // Nor DRM node numbers: it has none to report.
+        assert!(!has_extension(&exts, vk::EXT_PHYSICAL_DEVICE_DRM_NAME));
+        assert_eq!(soft.drm_properties().has_render, vk::FALSE);
         // The kernel device (a Linux render node) never offers the win32 pair.
         let vgpu = info().device_extensions();
         assert_eq!(

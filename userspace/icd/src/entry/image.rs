@@ -1,5 +1,5 @@
-//! The entry points of linear images (see [`crate::image`]): create, require, bind, lay
-//! out, and copy to and from buffers on the copy engine. Thin wrappers, as the rest of
+//! The entry points of images (see [`crate::image`]): create, require, bind, lay out, and
+//! copy to and from buffers on the copy engine. Thin wrappers, as the rest of
 //! [`crate::entry`].
 
 use ash::vk::{self, Handle};
@@ -11,7 +11,8 @@ use crate::image::{external_image_properties, ImageLayout, ImageQuery};
 use crate::objects::{self, BAD_HANDLE, DEVICES, INVALID};
 use crate::physical_device::BUFFER_MEMORY_TYPES;
 
-/// `vkCreateImage`: a linear 2D transfer image of a supported format, optionally for
+/// `vkCreateImage`: a 2D transfer image of a supported format, linear or optimal (laid out
+/// alike), optionally for
 /// external memory of handle types the device can share images through
 /// (`VUID-VkImageCreateInfo-pNext-00990`; the NV types only on Windows).
 ///
@@ -192,9 +193,11 @@ pub unsafe extern "system" fn bind_image_memory2(
     })
 }
 
-/// `vkGetImageSubresourceLayout`: the only subresource is colour, level 0, layer 0; any
-/// other (`VUID-vkGetImageSubresourceLayout-aspectMask-00997`, `-mipLevel-01716`,
-/// `-arrayLayer-01717`) gets an all-zero layout.
+/// `vkGetImageSubresourceLayout`: the only subresource is colour, level 0, layer 0, of a
+/// linear image; any other (`VUID-vkGetImageSubresourceLayout-aspectMask-00997`,
+/// `-mipLevel-01716`, `-arrayLayer-01717`), and any subresource of an optimal image, whose
+/// layout is the device's own (`VUID-vkGetImageSubresourceLayout-image-07790`), gets an
+/// all-zero layout.
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
@@ -216,11 +219,10 @@ pub unsafe extern "system" fn get_image_subresource_layout(
         let only = sub.aspect_mask == vk::ImageAspectFlags::COLOR
             && sub.mip_level == 0
             && sub.array_layer == 0;
-        let answer = if only {
-            layout.subresource_layout()
-        } else {
-            vk::SubresourceLayout::default()
-        };
+        let answer = layout
+            .subresource_layout()
+            .filter(|_| only)
+            .unwrap_or_default();
         // SAFETY: valid for a write per the contract.
         let _ = unsafe { write(out, answer) };
     });

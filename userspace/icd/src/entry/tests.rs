@@ -184,7 +184,7 @@ fn physical_device_queries_answer_from_the_tables() {
             .external_memory_features
             .is_empty());
 
-        // Linear transfer images only.
+        // Transfer images, linear or optimal; no DRM format modifiers.
         let image_query = |tiling| {
             instance.get_physical_device_image_format_properties(
                 pd,
@@ -197,8 +197,10 @@ fn physical_device_queries_answer_from_the_tables() {
         };
         let linear = image_query(vk::ImageTiling::LINEAR).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(linear.max_extent.width, crate::image::MAX_DIMENSION);
+        let optimal = image_query(vk::ImageTiling::OPTIMAL).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(optimal.max_extent, linear.max_extent);
         assert_eq!(
-            image_query(vk::ImageTiling::OPTIMAL).err(),
+            image_query(vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT).err(),
             Some(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
         );
 
@@ -354,4 +356,111 @@ fn the_two_call_idiom_reports_incomplete() {
 fn a_panic_becomes_an_error_code() {
     assert_eq!(guard_result(|| panic!("boom")), vk::Result::ERROR_UNKNOWN);
     assert_eq!(guard(7, || 8), 8);
+}
+
+#[test]
+fn drm_nodes_and_optimal_images_are_answered_through_the_entry_points() {
+    use crate::drm_node::{DeviceNumber, DrmNodes};
+    type Types = vk::ExternalMemoryHandleTypeFlags;
+    let entry = entry();
+    let nodes = DrmNodes {
+        render: DeviceNumber {
+            major: 226,
+            minor: 200,
+        },
+        primary: None,
+    };
+    let info = DeviceInfo {
+        drm: Some(nodes),
+        ..fake_info()
+    };
+    let handle = objects::create_instance(vec![info]);
+    // SAFETY: `handle` is a live instance of this ICD; every call below gets a live handle
+    // and valid structures.
+    unsafe {
+        let instance = ash::Instance::load(entry.static_fn(), vk::Instance::from_raw(handle));
+        let pd = instance
+            .enumerate_physical_devices()
+            .unwrap_or_else(|e| panic!("{e}"))[0];
+        let exts = instance
+            .enumerate_device_extension_properties(pd)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(exts
+            .iter()
+            .any(|e| e.extension_name_as_c_str().ok() == Some(vk::EXT_PHYSICAL_DEVICE_DRM_NAME)));
+        let mut drm = vk::PhysicalDeviceDrmPropertiesEXT::default();
+        let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut drm);
+        instance.get_physical_device_properties2(pd, &mut props2);
+        assert_eq!(
+            drm.s_type,
+            vk::StructureType::PHYSICAL_DEVICE_DRM_PROPERTIES_EXT
+        );
+        assert_eq!((drm.has_render, drm.has_primary), (vk::TRUE, vk::FALSE));
+        assert_eq!((drm.render_major, drm.render_minor), (226, 200));
+
+        let transfer = vk::FormatFeatureFlags::TRANSFER_SRC | vk::FormatFeatureFlags::TRANSFER_DST;
+        let mut formats = vk::FormatProperties2::default();
+        instance.get_physical_device_format_properties2(
+            pd,
+            vk::Format::B8G8R8A8_UNORM,
+            &mut formats,
+        );
+        let f = formats.format_properties;
+        assert_eq!(
+            (f.linear_tiling_features, f.optimal_tiling_features),
+            (transfer, transfer)
+        );
+
+        // An optimal image shares by opaque fd and by dma-buf as a linear one does (the
+        // kernel device's capabilities), never from host memory.
+        let query = |tiling, ty: Types| {
+            let mut external = vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(ty);
+            let info = vk::PhysicalDeviceImageFormatInfo2::default()
+                .format(vk::Format::R8G8B8A8_UNORM)
+                .ty(vk::ImageType::TYPE_2D)
+                .tiling(tiling)
+                .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+                .push_next(&mut external);
+            let mut ext_out = vk::ExternalImageFormatProperties::default();
+            let mut out = vk::ImageFormatProperties2::default().push_next(&mut ext_out);
+            let result = instance.get_physical_device_image_format_properties2(pd, &info, &mut out);
+            let width = out.image_format_properties.max_extent.width;
+            let p = ext_out.external_memory_properties;
+            (
+                result,
+                width,
+                p.external_memory_features,
+                p.compatible_handle_types,
+            )
+        };
+        let both =
+            vk::ExternalMemoryFeatureFlags::EXPORTABLE | vk::ExternalMemoryFeatureFlags::IMPORTABLE;
+        let fds = Types::OPAQUE_FD | Types::DMA_BUF_EXT;
+        for ty in [Types::OPAQUE_FD, Types::DMA_BUF_EXT] {
+            assert_eq!(
+                query(vk::ImageTiling::OPTIMAL, ty),
+                (Ok(()), crate::image::MAX_DIMENSION, both, fds),
+                "{ty:?}"
+            );
+            assert_eq!(
+                query(vk::ImageTiling::OPTIMAL, ty),
+                query(vk::ImageTiling::LINEAR, ty)
+            );
+        }
+        let unsupported = (
+            Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED),
+            0,
+            vk::ExternalMemoryFeatureFlags::empty(),
+            Types::empty(),
+        );
+        assert_eq!(
+            query(vk::ImageTiling::OPTIMAL, Types::HOST_ALLOCATION_EXT),
+            unsupported
+        );
+        assert_eq!(
+            query(vk::ImageTiling::DRM_FORMAT_MODIFIER_EXT, Types::DMA_BUF_EXT),
+            unsupported
+        );
+        instance.destroy_instance(None);
+    }
 }
