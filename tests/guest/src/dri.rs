@@ -127,6 +127,17 @@ fn open_node(path: &Path) -> io::Result<DrmNode> {
     Ok(node)
 }
 
+impl DrmNode {
+    /// The node's device number `(major, minor)`, from `fstat` of the open file.
+    pub fn device_number(&self) -> io::Result<(u32, u32)> {
+        let stat = rustix::fs::fstat(&self.file)?;
+        Ok((
+            rustix::fs::major(stat.st_rdev),
+            rustix::fs::minor(stat.st_rdev),
+        ))
+    }
+}
+
 /// A GEM handle on one node (handles are per open file and never 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemHandle(pub NonZeroU32);

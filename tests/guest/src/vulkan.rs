@@ -228,6 +228,54 @@ impl Instance {
         (id.device_uuid, id.driver_uuid)
     }
 
+    /// `VkPhysicalDeviceDrmPropertiesEXT` of `pd` (`VK_EXT_physical_device_drm`; the caller
+    /// checks that `pd` offers it).
+    pub fn drm_properties(
+        &self,
+        pd: vk::PhysicalDevice,
+    ) -> vk::PhysicalDeviceDrmPropertiesEXT<'static> {
+        let mut drm = vk::PhysicalDeviceDrmPropertiesEXT::default();
+        let mut props = vk::PhysicalDeviceProperties2::default().push_next(&mut drm);
+        // SAFETY: a live physical device; the chain lives across the call.
+        unsafe {
+            self.instance
+                .get_physical_device_properties2(pd, &mut props)
+        };
+        drm
+    }
+
+    /// `vkGetPhysicalDeviceImageFormatProperties2` for the images [`Gpu::image`] makes (RGBA8,
+    /// 2D, transfer source and destination) with `tiling`, asking about external memory of
+    /// `handle_type`: the result, the image limits and the external-memory properties.
+    pub fn image_format_properties(
+        &self,
+        pd: vk::PhysicalDevice,
+        tiling: vk::ImageTiling,
+        handle_type: vk::ExternalMemoryHandleTypeFlags,
+    ) -> (
+        ash::prelude::VkResult<()>,
+        vk::ImageFormatProperties,
+        vk::ExternalMemoryProperties,
+    ) {
+        let mut external =
+            vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(handle_type);
+        let info = vk::PhysicalDeviceImageFormatInfo2::default()
+            .format(vk::Format::R8G8B8A8_UNORM)
+            .ty(vk::ImageType::TYPE_2D)
+            .tiling(tiling)
+            .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+            .push_next(&mut external);
+        let mut external_out = vk::ExternalImageFormatProperties::default();
+        let mut out = vk::ImageFormatProperties2::default().push_next(&mut external_out);
+        // SAFETY: a live physical device; the chains live across the call.
+        let result = unsafe {
+            self.instance
+                .get_physical_device_image_format_properties2(pd, &info, &mut out)
+        };
+        let limits = out.image_format_properties;
+        (result, limits, external_out.external_memory_properties)
+    }
+
     /// `minImportedHostPointerAlignment` of `pd`.
     pub fn host_pointer_alignment(&self, pd: vk::PhysicalDevice) -> u64 {
         let mut host = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
@@ -495,14 +543,33 @@ impl<'i> Gpu<'i> {
         size: u64,
         type_index: u32,
     ) -> VkResult<vk::DeviceMemory> {
+        let no_export = vk::ExternalMemoryHandleTypeFlags::empty();
+        self.import_fd_exportable(fd, handle_type, size, type_index, no_export)
+    }
+
+    /// [`Gpu::import_fd`], the memory exportable again as `export` (if not empty:
+    /// `VkExportMemoryAllocateInfo` beside the import, within the imported type's
+    /// `exportFromImportedHandleTypes`).
+    pub fn import_fd_exportable(
+        &self,
+        fd: OwnedFd,
+        handle_type: vk::ExternalMemoryHandleTypeFlags,
+        size: u64,
+        type_index: u32,
+        export: vk::ExternalMemoryHandleTypeFlags,
+    ) -> VkResult<vk::DeviceMemory> {
         let raw = fd.into_raw_fd();
         let mut import = vk::ImportMemoryFdInfoKHR::default()
             .handle_type(handle_type)
             .fd(raw);
-        let info = vk::MemoryAllocateInfo::default()
+        let mut export_info = vk::ExportMemoryAllocateInfo::default().handle_types(export);
+        let mut info = vk::MemoryAllocateInfo::default()
             .allocation_size(size)
             .memory_type_index(type_index)
             .push_next(&mut import);
+        if !export.is_empty() {
+            info = info.push_next(&mut export_info);
+        }
         // SAFETY: a live device; the chain lives across the call.
         match unsafe { self.device.allocate_memory(&info, None) } {
             Ok(memory) => Ok(memory),
@@ -659,6 +726,215 @@ impl<'i> Gpu<'i> {
         self.run(|device, cb| {
             // SAFETY: recording; the buffer is bound and at least `size` bytes.
             unsafe { device.cmd_fill_buffer(cb, dst, 0, size, value) };
+        })
+    }
+}
+
+/// An RGBA8 2D transfer image of a [`Gpu`] (one level, one layer), with its extent.
+#[derive(Clone, Copy, Debug)]
+pub struct Image {
+    /// The image.
+    pub image: vk::Image,
+    /// Width in texels.
+    pub width: u32,
+    /// Height in texels.
+    pub height: u32,
+}
+
+impl Image {
+    /// Bytes per texel (RGBA8).
+    pub const TEXEL: usize = 4;
+
+    /// Bytes of the whole image tightly packed, as the copies below lay it out in a buffer.
+    pub fn packed_len(&self) -> usize {
+        Self::TEXEL * self.width as usize * self.height as usize
+    }
+
+    /// The whole image as one copy region, tightly packed at `offset` of the buffer.
+    fn region(&self, offset: u64) -> vk::BufferImageCopy {
+        vk::BufferImageCopy::default()
+            .buffer_offset(offset)
+            .image_subresource(vk::ImageSubresourceLayers {
+                aspect_mask: vk::ImageAspectFlags::COLOR,
+                mip_level: 0,
+                base_array_layer: 0,
+                layer_count: 1,
+            })
+            .image_extent(vk::Extent3D {
+                width: self.width,
+                height: self.height,
+                depth: 1,
+            })
+    }
+
+    /// Records a barrier moving the image from `old` to `new` layout, making the transfer
+    /// writes `before` visible to the transfer accesses `after`.
+    fn transition(
+        &self,
+        device: &ash::Device,
+        cb: vk::CommandBuffer,
+        (old, new): (vk::ImageLayout, vk::ImageLayout),
+        (before, after): (vk::AccessFlags, vk::AccessFlags),
+    ) {
+        let barrier = vk::ImageMemoryBarrier::default()
+            .old_layout(old)
+            .new_layout(new)
+            .src_access_mask(before)
+            .dst_access_mask(after)
+            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+            .image(self.image)
+            .subresource_range(vk::ImageSubresourceRange {
+                aspect_mask: vk::ImageAspectFlags::COLOR,
+                base_mip_level: 0,
+                level_count: 1,
+                base_array_layer: 0,
+                layer_count: 1,
+            });
+        let source_stage = if before.is_empty() {
+            vk::PipelineStageFlags::TOP_OF_PIPE
+        } else {
+            vk::PipelineStageFlags::TRANSFER
+        };
+        // SAFETY: recording; the barrier names a live image.
+        unsafe {
+            device.cmd_pipeline_barrier(
+                cb,
+                source_stage,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::DependencyFlags::empty(),
+                &[],
+                &[],
+                &[barrier],
+            );
+        }
+    }
+}
+
+impl Gpu<'_> {
+    /// A `width` x `height` RGBA8 transfer image of `tiling`, declared for external memory
+    /// of `handle_types` (none: not external), not bound yet.
+    pub fn image(
+        &self,
+        (width, height): (u32, u32),
+        tiling: vk::ImageTiling,
+        handle_types: vk::ExternalMemoryHandleTypeFlags,
+    ) -> VkResult<Image> {
+        let mut external = vk::ExternalMemoryImageCreateInfo::default().handle_types(handle_types);
+        let mut info = vk::ImageCreateInfo::default()
+            .image_type(vk::ImageType::TYPE_2D)
+            .format(vk::Format::R8G8B8A8_UNORM)
+            .extent(vk::Extent3D {
+                width,
+                height,
+                depth: 1,
+            })
+            .mip_levels(1)
+            .array_layers(1)
+            .samples(vk::SampleCountFlags::TYPE_1)
+            .tiling(tiling)
+            .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE)
+            .initial_layout(vk::ImageLayout::UNDEFINED);
+        if !handle_types.is_empty() {
+            info = info.push_next(&mut external);
+        }
+        // SAFETY: a live device; the chain lives across the call.
+        let image = call("vkCreateImage", unsafe {
+            self.device.create_image(&info, None)
+        })?;
+        Ok(Image {
+            image,
+            width,
+            height,
+        })
+    }
+
+    /// `vkGetImageMemoryRequirements`.
+    pub fn image_requirements(&self, image: Image) -> vk::MemoryRequirements {
+        // SAFETY: a live image.
+        unsafe { self.device.get_image_memory_requirements(image.image) }
+    }
+
+    /// `vkBindImageMemory` at offset 0 of `memory`.
+    pub fn bind_image(&self, image: Image, memory: vk::DeviceMemory) -> VkResult<()> {
+        // SAFETY: a live image and memory.
+        call("vkBindImageMemory", unsafe {
+            self.device.bind_image_memory(image.image, memory, 0)
+        })
+    }
+
+    /// `vkDestroyImage`.
+    pub fn destroy_image(&self, image: Image) {
+        // SAFETY: no pending work uses the image (every submission is waited for).
+        unsafe { self.device.destroy_image(image.image, None) };
+    }
+
+    /// In one submission, copies the image's texels tightly packed at offset 0 of `buffer`
+    /// into the bound `image`, then the image back into `buffer` at `back`, in the transfer
+    /// layouts (what the validation layer asks of an optimal image).
+    pub fn image_round_trip(&self, image: Image, buffer: vk::Buffer, back: u64) -> VkResult<()> {
+        type Access = vk::AccessFlags;
+        type Layout = vk::ImageLayout;
+        self.run(|device, cb| {
+            image.transition(
+                device,
+                cb,
+                (Layout::UNDEFINED, Layout::TRANSFER_DST_OPTIMAL),
+                (Access::empty(), Access::TRANSFER_WRITE),
+            );
+            // SAFETY: recording; the buffer holds both packed copies of the image.
+            unsafe {
+                device.cmd_copy_buffer_to_image(
+                    cb,
+                    buffer,
+                    image.image,
+                    Layout::TRANSFER_DST_OPTIMAL,
+                    &[image.region(0)],
+                );
+            }
+            image.transition(
+                device,
+                cb,
+                (Layout::TRANSFER_DST_OPTIMAL, Layout::TRANSFER_SRC_OPTIMAL),
+                (Access::TRANSFER_WRITE, Access::TRANSFER_READ),
+            );
+            // SAFETY: as above.
+            unsafe {
+                device.cmd_copy_image_to_buffer(
+                    cb,
+                    image.image,
+                    Layout::TRANSFER_SRC_OPTIMAL,
+                    buffer,
+                    &[image.region(back)],
+                );
+            }
+        })
+    }
+
+    /// Copies the whole of a new `image`, bound to memory whose texels were written elsewhere
+    /// (another device, another image over the same memory), tightly packed into `buffer` at
+    /// offset 0. The transition from `UNDEFINED` keeps the bytes on this device, which has
+    /// no layout of its own to convert from.
+    pub fn read_image(&self, image: Image, buffer: vk::Buffer) -> VkResult<()> {
+        type Layout = vk::ImageLayout;
+        self.run(|device, cb| {
+            image.transition(
+                device,
+                cb,
+                (Layout::UNDEFINED, Layout::TRANSFER_SRC_OPTIMAL),
+                (vk::AccessFlags::empty(), vk::AccessFlags::TRANSFER_READ),
+            );
+            // SAFETY: recording; the buffer holds one packed copy of the image.
+            unsafe {
+                device.cmd_copy_image_to_buffer(
+                    cb,
+                    image.image,
+                    Layout::TRANSFER_SRC_OPTIMAL,
+                    buffer,
+                    &[image.region(0)],
+                );
+            }
         })
     }
 }

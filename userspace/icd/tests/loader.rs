@@ -15,9 +15,7 @@ use std::sync::Once;
 
 use ash::vk;
 use extmem_guest_tests::host_memory::{unmapped_range, AnonMapping, RawBytes};
-use extmem_guest_tests::vulkan::{self, fill_pattern, Gpu, Instance};
-
-mod common;
+use extmem_guest_tests::vulkan::{self, fill_pattern, Gpu, Image, Instance};
 
 type Types = vk::ExternalMemoryHandleTypeFlags;
 
@@ -307,7 +305,8 @@ fn vulkan_flows_run_on_the_software_device() {
         "{misaligned:?}, {messages} messages"
     );
 
-    linear_images(&instance, &gpu, &other);
+    images(&instance, &gpu, &other, vk::ImageTiling::LINEAR);
+    images(&instance, &gpu, &other, vk::ImageTiling::OPTIMAL);
 
     for buffer in [from_buf, to_buf, device_buf] {
         gpu.destroy_buffer(buffer);
@@ -326,112 +325,103 @@ fn vulkan_flows_run_on_the_software_device() {
     );
 }
 
-const WIDTH: u32 = 33;
-const HEIGHT: u32 = 17;
-const TEXEL: usize = 4;
+/// The images' extent: 33 RGBA texels are 132 bytes, which rows pad to 192.
+const EXTENT: (u32, u32) = (33, 17);
 
-/// A 33x17 RGBA8 linear transfer image for opaque-fd memory.
-fn create_image(gpu: &Gpu<'_>) -> vk::Image {
-    let mut external = vk::ExternalMemoryImageCreateInfo::default().handle_types(Types::OPAQUE_FD);
-    let info = common::linear_image_info(WIDTH, HEIGHT).push_next(&mut external);
-    // SAFETY: a live device; the chain lives across the call.
-    unsafe { gpu.device.create_image(&info, None) }.unwrap_or_else(|e| panic!("vkCreateImage: {e}"))
-}
-
-/// Linear images: the format queries, a buffer -> image -> buffer round trip through the
-/// row pitch, and the image's memory shared with a second device by opaque fd, where an
-/// image over the same memory reads the same texels.
-fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
+/// Images of `tiling`: the format queries, a buffer -> image -> buffer round trip through
+/// the row pitch, and the image's memory shared with a second device by opaque fd, where an
+/// image of the same tiling over the same memory reads the same texels. An optimal image's
+/// layout is the device's to choose and not the application's to ask
+/// (`VUID-vkGetImageSubresourceLayout-image-07790`); this device chooses the linear one,
+/// which the bytes in memory show.
+fn images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>, tiling: vk::ImageTiling) {
     let pd = gpu.physical;
+    // SAFETY: a live physical device.
+    let formats = unsafe {
+        instance
+            .instance
+            .get_physical_device_format_properties(pd, vk::Format::R8G8B8A8_UNORM)
+    };
+    let features = if tiling == vk::ImageTiling::OPTIMAL {
+        formats.optimal_tiling_features
+    } else {
+        formats.linear_tiling_features
+    };
+    assert_eq!(
+        features,
+        vk::FormatFeatureFlags::TRANSFER_SRC | vk::FormatFeatureFlags::TRANSFER_DST,
+        "{tiling:?}"
+    );
     let query = |ty: Types| {
-        let mut external = vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(ty);
-        let info = vk::PhysicalDeviceImageFormatInfo2::default()
-            .format(vk::Format::R8G8B8A8_UNORM)
-            .ty(vk::ImageType::TYPE_2D)
-            .tiling(vk::ImageTiling::LINEAR)
-            .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
-            .push_next(&mut external);
-        let mut ext_out = vk::ExternalImageFormatProperties::default();
-        let mut out = vk::ImageFormatProperties2::default().push_next(&mut ext_out);
-        // SAFETY: a live physical device; the chains live across the call.
-        let result = unsafe {
-            instance
-                .instance
-                .get_physical_device_image_format_properties2(pd, &info, &mut out)
-        };
-        let max_width = out.image_format_properties.max_extent.width;
-        let features = ext_out.external_memory_properties.external_memory_features;
-        (result, max_width, features)
+        let (result, limits, external) = instance.image_format_properties(pd, tiling, ty);
+        (
+            result,
+            limits.max_extent.width,
+            external.external_memory_features,
+        )
     };
     let (result, max_width, features) = query(Types::OPAQUE_FD);
     assert_eq!((result, max_width), (Ok(()), 16384));
     assert!(features.contains(
         vk::ExternalMemoryFeatureFlags::EXPORTABLE | vk::ExternalMemoryFeatureFlags::IMPORTABLE
     ));
-    let (result, max_width, _) = query(Types::HOST_ALLOCATION_EXT);
-    assert_eq!(
-        (result, max_width),
-        (Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED), 0)
-    );
+    // No host-memory images; no dma-buf on the software device.
+    for none in [Types::HOST_ALLOCATION_EXT, Types::DMA_BUF_EXT] {
+        let (result, max_width, _) = query(none);
+        assert_eq!(
+            (result, max_width),
+            (Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED), 0),
+            "{none:?}"
+        );
+    }
 
-    let image = create_image(gpu);
-    // SAFETY: a live image.
-    let reqs = unsafe { gpu.device.get_image_memory_requirements(image) };
+    let image = step(gpu.image(EXTENT, tiling, Types::OPAQUE_FD));
+    let reqs = gpu.image_requirements(image);
     let subresource = vk::ImageSubresource {
         aspect_mask: vk::ImageAspectFlags::COLOR,
         mip_level: 0,
         array_layer: 0,
     };
-    // SAFETY: a live linear image.
-    let layout = unsafe { gpu.device.get_image_subresource_layout(image, subresource) };
-    let pitch = usize::try_from(layout.row_pitch).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(pitch, 192, "33 RGBA texels are 132 bytes, padded to 64");
-    assert_eq!(reqs.size, layout.row_pitch * u64::from(HEIGHT));
+    let mut layout = vk::SubresourceLayout::default();
+    let messages = vulkan::expect_messages(|| {
+        // SAFETY: a live image; for an optimal one the call breaks
+        // VUID-vkGetImageSubresourceLayout-image-07790 on purpose.
+        layout = unsafe {
+            gpu.device
+                .get_image_subresource_layout(image.image, subresource)
+        };
+    });
+    // The device's choice for both tilings.
+    let pitch: usize = 192;
+    if tiling == vk::ImageTiling::OPTIMAL {
+        assert!(
+            messages > 0,
+            "the layer reports the query on an optimal image"
+        );
+        assert_eq!(
+            (layout.size, layout.row_pitch),
+            (0, 0),
+            "no layout for an optimal image"
+        );
+    } else {
+        assert_eq!((messages, layout.row_pitch), (0, 192));
+    }
+    let height = EXTENT.1 as usize;
+    assert_eq!(reqs.size, 192 * u64::from(EXTENT.1));
     let memory = step(gpu.allocate(reqs.size.next_multiple_of(4096), Types::OPAQUE_FD));
-    // SAFETY: a live image and memory.
-    unsafe { gpu.device.bind_image_memory(image, memory, 0) }
-        .unwrap_or_else(|e| panic!("vkBindImageMemory: {e}"));
+    step(gpu.bind_image(image, memory));
 
-    let row = WIDTH as usize * TEXEL;
-    let packed = row * HEIGHT as usize;
+    let row = Image::TEXEL * EXTENT.0 as usize;
+    let packed = image.packed_len();
     let texels: Vec<u8> = (0..packed)
         .map(|i| (i * 3 % 253).to_le_bytes()[0])
         .collect();
     let staging_memory = step(gpu.allocate(4096 * 2, Types::empty()));
     let staging = step(gpu.buffer(staging_memory, 4096 * 2, Types::empty()));
     step(gpu.write(staging_memory, 0, &texels));
-    step(gpu.run(|device, cb| {
-        common::to_general(device, cb, image);
-        let back = vk::BufferImageCopy {
-            buffer_offset: 4096,
-            ..common::whole_image(WIDTH, HEIGHT)
-        };
-        // SAFETY: recording; the buffer holds both packed copies of the image.
-        unsafe {
-            device.cmd_copy_buffer_to_image(
-                cb,
-                staging,
-                image,
-                vk::ImageLayout::GENERAL,
-                &[common::whole_image(WIDTH, HEIGHT)],
-            );
-            let barrier = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                .dst_access_mask(vk::AccessFlags::TRANSFER_READ);
-            device.cmd_pipeline_barrier(
-                cb,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::DependencyFlags::empty(),
-                &[barrier],
-                &[],
-                &[],
-            );
-            device.cmd_copy_image_to_buffer(cb, image, vk::ImageLayout::GENERAL, staging, &[back]);
-        }
-    }));
+    step(gpu.image_round_trip(image, staging, 4096));
     // In the image's memory each row sits at the row pitch; the padding stays zero.
-    let stored = step(gpu.read(memory, 0, pitch * HEIGHT as usize));
+    let stored = step(gpu.read(memory, 0, pitch * height));
     for (y, texel_row) in texels.chunks(row).enumerate() {
         let at = y * pitch;
         assert!(stored[at..at + row] == *texel_row, "row {y}");
@@ -445,7 +435,7 @@ fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
         "image -> buffer"
     );
 
-    // The image's memory in another device, under an image of the same layout there.
+    // The image's memory in another device, under an image of the same tiling there.
     let fd = step(gpu.export_fd(memory, Types::OPAQUE_FD));
     let imported = step(other.import_fd(
         fd,
@@ -453,35 +443,18 @@ fn linear_images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>) {
         reqs.size.next_multiple_of(4096),
         step(other.device_local_type()),
     ));
-    let there = create_image(other);
-    // SAFETY: a live image and memory.
-    unsafe { other.device.bind_image_memory(there, imported, 0) }
-        .unwrap_or_else(|e| panic!("vkBindImageMemory: {e}"));
+    let there = step(other.image(EXTENT, tiling, Types::OPAQUE_FD));
+    step(other.bind_image(there, imported));
     let readback_memory = step(other.allocate(4096, Types::empty()));
     let readback = step(other.buffer(readback_memory, 4096, Types::empty()));
-    step(other.run(|device, cb| {
-        common::to_general(device, cb, there);
-        // SAFETY: recording; the buffer holds one packed copy of the image.
-        unsafe {
-            device.cmd_copy_image_to_buffer(
-                cb,
-                there,
-                vk::ImageLayout::GENERAL,
-                readback,
-                &[common::whole_image(WIDTH, HEIGHT)],
-            );
-        }
-    }));
+    step(other.read_image(there, readback));
     assert!(
         step(other.read(readback_memory, 0, packed)) == texels,
         "shared image"
     );
 
-    // SAFETY: no work is pending on any of these.
-    unsafe {
-        other.device.destroy_image(there, None);
-        gpu.device.destroy_image(image, None);
-    }
+    other.destroy_image(there);
+    gpu.destroy_image(image);
     other.destroy_buffer(readback);
     other.free(readback_memory);
     other.free(imported);

@@ -22,12 +22,13 @@ use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::process::{Command, ExitCode, Stdio};
 
 use ash::vk;
+use extmem_guest_tests::dri::{self, NodeKind};
 use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
-use extmem_guest_tests::ktap::{io_op, CheckResult, Failure, KtapWriter};
+use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vgpu::Vgpu;
 use extmem_guest_tests::vulkan::{
-    self, is_cloexec, recv_fd, send_fd, FdMessage, Gpu, Instance, VkResult,
+    self, is_cloexec, recv_fd, send_fd, FdMessage, Gpu, Image, Instance, VkResult,
 };
 use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
 use extmem_uapi::Param;
@@ -35,7 +36,7 @@ use rustix::io::{dup, dup2, dup3, DupFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 /// Results the program writes.
-const PLAN: usize = 38;
+const PLAN: usize = 46;
 
 const ALIGN: u64 = 4096;
 const KIB: u64 = 1024;
@@ -196,6 +197,7 @@ fn run(ktap: &mut Ktap) {
     fds(ktap, gpu.as_ref(), raw_gpu.as_ref());
     properties(ktap, instance.as_ref());
     transfers(ktap, gpu.as_ref());
+    optimal_images(ktap, instance.as_ref(), gpu.as_ref());
 
     drop(raw_gpu);
     drop(raw);
@@ -342,6 +344,54 @@ fn identity(ktap: &mut Ktap, instance: Option<&Instance>, raw: Option<&Instance>
             } else {
                 Err(Failure::new("all listed", format!("missing {missing:?}")))
             }
+        },
+    );
+    drm_nodes(ktap, instance.zip(pd));
+}
+
+/// The `(major, minor)` of the `kind` node whose driver is extmem-vgpu.
+fn vgpu_node_number(kind: NodeKind) -> CheckResult<(u32, u32, String)> {
+    let node = dri::open_by_driver(extmem_uapi::DRIVER_NAME, kind)
+        .map_err(|e| Failure::new(format!("an extmem-vgpu {kind:?} node"), e.to_string()))?;
+    let (major, minor) = io_op(
+        format_args!("fstat({})", node.path.display()),
+        node.device_number(),
+    )?;
+    Ok((major, minor, node.path.display().to_string()))
+}
+
+fn drm_nodes(ktap: &mut Ktap, both: Option<(&Instance, vk::PhysicalDevice)>) {
+    ktap.check_after(
+        "drm: VK_EXT_physical_device_drm is offered; hasRender, renderMajor/renderMinor are stat() of the extmem-vgpu /dev/dri/renderD* node",
+        both,
+        |(instance, pd)| {
+            // SAFETY: a live physical device.
+            let exts = unsafe { instance.instance.enumerate_device_extension_properties(pd) }
+                .map_err(|e| Failure::op("vkEnumerateDeviceExtensionProperties", e))?;
+            if !exts
+                .iter()
+                .any(|e| e.extension_name_as_c_str() == Ok(vk::EXT_PHYSICAL_DEVICE_DRM_NAME))
+            {
+                return Err(Failure::new("VK_EXT_physical_device_drm listed", "it is not"));
+            }
+            let (major, minor, path) = vgpu_node_number(NodeKind::Render)?;
+            let drm = instance.drm_properties(pd);
+            let seen = (drm.has_render, drm.render_major, drm.render_minor);
+            let expected = (vk::TRUE, i64::from(major), i64::from(minor));
+            ktap_note(format_args!("{path} is {major}:{minor}"));
+            expect_eq("(hasRender, renderMajor, renderMinor)", seen, expected)
+        },
+    );
+    ktap.check_after(
+        "drm: hasPrimary, primaryMajor/primaryMinor are stat() of the extmem-vgpu /dev/dri/card* node",
+        both,
+        |(instance, pd)| {
+            let (major, minor, path) = vgpu_node_number(NodeKind::Primary)?;
+            let drm = instance.drm_properties(pd);
+            let seen = (drm.has_primary, drm.primary_major, drm.primary_minor);
+            let expected = (vk::TRUE, i64::from(major), i64::from(minor));
+            ktap_note(format_args!("{path} is {major}:{minor}"));
+            expect_eq("(hasPrimary, primaryMajor, primaryMinor)", seen, expected)
         },
     );
 }
@@ -1177,4 +1227,261 @@ fn transfer_model(gpu: &Gpu<'_>) -> CheckResult<()> {
     gpu.free(src_mem);
     gpu.free(dst_mem);
     result
+}
+
+// ---- optimal images ------------------------------------------------------------------------
+
+/// The images' extent: 33 RGBA texels are 132 bytes a row.
+const IMAGE_EXTENT: (u32, u32) = (33, 17);
+/// The row pitch the device chooses for such an image, linear or optimal: 132 bytes padded
+/// to 64. The application cannot ask for it (VUID-vkGetImageSubresourceLayout-image-07790);
+/// the checks read it in the memory, where another API sharing the dma-buf would.
+const IMAGE_PITCH: usize = 192;
+/// The memory an image takes, a whole page.
+const IMAGE_MEMORY: u64 = 4096;
+/// The handle types the exported image and its memory are declared for.
+const FD_TYPES: Types = Types::from_raw(Types::OPAQUE_FD.as_raw() | Types::DMA_BUF_EXT.as_raw());
+
+/// What an image check made on one device, destroyed on drop (images, then buffers, then
+/// memory), also when the check fails halfway.
+struct Made<'g, 'i> {
+    gpu: &'g Gpu<'i>,
+    images: Vec<Image>,
+    buffers: Vec<vk::Buffer>,
+    memories: Vec<vk::DeviceMemory>,
+}
+
+impl<'g, 'i> Made<'g, 'i> {
+    fn new(gpu: &'g Gpu<'i>) -> Self {
+        Self {
+            gpu,
+            images: Vec::new(),
+            buffers: Vec::new(),
+            memories: Vec::new(),
+        }
+    }
+
+    /// Keeps memory just allocated or imported.
+    fn memory(&mut self, memory: VkResult<vk::DeviceMemory>) -> CheckResult<vk::DeviceMemory> {
+        let memory = vk_op(memory)?;
+        self.memories.push(memory);
+        Ok(memory)
+    }
+
+    /// A staging buffer over new, not external memory of `size` bytes.
+    fn staging(&mut self, size: u64) -> CheckResult<(vk::DeviceMemory, vk::Buffer)> {
+        let memory = self.memory(self.gpu.allocate(size, Types::empty()))?;
+        let buffer = vk_op(self.gpu.buffer(memory, size, Types::empty()))?;
+        self.buffers.push(buffer);
+        Ok((memory, buffer))
+    }
+
+    /// An optimal image for external memory of `handle_types`, bound at 0 of `memory`.
+    fn optimal_image(
+        &mut self,
+        memory: vk::DeviceMemory,
+        handle_types: Types,
+    ) -> CheckResult<Image> {
+        let image = vk_op(
+            self.gpu
+                .image(IMAGE_EXTENT, vk::ImageTiling::OPTIMAL, handle_types),
+        )?;
+        self.images.push(image);
+        vk_op(self.gpu.bind_image(image, memory))?;
+        Ok(image)
+    }
+
+    /// Writes `texels` (packed) into `image` through a staging buffer and reads them back
+    /// in the same submission.
+    fn write_image(&mut self, image: Image, texels: &[u8]) -> CheckResult<()> {
+        let (memory, buffer) = self.staging(2 * IMAGE_MEMORY)?;
+        vk_op(self.gpu.write(memory, 0, texels))?;
+        vk_op(self.gpu.image_round_trip(image, buffer, IMAGE_MEMORY))?;
+        let seen = vk_op(self.gpu.read(memory, IMAGE_MEMORY, texels.len()))?;
+        expect_bytes("the image copied back to the buffer", texels, &seen)
+    }
+
+    /// The texels of `image` (packed), read through a staging buffer.
+    fn read_image(&mut self, image: Image) -> CheckResult<Vec<u8>> {
+        let (memory, buffer) = self.staging(IMAGE_MEMORY)?;
+        vk_op(self.gpu.read_image(image, buffer))?;
+        vk_op(self.gpu.read(memory, 0, image.packed_len()))
+    }
+}
+
+impl Drop for Made<'_, '_> {
+    fn drop(&mut self) {
+        for image in self.images.drain(..) {
+            self.gpu.destroy_image(image);
+        }
+        for buffer in self.buffers.drain(..) {
+            self.gpu.destroy_buffer(buffer);
+        }
+        for memory in self.memories.drain(..) {
+            self.gpu.free(memory);
+        }
+    }
+}
+
+/// Checks that `stored` (an image's memory) holds the packed `texels` row by row at
+/// [`IMAGE_PITCH`], with the padding untouched (zero).
+fn expect_rows(what: &str, texels: &[u8], stored: &[u8]) -> CheckResult<()> {
+    let row = Image::TEXEL * IMAGE_EXTENT.0 as usize;
+    for (y, texel_row) in texels.chunks(row).enumerate() {
+        let at = y * IMAGE_PITCH;
+        let seen = stored
+            .get(at..at + IMAGE_PITCH)
+            .ok_or_else(|| Failure::new(format!("{what}: row {y}"), "past the end"))?;
+        expect_bytes(&format!("{what}: row {y}"), texel_row, &seen[..row])?;
+        if seen[row..].iter().any(|b| *b != 0) {
+            return Err(Failure::new(
+                format!("{what}: row {y} padding all zero"),
+                format!("{:02x?}", &seen[row..]),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The image the checks share: device memory exportable as both fd types, under an optimal
+/// image holding `texels`.
+struct Shared<'g, 'i> {
+    made: Made<'g, 'i>,
+    memory: vk::DeviceMemory,
+    texels: Vec<u8>,
+}
+
+fn optimal_images(ktap: &mut Ktap, instance: Option<&Instance>, gpu: Option<&Gpu<'_>>) {
+    ktap.check_after(
+        "optimal images: RGBA8 optimalTilingFeatures are TRANSFER_SRC|DST; OPTIMAL with OPAQUE_FD and with DMA_BUF is exportable and importable, compatible with both; with HOST_ALLOCATION it is VK_ERROR_FORMAT_NOT_SUPPORTED",
+        instance.zip(gpu.map(|g| g.physical)),
+        |(instance, pd)| {
+            // SAFETY: a live physical device.
+            let formats = unsafe {
+                instance
+                    .instance
+                    .get_physical_device_format_properties(pd, vk::Format::R8G8B8A8_UNORM)
+            };
+            let transfer = vk::FormatFeatureFlags::TRANSFER_SRC | vk::FormatFeatureFlags::TRANSFER_DST;
+            expect_eq("optimalTilingFeatures", formats.optimal_tiling_features, transfer)?;
+            let optimal = vk::ImageTiling::OPTIMAL;
+            for t in [Types::OPAQUE_FD, Types::DMA_BUF_EXT] {
+                let (result, limits, p) = instance.image_format_properties(pd, optimal, t);
+                let both = vk::ExternalMemoryFeatureFlags::EXPORTABLE
+                    | vk::ExternalMemoryFeatureFlags::IMPORTABLE;
+                let ok = result.is_ok()
+                    && limits.max_extent.width >= IMAGE_EXTENT.0
+                    && p.external_memory_features == both
+                    && p.compatible_handle_types.contains(FD_TYPES);
+                if !ok {
+                    return Err(Failure::new(
+                        format!("{t:?}: success, export and import, compatible with {FD_TYPES:?}"),
+                        format!("{result:?}, {limits:?}, {p:?}"),
+                    ));
+                }
+            }
+            let (result, _, _) =
+                instance.image_format_properties(pd, optimal, Types::HOST_ALLOCATION_EXT);
+            expect_eq(
+                "HOST_ALLOCATION",
+                result,
+                Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED),
+            )
+        },
+    );
+    let other = ktap.check_after(
+        "optimal images: a second device of the validated instance, to share them with",
+        instance,
+        |instance| Gpu::new(instance).map_err(|e| Failure::new("a device", e)),
+    );
+    let shared = ktap.check_after(
+        "optimal image: buffer -> optimal image -> buffer in one submission gives the texels back, and the image's memory holds its rows at the device's pitch (192 bytes for 33 texels)",
+        gpu,
+        |gpu| {
+            let mut made = Made::new(gpu);
+            let memory = made.memory(gpu.allocate(IMAGE_MEMORY, FD_TYPES))?;
+            let image = made.optimal_image(memory, FD_TYPES)?;
+            let reqs = gpu.image_requirements(image);
+            if reqs.size > IMAGE_MEMORY {
+                return Err(Failure::new(
+                    format!("at most {IMAGE_MEMORY} bytes"),
+                    format!("{reqs:?}"),
+                ));
+            }
+            let texels = pattern::bytes(12, image.packed_len());
+            made.write_image(image, &texels)?;
+            let stored = vk_op(gpu.read(memory, 0, IMAGE_PITCH * IMAGE_EXTENT.1 as usize))?;
+            expect_rows("the image's memory", &texels, &stored)?;
+            Ok(Shared {
+                made,
+                memory,
+                texels,
+            })
+        },
+    );
+    let pair = shared.as_ref().zip(other.as_ref());
+    ktap.check_after(
+        "optimal image: its memory exported as an opaque fd and imported into the second device, an optimal image bound there reads the same texels",
+        pair,
+        |(shared, other)| {
+            let fd = vk_op(shared.made.gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
+            let mut made = Made::new(other);
+            let type_index = vk_op(other.device_local_type())?;
+            let imported =
+                made.memory(other.import_fd(fd, Types::OPAQUE_FD, IMAGE_MEMORY, type_index))?;
+            let image = made.optimal_image(imported, Types::OPAQUE_FD)?;
+            let seen = made.read_image(image)?;
+            expect_bytes("the second device's optimal image", &shared.texels, &seen)
+        },
+    );
+    let imported = ktap.check_after(
+        "optimal image: exported as a dma-buf, its mmap shows the rows at the pitch; imported as a dma-buf into the second device, an optimal image bound there reads the same texels",
+        pair,
+        |(shared, other)| {
+            let fd = vk_op(shared.made.gpu.export_fd(shared.memory, Types::DMA_BUF_EXT))?;
+            let id = io_op("fstat(dma-buf)", dma_buf::identity(fd.as_fd()))?;
+            let mapped = io_op(
+                "mmap(dma-buf)",
+                SharedMapping::new(fd.as_fd(), 0, len(IMAGE_MEMORY)?),
+            )?;
+            let stored = io_op(
+                "DMA_BUF_IOCTL_SYNC",
+                dma_buf::with_cpu_access(fd.as_fd(), || mapped.read_all()),
+            )?;
+            drop(mapped);
+            expect_rows("the dma-buf's mmap", &shared.texels, &stored)?;
+            let (result, bits) = other.fd_properties(Types::DMA_BUF_EXT, fd.as_raw_fd());
+            expect_result("vkGetMemoryFdPropertiesKHR", result, vk::Result::SUCCESS)?;
+            let type_index = vk_op(other.memory_type(bits, vk::MemoryPropertyFlags::empty()))?;
+            let mut made = Made::new(other);
+            let memory = made.memory(other.import_fd_exportable(
+                fd,
+                Types::DMA_BUF_EXT,
+                IMAGE_MEMORY,
+                type_index,
+                Types::DMA_BUF_EXT,
+            ))?;
+            let image = made.optimal_image(memory, FD_TYPES)?;
+            let seen = made.read_image(image)?;
+            expect_bytes("the second device's optimal image", &shared.texels, &seen)?;
+            Ok((made, memory, image, id))
+        },
+    );
+    ktap.check_after(
+        "optimal image: on the second device, the GPU writes new texels into the optimal image over the imported dma-buf; that memory exported again is the same dma-buf, and the first device sees the new rows",
+        shared.as_ref().zip(imported),
+        |(shared, (mut made, memory, image, id))| {
+            let texels = pattern::bytes(13, image.packed_len());
+            made.write_image(image, &texels)?;
+            let again = vk_op(made.gpu.export_fd(memory, Types::DMA_BUF_EXT))?;
+            let again_id = io_op("fstat(dma-buf)", dma_buf::identity(again.as_fd()))?;
+            expect_eq("the re-exported dma-buf", again_id, id)?;
+            let stored = vk_op(shared.made.gpu.read(
+                shared.memory,
+                0,
+                IMAGE_PITCH * IMAGE_EXTENT.1 as usize,
+            ))?;
+            expect_rows("the first device's memory", &texels, &stored)
+        },
+    );
 }

@@ -7,11 +7,12 @@ use std::io;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+use extmem_guest_tests::dri::{self, NodeKind};
 use extmem_guest_tests::ktap::{CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::vulkan;
 
 /// Results the program writes.
-const PLAN: usize = 4;
+const PLAN: usize = 5;
 
 fn main() -> ExitCode {
     let mut ktap = KtapWriter::stdout(PLAN);
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
             Ok(())
         },
     );
-    ktap.check_after(
+    let full = ktap.check_after(
         "vulkaninfo (full report): exit 0, lists the external-memory extensions and minImportedHostPointerAlignment = 0x1000",
         manifest,
         |m| {
@@ -56,7 +57,41 @@ fn main() -> ExitCode {
                     "deviceUUID",
                     "driverUUID",
                 ],
-            )
+            )?;
+            Ok(out)
+        },
+    );
+    ktap.check_after(
+        "vulkaninfo (full report): lists VK_EXT_physical_device_drm, and VkPhysicalDeviceDrmPropertiesEXT shows the extmem-vgpu render and primary nodes' numbers",
+        full.as_deref(),
+        |out| {
+            expect_in(out, &["VK_EXT_physical_device_drm", "VkPhysicalDeviceDrmPropertiesEXT"])?;
+            let mut expected = Vec::new();
+            let nodes = [
+                (NodeKind::Render, ["hasRender", "renderMajor", "renderMinor"]),
+                (NodeKind::Primary, ["hasPrimary", "primaryMajor", "primaryMinor"]),
+            ];
+            for (kind, [has, major_name, minor_name]) in nodes {
+                let node = dri::open_by_driver(extmem_uapi::DRIVER_NAME, kind).map_err(|e| {
+                    Failure::new(format!("an extmem-vgpu {kind:?} node"), e.to_string())
+                })?;
+                let (major, minor) = node
+                    .device_number()
+                    .map_err(|e| Failure::op(format_args!("fstat({})", node.path.display()), e))?;
+                expected.push((has, "true".to_owned()));
+                expected.push((major_name, major.to_string()));
+                expected.push((minor_name, minor.to_string()));
+            }
+            let wrong: Vec<String> = expected
+                .iter()
+                .filter(|(name, value)| field(out, name) != Some(value.as_str()))
+                .map(|(name, value)| format!("{name} = {value} (shown: {:?})", field(out, name)))
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::new("the nodes' numbers", wrong.join(", ")))
+            }
         },
     );
     ktap.check_after(
@@ -116,6 +151,15 @@ fn vulkaninfo(manifest: &Path, args: &[&str], validation: bool) -> CheckResult<S
             ),
         ))
     }
+}
+
+/// The value vulkaninfo prints for the property `name` (`name = value`, aligned with
+/// spaces), on its first line.
+fn field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == name).then(|| value.trim())
+    })
 }
 
 fn expect_in(text: &str, wanted: &[&str]) -> CheckResult<()> {

@@ -1,4 +1,5 @@
-//! Linear-image helpers shared by the Linux loader test and the Windows DLL test.
+//! Linear-image helpers of the Windows DLL test (the Linux loader test uses those of
+//! `extmem_guest_tests::vulkan`, a crate that does not build for Windows).
 
 use ash::vk;
 
