@@ -230,7 +230,7 @@ fn sources_overlap_destinations(cmds: &[Cmd]) -> bool {
     })
 }
 
-/// Where a bound linear image's bytes are on the GPU.
+/// Where a bound image's bytes are on the GPU.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ImageSpan {
     /// GPU VA of the image's byte 0 (memory VA + bind offset).

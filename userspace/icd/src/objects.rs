@@ -89,7 +89,7 @@ pub struct Buffer {
     pub binding: Mutex<Option<GpuVa>>,
 }
 
-/// `VkImage`: a linear image, memory with a row pitch.
+/// `VkImage`: memory with a row pitch, whichever its tiling.
 #[derive(Debug)]
 pub struct Image {
     /// The device.

@@ -4,9 +4,9 @@
 //! described by `GET_PARAM` and answered from the tables below.
 //!
 //! The device is a copy engine behind a real GPU MMU: one transfer queue, no shaders, and
-//! images only as linear transfer images. Everything shader-related answers zero (the
-//! truth), not the specification's minimums for devices that have them; the driver does
-//! not claim conformance.
+//! images only as 2D transfer images (linear or optimal, laid out alike). Everything
+//! shader-related answers zero (the truth), not the specification's minimums for devices
+//! that have them; the driver does not claim conformance.
 
 use std::ffi::{CStr, OsStr};
 #[cfg(not(windows))]
@@ -380,7 +380,7 @@ impl DeviceInfo {
         }
     }
 
-    /// `VkPhysicalDeviceLimits`: the memory, buffer and linear-image limits are real;
+    /// `VkPhysicalDeviceLimits`: the memory, buffer and image limits are real;
     /// shader, sampler and framebuffer limits are zero because the device has none of those.
     pub fn device_limits(&self) -> vk::PhysicalDeviceLimits {
         let page = PageSize::Size4K.bytes();
@@ -396,7 +396,7 @@ impl DeviceInfo {
             min_uniform_buffer_offset_alignment: BUFFER_ALIGNMENT,
             min_storage_buffer_offset_alignment: BUFFER_ALIGNMENT,
             timestamp_period: 1.0,
-            // Linear transfer images (see `crate::image`): 2D, one layer.
+            // Transfer images (see `crate::image`): 2D, one layer.
             max_image_dimension2_d: crate::image::MAX_DIMENSION,
             max_image_array_layers: 1,
             ..vk::PhysicalDeviceLimits::default()
@@ -779,16 +779,11 @@ mod tests {
             &kernel.device_extensions(),
             vk::EXT_PHYSICAL_DEVICE_DRM_NAME
         ));
+        // The numbers discovery found (drm_node's tests cover the structure itself).
         let p = kernel.drm_properties();
-        assert_eq!((p.has_render, p.has_primary), (vk::TRUE, vk::TRUE));
         assert_eq!(
-            (
-                p.render_major,
-                p.render_minor,
-                p.primary_major,
-                p.primary_minor
-            ),
-            (226, 129, 226, 1)
+            (p.has_primary, p.render_minor, p.primary_minor),
+            (vk::TRUE, 129, 1)
         );
         // A render node whose numbers could not be read offers no numbers and no extension.
         let unknown = DeviceInfo {
