@@ -56,6 +56,7 @@ pub fn parse_device_number(text: &str) -> Option<DeviceNumber> {
 
 /// Whether `name` is a DRM primary minor's sysfs name: `card` and a number (connectors
 /// such as `card0-HDMI-A-1` are not).
+#[cfg(not(windows))]
 fn is_primary_name(name: &str) -> bool {
     name.strip_prefix("card")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
