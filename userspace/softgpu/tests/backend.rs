@@ -11,10 +11,10 @@ use std::process::Command;
 use extmem::backend::{
     errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, ObjectOrigin, Op,
 };
-use extmem::exec::{ExecError, Fault};
+use extmem::exec::{ExecError, Fault, FaultKind};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
-use extmem_uapi::{Cmd, FaultKind, Param};
+use extmem_uapi::{Cmd, Param};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 use rustix::mm::{MapFlags, ProtFlags};
 
@@ -187,14 +187,14 @@ fn host_memory_goes_through_device_memory_and_back_on_the_copy_engine() {
         Err(ExecError::Fault(Fault {
             cmd: 0,
             va: GpuVa::new(va_from + 8),
-            kind: FaultKind::READ_ONLY
+            kind: FaultKind::ReadOnly
         }))
     );
     // Unmapped VA: a translation fault naming the byte.
     let fault = gpu.exec(&[copy(va_dev, va_dev + size, 1)]);
     assert!(matches!(
         fault,
-        Err(ExecError::Fault(Fault { cmd: 0, va, kind: FaultKind::UNMAPPED })) if va.get() == va_dev + size
+        Err(ExecError::Fault(Fault { cmd: 0, va, kind: FaultKind::Unmapped })) if va.get() == va_dev + size
     ));
 
     for (va, handle) in [(va_dev, device), (va_from, from), (va_to, to)] {
