@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use ash::vk::{self, Handle};
 
 use super::*;
-use crate::physical_device::{DeviceInfo, DeviceNode, RawParams};
+use extmem::device_params::{DeviceParams, RawParams};
+
+use crate::physical_device::{DeviceInfo, DeviceNode};
 
 fn entry() -> ash::Entry {
     let static_fn = ash::StaticFn {
@@ -27,7 +29,8 @@ fn fake_info() -> DeviceInfo {
         max_mapping: 1 << 32,
     };
     let node = DeviceNode::Render(PathBuf::from("/nonexistent/renderD200"));
-    DeviceInfo::from_params(node, raw, 4 << 30).unwrap_or_else(|e| panic!("{e:?}"))
+    let params = DeviceParams::from_raw(raw).unwrap_or_else(|e| panic!("{e}"));
+    DeviceInfo::new(node, params, 4 << 30)
 }
 
 /// An ash instance over a registry instance with one fake physical device.
