@@ -89,31 +89,6 @@ impl Vgpu {
         Ok(arg.value)
     }
 
-    /// `EXEC` of commands already in the kernel's encoding.
-    pub fn exec(&mut self, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
-        let count = u32::try_from(cmds.len()).map_err(|_| {
-            ExecError::Kernel(BackendError {
-                op: Op::Exec,
-                errno: errno::EINVAL,
-            })
-        })?;
-        let mut arg = uapi::Exec {
-            cmds: cmds.as_ptr() as usize as u64,
-            count,
-            ..Default::default()
-        };
-        // SAFETY: IOCTL_EXEC takes an Exec; `cmds` stays alive and unaliased for the call.
-        match unsafe { call::<{ uapi::IOCTL_EXEC as Opcode }, _>(self.fd(), &mut arg, Op::Exec) } {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno == errno::EIO => Err(ExecError::Fault(Fault {
-                cmd: arg.fault_cmd,
-                va: GpuVa::new(arg.fault_va),
-                kind: arg.fault_kind.into(),
-            })),
-            Err(e) => Err(ExecError::Kernel(e)),
-        }
-    }
-
     /// `VM_QUERY`: (leaf size, read-only) of the mapping at `va`, `None` if unmapped.
     pub fn query(&self, va: GpuVa) -> Result<Option<(u64, bool)>, BackendError> {
         let mut arg = uapi::VmQuery {

@@ -164,31 +164,6 @@ impl SoftGpu {
         })
     }
 
-    /// `EXEC`: runs `cmds` in order on kcore's copy engine.
-    pub fn exec(&mut self, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
-        let count = u32::try_from(cmds.len())
-            .map_err(|_| ExecError::Kernel(failed(Op::Exec)(errno::EINVAL)))?;
-        let args = uapi::Exec {
-            cmds: cmds.as_ptr() as usize as u64,
-            count,
-            ..Default::default()
-        };
-        self.run(args, cmds)
-    }
-
-    /// kcore's `EXEC` of `cmds`, which `args` describes.
-    fn run(&mut self, mut args: uapi::Exec, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
-        match self.vm.exec(&mut args, cmds) {
-            Ok(()) => Ok(()),
-            Err(copy_engine::ExecError::Fault { cmd, va, kind }) => Err(ExecError::Fault(Fault {
-                cmd,
-                va,
-                kind: kind.into(),
-            })),
-            Err(e) => Err(ExecError::Kernel(failed(Op::Exec)(e.errno()))),
-        }
-    }
-
     /// `VM_QUERY`: (leaf size, read-only) of the mapping at `va`, `None` if unmapped.
     pub fn query(&self, va: GpuVa) -> Result<Option<(u64, bool)>, BackendError> {
         let mut args = uapi::VmQuery {
@@ -407,8 +382,16 @@ impl Backend for SoftGpu {
 /// Commands in the kernel's encoding, run by kcore's copy engine as the module runs them.
 impl CopyEngine for SoftGpu {
     fn exec(&mut self, cmds: &[Command]) -> Result<(), ExecError> {
-        let (encoded, args) = exec::encode(cmds)?;
-        self.run(args, &encoded)
+        let (encoded, mut args) = exec::encode(cmds)?;
+        match self.vm.exec(&mut args, &encoded) {
+            Ok(()) => Ok(()),
+            Err(copy_engine::ExecError::Fault { cmd, va, kind }) => Err(ExecError::Fault(Fault {
+                cmd,
+                va,
+                kind: kind.into(),
+            })),
+            Err(e) => Err(ExecError::Kernel(failed(Op::Exec)(e.errno()))),
+        }
     }
 }
 
