@@ -354,6 +354,20 @@ impl DeviceInfo {
     }
 }
 
+/// Parameters of a made-up extmem-vgpu device (48-bit VA, 4 KiB and 2 MiB pages, 4 KiB
+/// import alignment, UUIDs 0..16 and all 7s), for tests that need a device without one.
+#[cfg(test)]
+pub(crate) const TEST_PARAMS: DeviceParams = DeviceParams {
+    device_uuid: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    driver_uuid: [7; vk::UUID_SIZE],
+    min_import_alignment: Alignment::SIZE_4K,
+    va_bits: 48,
+    page_sizes: PageSizes::EMPTY
+        .with(PageSize::Size4K)
+        .with(PageSize::Size2M),
+    max_mapping: 1 << 32,
+};
+
 /// The queue families: one, transfer only (a copy engine; no graphics, no compute).
 pub fn queue_families() -> [vk::QueueFamilyProperties; 1] {
     [vk::QueueFamilyProperties {
@@ -497,19 +511,9 @@ mod tests {
     use super::*;
 
     fn info() -> DeviceInfo {
-        let params = DeviceParams {
-            device_uuid: core::array::from_fn(|i| u8::try_from(i).unwrap_or(u8::MAX)),
-            driver_uuid: [7; vk::UUID_SIZE],
-            min_import_alignment: Alignment::SIZE_4K,
-            va_bits: 48,
-            page_sizes: PageSizes::EMPTY
-                .with(PageSize::Size4K)
-                .with(PageSize::Size2M),
-            max_mapping: 1 << 32,
-        };
         DeviceInfo::new(
             DeviceNode::Render("/dev/dri/renderD129".into()),
-            params,
+            TEST_PARAMS,
             8 << 30,
         )
     }
