@@ -27,3 +27,28 @@ fn c_header_matches_the_rust_contract() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn errno_values_match_the_c_library() {
+    let mut source = String::from("#include <errno.h>\n");
+    for (name, value) in extmem_uapi::errno::KNOWN {
+        source.push_str(&format!(
+            "_Static_assert({name} == {value}, \"value of {name}\");\n"
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("extmem-uapi-errno-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("errno.c");
+    std::fs::write(&file, source).expect("write errno.c");
+    let output = Command::new("cc")
+        .args(["-std=c11", "-fsyntax-only", "-Werror"])
+        .arg(&file)
+        .output()
+        .expect("run cc (gcc is part of the build environment)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "extmem_uapi::errno disagrees with <errno.h>:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
