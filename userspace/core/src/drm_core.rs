@@ -125,8 +125,12 @@ pub fn prime_fd_to_handle(
         })
 }
 
-/// Rows of a dumb buffer standing for plain memory: 1024 pixels of 32 bits, one 4 KiB page.
-const DUMB_ROW: u64 = 4096;
+/// Pixels in a row of a dumb buffer standing for plain memory.
+const DUMB_WIDTH: u32 = 1024;
+/// Bits per pixel of such a buffer.
+const DUMB_BPP: u32 = 32;
+/// Bytes in one of its rows: 1024 pixels of 32 bits, one 4 KiB page.
+const DUMB_ROW: u64 = DUMB_WIDTH as u64 * DUMB_BPP as u64 / 8;
 
 /// `MODE_CREATE_DUMB` of at least `size` bytes, as rows of one page: `(handle, size the
 /// kernel allocated)`. Only primary nodes allow it (it is not `DRM_RENDER_ALLOW`; a render
@@ -139,8 +143,8 @@ pub fn create_dumb(dev: BorrowedFd<'_>, size: u64) -> Result<(GemHandle, u64), B
     let rows = size.div_ceil(DUMB_ROW);
     let mut arg = CreateDumb {
         height: u32::try_from(rows).map_err(|_| bad)?,
-        width: 1024,
-        bpp: 32,
+        width: DUMB_WIDTH,
+        bpp: DUMB_BPP,
         ..Default::default()
     };
     // SAFETY: MODE_CREATE_DUMB takes a drm_mode_create_dumb.
