@@ -5,12 +5,12 @@ use std::path::Path;
 use std::process::Command;
 
 /// Compiles `source` (as `<name>.c`, with `include` on the include path) with the system
-/// C compiler, syntax only; the compiler's complaints on failure.
+/// C compiler, syntax only; the compiler's complaints (or why it did not run) on failure.
 fn c_compiles(name: &str, source: &str, include: Option<&Path>) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("extmem-uapi-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let file = dir.join(format!("{name}.c"));
-    std::fs::write(&file, source).expect("write the C file");
+    std::fs::write(&file, source).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut cc = Command::new("cc");
     cc.args(["-std=c11", "-fsyntax-only", "-Werror"]);
     if let Some(include) = include {
@@ -19,7 +19,7 @@ fn c_compiles(name: &str, source: &str, include: Option<&Path>) -> Result<(), St
     let output = cc
         .arg(&file)
         .output()
-        .expect("run cc (gcc is part of the build environment)");
+        .map_err(|e| format!("cc (gcc is part of the build environment): {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);
     if output.status.success() {
         Ok(())
