@@ -56,11 +56,6 @@ pub enum Error {
     Query(QueryError),
     /// `EXEC` refused the job (a GPU fault is reported as a fault, not as this).
     Exec(copy_engine::ExecError),
-    /// More commands than one `EXEC` can count.
-    TooManyCommands {
-        /// How many were given.
-        count: usize,
-    },
     /// No object has this handle.
     NoSuchHandle {
         /// The request.
@@ -115,7 +110,6 @@ impl Error {
             Error::Bind { op, error } => (op, error.errno()),
             Error::Query(error) => (Op::Info, error.errno()),
             Error::Exec(error) => (Op::Exec, error.errno()),
-            Error::TooManyCommands { .. } => (Op::Exec, errno::EINVAL),
             Error::NoSuchHandle { op, .. } => (op, errno::ENOENT),
             Error::HandlesExhausted { op } => (op, errno::ENOSPC),
             Error::PhysSpace { op, error } => (
@@ -153,7 +147,6 @@ impl fmt::Display for Error {
             Error::Bind { op, error } => write!(f, "{op:?} refused: {error:?}"),
             Error::Query(error) => write!(f, "VM query refused: {error:?}"),
             Error::Exec(error) => write!(f, "exec refused: {error:?}"),
-            Error::TooManyCommands { count } => write!(f, "{count} commands in one exec"),
             Error::NoSuchHandle { op, handle } => {
                 write!(f, "{op:?}: no object has handle {}", handle.0)
             }
@@ -229,10 +222,6 @@ mod tests {
                     error: MemoryError::Os(os),
                 },
                 (Op::Create, errno::ENOMEM),
-            ),
-            (
-                Error::TooManyCommands { count: 1 << 33 },
-                (Op::Exec, errno::EINVAL),
             ),
         ];
         for (error, want) in cases {
