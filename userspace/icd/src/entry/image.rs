@@ -5,7 +5,7 @@
 use ash::vk::{self, Handle};
 use extmem::handle_types::nv_external_image_format_properties;
 
-use super::{each_out, fill, guard, guard_result, slice, write};
+use super::{each_info, each_out, guard_result, guard_void, slice, write, write_requirements2};
 use crate::commands::Direction;
 use crate::image::{external_image_properties, ImageLayout, ImageQuery};
 use crate::objects::{self, BAD_HANDLE, DEVICES, INVALID};
@@ -99,8 +99,9 @@ pub unsafe extern "system" fn destroy_image(
     image: vk::Image,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard((), || {
-        objects::destroy_image(device.as_raw(), image.as_raw())
+    guard_void(|| {
+        objects::destroy_image(device.as_raw(), image.as_raw());
+        Ok(())
     });
 }
 
@@ -113,11 +114,10 @@ pub unsafe extern "system" fn get_image_memory_requirements(
     image: vk::Image,
     out: *mut vk::MemoryRequirements,
 ) {
-    guard((), || {
-        if let Ok(layout) = objects::image_layout(device.as_raw(), image.as_raw()) {
-            // SAFETY: valid for a write per the contract.
-            let _ = unsafe { write(out, layout.requirements(BUFFER_MEMORY_TYPES)) };
-        }
+    guard_void(|| {
+        let layout = objects::image_layout(device.as_raw(), image.as_raw())?;
+        // SAFETY: valid for a write per the contract.
+        unsafe { write(out, layout.requirements(BUFFER_MEMORY_TYPES)) }
     });
 }
 
@@ -130,25 +130,12 @@ pub unsafe extern "system" fn get_image_memory_requirements2(
     info: *const vk::ImageMemoryRequirementsInfo2<'_>,
     out: *mut vk::MemoryRequirements2<'_>,
 ) {
-    guard((), || {
-        if info.is_null() || out.is_null() {
-            return;
-        }
-        // SAFETY: non-null, valid per the contract.
-        let image = unsafe { (*info).image };
-        let Ok(layout) = objects::image_layout(device.as_raw(), image.as_raw()) else {
-            return;
-        };
-        // SAFETY: non-null, a valid structure with a valid chain per the contract; each
-        // cast matches its sType.
-        unsafe {
-            (*out).memory_requirements = layout.requirements(BUFFER_MEMORY_TYPES);
-            each_out((*out).p_next, |s| {
-                if (*s).s_type == vk::StructureType::MEMORY_DEDICATED_REQUIREMENTS {
-                    fill(s, vk::MemoryDedicatedRequirements::default());
-                }
-            });
-        }
+    guard_void(|| {
+        // SAFETY: valid per the contract.
+        let info = unsafe { super::input(info) }?;
+        let layout = objects::image_layout(device.as_raw(), info.image.as_raw())?;
+        // SAFETY: a valid structure with a valid chain per the contract.
+        unsafe { write_requirements2(out, layout.requirements(BUFFER_MEMORY_TYPES)) }
     });
 }
 
@@ -179,16 +166,16 @@ pub unsafe extern "system" fn bind_image_memory2(
 ) -> vk::Result {
     guard_result(|| {
         // SAFETY: `infos` points to `count` structures per the contract.
-        let infos = unsafe { slice(infos, count) }.ok_or(BAD_HANDLE)?;
-        for info in infos {
-            objects::bind_image(
-                device.as_raw(),
-                info.image.as_raw(),
-                info.memory.as_raw(),
-                info.memory_offset,
-            )?;
+        unsafe {
+            each_info(infos, count, |info| {
+                objects::bind_image(
+                    device.as_raw(),
+                    info.image.as_raw(),
+                    info.memory.as_raw(),
+                    info.memory_offset,
+                )
+            })
         }
-        Ok(vk::Result::SUCCESS)
     })
 }
 
@@ -204,15 +191,10 @@ pub unsafe extern "system" fn get_image_subresource_layout(
     subresource: *const vk::ImageSubresource,
     out: *mut vk::SubresourceLayout,
 ) {
-    guard((), || {
-        let Ok(layout) = objects::image_layout(device.as_raw(), image.as_raw()) else {
-            return;
-        };
-        if subresource.is_null() {
-            return;
-        }
-        // SAFETY: non-null, valid per the contract.
-        let sub = unsafe { *subresource };
+    guard_void(|| {
+        let layout = objects::image_layout(device.as_raw(), image.as_raw())?;
+        // SAFETY: valid per the contract.
+        let sub = unsafe { super::input(subresource) }?;
         let only = sub.aspect_mask == vk::ImageAspectFlags::COLOR
             && sub.mip_level == 0
             && sub.array_layer == 0;
@@ -222,7 +204,34 @@ pub unsafe extern "system" fn get_image_subresource_layout(
             vk::SubresourceLayout::default()
         };
         // SAFETY: valid for a write per the contract.
-        let _ = unsafe { write(out, answer) };
+        unsafe { write(out, answer) }
+    });
+}
+
+/// Records a copy between `buffer` and `image` of the `count` regions at `regions`.
+///
+/// # Safety
+/// `regions` is null or points to `count` structures.
+unsafe fn record_copy(
+    cb: vk::CommandBuffer,
+    buffer: vk::Buffer,
+    image: vk::Image,
+    layout: vk::ImageLayout,
+    (count, regions): (u32, *const vk::BufferImageCopy),
+    direction: Direction,
+) {
+    guard_void(|| {
+        // SAFETY: per the caller.
+        let regions = unsafe { slice(regions, count) };
+        objects::cmd_copy_buffer_image(
+            cb.as_raw(),
+            buffer.as_raw(),
+            image.as_raw(),
+            layout,
+            regions,
+            direction,
+        );
+        Ok(())
     });
 }
 
@@ -238,18 +247,9 @@ pub unsafe extern "system" fn cmd_copy_buffer_to_image(
     count: u32,
     regions: *const vk::BufferImageCopy,
 ) {
-    guard((), || {
-        // SAFETY: `regions` points to `count` structures per the contract.
-        let regions = unsafe { slice(regions, count) };
-        objects::cmd_copy_buffer_image(
-            cb.as_raw(),
-            src.as_raw(),
-            dst.as_raw(),
-            dst_layout,
-            regions,
-            Direction::BufferToImage,
-        );
-    });
+    let regions = (count, regions);
+    // SAFETY: `regions` points to `count` structures per the contract.
+    unsafe { record_copy(cb, src, dst, dst_layout, regions, Direction::BufferToImage) };
 }
 
 /// `vkCmdCopyImageToBuffer`.
@@ -264,16 +264,7 @@ pub unsafe extern "system" fn cmd_copy_image_to_buffer(
     count: u32,
     regions: *const vk::BufferImageCopy,
 ) {
-    guard((), || {
-        // SAFETY: `regions` points to `count` structures per the contract.
-        let regions = unsafe { slice(regions, count) };
-        objects::cmd_copy_buffer_image(
-            cb.as_raw(),
-            dst.as_raw(),
-            src.as_raw(),
-            src_layout,
-            regions,
-            Direction::ImageToBuffer,
-        );
-    });
+    let regions = (count, regions);
+    // SAFETY: `regions` points to `count` structures per the contract.
+    unsafe { record_copy(cb, dst, src, src_layout, regions, Direction::ImageToBuffer) };
 }

@@ -6,6 +6,14 @@ use std::path::PathBuf;
 
 use ash::vk::{self, Handle};
 
+use super::command_buffer::cmd_fill_buffer;
+use super::device::destroy_device;
+use super::instance::enumerate_physical_devices;
+#[cfg(not(windows))]
+use super::memory::get_memory_fd;
+use super::memory::{allocate_memory, free_memory};
+use super::physical_device::get_physical_device_properties;
+use super::sync::queue_submit;
 use super::*;
 use crate::physical_device::{DeviceInfo, DeviceNode, RawParams};
 

@@ -5,6 +5,7 @@
 
 use ash::vk::{self, Handle};
 
+use super::memory::answer_memory_type_bits;
 use super::{guard_result, write};
 use crate::objects::{self, BAD_HANDLE};
 
@@ -44,13 +45,14 @@ pub unsafe extern "system" fn get_memory_win32_handle_properties(
     out: *mut vk::MemoryWin32HandlePropertiesKHR<'_>,
 ) -> vk::Result {
     guard_result(|| {
-        if out.is_null() {
-            return Err(BAD_HANDLE);
+        // SAFETY: a valid structure per the contract.
+        unsafe {
+            answer_memory_type_bits(
+                out,
+                |o| &mut o.memory_type_bits,
+                || objects::win32_handle_properties(device.as_raw(), handle_type),
+            )
         }
-        let bits = objects::win32_handle_properties(device.as_raw(), handle_type)?;
-        // SAFETY: non-null, a valid structure per the contract.
-        unsafe { (*out).memory_type_bits = bits };
-        Ok(vk::Result::SUCCESS)
     })
 }
 

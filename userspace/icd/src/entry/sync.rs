@@ -1,0 +1,147 @@
+//! Queue submission and fences. Work is synchronous (see [`crate::objects`]): a
+//! submission has run when `vkQueueSubmit` returns.
+
+use ash::vk::{self, Handle};
+
+use super::{guard_result, guard_void, into_out, slice};
+use crate::objects::{self, BAD_HANDLE};
+
+/// `vkQueueSubmit`. Semaphores cannot exist (none can be created), so only command
+/// buffers and the fence matter.
+///
+/// # Safety
+/// The Vulkan specification's valid-usage rules for the pointer arguments.
+pub unsafe extern "system" fn queue_submit(
+    queue: vk::Queue,
+    count: u32,
+    submits: *const vk::SubmitInfo<'_>,
+    fence: vk::Fence,
+) -> vk::Result {
+    guard_result(|| {
+        // SAFETY: `submits` points to `count` structures per the contract.
+        let submits = unsafe { slice(submits, count) }.ok_or(BAD_HANDLE)?;
+        let mut buffers = Vec::new();
+        for submit in submits {
+            // SAFETY: each points to its `command_buffer_count` handles per the contract.
+            let cbs = unsafe { slice(submit.p_command_buffers, submit.command_buffer_count) }
+                .ok_or(BAD_HANDLE)?;
+            buffers.extend(cbs.iter().map(|c| c.as_raw()));
+        }
+        let fence = (fence != vk::Fence::null()).then(|| fence.as_raw());
+        objects::submit(queue.as_raw(), &buffers, fence)?;
+        Ok(vk::Result::SUCCESS)
+    })
+}
+
+/// `vkQueueWaitIdle`.
+///
+/// # Safety
+/// The Vulkan specification's valid-usage rules for the pointer arguments.
+pub unsafe extern "system" fn queue_wait_idle(queue: vk::Queue) -> vk::Result {
+    guard_result(|| {
+        objects::wait_idle_queue(queue.as_raw())?;
+        Ok(vk::Result::SUCCESS)
+    })
+}
+
+/// `vkCreateFence`.
+///
+/// # Safety
+/// The Vulkan specification's valid-usage rules for the pointer arguments.
+pub unsafe extern "system" fn create_fence(
+    device: vk::Device,
+    info: *const vk::FenceCreateInfo<'_>,
+    _allocator: *const vk::AllocationCallbacks<'_>,
+    out: *mut vk::Fence,
+) -> vk::Result {
+    guard_result(|| {
+        // SAFETY: per the contract.
+        unsafe {
+            into_out(info, out, |info| {
+                let signaled = info.flags.contains(vk::FenceCreateFlags::SIGNALED);
+                let fence = objects::create_fence(device.as_raw(), signaled)?;
+                Ok(vk::Fence::from_raw(fence))
+            })
+        }
+    })
+}
+
+/// `vkDestroyFence`.
+///
+/// # Safety
+/// The Vulkan specification's valid-usage rules for the pointer arguments.
+pub unsafe extern "system" fn destroy_fence(
+    device: vk::Device,
+    fence: vk::Fence,
+    _allocator: *const vk::AllocationCallbacks<'_>,
+) {
+    guard_void(|| {
+        objects::destroy_fence(device.as_raw(), fence.as_raw());
+        Ok(())
+    });
+}
+
+/// The application's array of `count` fences, as raw handles.
+///
+/// # Safety
+/// `fences` is null or points to `count` handles.
+unsafe fn fence_handles(fences: *const vk::Fence, count: u32) -> Result<Vec<u64>, vk::Result> {
+    // SAFETY: per the caller.
+    let fences = unsafe { slice(fences, count) }.ok_or(BAD_HANDLE)?;
+    Ok(fences.iter().map(|f| f.as_raw()).collect())
+}
+
+/// `vkResetFences`.
+///
+/// # Safety
+/// The Vulkan specification's valid-usage rules for the pointer arguments.
+pub unsafe extern "system" fn reset_fences(
+    device: vk::Device,
+    count: u32,
+    fences: *const vk::Fence,
+) -> vk::Result {
+    guard_result(|| {
+        // SAFETY: `fences` points to `count` handles per the contract.
+        let handles = unsafe { fence_handles(fences, count) }?;
+        objects::reset_fences(device.as_raw(), &handles)?;
+        Ok(vk::Result::SUCCESS)
+    })
+}
+
+/// `vkGetFenceStatus`.
+///
+/// # Safety
+/// The Vulkan specification's valid-usage rules for the pointer arguments.
+pub unsafe extern "system" fn get_fence_status(device: vk::Device, fence: vk::Fence) -> vk::Result {
+    guard_result(|| {
+        Ok(if objects::fence_status(device.as_raw(), fence.as_raw())? {
+            vk::Result::SUCCESS
+        } else {
+            vk::Result::NOT_READY
+        })
+    })
+}
+
+/// `vkWaitForFences`.
+///
+/// # Safety
+/// The Vulkan specification's valid-usage rules for the pointer arguments.
+pub unsafe extern "system" fn wait_for_fences(
+    device: vk::Device,
+    count: u32,
+    fences: *const vk::Fence,
+    wait_all: vk::Bool32,
+    _timeout: u64,
+) -> vk::Result {
+    guard_result(|| {
+        // SAFETY: `fences` points to `count` handles per the contract.
+        let handles = unsafe { fence_handles(fences, count) }?;
+        Ok(
+            if objects::wait_for_fences(device.as_raw(), &handles, wait_all != vk::FALSE)? {
+                vk::Result::SUCCESS
+            } else {
+                vk::Result::TIMEOUT
+            },
+        )
+    })
+}
