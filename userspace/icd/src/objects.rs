@@ -22,7 +22,7 @@ use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::commands::{self, BufferSpan, Direction, ImageSpan, RecordError, StagingCursor};
 use crate::device_backend::DeviceBackend;
-use crate::handles::{lock, Registry};
+use crate::handles::{lock, DeviceChild, Registry};
 use crate::image::ImageLayout;
 use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_TYPES};
 
@@ -30,7 +30,7 @@ use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_T
 #[derive(Debug)]
 pub struct Instance {
     /// Its physical devices' handles.
-    pub physical_devices: Vec<u64>,
+    pub physical_devices: Vec<vk::PhysicalDevice>,
 }
 
 /// `VkPhysicalDevice`.
@@ -53,7 +53,7 @@ pub struct Device {
 #[derive(Debug)]
 pub struct Queue {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
 }
 
 /// A memory object's mutable state.
@@ -69,7 +69,7 @@ pub struct MemoryState {
 #[derive(Debug)]
 pub struct Memory {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// `allocationSize`.
     pub size: u64,
     /// Where the GPU sees byte 0.
@@ -82,7 +82,7 @@ pub struct Memory {
 #[derive(Debug)]
 pub struct Buffer {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// `VkBufferCreateInfo::size`.
     pub size: u64,
     /// GPU VA of byte 0 once memory is bound.
@@ -93,7 +93,7 @@ pub struct Buffer {
 #[derive(Debug)]
 pub struct Image {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// Format, extent, row pitch, size, usage.
     pub layout: ImageLayout,
     /// GPU VA of byte 0 once memory is bound.
@@ -104,7 +104,7 @@ pub struct Image {
 #[derive(Debug)]
 pub struct CommandPool {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
 }
 
 /// One staging chunk for `vkCmdUpdateBuffer` data.
@@ -133,9 +133,9 @@ pub struct Recording {
 #[derive(Debug)]
 pub struct CommandBuffer {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// The pool it came from.
-    pub pool: u64,
+    pub pool: vk::CommandPool,
     /// The commands.
     pub recording: Mutex<Recording>,
 }
@@ -144,31 +144,52 @@ pub struct CommandBuffer {
 #[derive(Debug)]
 pub struct Fence {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// Signalled.
     pub signaled: AtomicBool,
 }
 
+/// Implements [`DeviceChild`] for the objects that name their device.
+macro_rules! device_children {
+    ($($object:ty),+) => {
+        $(impl DeviceChild for $object {
+            fn device(&self) -> vk::Device {
+                self.device
+            }
+        })+
+    };
+}
+
+device_children!(
+    Queue,
+    Memory,
+    Buffer,
+    Image,
+    CommandPool,
+    CommandBuffer,
+    Fence
+);
+
 /// Live instances.
-pub static INSTANCES: Registry<Instance> = Registry::new();
+pub static INSTANCES: Registry<vk::Instance, Instance> = Registry::new();
 /// Live physical devices.
-pub static PHYSICAL_DEVICES: Registry<PhysicalDevice> = Registry::new();
+pub static PHYSICAL_DEVICES: Registry<vk::PhysicalDevice, PhysicalDevice> = Registry::new();
 /// Live devices.
-pub static DEVICES: Registry<Device> = Registry::new();
+pub static DEVICES: Registry<vk::Device, Device> = Registry::new();
 /// Live queues.
-pub static QUEUES: Registry<Queue> = Registry::new();
+pub static QUEUES: Registry<vk::Queue, Queue> = Registry::new();
 /// Live memory objects.
-pub static MEMORIES: Registry<Memory> = Registry::new();
+pub static MEMORIES: Registry<vk::DeviceMemory, Memory> = Registry::new();
 /// Live buffers.
-pub static BUFFERS: Registry<Buffer> = Registry::new();
+pub static BUFFERS: Registry<vk::Buffer, Buffer> = Registry::new();
 /// Live images.
-pub static IMAGES: Registry<Image> = Registry::new();
+pub static IMAGES: Registry<vk::Image, Image> = Registry::new();
 /// Live command pools.
-pub static POOLS: Registry<CommandPool> = Registry::new();
+pub static POOLS: Registry<vk::CommandPool, CommandPool> = Registry::new();
 /// Live command buffers.
-pub static COMMAND_BUFFERS: Registry<CommandBuffer> = Registry::new();
+pub static COMMAND_BUFFERS: Registry<vk::CommandBuffer, CommandBuffer> = Registry::new();
 /// Live fences.
-pub static FENCES: Registry<Fence> = Registry::new();
+pub static FENCES: Registry<vk::Fence, Fence> = Registry::new();
 
 /// The error for a handle that is not live (the application's error; the specification
 /// leaves it undefined, we refuse).
@@ -179,7 +200,7 @@ pub const INVALID: vk::Result = vk::Result::ERROR_VALIDATION_FAILED_EXT;
 type VkResult<T> = Result<T, vk::Result>;
 
 /// `vkCreateInstance` over the devices found (by [`physical_device::devices`]).
-pub fn create_instance(infos: Vec<DeviceInfo>) -> u64 {
+pub fn create_instance(infos: Vec<DeviceInfo>) -> vk::Instance {
     let physical_devices = infos
         .into_iter()
         .map(|info| PHYSICAL_DEVICES.insert_dispatchable(PhysicalDevice { info }))
@@ -189,7 +210,7 @@ pub fn create_instance(infos: Vec<DeviceInfo>) -> u64 {
 
 /// `vkDestroyInstance`. Devices must have been destroyed first (the application's
 /// obligation); their handles stay valid until then.
-pub fn destroy_instance(instance: u64) {
+pub fn destroy_instance(instance: vk::Instance) {
     if let Some(instance) = INSTANCES.remove(instance) {
         for pd in &instance.physical_devices {
             PHYSICAL_DEVICES.remove(*pd);
@@ -199,7 +220,7 @@ pub fn destroy_instance(instance: u64) {
 
 /// `vkCreateDevice`: opens the node again (or starts a software device), so the device
 /// gets its own GPU VM.
-pub fn create_device(physical_device: u64) -> VkResult<u64> {
+pub fn create_device(physical_device: vk::PhysicalDevice) -> VkResult<vk::Device> {
     let pd = PHYSICAL_DEVICES.get(physical_device).ok_or(BAD_HANDLE)?;
     let info = pd.info.clone();
     let backend = DeviceBackend::open(&info)?;
@@ -215,13 +236,13 @@ pub fn create_device(physical_device: u64) -> VkResult<u64> {
 }
 
 /// The device's queue.
-pub fn device_queue(device: u64) -> Option<u64> {
+pub fn device_queue(device: vk::Device) -> Option<vk::Queue> {
     QUEUES.find(|q| q.device == device)
 }
 
 /// `vkDestroyDevice`: releases whatever the application left behind (it should have
 /// destroyed everything; the kernel would release it with the file anyway).
-pub fn destroy_device(device: u64) {
+pub fn destroy_device(device: vk::Device) {
     let Some(dev) = DEVICES.remove(device) else {
         return;
     };
@@ -241,20 +262,20 @@ pub fn destroy_device(device: u64) {
     }
 }
 
-fn device(device: u64) -> VkResult<Arc<Device>> {
+fn device(device: vk::Device) -> VkResult<Arc<Device>> {
     DEVICES.get(device).ok_or(BAD_HANDLE)
 }
 
 /// The device memory behind `memory`, if it belongs to `device`.
-fn memory_of(device: u64, memory: u64) -> VkResult<Arc<Memory>> {
-    MEMORIES
-        .get(memory)
-        .filter(|m| m.device == device)
-        .ok_or(BAD_HANDLE)
+fn memory_of(device: vk::Device, memory: vk::DeviceMemory) -> VkResult<Arc<Memory>> {
+    MEMORIES.get_of(device, memory).ok_or(BAD_HANDLE)
 }
 
 /// `vkAllocateMemory` for a parsed chain.
-pub fn allocate_memory(device_handle: u64, req: &AllocRequest) -> VkResult<u64> {
+pub fn allocate_memory(
+    device_handle: vk::Device,
+    req: &AllocRequest,
+) -> VkResult<vk::DeviceMemory> {
     let dev = device(device_handle)?;
     let (memory, va) = {
         let mut manager = lock(&dev.memory);
@@ -281,14 +302,11 @@ pub fn allocate_memory(device_handle: u64, req: &AllocRequest) -> VkResult<u64> 
 }
 
 /// `vkFreeMemory`. Null and unknown handles are ignored.
-pub fn free_memory(device_handle: u64, memory: u64) {
+pub fn free_memory(device_handle: vk::Device, memory: vk::DeviceMemory) {
     let Ok(dev) = device(device_handle) else {
         return;
     };
-    if memory_of(device_handle, memory).is_err() {
-        return;
-    }
-    let Some(memory) = MEMORIES.remove(memory) else {
+    let Some(memory) = MEMORIES.remove_of(device_handle, memory) else {
         return;
     };
     let mut manager = lock(&dev.memory);
@@ -299,7 +317,12 @@ pub fn free_memory(device_handle: u64, memory: u64) {
 }
 
 /// `vkMapMemory`: the CPU address of byte `offset`.
-pub fn map_memory(device_handle: u64, memory: u64, offset: u64, size: u64) -> VkResult<HostVa> {
+pub fn map_memory(
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
+    offset: u64,
+    size: u64,
+) -> VkResult<HostVa> {
     let dev = device(device_handle)?;
     let memory = memory_of(device_handle, memory)?;
     // VUID-vkMapMemory-offset-00679, -size-00680, -size-00681.
@@ -330,7 +353,7 @@ pub fn map_memory(device_handle: u64, memory: u64, offset: u64, size: u64) -> Vk
 
 /// `vkUnmapMemory`. The CPU mapping itself is kept until the memory is freed (mapping
 /// again returns the same address), as most Mesa drivers do.
-pub fn unmap_memory(device_handle: u64, memory: u64) {
+pub fn unmap_memory(device_handle: vk::Device, memory: vk::DeviceMemory) {
     if let Ok(memory) = memory_of(device_handle, memory) {
         lock(&memory.state).mapped = false;
     }
@@ -338,9 +361,12 @@ pub fn unmap_memory(device_handle: u64, memory: u64) {
 
 /// `vkFlushMappedMemoryRanges` / `vkInvalidateMappedMemoryRanges`: every memory type is
 /// host-coherent, so there is nothing to do but check the handles.
-pub fn check_ranges(device_handle: u64, memories: &[u64]) -> VkResult<()> {
+pub fn check_ranges(
+    device_handle: vk::Device,
+    memories: impl IntoIterator<Item = vk::DeviceMemory>,
+) -> VkResult<()> {
     for m in memories {
-        memory_of(device_handle, *m)?;
+        memory_of(device_handle, m)?;
     }
     Ok(())
 }
@@ -348,91 +374,102 @@ pub fn check_ranges(device_handle: u64, memories: &[u64]) -> VkResult<()> {
 #[cfg(not(windows))]
 /// `vkGetMemoryFdKHR`.
 pub fn memory_fd(
-    device_handle: u64,
-    memory: u64,
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
 ) -> VkResult<OwnedFd> {
-    let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
-    let mut manager = lock(&dev.memory);
-    let state = lock(&memory.state);
-    let m = state.memory.as_ref().ok_or(BAD_HANDLE)?;
-    manager.get_fd(m, handle_type).map_err(|e| e.result())
+    with_memory(device_handle, memory, |manager, m| {
+        manager.get_fd(m, handle_type)
+    })
 }
 
-/// `vkGetMemoryWin32HandleKHR`.
-pub fn memory_win32_handle(
-    device_handle: u64,
-    memory: u64,
-    handle_type: vk::ExternalMemoryHandleTypeFlags,
-) -> VkResult<isize> {
+/// Runs `f` on the device's memory manager and the live memory object `memory` of
+/// `device` (the exports), turning the manager's refusal into the command's.
+fn with_memory<R>(
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
+    f: impl FnOnce(&mut MemoryManager<DeviceBackend>, &mut DeviceMemory) -> Result<R, extmem::Error>,
+) -> VkResult<R> {
     let dev = device(device_handle)?;
     let memory = memory_of(device_handle, memory)?;
     let mut manager = lock(&dev.memory);
     let mut state = lock(&memory.state);
     let m = state.memory.as_mut().ok_or(BAD_HANDLE)?;
-    manager
-        .get_win32_handle(m, handle_type)
-        .map_err(|e| e.result())
+    f(&mut manager, m).map_err(|e| e.result())
+}
+
+/// `vkGetMemoryWin32HandleKHR`.
+pub fn memory_win32_handle(
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
+    handle_type: vk::ExternalMemoryHandleTypeFlags,
+) -> VkResult<isize> {
+    with_memory(device_handle, memory, |manager, m| {
+        manager.get_win32_handle(m, handle_type)
+    })
 }
 
 /// `vkGetMemoryWin32HandleNV`.
 pub fn memory_win32_handle_nv(
-    device_handle: u64,
-    memory: u64,
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
 ) -> VkResult<isize> {
-    let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
-    let mut manager = lock(&dev.memory);
-    let state = lock(&memory.state);
-    let m = state.memory.as_ref().ok_or(BAD_HANDLE)?;
-    manager
-        .get_win32_handle_nv(m, handle_type)
-        .map_err(|e| e.result())
+    with_memory(device_handle, memory, |manager, m| {
+        manager.get_win32_handle_nv(m, handle_type)
+    })
 }
 
 /// `vkGetMemoryWin32HandlePropertiesKHR`.
 pub fn win32_handle_properties(
-    device_handle: u64,
+    device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
 ) -> VkResult<u32> {
+    with_manager(device_handle, |manager| {
+        manager.win32_handle_properties(handle_type)
+    })
+}
+
+/// Runs `f` on the device's memory manager (the handle-properties queries), turning the
+/// manager's refusal into the command's.
+fn with_manager<R>(
+    device_handle: vk::Device,
+    f: impl FnOnce(&mut MemoryManager<DeviceBackend>) -> Result<R, extmem::Error>,
+) -> VkResult<R> {
     let dev = device(device_handle)?;
-    let bits = lock(&dev.memory)
-        .win32_handle_properties(handle_type)
-        .map_err(|e| e.result())?;
-    Ok(bits)
+    let mut manager = lock(&dev.memory);
+    f(&mut manager).map_err(|e| e.result())
 }
 
 #[cfg(not(windows))]
 /// `vkGetMemoryFdPropertiesKHR`: the memory types a dma-buf fd can be imported into.
 pub fn memory_fd_properties(
-    device_handle: u64,
+    device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
     fd: BorrowedFd<'_>,
 ) -> VkResult<u32> {
-    let dev = device(device_handle)?;
-    let bits = lock(&dev.memory)
-        .fd_properties(handle_type, fd)
-        .map_err(|e| e.result())?;
-    Ok(bits)
+    with_manager(device_handle, |manager| {
+        manager.fd_properties(handle_type, fd)
+    })
 }
 
 /// `vkGetMemoryHostPointerPropertiesEXT`.
 pub fn host_pointer_properties(
-    device_handle: u64,
+    device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
     ptr: HostVa,
 ) -> VkResult<u32> {
-    let dev = device(device_handle)?;
-    let bits = lock(&dev.memory)
-        .host_pointer_properties(handle_type, ptr)
-        .map_err(|e| e.result())?;
-    Ok(bits)
+    with_manager(device_handle, |manager| {
+        manager.host_pointer_properties(handle_type, ptr)
+    })
 }
 
 /// `vkCreateBuffer`. Sparse buffers are not supported (no sparse features).
-pub fn create_buffer(device_handle: u64, size: u64, flags: vk::BufferCreateFlags) -> VkResult<u64> {
+pub fn create_buffer(
+    device_handle: vk::Device,
+    size: u64,
+    flags: vk::BufferCreateFlags,
+) -> VkResult<vk::Buffer> {
     device(device_handle)?;
     // VUID-VkBufferCreateInfo-size-00912.
     if size == 0 {
@@ -454,13 +491,8 @@ pub fn create_buffer(device_handle: u64, size: u64, flags: vk::BufferCreateFlags
 }
 
 /// `vkDestroyBuffer`.
-pub fn destroy_buffer(device_handle: u64, buffer: u64) {
-    if BUFFERS
-        .get(buffer)
-        .is_some_and(|b| b.device == device_handle)
-    {
-        BUFFERS.remove(buffer);
-    }
+pub fn destroy_buffer(device_handle: vk::Device, buffer: vk::Buffer) {
+    BUFFERS.remove_of(device_handle, buffer);
 }
 
 /// `vkGetBufferMemoryRequirements` for a buffer of `size` bytes.
@@ -475,20 +507,21 @@ pub fn buffer_requirements(size: u64) -> vk::MemoryRequirements {
 }
 
 /// The size of a live buffer of `device`.
-pub fn buffer_size(device_handle: u64, buffer: u64) -> VkResult<u64> {
+pub fn buffer_size(device_handle: vk::Device, buffer: vk::Buffer) -> VkResult<u64> {
     BUFFERS
-        .get(buffer)
-        .filter(|b| b.device == device_handle)
+        .get_of(device_handle, buffer)
         .map(|b| b.size)
         .ok_or(BAD_HANDLE)
 }
 
 /// `vkBindBufferMemory`.
-pub fn bind_buffer(device_handle: u64, buffer: u64, memory: u64, offset: u64) -> VkResult<()> {
-    let buf = BUFFERS
-        .get(buffer)
-        .filter(|b| b.device == device_handle)
-        .ok_or(BAD_HANDLE)?;
+pub fn bind_buffer(
+    device_handle: vk::Device,
+    buffer: vk::Buffer,
+    memory: vk::DeviceMemory,
+    offset: u64,
+) -> VkResult<()> {
+    let buf = BUFFERS.get_of(device_handle, buffer).ok_or(BAD_HANDLE)?;
     let reqs = buffer_requirements(buf.size);
     // VUID-vkBindBufferMemory-memory-01035, -memoryOffset-01031, -memoryOffset-01036,
     // -size-01037, -buffer-07459.
@@ -498,8 +531,8 @@ pub fn bind_buffer(device_handle: u64, buffer: u64, memory: u64, offset: u64) ->
 /// Binds a buffer or image needing `reqs` (`used` bytes of it) at `offset` of `memory`:
 /// a memory type it allows, an aligned offset, room in the memory, and not bound before.
 fn bind_resource(
-    device_handle: u64,
-    memory: u64,
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
     offset: u64,
     reqs: vk::MemoryRequirements,
     used: u64,
@@ -532,7 +565,7 @@ fn bind_resource(
 }
 
 /// `vkCreateImage`, for a create info already checked into `layout`.
-pub fn create_image(device_handle: u64, layout: ImageLayout) -> VkResult<u64> {
+pub fn create_image(device_handle: vk::Device, layout: ImageLayout) -> VkResult<vk::Image> {
     device(device_handle)?;
     Ok(IMAGES.insert(Image {
         device: device_handle,
@@ -542,28 +575,27 @@ pub fn create_image(device_handle: u64, layout: ImageLayout) -> VkResult<u64> {
 }
 
 /// `vkDestroyImage`.
-pub fn destroy_image(device_handle: u64, image: u64) {
-    if IMAGES.get(image).is_some_and(|i| i.device == device_handle) {
-        IMAGES.remove(image);
-    }
+pub fn destroy_image(device_handle: vk::Device, image: vk::Image) {
+    IMAGES.remove_of(device_handle, image);
 }
 
 /// The layout of a live image of `device`.
-pub fn image_layout(device_handle: u64, image: u64) -> VkResult<ImageLayout> {
+pub fn image_layout(device_handle: vk::Device, image: vk::Image) -> VkResult<ImageLayout> {
     IMAGES
-        .get(image)
-        .filter(|i| i.device == device_handle)
+        .get_of(device_handle, image)
         .map(|i| i.layout)
         .ok_or(BAD_HANDLE)
 }
 
 /// `vkBindImageMemory` (`VUID-vkBindImageMemory-image-01044`, `-memory-01047`,
 /// `-memoryOffset-01048`, `-size-01049`).
-pub fn bind_image(device_handle: u64, image: u64, memory: u64, offset: u64) -> VkResult<()> {
-    let img = IMAGES
-        .get(image)
-        .filter(|i| i.device == device_handle)
-        .ok_or(BAD_HANDLE)?;
+pub fn bind_image(
+    device_handle: vk::Device,
+    image: vk::Image,
+    memory: vk::DeviceMemory,
+    offset: u64,
+) -> VkResult<()> {
+    let img = IMAGES.get_of(device_handle, image).ok_or(BAD_HANDLE)?;
     let reqs = img.layout.requirements(BUFFER_MEMORY_TYPES);
     bind_resource(
         device_handle,
@@ -576,7 +608,7 @@ pub fn bind_image(device_handle: u64, image: u64, memory: u64, offset: u64) -> V
 }
 
 /// `vkCreateCommandPool`. Only the one queue family exists.
-pub fn create_pool(device_handle: u64, family: u32) -> VkResult<u64> {
+pub fn create_pool(device_handle: vk::Device, family: u32) -> VkResult<vk::CommandPool> {
     device(device_handle)?;
     if family != physical_device::QUEUE_FAMILY {
         return Err(INVALID);
@@ -587,11 +619,10 @@ pub fn create_pool(device_handle: u64, family: u32) -> VkResult<u64> {
 }
 
 /// `vkDestroyCommandPool`: frees its command buffers too.
-pub fn destroy_pool(device_handle: u64, pool: u64) {
-    if POOLS.get(pool).is_none_or(|p| p.device != device_handle) {
+pub fn destroy_pool(device_handle: vk::Device, pool: vk::CommandPool) {
+    if POOLS.remove_of(device_handle, pool).is_none() {
         return;
     }
-    POOLS.remove(pool);
     let Ok(dev) = device(device_handle) else {
         return;
     };
@@ -602,10 +633,8 @@ pub fn destroy_pool(device_handle: u64, pool: u64) {
 }
 
 /// `vkResetCommandPool`: resets every command buffer of the pool.
-pub fn reset_pool(device_handle: u64, pool: u64) -> VkResult<()> {
-    if POOLS.get(pool).is_none_or(|p| p.device != device_handle) {
-        return Err(BAD_HANDLE);
-    }
+pub fn reset_pool(device_handle: vk::Device, pool: vk::CommandPool) -> VkResult<()> {
+    POOLS.get_of(device_handle, pool).ok_or(BAD_HANDLE)?;
     let dev = device(device_handle)?;
     let mut manager = lock(&dev.memory);
     for cb in pool_buffers(pool) {
@@ -614,15 +643,17 @@ pub fn reset_pool(device_handle: u64, pool: u64) -> VkResult<()> {
     Ok(())
 }
 
-fn pool_buffers(pool: u64) -> Vec<Arc<CommandBuffer>> {
+fn pool_buffers(pool: vk::CommandPool) -> Vec<Arc<CommandBuffer>> {
     COMMAND_BUFFERS.filter(|c| c.pool == pool)
 }
 
 /// `vkAllocateCommandBuffers`: `count` new primary or secondary command buffers.
-pub fn allocate_command_buffers(device_handle: u64, pool: u64, count: u32) -> VkResult<Vec<u64>> {
-    if POOLS.get(pool).is_none_or(|p| p.device != device_handle) {
-        return Err(BAD_HANDLE);
-    }
+pub fn allocate_command_buffers(
+    device_handle: vk::Device,
+    pool: vk::CommandPool,
+    count: u32,
+) -> VkResult<Vec<vk::CommandBuffer>> {
+    POOLS.get_of(device_handle, pool).ok_or(BAD_HANDLE)?;
     Ok((0..count)
         .map(|_| {
             COMMAND_BUFFERS.insert_dispatchable(CommandBuffer {
@@ -635,7 +666,11 @@ pub fn allocate_command_buffers(device_handle: u64, pool: u64, count: u32) -> Vk
 }
 
 /// `vkFreeCommandBuffers`. Null and unknown handles are ignored.
-pub fn free_command_buffers(device_handle: u64, pool: u64, buffers: &[u64]) {
+pub fn free_command_buffers(
+    device_handle: vk::Device,
+    pool: vk::CommandPool,
+    buffers: &[vk::CommandBuffer],
+) {
     let Ok(dev) = device(device_handle) else {
         return;
     };
@@ -669,12 +704,12 @@ fn reset_recording(manager: &mut MemoryManager<DeviceBackend>, recording: &mut R
     }
 }
 
-fn command_buffer(cb: u64) -> VkResult<Arc<CommandBuffer>> {
+fn command_buffer(cb: vk::CommandBuffer) -> VkResult<Arc<CommandBuffer>> {
     COMMAND_BUFFERS.get(cb).ok_or(BAD_HANDLE)
 }
 
 /// `vkBeginCommandBuffer` and `vkResetCommandBuffer`: an empty recording.
-pub fn reset_command_buffer(cb: u64) -> VkResult<()> {
+pub fn reset_command_buffer(cb: vk::CommandBuffer) -> VkResult<()> {
     let cb = command_buffer(cb)?;
     let dev = device(cb.device)?;
     let mut manager = lock(&dev.memory);
@@ -683,7 +718,7 @@ pub fn reset_command_buffer(cb: u64) -> VkResult<()> {
 }
 
 /// `vkEndCommandBuffer`: the first invalid command's error, if any.
-pub fn end_command_buffer(cb: u64) -> VkResult<()> {
+pub fn end_command_buffer(cb: vk::CommandBuffer) -> VkResult<()> {
     let cb = command_buffer(cb)?;
     let recording = lock(&cb.recording);
     match recording.error {
@@ -703,17 +738,21 @@ fn record(recording: &mut Recording, result: Result<Vec<Cmd>, RecordError>) {
 }
 
 /// The GPU span of a live, bound buffer of `device`.
-fn span(device_handle: u64, buffer: u64) -> Result<BufferSpan, RecordError> {
+fn span(device_handle: vk::Device, buffer: vk::Buffer) -> Result<BufferSpan, RecordError> {
     let buf = BUFFERS
-        .get(buffer)
-        .filter(|b| b.device == device_handle)
+        .get_of(device_handle, buffer)
         .ok_or(RecordError::UnknownBuffer)?;
     let va = (*lock(&buf.binding)).ok_or(RecordError::NotBound)?;
     Ok(BufferSpan { va, size: buf.size })
 }
 
 /// `vkCmdCopyBuffer`.
-pub fn cmd_copy(cb: u64, src: u64, dst: u64, regions: Option<&[vk::BufferCopy]>) {
+pub fn cmd_copy(
+    cb: vk::CommandBuffer,
+    src: vk::Buffer,
+    dst: vk::Buffer,
+    regions: Option<&[vk::BufferCopy]>,
+) {
     let Ok(cb) = command_buffer(cb) else {
         return;
     };
@@ -724,10 +763,9 @@ pub fn cmd_copy(cb: u64, src: u64, dst: u64, regions: Option<&[vk::BufferCopy]>)
 }
 
 /// The GPU span of a live, bound image of `device`.
-fn image_span(device_handle: u64, image: u64) -> Result<ImageSpan, RecordError> {
+fn image_span(device_handle: vk::Device, image: vk::Image) -> Result<ImageSpan, RecordError> {
     let img = IMAGES
-        .get(image)
-        .filter(|i| i.device == device_handle)
+        .get_of(device_handle, image)
         .ok_or(RecordError::UnknownImage)?;
     let va = (*lock(&img.binding)).ok_or(RecordError::NotBound)?;
     Ok(ImageSpan {
@@ -738,9 +776,9 @@ fn image_span(device_handle: u64, image: u64) -> Result<ImageSpan, RecordError> 
 
 /// `vkCmdCopyBufferToImage` and `vkCmdCopyImageToBuffer`.
 pub fn cmd_copy_buffer_image(
-    cb: u64,
-    buffer: u64,
-    image: u64,
+    cb: vk::CommandBuffer,
+    buffer: vk::Buffer,
+    image: vk::Image,
     layout: vk::ImageLayout,
     regions: Option<&[vk::BufferImageCopy]>,
     direction: Direction,
@@ -761,7 +799,7 @@ pub fn cmd_copy_buffer_image(
 }
 
 /// `vkCmdFillBuffer`.
-pub fn cmd_fill(cb: u64, dst: u64, offset: u64, size: u64, data: u32) {
+pub fn cmd_fill(cb: vk::CommandBuffer, dst: vk::Buffer, offset: u64, size: u64, data: u32) {
     let Ok(cb) = command_buffer(cb) else {
         return;
     };
@@ -772,7 +810,7 @@ pub fn cmd_fill(cb: u64, dst: u64, offset: u64, size: u64, data: u32) {
 }
 
 /// Records `error` as if a command had broken it.
-pub fn record_error(cb: u64, error: RecordError) {
+pub fn record_error(cb: vk::CommandBuffer, error: RecordError) {
     if let Ok(cb) = command_buffer(cb) {
         record(&mut lock(&cb.recording), Err(error));
     }
@@ -780,7 +818,7 @@ pub fn record_error(cb: u64, error: RecordError) {
 
 /// `vkCmdUpdateBuffer`: copies `data` into staging memory now (the application may reuse
 /// its array as soon as the call returns) and records a copy from there.
-pub fn cmd_update(cb: u64, dst: u64, offset: u64, data: Option<&[u8]>) {
+pub fn cmd_update(cb: vk::CommandBuffer, dst: vk::Buffer, offset: u64, data: Option<&[u8]>) {
     let Ok(cb) = command_buffer(cb) else {
         return;
     };
@@ -862,18 +900,14 @@ fn stage(
 
 /// `vkQueueSubmit`: runs every command buffer in order on the copy engine, then
 /// signals `fence`. A GPU fault or a kernel refusal is `VK_ERROR_DEVICE_LOST`.
-pub fn submit(queue: u64, command_buffers: &[u64], fence: Option<u64>) -> VkResult<()> {
+pub fn submit(
+    queue: vk::Queue,
+    command_buffers: &[vk::CommandBuffer],
+    fence: Option<vk::Fence>,
+) -> VkResult<()> {
     let q = QUEUES.get(queue).ok_or(BAD_HANDLE)?;
     let dev = device(q.device)?;
-    let fence = match fence {
-        Some(f) => Some(
-            FENCES
-                .get(f)
-                .filter(|f| f.device == q.device)
-                .ok_or(BAD_HANDLE)?,
-        ),
-        None => None,
-    };
+    let fence = fence.map(|f| fence_of(q.device, f)).transpose()?;
     let buffers = command_buffers
         .iter()
         .map(|h| {
@@ -907,12 +941,12 @@ pub fn submit(queue: u64, command_buffers: &[u64], fence: Option<u64>) -> VkResu
 }
 
 /// `vkQueueWaitIdle`, `vkDeviceWaitIdle`: submissions finish before they return.
-pub fn wait_idle_queue(queue: u64) -> VkResult<()> {
+pub fn wait_idle_queue(queue: vk::Queue) -> VkResult<()> {
     QUEUES.get(queue).map(|_| ()).ok_or(BAD_HANDLE)
 }
 
 /// `vkCreateFence`.
-pub fn create_fence(device_handle: u64, signaled: bool) -> VkResult<u64> {
+pub fn create_fence(device_handle: vk::Device, signaled: bool) -> VkResult<vk::Fence> {
     device(device_handle)?;
     Ok(FENCES.insert(Fence {
         device: device_handle,
@@ -921,29 +955,27 @@ pub fn create_fence(device_handle: u64, signaled: bool) -> VkResult<u64> {
 }
 
 /// `vkDestroyFence`.
-pub fn destroy_fence(device_handle: u64, fence: u64) {
-    if FENCES.get(fence).is_some_and(|f| f.device == device_handle) {
-        FENCES.remove(fence);
-    }
+pub fn destroy_fence(device_handle: vk::Device, fence: vk::Fence) {
+    FENCES.remove_of(device_handle, fence);
 }
 
-fn fence(device_handle: u64, fence: u64) -> VkResult<Arc<Fence>> {
-    FENCES
-        .get(fence)
-        .filter(|f| f.device == device_handle)
-        .ok_or(BAD_HANDLE)
+/// A live fence of `device`.
+fn fence_of(device_handle: vk::Device, fence: vk::Fence) -> VkResult<Arc<Fence>> {
+    FENCES.get_of(device_handle, fence).ok_or(BAD_HANDLE)
 }
 
 /// `vkGetFenceStatus`.
-pub fn fence_status(device_handle: u64, f: u64) -> VkResult<bool> {
-    Ok(fence(device_handle, f)?.signaled.load(Ordering::Acquire))
+pub fn fence_status(device_handle: vk::Device, fence: vk::Fence) -> VkResult<bool> {
+    Ok(fence_of(device_handle, fence)?
+        .signaled
+        .load(Ordering::Acquire))
 }
 
 /// `vkResetFences`.
-pub fn reset_fences(device_handle: u64, fences: &[u64]) -> VkResult<()> {
+pub fn reset_fences(device_handle: vk::Device, fences: &[vk::Fence]) -> VkResult<()> {
     let fences = fences
         .iter()
-        .map(|f| fence(device_handle, *f))
+        .map(|f| fence_of(device_handle, *f))
         .collect::<VkResult<Vec<_>>>()?;
     for f in fences {
         f.signaled.store(false, Ordering::Release);
@@ -954,7 +986,11 @@ pub fn reset_fences(device_handle: u64, fences: &[u64]) -> VkResult<()> {
 /// `vkWaitForFences`: work is synchronous, so a fence that is not signalled now was never
 /// submitted; only another thread's submit could signal it, and we do not wait for that:
 /// the answer is `VK_TIMEOUT` at once.
-pub fn wait_for_fences(device_handle: u64, fences: &[u64], wait_all: bool) -> VkResult<bool> {
+pub fn wait_for_fences(
+    device_handle: vk::Device,
+    fences: &[vk::Fence],
+    wait_all: bool,
+) -> VkResult<bool> {
     let states = fences
         .iter()
         .map(|f| fence_status(device_handle, *f))

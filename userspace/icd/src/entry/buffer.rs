@@ -1,6 +1,6 @@
 //! Buffers: create, destroy, memory requirements, bind.
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
 use super::{each_info, guard_result, guard_void, into_out, write, write_requirements2};
 use crate::objects;
@@ -19,8 +19,7 @@ pub unsafe extern "system" fn create_buffer(
         // SAFETY: per the contract.
         unsafe {
             into_out(info, out, |info| {
-                let buffer = objects::create_buffer(device.as_raw(), info.size, info.flags)?;
-                Ok(vk::Buffer::from_raw(buffer))
+                objects::create_buffer(device, info.size, info.flags)
             })
         }
     })
@@ -36,7 +35,7 @@ pub unsafe extern "system" fn destroy_buffer(
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
     guard_void(|| {
-        objects::destroy_buffer(device.as_raw(), buffer.as_raw());
+        objects::destroy_buffer(device, buffer);
         Ok(())
     });
 }
@@ -46,7 +45,7 @@ fn requirements(
     device: vk::Device,
     buffer: vk::Buffer,
 ) -> Result<vk::MemoryRequirements, vk::Result> {
-    let size = objects::buffer_size(device.as_raw(), buffer.as_raw())?;
+    let size = objects::buffer_size(device, buffer)?;
     Ok(objects::buffer_requirements(size))
 }
 
@@ -96,7 +95,7 @@ pub unsafe extern "system" fn bind_buffer_memory(
     offset: vk::DeviceSize,
 ) -> vk::Result {
     guard_result(|| {
-        objects::bind_buffer(device.as_raw(), buffer.as_raw(), memory.as_raw(), offset)?;
+        objects::bind_buffer(device, buffer, memory, offset)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -114,12 +113,7 @@ pub unsafe extern "system" fn bind_buffer_memory2(
         // SAFETY: `infos` points to `count` structures per the contract.
         unsafe {
             each_info(infos, count, |info| {
-                objects::bind_buffer(
-                    device.as_raw(),
-                    info.buffer.as_raw(),
-                    info.memory.as_raw(),
-                    info.memory_offset,
-                )
+                objects::bind_buffer(device, info.buffer, info.memory, info.memory_offset)
             })
         }
     })

@@ -2,7 +2,7 @@
 
 use core::ffi::c_void;
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
 use super::{guard_result, guard_void, into_out, slice};
 use crate::objects::{self, BAD_HANDLE};
@@ -21,8 +21,7 @@ pub unsafe extern "system" fn create_command_pool(
         // SAFETY: per the contract.
         unsafe {
             into_out(info, out, |info| {
-                let pool = objects::create_pool(device.as_raw(), info.queue_family_index)?;
-                Ok(vk::CommandPool::from_raw(pool))
+                objects::create_pool(device, info.queue_family_index)
             })
         }
     })
@@ -38,7 +37,7 @@ pub unsafe extern "system" fn destroy_command_pool(
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
     guard_void(|| {
-        objects::destroy_pool(device.as_raw(), pool.as_raw());
+        objects::destroy_pool(device, pool);
         Ok(())
     });
 }
@@ -53,7 +52,7 @@ pub unsafe extern "system" fn reset_command_pool(
     _flags: vk::CommandPoolResetFlags,
 ) -> vk::Result {
     guard_result(|| {
-        objects::reset_pool(device.as_raw(), pool.as_raw())?;
+        objects::reset_pool(device, pool)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -85,13 +84,13 @@ pub unsafe extern "system" fn allocate_command_buffers(
         // SAFETY: valid per the contract.
         let info = unsafe { super::input(info) }?;
         let handles = objects::allocate_command_buffers(
-            device.as_raw(),
-            info.command_pool.as_raw(),
+            device,
+            info.command_pool,
             info.command_buffer_count,
         )?;
         for (i, h) in handles.iter().enumerate() {
             // SAFETY: `out` has room for `command_buffer_count` handles per the contract.
-            unsafe { out.add(i).write(vk::CommandBuffer::from_raw(*h)) };
+            unsafe { out.add(i).write(*h) };
         }
         Ok(vk::Result::SUCCESS)
     })
@@ -110,8 +109,7 @@ pub unsafe extern "system" fn free_command_buffers(
     guard_void(|| {
         // SAFETY: `buffers` points to `count` handles per the contract.
         let buffers = unsafe { slice(buffers, count) }.ok_or(BAD_HANDLE)?;
-        let handles: Vec<u64> = buffers.iter().map(|b| b.as_raw()).collect();
-        objects::free_command_buffers(device.as_raw(), pool.as_raw(), &handles);
+        objects::free_command_buffers(device, pool, buffers);
         Ok(())
     });
 }
@@ -125,7 +123,7 @@ pub unsafe extern "system" fn begin_command_buffer(
     _info: *const vk::CommandBufferBeginInfo<'_>,
 ) -> vk::Result {
     guard_result(|| {
-        objects::reset_command_buffer(cb.as_raw())?;
+        objects::reset_command_buffer(cb)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -136,7 +134,7 @@ pub unsafe extern "system" fn begin_command_buffer(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn end_command_buffer(cb: vk::CommandBuffer) -> vk::Result {
     guard_result(|| {
-        objects::end_command_buffer(cb.as_raw())?;
+        objects::end_command_buffer(cb)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -150,7 +148,7 @@ pub unsafe extern "system" fn reset_command_buffer(
     _flags: vk::CommandBufferResetFlags,
 ) -> vk::Result {
     guard_result(|| {
-        objects::reset_command_buffer(cb.as_raw())?;
+        objects::reset_command_buffer(cb)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -169,7 +167,7 @@ pub unsafe extern "system" fn cmd_copy_buffer(
     guard_void(|| {
         // SAFETY: `regions` points to `count` structures per the contract.
         let regions = unsafe { slice(regions, count) };
-        objects::cmd_copy(cb.as_raw(), src.as_raw(), dst.as_raw(), regions);
+        objects::cmd_copy(cb, src, dst, regions);
         Ok(())
     });
 }
@@ -186,7 +184,7 @@ pub unsafe extern "system" fn cmd_fill_buffer(
     data: u32,
 ) {
     guard_void(|| {
-        objects::cmd_fill(cb.as_raw(), dst.as_raw(), offset, size, data);
+        objects::cmd_fill(cb, dst, offset, size, data);
         Ok(())
     });
 }
@@ -208,10 +206,10 @@ pub unsafe extern "system" fn cmd_update_buffer(
             Ok(len) if size <= crate::commands::MAX_UPDATE_BYTES => {
                 // SAFETY: `data` points to `size` bytes per the contract.
                 let bytes = unsafe { slice(data.cast::<u8>(), len) };
-                objects::cmd_update(cb.as_raw(), dst.as_raw(), offset, bytes);
+                objects::cmd_update(cb, dst, offset, bytes);
             }
             _ => objects::record_error(
-                cb.as_raw(),
+                cb,
                 crate::commands::RecordError::BadSize { size, buffer: 0 },
             ),
         }

@@ -1,6 +1,6 @@
 //! The device and its queue: create, destroy, get the queue, wait.
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
 use super::instance::check_extensions;
 use super::{guard, guard_result, guard_void, into_out, physical, slice, write};
@@ -22,7 +22,7 @@ pub unsafe extern "system" fn create_device(
         let make = |info: &vk::DeviceCreateInfo<'_>| {
             // SAFETY: the structure's arrays are valid per the contract.
             unsafe { check_device_create_info(info, &extensions) }?;
-            Ok(vk::Device::from_raw(objects::create_device(pd.as_raw())?))
+            objects::create_device(pd)
         };
         // SAFETY: per the contract.
         unsafe { into_out(info, out, make) }
@@ -78,7 +78,7 @@ pub unsafe extern "system" fn destroy_device(
     device: vk::Device,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard((), || objects::destroy_device(device.as_raw()));
+    guard((), || objects::destroy_device(device));
 }
 
 /// Writes the device's queue to `out` if `(family, index, flags)` names it, else a null
@@ -93,9 +93,9 @@ unsafe fn write_queue(
     flags: vk::DeviceQueueCreateFlags,
     out: *mut vk::Queue,
 ) -> Result<(), vk::Result> {
-    let queue = objects::device_queue(device.as_raw())
+    let queue = objects::device_queue(device)
         .filter(|_| family == physical_device::QUEUE_FAMILY && index == 0 && flags.is_empty())
-        .map_or(vk::Queue::null(), vk::Queue::from_raw);
+        .unwrap_or_default();
     // SAFETY: per the caller.
     unsafe { write(out, queue) }
 }
@@ -155,7 +155,7 @@ pub unsafe extern "system" fn get_device_queue2(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn device_wait_idle(device: vk::Device) -> vk::Result {
     guard_result(|| {
-        objects::DEVICES.get(device.as_raw()).ok_or(BAD_HANDLE)?;
+        objects::DEVICES.get(device).ok_or(BAD_HANDLE)?;
         Ok(vk::Result::SUCCESS)
     })
 }

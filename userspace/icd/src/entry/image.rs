@@ -2,7 +2,7 @@
 //! out, and copy to and from buffers on the copy engine. Thin wrappers, as the rest of
 //! [`crate::entry`].
 
-use ash::vk::{self, Handle};
+use ash::vk;
 use extmem::handle_types::nv_external_image_format_properties;
 
 use super::{each_info, each_out, guard_result, guard_void, slice, write, write_requirements2};
@@ -24,7 +24,7 @@ pub unsafe extern "system" fn create_image(
     out: *mut vk::Image,
 ) -> vk::Result {
     guard_result(|| {
-        let dev = DEVICES.get(device.as_raw()).ok_or(BAD_HANDLE)?;
+        let dev = DEVICES.get(device).ok_or(BAD_HANDLE)?;
         if info.is_null() || out.is_null() {
             return Err(BAD_HANDLE);
         }
@@ -74,9 +74,9 @@ pub unsafe extern "system" fn create_image(
             dev.info.max_allocation_size(),
         )
         .map_err(|_| INVALID)?;
-        let image = objects::create_image(device.as_raw(), layout)?;
+        let image = objects::create_image(device, layout)?;
         // SAFETY: non-null, valid for a write per the contract.
-        unsafe { out.write(vk::Image::from_raw(image)) };
+        unsafe { out.write(image) };
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -100,7 +100,7 @@ pub unsafe extern "system" fn destroy_image(
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
     guard_void(|| {
-        objects::destroy_image(device.as_raw(), image.as_raw());
+        objects::destroy_image(device, image);
         Ok(())
     });
 }
@@ -115,7 +115,7 @@ pub unsafe extern "system" fn get_image_memory_requirements(
     out: *mut vk::MemoryRequirements,
 ) {
     guard_void(|| {
-        let layout = objects::image_layout(device.as_raw(), image.as_raw())?;
+        let layout = objects::image_layout(device, image)?;
         // SAFETY: valid for a write per the contract.
         unsafe { write(out, layout.requirements(BUFFER_MEMORY_TYPES)) }
     });
@@ -133,7 +133,7 @@ pub unsafe extern "system" fn get_image_memory_requirements2(
     guard_void(|| {
         // SAFETY: valid per the contract.
         let info = unsafe { super::input(info) }?;
-        let layout = objects::image_layout(device.as_raw(), info.image.as_raw())?;
+        let layout = objects::image_layout(device, info.image)?;
         // SAFETY: a valid structure with a valid chain per the contract.
         unsafe { write_requirements2(out, layout.requirements(BUFFER_MEMORY_TYPES)) }
     });
@@ -150,7 +150,7 @@ pub unsafe extern "system" fn bind_image_memory(
     offset: vk::DeviceSize,
 ) -> vk::Result {
     guard_result(|| {
-        objects::bind_image(device.as_raw(), image.as_raw(), memory.as_raw(), offset)?;
+        objects::bind_image(device, image, memory, offset)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -168,12 +168,7 @@ pub unsafe extern "system" fn bind_image_memory2(
         // SAFETY: `infos` points to `count` structures per the contract.
         unsafe {
             each_info(infos, count, |info| {
-                objects::bind_image(
-                    device.as_raw(),
-                    info.image.as_raw(),
-                    info.memory.as_raw(),
-                    info.memory_offset,
-                )
+                objects::bind_image(device, info.image, info.memory, info.memory_offset)
             })
         }
     })
@@ -192,7 +187,7 @@ pub unsafe extern "system" fn get_image_subresource_layout(
     out: *mut vk::SubresourceLayout,
 ) {
     guard_void(|| {
-        let layout = objects::image_layout(device.as_raw(), image.as_raw())?;
+        let layout = objects::image_layout(device, image)?;
         // SAFETY: valid per the contract.
         let sub = unsafe { super::input(subresource) }?;
         let only = sub.aspect_mask == vk::ImageAspectFlags::COLOR
@@ -223,14 +218,7 @@ unsafe fn record_copy(
     guard_void(|| {
         // SAFETY: per the caller.
         let regions = unsafe { slice(regions, count) };
-        objects::cmd_copy_buffer_image(
-            cb.as_raw(),
-            buffer.as_raw(),
-            image.as_raw(),
-            layout,
-            regions,
-            direction,
-        );
+        objects::cmd_copy_buffer_image(cb, buffer, image, layout, regions, direction);
         Ok(())
     });
 }

@@ -4,7 +4,7 @@
 use core::ffi::{c_char, CStr};
 use std::path::Path;
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
 use super::{c_name, enumerate, enumerate_into, guard, guard_result, into_out, slice, write};
 use crate::objects::{self, BAD_HANDLE};
@@ -82,7 +82,7 @@ pub unsafe extern "system" fn create_instance(
             let selection =
                 DeviceSelection::from_value(std::env::var_os(DeviceSelection::VARIABLE).as_deref());
             let devices = physical_device::devices(Path::new("/dev/dri"), selection);
-            Ok(vk::Instance::from_raw(objects::create_instance(devices)))
+            Ok(objects::create_instance(devices))
         };
         // SAFETY: per the contract.
         unsafe { into_out(info, out, make) }
@@ -97,7 +97,7 @@ pub unsafe extern "system" fn destroy_instance(
     instance: vk::Instance,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard((), || objects::destroy_instance(instance.as_raw()));
+    guard((), || objects::destroy_instance(instance));
 }
 
 /// `vkEnumerateInstanceVersion`.
@@ -141,16 +141,11 @@ pub unsafe extern "system" fn enumerate_physical_devices(
     out: *mut vk::PhysicalDevice,
 ) -> vk::Result {
     guard(vk::Result::ERROR_UNKNOWN, || {
-        let Some(instance) = objects::INSTANCES.get(instance.as_raw()) else {
+        let Some(instance) = objects::INSTANCES.get(instance) else {
             return BAD_HANDLE;
         };
-        let handles: Vec<vk::PhysicalDevice> = instance
-            .physical_devices
-            .iter()
-            .map(|h| vk::PhysicalDevice::from_raw(*h))
-            .collect();
         // SAFETY: per the contract.
-        unsafe { enumerate(&handles, count, out) }
+        unsafe { enumerate(&instance.physical_devices, count, out) }
     })
 }
 
@@ -164,16 +159,16 @@ pub unsafe extern "system" fn enumerate_physical_device_groups(
     out: *mut vk::PhysicalDeviceGroupProperties<'_>,
 ) -> vk::Result {
     guard(vk::Result::ERROR_UNKNOWN, || {
-        let Some(instance) = objects::INSTANCES.get(instance.as_raw()) else {
+        let Some(instance) = objects::INSTANCES.get(instance) else {
             return BAD_HANDLE;
         };
-        let put = |slot: *mut vk::PhysicalDeviceGroupProperties<'_>, pd: &u64| {
+        let put = |slot: *mut vk::PhysicalDeviceGroupProperties<'_>, pd: &vk::PhysicalDevice| {
             // SAFETY: a valid output structure of the application's array (per
             // `enumerate_into`), whose sType/pNext the application set and we keep.
             let group = unsafe { &mut *slot };
             group.physical_device_count = 1;
             group.physical_devices = [vk::PhysicalDevice::null(); vk::MAX_DEVICE_GROUP_SIZE];
-            group.physical_devices[0] = vk::PhysicalDevice::from_raw(*pd);
+            group.physical_devices[0] = *pd;
             group.subset_allocation = vk::FALSE;
         };
         // SAFETY: per the two-call contract.

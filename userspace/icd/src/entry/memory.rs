@@ -3,7 +3,7 @@
 
 use core::ffi::c_void;
 
-use ash::vk::{self, Handle};
+use ash::vk;
 use extmem_hw::HostVa;
 #[cfg(not(windows))]
 use rustix::fd::{BorrowedFd, IntoRawFd};
@@ -26,8 +26,7 @@ pub unsafe extern "system" fn allocate_memory(
         let make = |info: &vk::MemoryAllocateInfo<'_>| {
             // SAFETY: the structure and its chain are valid per the contract.
             let req = unsafe { extmem::alloc_info::parse(info) }.map_err(|e| e.result())?;
-            let memory = objects::allocate_memory(device.as_raw(), &req)?;
-            Ok(vk::DeviceMemory::from_raw(memory))
+            objects::allocate_memory(device, &req)
         };
         // SAFETY: per the contract.
         unsafe { into_out(info, out, make) }
@@ -44,7 +43,7 @@ pub unsafe extern "system" fn free_memory(
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
     guard_void(|| {
-        objects::free_memory(device.as_raw(), memory.as_raw());
+        objects::free_memory(device, memory);
         Ok(())
     });
 }
@@ -65,7 +64,7 @@ pub unsafe extern "system" fn map_memory(
         if out.is_null() {
             return Err(BAD_HANDLE);
         }
-        let ptr = objects::map_memory(device.as_raw(), memory.as_raw(), offset, size)?;
+        let ptr = objects::map_memory(device, memory, offset, size)?;
         let addr = usize::try_from(ptr.get()).map_err(|_| vk::Result::ERROR_MEMORY_MAP_FAILED)?;
         // SAFETY: non-null, valid for a write per the contract.
         unsafe { out.write(addr as *mut c_void) };
@@ -79,7 +78,7 @@ pub unsafe extern "system" fn map_memory(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn unmap_memory(device: vk::Device, memory: vk::DeviceMemory) {
     guard_void(|| {
-        objects::unmap_memory(device.as_raw(), memory.as_raw());
+        objects::unmap_memory(device, memory);
         Ok(())
     });
 }
@@ -96,8 +95,7 @@ pub unsafe extern "system" fn flush_mapped_memory_ranges(
     guard_result(|| {
         // SAFETY: `ranges` points to `count` structures per the contract.
         let ranges = unsafe { slice(ranges, count) }.ok_or(BAD_HANDLE)?;
-        let memories: Vec<u64> = ranges.iter().map(|r| r.memory.as_raw()).collect();
-        objects::check_ranges(device.as_raw(), &memories)?;
+        objects::check_ranges(device, ranges.iter().map(|r| r.memory))?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -133,8 +131,7 @@ pub unsafe extern "system" fn get_memory_fd(
         // SAFETY: per the contract.
         unsafe {
             into_out(info, out, |info| {
-                let fd =
-                    objects::memory_fd(device.as_raw(), info.memory.as_raw(), info.handle_type)?;
+                let fd = objects::memory_fd(device, info.memory, info.handle_type)?;
                 // Ownership of the fd passes to the application.
                 Ok(fd.into_raw_fd())
             })
@@ -161,7 +158,7 @@ pub unsafe extern "system" fn get_memory_fd_properties(
             // SAFETY: the fd is only passed to syscalls, which fail with EBADF if it is not
             // open; the application keeps it.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            objects::memory_fd_properties(device.as_raw(), handle_type, borrowed)
+            objects::memory_fd_properties(device, handle_type, borrowed)
         };
         // SAFETY: a valid structure per the contract.
         unsafe { answer_memory_type_bits(out, |o| &mut o.memory_type_bits, query) }
@@ -185,7 +182,7 @@ pub unsafe extern "system" fn get_memory_host_pointer_properties(
             answer_memory_type_bits(
                 out,
                 |o| &mut o.memory_type_bits,
-                || objects::host_pointer_properties(device.as_raw(), handle_type, ptr),
+                || objects::host_pointer_properties(device, handle_type, ptr),
             )
         }
     })

@@ -12,7 +12,7 @@
 use core::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
 use crate::objects::{self, BAD_HANDLE, PHYSICAL_DEVICES};
 use crate::physical_device::DeviceInfo;
@@ -244,7 +244,7 @@ unsafe fn write_requirements2(
 /// What the registry knows of a live physical device.
 fn physical(pd: vk::PhysicalDevice) -> Result<DeviceInfo, vk::Result> {
     PHYSICAL_DEVICES
-        .get(pd.as_raw())
+        .get(pd)
         .map(|p| p.info.clone())
         .ok_or(BAD_HANDLE)
 }
@@ -286,7 +286,7 @@ pub unsafe extern "system" fn vk_icdGetPhysicalDeviceProcAddr(
     name: *const c_char,
 ) -> vk::PFN_vkVoidFunction {
     guard(None, || {
-        objects::INSTANCES.get(instance.as_raw())?;
+        objects::INSTANCES.get(instance)?;
         // SAFETY: forwarded contract.
         unsafe { lookup_at(Level::PhysicalDevice, name) }
     })
@@ -318,7 +318,7 @@ pub unsafe extern "system" fn get_instance_proc_addr(
         if instance == vk::Instance::null() {
             return (level == Level::Global).then_some(f);
         }
-        objects::INSTANCES.get(instance.as_raw())?;
+        objects::INSTANCES.get(instance)?;
         Some(f)
     })
 }
@@ -332,7 +332,7 @@ pub unsafe extern "system" fn get_device_proc_addr(
     name: *const c_char,
 ) -> vk::PFN_vkVoidFunction {
     guard(None, || {
-        objects::DEVICES.get(device.as_raw())?;
+        objects::DEVICES.get(device)?;
         // SAFETY: forwarded contract.
         unsafe { lookup_at(Level::Device, name) }
     })

@@ -1,7 +1,7 @@
 //! Queue submission and fences. Work is synchronous (see [`crate::objects`]): a
 //! submission has run when `vkQueueSubmit` returns.
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
 use super::{guard_result, guard_void, into_out, slice};
 use crate::objects::{self, BAD_HANDLE};
@@ -25,10 +25,10 @@ pub unsafe extern "system" fn queue_submit(
             // SAFETY: each points to its `command_buffer_count` handles per the contract.
             let cbs = unsafe { slice(submit.p_command_buffers, submit.command_buffer_count) }
                 .ok_or(BAD_HANDLE)?;
-            buffers.extend(cbs.iter().map(|c| c.as_raw()));
+            buffers.extend_from_slice(cbs);
         }
-        let fence = (fence != vk::Fence::null()).then(|| fence.as_raw());
-        objects::submit(queue.as_raw(), &buffers, fence)?;
+        let fence = (fence != vk::Fence::null()).then_some(fence);
+        objects::submit(queue, &buffers, fence)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -39,7 +39,7 @@ pub unsafe extern "system" fn queue_submit(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn queue_wait_idle(queue: vk::Queue) -> vk::Result {
     guard_result(|| {
-        objects::wait_idle_queue(queue.as_raw())?;
+        objects::wait_idle_queue(queue)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -59,8 +59,7 @@ pub unsafe extern "system" fn create_fence(
         unsafe {
             into_out(info, out, |info| {
                 let signaled = info.flags.contains(vk::FenceCreateFlags::SIGNALED);
-                let fence = objects::create_fence(device.as_raw(), signaled)?;
-                Ok(vk::Fence::from_raw(fence))
+                objects::create_fence(device, signaled)
             })
         }
     })
@@ -76,19 +75,9 @@ pub unsafe extern "system" fn destroy_fence(
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
     guard_void(|| {
-        objects::destroy_fence(device.as_raw(), fence.as_raw());
+        objects::destroy_fence(device, fence);
         Ok(())
     });
-}
-
-/// The application's array of `count` fences, as raw handles.
-///
-/// # Safety
-/// `fences` is null or points to `count` handles.
-unsafe fn fence_handles(fences: *const vk::Fence, count: u32) -> Result<Vec<u64>, vk::Result> {
-    // SAFETY: per the caller.
-    let fences = unsafe { slice(fences, count) }.ok_or(BAD_HANDLE)?;
-    Ok(fences.iter().map(|f| f.as_raw()).collect())
 }
 
 /// `vkResetFences`.
@@ -102,8 +91,8 @@ pub unsafe extern "system" fn reset_fences(
 ) -> vk::Result {
     guard_result(|| {
         // SAFETY: `fences` points to `count` handles per the contract.
-        let handles = unsafe { fence_handles(fences, count) }?;
-        objects::reset_fences(device.as_raw(), &handles)?;
+        let fences = unsafe { slice(fences, count) }.ok_or(BAD_HANDLE)?;
+        objects::reset_fences(device, fences)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -114,7 +103,7 @@ pub unsafe extern "system" fn reset_fences(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_fence_status(device: vk::Device, fence: vk::Fence) -> vk::Result {
     guard_result(|| {
-        Ok(if objects::fence_status(device.as_raw(), fence.as_raw())? {
+        Ok(if objects::fence_status(device, fence)? {
             vk::Result::SUCCESS
         } else {
             vk::Result::NOT_READY
@@ -135,9 +124,9 @@ pub unsafe extern "system" fn wait_for_fences(
 ) -> vk::Result {
     guard_result(|| {
         // SAFETY: `fences` points to `count` handles per the contract.
-        let handles = unsafe { fence_handles(fences, count) }?;
+        let fences = unsafe { slice(fences, count) }.ok_or(BAD_HANDLE)?;
         Ok(
-            if objects::wait_for_fences(device.as_raw(), &handles, wait_all != vk::FALSE)? {
+            if objects::wait_for_fences(device, fences, wait_all != vk::FALSE)? {
                 vk::Result::SUCCESS
             } else {
                 vk::Result::TIMEOUT

@@ -42,7 +42,7 @@ fn fake_info() -> DeviceInfo {
 fn fake_instance(entry: &ash::Entry) -> ash::Instance {
     let handle = objects::create_instance(vec![fake_info()]);
     // SAFETY: `handle` is a live instance of this ICD.
-    unsafe { ash::Instance::load(entry.static_fn(), vk::Instance::from_raw(handle)) }
+    unsafe { ash::Instance::load(entry.static_fn(), handle) }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! (`extmem::memory`'s Win32 half). On Linux no memory can be exported with a Windows
 //! handle type (the device reports none), so these answer the export rules' errors.
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
 use super::memory::answer_memory_type_bits;
 use super::{guard_result, write};
@@ -25,8 +25,7 @@ pub unsafe extern "system" fn get_memory_win32_handle(
         }
         // SAFETY: non-null, valid per the contract.
         let info = unsafe { &*info };
-        let handle =
-            objects::memory_win32_handle(device.as_raw(), info.memory.as_raw(), info.handle_type)?;
+        let handle = objects::memory_win32_handle(device, info.memory, info.handle_type)?;
         // SAFETY: valid for a write per the contract; `write` checks null.
         unsafe { write(out, handle as vk::HANDLE) }?;
         Ok(vk::Result::SUCCESS)
@@ -50,7 +49,7 @@ pub unsafe extern "system" fn get_memory_win32_handle_properties(
             answer_memory_type_bits(
                 out,
                 |o| &mut o.memory_type_bits,
-                || objects::win32_handle_properties(device.as_raw(), handle_type),
+                || objects::win32_handle_properties(device, handle_type),
             )
         }
     })
@@ -67,8 +66,7 @@ pub unsafe extern "system" fn get_memory_win32_handle_nv(
     out: *mut vk::HANDLE,
 ) -> vk::Result {
     guard_result(|| {
-        let handle =
-            objects::memory_win32_handle_nv(device.as_raw(), memory.as_raw(), handle_type)?;
+        let handle = objects::memory_win32_handle_nv(device, memory, handle_type)?;
         // SAFETY: valid for a write per the contract; `write` checks null.
         unsafe { write(out, handle as vk::HANDLE) }?;
         Ok(vk::Result::SUCCESS)
