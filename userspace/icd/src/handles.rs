@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ash::vk::{self, Handle};
 
+use crate::error::{IcdError, IcdResult};
+
 /// The value the loader expects in the first word of a dispatchable object
 /// (`ICD_LOADER_MAGIC` in `vk_icd.h`).
 pub const ICD_LOADER_MAGIC: usize = 0x01CD_C0DE;
@@ -145,6 +147,11 @@ impl<H: Handle + Copy, T> Registry<H, T> {
             .map(|e| Arc::clone(&e.object))
     }
 
+    /// The object behind `handle`, or the refusal naming the handle.
+    pub fn live(&self, handle: H) -> IcdResult<Arc<T>> {
+        self.get(handle).ok_or_else(|| IcdError::unknown(handle))
+    }
+
     /// Unregisters `handle` and returns its object (the loader word, if any, is freed).
     pub fn remove(&self, handle: H) -> Option<Arc<T>> {
         lock(&self.live).remove(&handle.as_raw()).map(|e| e.object)
@@ -203,6 +210,13 @@ impl<H: Handle + Copy, T: DeviceChild> Registry<H, T> {
     /// The object behind `handle` if it is live and belongs to `device`.
     pub fn get_of(&self, device: vk::Device, handle: H) -> Option<Arc<T>> {
         self.get(handle).filter(|o| o.device() == device)
+    }
+
+    /// The object behind `handle` if it is live and belongs to `device`, or the refusal
+    /// naming the handle.
+    pub fn live_of(&self, device: vk::Device, handle: H) -> IcdResult<Arc<T>> {
+        self.get_of(device, handle)
+            .ok_or_else(|| IcdError::unknown(handle))
     }
 
     /// Unregisters `handle` if it is live and belongs to `device` (the destroy commands:

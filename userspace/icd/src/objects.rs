@@ -10,9 +10,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ash::vk;
+use ash::vk::{self, Handle};
 use extmem::alloc_info::AllocRequest;
-use extmem::exec::ExecError;
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
 use extmem_hw::{GpuVa, HostVa};
@@ -22,6 +21,7 @@ use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::commands::{self, BufferSpan, Direction, ImageSpan, RecordError, StagingCursor};
 use crate::device_backend::DeviceBackend;
+use crate::error::{BindTarget, IcdError, IcdResult, Rule};
 use crate::handles::{lock, DeviceChild, Registry};
 use crate::image::ImageLayout;
 use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_TYPES};
@@ -191,14 +191,6 @@ pub static COMMAND_BUFFERS: Registry<vk::CommandBuffer, CommandBuffer> = Registr
 /// Live fences.
 pub static FENCES: Registry<vk::Fence, Fence> = Registry::new();
 
-/// The error for a handle that is not live (the application's error; the specification
-/// leaves it undefined, we refuse).
-pub const BAD_HANDLE: vk::Result = vk::Result::ERROR_UNKNOWN;
-/// The error for a Valid Usage violation we detect.
-pub const INVALID: vk::Result = vk::Result::ERROR_VALIDATION_FAILED_EXT;
-
-type VkResult<T> = Result<T, vk::Result>;
-
 /// `vkCreateInstance` over the devices found (by [`physical_device::devices`]).
 pub fn create_instance(infos: Vec<DeviceInfo>) -> vk::Instance {
     let physical_devices = infos
@@ -220,10 +212,11 @@ pub fn destroy_instance(instance: vk::Instance) {
 
 /// `vkCreateDevice`: opens the node again (or starts a software device), so the device
 /// gets its own GPU VM.
-pub fn create_device(physical_device: vk::PhysicalDevice) -> VkResult<vk::Device> {
-    let pd = PHYSICAL_DEVICES.get(physical_device).ok_or(BAD_HANDLE)?;
+pub fn create_device(physical_device: vk::PhysicalDevice) -> IcdResult<vk::Device> {
+    let pd = PHYSICAL_DEVICES.live(physical_device)?;
     let info = pd.info.clone();
-    let backend = DeviceBackend::open(&info)?;
+    // The backend says no more than that the node could not be opened.
+    let backend = DeviceBackend::open(&info).map_err(|_| IcdError::DeviceOpen)?;
     let (start, end) = info.va_range();
     let va = VaAllocator::new(GpuVa::new(start), GpuVa::new(end), info.page_sizes);
     let manager = MemoryManager::new(backend, info.limits(), va, physical_device::DMA_BUF_TYPES);
@@ -262,31 +255,31 @@ pub fn destroy_device(device: vk::Device) {
     }
 }
 
-fn device(device: vk::Device) -> VkResult<Arc<Device>> {
-    DEVICES.get(device).ok_or(BAD_HANDLE)
+fn device(device: vk::Device) -> IcdResult<Arc<Device>> {
+    DEVICES.live(device)
 }
 
 /// The device memory behind `memory`, if it belongs to `device`.
-fn memory_of(device: vk::Device, memory: vk::DeviceMemory) -> VkResult<Arc<Memory>> {
-    MEMORIES.get_of(device, memory).ok_or(BAD_HANDLE)
+fn memory_of(device: vk::Device, memory: vk::DeviceMemory) -> IcdResult<Arc<Memory>> {
+    MEMORIES.live_of(device, memory)
 }
 
 /// `vkAllocateMemory` for a parsed chain.
 pub fn allocate_memory(
     device_handle: vk::Device,
     req: &AllocRequest,
-) -> VkResult<vk::DeviceMemory> {
+) -> IcdResult<vk::DeviceMemory> {
     let dev = device(device_handle)?;
     let (memory, va) = {
         let mut manager = lock(&dev.memory);
-        let memory = manager.allocate(req).map_err(|e| e.result())?;
+        let memory = manager.allocate(req)?;
         // The device's backend is extmem-vgpu, which always has a GPU VM; were it not so,
         // the memory goes back rather than leak.
         match memory.gpu_va() {
             Ok(va) => (memory, va),
             Err(e) => {
                 manager.free(memory);
-                return Err(e.result());
+                return Err(e.into());
             }
         }
     };
@@ -322,33 +315,46 @@ pub fn map_memory(
     memory: vk::DeviceMemory,
     offset: u64,
     size: u64,
-) -> VkResult<HostVa> {
+) -> IcdResult<HostVa> {
     let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
-    // VUID-vkMapMemory-offset-00679, -size-00680, -size-00681.
-    let in_range = offset < memory.size
-        && (size == vk::WHOLE_SIZE
-            || (size != 0 && offset.checked_add(size).is_some_and(|e| e <= memory.size)));
-    if !in_range {
-        return Err(INVALID);
-    }
+    let handle = memory;
+    let memory = memory_of(device_handle, handle)?;
+    check_map_range(offset, size, memory.size)?;
     let mut manager = lock(&dev.memory);
     let mut state = lock(&memory.state);
-    // VUID-vkMapMemory-memory-00678: not already mapped.
     if state.mapped {
-        return Err(INVALID);
+        return Err(IcdError::rule(Rule::MapTwice, handle.as_raw()));
     }
-    let m = state.memory.as_mut().ok_or(BAD_HANDLE)?;
+    let m = state
+        .memory
+        .as_mut()
+        .ok_or_else(|| IcdError::unknown(handle))?;
     // A host-pointer import maps to the application's own pointer; types other than the
     // host-visible ones do not exist on this device, so every memory is mappable.
-    let base = manager
-        .map(m)
-        .map_err(|_| vk::Result::ERROR_MEMORY_MAP_FAILED)?;
+    let base = manager.map(m)?;
     let ptr = base
         .checked_add(offset)
-        .ok_or(vk::Result::ERROR_MEMORY_MAP_FAILED)?;
+        .ok_or(IcdError::MapAddress { addr: base.get() })?;
     state.mapped = true;
     Ok(ptr)
+}
+
+/// `[offset, offset + size)` (`size` may be `VK_WHOLE_SIZE`) inside memory of `memory_size`
+/// bytes.
+fn check_map_range(offset: u64, size: u64, memory_size: u64) -> IcdResult<()> {
+    if offset >= memory_size {
+        return Err(IcdError::rule(Rule::MapOffset, offset));
+    }
+    if size == vk::WHOLE_SIZE {
+        return Ok(());
+    }
+    if size == 0 {
+        return Err(IcdError::rule(Rule::MapSizeZero, size));
+    }
+    if offset.checked_add(size).is_none_or(|end| end > memory_size) {
+        return Err(IcdError::rule(Rule::MapSizeRange, size));
+    }
+    Ok(())
 }
 
 /// `vkUnmapMemory`. The CPU mapping itself is kept until the memory is freed (mapping
@@ -364,7 +370,7 @@ pub fn unmap_memory(device_handle: vk::Device, memory: vk::DeviceMemory) {
 pub fn check_ranges(
     device_handle: vk::Device,
     memories: impl IntoIterator<Item = vk::DeviceMemory>,
-) -> VkResult<()> {
+) -> IcdResult<()> {
     for m in memories {
         memory_of(device_handle, m)?;
     }
@@ -377,7 +383,7 @@ pub fn memory_fd(
     device_handle: vk::Device,
     memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
-) -> VkResult<OwnedFd> {
+) -> IcdResult<OwnedFd> {
     with_memory(device_handle, memory, |manager, m| {
         manager.get_fd(m, handle_type)
     })
@@ -389,13 +395,17 @@ fn with_memory<R>(
     device_handle: vk::Device,
     memory: vk::DeviceMemory,
     f: impl FnOnce(&mut MemoryManager<DeviceBackend>, &mut DeviceMemory) -> Result<R, extmem::Error>,
-) -> VkResult<R> {
+) -> IcdResult<R> {
     let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
+    let handle = memory;
+    let memory = memory_of(device_handle, handle)?;
     let mut manager = lock(&dev.memory);
     let mut state = lock(&memory.state);
-    let m = state.memory.as_mut().ok_or(BAD_HANDLE)?;
-    f(&mut manager, m).map_err(|e| e.result())
+    let m = state
+        .memory
+        .as_mut()
+        .ok_or_else(|| IcdError::unknown(handle))?;
+    Ok(f(&mut manager, m)?)
 }
 
 /// `vkGetMemoryWin32HandleKHR`.
@@ -403,7 +413,7 @@ pub fn memory_win32_handle(
     device_handle: vk::Device,
     memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
-) -> VkResult<isize> {
+) -> IcdResult<isize> {
     with_memory(device_handle, memory, |manager, m| {
         manager.get_win32_handle(m, handle_type)
     })
@@ -414,7 +424,7 @@ pub fn memory_win32_handle_nv(
     device_handle: vk::Device,
     memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
-) -> VkResult<isize> {
+) -> IcdResult<isize> {
     with_memory(device_handle, memory, |manager, m| {
         manager.get_win32_handle_nv(m, handle_type)
     })
@@ -424,7 +434,7 @@ pub fn memory_win32_handle_nv(
 pub fn win32_handle_properties(
     device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
-) -> VkResult<u32> {
+) -> IcdResult<u32> {
     with_manager(device_handle, |manager| {
         manager.win32_handle_properties(handle_type)
     })
@@ -435,10 +445,10 @@ pub fn win32_handle_properties(
 fn with_manager<R>(
     device_handle: vk::Device,
     f: impl FnOnce(&mut MemoryManager<DeviceBackend>) -> Result<R, extmem::Error>,
-) -> VkResult<R> {
+) -> IcdResult<R> {
     let dev = device(device_handle)?;
     let mut manager = lock(&dev.memory);
-    f(&mut manager).map_err(|e| e.result())
+    Ok(f(&mut manager)?)
 }
 
 #[cfg(not(windows))]
@@ -447,7 +457,7 @@ pub fn memory_fd_properties(
     device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
     fd: BorrowedFd<'_>,
-) -> VkResult<u32> {
+) -> IcdResult<u32> {
     with_manager(device_handle, |manager| {
         manager.fd_properties(handle_type, fd)
     })
@@ -458,7 +468,7 @@ pub fn host_pointer_properties(
     device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
     ptr: HostVa,
-) -> VkResult<u32> {
+) -> IcdResult<u32> {
     with_manager(device_handle, |manager| {
         manager.host_pointer_properties(handle_type, ptr)
     })
@@ -469,19 +479,29 @@ pub fn create_buffer(
     device_handle: vk::Device,
     size: u64,
     flags: vk::BufferCreateFlags,
-) -> VkResult<vk::Buffer> {
+) -> IcdResult<vk::Buffer> {
     device(device_handle)?;
-    // VUID-VkBufferCreateInfo-size-00912.
     if size == 0 {
-        return Err(INVALID);
+        return Err(IcdError::rule(Rule::BufferSize, size));
     }
-    if flags.intersects(
-        vk::BufferCreateFlags::SPARSE_BINDING
-            | vk::BufferCreateFlags::SPARSE_RESIDENCY
-            | vk::BufferCreateFlags::SPARSE_ALIASED
-            | vk::BufferCreateFlags::PROTECTED,
-    ) {
-        return Err(INVALID);
+    // The device has none of the features these flags need.
+    let featureless = [
+        (
+            vk::BufferCreateFlags::SPARSE_BINDING,
+            Rule::BufferSparseBinding,
+        ),
+        (
+            vk::BufferCreateFlags::SPARSE_RESIDENCY,
+            Rule::BufferSparseResidency,
+        ),
+        (
+            vk::BufferCreateFlags::SPARSE_ALIASED,
+            Rule::BufferSparseAliased,
+        ),
+        (vk::BufferCreateFlags::PROTECTED, Rule::BufferProtected),
+    ];
+    if let Some((_, rule)) = featureless.iter().find(|(flag, _)| flags.contains(*flag)) {
+        return Err(IcdError::rule(*rule, u64::from(flags.as_raw())));
     }
     Ok(BUFFERS.insert(Buffer {
         device: device_handle,
@@ -507,11 +527,8 @@ pub fn buffer_requirements(size: u64) -> vk::MemoryRequirements {
 }
 
 /// The size of a live buffer of `device`.
-pub fn buffer_size(device_handle: vk::Device, buffer: vk::Buffer) -> VkResult<u64> {
-    BUFFERS
-        .get_of(device_handle, buffer)
-        .map(|b| b.size)
-        .ok_or(BAD_HANDLE)
+pub fn buffer_size(device_handle: vk::Device, buffer: vk::Buffer) -> IcdResult<u64> {
+    Ok(BUFFERS.live_of(device_handle, buffer)?.size)
 }
 
 /// `vkBindBufferMemory`.
@@ -520,52 +537,62 @@ pub fn bind_buffer(
     buffer: vk::Buffer,
     memory: vk::DeviceMemory,
     offset: u64,
-) -> VkResult<()> {
-    let buf = BUFFERS.get_of(device_handle, buffer).ok_or(BAD_HANDLE)?;
+) -> IcdResult<()> {
+    let buf = BUFFERS.live_of(device_handle, buffer)?;
     let reqs = buffer_requirements(buf.size);
-    // VUID-vkBindBufferMemory-memory-01035, -memoryOffset-01031, -memoryOffset-01036,
-    // -size-01037, -buffer-07459.
-    bind_resource(device_handle, memory, offset, reqs, buf.size, &buf.binding)
+    let target = (BindTarget::Buffer, &buf.binding);
+    bind_resource(device_handle, memory, offset, reqs, buf.size, target)
 }
 
 /// Binds a buffer or image needing `reqs` (`used` bytes of it) at `offset` of `memory`:
-/// a memory type it allows, an aligned offset, room in the memory, and not bound before.
+/// not bound before, an offset inside the memory, a memory type it allows, an aligned
+/// offset, and room in the memory (the rules of `target`, in that order).
 fn bind_resource(
     device_handle: vk::Device,
     memory: vk::DeviceMemory,
     offset: u64,
     reqs: vk::MemoryRequirements,
     used: u64,
-    binding: &Mutex<Option<GpuVa>>,
-) -> VkResult<()> {
+    (target, binding): (BindTarget, &Mutex<Option<GpuVa>>),
+) -> IcdResult<()> {
+    let [bound, inside, memory_type, alignment, fits] = target.rules();
     let mem = memory_of(device_handle, memory)?;
-    let memory_type = lock(&mem.state)
+    let type_index = lock(&mem.state)
         .memory
         .as_ref()
         .map(DeviceMemory::memory_type_index)
-        .ok_or(BAD_HANDLE)?;
-    let type_ok = reqs
-        .memory_type_bits
-        .checked_shr(memory_type)
-        .is_some_and(|bits| bits & 1 == 1);
-    let fits = offset < mem.size
-        && offset
-            .checked_add(reqs.size.min(used))
-            .is_some_and(|end| end <= mem.size);
-    if !type_ok || offset % reqs.alignment != 0 || !fits {
-        return Err(INVALID);
-    }
-    let va = mem.va.checked_add(offset).ok_or(INVALID)?;
+        .ok_or_else(|| IcdError::unknown(memory))?;
     let mut binding = lock(binding);
     if binding.is_some() {
-        return Err(INVALID);
+        return Err(IcdError::rule(bound, memory.as_raw()));
     }
+    if offset >= mem.size {
+        return Err(IcdError::rule(inside, offset));
+    }
+    let type_ok = reqs
+        .memory_type_bits
+        .checked_shr(type_index)
+        .is_some_and(|bits| bits & 1 == 1);
+    if !type_ok {
+        return Err(IcdError::rule(memory_type, u64::from(type_index)));
+    }
+    if offset % reqs.alignment != 0 {
+        return Err(IcdError::rule(alignment, offset));
+    }
+    let end = offset.checked_add(reqs.size.min(used));
+    if end.is_none_or(|end| end > mem.size) {
+        return Err(IcdError::rule(fits, reqs.size));
+    }
+    let va = mem
+        .va
+        .checked_add(offset)
+        .ok_or(IcdError::rule(inside, offset))?;
     *binding = Some(va);
     Ok(())
 }
 
 /// `vkCreateImage`, for a create info already checked into `layout`.
-pub fn create_image(device_handle: vk::Device, layout: ImageLayout) -> VkResult<vk::Image> {
+pub fn create_image(device_handle: vk::Device, layout: ImageLayout) -> IcdResult<vk::Image> {
     device(device_handle)?;
     Ok(IMAGES.insert(Image {
         device: device_handle,
@@ -580,11 +607,8 @@ pub fn destroy_image(device_handle: vk::Device, image: vk::Image) {
 }
 
 /// The layout of a live image of `device`.
-pub fn image_layout(device_handle: vk::Device, image: vk::Image) -> VkResult<ImageLayout> {
-    IMAGES
-        .get_of(device_handle, image)
-        .map(|i| i.layout)
-        .ok_or(BAD_HANDLE)
+pub fn image_layout(device_handle: vk::Device, image: vk::Image) -> IcdResult<ImageLayout> {
+    Ok(IMAGES.live_of(device_handle, image)?.layout)
 }
 
 /// `vkBindImageMemory` (`VUID-vkBindImageMemory-image-01044`, `-memory-01047`,
@@ -594,24 +618,18 @@ pub fn bind_image(
     image: vk::Image,
     memory: vk::DeviceMemory,
     offset: u64,
-) -> VkResult<()> {
-    let img = IMAGES.get_of(device_handle, image).ok_or(BAD_HANDLE)?;
+) -> IcdResult<()> {
+    let img = IMAGES.live_of(device_handle, image)?;
     let reqs = img.layout.requirements(BUFFER_MEMORY_TYPES);
-    bind_resource(
-        device_handle,
-        memory,
-        offset,
-        reqs,
-        img.layout.size,
-        &img.binding,
-    )
+    let target = (BindTarget::Image, &img.binding);
+    bind_resource(device_handle, memory, offset, reqs, img.layout.size, target)
 }
 
 /// `vkCreateCommandPool`. Only the one queue family exists.
-pub fn create_pool(device_handle: vk::Device, family: u32) -> VkResult<vk::CommandPool> {
+pub fn create_pool(device_handle: vk::Device, family: u32) -> IcdResult<vk::CommandPool> {
     device(device_handle)?;
     if family != physical_device::QUEUE_FAMILY {
-        return Err(INVALID);
+        return Err(IcdError::rule(Rule::PoolFamily, u64::from(family)));
     }
     Ok(POOLS.insert(CommandPool {
         device: device_handle,
@@ -633,8 +651,8 @@ pub fn destroy_pool(device_handle: vk::Device, pool: vk::CommandPool) {
 }
 
 /// `vkResetCommandPool`: resets every command buffer of the pool.
-pub fn reset_pool(device_handle: vk::Device, pool: vk::CommandPool) -> VkResult<()> {
-    POOLS.get_of(device_handle, pool).ok_or(BAD_HANDLE)?;
+pub fn reset_pool(device_handle: vk::Device, pool: vk::CommandPool) -> IcdResult<()> {
+    POOLS.live_of(device_handle, pool)?;
     let dev = device(device_handle)?;
     let mut manager = lock(&dev.memory);
     for cb in pool_buffers(pool) {
@@ -652,8 +670,8 @@ pub fn allocate_command_buffers(
     device_handle: vk::Device,
     pool: vk::CommandPool,
     count: u32,
-) -> VkResult<Vec<vk::CommandBuffer>> {
-    POOLS.get_of(device_handle, pool).ok_or(BAD_HANDLE)?;
+) -> IcdResult<Vec<vk::CommandBuffer>> {
+    POOLS.live_of(device_handle, pool)?;
     Ok((0..count)
         .map(|_| {
             COMMAND_BUFFERS.insert_dispatchable(CommandBuffer {
@@ -704,12 +722,12 @@ fn reset_recording(manager: &mut MemoryManager<DeviceBackend>, recording: &mut R
     }
 }
 
-fn command_buffer(cb: vk::CommandBuffer) -> VkResult<Arc<CommandBuffer>> {
-    COMMAND_BUFFERS.get(cb).ok_or(BAD_HANDLE)
+fn command_buffer(cb: vk::CommandBuffer) -> IcdResult<Arc<CommandBuffer>> {
+    COMMAND_BUFFERS.live(cb)
 }
 
 /// `vkBeginCommandBuffer` and `vkResetCommandBuffer`: an empty recording.
-pub fn reset_command_buffer(cb: vk::CommandBuffer) -> VkResult<()> {
+pub fn reset_command_buffer(cb: vk::CommandBuffer) -> IcdResult<()> {
     let cb = command_buffer(cb)?;
     let dev = device(cb.device)?;
     let mut manager = lock(&dev.memory);
@@ -718,11 +736,11 @@ pub fn reset_command_buffer(cb: vk::CommandBuffer) -> VkResult<()> {
 }
 
 /// `vkEndCommandBuffer`: the first invalid command's error, if any.
-pub fn end_command_buffer(cb: vk::CommandBuffer) -> VkResult<()> {
+pub fn end_command_buffer(cb: vk::CommandBuffer) -> IcdResult<()> {
     let cb = command_buffer(cb)?;
     let recording = lock(&cb.recording);
     match recording.error {
-        Some(e) => Err(e.result()),
+        Some(e) => Err(e.into()),
         None => Ok(()),
     }
 }
@@ -904,34 +922,23 @@ pub fn submit(
     queue: vk::Queue,
     command_buffers: &[vk::CommandBuffer],
     fence: Option<vk::Fence>,
-) -> VkResult<()> {
-    let q = QUEUES.get(queue).ok_or(BAD_HANDLE)?;
+) -> IcdResult<()> {
+    let q = QUEUES.live(queue)?;
     let dev = device(q.device)?;
     let fence = fence.map(|f| fence_of(q.device, f)).transpose()?;
     let buffers = command_buffers
         .iter()
-        .map(|h| {
-            command_buffer(*h)
-                .ok()
-                .filter(|c| c.device == q.device)
-                .ok_or(BAD_HANDLE)
-        })
-        .collect::<VkResult<Vec<_>>>()?;
+        .map(|h| COMMAND_BUFFERS.live_of(q.device, *h))
+        .collect::<IcdResult<Vec<_>>>()?;
     let mut manager = lock(&dev.memory);
-    for cb in &buffers {
+    for (cb_handle, cb) in command_buffers.iter().zip(&buffers) {
         let recording = lock(&cb.recording);
-        // VUID-vkQueueSubmit-pCommandBuffers-00072: only executable command buffers.
         if recording.error.is_some() {
-            return Err(INVALID);
+            return Err(IcdError::rule(Rule::SubmitExecutable, cb_handle.as_raw()));
         }
         let chunk_len = usize::try_from(MAX_EXEC_CMDS).unwrap_or(1);
         for chunk in recording.cmds.chunks(chunk_len) {
-            manager
-                .backend_mut()
-                .exec(chunk)
-                .map_err(|e: ExecError| match e {
-                    ExecError::Fault(_) | ExecError::Kernel(_) => vk::Result::ERROR_DEVICE_LOST,
-                })?;
+            manager.backend_mut().exec(chunk)?;
         }
     }
     if let Some(fence) = fence {
@@ -941,12 +948,12 @@ pub fn submit(
 }
 
 /// `vkQueueWaitIdle`, `vkDeviceWaitIdle`: submissions finish before they return.
-pub fn wait_idle_queue(queue: vk::Queue) -> VkResult<()> {
-    QUEUES.get(queue).map(|_| ()).ok_or(BAD_HANDLE)
+pub fn wait_idle_queue(queue: vk::Queue) -> IcdResult<()> {
+    QUEUES.live(queue).map(|_| ())
 }
 
 /// `vkCreateFence`.
-pub fn create_fence(device_handle: vk::Device, signaled: bool) -> VkResult<vk::Fence> {
+pub fn create_fence(device_handle: vk::Device, signaled: bool) -> IcdResult<vk::Fence> {
     device(device_handle)?;
     Ok(FENCES.insert(Fence {
         device: device_handle,
@@ -960,23 +967,23 @@ pub fn destroy_fence(device_handle: vk::Device, fence: vk::Fence) {
 }
 
 /// A live fence of `device`.
-fn fence_of(device_handle: vk::Device, fence: vk::Fence) -> VkResult<Arc<Fence>> {
-    FENCES.get_of(device_handle, fence).ok_or(BAD_HANDLE)
+fn fence_of(device_handle: vk::Device, fence: vk::Fence) -> IcdResult<Arc<Fence>> {
+    FENCES.live_of(device_handle, fence)
 }
 
 /// `vkGetFenceStatus`.
-pub fn fence_status(device_handle: vk::Device, fence: vk::Fence) -> VkResult<bool> {
+pub fn fence_status(device_handle: vk::Device, fence: vk::Fence) -> IcdResult<bool> {
     Ok(fence_of(device_handle, fence)?
         .signaled
         .load(Ordering::Acquire))
 }
 
 /// `vkResetFences`.
-pub fn reset_fences(device_handle: vk::Device, fences: &[vk::Fence]) -> VkResult<()> {
+pub fn reset_fences(device_handle: vk::Device, fences: &[vk::Fence]) -> IcdResult<()> {
     let fences = fences
         .iter()
         .map(|f| fence_of(device_handle, *f))
-        .collect::<VkResult<Vec<_>>>()?;
+        .collect::<IcdResult<Vec<_>>>()?;
     for f in fences {
         f.signaled.store(false, Ordering::Release);
     }
@@ -990,11 +997,11 @@ pub fn wait_for_fences(
     device_handle: vk::Device,
     fences: &[vk::Fence],
     wait_all: bool,
-) -> VkResult<bool> {
+) -> IcdResult<bool> {
     let states = fences
         .iter()
         .map(|f| fence_status(device_handle, *f))
-        .collect::<VkResult<Vec<bool>>>()?;
+        .collect::<IcdResult<Vec<bool>>>()?;
     Ok(if wait_all {
         states.iter().all(|s| *s)
     } else {

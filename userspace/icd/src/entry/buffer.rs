@@ -3,6 +3,7 @@
 use ash::vk;
 
 use super::{each_info, guard_result, guard_void, into_out, write, write_requirements2};
+use crate::error::IcdResult;
 use crate::objects;
 
 /// `vkCreateBuffer`.
@@ -15,7 +16,7 @@ pub unsafe extern "system" fn create_buffer(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::Buffer,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkCreateBuffer", || {
         // SAFETY: per the contract.
         unsafe {
             into_out(info, out, |info| {
@@ -34,17 +35,14 @@ pub unsafe extern "system" fn destroy_buffer(
     buffer: vk::Buffer,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkDestroyBuffer", || {
         objects::destroy_buffer(device, buffer);
         Ok(())
     });
 }
 
 /// The memory requirements of a live buffer of `device`.
-fn requirements(
-    device: vk::Device,
-    buffer: vk::Buffer,
-) -> Result<vk::MemoryRequirements, vk::Result> {
+fn requirements(device: vk::Device, buffer: vk::Buffer) -> IcdResult<vk::MemoryRequirements> {
     let size = objects::buffer_size(device, buffer)?;
     Ok(objects::buffer_requirements(size))
 }
@@ -58,7 +56,7 @@ pub unsafe extern "system" fn get_buffer_memory_requirements(
     buffer: vk::Buffer,
     out: *mut vk::MemoryRequirements,
 ) {
-    guard_void(|| {
+    guard_void("vkGetBufferMemoryRequirements", || {
         let reqs = requirements(device, buffer)?;
         // SAFETY: valid for a write per the contract.
         unsafe { write(out, reqs) }
@@ -75,7 +73,7 @@ pub unsafe extern "system" fn get_buffer_memory_requirements2(
     info: *const vk::BufferMemoryRequirementsInfo2<'_>,
     out: *mut vk::MemoryRequirements2<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkGetBufferMemoryRequirements2", || {
         // SAFETY: valid per the contract.
         let info = unsafe { super::input(info) }?;
         let reqs = requirements(device, info.buffer)?;
@@ -94,7 +92,7 @@ pub unsafe extern "system" fn bind_buffer_memory(
     memory: vk::DeviceMemory,
     offset: vk::DeviceSize,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkBindBufferMemory", || {
         objects::bind_buffer(device, buffer, memory, offset)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -109,7 +107,7 @@ pub unsafe extern "system" fn bind_buffer_memory2(
     count: u32,
     infos: *const vk::BindBufferMemoryInfo<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkBindBufferMemory2", || {
         // SAFETY: `infos` points to `count` structures per the contract.
         unsafe {
             each_info(infos, count, |info| {

@@ -4,8 +4,8 @@ use core::ffi::c_void;
 
 use ash::vk;
 
-use super::{guard_result, guard_void, into_out, slice};
-use crate::objects::{self, BAD_HANDLE};
+use super::{guard_result, guard_void, into_out, null, slice};
+use crate::objects;
 
 /// `vkCreateCommandPool`.
 ///
@@ -17,7 +17,7 @@ pub unsafe extern "system" fn create_command_pool(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::CommandPool,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkCreateCommandPool", || {
         // SAFETY: per the contract.
         unsafe {
             into_out(info, out, |info| {
@@ -36,7 +36,7 @@ pub unsafe extern "system" fn destroy_command_pool(
     pool: vk::CommandPool,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkDestroyCommandPool", || {
         objects::destroy_pool(device, pool);
         Ok(())
     });
@@ -51,7 +51,7 @@ pub unsafe extern "system" fn reset_command_pool(
     pool: vk::CommandPool,
     _flags: vk::CommandPoolResetFlags,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkResetCommandPool", || {
         objects::reset_pool(device, pool)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -77,9 +77,9 @@ pub unsafe extern "system" fn allocate_command_buffers(
     info: *const vk::CommandBufferAllocateInfo<'_>,
     out: *mut vk::CommandBuffer,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkAllocateCommandBuffers", || {
         if out.is_null() {
-            return Err(BAD_HANDLE);
+            return Err(null::<vk::CommandBuffer>());
         }
         // SAFETY: valid per the contract.
         let info = unsafe { super::input(info) }?;
@@ -106,9 +106,9 @@ pub unsafe extern "system" fn free_command_buffers(
     count: u32,
     buffers: *const vk::CommandBuffer,
 ) {
-    guard_void(|| {
+    guard_void("vkFreeCommandBuffers", || {
         // SAFETY: `buffers` points to `count` handles per the contract.
-        let buffers = unsafe { slice(buffers, count) }.ok_or(BAD_HANDLE)?;
+        let buffers = unsafe { slice(buffers, count) }.ok_or_else(null::<vk::CommandBuffer>)?;
         objects::free_command_buffers(device, pool, buffers);
         Ok(())
     });
@@ -122,7 +122,7 @@ pub unsafe extern "system" fn begin_command_buffer(
     cb: vk::CommandBuffer,
     _info: *const vk::CommandBufferBeginInfo<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkBeginCommandBuffer", || {
         objects::reset_command_buffer(cb)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -133,7 +133,7 @@ pub unsafe extern "system" fn begin_command_buffer(
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn end_command_buffer(cb: vk::CommandBuffer) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkEndCommandBuffer", || {
         objects::end_command_buffer(cb)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -147,7 +147,7 @@ pub unsafe extern "system" fn reset_command_buffer(
     cb: vk::CommandBuffer,
     _flags: vk::CommandBufferResetFlags,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkResetCommandBuffer", || {
         objects::reset_command_buffer(cb)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -164,7 +164,7 @@ pub unsafe extern "system" fn cmd_copy_buffer(
     count: u32,
     regions: *const vk::BufferCopy,
 ) {
-    guard_void(|| {
+    guard_void("vkCmdCopyBuffer", || {
         // SAFETY: `regions` points to `count` structures per the contract.
         let regions = unsafe { slice(regions, count) };
         objects::cmd_copy(cb, src, dst, regions);
@@ -183,7 +183,7 @@ pub unsafe extern "system" fn cmd_fill_buffer(
     size: vk::DeviceSize,
     data: u32,
 ) {
-    guard_void(|| {
+    guard_void("vkCmdFillBuffer", || {
         objects::cmd_fill(cb, dst, offset, size, data);
         Ok(())
     });
@@ -200,7 +200,7 @@ pub unsafe extern "system" fn cmd_update_buffer(
     size: vk::DeviceSize,
     data: *const c_void,
 ) {
-    guard_void(|| {
+    guard_void("vkCmdUpdateBuffer", || {
         // The size is checked before the data is read: never read more than the limit.
         match u32::try_from(size) {
             Ok(len) if size <= crate::commands::MAX_UPDATE_BYTES => {

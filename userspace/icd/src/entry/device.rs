@@ -3,8 +3,9 @@
 use ash::vk;
 
 use super::instance::check_extensions;
-use super::{guard, guard_result, guard_void, into_out, physical, slice, write};
-use crate::objects::{self, BAD_HANDLE};
+use super::{guard_result, guard_void, into_out, null, physical, slice, write};
+use crate::error::{IcdError, IcdResult, Rule};
+use crate::objects;
 use crate::physical_device;
 
 /// `vkCreateDevice`: one queue of family 0, no features, our extensions only.
@@ -17,7 +18,7 @@ pub unsafe extern "system" fn create_device(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::Device,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkCreateDevice", || {
         let extensions = physical(pd)?.device_extensions();
         let make = |info: &vk::DeviceCreateInfo<'_>| {
             // SAFETY: the structure's arrays are valid per the contract.
@@ -37,7 +38,7 @@ pub unsafe extern "system" fn create_device(
 unsafe fn check_device_create_info(
     info: &vk::DeviceCreateInfo<'_>,
     extensions: &[(&core::ffi::CStr, u32)],
-) -> Result<(), vk::Result> {
+) -> IcdResult<()> {
     // SAFETY: per the caller.
     unsafe {
         check_extensions(
@@ -48,12 +49,18 @@ unsafe fn check_device_create_info(
     }?;
     // SAFETY: as above.
     let queues = unsafe { slice(info.p_queue_create_infos, info.queue_create_info_count) }
-        .ok_or(BAD_HANDLE)?;
-    let valid_queue = |q: &vk::DeviceQueueCreateInfo<'_>| {
-        q.queue_family_index == physical_device::QUEUE_FAMILY && q.queue_count == 1
-    };
-    if !queues.iter().all(valid_queue) {
-        return Err(vk::Result::ERROR_INITIALIZATION_FAILED);
+        .ok_or_else(null::<vk::DeviceQueueCreateInfo<'_>>)?;
+    for queue in queues {
+        if queue.queue_family_index != physical_device::QUEUE_FAMILY {
+            let family = u64::from(queue.queue_family_index);
+            return Err(IcdError::rule(Rule::QueueFamily, family));
+        }
+        if queue.queue_count != 1 {
+            return Err(IcdError::rule(
+                Rule::QueueCount,
+                u64::from(queue.queue_count),
+            ));
+        }
     }
     if !info.p_enabled_features.is_null() {
         const WORDS: usize =
@@ -63,8 +70,8 @@ unsafe fn check_device_create_info(
         let wanted = unsafe {
             core::slice::from_raw_parts(info.p_enabled_features.cast::<vk::Bool32>(), WORDS)
         };
-        if wanted.iter().any(|w| *w != vk::FALSE) {
-            return Err(vk::Result::ERROR_FEATURE_NOT_PRESENT);
+        if let Some(member) = wanted.iter().position(|w| *w != vk::FALSE) {
+            return Err(IcdError::FeatureNotPresent { member });
         }
     }
     Ok(())
@@ -78,7 +85,10 @@ pub unsafe extern "system" fn destroy_device(
     device: vk::Device,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard((), || objects::destroy_device(device));
+    guard_void("vkDestroyDevice", || {
+        objects::destroy_device(device);
+        Ok(())
+    });
 }
 
 /// Writes the device's queue to `out` if `(family, index, flags)` names it, else a null
@@ -92,7 +102,7 @@ unsafe fn write_queue(
     index: u32,
     flags: vk::DeviceQueueCreateFlags,
     out: *mut vk::Queue,
-) -> Result<(), vk::Result> {
+) -> IcdResult<()> {
     let queue = objects::device_queue(device)
         .filter(|_| family == physical_device::QUEUE_FAMILY && index == 0 && flags.is_empty())
         .unwrap_or_default();
@@ -110,7 +120,7 @@ pub unsafe extern "system" fn get_device_queue(
     index: u32,
     out: *mut vk::Queue,
 ) {
-    guard_void(|| {
+    guard_void("vkGetDeviceQueue", || {
         // SAFETY: valid for a write per the contract.
         unsafe {
             write_queue(
@@ -133,7 +143,7 @@ pub unsafe extern "system" fn get_device_queue2(
     info: *const vk::DeviceQueueInfo2<'_>,
     out: *mut vk::Queue,
 ) {
-    guard_void(|| {
+    guard_void("vkGetDeviceQueue2", || {
         // SAFETY: valid per the contract.
         let info = unsafe { super::input(info) }?;
         // SAFETY: valid for a write per the contract.
@@ -154,8 +164,8 @@ pub unsafe extern "system" fn get_device_queue2(
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn device_wait_idle(device: vk::Device) -> vk::Result {
-    guard_result(|| {
-        objects::DEVICES.get(device).ok_or(BAD_HANDLE)?;
+    guard_result("vkDeviceWaitIdle", || {
+        objects::DEVICES.live(device)?;
         Ok(vk::Result::SUCCESS)
     })
 }

@@ -5,10 +5,13 @@
 use ash::vk;
 use extmem::handle_types::nv_external_image_format_properties;
 
-use super::{each_info, each_out, guard_result, guard_void, slice, write, write_requirements2};
+use super::{
+    each_info, each_out, guard_result, guard_void, null, slice, write, write_requirements2,
+};
 use crate::commands::Direction;
+use crate::error::{IcdError, Rule};
 use crate::image::{external_image_properties, ImageLayout, ImageQuery};
-use crate::objects::{self, BAD_HANDLE, DEVICES, INVALID};
+use crate::objects::{self, DEVICES};
 use crate::physical_device::BUFFER_MEMORY_TYPES;
 
 /// `vkCreateImage`: a linear 2D transfer image of a supported format, optionally for
@@ -23,13 +26,13 @@ pub unsafe extern "system" fn create_image(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::Image,
 ) -> vk::Result {
-    guard_result(|| {
-        let dev = DEVICES.get(device).ok_or(BAD_HANDLE)?;
-        if info.is_null() || out.is_null() {
-            return Err(BAD_HANDLE);
+    guard_result("vkCreateImage", || {
+        let dev = DEVICES.live(device)?;
+        if out.is_null() {
+            return Err(null::<vk::Image>());
         }
-        // SAFETY: non-null, valid per the contract.
-        let info = unsafe { &*info };
+        // SAFETY: valid per the contract.
+        let info = unsafe { super::input(info) }?;
         let caps = dev.info.caps();
         let mut external_ok = true;
         // SAFETY: the chain is valid per the contract (only read here); each cast
@@ -56,7 +59,7 @@ pub unsafe extern "system" fn create_image(
             })
         };
         if !external_ok {
-            return Err(INVALID);
+            return Err(IcdError::rule(Rule::ImageHandleTypes, 0));
         }
         let query = ImageQuery {
             format: info.format,
@@ -72,8 +75,7 @@ pub unsafe extern "system" fn create_image(
             counts,
             info.initial_layout,
             dev.info.max_allocation_size(),
-        )
-        .map_err(|_| INVALID)?;
+        )?;
         let image = objects::create_image(device, layout)?;
         // SAFETY: non-null, valid for a write per the contract.
         unsafe { out.write(image) };
@@ -99,7 +101,7 @@ pub unsafe extern "system" fn destroy_image(
     image: vk::Image,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkDestroyImage", || {
         objects::destroy_image(device, image);
         Ok(())
     });
@@ -114,7 +116,7 @@ pub unsafe extern "system" fn get_image_memory_requirements(
     image: vk::Image,
     out: *mut vk::MemoryRequirements,
 ) {
-    guard_void(|| {
+    guard_void("vkGetImageMemoryRequirements", || {
         let layout = objects::image_layout(device, image)?;
         // SAFETY: valid for a write per the contract.
         unsafe { write(out, layout.requirements(BUFFER_MEMORY_TYPES)) }
@@ -130,7 +132,7 @@ pub unsafe extern "system" fn get_image_memory_requirements2(
     info: *const vk::ImageMemoryRequirementsInfo2<'_>,
     out: *mut vk::MemoryRequirements2<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkGetImageMemoryRequirements2", || {
         // SAFETY: valid per the contract.
         let info = unsafe { super::input(info) }?;
         let layout = objects::image_layout(device, info.image)?;
@@ -149,7 +151,7 @@ pub unsafe extern "system" fn bind_image_memory(
     memory: vk::DeviceMemory,
     offset: vk::DeviceSize,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkBindImageMemory", || {
         objects::bind_image(device, image, memory, offset)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -164,7 +166,7 @@ pub unsafe extern "system" fn bind_image_memory2(
     count: u32,
     infos: *const vk::BindImageMemoryInfo<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkBindImageMemory2", || {
         // SAFETY: `infos` points to `count` structures per the contract.
         unsafe {
             each_info(infos, count, |info| {
@@ -186,7 +188,7 @@ pub unsafe extern "system" fn get_image_subresource_layout(
     subresource: *const vk::ImageSubresource,
     out: *mut vk::SubresourceLayout,
 ) {
-    guard_void(|| {
+    guard_void("vkGetImageSubresourceLayout", || {
         let layout = objects::image_layout(device, image)?;
         // SAFETY: valid per the contract.
         let sub = unsafe { super::input(subresource) }?;
@@ -208,6 +210,7 @@ pub unsafe extern "system" fn get_image_subresource_layout(
 /// # Safety
 /// `regions` is null or points to `count` structures.
 unsafe fn record_copy(
+    entry: &'static str,
     cb: vk::CommandBuffer,
     buffer: vk::Buffer,
     image: vk::Image,
@@ -215,7 +218,7 @@ unsafe fn record_copy(
     (count, regions): (u32, *const vk::BufferImageCopy),
     direction: Direction,
 ) {
-    guard_void(|| {
+    guard_void(entry, || {
         // SAFETY: per the caller.
         let regions = unsafe { slice(regions, count) };
         objects::cmd_copy_buffer_image(cb, buffer, image, layout, regions, direction);
@@ -236,8 +239,10 @@ pub unsafe extern "system" fn cmd_copy_buffer_to_image(
     regions: *const vk::BufferImageCopy,
 ) {
     let regions = (count, regions);
+    let entry = "vkCmdCopyBufferToImage";
+    let direction = Direction::BufferToImage;
     // SAFETY: `regions` points to `count` structures per the contract.
-    unsafe { record_copy(cb, src, dst, dst_layout, regions, Direction::BufferToImage) };
+    unsafe { record_copy(entry, cb, src, dst, dst_layout, regions, direction) };
 }
 
 /// `vkCmdCopyImageToBuffer`.
@@ -253,6 +258,8 @@ pub unsafe extern "system" fn cmd_copy_image_to_buffer(
     regions: *const vk::BufferImageCopy,
 ) {
     let regions = (count, regions);
+    let entry = "vkCmdCopyImageToBuffer";
+    let direction = Direction::ImageToBuffer;
     // SAFETY: `regions` points to `count` structures per the contract.
-    unsafe { record_copy(cb, dst, src, src_layout, regions, Direction::ImageToBuffer) };
+    unsafe { record_copy(entry, cb, dst, src, src_layout, regions, direction) };
 }

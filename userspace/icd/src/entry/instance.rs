@@ -6,8 +6,9 @@ use std::path::Path;
 
 use ash::vk;
 
-use super::{c_name, enumerate, enumerate_into, guard, guard_result, into_out, slice, write};
-use crate::objects::{self, BAD_HANDLE};
+use super::{c_name, enumerate, enumerate_into, guard_result, guard_void, into_out, slice, write};
+use crate::error::{IcdError, IcdResult};
+use crate::objects;
 use crate::physical_device::{self, DeviceSelection, INSTANCE_EXTENSIONS};
 
 /// The loader interface version we speak: 5 (the ICD must accept any `apiVersion` in
@@ -23,15 +24,15 @@ pub const LOADER_INTERFACE_VERSION: u32 = 5;
 pub unsafe extern "system" fn vk_icdNegotiateLoaderICDInterfaceVersion(
     supported: *mut u32,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vk_icdNegotiateLoaderICDInterfaceVersion", || {
         if supported.is_null() {
-            return Err(vk::Result::ERROR_INCOMPATIBLE_DRIVER);
+            return Err(IcdError::IncompatibleLoader { offered: 0 });
         }
         // SAFETY: non-null, valid per the loader's contract.
         let offered = unsafe { supported.read() };
         // Version 3 is the first with vk_icdGetPhysicalDeviceProcAddr, which we rely on.
         if offered < 3 {
-            return Err(vk::Result::ERROR_INCOMPATIBLE_DRIVER);
+            return Err(IcdError::IncompatibleLoader { offered });
         }
         // SAFETY: as above.
         unsafe { supported.write(offered.min(LOADER_INTERFACE_VERSION)) };
@@ -47,14 +48,14 @@ pub(super) unsafe fn check_extensions(
     names: *const *const c_char,
     count: u32,
     supported: &[(&CStr, u32)],
-) -> Result<(), vk::Result> {
+) -> IcdResult<()> {
     // SAFETY: per the caller.
-    let names = unsafe { slice(names, count) }.ok_or(vk::Result::ERROR_EXTENSION_NOT_PRESENT)?;
-    for name in names {
+    let names = unsafe { slice(names, count) }.ok_or(IcdError::ExtensionNotPresent { index: 0 })?;
+    for (index, name) in names.iter().enumerate() {
         // SAFETY: each is a NUL-terminated string per the caller.
-        let name = unsafe { c_name(*name) }.ok_or(vk::Result::ERROR_EXTENSION_NOT_PRESENT)?;
-        if !supported.iter().any(|(n, _)| n.to_bytes() == name) {
-            return Err(vk::Result::ERROR_EXTENSION_NOT_PRESENT);
+        let name = unsafe { c_name(*name) };
+        if !name.is_some_and(|name| supported.iter().any(|(n, _)| n.to_bytes() == name)) {
+            return Err(IcdError::ExtensionNotPresent { index });
         }
     }
     Ok(())
@@ -69,7 +70,7 @@ pub unsafe extern "system" fn create_instance(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::Instance,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkCreateInstance", || {
         let make = |info: &vk::InstanceCreateInfo<'_>| {
             // SAFETY: the names are valid per the contract.
             unsafe {
@@ -97,7 +98,10 @@ pub unsafe extern "system" fn destroy_instance(
     instance: vk::Instance,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard((), || objects::destroy_instance(instance));
+    guard_void("vkDestroyInstance", || {
+        objects::destroy_instance(instance);
+        Ok(())
+    });
 }
 
 /// `vkEnumerateInstanceVersion`.
@@ -105,7 +109,7 @@ pub unsafe extern "system" fn destroy_instance(
 /// # Safety
 /// `version` is valid for a write.
 pub unsafe extern "system" fn enumerate_instance_version(version: *mut u32) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkEnumerateInstanceVersion", || {
         // SAFETY: per the contract.
         unsafe { write(version, physical_device::API_VERSION) }?;
         Ok(vk::Result::SUCCESS)
@@ -121,9 +125,9 @@ pub unsafe extern "system" fn enumerate_instance_extension_properties(
     count: *mut u32,
     out: *mut vk::ExtensionProperties,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_UNKNOWN, || {
+    guard_result("vkEnumerateInstanceExtensionProperties", || {
         if !layer.is_null() {
-            return vk::Result::ERROR_LAYER_NOT_PRESENT;
+            return Err(IcdError::LayerNotPresent);
         }
         let props = physical_device::extension_properties(INSTANCE_EXTENSIONS);
         // SAFETY: per the contract.
@@ -140,10 +144,8 @@ pub unsafe extern "system" fn enumerate_physical_devices(
     count: *mut u32,
     out: *mut vk::PhysicalDevice,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_UNKNOWN, || {
-        let Some(instance) = objects::INSTANCES.get(instance) else {
-            return BAD_HANDLE;
-        };
+    guard_result("vkEnumeratePhysicalDevices", || {
+        let instance = objects::INSTANCES.live(instance)?;
         // SAFETY: per the contract.
         unsafe { enumerate(&instance.physical_devices, count, out) }
     })
@@ -158,10 +160,8 @@ pub unsafe extern "system" fn enumerate_physical_device_groups(
     count: *mut u32,
     out: *mut vk::PhysicalDeviceGroupProperties<'_>,
 ) -> vk::Result {
-    guard(vk::Result::ERROR_UNKNOWN, || {
-        let Some(instance) = objects::INSTANCES.get(instance) else {
-            return BAD_HANDLE;
-        };
+    guard_result("vkEnumeratePhysicalDeviceGroups", || {
+        let instance = objects::INSTANCES.live(instance)?;
         let put = |slot: *mut vk::PhysicalDeviceGroupProperties<'_>, pd: &vk::PhysicalDevice| {
             // SAFETY: a valid output structure of the application's array (per
             // `enumerate_into`), whose sType/pNext the application set and we keep.

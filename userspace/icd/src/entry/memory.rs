@@ -8,8 +8,9 @@ use extmem_hw::HostVa;
 #[cfg(not(windows))]
 use rustix::fd::{BorrowedFd, IntoRawFd};
 
-use super::{guard_result, guard_void, into_out, output, slice};
-use crate::objects::{self, BAD_HANDLE};
+use super::{guard_result, guard_void, into_out, null, output, slice};
+use crate::error::{IcdError, IcdResult};
+use crate::objects;
 
 /// `vkAllocateMemory`: the chain is parsed once by `extmem::alloc_info::parse` and
 /// validated and carried out by the memory manager.
@@ -22,10 +23,10 @@ pub unsafe extern "system" fn allocate_memory(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::DeviceMemory,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkAllocateMemory", || {
         let make = |info: &vk::MemoryAllocateInfo<'_>| {
             // SAFETY: the structure and its chain are valid per the contract.
-            let req = unsafe { extmem::alloc_info::parse(info) }.map_err(|e| e.result())?;
+            let req = unsafe { extmem::alloc_info::parse(info) }?;
             objects::allocate_memory(device, &req)
         };
         // SAFETY: per the contract.
@@ -42,7 +43,7 @@ pub unsafe extern "system" fn free_memory(
     memory: vk::DeviceMemory,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkFreeMemory", || {
         objects::free_memory(device, memory);
         Ok(())
     });
@@ -60,12 +61,13 @@ pub unsafe extern "system" fn map_memory(
     _flags: vk::MemoryMapFlags,
     out: *mut *mut c_void,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkMapMemory", || {
         if out.is_null() {
-            return Err(BAD_HANDLE);
+            return Err(null::<*mut c_void>());
         }
         let ptr = objects::map_memory(device, memory, offset, size)?;
-        let addr = usize::try_from(ptr.get()).map_err(|_| vk::Result::ERROR_MEMORY_MAP_FAILED)?;
+        let addr =
+            usize::try_from(ptr.get()).map_err(|_| IcdError::MapAddress { addr: ptr.get() })?;
         // SAFETY: non-null, valid for a write per the contract.
         unsafe { out.write(addr as *mut c_void) };
         Ok(vk::Result::SUCCESS)
@@ -77,7 +79,7 @@ pub unsafe extern "system" fn map_memory(
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn unmap_memory(device: vk::Device, memory: vk::DeviceMemory) {
-    guard_void(|| {
+    guard_void("vkUnmapMemory", || {
         objects::unmap_memory(device, memory);
         Ok(())
     });
@@ -92,9 +94,10 @@ pub unsafe extern "system" fn flush_mapped_memory_ranges(
     count: u32,
     ranges: *const vk::MappedMemoryRange<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkFlushMappedMemoryRanges", || {
         // SAFETY: `ranges` points to `count` structures per the contract.
-        let ranges = unsafe { slice(ranges, count) }.ok_or(BAD_HANDLE)?;
+        let ranges =
+            unsafe { slice(ranges, count) }.ok_or_else(null::<vk::MappedMemoryRange<'_>>)?;
         objects::check_ranges(device, ranges.iter().map(|r| r.memory))?;
         Ok(vk::Result::SUCCESS)
     })
@@ -109,8 +112,8 @@ pub unsafe extern "system" fn flush_mapped_memory_ranges(
 pub(super) unsafe fn answer_memory_type_bits<T>(
     out: *mut T,
     field: impl FnOnce(&mut T) -> &mut u32,
-    query: impl FnOnce() -> Result<u32, vk::Result>,
-) -> Result<vk::Result, vk::Result> {
+    query: impl FnOnce() -> IcdResult<u32>,
+) -> IcdResult<vk::Result> {
     // SAFETY: per the caller.
     let out = unsafe { output(out) }?;
     *field(out) = query()?;
@@ -127,7 +130,7 @@ pub unsafe extern "system" fn get_memory_fd(
     info: *const vk::MemoryGetFdInfoKHR<'_>,
     out: *mut i32,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetMemoryFdKHR", || {
         // SAFETY: per the contract.
         unsafe {
             into_out(info, out, |info| {
@@ -150,10 +153,10 @@ pub unsafe extern "system" fn get_memory_fd_properties(
     fd: i32,
     out: *mut vk::MemoryFdPropertiesKHR<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetMemoryFdPropertiesKHR", || {
         let query = || {
             if fd < 0 {
-                return Err(extmem::Error::from(extmem::Vuid::FdPropsValid).result());
+                return Err(extmem::Error::from(extmem::Vuid::FdPropsValid).into());
             }
             // SAFETY: the fd is only passed to syscalls, which fail with EBADF if it is not
             // open; the application keeps it.
@@ -175,7 +178,7 @@ pub unsafe extern "system" fn get_memory_host_pointer_properties(
     ptr: *const c_void,
     out: *mut vk::MemoryHostPointerPropertiesEXT<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetMemoryHostPointerPropertiesEXT", || {
         let ptr = HostVa::new(ptr as usize as u64);
         // SAFETY: a valid structure per the contract.
         unsafe {

@@ -3,7 +3,9 @@
 //! Each function is a thin wrapper: it catches panics ([`guard`]), turns the
 //! application's pointers into Rust values (checking the nulls that are cheap to check),
 //! calls the plain function in [`crate::objects`] and writes the answer back. Handles are
-//! looked up in the registries, never dereferenced.
+//! looked up in the registries, never dereferenced. Everything below returns an
+//! [`IcdError`]; the guards are the one place it becomes a `VkResult` (and, under
+//! `EXTMEM_DEBUG`, a line on stderr, see [`crate::debug`]).
 //!
 //! This module holds what every group shares: the panic guard, the pointer and pNext-chain
 //! helpers, the two-call idiom, and the `GetProcAddr` entry points over
@@ -14,7 +16,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ash::vk;
 
-use crate::objects::{self, BAD_HANDLE, PHYSICAL_DEVICES};
+use crate::debug;
+use crate::error::{IcdError, IcdResult};
+use crate::objects::{self, PHYSICAL_DEVICES};
 use crate::physical_device::DeviceInfo;
 use crate::proc_table::Level;
 
@@ -35,31 +39,54 @@ pub use instance::vk_icdNegotiateLoaderICDInterfaceVersion;
 /// Most structures followed in one output chain (a longer one is a cycle or garbage).
 const MAX_CHAIN: usize = 64;
 
-/// Runs `f`, turning a panic into `on_panic`: a panic must never unwind into C.
-fn guard<R>(on_panic: R, f: impl FnOnce() -> R) -> R {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+/// Runs `f` for the entry point `entry`, turning a panic into `on_panic`: a panic must
+/// never unwind into C.
+fn guard<R>(entry: &'static str, on_panic: R, f: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        debug::panic(entry, &*payload);
+        on_panic
+    })
+}
+
+/// Turns `error`, refused by `entry`, into the `VkResult` the application gets: the one
+/// place an [`IcdError`] crosses the C boundary.
+fn refuse(entry: &'static str, error: IcdError) -> vk::Result {
+    debug::refusal(entry, &error);
+    error.result()
 }
 
 /// [`guard`] for entry points that return nothing: a refusal leaves the outputs as they
-/// are (Vulkan gives these commands no way to report it).
-fn guard_void(f: impl FnOnce() -> Result<(), vk::Result>) {
-    guard((), || {
-        let _ = f();
+/// are (Vulkan gives these commands no way to report it; `EXTMEM_DEBUG` still prints it).
+fn guard_void(entry: &'static str, f: impl FnOnce() -> IcdResult<()>) {
+    guard(entry, (), || {
+        if let Err(error) = f() {
+            let _ = refuse(entry, error);
+        }
     });
 }
 
 /// [`guard`] for entry points that return a `VkResult`.
-fn guard_result(f: impl FnOnce() -> Result<vk::Result, vk::Result>) -> vk::Result {
-    guard(vk::Result::ERROR_UNKNOWN, || f().unwrap_or_else(|e| e))
+fn guard_result(entry: &'static str, f: impl FnOnce() -> IcdResult<vk::Result>) -> vk::Result {
+    guard(entry, vk::Result::ERROR_UNKNOWN, || {
+        f().unwrap_or_else(|error| refuse(entry, error))
+    })
+}
+
+/// The refusal of a null pointer to a `T`.
+fn null<T>() -> IcdError {
+    let name = core::any::type_name::<T>();
+    IcdError::NullPointer {
+        what: name.rsplit("::").next().unwrap_or(name),
+    }
 }
 
 /// The application's input structure behind `info`, refused if null.
 ///
 /// # Safety
 /// `info` is null or points to a valid `T` that outlives `'a`.
-unsafe fn input<'a, T>(info: *const T) -> Result<&'a T, vk::Result> {
+unsafe fn input<'a, T>(info: *const T) -> IcdResult<&'a T> {
     // SAFETY: null or valid per the caller.
-    unsafe { info.as_ref() }.ok_or(BAD_HANDLE)
+    unsafe { info.as_ref() }.ok_or_else(null::<T>)
 }
 
 /// The application's output structure behind `out`, refused if null; the caller fills
@@ -67,18 +94,18 @@ unsafe fn input<'a, T>(info: *const T) -> Result<&'a T, vk::Result> {
 ///
 /// # Safety
 /// `out` is null or points to a valid `T` that outlives `'a` and nothing else refers to.
-unsafe fn output<'a, T>(out: *mut T) -> Result<&'a mut T, vk::Result> {
+unsafe fn output<'a, T>(out: *mut T) -> IcdResult<&'a mut T> {
     // SAFETY: null or valid and unaliased per the caller.
-    unsafe { out.as_mut() }.ok_or(BAD_HANDLE)
+    unsafe { out.as_mut() }.ok_or_else(null::<T>)
 }
 
 /// Writes `value` to `out` unless it is null.
 ///
 /// # Safety
 /// `out` is null or valid for a write of `T`.
-unsafe fn write<T>(out: *mut T, value: T) -> Result<(), vk::Result> {
+unsafe fn write<T>(out: *mut T, value: T) -> IcdResult<()> {
     if out.is_null() {
-        return Err(BAD_HANDLE);
+        return Err(null::<T>());
     }
     // SAFETY: non-null, and valid for writes per the caller.
     unsafe { out.write(value) };
@@ -94,10 +121,10 @@ unsafe fn write<T>(out: *mut T, value: T) -> Result<(), vk::Result> {
 unsafe fn into_out<I, H>(
     info: *const I,
     out: *mut H,
-    make: impl FnOnce(&I) -> Result<H, vk::Result>,
-) -> Result<vk::Result, vk::Result> {
+    make: impl FnOnce(&I) -> IcdResult<H>,
+) -> IcdResult<vk::Result> {
     if out.is_null() {
-        return Err(BAD_HANDLE);
+        return Err(null::<H>());
     }
     // SAFETY: per the caller.
     let info = unsafe { input(info) }?;
@@ -132,10 +159,10 @@ unsafe fn slice<'a, T>(ptr: *const T, count: u32) -> Option<&'a [T]> {
 unsafe fn each_info<T>(
     ptr: *const T,
     count: u32,
-    mut f: impl FnMut(&T) -> Result<(), vk::Result>,
-) -> Result<vk::Result, vk::Result> {
+    mut f: impl FnMut(&T) -> IcdResult<()>,
+) -> IcdResult<vk::Result> {
     // SAFETY: per the caller.
-    let infos = unsafe { slice(ptr, count) }.ok_or(BAD_HANDLE)?;
+    let infos = unsafe { slice(ptr, count) }.ok_or_else(null::<T>)?;
     infos.iter().try_for_each(&mut f)?;
     Ok(vk::Result::SUCCESS)
 }
@@ -144,7 +171,7 @@ unsafe fn each_info<T>(
 ///
 /// # Safety
 /// `count` is valid for reads and writes; `out` is null or valid for `*count` writes.
-unsafe fn enumerate<T: Copy>(items: &[T], count: *mut u32, out: *mut T) -> vk::Result {
+unsafe fn enumerate<T: Copy>(items: &[T], count: *mut u32, out: *mut T) -> IcdResult<vk::Result> {
     // SAFETY: forwarded contract; each slot is valid for a write of a `T`.
     unsafe { enumerate_into(items, count, out, |slot, item| slot.write(*item)) }
 }
@@ -160,15 +187,15 @@ unsafe fn enumerate_into<T, O>(
     count: *mut u32,
     out: *mut O,
     put: impl Fn(*mut O, &T),
-) -> vk::Result {
+) -> IcdResult<vk::Result> {
     if count.is_null() {
-        return vk::Result::ERROR_UNKNOWN;
+        return Err(null::<u32>());
     }
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     if out.is_null() {
         // SAFETY: non-null, valid per the caller.
         unsafe { count.write(total) };
-        return vk::Result::SUCCESS;
+        return Ok(vk::Result::SUCCESS);
     }
     // SAFETY: as above.
     let room = unsafe { count.read() };
@@ -179,11 +206,11 @@ unsafe fn enumerate_into<T, O>(
     }
     // SAFETY: as above.
     unsafe { count.write(n) };
-    if n < total {
+    Ok(if n < total {
         vk::Result::INCOMPLETE
     } else {
         vk::Result::SUCCESS
-    }
+    })
 }
 
 /// Calls `f` on each structure of an output pNext chain.
@@ -226,7 +253,7 @@ unsafe fn fill<T>(base: *mut vk::BaseOutStructure<'_>, value: T) {
 unsafe fn write_requirements2(
     out: *mut vk::MemoryRequirements2<'_>,
     reqs: vk::MemoryRequirements,
-) -> Result<(), vk::Result> {
+) -> IcdResult<()> {
     // SAFETY: per the caller.
     let out = unsafe { output(out) }?;
     out.memory_requirements = reqs;
@@ -242,11 +269,8 @@ unsafe fn write_requirements2(
 }
 
 /// What the registry knows of a live physical device.
-fn physical(pd: vk::PhysicalDevice) -> Result<DeviceInfo, vk::Result> {
-    PHYSICAL_DEVICES
-        .get(pd)
-        .map(|p| p.info.clone())
-        .ok_or(BAD_HANDLE)
+fn physical(pd: vk::PhysicalDevice) -> IcdResult<DeviceInfo> {
+    Ok(PHYSICAL_DEVICES.live(pd)?.info.clone())
 }
 
 // ---- Dispatch -----------------------------------------------------------------------------
@@ -285,7 +309,7 @@ pub unsafe extern "system" fn vk_icdGetPhysicalDeviceProcAddr(
     instance: vk::Instance,
     name: *const c_char,
 ) -> vk::PFN_vkVoidFunction {
-    guard(None, || {
+    guard("vk_icdGetPhysicalDeviceProcAddr", None, || {
         objects::INSTANCES.get(instance)?;
         // SAFETY: forwarded contract.
         unsafe { lookup_at(Level::PhysicalDevice, name) }
@@ -311,7 +335,7 @@ pub unsafe extern "system" fn get_instance_proc_addr(
     instance: vk::Instance,
     name: *const c_char,
 ) -> vk::PFN_vkVoidFunction {
-    guard(None, || {
+    guard("vkGetInstanceProcAddr", None, || {
         // SAFETY: forwarded contract.
         let name = unsafe { c_name(name) }?;
         let (level, f) = crate::proc_table::lookup(name)?;
@@ -331,7 +355,7 @@ pub unsafe extern "system" fn get_device_proc_addr(
     device: vk::Device,
     name: *const c_char,
 ) -> vk::PFN_vkVoidFunction {
-    guard(None, || {
+    guard("vkGetDeviceProcAddr", None, || {
         objects::DEVICES.get(device)?;
         // SAFETY: forwarded contract.
         unsafe { lookup_at(Level::Device, name) }

@@ -9,9 +9,10 @@ use extmem::handle_types::{
 };
 
 use super::{
-    each_out, enumerate, enumerate_into, fill, guard, guard_result, guard_void, input, output,
-    physical, write,
+    each_out, enumerate, enumerate_into, fill, guard_result, guard_void, input, output, physical,
+    write,
 };
+use crate::error::{IcdError, IcdResult};
 use crate::image::{image_format_properties, ImageQuery};
 use crate::physical_device::{self, DeviceInfo};
 
@@ -23,7 +24,7 @@ unsafe fn write_answer<T>(
     pd: vk::PhysicalDevice,
     out: *mut T,
     answer: impl FnOnce(&DeviceInfo) -> T,
-) -> Result<(), vk::Result> {
+) -> IcdResult<()> {
     let info = physical(pd)?;
     // SAFETY: per the caller.
     unsafe { write(out, answer(&info)) }
@@ -38,7 +39,7 @@ unsafe fn fill_answer<T>(
     pd: vk::PhysicalDevice,
     out: *mut T,
     answer: impl FnOnce(&DeviceInfo, &mut T),
-) -> Result<(), vk::Result> {
+) -> IcdResult<()> {
     let info = physical(pd)?;
     // SAFETY: per the caller.
     answer(&info, unsafe { output(out) }?);
@@ -54,7 +55,9 @@ pub unsafe extern "system" fn get_physical_device_features(
     out: *mut vk::PhysicalDeviceFeatures,
 ) {
     // SAFETY: valid for a write per the contract.
-    guard_void(|| unsafe { write_answer(pd, out, |_| vk::PhysicalDeviceFeatures::default()) });
+    guard_void("vkGetPhysicalDeviceFeatures", || unsafe {
+        write_answer(pd, out, |_| vk::PhysicalDeviceFeatures::default())
+    });
 }
 
 /// `vkGetPhysicalDeviceFeatures2`: no feature, in every structure we know.
@@ -94,7 +97,9 @@ pub unsafe extern "system" fn get_physical_device_features2(
         };
     };
     // SAFETY: a valid structure per the contract.
-    guard_void(|| unsafe { fill_answer(pd, out, answer) });
+    guard_void("vkGetPhysicalDeviceFeatures2", || unsafe {
+        fill_answer(pd, out, answer)
+    });
 }
 
 /// `vkGetPhysicalDeviceProperties`.
@@ -106,7 +111,9 @@ pub unsafe extern "system" fn get_physical_device_properties(
     out: *mut vk::PhysicalDeviceProperties,
 ) {
     // SAFETY: valid for a write per the contract.
-    guard_void(|| unsafe { write_answer(pd, out, DeviceInfo::properties) });
+    guard_void("vkGetPhysicalDeviceProperties", || unsafe {
+        write_answer(pd, out, DeviceInfo::properties)
+    });
 }
 
 /// `vkGetPhysicalDeviceProperties2`, with the structures listed in the match below.
@@ -164,7 +171,9 @@ pub unsafe extern "system" fn get_physical_device_properties2(
         };
     };
     // SAFETY: a valid structure per the contract.
-    guard_void(|| unsafe { fill_answer(pd, out, answer) });
+    guard_void("vkGetPhysicalDeviceProperties2", || unsafe {
+        fill_answer(pd, out, answer)
+    });
 }
 
 /// `VkPhysicalDeviceDriverProperties`, answered when an application chains it (the device
@@ -200,7 +209,7 @@ pub unsafe extern "system" fn get_physical_device_queue_family_properties(
     count: *mut u32,
     out: *mut vk::QueueFamilyProperties,
 ) {
-    guard_void(|| {
+    guard_void("vkGetPhysicalDeviceQueueFamilyProperties", || {
         physical(pd)?;
         // SAFETY: per the two-call contract.
         let _ = unsafe { enumerate(&physical_device::queue_families(), count, out) };
@@ -217,7 +226,7 @@ pub unsafe extern "system" fn get_physical_device_queue_family_properties2(
     count: *mut u32,
     out: *mut vk::QueueFamilyProperties2<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkGetPhysicalDeviceQueueFamilyProperties2", || {
         physical(pd)?;
         let put = |slot: *mut vk::QueueFamilyProperties2<'_>, family: &_| {
             // SAFETY: a valid structure of the application's array (per `enumerate_into`);
@@ -239,7 +248,9 @@ pub unsafe extern "system" fn get_physical_device_memory_properties(
     out: *mut vk::PhysicalDeviceMemoryProperties,
 ) {
     // SAFETY: valid for a write per the contract.
-    guard_void(|| unsafe { write_answer(pd, out, DeviceInfo::memory_properties) });
+    guard_void("vkGetPhysicalDeviceMemoryProperties", || unsafe {
+        write_answer(pd, out, DeviceInfo::memory_properties)
+    });
 }
 
 /// `vkGetPhysicalDeviceMemoryProperties2`.
@@ -254,7 +265,9 @@ pub unsafe extern "system" fn get_physical_device_memory_properties2(
         out.memory_properties = info.memory_properties();
     };
     // SAFETY: a valid structure per the contract.
-    guard_void(|| unsafe { fill_answer(pd, out, answer) });
+    guard_void("vkGetPhysicalDeviceMemoryProperties2", || unsafe {
+        fill_answer(pd, out, answer)
+    });
 }
 
 /// `vkGetPhysicalDeviceFormatProperties`: transfer source and destination for the
@@ -269,7 +282,9 @@ pub unsafe extern "system" fn get_physical_device_format_properties(
 ) {
     let answer = |_: &DeviceInfo| crate::image::format_properties(format);
     // SAFETY: valid for a write per the contract.
-    guard_void(|| unsafe { write_answer(pd, out, answer) });
+    guard_void("vkGetPhysicalDeviceFormatProperties", || unsafe {
+        write_answer(pd, out, answer)
+    });
 }
 
 /// `vkGetPhysicalDeviceFormatProperties2`.
@@ -285,7 +300,9 @@ pub unsafe extern "system" fn get_physical_device_format_properties2(
         out.format_properties = crate::image::format_properties(format);
     };
     // SAFETY: a valid structure per the contract.
-    guard_void(|| unsafe { fill_answer(pd, out, answer) });
+    guard_void("vkGetPhysicalDeviceFormatProperties2", || unsafe {
+        fill_answer(pd, out, answer)
+    });
 }
 
 /// The answer of the image-format queries for `query` on `pd`: the device, and the
@@ -293,17 +310,17 @@ pub unsafe extern "system" fn get_physical_device_format_properties2(
 fn image_format(
     pd: vk::PhysicalDevice,
     query: &ImageQuery,
-) -> Result<(DeviceInfo, Option<vk::ImageFormatProperties>), vk::Result> {
+) -> IcdResult<(DeviceInfo, Option<vk::ImageFormatProperties>)> {
     let dev = physical(pd)?;
     let props = image_format_properties(query, dev.max_allocation_size());
     Ok((dev, props))
 }
 
 /// `VK_SUCCESS` for a format query answered, else `VK_ERROR_FORMAT_NOT_SUPPORTED`.
-fn supported<T>(answer: Option<T>) -> Result<vk::Result, vk::Result> {
+fn supported<T>(answer: Option<T>) -> IcdResult<vk::Result> {
     answer
         .map(|_| vk::Result::SUCCESS)
-        .ok_or(vk::Result::ERROR_FORMAT_NOT_SUPPORTED)
+        .ok_or(IcdError::FormatNotSupported)
 }
 
 /// `vkGetPhysicalDeviceImageFormatProperties`: linear 2D transfer images of the supported
@@ -321,7 +338,7 @@ pub unsafe extern "system" fn get_physical_device_image_format_properties(
     flags: vk::ImageCreateFlags,
     out: *mut vk::ImageFormatProperties,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetPhysicalDeviceImageFormatProperties", || {
         let query = ImageQuery {
             format,
             ty,
@@ -349,7 +366,7 @@ pub unsafe extern "system" fn get_physical_device_image_format_properties2(
     info: *const vk::PhysicalDeviceImageFormatInfo2<'_>,
     out: *mut vk::ImageFormatProperties2<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetPhysicalDeviceImageFormatProperties2", || {
         physical(pd)?;
         // SAFETY: valid per the contract.
         let info = unsafe { input(info) }?;
@@ -409,7 +426,7 @@ pub unsafe extern "system" fn get_physical_device_sparse_image_format_properties
     count: *mut u32,
     _out: *mut vk::SparseImageFormatProperties,
 ) {
-    guard_void(|| {
+    guard_void("vkGetPhysicalDeviceSparseImageFormatProperties", || {
         // SAFETY: valid for a write per the contract.
         unsafe { write(count, 0) }
     });
@@ -425,7 +442,7 @@ pub unsafe extern "system" fn get_physical_device_sparse_image_format_properties
     count: *mut u32,
     _out: *mut vk::SparseImageFormatProperties2<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkGetPhysicalDeviceSparseImageFormatProperties2", || {
         // SAFETY: valid for a write per the contract.
         unsafe { write(count, 0) }
     });
@@ -441,14 +458,14 @@ pub unsafe extern "system" fn enumerate_device_extension_properties(
     count: *mut u32,
     out: *mut vk::ExtensionProperties,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkEnumerateDeviceExtensionProperties", || {
         let info = physical(pd)?;
         if !layer.is_null() {
-            return Err(vk::Result::ERROR_LAYER_NOT_PRESENT);
+            return Err(IcdError::LayerNotPresent);
         }
         let props = physical_device::extension_properties(&info.device_extensions());
         // SAFETY: per the two-call contract.
-        Ok(unsafe { enumerate(&props, count, out) })
+        unsafe { enumerate(&props, count, out) }
     })
 }
 
@@ -462,7 +479,7 @@ pub unsafe extern "system" fn enumerate_device_layer_properties(
     out: *mut vk::LayerProperties,
 ) -> vk::Result {
     // SAFETY: per the two-call contract.
-    guard(vk::Result::ERROR_UNKNOWN, || unsafe {
+    guard_result("vkEnumerateDeviceLayerProperties", || unsafe {
         enumerate::<vk::LayerProperties>(&[], count, out)
     })
 }
@@ -476,7 +493,7 @@ pub unsafe extern "system" fn get_physical_device_external_buffer_properties(
     info: *const vk::PhysicalDeviceExternalBufferInfo<'_>,
     out: *mut vk::ExternalBufferProperties<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkGetPhysicalDeviceExternalBufferProperties", || {
         let dev = physical(pd)?;
         // SAFETY: valid per the contract.
         let info = unsafe { input(info) }?;
@@ -501,7 +518,7 @@ pub unsafe extern "system" fn get_physical_device_external_buffer_properties(
 ///
 /// # Safety
 /// `out` is null or a valid `T` that starts with sType and pNext.
-unsafe fn answer_none<T: Default>(out: *mut T) -> Result<(), vk::Result> {
+unsafe fn answer_none<T: Default>(out: *mut T) -> IcdResult<()> {
     // SAFETY: per the caller.
     let out = unsafe { output(out) }?;
     // SAFETY: `out` is a valid `T`, which starts with the header `fill` keeps.
@@ -519,7 +536,10 @@ pub unsafe extern "system" fn get_physical_device_external_semaphore_properties(
     out: *mut vk::ExternalSemaphoreProperties<'_>,
 ) {
     // SAFETY: a valid structure per the contract.
-    guard_void(|| unsafe { answer_none(out) });
+    guard_void(
+        "vkGetPhysicalDeviceExternalSemaphoreProperties",
+        || unsafe { answer_none(out) },
+    );
 }
 
 /// `vkGetPhysicalDeviceExternalFenceProperties`: no external fences.
@@ -532,7 +552,9 @@ pub unsafe extern "system" fn get_physical_device_external_fence_properties(
     out: *mut vk::ExternalFenceProperties<'_>,
 ) {
     // SAFETY: a valid structure per the contract.
-    guard_void(|| unsafe { answer_none(out) });
+    guard_void("vkGetPhysicalDeviceExternalFenceProperties", || unsafe {
+        answer_none(out)
+    });
 }
 
 /// `vkGetPhysicalDeviceExternalImageFormatPropertiesNV`: the image answer of
@@ -551,7 +573,7 @@ pub unsafe extern "system" fn get_physical_device_external_image_format_properti
     handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
     out: *mut vk::ExternalImageFormatPropertiesNV,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetPhysicalDeviceExternalImageFormatPropertiesNV", || {
         let query = ImageQuery {
             format,
             ty,

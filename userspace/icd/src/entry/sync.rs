@@ -3,8 +3,8 @@
 
 use ash::vk;
 
-use super::{guard_result, guard_void, into_out, slice};
-use crate::objects::{self, BAD_HANDLE};
+use super::{guard_result, guard_void, into_out, null, slice};
+use crate::objects;
 
 /// `vkQueueSubmit`. Semaphores cannot exist (none can be created), so only command
 /// buffers and the fence matter.
@@ -17,14 +17,14 @@ pub unsafe extern "system" fn queue_submit(
     submits: *const vk::SubmitInfo<'_>,
     fence: vk::Fence,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkQueueSubmit", || {
         // SAFETY: `submits` points to `count` structures per the contract.
-        let submits = unsafe { slice(submits, count) }.ok_or(BAD_HANDLE)?;
+        let submits = unsafe { slice(submits, count) }.ok_or_else(null::<vk::SubmitInfo<'_>>)?;
         let mut buffers = Vec::new();
         for submit in submits {
             // SAFETY: each points to its `command_buffer_count` handles per the contract.
             let cbs = unsafe { slice(submit.p_command_buffers, submit.command_buffer_count) }
-                .ok_or(BAD_HANDLE)?;
+                .ok_or_else(null::<vk::CommandBuffer>)?;
             buffers.extend_from_slice(cbs);
         }
         let fence = (fence != vk::Fence::null()).then_some(fence);
@@ -38,7 +38,7 @@ pub unsafe extern "system" fn queue_submit(
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn queue_wait_idle(queue: vk::Queue) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkQueueWaitIdle", || {
         objects::wait_idle_queue(queue)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -54,7 +54,7 @@ pub unsafe extern "system" fn create_fence(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::Fence,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkCreateFence", || {
         // SAFETY: per the contract.
         unsafe {
             into_out(info, out, |info| {
@@ -74,7 +74,7 @@ pub unsafe extern "system" fn destroy_fence(
     fence: vk::Fence,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard_void(|| {
+    guard_void("vkDestroyFence", || {
         objects::destroy_fence(device, fence);
         Ok(())
     });
@@ -89,9 +89,9 @@ pub unsafe extern "system" fn reset_fences(
     count: u32,
     fences: *const vk::Fence,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkResetFences", || {
         // SAFETY: `fences` points to `count` handles per the contract.
-        let fences = unsafe { slice(fences, count) }.ok_or(BAD_HANDLE)?;
+        let fences = unsafe { slice(fences, count) }.ok_or_else(null::<vk::Fence>)?;
         objects::reset_fences(device, fences)?;
         Ok(vk::Result::SUCCESS)
     })
@@ -102,7 +102,7 @@ pub unsafe extern "system" fn reset_fences(
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_fence_status(device: vk::Device, fence: vk::Fence) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetFenceStatus", || {
         Ok(if objects::fence_status(device, fence)? {
             vk::Result::SUCCESS
         } else {
@@ -122,9 +122,9 @@ pub unsafe extern "system" fn wait_for_fences(
     wait_all: vk::Bool32,
     _timeout: u64,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkWaitForFences", || {
         // SAFETY: `fences` points to `count` handles per the contract.
-        let fences = unsafe { slice(fences, count) }.ok_or(BAD_HANDLE)?;
+        let fences = unsafe { slice(fences, count) }.ok_or_else(null::<vk::Fence>)?;
         Ok(
             if objects::wait_for_fences(device, fences, wait_all != vk::FALSE)? {
                 vk::Result::SUCCESS

@@ -6,8 +6,8 @@
 use ash::vk;
 
 use super::memory::answer_memory_type_bits;
-use super::{guard_result, write};
-use crate::objects::{self, BAD_HANDLE};
+use super::{guard_result, null, write};
+use crate::objects;
 
 /// `vkGetMemoryWin32HandleKHR`: an NT handle the application owns (once per memory), or
 /// the memory's global-share token.
@@ -19,9 +19,9 @@ pub unsafe extern "system" fn get_memory_win32_handle(
     info: *const vk::MemoryGetWin32HandleInfoKHR<'_>,
     out: *mut vk::HANDLE,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetMemoryWin32HandleKHR", || {
         if info.is_null() {
-            return Err(BAD_HANDLE);
+            return Err(null::<vk::MemoryGetWin32HandleInfoKHR<'_>>());
         }
         // SAFETY: non-null, valid per the contract.
         let info = unsafe { &*info };
@@ -43,7 +43,7 @@ pub unsafe extern "system" fn get_memory_win32_handle_properties(
     _handle: vk::HANDLE,
     out: *mut vk::MemoryWin32HandlePropertiesKHR<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetMemoryWin32HandlePropertiesKHR", || {
         // SAFETY: a valid structure per the contract.
         unsafe {
             answer_memory_type_bits(
@@ -65,7 +65,7 @@ pub unsafe extern "system" fn get_memory_win32_handle_nv(
     handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
     out: *mut vk::HANDLE,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetMemoryWin32HandleNV", || {
         let handle = objects::memory_win32_handle_nv(device, memory, handle_type)?;
         // SAFETY: valid for a write per the contract; `write` checks null.
         unsafe { write(out, handle as vk::HANDLE) }?;
