@@ -212,7 +212,7 @@ pub enum IcdError {
     },
     /// A pointer the command reads or writes is null.
     NullPointer {
-        /// Which argument.
+        /// What it points to (a Vulkan structure or handle type), or the argument.
         what: &'static str,
     },
     /// The copy engine faulted, or the kernel refused the job.
@@ -382,7 +382,7 @@ impl fmt::Display for IcdError {
             IcdError::UnknownHandle { ty, raw } => {
                 write!(f, "{ty:?} {raw:#x} is not a live handle of this device")
             }
-            IcdError::NullPointer { what } => write!(f, "{what} is NULL"),
+            IcdError::NullPointer { what } => write!(f, "the pointer to {what} is NULL"),
             IcdError::Exec(ExecError::Fault(fault)) => write!(
                 f,
                 "the copy engine faulted at command {} (GPU VA {}): {:?}",

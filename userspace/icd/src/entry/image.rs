@@ -34,15 +34,17 @@ pub unsafe extern "system" fn create_image(
         // SAFETY: valid per the contract.
         let info = unsafe { super::input(info) }?;
         let caps = dev.info.caps();
-        let mut external_ok = true;
+        // The first handle types (their raw bits) the device cannot share this image with.
+        let mut refused: Option<u32> = None;
         // SAFETY: the chain is valid per the contract (only read here); each cast
         // matches its sType.
         unsafe {
             each_out(info.p_next.cast_mut(), |s| match (*s).s_type {
                 vk::StructureType::EXTERNAL_MEMORY_IMAGE_CREATE_INFO => {
                     let types = (*s.cast::<vk::ExternalMemoryImageCreateInfo<'_>>()).handle_types;
-                    external_ok &=
-                        each_bit(types).all(|bit| external_image_properties(&caps, bit).is_some());
+                    if !each_bit(types).all(|bit| external_image_properties(&caps, bit).is_some()) {
+                        refused.get_or_insert(types.as_raw());
+                    }
                 }
                 vk::StructureType::EXTERNAL_MEMORY_IMAGE_CREATE_INFO_NV => {
                     let types = (*s.cast::<vk::ExternalMemoryImageCreateInfoNV<'_>>()).handle_types;
@@ -53,13 +55,15 @@ pub unsafe extern "system" fn create_image(
                         true,
                         vk::ImageFormatProperties::default(),
                     );
-                    external_ok &= nv.compatible_handle_types.contains(types);
+                    if !nv.compatible_handle_types.contains(types) {
+                        refused.get_or_insert(types.as_raw());
+                    }
                 }
                 _ => {}
             })
         };
-        if !external_ok {
-            return Err(IcdError::rule(Rule::ImageHandleTypes, 0));
+        if let Some(types) = refused {
+            return Err(IcdError::rule(Rule::ImageHandleTypes, u64::from(types)));
         }
         let query = ImageQuery {
             format: info.format,

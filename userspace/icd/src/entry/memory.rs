@@ -63,7 +63,7 @@ pub unsafe extern "system" fn map_memory(
 ) -> vk::Result {
     guard_result("vkMapMemory", || {
         if out.is_null() {
-            return Err(null::<*mut c_void>());
+            return Err(IcdError::NullPointer { what: "ppData" });
         }
         let ptr = objects::map_memory(device, memory, offset, size)?;
         let addr =
