@@ -217,6 +217,8 @@ pub enum IcdError {
     },
     /// The copy engine faulted, or the kernel refused the job.
     Exec(ExecError),
+    /// The device's backend has no copy engine to run a submission on.
+    NoCopyEngine,
     /// An enabled extension this driver does not offer (or a null name).
     ExtensionNotPresent {
         /// Its index in `ppEnabledExtensionNames`.
@@ -260,7 +262,7 @@ impl IcdError {
             IcdError::UnknownHandle { .. } | IcdError::NullPointer { .. } => {
                 vk::Result::ERROR_UNKNOWN
             }
-            IcdError::Exec(ExecError::Fault(_) | ExecError::Kernel(_)) => {
+            IcdError::Exec(ExecError::Fault(_) | ExecError::Kernel(_)) | IcdError::NoCopyEngine => {
                 vk::Result::ERROR_DEVICE_LOST
             }
             IcdError::ExtensionNotPresent { .. } => vk::Result::ERROR_EXTENSION_NOT_PRESENT,
@@ -299,6 +301,10 @@ impl IcdError {
             IcdError::Exec(ExecError::Kernel(e)) => Cause {
                 op: Some(e.op),
                 errno: Some(e.errno),
+                ..Cause::default()
+            },
+            IcdError::NoCopyEngine => Cause {
+                op: Some(Op::Exec),
                 ..Cause::default()
             },
             IcdError::MapAddress { .. } => Cause {
@@ -389,6 +395,7 @@ impl fmt::Display for IcdError {
                 fault.cmd, fault.va, fault.kind
             ),
             IcdError::Exec(ExecError::Kernel(e)) => write!(f, "the kernel refused the job: {e}"),
+            IcdError::NoCopyEngine => write!(f, "the device has no copy engine"),
             IcdError::ExtensionNotPresent { index } => {
                 write!(f, "enabled extension {index} is not offered by this driver")
             }

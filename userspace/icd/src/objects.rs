@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use ash::vk::{self, Handle};
 use extmem::alloc_info::AllocRequest;
+use extmem::backend::Backend;
+use extmem::exec::{Command, MAX_COMMANDS};
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
 use extmem_hw::{GpuVa, HostVa};
-use extmem_uapi::{Cmd, MAX_EXEC_CMDS};
 #[cfg(not(windows))]
 use rustix::fd::{BorrowedFd, OwnedFd};
 
@@ -120,7 +121,7 @@ pub struct Staging {
 #[derive(Debug, Default)]
 pub struct Recording {
     /// The copy-engine commands, in order.
-    pub cmds: Vec<Cmd>,
+    pub cmds: Vec<Command>,
     /// The first invalid command, returned by `vkEndCommandBuffer`.
     pub error: Option<RecordError>,
     /// Staging chunks; the last one is being filled.
@@ -746,7 +747,7 @@ pub fn end_command_buffer(cb: vk::CommandBuffer) -> IcdResult<()> {
 }
 
 /// Records `result`'s commands, or its error if it is the first one.
-fn record(recording: &mut Recording, result: Result<Vec<Cmd>, RecordError>) {
+fn record(recording: &mut Recording, result: Result<Vec<Command>, RecordError>) {
     match result {
         Ok(cmds) => recording.cmds.extend(cmds),
         Err(e) => {
@@ -936,9 +937,15 @@ pub fn submit(
         if recording.error.is_some() {
             return Err(IcdError::rule(Rule::SubmitExecutable, cb_handle.as_raw()));
         }
-        let chunk_len = usize::try_from(MAX_EXEC_CMDS).unwrap_or(1);
+        let chunk_len = usize::try_from(MAX_COMMANDS).unwrap_or(1);
         for chunk in recording.cmds.chunks(chunk_len) {
-            manager.backend_mut().exec(chunk)?;
+            // Both devices the ICD opens have a copy engine; a backend without one could
+            // run nothing, which is as good as lost.
+            manager
+                .backend_mut()
+                .engine()
+                .ok_or(IcdError::NoCopyEngine)?
+                .exec(chunk)?;
         }
     }
     if let Some(fence) = fence {

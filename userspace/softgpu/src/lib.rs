@@ -52,9 +52,11 @@ use std::fmt;
 use std::num::NonZeroU32;
 
 use extmem::backend::{
-    errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
+    errno, Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport,
+    ObjectOrigin, Op,
 };
-use extmem::exec::{ExecError, Fault};
+use extmem::device_params::{DeviceParams, ParamError, RawParams};
+use extmem::exec::{self, Command, ExecError, Fault};
 use extmem::handle_types::{DeviceCaps, Platform};
 use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 use extmem_hw::{GpuVa, HostVa};
@@ -160,24 +162,6 @@ impl SoftGpu {
             // Nothing is pinned and nothing attached.
             (ParamAnswer::Platform, _) => 0,
         })
-    }
-
-    /// `EXEC`: runs `cmds` in order on kcore's copy engine.
-    pub fn exec(&mut self, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
-        let count = u32::try_from(cmds.len())
-            .map_err(|_| ExecError::Kernel(failed(Op::Exec)(errno::EINVAL)))?;
-        let mut args = uapi::Exec {
-            cmds: cmds.as_ptr() as usize as u64,
-            count,
-            ..Default::default()
-        };
-        match self.vm.exec(&mut args, cmds) {
-            Ok(()) => Ok(()),
-            Err(copy_engine::ExecError::Fault { cmd, va, kind }) => {
-                Err(ExecError::Fault(Fault { cmd, va, kind }))
-            }
-            Err(e) => Err(ExecError::Kernel(failed(Op::Exec)(e.errno()))),
-        }
     }
 
     /// `VM_QUERY`: (leaf size, read-only) of the mapping at `va`, `None` if unmapped.
@@ -383,6 +367,31 @@ impl Backend for SoftGpu {
     #[cfg(windows)]
     fn win32(&mut self) -> Option<&mut dyn extmem::backend::Win32Sharing> {
         Some(self)
+    }
+
+    fn engine(&mut self) -> Option<&mut dyn CopyEngine> {
+        Some(self)
+    }
+
+    /// `GET_PARAM`'s answers ([`SoftGpu::param`]), checked as the kernel device's are.
+    fn device_params(&self) -> Result<DeviceParams, ParamError> {
+        DeviceParams::from_raw(RawParams::read(|p| self.param(p))?)
+    }
+}
+
+/// Commands in the kernel's encoding, run by kcore's copy engine as the module runs them.
+impl CopyEngine for SoftGpu {
+    fn exec(&mut self, cmds: &[Command]) -> Result<(), ExecError> {
+        let (encoded, mut args) = exec::encode(cmds)?;
+        match self.vm.exec(&mut args, &encoded) {
+            Ok(()) => Ok(()),
+            Err(copy_engine::ExecError::Fault { cmd, va, kind }) => Err(ExecError::Fault(Fault {
+                cmd,
+                va,
+                kind: kind.into(),
+            })),
+            Err(e) => Err(ExecError::Kernel(failed(Op::Exec)(e.errno()))),
+        }
     }
 }
 
