@@ -287,7 +287,7 @@ impl IcdError {
                     errno: cause.errno,
                 }
             }
-            IcdError::Record(RecordError::OutOfMemory(_)) => Cause::default(),
+            IcdError::Record(RecordError::OutOfMemory(e)) => IcdError::Memory(e).cause(),
             IcdError::Record(e) => Cause::rule(e.vuid()),
             IcdError::Image(e) => Cause {
                 vuid: image_vuid(e),
@@ -380,6 +380,9 @@ impl fmt::Display for IcdError {
                 Some(vuid) => write!(f, "{}", vuid.text()),
                 None => write!(f, "{e}"),
             },
+            IcdError::Record(RecordError::OutOfMemory(e)) => {
+                write!(f, "no staging memory for vkCmdUpdateBuffer: {e}")
+            }
             IcdError::Record(e) => write!(f, "a recorded command is invalid: {e:?}"),
             IcdError::Image(e) => write!(f, "the image is not one this device offers: {e:?}"),
             IcdError::ValidUsage { rule, value } => {
@@ -472,6 +475,14 @@ mod tests {
         let e = IcdError::from(RecordError::ZeroCopy);
         assert_eq!(e.cause().vuid, Some("VUID-VkBufferCopy-size-01988"));
         assert_eq!(e.result(), vk::Result::ERROR_VALIDATION_FAILED_EXT);
+        let staging = IcdError::from(RecordError::OutOfMemory(extmem::Error::MemoryMapFailed {
+            errno: 12,
+        }));
+        assert_eq!(staging.result(), vk::Result::ERROR_MEMORY_MAP_FAILED);
+        assert_eq!(
+            (staging.cause().op, staging.cause().errno),
+            (Some(Op::Map), Some(12))
+        );
         let unknown = IcdError::unknown(vk::Buffer::null());
         assert_eq!(unknown.result(), vk::Result::ERROR_UNKNOWN);
         assert!(unknown.to_string().contains("BUFFER 0x0"), "{unknown}");

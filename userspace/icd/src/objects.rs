@@ -879,7 +879,7 @@ fn stage(
                 memory_type_index: physical_device::MEMORY_TYPE_DEVICE,
                 ..AllocRequest::default()
             };
-            let oom = |e: extmem::Error| RecordError::OutOfMemory(e.result());
+            let oom = RecordError::OutOfMemory;
             let mut memory = manager.allocate(&req).map_err(oom)?;
             let cpu = match manager.map(&mut memory) {
                 Ok(cpu) => cpu,
@@ -896,10 +896,11 @@ fn stage(
                 .ok_or(RecordError::BadSize { size, buffer: 0 })?
         }
     };
+    // Never empty here: `at` was placed in the last chunk, or in the one pushed above.
     let chunk = recording
         .staging
         .last()
-        .ok_or(RecordError::OutOfMemory(vk::Result::ERROR_UNKNOWN))?;
+        .ok_or(RecordError::OutOfMemory(extmem::Error::OutOfHostMemory))?;
     let cpu = chunk
         .cpu
         .checked_add(at)
@@ -907,7 +908,7 @@ fn stage(
     let gpu = chunk
         .memory
         .gpu_va()
-        .map_err(|e| RecordError::OutOfMemory(e.result()))?
+        .map_err(RecordError::OutOfMemory)?
         .checked_add(at)
         .ok_or(RecordError::BadSize { size, buffer: 0 })?;
     // SAFETY: `cpu` is `at` bytes into the chunk's live CPU mapping, which the recording
