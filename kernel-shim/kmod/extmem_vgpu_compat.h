@@ -55,4 +55,14 @@
 #define EXTMEM_DRM_DRIVER_DEBUGFS_INIT(init) .debugfs_init = (init),
 #endif
 
+/*
+ * 6.18 removed nth_page(): the glue only compares struct page pointers of pinned pages
+ * with it, and on x86-64 and arm64 (SPARSEMEM_VMEMMAP) it was plain pointer arithmetic.
+ * Until then it is a macro of <linux/mm.h>.
+ */
+#include <linux/mm.h>
+#ifndef nth_page
+#define nth_page(page, n) ((page) + (n))
+#endif
+
 #endif /* EXTMEM_VGPU_COMPAT_H */
