@@ -98,36 +98,9 @@ impl fmt::Display for BackendError {
     }
 }
 
-/// Linux errno values this layer interprets (asm-generic, same on every architecture we
-/// target).
-pub mod errno {
-    /// Bad address.
-    pub const EFAULT: i32 = 14;
-    /// Invalid argument.
-    pub const EINVAL: i32 = 22;
-    /// Out of memory (or over `RLIMIT_MEMLOCK`).
-    pub const ENOMEM: i32 = 12;
-    /// No space left (a fixed-size table is full).
-    pub const ENOSPC: i32 = 28;
-    /// Bad file descriptor.
-    pub const EBADF: i32 = 9;
-    /// No such entry.
-    pub const ENOENT: i32 = 2;
-    /// Permission denied.
-    pub const EACCES: i32 = 13;
-    /// Value too large.
-    pub const EOVERFLOW: i32 = 75;
-    /// Result out of range.
-    pub const ERANGE: i32 = 34;
-    /// I/O error (a GPU fault).
-    pub const EIO: i32 = 5;
-    /// No such device (virtio-gpu refusing a dma-buf it did not export).
-    pub const ENODEV: i32 = 19;
-    /// The object exists (a Win32 name already taken).
-    pub const EEXIST: i32 = 17;
-    /// Operation not supported (the backend cannot do this at all).
-    pub const EOPNOTSUPP: i32 = 95;
-}
+/// The errno values this layer interprets: the kernel contract's ([`extmem_uapi::errno`]),
+/// under the name backends and their tests have always used.
+pub use extmem_uapi::errno;
 
 impl BackendError {
     /// The Vulkan-level error, per `../shared/SPEC.md`: a platform refusal of a host range
