@@ -54,7 +54,7 @@ const CORE_MEMBER_PREFIX: &str = "extmem_kcore-";
 /// mitigation flags.
 const MITIGATIONS_CONFIG: &str = "kcore-mitigations.toml";
 /// The nightly component the rebuild of `core` (`build-std`) needs.
-const RUST_SOURCE_COMPONENT: &str = "rust-src";
+pub const RUST_SOURCE_COMPONENT: &str = "rust-src";
 /// What the core may leave undefined: the glue's platform callbacks, and the thunks the
 /// kernel exports for retpolines (`__x86_indirect_thunk_<reg>`) and return thunks.
 const UNDEFINED_ALLOWED_PREFIXES: &[&str] = &[
