@@ -54,8 +54,7 @@ pub fn run_logged(
     command: &mut Command,
     log_name: &str,
 ) -> Result<CargoRun, String> {
-    let out = command
-        .output()
+    let out = host_command::capture(command)
         .map_err(|e| format!("could not run `{}`: {e}", host_command::describe(command)))?;
     let output = format!(
         "{}{}",
