@@ -1,6 +1,7 @@
-//! Rust tools the suite needs beyond the default toolchain, provisioned idempotently: binaries
-//! `cargo install`ed into the tool cache (`~/.cache/extmem/tools`), and the nightly toolchain
-//! with the components that Miri and the sanitizers of cargo-fuzz need.
+//! Rust tools the suite needs beyond the pinned stable toolchain (`rust-toolchain.toml`),
+//! provisioned idempotently: binaries `cargo install`ed into the tool cache
+//! (`~/.cache/extmem/tools`), and one dated nightly toolchain with the components that Miri and
+//! the sanitizers of cargo-fuzz need.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,8 +12,11 @@ use crate::host_command;
 use crate::provision;
 use crate::workspace::Workspace;
 
-/// The toolchain that Miri and cargo-fuzz (`-Zsanitizer`) need.
-pub const NIGHTLY: &str = "nightly";
+/// The toolchain that Miri and cargo-fuzz (`-Zsanitizer`) need, pinned to one date so that a
+/// new nightly (a Miri that finds more, a changed `-Z` flag) cannot change the suite's result
+/// between two runs of the same commit. This is the only place that names it; rustup installs
+/// it on first use. Move it forward deliberately, to a date for which rustup has `miri`.
+pub const NIGHTLY: &str = "nightly-2026-05-20";
 
 /// A binary from crates.io, at a pinned version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +123,7 @@ fn missing_components<'a>(installed: &str, wanted: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
-/// `rustup run nightly cargo`, from the workspace root, with the variables of the cargo that
+/// `rustup run <NIGHTLY> cargo`, from the workspace root, with the variables of the cargo that
 /// runs us removed so they cannot pin the stable toolchain.
 pub fn nightly_cargo(workspace: &Workspace) -> Command {
     let mut command = Command::new("rustup");
@@ -166,7 +170,10 @@ mod tests {
             cargo: "cargo".into(),
         };
         let command = nightly_cargo(&workspace);
-        assert_eq!(host_command::describe(&command), "rustup run nightly cargo");
+        assert_eq!(
+            host_command::describe(&command),
+            format!("rustup run {NIGHTLY} cargo")
+        );
         let removed: Vec<_> = command
             .get_envs()
             .filter(|(_, value)| value.is_none())
