@@ -185,4 +185,51 @@ mod tests {
             "{removed:?}"
         );
     }
+
+    /// A file of the repository, for the tests that keep it and the code in agreement.
+    fn repository_file(path: &str) -> String {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    #[test]
+    fn the_toolchain_file_lists_the_targets_provisioning_installs() {
+        let file = repository_file("rust-toolchain.toml");
+        let targets: BTreeSet<&str> = file
+            .lines()
+            .find_map(|line| line.strip_prefix("targets = "))
+            .map(|list| {
+                list.trim_matches(['[', ']'])
+                    .split(',')
+                    .map(|t| t.trim().trim_matches('"'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let provisioned: BTreeSet<&str> = provision::RUST_TARGETS.iter().copied().collect();
+        assert_eq!(targets, provisioned);
+        assert!(
+            file.contains("components = [\"rustfmt\", \"clippy\"]"),
+            "{file}"
+        );
+    }
+
+    #[test]
+    fn the_testing_guide_names_the_pinned_nightly() {
+        let guide = repository_file("docs/TESTING.md");
+        assert!(
+            guide.contains(NIGHTLY),
+            "docs/TESTING.md does not name {NIGHTLY}"
+        );
+        let other_dates = guide
+            .match_indices("nightly-20")
+            .filter(|(at, _)| {
+                !guide
+                    .get(*at..)
+                    .is_some_and(|rest| rest.starts_with(NIGHTLY))
+            })
+            .count();
+        assert_eq!(other_dates, 0, "docs/TESTING.md names another nightly");
+    }
 }
