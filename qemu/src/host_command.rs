@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Output};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -97,8 +98,21 @@ pub fn output(command: &mut Command) -> Result<Output, CommandError> {
 /// [`Command::output`] (stdin is `/dev/null` unless the command sets it), with a [`Heartbeat`]
 /// naming the command while it runs.
 pub fn capture(command: &mut Command) -> io::Result<Output> {
-    let _heartbeat = Heartbeat::start(describe(command));
+    let _heartbeat = Heartbeat::start(describe_briefly(command));
     command.output()
+}
+
+/// [`describe`] with the program by its file name only: cargo runs as
+/// `/root/.rustup/toolchains/<toolchain>/bin/cargo`, which would fill a heartbeat line
+/// before the arguments that tell one build from another.
+pub fn describe_briefly(command: &Command) -> String {
+    let program = Path::new(command.get_program());
+    let mut line = quote(program.file_name().unwrap_or(program.as_os_str()));
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line
 }
 
 /// Like [`output`], returning stdout as text.
@@ -276,6 +290,20 @@ mod tests {
         assert_eq!(
             describe(&command),
             r"apt-get install -y linux-headers-6.12.95+deb12-amd64 'a b' 'it'\''s'"
+        );
+    }
+
+    #[test]
+    fn a_brief_description_names_the_program_by_its_file_name() {
+        let mut command = Command::new("/root/.rustup/toolchains/1.95.0/bin/cargo");
+        command.args(["build", "-p", "extmem-guest-tests"]);
+        assert_eq!(
+            describe_briefly(&command),
+            "cargo build -p extmem-guest-tests"
+        );
+        assert_eq!(
+            describe_briefly(&Command::new("qemu-system-x86_64")),
+            "qemu-system-x86_64"
         );
     }
 
