@@ -434,7 +434,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
         let names: Vec<&str> = chosen.iter().map(|step| step.name()).collect();
         provision
             .notes
-            .push(format!("only the steps {}", names.join(", ")));
+            .push(format!("steps asked for: {}", names.join(", ")));
     }
     let mut steps = vec![provision];
     for step in chosen {
