@@ -1,4 +1,5 @@
-//! Linux errno values, and the one place every error of this crate becomes one.
+//! The one place every error of this crate becomes an errno (the values are the
+//! contract's, [`extmem_uapi::errno`], re-exported here for the crate's users).
 //!
 //! Each mapping is an exhaustive `match` with no `_` arm: a new error variant does not
 //! compile until someone decides its errno. The values are positive; the C ABI returns
@@ -13,30 +14,9 @@ use crate::pin_registry::PinError;
 use crate::platform::SegmentError;
 use crate::vm::{BindError, InitError, QueryError};
 
-/// No such entry.
-pub const ENOENT: i32 = 2;
-/// I/O error: a GPU fault, or state that should be impossible (corrupt tables).
-pub const EIO: i32 = 5;
-/// Out of memory.
-pub const ENOMEM: i32 = 12;
-/// Permission denied.
-pub const EACCES: i32 = 13;
-/// Bad address.
-pub const EFAULT: i32 = 14;
-/// Busy.
-pub const EBUSY: i32 = 16;
-/// Exists.
-pub const EEXIST: i32 = 17;
-/// No such device: the VM is not initialised.
-pub const ENODEV: i32 = 19;
-/// Invalid argument.
-pub const EINVAL: i32 = 22;
-/// No space left: a fixed-capacity table is full.
-pub const ENOSPC: i32 = 28;
-/// Out of range.
-pub const ERANGE: i32 = 34;
-/// Value too large: an address plus a size wraps.
-pub const EOVERFLOW: i32 = 75;
+pub use extmem_uapi::errno::{
+    EACCES, EBUSY, EEXIST, EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, EOVERFLOW, ERANGE,
+};
 
 /// Errno values are below this (Linux `MAX_ERRNO` is 4095).
 const MAX_ERRNO: i32 = 4096;

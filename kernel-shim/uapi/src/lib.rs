@@ -9,7 +9,8 @@
 //! rejects unknown flag bits and non-zero padding with `EINVAL`, so new flags can be added
 //! later without old kernels silently ignoring them.
 //!
-//! Error numbers (positive errno; the ioctl returns `-1` with `errno` set):
+//! Error numbers (positive errno, the values in [`errno`]; the ioctl returns `-1` with
+//! `errno` set):
 //!
 //! | errno | meaning |
 //! |---|---|
@@ -32,6 +33,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod errno;
 pub mod ioctl;
 pub mod layout;
 

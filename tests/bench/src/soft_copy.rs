@@ -9,10 +9,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use extmem::backend::{Backend, BackendError, GpuVm, HostImport};
+use extmem::backend::{Backend, BackendError, CopyEngine, GpuVm, HostImport};
+use extmem::exec::Command;
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
-use extmem_uapi::Cmd;
 
 use crate::report::{median_ns, Row};
 
@@ -70,7 +70,11 @@ fn case(reps: usize, len: usize, from_host: bool) -> Result<Row, String> {
         .map_err(failed)?;
     gpu.bind(dst, GpuVa::new(DST_VA), 0, size, false)
         .map_err(failed)?;
-    let cmds = [Cmd::copy(SRC_VA, DST_VA, size)];
+    let cmds = [Command::Copy {
+        src: GpuVa::new(SRC_VA),
+        dst: GpuVa::new(DST_VA),
+        size,
+    }];
     let ours = time_per_kib(reps, len, || gpu.exec(&cmds).map_err(|e| format!("{e:?}")))?;
     let mut out = vec![0_u8; len];
     let reference = time_per_kib(reps, len, || {

@@ -15,7 +15,7 @@ use std::ptr;
 
 use ash::vk;
 use extmem::alloc_info::{AllocRequest, DeviceLimits, Import};
-use extmem::backend::Backend;
+use extmem::backend::{Backend, CopyEngine};
 use extmem::handle_types::DeviceCaps;
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
@@ -23,7 +23,7 @@ use extmem::vgpu::Vgpu;
 use extmem::{Error, Vuid};
 use extmem_hw::profile::VGPU;
 use extmem_hw::{Alignment, GpuVa, HostVa, PageSize, PageSizes};
-use extmem_uapi::{Cmd, Param};
+use extmem_uapi::Param;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::net::{
@@ -309,11 +309,30 @@ pub fn fd_state(raw: RawFd) -> Result<bool, Errno> {
     }
 }
 
-/// `EXEC` on the manager's extmem-vgpu node.
-pub fn exec(mm: &mut MemoryManager<Vgpu>, cmds: &[Cmd]) -> CheckResult<()> {
+/// `EXEC` on the manager's extmem-vgpu node, through the backend's copy engine as the
+/// ICD submits.
+pub fn exec(mm: &mut MemoryManager<Vgpu>, cmds: &[extmem::exec::Command]) -> CheckResult<()> {
     mm.backend_mut()
         .exec(cmds)
-        .map_err(|e| Failure::op("Vgpu::exec", format!("{e:?}")))
+        .map_err(|e| Failure::op("CopyEngine::exec", format!("{e:?}")))
+}
+
+/// A COPY of `size` bytes from GPU VA `src` to `dst`, for [`exec`].
+pub fn copy_cmd(src: u64, dst: u64, size: u64) -> extmem::exec::Command {
+    extmem::exec::Command::Copy {
+        src: GpuVa::new(src),
+        dst: GpuVa::new(dst),
+        size,
+    }
+}
+
+/// A FILL of `size` bytes at GPU VA `dst` with the 32-bit `value`, for [`exec`].
+pub fn fill_cmd(dst: u64, value: u32, size: u64) -> extmem::exec::Command {
+    extmem::exec::Command::Fill {
+        dst: GpuVa::new(dst),
+        size,
+        value,
+    }
 }
 
 /// The memory's GPU VA; 0 (never mapped, so a command using it faults and the check

@@ -7,6 +7,7 @@
 
 use ash::vk;
 use extmem_hw::{Alignment, HostVa};
+use extmem_uapi::errno::{EINVAL, EOVERFLOW};
 
 use crate::error::{Error, HandleError, Vuid};
 use crate::handle_types::{
@@ -487,9 +488,6 @@ impl AllocRequest {
         Ok(())
     }
 }
-
-const EINVAL: i32 = 22;
-const EOVERFLOW: i32 = 75;
 
 fn importable(caps: &DeviceCaps, handle_type: Types) -> bool {
     external_memory_properties(caps, handle_type, Target::Buffer)

@@ -1,14 +1,19 @@
-//! The kernel side of memory, behind one trait and one optional capability.
+//! The kernel side of memory, behind one trait and its optional capabilities.
 //!
 //! A backend speaks to one kernel driver: extmem-vgpu (the full set, [`crate::vgpu`]), any
 //! DRM node over PRIME ([`crate::drm_prime`]: vgem, virtio-gpu), udmabuf or the system
 //! dma-heap ([`crate::dma_buf_device`]). Every backend allocates, imports, exports and maps
 //! memory objects ([`Backend`]); only a backend with a GPU address space also binds them
-//! ([`GpuVm`], reached through [`Backend::vm`]). The memory manager above holds the Vulkan
-//! rules; a backend only does what the kernel does and reports the errno.
+//! ([`GpuVm`], reached through [`Backend::vm`]), and only a whole device runs copy-engine
+//! work ([`CopyEngine`], through [`Backend::engine`]) and describes itself
+//! ([`Backend::device_params`]). The memory manager above holds the Vulkan rules; a
+//! backend only does what the kernel does and reports the errno. A front end reaches the
+//! device through these alone, never through the kernel's contract.
 //!
 //! To add a backend (a software device, another kernel driver): implement [`Backend`]; if
-//! the device has a GPU VM, implement [`GpuVm`] too and return it from [`Backend::vm`].
+//! the device has a GPU VM, implement [`GpuVm`] too and return it from [`Backend::vm`];
+//! if it has a copy engine, implement [`CopyEngine`] and return it from
+//! [`Backend::engine`].
 //! Handles are the backend's own names for objects (GEM handles for DRM drivers, table
 //! indices otherwise), non-zero and unique among live objects of one backend.
 
@@ -17,7 +22,9 @@ use core::num::NonZeroU32;
 
 use extmem_hw::{GpuVa, HostVa};
 
+use crate::device_params::{DeviceParams, ParamError};
 use crate::error::{Error, HandleError};
+use crate::exec::{Command, ExecError};
 use crate::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 
 /// A GEM handle: non-zero by construction.
@@ -91,36 +98,9 @@ impl fmt::Display for BackendError {
     }
 }
 
-/// Linux errno values this layer interprets (asm-generic, same on every architecture we
-/// target).
-pub mod errno {
-    /// Bad address.
-    pub const EFAULT: i32 = 14;
-    /// Invalid argument.
-    pub const EINVAL: i32 = 22;
-    /// Out of memory (or over `RLIMIT_MEMLOCK`).
-    pub const ENOMEM: i32 = 12;
-    /// No space left (a fixed-size table is full).
-    pub const ENOSPC: i32 = 28;
-    /// Bad file descriptor.
-    pub const EBADF: i32 = 9;
-    /// No such entry.
-    pub const ENOENT: i32 = 2;
-    /// Permission denied.
-    pub const EACCES: i32 = 13;
-    /// Value too large.
-    pub const EOVERFLOW: i32 = 75;
-    /// Result out of range.
-    pub const ERANGE: i32 = 34;
-    /// I/O error (a GPU fault).
-    pub const EIO: i32 = 5;
-    /// No such device (virtio-gpu refusing a dma-buf it did not export).
-    pub const ENODEV: i32 = 19;
-    /// The object exists (a Win32 name already taken).
-    pub const EEXIST: i32 = 17;
-    /// Operation not supported (the backend cannot do this at all).
-    pub const EOPNOTSUPP: i32 = 95;
-}
+/// The errno values this layer interprets: the kernel contract's ([`extmem_uapi::errno`]),
+/// under the name backends and their tests have always used.
+pub use extmem_uapi::errno;
 
 impl BackendError {
     /// The Vulkan-level error, per `../shared/SPEC.md`: a platform refusal of a host range
@@ -202,6 +182,31 @@ pub trait Backend {
     fn win32(&mut self) -> Option<&mut dyn Win32Sharing> {
         None
     }
+
+    /// The copy engine, if this backend drives a device with one: extmem-vgpu and the
+    /// software device. Memory-only backends answer `None` (the default).
+    fn engine(&mut self) -> Option<&mut dyn CopyEngine> {
+        None
+    }
+
+    /// What the device says about itself, checked: extmem-vgpu and the software device.
+    /// A backend that describes no device (the default) fails with
+    /// [`errno::EOPNOTSUPP`].
+    fn device_params(&self) -> Result<DeviceParams, ParamError> {
+        Err(ParamError::Kernel(BackendError {
+            op: Op::Info,
+            errno: errno::EOPNOTSUPP,
+        }))
+    }
+}
+
+/// The copy engine of a [`Backend`]'s device: it runs [`Command`]s on the memory bound in
+/// its [`GpuVm`], reaching every byte through the GPU page tables.
+pub trait CopyEngine {
+    /// Runs `cmds` in order, at most [`crate::exec::MAX_COMMANDS`] of them, and returns
+    /// when they have run. On a fault the commands before the faulting one have run and
+    /// none after it.
+    fn exec(&mut self, cmds: &[Command]) -> Result<(), ExecError>;
 }
 
 /// A raw Windows `HANDLE` value (`VkImportMemoryWin32HandleInfoKHR::handle`,

@@ -1,13 +1,14 @@
 //! The generic DRM ioctls every render node has: PRIME import and export, GEM_CLOSE and
 //! VERSION, and the primary node's MODE_CREATE_DUMB. Layouts from `<drm/drm.h>` and
 //! `<drm/drm_mode.h>` (`struct drm_prime_handle`, `struct drm_gem_close`, `struct
-//! drm_version`, `struct drm_mode_create_dumb`); numbers from the generic `_IOC` encoding.
+//! drm_version`, `struct drm_mode_create_dumb`); numbers from rustix's `_IOC` encoding.
 //! drm-rs has these too, but it needs `std` and this crate is `no_std`.
 
 use core::num::NonZeroU32;
 
+use extmem_uapi::DRM_IOCTL_BASE;
 use rustix::fd::{BorrowedFd, OwnedFd};
-use rustix::ioctl::{ioctl, Opcode, Updater};
+use rustix::ioctl::{ioctl, opcode, Opcode, Updater};
 
 use crate::backend::{errno, BackendError, GemHandle, Op};
 
@@ -56,29 +57,17 @@ struct CreateDumb {
     size: u64,
 }
 
-/// `_IOC(dir, 'd', nr, size)` with the generic layout.
-const fn drm_ioc(dir: u32, nr: u32, size: usize) -> Opcode {
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "ioctl argument sizes are tiny"
-    )]
-    let size = size as u32;
-    ((dir << 30) | (size << 16) | ((b'd' as u32) << 8) | nr) as Opcode
-}
+// The standard DRM ioctls, `DRM_IO*(nr, type)` of `<drm/drm.h>`, encoded by rustix (the
+// driver-private ones are extmem-uapi's).
+const VERSION: Opcode = opcode::read_write::<Version>(DRM_IOCTL_BASE, 0x00);
+const MODE_CREATE_DUMB: Opcode = opcode::read_write::<CreateDumb>(DRM_IOCTL_BASE, 0xB2);
+const GEM_CLOSE: Opcode = opcode::write::<GemClose>(DRM_IOCTL_BASE, 0x09);
+const PRIME_HANDLE_TO_FD: Opcode = opcode::read_write::<PrimeHandle>(DRM_IOCTL_BASE, 0x2d);
+const PRIME_FD_TO_HANDLE: Opcode = opcode::read_write::<PrimeHandle>(DRM_IOCTL_BASE, 0x2e);
 
-const IOC_WRITE: u32 = 1;
-const IOC_READ_WRITE: u32 = 3;
-const VERSION: Opcode = drm_ioc(IOC_READ_WRITE, 0x00, core::mem::size_of::<Version>());
-const MODE_CREATE_DUMB: Opcode = drm_ioc(IOC_READ_WRITE, 0xB2, core::mem::size_of::<CreateDumb>());
-const GEM_CLOSE: Opcode = drm_ioc(IOC_WRITE, 0x09, core::mem::size_of::<GemClose>());
-const PRIME_HANDLE_TO_FD: Opcode =
-    drm_ioc(IOC_READ_WRITE, 0x2d, core::mem::size_of::<PrimeHandle>());
-const PRIME_FD_TO_HANDLE: Opcode =
-    drm_ioc(IOC_READ_WRITE, 0x2e, core::mem::size_of::<PrimeHandle>());
-
-/// `DRM_CLOEXEC` (= `O_CLOEXEC`) and `DRM_RDWR` (= `O_RDWR`).
-const DRM_CLOEXEC: u32 = 0o2_000_000;
-const DRM_RDWR: u32 = 2;
+/// `DRM_CLOEXEC` and `DRM_RDWR`, which `<drm/drm.h>` defines as `O_CLOEXEC` and `O_RDWR`.
+const DRM_CLOEXEC: u32 = linux_raw_sys::general::O_CLOEXEC;
+const DRM_RDWR: u32 = linux_raw_sys::general::O_RDWR;
 
 /// `PRIME_HANDLE_TO_FD`: a new close-on-exec, read-write dma-buf fd.
 pub fn prime_handle_to_fd(dev: BorrowedFd<'_>, handle: GemHandle) -> Result<OwnedFd, BackendError> {
@@ -136,8 +125,12 @@ pub fn prime_fd_to_handle(
         })
 }
 
-/// Rows of a dumb buffer standing for plain memory: 1024 pixels of 32 bits, one 4 KiB page.
-const DUMB_ROW: u64 = 4096;
+/// Pixels in a row of a dumb buffer standing for plain memory.
+const DUMB_WIDTH: u32 = 1024;
+/// Bits per pixel of such a buffer.
+const DUMB_BPP: u32 = 32;
+/// Bytes in one of its rows: 1024 pixels of 32 bits, one 4 KiB page.
+const DUMB_ROW: u64 = DUMB_WIDTH as u64 * DUMB_BPP as u64 / 8;
 
 /// `MODE_CREATE_DUMB` of at least `size` bytes, as rows of one page: `(handle, size the
 /// kernel allocated)`. Only primary nodes allow it (it is not `DRM_RENDER_ALLOW`; a render
@@ -150,8 +143,8 @@ pub fn create_dumb(dev: BorrowedFd<'_>, size: u64) -> Result<(GemHandle, u64), B
     let rows = size.div_ceil(DUMB_ROW);
     let mut arg = CreateDumb {
         height: u32::try_from(rows).map_err(|_| bad)?,
-        width: 1024,
-        bpp: 32,
+        width: DUMB_WIDTH,
+        bpp: DUMB_BPP,
         ..Default::default()
     };
     // SAFETY: MODE_CREATE_DUMB takes a drm_mode_create_dumb.

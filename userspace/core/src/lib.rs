@@ -8,12 +8,13 @@
 //! - [`va_allocator`]: the GPU virtual address space (userspace owns VA allocation);
 //! - [`memory`]: `VkDeviceMemory` over a [`backend::Backend`], with the ownership rules
 //!   of fd and host-pointer import and export;
+//! - [`exec`]: copy-engine commands and what a submission reports when it fails;
+//! - [`device_params`]: what a device says about itself (UUIDs, limits), checked;
 //! - [`vgpu`]: the extmem-vgpu backend, the full set with a GPU VM;
 //! - [`drm_prime`]: any DRM node over PRIME and dumb buffers (vgem, virtio-gpu);
 //! - [`dma_buf_device`]: udmabuf and the system dma-heap, memory without a GPU;
 //! - [`drm_core`] and [`dma_buf`]: the generic DRM ioctls and dma-buf fd operations;
 //! - [`error`]: the error type and its `VkResult` mapping;
-//! - [`exec`]: what a copy-engine submission reports when it fails;
 //! - [`os_handle`]: what carries memory between processes (an fd, a Windows `HANDLE`).
 //!
 //! On Windows only the portable half builds (the Linux backends are left out).
@@ -25,6 +26,7 @@ extern crate std;
 
 pub mod alloc_info;
 pub mod backend;
+pub mod device_params;
 // The Linux backends speak to Linux kernel drivers; on Windows the software device
 // (extmem-softgpu) is the only backend, and shared memory is a section handle.
 #[cfg(not(windows))]

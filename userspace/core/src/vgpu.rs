@@ -9,13 +9,16 @@ use rustix::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::ioctl::{ioctl, Opcode, Updater};
 
 use crate::backend::{
-    errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
+    errno, Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport,
+    ObjectOrigin, Op,
 };
+use crate::device_params::{DeviceParams, ParamError, RawParams};
+use crate::exec::{self, Command, ExecError, Fault};
 use crate::{dma_buf, drm_core};
 
-// What `EXEC` reports is OS-neutral (the software device reports it too, on Windows);
-// it lives in `exec` and is re-exported here for the users of this backend.
-pub use crate::exec::{ExecError, Fault};
+/// The DRM driver name extmem-vgpu registers: a render node of any other driver is not
+/// this device (and its ioctl numbers mean something else).
+pub const DRIVER_NAME: &str = uapi::DRIVER_NAME;
 
 /// An open extmem-vgpu render node.
 #[derive(Debug)]
@@ -48,8 +51,16 @@ fn handle(raw: u32, op: Op) -> Result<GemHandle, BackendError> {
 }
 
 impl Vgpu {
-    /// Wraps an open render node and checks it speaks this API version.
+    /// Wraps an open render node after checking that it is extmem-vgpu's (a driver-specific
+    /// ioctl on another driver's node would be another request: `ENODEV` instead) and that
+    /// it speaks this API version (`EINVAL` if not).
     pub fn new(fd: OwnedFd) -> Result<Self, BackendError> {
+        if !drm_core::driver_is(fd.as_fd(), DRIVER_NAME) {
+            return Err(BackendError {
+                op: Op::Info,
+                errno: errno::ENODEV,
+            });
+        }
         let vgpu = Self { fd };
         let version = vgpu.param(uapi::Param::API_VERSION)?;
         if version != uapi::API_VERSION {
@@ -78,30 +89,6 @@ impl Vgpu {
         Ok(arg.value)
     }
 
-    /// `EXEC`: runs `cmds` in order on the copy engine.
-    pub fn exec(&mut self, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
-        let too_many = ExecError::Kernel(BackendError {
-            op: Op::Exec,
-            errno: errno::EINVAL,
-        });
-        let count = u32::try_from(cmds.len()).map_err(|_| too_many)?;
-        let mut arg = uapi::Exec {
-            cmds: cmds.as_ptr() as usize as u64,
-            count,
-            ..Default::default()
-        };
-        // SAFETY: IOCTL_EXEC takes an Exec; `cmds` stays alive and unaliased for the call.
-        match unsafe { call::<{ uapi::IOCTL_EXEC as Opcode }, _>(self.fd(), &mut arg, Op::Exec) } {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno == errno::EIO => Err(ExecError::Fault(Fault {
-                cmd: arg.fault_cmd,
-                va: GpuVa::new(arg.fault_va),
-                kind: arg.fault_kind,
-            })),
-            Err(e) => Err(ExecError::Kernel(e)),
-        }
-    }
-
     /// `VM_QUERY`: (leaf size, read-only) of the mapping at `va`, `None` if unmapped.
     pub fn query(&self, va: GpuVa) -> Result<Option<(u64, bool)>, BackendError> {
         let mut arg = uapi::VmQuery {
@@ -122,6 +109,28 @@ impl Vgpu {
         // SAFETY: IOCTL_GEM_INFO takes a GemInfo.
         unsafe { call::<{ uapi::IOCTL_GEM_INFO as Opcode }, _>(self.fd(), &mut arg, Op::Info)? };
         Ok(arg)
+    }
+}
+
+impl CopyEngine for Vgpu {
+    /// `EXEC`.
+    fn exec(&mut self, cmds: &[Command]) -> Result<(), ExecError> {
+        let (encoded, mut arg) = exec::encode(cmds)?;
+        // SAFETY: IOCTL_EXEC takes an Exec; `arg.cmds` points at `encoded`, which stays
+        // alive and unaliased for the call.
+        let result =
+            unsafe { call::<{ uapi::IOCTL_EXEC as Opcode }, _>(self.fd(), &mut arg, Op::Exec) };
+        drop(encoded);
+        match result {
+            Ok(()) => Ok(()),
+            // The kernel copies the argument back on error, fault fields filled in.
+            Err(e) if e.errno == errno::EIO => Err(ExecError::Fault(Fault {
+                cmd: arg.fault_cmd,
+                va: GpuVa::new(arg.fault_va),
+                kind: arg.fault_kind.into(),
+            })),
+            Err(e) => Err(ExecError::Kernel(e)),
+        }
     }
 }
 
@@ -274,6 +283,14 @@ impl Backend for Vgpu {
 
     fn vm(&mut self) -> Option<&mut dyn GpuVm> {
         Some(self)
+    }
+
+    fn engine(&mut self) -> Option<&mut dyn CopyEngine> {
+        Some(self)
+    }
+
+    fn device_params(&self) -> Result<DeviceParams, ParamError> {
+        DeviceParams::from_raw(RawParams::read(|p| self.param(p))?)
     }
 }
 

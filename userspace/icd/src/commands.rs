@@ -1,4 +1,5 @@
-//! Transfer commands translated into copy-engine [`Cmd`]s at record time.
+//! Transfer commands translated into the memory manager's copy-engine [`Command`]s at
+//! record time.
 //!
 //! A buffer is seen through its [`BufferSpan`]: the GPU VA of its first byte (memory VA +
 //! bind offset) and its size. Every region is checked against the buffer with checked
@@ -7,8 +8,8 @@
 //! command is dropped, so an invalid command never reaches the kernel.
 
 use ash::vk;
+use extmem::exec::Command;
 use extmem_hw::GpuVa;
-use extmem_uapi::{Cmd, CmdOp};
 
 use crate::image::ImageLayout;
 
@@ -192,7 +193,7 @@ pub fn copy(
     src: BufferSpan,
     dst: BufferSpan,
     regions: &[vk::BufferCopy],
-) -> Result<Vec<Cmd>, RecordError> {
+) -> Result<Vec<Command>, RecordError> {
     let mut cmds = Vec::with_capacity(regions.len());
     for r in regions {
         if r.size == 0 {
@@ -208,11 +209,9 @@ pub fn copy(
             size: r.size,
             buffer: dst.size,
         })?;
-        cmds.push(Cmd {
-            op: CmdOp::COPY,
-            value: 0,
-            src: from.get(),
-            dst: to.get(),
+        cmds.push(Command::Copy {
+            src: from,
+            dst: to,
             size: r.size,
         });
     }
@@ -223,11 +222,15 @@ pub fn copy(
 }
 
 /// Whether the union of the commands' sources overlaps the union of their destinations.
-fn sources_overlap_destinations(cmds: &[Cmd]) -> bool {
-    cmds.iter().any(|a| {
-        cmds.iter()
-            .any(|b| overlaps(GpuVa::new(a.src), a.size, GpuVa::new(b.dst), b.size))
-    })
+fn sources_overlap_destinations(cmds: &[Command]) -> bool {
+    cmds.iter()
+        .filter_map(Command::source)
+        .any(|(src, src_size)| {
+            cmds.iter().any(|b| {
+                let (dst, dst_size) = b.destination();
+                overlaps(src, src_size, dst, dst_size)
+            })
+        })
 }
 
 /// Where a bound linear image's bytes are on the GPU.
@@ -257,7 +260,7 @@ pub fn buffer_image_copy(
     layout: vk::ImageLayout,
     regions: &[vk::BufferImageCopy],
     direction: Direction,
-) -> Result<Vec<Cmd>, RecordError> {
+) -> Result<Vec<Command>, RecordError> {
     let (usage, transfer_layout) = match direction {
         Direction::BufferToImage => (
             vk::ImageUsageFlags::TRANSFER_DST,
@@ -274,7 +277,7 @@ pub fn buffer_image_copy(
     if layout != vk::ImageLayout::GENERAL && layout != transfer_layout {
         return Err(RecordError::ImageLayout(layout));
     }
-    let mut cmds: Vec<Cmd> = Vec::new();
+    let mut cmds: Vec<Command> = Vec::new();
     for r in regions {
         for (buffer_va, image_va, size) in region_rows(buffer, image, r)? {
             let (src, dst) = match direction {
@@ -282,19 +285,16 @@ pub fn buffer_image_copy(
                 Direction::ImageToBuffer => (image_va, buffer_va),
             };
             match cmds.last_mut() {
-                Some(last)
-                    if last.src.checked_add(last.size) == Some(src.get())
-                        && last.dst.checked_add(last.size) == Some(dst.get()) =>
+                Some(Command::Copy {
+                    src: last_src,
+                    dst: last_dst,
+                    size: last_size,
+                }) if last_src.checked_add(*last_size) == Some(src)
+                    && last_dst.checked_add(*last_size) == Some(dst) =>
                 {
-                    last.size += size;
+                    *last_size += size;
                 }
-                _ => cmds.push(Cmd {
-                    op: CmdOp::COPY,
-                    value: 0,
-                    src: src.get(),
-                    dst: dst.get(),
-                    size,
-                }),
+                _ => cmds.push(Command::Copy { src, dst, size }),
             }
         }
     }
@@ -385,7 +385,7 @@ pub fn fill(
     offset: u64,
     size: u64,
     data: u32,
-) -> Result<Option<Cmd>, RecordError> {
+) -> Result<Option<Command>, RecordError> {
     if offset % 4 != 0 || offset >= dst.size {
         return Err(RecordError::BadOffset {
             offset,
@@ -409,12 +409,10 @@ pub fn fill(
         return Err(bad_size);
     }
     let to = sub_range(dst, offset, size).ok_or(bad_size)?;
-    Ok(Some(Cmd {
-        op: CmdOp::FILL,
-        value: data,
-        src: 0,
-        dst: to.get(),
+    Ok(Some(Command::Fill {
+        dst: to,
         size,
+        value: data,
     }))
 }
 
@@ -438,12 +436,10 @@ pub fn update_target(dst: BufferSpan, offset: u64, size: u64) -> Result<GpuVa, R
 }
 
 /// The COPY that moves update data from staging memory at `staging` to `dst`.
-pub fn copy_from_staging(staging: GpuVa, dst: GpuVa, size: u64) -> Cmd {
-    Cmd {
-        op: CmdOp::COPY,
-        value: 0,
-        src: staging.get(),
-        dst: dst.get(),
+pub fn copy_from_staging(staging: GpuVa, dst: GpuVa, size: u64) -> Command {
+    Command::Copy {
+        src: staging,
+        dst,
         size,
     }
 }
@@ -488,6 +484,14 @@ mod tests {
         size: 0x800,
     };
 
+    fn copy_cmd(src: u64, dst: u64, size: u64) -> Command {
+        Command::Copy {
+            src: GpuVa::new(src),
+            dst: GpuVa::new(dst),
+            size,
+        }
+    }
+
     fn region(src_offset: u64, dst_offset: u64, size: u64) -> vk::BufferCopy {
         vk::BufferCopy {
             src_offset,
@@ -507,20 +511,8 @@ mod tests {
         assert_eq!(
             cmds,
             vec![
-                Cmd {
-                    op: CmdOp::COPY,
-                    value: 0,
-                    src: 0x20_0010,
-                    dst: 0x40_0120,
-                    size: 0x30
-                },
-                Cmd {
-                    op: CmdOp::COPY,
-                    value: 0,
-                    src: 0x20_0ff0,
-                    dst: 0x40_0100,
-                    size: 0x10
-                },
+                copy_cmd(0x20_0010, 0x40_0120, 0x30),
+                copy_cmd(0x20_0ff0, 0x40_0100, 0x10),
             ]
         );
         assert_eq!(copy(SRC, DST, &[]), Ok(vec![]));
@@ -565,12 +557,10 @@ mod tests {
     fn fills_check_alignment_and_whole_size_rounds_down() {
         assert_eq!(
             fill(DST, 4, 8, 0xabcd),
-            Ok(Some(Cmd {
-                op: CmdOp::FILL,
+            Ok(Some(Command::Fill {
+                dst: GpuVa::new(0x40_0104),
+                size: 8,
                 value: 0xabcd,
-                src: 0,
-                dst: 0x40_0104,
-                size: 8
             }))
         );
         let odd = BufferSpan {
@@ -578,7 +568,7 @@ mod tests {
             size: 0x13,
         };
         assert_eq!(
-            fill(odd, 0, vk::WHOLE_SIZE, 7).map(|c| c.map(|c| c.size)),
+            fill(odd, 0, vk::WHOLE_SIZE, 7).map(|c| c.map(|c| c.destination().1)),
             Ok(Some(0x10))
         );
         assert_eq!(fill(odd, 0x10, vk::WHOLE_SIZE, 7), Ok(None));
@@ -625,8 +615,8 @@ mod tests {
             Err(RecordError::BadOffset { .. })
         ));
         assert_eq!(
-            copy_from_staging(GpuVa::new(0x10), GpuVa::new(0x20), 4).src,
-            0x10
+            copy_from_staging(GpuVa::new(0x10), GpuVa::new(0x20), 4),
+            copy_cmd(0x10, 0x20, 4)
         );
     }
 
@@ -698,7 +688,7 @@ mod tests {
             &[image_region(0, 0, 16, 4)],
             Direction::BufferToImage,
         );
-        assert_eq!(cmds, Ok(vec![Cmd::copy(0x20_0000, 0x100_0000, 256)]));
+        assert_eq!(cmds, Ok(vec![copy_cmd(0x20_0000, 0x100_0000, 256)]));
         // 33 texels are 132 bytes in rows of 192: a COPY per row, at the row pitch.
         let padded = image(33, 3);
         let cmds = buffer_image_copy(
@@ -712,7 +702,7 @@ mod tests {
         assert_eq!(
             cmds,
             (0..3)
-                .map(|row| Cmd::copy(0x100_0000 + row * 192, 0x20_0000 + row * 132, 132))
+                .map(|row| copy_cmd(0x100_0000 + row * 192, 0x20_0000 + row * 132, 132))
                 .collect::<Vec<_>>()
         );
     }
@@ -729,8 +719,8 @@ mod tests {
         assert_eq!(
             cmds,
             Ok(vec![
-                Cmd::copy(0x20_0040, 0x100_0000 + 5 * 192 + 8, 12),
-                Cmd::copy(0x20_0040 + 40, 0x100_0000 + 6 * 192 + 8, 12),
+                copy_cmd(0x20_0040, 0x100_0000 + 5 * 192 + 8, 12),
+                copy_cmd(0x20_0040 + 40, 0x100_0000 + 6 * 192 + 8, 12),
             ])
         );
     }

@@ -3,15 +3,15 @@
 
 use ash::vk;
 use extmem::backend::{
-    Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Win32Sharing,
+    Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin,
+    Win32Sharing,
 };
-use extmem::exec::ExecError;
+use extmem::device_params::{DeviceParams, ParamError};
 use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 #[cfg(not(windows))]
 use extmem::vgpu::Vgpu;
 use extmem_hw::HostVa;
 use extmem_softgpu::SoftGpu;
-use extmem_uapi::Cmd;
 
 #[cfg(not(windows))]
 use crate::physical_device;
@@ -41,15 +41,6 @@ impl DeviceBackend {
             DeviceNode::Software => SoftGpu::new().ok().map(DeviceBackend::Software),
         };
         opened.ok_or(vk::Result::ERROR_INITIALIZATION_FAILED)
-    }
-
-    /// `EXEC`: runs `cmds` in order on the copy engine.
-    pub fn exec(&mut self, cmds: &[Cmd]) -> Result<(), ExecError> {
-        match self {
-            #[cfg(not(windows))]
-            DeviceBackend::Vgpu(b) => b.exec(cmds),
-            DeviceBackend::Software(b) => b.exec(cmds),
-        }
     }
 }
 
@@ -114,5 +105,13 @@ impl Backend for DeviceBackend {
 
     fn win32(&mut self) -> Option<&mut dyn Win32Sharing> {
         forward!(self, b => b.win32())
+    }
+
+    fn engine(&mut self) -> Option<&mut dyn CopyEngine> {
+        forward!(self, b => b.engine())
+    }
+
+    fn device_params(&self) -> Result<DeviceParams, ParamError> {
+        forward!(self, b => b.device_params())
     }
 }

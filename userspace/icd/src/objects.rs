@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use ash::vk;
 use extmem::alloc_info::AllocRequest;
-use extmem::exec::ExecError;
+use extmem::backend::Backend;
+use extmem::exec::{Command, ExecError, MAX_COMMANDS};
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
 use extmem_hw::{GpuVa, HostVa};
-use extmem_uapi::{Cmd, MAX_EXEC_CMDS};
 #[cfg(not(windows))]
 use rustix::fd::{BorrowedFd, OwnedFd};
 
@@ -120,7 +120,7 @@ pub struct Staging {
 #[derive(Debug, Default)]
 pub struct Recording {
     /// The copy-engine commands, in order.
-    pub cmds: Vec<Cmd>,
+    pub cmds: Vec<Command>,
     /// The first invalid command, returned by `vkEndCommandBuffer`.
     pub error: Option<RecordError>,
     /// Staging chunks; the last one is being filled.
@@ -693,7 +693,7 @@ pub fn end_command_buffer(cb: u64) -> VkResult<()> {
 }
 
 /// Records `result`'s commands, or its error if it is the first one.
-fn record(recording: &mut Recording, result: Result<Vec<Cmd>, RecordError>) {
+fn record(recording: &mut Recording, result: Result<Vec<Command>, RecordError>) {
     match result {
         Ok(cmds) => recording.cmds.extend(cmds),
         Err(e) => {
@@ -890,10 +890,14 @@ pub fn submit(queue: u64, command_buffers: &[u64], fence: Option<u64>) -> VkResu
         if recording.error.is_some() {
             return Err(INVALID);
         }
-        let chunk_len = usize::try_from(MAX_EXEC_CMDS).unwrap_or(1);
+        let chunk_len = usize::try_from(MAX_COMMANDS).unwrap_or(1);
         for chunk in recording.cmds.chunks(chunk_len) {
+            // Both devices the ICD opens have a copy engine; a backend without one could
+            // run nothing, which is as good as lost.
             manager
                 .backend_mut()
+                .engine()
+                .ok_or(vk::Result::ERROR_DEVICE_LOST)?
                 .exec(chunk)
                 .map_err(|e: ExecError| match e {
                     ExecError::Fault(_) | ExecError::Kernel(_) => vk::Result::ERROR_DEVICE_LOST,

@@ -1,7 +1,8 @@
 //! What one device is, as Vulkan describes it: an extmem-vgpu render node found by
 //! scanning `/dev/dri`, or the software device (`extmem-softgpu`, kcore hosted in the
 //! process) where there is none or `EXTMEM_DEVICE=software` asks for it; either is
-//! described by `GET_PARAM` and answered from the tables below.
+//! described by the parameters its backend reports (`Backend::device_params`) and answered
+//! from the tables below.
 //!
 //! The device is a copy engine behind a real GPU MMU: one transfer queue, no shaders, and
 //! images only as linear transfer images. Everything shader-related answers zero (the
@@ -15,13 +16,13 @@ use std::path::{Path, PathBuf};
 
 use ash::vk;
 use extmem::alloc_info::DeviceLimits;
-use extmem::backend::BackendError;
+use extmem::backend::Backend;
+use extmem::device_params::DeviceParams;
 use extmem::handle_types::DeviceCaps;
 #[cfg(not(windows))]
 use extmem::vgpu::Vgpu;
 use extmem_hw::{Alignment, PageSize, PageSizes};
 use extmem_softgpu::SoftGpu;
-use extmem_uapi as uapi;
 #[cfg(not(windows))]
 use rustix::fs::{Mode, OFlags};
 
@@ -151,9 +152,9 @@ impl DeviceSelection {
 pub struct DeviceInfo {
     /// Which device it is.
     pub node: DeviceNode,
-    /// `deviceUUID` (`GET_PARAM DEVICE_UUID_*`).
+    /// `deviceUUID`, as the device reports it.
     pub device_uuid: [u8; vk::UUID_SIZE],
-    /// `driverUUID` (`GET_PARAM DRIVER_UUID_*`).
+    /// `driverUUID`, as the device reports it.
     pub driver_uuid: [u8; vk::UUID_SIZE],
     /// `minImportedHostPointerAlignment`.
     pub min_import_alignment: Alignment,
@@ -167,115 +168,20 @@ pub struct DeviceInfo {
     pub ram_bytes: u64,
 }
 
-/// Why a node was not taken as a device.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ParamError {
-    /// `GET_PARAM` failed.
-    Kernel(BackendError),
-    /// A parameter is out of the range the contract allows.
-    Invalid {
-        /// Which.
-        param: uapi::Param,
-        /// Its value.
-        value: u64,
-    },
-}
-
-impl From<BackendError> for ParamError {
-    fn from(e: BackendError) -> Self {
-        ParamError::Kernel(e)
-    }
-}
-
-/// The raw `GET_PARAM` answers a [`DeviceInfo`] is built from.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct RawParams {
-    /// `DEVICE_UUID_LO`, `DEVICE_UUID_HI`.
-    pub device_uuid: [u64; 2],
-    /// `DRIVER_UUID_LO`, `DRIVER_UUID_HI`.
-    pub driver_uuid: [u64; 2],
-    /// `MIN_IMPORT_ALIGNMENT`.
-    pub min_import_alignment: u64,
-    /// `VA_BITS`.
-    pub va_bits: u64,
-    /// `PAGE_SIZES`.
-    pub page_sizes: u64,
-    /// `MAX_MAPPING`.
-    pub max_mapping: u64,
-}
-
-impl RawParams {
-    /// Reads them with `param` (the kernel's `GET_PARAM`, or the software device's).
-    pub fn read(
-        param: impl Fn(uapi::Param) -> Result<u64, BackendError>,
-    ) -> Result<Self, BackendError> {
-        Ok(Self {
-            device_uuid: [
-                param(uapi::Param::DEVICE_UUID_LO)?,
-                param(uapi::Param::DEVICE_UUID_HI)?,
-            ],
-            driver_uuid: [
-                param(uapi::Param::DRIVER_UUID_LO)?,
-                param(uapi::Param::DRIVER_UUID_HI)?,
-            ],
-            min_import_alignment: param(uapi::Param::MIN_IMPORT_ALIGNMENT)?,
-            va_bits: param(uapi::Param::VA_BITS)?,
-            page_sizes: param(uapi::Param::PAGE_SIZES)?,
-            max_mapping: param(uapi::Param::MAX_MAPPING)?,
-        })
-    }
-}
-
-fn uuid(halves: [u64; 2]) -> [u8; vk::UUID_SIZE] {
-    let mut out = [0u8; vk::UUID_SIZE];
-    let (lo, hi) = out.split_at_mut(8);
-    lo.copy_from_slice(&halves[0].to_le_bytes());
-    hi.copy_from_slice(&halves[1].to_le_bytes());
-    out
-}
-
 impl DeviceInfo {
-    /// Checks the kernel's answers and builds the description. The import alignment must
-    /// be a power of two between 4 KiB and 64 KiB (the CTS's upper bound), the VA width
-    /// between 32 and 48 bits (the AArch64 stage-1 format), and 4 KiB pages supported.
-    pub fn from_params(
-        node: DeviceNode,
-        raw: RawParams,
-        ram_bytes: u64,
-    ) -> Result<Self, ParamError> {
-        let min_import_alignment = Alignment::new(raw.min_import_alignment)
-            .filter(|a| (Alignment::SIZE_4K..=Alignment::SIZE_64K).contains(a))
-            .ok_or(ParamError::Invalid {
-                param: uapi::Param::MIN_IMPORT_ALIGNMENT,
-                value: raw.min_import_alignment,
-            })?;
-        let va_bits = u8::try_from(raw.va_bits)
-            .ok()
-            .filter(|b| (32..=48).contains(b))
-            .ok_or(ParamError::Invalid {
-                param: uapi::Param::VA_BITS,
-                value: raw.va_bits,
-            })?;
-        let page_sizes = PageSize::ALL
-            .iter()
-            .filter(|p| raw.page_sizes & p.bytes() != 0)
-            .fold(PageSizes::EMPTY, |set, p| set.with(*p));
-        if !page_sizes.contains(PageSize::Size4K) {
-            return Err(ParamError::Invalid {
-                param: uapi::Param::PAGE_SIZES,
-                value: raw.page_sizes,
-            });
-        }
-        Ok(Self {
+    /// The description of the device at `node`, from the parameters its backend reported
+    /// (already checked: [`DeviceParams::from_raw`]).
+    pub fn new(node: DeviceNode, params: DeviceParams, ram_bytes: u64) -> Self {
+        Self {
             node,
-            device_uuid: uuid(raw.device_uuid),
-            driver_uuid: uuid(raw.driver_uuid),
-            min_import_alignment,
-            va_bits,
-            page_sizes,
-            max_mapping: raw.max_mapping,
+            device_uuid: params.device_uuid,
+            driver_uuid: params.driver_uuid,
+            min_import_alignment: params.min_import_alignment,
+            va_bits: params.va_bits,
+            page_sizes: params.page_sizes,
+            max_mapping: params.max_mapping,
             ram_bytes,
-        })
+        }
     }
 
     /// The device's external-memory capabilities: on extmem-vgpu fds, dma-bufs and both
@@ -448,6 +354,20 @@ impl DeviceInfo {
     }
 }
 
+/// Parameters of a made-up extmem-vgpu device (48-bit VA, 4 KiB and 2 MiB pages, 4 KiB
+/// import alignment, UUIDs 0..16 and all 7s), for tests that need a device without one.
+#[cfg(test)]
+pub(crate) const TEST_PARAMS: DeviceParams = DeviceParams {
+    device_uuid: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    driver_uuid: [7; vk::UUID_SIZE],
+    min_import_alignment: Alignment::SIZE_4K,
+    va_bits: 48,
+    page_sizes: PageSizes::EMPTY
+        .with(PageSize::Size4K)
+        .with(PageSize::Size2M),
+    max_mapping: 1 << 32,
+};
+
 /// The queue families: one, transfer only (a copy engine; no graphics, no compute).
 pub fn queue_families() -> [vk::QueueFamilyProperties; 1] {
     [vk::QueueFamilyProperties {
@@ -553,22 +473,20 @@ pub fn discover(dir: &Path) -> Vec<DeviceInfo> {
     nodes
         .into_iter()
         .filter_map(|path| {
-            let fd = open_node(&path).ok()?;
-            if !extmem::drm_core::driver_is(rustix::fd::AsFd::as_fd(&fd), uapi::DRIVER_NAME) {
-                return None;
-            }
-            let vgpu = Vgpu::new(fd).ok()?;
-            let raw = RawParams::read(|p| vgpu.param(p)).ok()?;
-            DeviceInfo::from_params(DeviceNode::Render(path), raw, ram).ok()
+            // `Vgpu::new` refuses other drivers' nodes before sending them anything of ours.
+            let params = Vgpu::new(open_node(&path).ok()?)
+                .ok()?
+                .device_params()
+                .ok()?;
+            Some(DeviceInfo::new(DeviceNode::Render(path), params, ram))
         })
         .collect()
 }
 
 /// The software device, as a new one describes itself.
 pub fn software_device() -> Option<DeviceInfo> {
-    let gpu = SoftGpu::new().ok()?;
-    let raw = RawParams::read(|p| gpu.param(p)).ok()?;
-    DeviceInfo::from_params(DeviceNode::Software, raw, ram_bytes()).ok()
+    let params = SoftGpu::new().ok()?.device_params().ok()?;
+    Some(DeviceInfo::new(DeviceNode::Software, params, ram_bytes()))
 }
 
 /// The devices `vkCreateInstance` offers under `selection`, the extmem-vgpu nodes looked
@@ -592,78 +510,25 @@ pub fn devices(dir: &Path, selection: DeviceSelection) -> Vec<DeviceInfo> {
 mod tests {
     use super::*;
 
-    fn raw() -> RawParams {
-        RawParams {
-            device_uuid: [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908],
-            driver_uuid: [1, 2],
-            min_import_alignment: 4096,
-            va_bits: 48,
-            page_sizes: 0x1000 | 0x20_0000,
-            max_mapping: 1 << 32,
-        }
-    }
-
     fn info() -> DeviceInfo {
-        DeviceInfo::from_params(
+        DeviceInfo::new(
             DeviceNode::Render("/dev/dri/renderD129".into()),
-            raw(),
+            TEST_PARAMS,
             8 << 30,
         )
-        .unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     #[test]
-    fn uuids_come_from_the_kernel_little_endian() {
+    fn the_description_is_the_devices_parameters() {
         let info = info();
         let expect: Vec<u8> = (0..16).collect();
         assert_eq!(info.device_uuid.to_vec(), expect);
-        assert_eq!(info.driver_uuid[0], 1);
-        assert_eq!(info.driver_uuid[8], 2);
         assert_eq!(info.id_properties().device_uuid, info.device_uuid);
+        assert_eq!(info.id_properties().driver_uuid, [7; vk::UUID_SIZE]);
         assert_eq!(info.id_properties().device_luid_valid, vk::FALSE);
-    }
-
-    #[test]
-    fn out_of_range_params_are_refused() {
-        let node = PathBuf::from("/dev/dri/renderD128");
-        for (bad, param) in [
-            (
-                RawParams {
-                    min_import_alignment: 3000,
-                    ..raw()
-                },
-                uapi::Param::MIN_IMPORT_ALIGNMENT,
-            ),
-            (
-                RawParams {
-                    min_import_alignment: 1 << 17,
-                    ..raw()
-                },
-                uapi::Param::MIN_IMPORT_ALIGNMENT,
-            ),
-            (
-                RawParams {
-                    va_bits: 64,
-                    ..raw()
-                },
-                uapi::Param::VA_BITS,
-            ),
-            (
-                RawParams {
-                    page_sizes: 0x20_0000,
-                    ..raw()
-                },
-                uapi::Param::PAGE_SIZES,
-            ),
-        ] {
-            match DeviceInfo::from_params(DeviceNode::Render(node.clone()), bad, 1 << 30) {
-                Err(ParamError::Invalid { param: p, .. }) => assert_eq!(p, param),
-                other => panic!("{param:?}: {other:?}"),
-            }
-        }
-        let info = info();
+        assert_eq!(info.limits().min_import_alignment, Alignment::SIZE_4K);
+        assert_eq!(info.max_allocation_size(), 1 << 32);
         assert!(info.page_sizes.contains(PageSize::Size2M));
-        assert!(!info.page_sizes.contains(PageSize::Size1G));
     }
 
     #[test]

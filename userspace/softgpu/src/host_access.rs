@@ -10,6 +10,8 @@
 //! `WriteProcessMemory` on Windows (`windows`). Both give the same three functions:
 //! `read`, `write` and `check_mapped`.
 
+use extmem_hw::HostVa;
+
 #[cfg(not(windows))]
 mod linux;
 #[cfg(windows)]
@@ -24,13 +26,22 @@ pub use windows::{check_mapped, read, write};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct HostFault {
     /// The address.
-    pub addr: u64,
+    pub addr: HostVa,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use extmem::backend::errno;
+    use extmem_uapi::errno;
+
+    fn at(addr: u64) -> HostVa {
+        HostVa::new(addr)
+    }
+
+    /// The errno of `check_mapped`'s failure.
+    fn mapped(addr: u64, len: u64) -> Result<(), i32> {
+        check_mapped(at(addr), len).map_err(|e| e.errno)
+    }
 
     #[test]
     fn reads_and_writes_own_memory_and_faults_on_unmapped_pages() {
@@ -38,15 +49,15 @@ mod tests {
         buf[100] = 7;
         let addr = buf.as_ptr() as u64;
         let mut out = [0u8; 4];
-        read(addr + 99, &mut out).unwrap_or_else(|e| panic!("{e:?}"));
+        read(at(addr + 99), &mut out).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(out, [0, 7, 0, 0]);
-        write(addr + 200, &[1, 2, 3]).unwrap_or_else(|e| panic!("{e:?}"));
+        write(at(addr + 200), &[1, 2, 3]).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(&buf[200..203], &[1, 2, 3]);
-        assert_eq!(check_mapped(addr & !4095, 4096), Ok(()));
+        assert_eq!(mapped(addr & !4095, 4096), Ok(()));
         // Page 0 is never mapped.
-        assert_eq!(read(16, &mut out), Err(HostFault { addr: 16 }));
-        assert_eq!(write(16, &out), Err(HostFault { addr: 16 }));
-        assert_eq!(check_mapped(0, 4096), Err(errno::ENOMEM));
+        assert_eq!(read(at(16), &mut out), Err(HostFault { addr: at(16) }));
+        assert_eq!(write(at(16), &out), Err(HostFault { addr: at(16) }));
+        assert_eq!(mapped(0, 4096), Err(errno::ENOMEM));
         // A wrapping range: msync refuses its unaligned start (EINVAL) before it could
         // wrap; Windows checks the arithmetic itself.
         let wrapping = if cfg!(windows) {
@@ -54,17 +65,17 @@ mod tests {
         } else {
             errno::EINVAL
         };
-        assert_eq!(check_mapped(u64::MAX - 10, 4096), Err(wrapping));
+        assert_eq!(mapped(u64::MAX - 10, 4096), Err(wrapping));
     }
 
     #[test]
     fn a_read_only_page_is_not_written() {
         let text = b"constant data in a read-only mapping";
-        let addr = text.as_ptr() as u64;
+        let addr = at(text.as_ptr() as u64);
         assert_eq!(write(addr, b"x"), Err(HostFault { addr }));
         let mut out = [0u8; 8];
         read(addr, &mut out).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(&out, b"constant");
-        assert_eq!(check_mapped(addr & !4095, 4096), Ok(()));
+        assert_eq!(mapped(addr.get() & !4095, 4096), Ok(()));
     }
 }

@@ -35,11 +35,17 @@
 //! on Windows, pagefile-backed section objects from `CreateFileMappingW`, exported as NT
 //! handles with `DuplicateHandle`) and [`host_access`] (`process_vm_readv`/`writev`; on
 //! Windows, `ReadProcessMemory` / `WriteProcessMemory` on the own process, which also
-//! fail instead of faulting). [`phys_memory`] and the [`SoftGpu`] backend are OS-neutral;
-//! the Windows-only sharing is `win32` (the `Win32Sharing` implementation) and
-//! `win32_error` (Win32 errors as errno).
+//! fail instead of faulting). [`phys_memory`] (over its own [`phys_allocator`]) and the
+//! [`SoftGpu`] backend are OS-neutral; the Windows-only sharing is `win32` (the
+//! `Win32Sharing` implementation) and `win32_error` (Win32 errors as errno).
+//!
+//! Every failure is an [`Error`] that says what failed with which values (handle, host
+//! range, size, the OS call and its error); [`error`] maps each to the memory manager's
+//! `BackendError`, the operation and the errno the kernel device would have returned.
 
+pub mod error;
 pub mod host_access;
+pub mod phys_allocator;
 pub mod phys_memory;
 pub mod shared_memory;
 #[cfg(windows)]
@@ -52,19 +58,21 @@ use std::fmt;
 use std::num::NonZeroU32;
 
 use extmem::backend::{
-    errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
+    Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
 };
-use extmem::exec::{ExecError, Fault};
+use extmem::device_params::{DeviceParams, ParamError, RawParams};
+use extmem::exec::{self, Command, ExecError, Fault};
 use extmem::handle_types::{DeviceCaps, Platform};
 use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_kcore::args::{check_gem_create, check_gem_userptr};
 use extmem_kcore::params::{answer, ParamAnswer};
-use extmem_kcore::{copy_engine, BoundObject, ObjectId, ToErrno, Vm, PROFILE};
+use extmem_kcore::{copy_engine, BoundObject, ObjectId, Vm, PROFILE};
 use extmem_uapi as uapi;
 
+pub use crate::error::{Error, OsError};
 use crate::phys_memory::{Backing, PhysMemory};
-use crate::shared_memory::SharedMemory;
+use crate::shared_memory::{MemoryError, SharedMemory};
 
 /// `deviceUUID` of the software device: not the kernel device's, so an opaque fd of one
 /// is never taken for the other's.
@@ -116,8 +124,9 @@ impl fmt::Debug for SoftGpu {
     }
 }
 
-fn failed(op: Op) -> impl Fn(i32) -> BackendError {
-    move |errno| BackendError { op, errno }
+/// The failure of `op` on device memory.
+fn memory_failed(op: Op) -> impl Fn(MemoryError) -> Error {
+    move |error| Error::Memory { op, error }
 }
 
 fn uuid_halves(uuid: [u8; 16]) -> [u64; 2] {
@@ -133,8 +142,7 @@ impl SoftGpu {
     pub fn new() -> Result<Self, BackendError> {
         let memory = PhysMemory::new(PROFILE);
         let mut vm = Box::new(Vm::new());
-        vm.init(memory.clone())
-            .map_err(|e| failed(Op::Create)(e.errno()))?;
+        vm.init(memory.clone()).map_err(Error::Init)?;
         Ok(Self {
             memory,
             vm,
@@ -146,7 +154,10 @@ impl SoftGpu {
     /// `GET_PARAM`, answered as the kernel device answers it: kcore for what the core
     /// owns, this device for the UUIDs and counters (no pins, no dma-buf attachments).
     pub fn param(&self, param: uapi::Param) -> Result<u64, BackendError> {
-        let core = answer(param, PROFILE).map_err(|e| failed(Op::Info)(e.errno()))?;
+        let core = answer(param, PROFILE).map_err(|error| Error::Args {
+            op: Op::Info,
+            error,
+        })?;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Ok(match (core, param) {
             (ParamAnswer::Core(value), _) => value,
@@ -162,33 +173,13 @@ impl SoftGpu {
         })
     }
 
-    /// `EXEC`: runs `cmds` in order on kcore's copy engine.
-    pub fn exec(&mut self, cmds: &[uapi::Cmd]) -> Result<(), ExecError> {
-        let count = u32::try_from(cmds.len())
-            .map_err(|_| ExecError::Kernel(failed(Op::Exec)(errno::EINVAL)))?;
-        let mut args = uapi::Exec {
-            cmds: cmds.as_ptr() as usize as u64,
-            count,
-            ..Default::default()
-        };
-        match self.vm.exec(&mut args, cmds) {
-            Ok(()) => Ok(()),
-            Err(copy_engine::ExecError::Fault { cmd, va, kind }) => {
-                Err(ExecError::Fault(Fault { cmd, va, kind }))
-            }
-            Err(e) => Err(ExecError::Kernel(failed(Op::Exec)(e.errno()))),
-        }
-    }
-
     /// `VM_QUERY`: (leaf size, read-only) of the mapping at `va`, `None` if unmapped.
     pub fn query(&self, va: GpuVa) -> Result<Option<(u64, bool)>, BackendError> {
         let mut args = uapi::VmQuery {
             va: va.get(),
             ..Default::default()
         };
-        self.vm
-            .query(&mut args, false)
-            .map_err(|e| failed(Op::Info)(e.errno()))?;
+        self.vm.query(&mut args, false).map_err(Error::Query)?;
         Ok((args.flags & uapi::QUERY_MAPPED != 0)
             .then_some((args.page_size, args.flags & uapi::QUERY_READ_ONLY != 0)))
     }
@@ -203,49 +194,47 @@ impl SoftGpu {
         self.memory.table_pages()
     }
 
-    fn new_handle(&mut self, id: ObjectId, op: Op) -> Result<GemHandle, BackendError> {
-        let raw = NonZeroU32::new(self.next_handle).ok_or(failed(op)(errno::ENOSPC));
-        let raw = match raw {
-            Ok(raw) => raw,
-            Err(e) => {
-                self.memory.close_handle(id);
-                return Err(e);
-            }
+    fn new_handle(&mut self, id: ObjectId, op: Op) -> Result<GemHandle, Error> {
+        let Some(raw) = NonZeroU32::new(self.next_handle) else {
+            // The counter wrapped: the object gets no handle and goes.
+            self.memory.close_handle(id);
+            return Err(Error::HandlesExhausted { op });
         };
         self.next_handle = self.next_handle.wrapping_add(1);
         self.handles.insert(raw, id);
         Ok(GemHandle(raw))
     }
 
-    fn object(&self, handle: GemHandle, op: Op) -> Result<ObjectId, BackendError> {
+    fn object(&self, handle: GemHandle, op: Op) -> Result<ObjectId, Error> {
         self.handles
             .get(&handle.0)
             .copied()
-            .ok_or(failed(op)(errno::ENOENT))
+            .ok_or(Error::NoSuchHandle { op, handle })
     }
 
     /// New device memory of `size` bytes, checked as `GEM_CREATE` is, made by `make`.
     fn create_with(
         &mut self,
         size: u64,
-        make: impl FnOnce() -> Result<SharedMemory, i32>,
-    ) -> Result<GemHandle, BackendError> {
+        make: impl FnOnce() -> Result<SharedMemory, MemoryError>,
+    ) -> Result<GemHandle, Error> {
+        let op = Op::Create;
         let args = uapi::GemCreate {
             size,
             ..Default::default()
         };
-        check_gem_create(&args, PROFILE).map_err(|e| failed(Op::Create)(e.errno()))?;
-        let memory = make().map_err(failed(Op::Create))?;
+        check_gem_create(&args, PROFILE).map_err(|error| Error::Args { op, error })?;
+        let memory = make().map_err(memory_failed(op))?;
         let id = self
             .memory
             .add_object(Backing::Device(memory), size)
-            .map_err(failed(Op::Create))?;
-        self.new_handle(id, Op::Create)
+            .map_err(|error| Error::PhysSpace { op, error })?;
+        self.new_handle(id, op)
     }
 
     /// Gives imported device memory a handle: the handle that already names the same
     /// memory (its [`shared_memory::Identity`]), or a new one.
-    fn adopt(&mut self, memory: SharedMemory, op: Op) -> Result<GemHandle, BackendError> {
+    fn adopt(&mut self, memory: SharedMemory, op: Op) -> Result<GemHandle, Error> {
         if let Some(id) = self.memory.find_device_memory(memory.identity()) {
             if let Some((handle, _)) = self.handles.iter().find(|(_, o)| **o == id) {
                 return Ok(GemHandle(*handle));
@@ -255,26 +244,24 @@ impl SoftGpu {
         let id = self
             .memory
             .add_object(Backing::Device(memory), size)
-            .map_err(failed(op))?;
+            .map_err(|error| Error::PhysSpace { op, error })?;
         self.new_handle(id, op)
     }
 
+    /// Runs `f` on the device memory behind `handle`; a host import has none.
     fn device_memory<R>(
         &self,
         handle: GemHandle,
         op: Op,
-        f: impl FnOnce(&SharedMemory) -> Result<R, i32>,
-    ) -> Result<R, BackendError> {
+        f: impl FnOnce(&SharedMemory) -> Result<R, MemoryError>,
+    ) -> Result<R, Error> {
         let id = self.object(handle, op)?;
         self.memory
             .with_object(id, |o| match &o.backing {
-                Backing::Device(memory) => f(memory),
-                // Host imports are not exported (SPEC: importable only) nor mapped (the
-                // application has its own pointer).
-                Backing::Host { .. } => Err(errno::EINVAL),
+                Backing::Device(memory) => f(memory).map_err(memory_failed(op)),
+                Backing::Host { .. } => Err(Error::NotDeviceMemory { op, handle }),
             })
-            .unwrap_or(Err(errno::ENOENT))
-            .map_err(failed(op))
+            .unwrap_or(Err(Error::NoSuchHandle { op, handle }))
     }
 }
 
@@ -289,7 +276,7 @@ impl Drop for SoftGpu {
 
 impl Backend for SoftGpu {
     fn create(&mut self, size: u64) -> Result<GemHandle, BackendError> {
-        self.create_with(size, || SharedMemory::create(size))
+        Ok(self.create_with(size, || SharedMemory::create(size))?)
     }
 
     /// Checks the range as `GEM_USERPTR` does, and that every page of it is mapped; does
@@ -308,21 +295,24 @@ impl Backend for SoftGpu {
             flags: if read_only { uapi::FLAG_READ_ONLY } else { 0 },
             ..Default::default()
         };
-        check_gem_userptr(&args, PROFILE).map_err(|e| failed(Op::ImportHost)(e.errno()))?;
-        // An unmapped range is what pin_user_pages refuses with EFAULT.
-        host_access::check_mapped(ptr.get(), size)
-            .map_err(|_| failed(Op::ImportHost)(errno::EFAULT))?;
+        let op = Op::ImportHost;
+        check_gem_userptr(&args, PROFILE).map_err(|error| Error::Args { op, error })?;
+        host_access::check_mapped(ptr, size).map_err(|os| Error::HostRangeUnmapped {
+            ptr,
+            size,
+            os,
+        })?;
         if probe {
             return Ok(None);
         }
         let backing = Backing::Host {
-            addr: ptr.get(),
+            addr: ptr,
             read_only,
         };
         let id = self
             .memory
             .add_object(backing, size)
-            .map_err(failed(Op::ImportHost))?;
+            .map_err(|error| Error::PhysSpace { op, error })?;
         Ok(Some((
             self.new_handle(id, Op::ImportHost)?,
             HostImport::Pinned,
@@ -333,26 +323,28 @@ impl Backend for SoftGpu {
     /// `EINVAL`. The same memory imported again while a handle names it gets that handle,
     /// as PRIME import does.
     fn import_shared(&mut self, os: BorrowedOsHandle<'_>) -> Result<GemHandle, BackendError> {
-        let memory = SharedMemory::import(os).map_err(failed(Op::ImportDmaBuf))?;
-        self.adopt(memory, Op::ImportDmaBuf)
+        let memory = SharedMemory::import(os).map_err(memory_failed(Op::ImportDmaBuf))?;
+        Ok(self.adopt(memory, Op::ImportDmaBuf)?)
     }
 
     /// A new close-on-exec fd of the object's memfd (an opaque fd, not a dma-buf); on
     /// Windows a new section handle (not inheritable).
     fn export_shared(&mut self, handle: GemHandle) -> Result<OwnedOsHandle, BackendError> {
-        self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::export)
+        Ok(self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::export)?)
     }
 
     /// Device memory, created here or imported from another process, is native: it is
     /// this driver's memory either way.
     fn info(&mut self, handle: GemHandle) -> Result<(u64, ObjectOrigin), BackendError> {
-        let id = self.object(handle, Op::Info)?;
-        self.memory
+        let op = Op::Info;
+        let id = self.object(handle, op)?;
+        Ok(self
+            .memory
             .with_object(id, |o| match o.backing {
                 Backing::Device(_) => (o.size, ObjectOrigin::Native),
                 Backing::Host { .. } => (o.size, ObjectOrigin::Userptr),
             })
-            .ok_or(failed(Op::Info)(errno::ENOENT))
+            .ok_or(Error::NoSuchHandle { op, handle })?)
     }
 
     fn close(&mut self, handle: GemHandle) {
@@ -368,8 +360,8 @@ impl Backend for SoftGpu {
         size: u64,
         _access: CpuAccess,
     ) -> Result<HostVa, BackendError> {
-        self.device_memory(handle, Op::Map, |memory| memory.map(size))
-            .map(|ptr| HostVa::new(ptr.as_ptr() as usize as u64))
+        let ptr = self.device_memory(handle, Op::Map, |memory| memory.map(size))?;
+        Ok(HostVa::new(ptr.as_ptr() as usize as u64))
     }
 
     fn unmap(&mut self, ptr: HostVa, size: u64) {
@@ -384,6 +376,31 @@ impl Backend for SoftGpu {
     fn win32(&mut self) -> Option<&mut dyn extmem::backend::Win32Sharing> {
         Some(self)
     }
+
+    fn engine(&mut self) -> Option<&mut dyn CopyEngine> {
+        Some(self)
+    }
+
+    /// `GET_PARAM`'s answers ([`SoftGpu::param`]), checked as the kernel device's are.
+    fn device_params(&self) -> Result<DeviceParams, ParamError> {
+        DeviceParams::from_raw(RawParams::read(|p| self.param(p))?)
+    }
+}
+
+/// Commands in the kernel's encoding, run by kcore's copy engine as the module runs them.
+impl CopyEngine for SoftGpu {
+    fn exec(&mut self, cmds: &[Command]) -> Result<(), ExecError> {
+        let (encoded, mut args) = exec::encode(cmds)?;
+        match self.vm.exec(&mut args, &encoded) {
+            Ok(()) => Ok(()),
+            Err(copy_engine::ExecError::Fault { cmd, va, kind }) => Err(ExecError::Fault(Fault {
+                cmd,
+                va,
+                kind: kind.into(),
+            })),
+            Err(e) => Err(ExecError::Kernel(Error::Exec(e).into())),
+        }
+    }
 }
 
 impl GpuVm for SoftGpu {
@@ -395,7 +412,8 @@ impl GpuVm for SoftGpu {
         size: u64,
         read_only: bool,
     ) -> Result<(), BackendError> {
-        let id = self.object(handle, Op::Bind)?;
+        let op = Op::Bind;
+        let id = self.object(handle, op)?;
         let object = self
             .memory
             .with_object(id, |o| BoundObject {
@@ -403,7 +421,7 @@ impl GpuVm for SoftGpu {
                 size: o.size,
                 read_only: o.read_only(),
             })
-            .ok_or(failed(Op::Bind)(errno::ENOENT))?;
+            .ok_or(Error::NoSuchHandle { op, handle })?;
         let args = uapi::VmBind {
             op: uapi::BindOp::MAP,
             flags: if read_only { uapi::FLAG_READ_ONLY } else { 0 },
@@ -415,7 +433,7 @@ impl GpuVm for SoftGpu {
         };
         self.vm
             .bind(&args, object)
-            .map_err(|e| failed(Op::Bind)(e.errno()))?;
+            .map_err(|error| Error::Bind { op, error })?;
         self.memory.note_bound(id);
         Ok(())
     }
@@ -432,8 +450,9 @@ impl GpuVm for SoftGpu {
             size: 0,
             read_only: false,
         };
-        self.vm
-            .bind(&args, none)
-            .map_err(|e| failed(Op::Unbind)(e.errno()))
+        Ok(self.vm.bind(&args, none).map_err(|error| Error::Bind {
+            op: Op::Unbind,
+            error,
+        })?)
     }
 }

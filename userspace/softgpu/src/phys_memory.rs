@@ -13,10 +13,9 @@
 //! through [`host_access`], which fails cleanly on a page the
 //! application has unmapped. A physical address that names nothing is a [`MemoryFault`].
 //!
-//! Ranges are handed out by the same allocator that hands out GPU VA
-//! ([`VaAllocator`]): objects of 2 MiB and more get 2 MiB-aligned ranges, so a
-//! 2 MiB-aligned binding of one is mapped with blocks, as contiguous memory is on the
-//! kernel device.
+//! Ranges come from the device's own [`PhysAllocator`]: an object as large as a block the
+//! profile maps (2 MiB, 1 GiB) gets a range aligned to that block, so a block-aligned
+//! binding of it is mapped with blocks, as contiguous memory is on the kernel device.
 //!
 //! An object lives while a GEM handle or a binding holds it: kcore reports every binding
 //! it drops through [`Platform::object_unbound`], as it does to the kernel glue.
@@ -24,19 +23,21 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use extmem::va_allocator::VaAllocator;
-use extmem_hw::{Alignment, GpuProfile, GpuVa, PhysAddr};
+use extmem_hw::profile::MIN_PAGE;
+use extmem_hw::{Alignment, GpuProfile, HostVa, PageSize, PageSizes, PhysAddr};
 use extmem_kcore::{MemoryFault, ObjectId, Platform, Segment, SegmentError};
 
 use crate::host_access;
+use crate::phys_allocator::{PhysAllocError, PhysAllocator};
 use crate::shared_memory::{Identity, SharedMemory};
 
-/// 4 KiB: a table page, and the most one copy-engine access touches.
-const PAGE: usize = 4096;
+/// A table page in bytes, and the most one copy-engine access touches: the profile's
+/// smallest page.
+const PAGE_LEN: usize = 1 << MIN_PAGE.log2();
 /// Descriptors in a table page.
-const WORDS: usize = PAGE / 8;
+const WORDS: usize = PAGE_LEN / core::mem::size_of::<u64>();
 /// Physical addresses start here, so that 0 and small values never name memory.
-const PA_START: u64 = 1 << 21;
+const PA_START: PhysAddr = PhysAddr::new(Alignment::SIZE_2M.get());
 
 /// What an object's bytes are.
 #[derive(Debug)]
@@ -46,7 +47,7 @@ pub enum Backing {
     /// The application's memory at `addr`, imported by host pointer.
     Host {
         /// The application's pointer.
-        addr: u64,
+        addr: HostVa,
         /// Whether the GPU may only read it.
         read_only: bool,
     },
@@ -56,7 +57,7 @@ pub enum Backing {
 #[derive(Debug)]
 pub struct Object {
     /// First physical address.
-    pub pa: u64,
+    pub pa: PhysAddr,
     /// Size in bytes (a multiple of 4 KiB).
     pub size: u64,
     /// Its bytes.
@@ -82,10 +83,12 @@ impl Object {
 
 #[derive(Debug)]
 struct State {
-    space: VaAllocator,
-    tables: BTreeMap<u64, Box<[u64; WORDS]>>,
+    space: PhysAllocator,
+    /// The blocks the profile maps, which objects are aligned to.
+    page_sizes: PageSizes,
+    tables: BTreeMap<PhysAddr, Box<[u64; WORDS]>>,
     /// First physical address of each object.
-    frames: BTreeMap<u64, ObjectId>,
+    frames: BTreeMap<PhysAddr, ObjectId>,
     objects: BTreeMap<ObjectId, Object>,
     next_id: u64,
 }
@@ -95,15 +98,14 @@ enum Target {
     /// Memory the device mapped itself.
     Direct(*mut u8),
     /// An imported host address.
-    Host(u64),
+    Host(HostVa),
 }
 
 impl State {
     fn resolve(&self, pa: PhysAddr) -> Result<Target, MemoryFault> {
-        let pa = pa.get();
         let (&start, id) = self.frames.range(..=pa).next_back().ok_or(MemoryFault)?;
         let object = self.objects.get(id).ok_or(MemoryFault)?;
-        let offset = pa - start;
+        let offset = pa.offset_from(start).ok_or(MemoryFault)?;
         if offset >= object.size {
             return Err(MemoryFault);
         }
@@ -125,11 +127,13 @@ impl State {
         }
     }
 
-    fn table_word(&self, pa: PhysAddr) -> Option<(u64, usize)> {
-        let pa = pa.get();
-        let page = pa & !(PAGE as u64 - 1);
-        let offset = usize::try_from(pa - page).ok()?;
-        (offset % 8 == 0).then_some((page, offset / 8))
+    /// The table page `pa` lies in and the index of the descriptor it names, if it is
+    /// descriptor-aligned.
+    fn table_word(&self, pa: PhysAddr) -> Option<(PhysAddr, usize)> {
+        let page = pa.align_down(MIN_PAGE);
+        let offset = usize::try_from(pa.offset_from(page)?).ok()?;
+        let word = core::mem::size_of::<u64>();
+        (offset % word == 0).then_some((page, offset / word))
     }
 
     fn release_if_unheld(&mut self, id: ObjectId) {
@@ -140,10 +144,21 @@ impl State {
         if unheld {
             if let Some(object) = self.objects.remove(&id) {
                 self.frames.remove(&object.pa);
-                let _ = self.space.free(GpuVa::new(object.pa));
+                // The object's range was allocated when it was added; nothing else frees it.
+                let _ = self.space.free(object.pa);
             }
         }
     }
+}
+
+/// The alignment of an object of `size` bytes: the largest block of `page_sizes` it can
+/// hold, so that a block-aligned binding of it maps with blocks; 4 KiB otherwise.
+fn block_alignment(page_sizes: PageSizes, size: u64) -> Alignment {
+    PageSize::ALL
+        .into_iter()
+        .filter(|block| page_sizes.contains(*block) && block.bytes() <= size)
+        .map(PageSize::alignment)
+        .fold(MIN_PAGE, Alignment::max)
 }
 
 /// The software device's memory; clones share it (the VM holds one for its callbacks).
@@ -155,9 +170,10 @@ pub struct PhysMemory {
 impl PhysMemory {
     /// An empty physical address space of `profile.oa_bits`.
     pub fn new(profile: &GpuProfile) -> Self {
-        let end = 1u64 << profile.oa_bits;
+        let end = 1u64.checked_shl(profile.oa_bits.into()).unwrap_or(u64::MAX);
         let state = State {
-            space: VaAllocator::new(GpuVa::new(PA_START), GpuVa::new(end), profile.page_sizes),
+            space: PhysAllocator::new(PA_START, PhysAddr::new(end)),
+            page_sizes: profile.page_sizes,
             tables: BTreeMap::new(),
             frames: BTreeMap::new(),
             objects: BTreeMap::new(),
@@ -175,14 +191,11 @@ impl PhysMemory {
     }
 
     /// Places a new object of `size` bytes (a non-zero multiple of 4 KiB) held by one
-    /// handle. `ENOMEM` when the address space is full.
-    pub fn add_object(&self, backing: Backing, size: u64) -> Result<ObjectId, i32> {
+    /// handle, aligned to the largest block it could be mapped with.
+    pub fn add_object(&self, backing: Backing, size: u64) -> Result<ObjectId, PhysAllocError> {
         let mut s = self.lock();
-        let pa = s
-            .space
-            .allocate(size, Alignment::SIZE_4K)
-            .map_err(|_| extmem::backend::errno::ENOMEM)?
-            .get();
+        let alignment = block_alignment(s.page_sizes, size);
+        let pa = s.space.allocate(size, alignment)?;
         let id = ObjectId(s.next_id);
         s.next_id = s.next_id.saturating_add(1);
         s.frames.insert(pa, id);
@@ -246,15 +259,16 @@ impl PhysMemory {
 impl Platform for PhysMemory {
     fn alloc_table(&self) -> Option<PhysAddr> {
         let mut s = self.lock();
-        let pa = s.space.allocate(PAGE as u64, Alignment::SIZE_4K).ok()?;
-        s.tables.insert(pa.get(), Box::new([0; WORDS]));
-        Some(PhysAddr::new(pa.get()))
+        let pa = s.space.allocate(MIN_PAGE.get(), MIN_PAGE).ok()?;
+        s.tables.insert(pa, Box::new([0; WORDS]));
+        Some(pa)
     }
 
     fn free_table(&self, table: PhysAddr) {
         let mut s = self.lock();
-        if s.tables.remove(&table.get()).is_some() {
-            let _ = s.space.free(GpuVa::new(table.get()));
+        if s.tables.remove(&table).is_some() {
+            // Allocated by `alloc_table`, freed only here.
+            let _ = s.space.free(table);
         }
     }
 
@@ -276,7 +290,7 @@ impl Platform for PhysMemory {
 
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
         let n = usize::try_from(len).map_err(|_| MemoryFault)?;
-        let mut bounce = [0u8; PAGE];
+        let mut bounce = [0u8; PAGE_LEN];
         let buf = bounce.get_mut(..n).ok_or(MemoryFault)?;
         let s = self.lock();
         match (s.resolve(src)?, s.resolve(dst)?) {
@@ -307,7 +321,7 @@ impl Platform for PhysMemory {
 
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault> {
         let n = usize::try_from(len).map_err(|_| MemoryFault)?;
-        let mut pattern = [0u8; PAGE];
+        let mut pattern = [0u8; PAGE_LEN];
         let buf = pattern.get_mut(..n).ok_or(MemoryFault)?;
         for (byte, v) in buf.iter_mut().zip(value.to_le_bytes().iter().cycle()) {
             *byte = *v;
@@ -324,15 +338,16 @@ impl Platform for PhysMemory {
     fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError> {
         let s = self.lock();
         let o = s.objects.get(&object).ok_or(SegmentError::Failed {
-            errno: extmem::backend::errno::ENOENT,
+            errno: extmem_uapi::errno::ENOENT,
         })?;
-        if offset >= o.size {
-            return Err(SegmentError::PastEnd);
-        }
-        Ok(Segment {
-            pa: PhysAddr::new(o.pa + offset),
-            len: o.size - offset,
-        })
+        let len = o
+            .size
+            .checked_sub(offset)
+            .filter(|len| *len > 0)
+            .ok_or(SegmentError::PastEnd)?;
+        // The object's range was allocated inside the space, so this does not overflow.
+        let pa = o.pa.checked_add(offset).ok_or(SegmentError::PastEnd)?;
+        Ok(Segment { pa, len })
     }
 
     fn object_unbound(&self, object: ObjectId) {
@@ -357,7 +372,7 @@ mod tests {
         let m = memory();
         let t = m.alloc_table().unwrap_or_else(|| panic!("a table page"));
         assert_eq!(t.get() % 4096, 0);
-        assert!(t.get() >= PA_START);
+        assert!(t >= PA_START);
         let word = PhysAddr::new(t.get() + 8 * 5);
         assert_eq!(m.read_u64(word), 0);
         m.write_u64(word, 0xdead_beef);
@@ -372,14 +387,44 @@ mod tests {
     }
 
     #[test]
+    fn a_full_physical_space_refuses_objects_until_one_goes() {
+        // 22 address bits: 2 MiB of space above `PA_START`.
+        let small = GpuProfile {
+            oa_bits: 22,
+            ..extmem_hw::profile::VGPU
+        };
+        let m = PhysMemory::new(&small);
+        let host = |addr| Backing::Host {
+            addr: HostVa::new(addr),
+            read_only: true,
+        };
+        let whole = m
+            .add_object(host(0x10_0000), 2 << 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            m.add_object(host(0x40_0000), 4096).err(),
+            Some(PhysAllocError::Exhausted {
+                size: 4096,
+                alignment: MIN_PAGE,
+                free: 0
+            })
+        );
+        // Nor is there room for a table page.
+        assert_eq!(m.alloc_table(), None);
+        m.close_handle(whole);
+        assert_eq!(m.objects(), 0);
+        assert!(m.add_object(host(0x40_0000), 4096).is_ok());
+    }
+
+    #[test]
     fn objects_are_contiguous_and_copies_reach_their_bytes() {
         let m = memory();
-        let device = SharedMemory::create(2 << 20).unwrap_or_else(|e| panic!("errno {e}"));
+        let device = SharedMemory::create(2 << 20).unwrap_or_else(|e| panic!("{e:?}"));
         let a = m
             .add_object(Backing::Device(device), 2 << 20)
-            .unwrap_or_else(|e| panic!("errno {e}"));
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let mut host = vec![0u8; 8192];
-        let host_addr = host.as_mut_ptr() as u64;
+        let host_addr = HostVa::new(host.as_mut_ptr() as u64);
         let b = m
             .add_object(
                 Backing::Host {
@@ -388,7 +433,7 @@ mod tests {
                 },
                 8192,
             )
-            .unwrap_or_else(|e| panic!("errno {e}"));
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let seg = |id, off| {
             m.object_segment(id, off)
                 .unwrap_or_else(|e| panic!("{e:?}"))

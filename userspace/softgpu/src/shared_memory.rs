@@ -13,7 +13,12 @@
 //! copy engine uses), `size()` and `identity()` (an [`Identity`]: the same memory imported
 //! twice has the same one).
 
+use core::fmt;
 use core::ptr::NonNull;
+
+use extmem_uapi::errno;
+
+use crate::error::OsError;
 
 #[cfg(not(windows))]
 pub mod linux;
@@ -26,6 +31,67 @@ use linux as platform;
 use windows as platform;
 
 pub use platform::SharedMemory;
+
+/// Why device memory could not be created, imported, exported or mapped.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum MemoryError {
+    /// An OS call failed.
+    Os(OsError),
+    /// The file or handle is not device memory of this driver (not a sealed memfd of
+    /// ours; on Windows, a section without our trailer, or not a section).
+    NotDeviceMemory,
+    /// A size device memory cannot have: zero or not whole pages (of an object, or of a
+    /// CPU mapping, which also may not be larger than the memory).
+    BadSize {
+        /// The size.
+        size: u64,
+    },
+    /// A size larger than this process can address.
+    TooLarge {
+        /// The size.
+        size: u64,
+    },
+    /// Windows: an object of the name to create exists already.
+    NameTaken,
+    /// Windows: a global-share token that names no live memory.
+    UnknownToken {
+        /// The token's value.
+        token: isize,
+    },
+    /// Windows: this process has published every token value.
+    TokensExhausted,
+}
+
+impl MemoryError {
+    /// The errno the memory manager interprets.
+    #[must_use]
+    pub fn errno(&self) -> i32 {
+        match self {
+            MemoryError::Os(os) => os.errno,
+            MemoryError::NotDeviceMemory | MemoryError::BadSize { .. } => errno::EINVAL,
+            MemoryError::TooLarge { .. } => errno::ENOMEM,
+            MemoryError::NameTaken => errno::EEXIST,
+            MemoryError::UnknownToken { .. } => errno::ENOENT,
+            MemoryError::TokensExhausted => errno::ENOSPC,
+        }
+    }
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryError::Os(os) => write!(f, "{os}"),
+            MemoryError::NotDeviceMemory => write!(f, "not device memory of this driver"),
+            MemoryError::BadSize { size } => write!(f, "{size:#x} bytes is not a memory size"),
+            MemoryError::TooLarge { size } => write!(f, "{size:#x} bytes do not fit the process"),
+            MemoryError::NameTaken => write!(f, "the name is taken"),
+            MemoryError::UnknownToken { token } => {
+                write!(f, "global-share token {token:#x} names no memory")
+            }
+            MemoryError::TokensExhausted => write!(f, "no global-share token values left"),
+        }
+    }
+}
 
 /// What names one memory object across imports and processes: `(st_dev, st_ino)` of a
 /// memfd on Linux, the random 128-bit object id in a section's trailer on Windows.

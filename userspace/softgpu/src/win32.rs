@@ -8,7 +8,7 @@
 
 use extmem::backend::{BackendError, GemHandle, Op, RawWin32Handle, Win32ExportInfo, Win32Sharing};
 
-use crate::failed;
+use crate::memory_failed;
 use crate::shared_memory::SharedMemory;
 use crate::SoftGpu;
 
@@ -20,24 +20,24 @@ impl Win32Sharing for SoftGpu {
         size: u64,
         export: &Win32ExportInfo<'_>,
     ) -> Result<GemHandle, BackendError> {
-        self.create_with(size, || {
+        Ok(self.create_with(size, || {
             SharedMemory::create_exportable(size, export.security_descriptor, export.name)
-        })
+        })?)
     }
 
     fn import_nt(&mut self, handle: RawWin32Handle) -> Result<GemHandle, BackendError> {
-        let memory = SharedMemory::import_raw(handle).map_err(failed(Op::ImportDmaBuf))?;
-        self.adopt(memory, Op::ImportDmaBuf)
+        let memory = SharedMemory::import_raw(handle).map_err(memory_failed(Op::ImportDmaBuf))?;
+        Ok(self.adopt(memory, Op::ImportDmaBuf)?)
     }
 
     fn import_name(&mut self, name: &[u16]) -> Result<GemHandle, BackendError> {
-        let memory = SharedMemory::open_name(name).map_err(failed(Op::ImportDmaBuf))?;
-        self.adopt(memory, Op::ImportDmaBuf)
+        let memory = SharedMemory::open_name(name).map_err(memory_failed(Op::ImportDmaBuf))?;
+        Ok(self.adopt(memory, Op::ImportDmaBuf)?)
     }
 
     fn import_global(&mut self, token: RawWin32Handle) -> Result<GemHandle, BackendError> {
-        let memory = SharedMemory::import_token(token).map_err(failed(Op::ImportDmaBuf))?;
-        self.adopt(memory, Op::ImportDmaBuf)
+        let memory = SharedMemory::import_token(token).map_err(memory_failed(Op::ImportDmaBuf))?;
+        Ok(self.adopt(memory, Op::ImportDmaBuf)?)
     }
 
     fn export_nt(
@@ -46,12 +46,12 @@ impl Win32Sharing for SoftGpu {
         access: u32,
         inherit: bool,
     ) -> Result<RawWin32Handle, BackendError> {
-        self.device_memory(handle, Op::ExportDmaBuf, |memory| {
+        Ok(self.device_memory(handle, Op::ExportDmaBuf, |memory| {
             memory.export_nt(access, inherit)
-        })
+        })?)
     }
 
     fn export_global(&mut self, handle: GemHandle) -> Result<RawWin32Handle, BackendError> {
-        self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::global_token)
+        Ok(self.device_memory(handle, Op::ExportDmaBuf, SharedMemory::global_token)?)
     }
 }

@@ -2,12 +2,15 @@
 //! and its tests speak errno on both systems (`ENOENT` for an unknown name or token,
 //! `EBADF` for a value that is not a handle, `EEXIST` for a taken name).
 
-use extmem::backend::errno;
+use extmem_uapi::errno;
 use windows_sys::Win32::Foundation::{
     GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT,
     ERROR_FILE_NOT_FOUND, ERROR_INVALID_HANDLE, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY,
     WIN32_ERROR,
 };
+
+use crate::error::OsError;
+use crate::shared_memory::MemoryError;
 
 /// The errno for a Win32 error code; `EINVAL` for every code without a closer one.
 pub fn errno_of(code: WIN32_ERROR) -> i32 {
@@ -21,10 +24,14 @@ pub fn errno_of(code: WIN32_ERROR) -> i32 {
     }
 }
 
-/// The errno for the calling thread's last Win32 error.
-pub fn last_errno() -> i32 {
+/// The calling thread's last Win32 error, as the failure of `call`.
+pub fn last_error(call: &'static str) -> MemoryError {
     // SAFETY: reads the calling thread's last-error value; no arguments.
-    errno_of(unsafe { GetLastError() })
+    let code = unsafe { GetLastError() };
+    MemoryError::Os(OsError {
+        call,
+        errno: errno_of(code),
+    })
 }
 
 #[cfg(test)]

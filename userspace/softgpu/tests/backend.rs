@@ -9,12 +9,12 @@
 use std::process::Command;
 
 use extmem::backend::{
-    errno, Backend, BackendError, CpuAccess, GemHandle, GpuVm, ObjectOrigin, Op,
+    errno, Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, ObjectOrigin, Op,
 };
-use extmem::exec::{ExecError, Fault};
+use extmem::exec::{self, ExecError, Fault, FaultKind};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
-use extmem_uapi::{Cmd, FaultKind, Param};
+use extmem_uapi::Param;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 use rustix::mm::{MapFlags, ProtFlags};
 
@@ -114,12 +114,20 @@ fn mapped(ptr: HostVa, len: usize) -> &'static mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) }
 }
 
-fn copy(src: u64, dst: u64, size: u64) -> Cmd {
-    Cmd::copy(src, dst, size)
+fn copy(src: u64, dst: u64, size: u64) -> exec::Command {
+    exec::Command::Copy {
+        src: GpuVa::new(src),
+        dst: GpuVa::new(dst),
+        size,
+    }
 }
 
-fn fill(dst: u64, value: u32, size: u64) -> Cmd {
-    Cmd::fill(dst, value, size)
+fn fill(dst: u64, value: u32, size: u64) -> exec::Command {
+    exec::Command::Fill {
+        dst: GpuVa::new(dst),
+        size,
+        value,
+    }
 }
 
 /// Byte `i` of the test pattern.
@@ -187,14 +195,14 @@ fn host_memory_goes_through_device_memory_and_back_on_the_copy_engine() {
         Err(ExecError::Fault(Fault {
             cmd: 0,
             va: GpuVa::new(va_from + 8),
-            kind: FaultKind::READ_ONLY
+            kind: FaultKind::ReadOnly
         }))
     );
     // Unmapped VA: a translation fault naming the byte.
     let fault = gpu.exec(&[copy(va_dev, va_dev + size, 1)]);
     assert!(matches!(
         fault,
-        Err(ExecError::Fault(Fault { cmd: 0, va, kind: FaultKind::UNMAPPED })) if va.get() == va_dev + size
+        Err(ExecError::Fault(Fault { cmd: 0, va, kind: FaultKind::Unmapped })) if va.get() == va_dev + size
     ));
 
     for (va, handle) in [(va_dev, device), (va_from, from), (va_to, to)] {
@@ -313,6 +321,16 @@ fn bad_requests_are_refused_with_the_kernel_devices_errnos() {
     );
     assert_eq!(ok(gpu.param(Param::API_VERSION)), extmem_uapi::API_VERSION);
     assert_eq!(ok(gpu.param(Param::PINNED_PAGES)), 0, "nothing is pinned");
+    // What a front end reads: the same answers, checked and typed.
+    let params = gpu.device_params().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(params.device_uuid, extmem_softgpu::DEVICE_UUID);
+    assert_eq!(params.driver_uuid, extmem_softgpu::DRIVER_UUID);
+    assert_eq!(
+        params.min_import_alignment.get(),
+        ok(gpu.param(Param::MIN_IMPORT_ALIGNMENT))
+    );
+    assert_eq!(u64::from(params.va_bits), ok(gpu.param(Param::VA_BITS)));
+    assert!(gpu.engine().is_some());
     drop(gpu);
 }
 

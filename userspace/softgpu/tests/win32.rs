@@ -14,12 +14,12 @@ use std::os::windows::io::AsRawHandle;
 use std::process::{Command, Stdio};
 
 use extmem::backend::{
-    errno, Backend, BackendError, CpuAccess, GemHandle, RawWin32Handle, Win32ExportInfo,
-    Win32Sharing,
+    errno, Backend, BackendError, CopyEngine, CpuAccess, GemHandle, RawWin32Handle,
+    Win32ExportInfo, Win32Sharing,
 };
+use extmem::exec;
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
-use extmem_uapi::Cmd;
 use windows_sys::Win32::Foundation::{
     CloseHandle, DuplicateHandle, GetHandleInformation, DUPLICATE_CLOSE_SOURCE,
     DUPLICATE_SAME_ACCESS, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
@@ -42,6 +42,15 @@ const CHILD: &str = "EXTMEM_SOFTGPU_WIN32_CHILD";
 
 fn device() -> SoftGpu {
     SoftGpu::new().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A copy-engine COPY of `size` bytes from `src` to `dst`.
+fn copy(src: u64, dst: u64, size: u64) -> exec::Command {
+    exec::Command::Copy {
+        src: GpuVa::new(src),
+        dst: GpuVa::new(dst),
+        size,
+    }
 }
 
 fn ok<T>(result: Result<T, BackendError>) -> T {
@@ -103,11 +112,11 @@ fn gpu_swap(gpu: &mut SoftGpu, handle: GemHandle, data: &[u8]) -> Vec<u8> {
     ok(vm.bind(imported, GpuVa::new(VA_HOST), 0, SIZE, false));
     let len = data.len() as u64;
     // Memory → host, then the new data host → memory.
-    gpu.exec(&[Cmd::copy(VA_MEMORY, VA_HOST, len)])
+    gpu.exec(&[copy(VA_MEMORY, VA_HOST, len)])
         .unwrap_or_else(|e| panic!("{e:?}"));
     let before = host[offset..offset + data.len()].to_vec();
     host[offset + PAGE_LEN..offset + PAGE_LEN + data.len()].copy_from_slice(data);
-    gpu.exec(&[Cmd::copy(VA_HOST + PAGE, VA_MEMORY, len)])
+    gpu.exec(&[copy(VA_HOST + PAGE, VA_MEMORY, len)])
         .unwrap_or_else(|e| panic!("{e:?}"));
     let vm = gpu
         .vm()

@@ -31,11 +31,10 @@ use extmem_guest_tests::host_memory::{AnonMapping, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::memory_manager::{
-    allocate, describe, encode, exec, expect_error, find_vgpu_node, host_request, import_fd,
-    import_fd_ok, plain_request, read_mapped, same_bytes, send_to_child, va, vgpu_manager, vk_op,
-    write_mapped, TYPE_DEVICE,
+    allocate, copy_cmd, describe, encode, exec, expect_error, fill_cmd, find_vgpu_node,
+    host_request, import_fd, import_fd_ok, plain_request, read_mapped, same_bytes, send_to_child,
+    va, vgpu_manager, vk_op, write_mapped, TYPE_DEVICE,
 };
-use extmem_guest_tests::vgpu as guest_vgpu;
 use extmem_guest_tests::{dma_buf, fd_table, pattern};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::FdFlags;
@@ -263,13 +262,13 @@ fn exporter_flows<B: Backend>(
             let result = (|| {
                 let mut local = allocate(vgpu, &plain_request(SIZE, Types::empty()))?;
                 let copied = (|| {
-                    exec(vgpu, &[guest_vgpu::copy(va(&imported), va(&local), SIZE)])?;
+                    exec(vgpu, &[copy_cmd(va(&imported), va(&local), SIZE)])?;
                     let seen = read_mapped(vgpu, &mut local, SIZE_LEN)?;
                     same_bytes("the GPU's copy", &pattern::bytes(seed, SIZE_LEN), &seen)
                 })();
                 vgpu.free(local);
                 copied?;
-                exec(vgpu, &[guest_vgpu::fill(va(&imported), fill, SIZE)])?;
+                exec(vgpu, &[fill_cmd(va(&imported), fill, SIZE)])?;
                 let seen = read_mapped(mm, memory, SIZE_LEN)?;
                 same_bytes(
                     &format!("the fill through {name}'s map"),
@@ -395,7 +394,7 @@ fn udmabuf_host_pointers(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
                 .export_shared(memory.handle())
                 .map_err(|e| Failure::op("UdmabufDevice::export_shared", e))?;
             let imported = import_fd_ok(vgpu, Types::DMA_BUF_EXT, fd, SIZE, TYPE_DEVICE)?;
-            let filled_ok = exec(vgpu, &[guest_vgpu::fill(va(&imported), 0x1234_5678, SIZE)]);
+            let filled_ok = exec(vgpu, &[fill_cmd(va(&imported), 0x1234_5678, SIZE)]);
             vgpu.free(imported);
             filled_ok?;
             same_bytes(
@@ -474,7 +473,7 @@ fn read_only(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
                 }
                 let mut local = allocate(vgpu, &plain_request(SIZE, Types::empty()))?;
                 write_mapped(vgpu, &mut local, &pattern::filled(0xdead_beef, SIZE_LEN))?;
-                let copied = exec(vgpu, &[guest_vgpu::copy(va(&imported), va(&local), SIZE)]);
+                let copied = exec(vgpu, &[copy_cmd(va(&imported), va(&local), SIZE)]);
                 let seen = read_mapped(vgpu, &mut local, SIZE_LEN);
                 vgpu.free(local);
                 copied?;

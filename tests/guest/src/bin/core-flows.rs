@@ -30,10 +30,11 @@ use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::memory_manager::{
-    allocate, decode, dup, encode, exec, expect_error, expect_vuid, fd_state, find_vgpu_node,
-    host_request, import_fd, import_fd_ok, map_fd, plain_request, read_mapped, receive_from_parent,
-    same_bytes, send_to_child, va, vgpu_manager, vk_op, with_memory, write_mapped, DMA_BUF_TYPES,
-    HOST_POINTER_TYPES, MEMORY_TYPE_COUNT, TYPE_DEVICE, TYPE_HOST, VA_START,
+    allocate, copy_cmd, decode, dup, encode, exec, expect_error, expect_vuid, fd_state, fill_cmd,
+    find_vgpu_node, host_request, import_fd, import_fd_ok, map_fd, plain_request, read_mapped,
+    receive_from_parent, same_bytes, send_to_child, va, vgpu_manager, vk_op, with_memory,
+    write_mapped, DMA_BUF_TYPES, HOST_POINTER_TYPES, MEMORY_TYPE_COUNT, TYPE_DEVICE, TYPE_HOST,
+    VA_START,
 };
 use extmem_guest_tests::vgpu::{self as guest_vgpu, Counters};
 use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
@@ -239,7 +240,7 @@ fn plain(ktap: &mut Ktap, env: &mut Option<Env>) {
         expect_eq("second map", again, first)?;
         let expected = pattern::bytes(1, SIZE_LEN);
         write_mapped(&mut env.mm, a, &expected)?;
-        exec(&mut env.mm, &[guest_vgpu::copy(va(a), va(b), SIZE)])?;
+        exec(&mut env.mm, &[copy_cmd(va(a), va(b), SIZE)])?;
         let seen = read_mapped(&mut env.mm, b, SIZE_LEN)?;
         same_bytes(
             "the first allocation's bytes, copied by the GPU",
@@ -389,10 +390,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
         what,
         env.as_mut().zip(imported.as_mut()).zip(heap_ok),
         |((env, memory), heap)| {
-            exec(
-                &mut env.mm,
-                &[guest_vgpu::fill(va(memory), 0x600d_f111, SIZE)],
-            )?;
+            exec(&mut env.mm, &[fill_cmd(va(memory), 0x600d_f111, SIZE)])?;
             same_bytes(
                 "the GPU's fill, read from the heap buffer",
                 &pattern::filled(0x600d_f111, SIZE_LEN),
@@ -405,7 +403,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
                 &mut env.mm,
                 &plain_request(SIZE, Types::empty()),
                 |mm, target| {
-                    exec(mm, &[guest_vgpu::copy(src, va(target), SIZE)])?;
+                    exec(mm, &[copy_cmd(src, va(target), SIZE)])?;
                     let seen = read_mapped(mm, target, SIZE_LEN)?;
                     same_bytes(
                         "the heap buffer's bytes, copied by the GPU",
@@ -491,7 +489,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
                 pinned_pages: base.pinned_pages + 2 * (SIZE / PAGE),
                 ..base
             })?;
-            exec(&mut env.mm, &[guest_vgpu::fill(va(a), 0x0001_1111, SIZE)])?;
+            exec(&mut env.mm, &[fill_cmd(va(a), 0x0001_1111, SIZE)])?;
             let seen = read_mapped(&mut env.mm, b, SIZE_LEN)?;
             same_bytes(
                 "the first import's fill, through the second's map",
@@ -504,7 +502,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
             let b = second
                 .as_mut()
                 .ok_or_else(|| Failure::new("the second import", "gone"))?;
-            exec(&mut env.mm, &[guest_vgpu::fill(va(b), 0x0002_2222, SIZE)])?;
+            exec(&mut env.mm, &[fill_cmd(va(b), 0x0002_2222, SIZE)])?;
             same_bytes(
                 "the second import's fill after the first was freed, in the mmap",
                 &pattern::filled(0x0002_2222, SIZE_LEN),
@@ -573,12 +571,12 @@ fn foreign(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
                     &mut env.mm,
                     &plain_request(SIZE, Types::empty()),
                     |mm, target| {
-                        exec(mm, &[guest_vgpu::copy(src, va(target), SIZE)])?;
+                        exec(mm, &[copy_cmd(src, va(target), SIZE)])?;
                         let seen = read_mapped(mm, target, SIZE_LEN)?;
                         same_bytes("the dma-buf's bytes, copied by the GPU", &expected, &seen)
                     },
                 )?;
-                exec(&mut env.mm, &[guest_vgpu::fill(src, 0xf0e1_d2c3, SIZE)])?;
+                exec(&mut env.mm, &[fill_cmd(src, 0xf0e1_d2c3, SIZE)])?;
                 same_bytes(
                     "the GPU's fill, through the dma-buf mapping",
                     &pattern::filled(0xf0e1_d2c3, SIZE_LEN),
@@ -660,10 +658,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
                 bindings: base.bindings + 1,
                 ..base
             })?;
-            exec(
-                &mut env.mm,
-                &[guest_vgpu::fill(va(&memory), 0x7e57_0001, SIZE)],
-            )?;
+            exec(&mut env.mm, &[fill_cmd(va(&memory), 0x7e57_0001, SIZE)])?;
             same_bytes(
                 "the GPU's fill, through the dma-buf mapping",
                 &pattern::filled(0x7e57_0001, SIZE_LEN),
@@ -713,10 +708,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
         let memory = import_fd_ok(&mut env.mm, dma, fd, SIZE, TYPE_HOST)?;
         let result = (|| {
             expect_eq("origin", memory.origin(), Origin::Fd(dma))?;
-            exec(
-                &mut env.mm,
-                &[guest_vgpu::fill(va(&memory), 0x7e57_0002, SIZE)],
-            )?;
+            exec(&mut env.mm, &[fill_cmd(va(&memory), 0x7e57_0002, SIZE)])?;
             same_bytes(
                 "the GPU's fill, through the memfd mapping",
                 &pattern::filled(0x7e57_0002, SIZE_LEN),
@@ -784,7 +776,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
             let b = second
                 .as_ref()
                 .ok_or_else(|| Failure::new("the second import", "gone"))?;
-            exec(&mut env.mm, &[guest_vgpu::fill(va(b), 0x7e57_0003, SIZE)])?;
+            exec(&mut env.mm, &[fill_cmd(va(b), 0x7e57_0003, SIZE)])?;
             same_bytes(
                 "the second import's fill after the first was freed",
                 &pattern::filled(0x7e57_0003, SIZE_LEN),
@@ -831,7 +823,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
                     &expected,
                     &seen,
                 )?;
-                exec(mm, &[guest_vgpu::fill(va(&imported), 0x7e57_0004, SIZE)])?;
+                exec(mm, &[fill_cmd(va(&imported), 0x7e57_0004, SIZE)])?;
                 let seen = read_mapped(mm, source, SIZE_LEN)?;
                 same_bytes(
                     "the import's fill, in the source",
@@ -841,7 +833,7 @@ fn imports(ktap: &mut Ktap, env: &mut Option<Env>, vgem: Option<&DrmNode>) {
             })();
             mm.free(imported);
             result?;
-            exec(mm, &[guest_vgpu::fill(va(source), 0x7e57_0005, SIZE)])?;
+            exec(mm, &[fill_cmd(va(source), 0x7e57_0005, SIZE)])?;
             let seen = read_mapped(mm, source, SIZE_LEN)?;
             same_bytes(
                 "a fill of the source after the import was freed",
@@ -952,7 +944,7 @@ fn child_flow() -> CheckResult<()> {
             &pattern::bytes(u64::from(seed), len),
             &seen,
         )?;
-        exec(&mut mm, &[guest_vgpu::fill(va(&memory), seed, size)])
+        exec(&mut mm, &[fill_cmd(va(&memory), seed, size)])
     })();
     mm.free(memory);
     result?;

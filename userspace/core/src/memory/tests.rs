@@ -653,3 +653,16 @@ fn a_read_only_dma_buf_imports_but_is_not_mapped_for_writing() {
     m.free(a);
     assert!(m.backend.objects.is_empty());
 }
+
+#[test]
+fn a_backend_that_describes_no_device_has_no_copy_engine_and_no_parameters() {
+    let mut fake = Fake::default();
+    assert!(fake.engine().is_none());
+    assert_eq!(
+        fake.device_params(),
+        Err(crate::device_params::ParamError::Kernel(Fake::err(
+            Op::Info,
+            crate::backend::errno::EOPNOTSUPP
+        )))
+    );
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use ash::vk::{self, Handle};
 
 use super::*;
-use crate::physical_device::{DeviceInfo, DeviceNode, RawParams};
+use crate::physical_device::{DeviceInfo, DeviceNode, TEST_PARAMS};
 
 fn entry() -> ash::Entry {
     let static_fn = ash::StaticFn {
@@ -18,16 +18,8 @@ fn entry() -> ash::Entry {
 }
 
 fn fake_info() -> DeviceInfo {
-    let raw = RawParams {
-        device_uuid: [0x1111, 0x2222],
-        driver_uuid: [0x3333, 0x4444],
-        min_import_alignment: 4096,
-        va_bits: 48,
-        page_sizes: 0x1000 | 0x20_0000,
-        max_mapping: 1 << 32,
-    };
     let node = DeviceNode::Render(PathBuf::from("/nonexistent/renderD200"));
-    DeviceInfo::from_params(node, raw, 4 << 30).unwrap_or_else(|e| panic!("{e:?}"))
+    DeviceInfo::new(node, TEST_PARAMS, 4 << 30)
 }
 
 /// An ash instance over a registry instance with one fake physical device.

@@ -10,7 +10,10 @@ use core::ffi::{c_int, c_ulong, c_void};
 
 use rustix::mm::MsyncFlags;
 
+use extmem_hw::HostVa;
+
 use super::HostFault;
+use crate::error::OsError;
 
 /// `struct iovec`.
 #[repr(C)]
@@ -57,14 +60,14 @@ unsafe fn move_bytes(
     transfer: Transfer,
     local: *const u8,
     len: usize,
-    addr: u64,
+    addr: HostVa,
 ) -> Result<(), HostFault> {
     let local = Iovec {
         base: local as usize,
         len,
     };
     let remote = Iovec {
-        base: usize::try_from(addr).map_err(|_| HostFault { addr })?,
+        base: usize::try_from(addr.get()).map_err(|_| HostFault { addr })?,
         len,
     };
     // SAFETY: `local` is valid per the caller; `remote` is only reached by the kernel
@@ -80,13 +83,13 @@ unsafe fn move_bytes(
 }
 
 /// Reads `out.len()` bytes at the imported address `addr` into `out`.
-pub fn read(addr: u64, out: &mut [u8]) -> Result<(), HostFault> {
+pub fn read(addr: HostVa, out: &mut [u8]) -> Result<(), HostFault> {
     // SAFETY: `out` is ours to write for the call.
     unsafe { move_bytes(process_vm_readv, out.as_mut_ptr(), out.len(), addr) }
 }
 
 /// Writes `data` to the imported address `addr`.
-pub fn write(addr: u64, data: &[u8]) -> Result<(), HostFault> {
+pub fn write(addr: HostVa, data: &[u8]) -> Result<(), HostFault> {
     // SAFETY: `data` is ours to read for the call.
     unsafe { move_bytes(process_vm_writev, data.as_ptr(), data.len(), addr) }
 }
@@ -94,12 +97,17 @@ pub fn write(addr: u64, data: &[u8]) -> Result<(), HostFault> {
 /// Whether `[addr, addr + len)` is mapped in this process, every page of it: what
 /// `GEM_USERPTR`'s probe answers on the kernel device, without pinning. `msync` with
 /// `MS_ASYNC` does nothing to anonymous memory and fails with `ENOMEM` when the range has
-/// a hole. Returns the errno on failure.
-pub fn check_mapped(addr: u64, len: u64) -> Result<(), i32> {
-    let (Ok(start), Ok(size)) = (usize::try_from(addr), usize::try_from(len)) else {
-        return Err(extmem::backend::errno::EFAULT);
+/// a hole.
+pub fn check_mapped(addr: HostVa, len: u64) -> Result<(), OsError> {
+    let failed = |errno| OsError {
+        call: "msync",
+        errno,
+    };
+    let (Ok(start), Ok(size)) = (usize::try_from(addr.get()), usize::try_from(len)) else {
+        // Beyond this process's address space.
+        return Err(failed(extmem_uapi::errno::EFAULT));
     };
     // SAFETY: MS_ASYNC changes no memory and no mapping; the kernel checks the range.
     unsafe { rustix::mm::msync(start as *mut c_void, size, MsyncFlags::ASYNC) }
-        .map_err(|e| e.raw_os_error())
+        .map_err(|e| failed(e.raw_os_error()))
 }

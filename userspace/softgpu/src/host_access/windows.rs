@@ -13,7 +13,8 @@
 use core::ffi::c_void;
 use core::mem::size_of;
 
-use extmem::backend::errno;
+use extmem_hw::HostVa;
+use extmem_uapi::errno;
 use windows_sys::Win32::System::Diagnostics::Debug::{ReadProcessMemory, WriteProcessMemory};
 use windows_sys::Win32::System::Memory::{
     VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, PAGE_EXECUTE_READWRITE,
@@ -22,10 +23,11 @@ use windows_sys::Win32::System::Memory::{
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
 use super::HostFault;
+use crate::error::OsError;
 
 /// Reads `out.len()` bytes at the imported address `addr` into `out`.
-pub fn read(addr: u64, out: &mut [u8]) -> Result<(), HostFault> {
-    let at = usize::try_from(addr).map_err(|_| HostFault { addr })?;
+pub fn read(addr: HostVa, out: &mut [u8]) -> Result<(), HostFault> {
+    let at = usize::try_from(addr.get()).map_err(|_| HostFault { addr })?;
     let mut done = 0usize;
     // SAFETY: `out` is ours to write for `out.len()` bytes; the source is only reached by
     // the OS, which reports a page it cannot read as a failure of the call.
@@ -46,10 +48,10 @@ pub fn read(addr: u64, out: &mut [u8]) -> Result<(), HostFault> {
 }
 
 /// Writes `data` to the imported address `addr`, if every page of it is writable.
-pub fn write(addr: u64, data: &[u8]) -> Result<(), HostFault> {
+pub fn write(addr: HostVa, data: &[u8]) -> Result<(), HostFault> {
     let len = u64::try_from(data.len()).map_err(|_| HostFault { addr })?;
     check_pages(addr, len, true).map_err(|_| HostFault { addr })?;
-    let at = usize::try_from(addr).map_err(|_| HostFault { addr })?;
+    let at = usize::try_from(addr.get()).map_err(|_| HostFault { addr })?;
     let mut done = 0usize;
     // SAFETY: `data` is ours to read for `data.len()` bytes; the destination is only
     // reached by the OS, which reports a page it cannot write as a failure of the call.
@@ -72,15 +74,18 @@ pub fn write(addr: u64, data: &[u8]) -> Result<(), HostFault> {
 /// Whether `[addr, addr + len)` is mapped in this process, every page of it: committed and
 /// accessible (not `PAGE_NOACCESS`, not a guard page). `ENOMEM` for a hole, as `msync`
 /// answers on Linux; `EFAULT` for a range that does not fit the address space.
-pub fn check_mapped(addr: u64, len: u64) -> Result<(), i32> {
-    check_pages(addr, len, false)
+pub fn check_mapped(addr: HostVa, len: u64) -> Result<(), OsError> {
+    check_pages(addr, len, false).map_err(|errno| OsError {
+        call: "VirtualQuery",
+        errno,
+    })
 }
 
 /// Walks the regions `VirtualQuery` reports over the range; with `writable`, each must
 /// also allow writing.
-fn check_pages(addr: u64, len: u64, writable: bool) -> Result<(), i32> {
+fn check_pages(addr: HostVa, len: u64, writable: bool) -> Result<(), i32> {
     let end = addr.checked_add(len).ok_or(errno::EFAULT)?;
-    let (Ok(mut at), Ok(end)) = (usize::try_from(addr), usize::try_from(end)) else {
+    let (Ok(mut at), Ok(end)) = (usize::try_from(addr.get()), usize::try_from(end.get())) else {
         return Err(errno::EFAULT);
     };
     let writable_pages =

@@ -14,13 +14,14 @@
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
-use extmem::backend::errno;
 use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
+use extmem_hw::profile::MIN_PAGE;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
-use super::{Identity, Mapping};
+use super::{Identity, Mapping, MemoryError};
+use crate::error::OsError;
 
 /// The name of every memfd the device creates (`/proc/self/fd/N` shows
 /// `/memfd:extmem-softgpu (deleted)`).
@@ -31,8 +32,18 @@ fn seals() -> SealFlags {
     SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
 }
 
+/// The failure of the OS call `call`.
+fn os(call: &'static str) -> impl Fn(rustix::io::Errno) -> MemoryError {
+    move |e| {
+        MemoryError::Os(OsError {
+            call,
+            errno: e.raw_os_error(),
+        })
+    }
+}
+
 /// Maps `len` bytes of `fd` read-write.
-fn map_fd(fd: BorrowedFd<'_>, len: usize) -> Result<Mapping, i32> {
+fn map_fd(fd: BorrowedFd<'_>, len: usize) -> Result<Mapping, MemoryError> {
     // SAFETY: a new shared mapping at an address the kernel chooses; it aliases no
     // Rust object. The memfd is sealed, so the mapping stays backed.
     let ptr = unsafe {
@@ -45,8 +56,9 @@ fn map_fd(fd: BorrowedFd<'_>, len: usize) -> Result<Mapping, i32> {
             0,
         )
     }
-    .map_err(|e| e.raw_os_error())?;
-    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(errno::EFAULT)?;
+    .map_err(os("mmap"))?;
+    // Without MAP_FIXED the kernel never places a mapping at 0.
+    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(os("mmap")(rustix::io::Errno::FAULT))?;
     Ok(Mapping { ptr, len })
 }
 
@@ -69,20 +81,20 @@ pub struct SharedMemory {
 }
 
 /// The identity of an fd's file.
-fn identity(fd: BorrowedFd<'_>) -> Result<Identity, i32> {
-    let stat = rustix::fs::fstat(fd).map_err(|e| e.raw_os_error())?;
+fn identity(fd: BorrowedFd<'_>) -> Result<Identity, MemoryError> {
+    let stat = rustix::fs::fstat(fd).map_err(os("fstat"))?;
     Ok((stat.st_dev, stat.st_ino))
 }
 
 impl SharedMemory {
     /// A new memfd of `size` bytes (a multiple of 4 KiB), zeroed, sealed and mapped.
-    pub fn create(size: u64) -> Result<Self, i32> {
-        let len = usize::try_from(size).map_err(|_| errno::ENOMEM)?;
+    pub fn create(size: u64) -> Result<Self, MemoryError> {
+        let len = usize::try_from(size).map_err(|_| MemoryError::TooLarge { size })?;
         let fd =
             rustix::fs::memfd_create(MEMFD_NAME, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-                .map_err(|e| e.raw_os_error())?;
-        rustix::fs::ftruncate(&fd, size).map_err(|e| e.raw_os_error())?;
-        rustix::fs::fcntl_add_seals(&fd, seals()).map_err(|e| e.raw_os_error())?;
+                .map_err(os("memfd_create"))?;
+        rustix::fs::ftruncate(&fd, size).map_err(os("ftruncate"))?;
+        rustix::fs::fcntl_add_seals(&fd, seals()).map_err(os("fcntl(F_ADD_SEALS)"))?;
         let mapping = map_fd(fd.as_fd(), len)?;
         let identity = identity(fd.as_fd())?;
         Ok(Self {
@@ -93,21 +105,22 @@ impl SharedMemory {
     }
 
     /// Imports a memfd this driver exported: checks its name and seals, then maps it
-    /// (through a duplicate, so the caller keeps its fd). `EINVAL` for anything else: a
-    /// file that is not a memfd, a memfd of someone else, one that could still change
-    /// size, or a size that is not a whole number of 4 KiB pages.
-    pub fn import(fd: BorrowedOsHandle<'_>) -> Result<Self, i32> {
-        let sealed = rustix::fs::fcntl_get_seals(fd).map_err(|_| errno::EINVAL)?;
+    /// (through a duplicate, so the caller keeps its fd). [`MemoryError::NotDeviceMemory`]
+    /// for a file that is not a memfd, a memfd of someone else or one that could still
+    /// change size; [`MemoryError::BadSize`] for a size that is not whole 4 KiB pages.
+    pub fn import(fd: BorrowedOsHandle<'_>) -> Result<Self, MemoryError> {
+        // Any file but a memfd refuses F_GET_SEALS (EINVAL).
+        let sealed = rustix::fs::fcntl_get_seals(fd).map_err(|_| MemoryError::NotDeviceMemory)?;
         if !sealed.contains(seals()) || !is_device_memfd(fd) {
-            return Err(errno::EINVAL);
+            return Err(MemoryError::NotDeviceMemory);
         }
-        let stat = rustix::fs::fstat(fd).map_err(|e| e.raw_os_error())?;
-        let size = u64::try_from(stat.st_size).map_err(|_| errno::EINVAL)?;
-        if size == 0 || size % 4096 != 0 {
-            return Err(errno::EINVAL);
+        let stat = rustix::fs::fstat(fd).map_err(os("fstat"))?;
+        let size = u64::try_from(stat.st_size).map_err(|_| MemoryError::NotDeviceMemory)?;
+        if size == 0 || !MIN_PAGE.is_aligned(size) {
+            return Err(MemoryError::BadSize { size });
         }
-        let len = usize::try_from(size).map_err(|_| errno::ENOMEM)?;
-        let own = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| e.raw_os_error())?;
+        let len = usize::try_from(size).map_err(|_| MemoryError::TooLarge { size })?;
+        let own = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(os("fcntl(F_DUPFD_CLOEXEC)"))?;
         let mapping = map_fd(own.as_fd(), len)?;
         Ok(Self {
             fd: own,
@@ -117,16 +130,16 @@ impl SharedMemory {
     }
 
     /// A new close-on-exec fd of the memory, for `vkGetMemoryFdKHR`.
-    pub fn export(&self) -> Result<OwnedOsHandle, i32> {
-        rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(|e| e.raw_os_error())
+    pub fn export(&self) -> Result<OwnedOsHandle, MemoryError> {
+        rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(os("fcntl(F_DUPFD_CLOEXEC)"))
     }
 
     /// A new CPU mapping of the first `size` bytes, for `vkMapMemory`; the caller unmaps
     /// it (the memory manager does, at free).
-    pub fn map(&self, size: u64) -> Result<NonNull<u8>, i32> {
-        let len = usize::try_from(size).map_err(|_| errno::EINVAL)?;
+    pub fn map(&self, size: u64) -> Result<NonNull<u8>, MemoryError> {
+        let len = usize::try_from(size).map_err(|_| MemoryError::BadSize { size })?;
         if size == 0 || len > self.mapping.len() {
-            return Err(errno::EINVAL);
+            return Err(MemoryError::BadSize { size });
         }
         // The caller owns it now.
         Ok(map_fd(self.fd.as_fd(), len)?.leak())
@@ -167,19 +180,18 @@ mod tests {
 
     #[test]
     fn created_memory_is_sealed_zeroed_and_imports_as_the_same_file() {
-        let memory = SharedMemory::create(8192).unwrap_or_else(|e| panic!("errno {e}"));
+        let memory = SharedMemory::create(8192).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(memory.size(), 8192);
         // SAFETY: the device mapping is 8192 bytes and live.
         let first = unsafe { memory.mapping().ptr().as_ptr().read() };
         assert_eq!(first, 0);
-        let exported = memory.export().unwrap_or_else(|e| panic!("errno {e}"));
+        let exported = memory.export().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             rustix::fs::ftruncate(&exported, 4096).map_err(|e| e.raw_os_error()),
             Err(rustix::io::Errno::PERM.raw_os_error()),
             "sealed against shrinking"
         );
-        let imported =
-            SharedMemory::import(exported.as_fd()).unwrap_or_else(|e| panic!("errno {e}"));
+        let imported = SharedMemory::import(exported.as_fd()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(imported.identity(), memory.identity());
         assert_eq!(imported.size(), 8192);
     }
@@ -191,7 +203,7 @@ mod tests {
         rustix::fs::ftruncate(&plain, 4096).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             SharedMemory::import(plain.as_fd()).err(),
-            Some(errno::EINVAL)
+            Some(MemoryError::NotDeviceMemory)
         );
         let other = rustix::fs::memfd_create(
             "someone-else",
@@ -202,12 +214,12 @@ mod tests {
         rustix::fs::fcntl_add_seals(&other, seals()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             SharedMemory::import(other.as_fd()).err(),
-            Some(errno::EINVAL)
+            Some(MemoryError::NotDeviceMemory)
         );
         let file = std::fs::File::open("/proc/self/exe").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             SharedMemory::import(file.as_fd()).err(),
-            Some(errno::EINVAL)
+            Some(MemoryError::NotDeviceMemory)
         );
     }
 }

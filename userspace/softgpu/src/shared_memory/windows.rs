@@ -35,7 +35,8 @@ use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle,
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use extmem::backend::{errno, RawWin32Handle};
+use extmem::backend::RawWin32Handle;
+use extmem_uapi::errno;
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, GetLastError, DUPLICATE_SAME_ACCESS, ERROR_ALREADY_EXISTS, HANDLE,
     INVALID_HANDLE_VALUE,
@@ -48,11 +49,12 @@ use windows_sys::Win32::System::Memory::{
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetCurrentProcessId};
 
-use super::{Identity, Mapping};
-use crate::win32_error::last_errno;
+use super::{Identity, Mapping, MemoryError};
+use crate::win32_error::last_error;
 
-/// A page: the trailer's size, and the unit of every section's size.
-const PAGE: usize = 4096;
+/// A page: the trailer's size, and the unit of every section's size (the profile's
+/// smallest page).
+const PAGE: usize = 1 << extmem_hw::profile::MIN_PAGE.log2();
 
 /// The first bytes of every trailer.
 pub const MAGIC: [u8; 16] = *b"extmem-softgpu\0S";
@@ -97,7 +99,7 @@ fn wide(name: &[u16]) -> Vec<u16> {
 }
 
 /// Maps `len` bytes (0: the whole section) of `section` read-write.
-fn map_view(section: BorrowedHandle<'_>, len: usize) -> Result<NonNull<u8>, i32> {
+fn map_view(section: BorrowedHandle<'_>, len: usize) -> Result<NonNull<u8>, MemoryError> {
     // SAFETY: a new view at an address the OS chooses; it aliases no Rust object. A
     // handle that is not a section fails the call.
     let view = unsafe {
@@ -109,7 +111,7 @@ fn map_view(section: BorrowedHandle<'_>, len: usize) -> Result<NonNull<u8>, i32>
             len,
         )
     };
-    NonNull::new(view.Value.cast::<u8>()).ok_or_else(last_errno)
+    NonNull::new(view.Value.cast::<u8>()).ok_or_else(|| last_error("MapViewOfFile"))
 }
 
 /// Unmaps the view at `ptr` (Windows unmaps whole views; `_len` is the Linux interface's).
@@ -125,9 +127,9 @@ pub(super) unsafe fn unmap_raw(ptr: NonNull<u8>, _len: usize) {
 }
 
 /// The length of the committed, read-write run of pages that starts the view at `ptr`
-/// (all of it for a section of ours). `EINVAL` if the first page is not committed
-/// read-write: a `SEC_RESERVE` section, whose reserved pages fault when touched.
-fn view_len(ptr: NonNull<u8>) -> Result<usize, i32> {
+/// (all of it for a section of ours). Not device memory if the first page is not
+/// committed read-write: a `SEC_RESERVE` section, whose reserved pages fault when touched.
+fn view_len(ptr: NonNull<u8>) -> Result<usize, MemoryError> {
     let mut info = MEMORY_BASIC_INFORMATION::default();
     // SAFETY: writes only `info`, whose size we pass.
     let got = unsafe {
@@ -138,10 +140,10 @@ fn view_len(ptr: NonNull<u8>) -> Result<usize, i32> {
         )
     };
     if got == 0 {
-        return Err(last_errno());
+        return Err(last_error("VirtualQuery"));
     }
     if info.State != MEM_COMMIT || info.Protect != PAGE_READWRITE {
-        return Err(errno::EINVAL);
+        return Err(MemoryError::NotDeviceMemory);
     }
     Ok(info.RegionSize)
 }
@@ -153,7 +155,7 @@ fn duplicate(
     source: HANDLE,
     access: Option<u32>,
     inherit: bool,
-) -> Result<HANDLE, i32> {
+) -> Result<HANDLE, MemoryError> {
     let mut out: HANDLE = ptr::null_mut();
     let (access, options) = match access {
         Some(access) => (access, 0),
@@ -173,7 +175,7 @@ fn duplicate(
         )
     };
     if ok == 0 {
-        return Err(last_errno());
+        return Err(last_error("DuplicateHandle"));
     }
     Ok(out)
 }
@@ -198,7 +200,7 @@ pub struct SharedMemory {
 
 impl SharedMemory {
     /// A new unnamed section of `size` bytes (a multiple of 4 KiB), zeroed and mapped.
-    pub fn create(size: u64) -> Result<Self, i32> {
+    pub fn create(size: u64) -> Result<Self, MemoryError> {
         Self::create_exportable(size, ptr::null(), None)
     }
 
@@ -208,16 +210,19 @@ impl SharedMemory {
         size: u64,
         descriptor: *const c_void,
         name: Option<&[u16]>,
-    ) -> Result<Self, i32> {
-        let len = usize::try_from(size).map_err(|_| errno::ENOMEM)?;
+    ) -> Result<Self, MemoryError> {
+        let too_large = MemoryError::TooLarge { size };
+        let len = usize::try_from(size).map_err(|_| too_large)?;
         if len == 0 || len % PAGE != 0 {
-            return Err(errno::EINVAL);
+            return Err(MemoryError::BadSize { size });
         }
-        let total = size.checked_add(PAGE as u64).ok_or(errno::ENOMEM)?;
-        let high = u32::try_from(total >> 32).map_err(|_| errno::ENOMEM)?;
-        let low = u32::try_from(total & u64::from(u32::MAX)).map_err(|_| errno::ENOMEM)?;
+        let total = len.checked_add(PAGE).ok_or(too_large)?;
+        let total = u64::try_from(total).map_err(|_| too_large)?;
+        let high = u32::try_from(total >> 32).map_err(|_| too_large)?;
+        let low = u32::try_from(total & u64::from(u32::MAX)).map_err(|_| too_large)?;
         let attributes = SECURITY_ATTRIBUTES {
-            nLength: u32::try_from(size_of::<SECURITY_ATTRIBUTES>()).map_err(|_| errno::EINVAL)?,
+            // A struct of three fields: its size fits any integer.
+            nLength: u32::try_from(size_of::<SECURITY_ATTRIBUTES>()).unwrap_or(u32::MAX),
             lpSecurityDescriptor: descriptor.cast_mut(),
             // The device's own handle is never inherited; exports choose.
             bInheritHandle: 0,
@@ -236,14 +241,14 @@ impl SharedMemory {
             )
         };
         if raw.is_null() {
-            return Err(last_errno());
+            return Err(last_error("CreateFileMappingW"));
         }
         // SAFETY: reads the calling thread's last-error value, which CreateFileMappingW
         // set (ERROR_ALREADY_EXISTS when it opened an existing object instead).
         let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
         let section = owned(raw);
         if existed {
-            return Err(errno::EEXIST);
+            return Err(MemoryError::NameTaken);
         }
         let ptr = map_view(section.as_handle(), 0)?;
         let mapping = Mapping { ptr, len };
@@ -271,13 +276,13 @@ impl SharedMemory {
 
     /// Imports a section handle this driver exported (through a duplicate, so the caller
     /// keeps its handle); see the module docs for what is refused.
-    pub fn import(handle: BorrowedHandle<'_>) -> Result<Self, i32> {
+    pub fn import(handle: BorrowedHandle<'_>) -> Result<Self, MemoryError> {
         Self::import_raw(handle.as_raw_handle() as RawWin32Handle)
     }
 
     /// [`SharedMemory::import`] of an application's raw handle value, which the OS checks:
     /// `EBADF` for a value that is not an open handle.
-    pub fn import_raw(handle: RawWin32Handle) -> Result<Self, i32> {
+    pub fn import_raw(handle: RawWin32Handle) -> Result<Self, MemoryError> {
         // SAFETY: no arguments; the pseudo-handle of this process.
         let me = unsafe { GetCurrentProcess() };
         let own = duplicate(me, handle as HANDLE, None, false)?;
@@ -285,28 +290,28 @@ impl SharedMemory {
     }
 
     /// Opens the section called `name` (no NUL); `ENOENT` if there is none.
-    pub fn open_name(name: &[u16]) -> Result<Self, i32> {
+    pub fn open_name(name: &[u16]) -> Result<Self, MemoryError> {
         let name = wide(name);
         // SAFETY: `name` is NUL-terminated and lives across the call.
         let raw = unsafe { OpenFileMappingW(DEFAULT_ACCESS, 0, name.as_ptr()) };
         if raw.is_null() {
-            return Err(last_errno());
+            return Err(last_error("OpenFileMappingW"));
         }
         Self::adopt(owned(raw))
     }
 
     /// Imports the memory behind a global-share token ([`kmt`]), in any process;
     /// `ENOENT` once the exporting memory is freed.
-    pub fn import_token(token: RawWin32Handle) -> Result<Self, i32> {
+    pub fn import_token(token: RawWin32Handle) -> Result<Self, MemoryError> {
         Self::adopt(kmt::resolve(token)?)
     }
 
     /// Maps a section we now hold and checks its trailer.
-    fn adopt(section: OwnedHandle) -> Result<Self, i32> {
+    fn adopt(section: OwnedHandle) -> Result<Self, MemoryError> {
         let ptr = map_view(section.as_handle(), 0).map_err(|e| {
             // A handle of another kind of object is not memory.
-            if e == errno::EBADF {
-                errno::EINVAL
+            if e.errno() == errno::EBADF {
+                MemoryError::NotDeviceMemory
             } else {
                 e
             }
@@ -315,13 +320,13 @@ impl SharedMemory {
         let mut view = Mapping { ptr, len: 0 };
         view.len = view_len(ptr)?;
         let Some(len) = view.len.checked_sub(PAGE).filter(|l| *l >= PAGE) else {
-            return Err(errno::EINVAL);
+            return Err(MemoryError::NotDeviceMemory);
         };
         // SAFETY: the view is `len + PAGE` bytes long (VirtualQuery says so); the trailer
         // page starts at `len`. Any bytes are a valid `Trailer` (integers only).
         let trailer = unsafe { ptr.as_ptr().add(len).cast::<Trailer>().read_unaligned() };
         if trailer.magic != MAGIC || usize::try_from(trailer.size) != Ok(len) {
-            return Err(errno::EINVAL);
+            return Err(MemoryError::NotDeviceMemory);
         }
         Ok(Self {
             section,
@@ -335,7 +340,7 @@ impl SharedMemory {
     }
 
     /// A new section handle (not inheritable), for the OS-neutral `export_shared`.
-    pub fn export(&self) -> Result<OwnedHandle, i32> {
+    pub fn export(&self) -> Result<OwnedHandle, MemoryError> {
         // SAFETY: no arguments; the pseudo-handle of this process.
         let me = unsafe { GetCurrentProcess() };
         duplicate(me, self.section.as_raw_handle(), None, false).map(owned)
@@ -343,7 +348,7 @@ impl SharedMemory {
 
     /// A new NT handle the caller owns: with `access` (0: [`DEFAULT_ACCESS`]), inheritable
     /// if `inherit`.
-    pub fn export_nt(&self, access: u32, inherit: bool) -> Result<RawWin32Handle, i32> {
+    pub fn export_nt(&self, access: u32, inherit: bool) -> Result<RawWin32Handle, MemoryError> {
         let access = if access == 0 { DEFAULT_ACCESS } else { access };
         // SAFETY: no arguments; the pseudo-handle of this process.
         let me = unsafe { GetCurrentProcess() };
@@ -353,7 +358,7 @@ impl SharedMemory {
 
     /// The memory's global-share token: made on first use, the same afterwards, valid in
     /// any process until this memory is dropped.
-    pub fn global_token(&self) -> Result<RawWin32Handle, i32> {
+    pub fn global_token(&self) -> Result<RawWin32Handle, MemoryError> {
         let mut token = self.token.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(token) = token.as_ref() {
             return Ok(token.value());
@@ -366,10 +371,10 @@ impl SharedMemory {
 
     /// A new CPU mapping of the first `size` bytes, for `vkMapMemory`; the caller unmaps
     /// it (the memory manager does, at free). The trailer is never part of it.
-    pub fn map(&self, size: u64) -> Result<NonNull<u8>, i32> {
-        let len = usize::try_from(size).map_err(|_| errno::EINVAL)?;
+    pub fn map(&self, size: u64) -> Result<NonNull<u8>, MemoryError> {
+        let len = usize::try_from(size).map_err(|_| MemoryError::BadSize { size })?;
         if size == 0 || len > self.mapping.len() {
-            return Err(errno::EINVAL);
+            return Err(MemoryError::BadSize { size });
         }
         map_view(self.section.as_handle(), len)
     }

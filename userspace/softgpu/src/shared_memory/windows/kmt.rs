@@ -19,7 +19,7 @@ use core::mem::size_of;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use extmem::backend::{errno, RawWin32Handle};
+use extmem::backend::RawWin32Handle;
 use windows_sys::Win32::Foundation::{
     GetLastError, ERROR_ALREADY_EXISTS, HANDLE, INVALID_HANDLE_VALUE,
 };
@@ -29,8 +29,8 @@ use windows_sys::Win32::System::Memory::{
 use windows_sys::Win32::System::Threading::{GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE};
 
 use super::{duplicate, map_view, owned, wide};
-use crate::shared_memory::Mapping;
-use crate::win32_error::last_errno;
+use crate::shared_memory::{Mapping, MemoryError};
+use crate::win32_error::last_error;
 
 /// The first bytes of a token section.
 const MAGIC: [u8; 16] = *b"extmem-softgpu\0K";
@@ -70,19 +70,21 @@ pub struct Token {
 impl Token {
     /// Publishes a token for `memory`, a section handle that stays open (in this process,
     /// at this value) as long as the token does.
-    pub fn publish(memory: BorrowedHandle<'_>) -> Result<Self, i32> {
+    pub fn publish(memory: BorrowedHandle<'_>) -> Result<Self, MemoryError> {
         // SAFETY: no arguments; returns this process's id.
         let pid = unsafe { GetCurrentProcessId() };
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         if n == 0 {
             // 2^32 tokens in one process: the counter wrapped onto the reserved value.
-            return Err(errno::ENOSPC);
+            return Err(MemoryError::TokensExhausted);
         }
         let value = (u64::from(pid) << 32) | u64::from(n);
+        // A handle is pointer-sized: on a 32-bit process most token values do not fit.
         let value = isize::try_from(i64::from_ne_bytes(value.to_ne_bytes()))
-            .map_err(|_| errno::EOVERFLOW)?;
+            .map_err(|_| MemoryError::TokensExhausted)?;
         let name = section_name(pid, n);
-        let size = u32::try_from(size_of::<Record>()).map_err(|_| errno::EINVAL)?;
+        // Four integers: the size fits any integer.
+        let size = u32::try_from(size_of::<Record>()).unwrap_or(u32::MAX);
         // SAFETY: `name` is NUL-terminated and lives across the call; no attributes (the
         // default descriptor, not inheritable).
         let raw = unsafe {
@@ -96,14 +98,14 @@ impl Token {
             )
         };
         if raw.is_null() {
-            return Err(last_errno());
+            return Err(last_error("CreateFileMappingW"));
         }
         // SAFETY: reads the last-error value CreateFileMappingW set.
         let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
         let section = owned(raw);
         if existed {
             // Someone squats on our name: never hand out a token that leads elsewhere.
-            return Err(errno::EEXIST);
+            return Err(MemoryError::NameTaken);
         }
         let view = Mapping {
             ptr: map_view(std::os::windows::io::AsHandle::as_handle(&section), 0)?,
@@ -131,22 +133,20 @@ impl Token {
 
 /// A new handle, in this process, to the section a token names; `ENOENT` for a token
 /// that names nothing (any more).
-pub fn resolve(token: RawWin32Handle) -> Result<OwnedHandle, i32> {
-    let value = u64::from_ne_bytes(
-        i64::try_from(token)
-            .map_err(|_| errno::ENOENT)?
-            .to_ne_bytes(),
-    );
-    let pid = u32::try_from(value >> 32).map_err(|_| errno::ENOENT)?;
-    let n = u32::try_from(value & u64::from(u32::MAX)).map_err(|_| errno::ENOENT)?;
+pub fn resolve(token: RawWin32Handle) -> Result<OwnedHandle, MemoryError> {
+    let unknown = MemoryError::UnknownToken { token };
+    let value = u64::from_ne_bytes(i64::try_from(token).map_err(|_| unknown)?.to_ne_bytes());
+    let pid = u32::try_from(value >> 32).map_err(|_| unknown)?;
+    let n = u32::try_from(value & u64::from(u32::MAX)).map_err(|_| unknown)?;
     if n == 0 {
-        return Err(errno::ENOENT);
+        return Err(unknown);
     }
     let name = section_name(pid, n);
     // SAFETY: `name` is NUL-terminated and lives across the call.
     let raw = unsafe { OpenFileMappingW(FILE_MAP_READ, 0, name.as_ptr()) };
     if raw.is_null() {
-        return Err(last_errno());
+        // ERROR_FILE_NOT_FOUND (ENOENT) once the exporting memory is gone.
+        return Err(last_error("OpenFileMappingW"));
     }
     let section = owned(raw);
     let view = Mapping {
@@ -157,21 +157,21 @@ pub fn resolve(token: RawWin32Handle) -> Result<OwnedHandle, i32> {
     let record = unsafe { view.ptr.as_ptr().cast::<Record>().read_unaligned() };
     drop(view);
     if record.magic != MAGIC || record.pid != pid {
-        return Err(errno::EINVAL);
+        return Err(MemoryError::NotDeviceMemory);
     }
-    let source = usize::try_from(record.handle).map_err(|_| errno::EINVAL)?;
+    let source = usize::try_from(record.handle).map_err(|_| MemoryError::NotDeviceMemory)?;
     // SAFETY: opens the exporting process for handle duplication only; the OS checks
     // that it exists and that we may.
     let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
     if process.is_null() {
-        return Err(last_errno());
+        return Err(last_error("OpenProcess"));
     }
     let process = owned(process);
     duplicate(process.as_raw_handle(), source as HANDLE, None, false).map(owned)
 }
 
 /// Maps a token section for reading.
-fn map_read(section: &OwnedHandle) -> Result<core::ptr::NonNull<u8>, i32> {
+fn map_read(section: &OwnedHandle) -> Result<core::ptr::NonNull<u8>, MemoryError> {
     // SAFETY: a new read-only view at an address the OS chooses; it aliases no Rust
     // object.
     let view = unsafe {
@@ -183,5 +183,5 @@ fn map_read(section: &OwnedHandle) -> Result<core::ptr::NonNull<u8>, i32> {
             0,
         )
     };
-    core::ptr::NonNull::new(view.Value.cast::<u8>()).ok_or_else(last_errno)
+    core::ptr::NonNull::new(view.Value.cast::<u8>()).ok_or_else(|| last_error("MapViewOfFile"))
 }

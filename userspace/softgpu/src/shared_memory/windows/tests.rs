@@ -7,8 +7,8 @@ use windows_sys::Win32::Foundation::CloseHandle;
 
 use super::*;
 
-fn ok<T>(result: Result<T, i32>) -> T {
-    result.unwrap_or_else(|e| panic!("errno {e}"))
+fn ok<T>(result: Result<T, MemoryError>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn name(text: &str) -> Vec<u16> {
@@ -95,15 +95,23 @@ fn the_importers_handle_stays_open_and_bad_handles_are_ebadf() {
     // SAFETY: `nt` is ours (export_nt hands it to the caller); the import duplicated it.
     let closed = unsafe { CloseHandle(nt as HANDLE) };
     assert_ne!(closed, 0, "still open after import");
-    assert_eq!(SharedMemory::import_raw(0).err(), Some(errno::EBADF));
-    assert_eq!(SharedMemory::import_raw(0x7ff0).err(), Some(errno::EBADF));
+    assert_eq!(
+        SharedMemory::import_raw(0).err().map(|e| e.errno()),
+        Some(errno::EBADF)
+    );
+    assert_eq!(
+        SharedMemory::import_raw(0x7ff0).err().map(|e| e.errno()),
+        Some(errno::EBADF)
+    );
 }
 
 #[test]
 fn foreign_and_short_sections_are_refused() {
     let plain = foreign_section(8192, None);
     assert_eq!(
-        SharedMemory::import(plain.as_handle()).err(),
+        SharedMemory::import(plain.as_handle())
+            .err()
+            .map(|e| e.errno()),
         Some(errno::EINVAL)
     );
     // Our magic, but a size the section does not have.
@@ -114,17 +122,24 @@ fn foreign_and_short_sections_are_refused() {
     };
     let short = foreign_section(8192, Some(lying));
     assert_eq!(
-        SharedMemory::import(short.as_handle()).err(),
+        SharedMemory::import(short.as_handle())
+            .err()
+            .map(|e| e.errno()),
         Some(errno::EINVAL)
     );
     // Not a section at all: a file, and this process.
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     let file = std::fs::File::open(exe).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        SharedMemory::import(file.as_handle()).err(),
+        SharedMemory::import(file.as_handle())
+            .err()
+            .map(|e| e.errno()),
         Some(errno::EINVAL)
     );
-    assert_eq!(SharedMemory::import_raw(-1).err(), Some(errno::EINVAL));
+    assert_eq!(
+        SharedMemory::import_raw(-1).err().map(|e| e.errno()),
+        Some(errno::EINVAL)
+    );
     // Reserved, not committed: touching its pages would fault on Windows (Wine reads
     // them as zeros, so there the magic would refuse it too; VirtualQuery reports
     // MEM_RESERVE on both, which is what refuses it first).
@@ -134,7 +149,9 @@ fn foreign_and_short_sections_are_refused() {
         None,
     );
     assert_eq!(
-        SharedMemory::import(reserved.as_handle()).err(),
+        SharedMemory::import(reserved.as_handle())
+            .err()
+            .map(|e| e.errno()),
         Some(errno::EINVAL)
     );
     // A well-formed trailer is accepted: the check is the trailer, not who made it.
@@ -155,18 +172,22 @@ fn names_are_created_once_and_opened() {
     let n = name("named");
     let memory = ok(SharedMemory::create_exportable(4096, ptr::null(), Some(&n)));
     assert_eq!(
-        SharedMemory::create_exportable(4096, ptr::null(), Some(&n)).err(),
+        SharedMemory::create_exportable(4096, ptr::null(), Some(&n))
+            .err()
+            .map(|e| e.errno()),
         Some(errno::EEXIST)
     );
     let opened = ok(SharedMemory::open_name(&n));
     assert_eq!(opened.identity(), memory.identity());
     assert_eq!(
-        SharedMemory::open_name(&name("nobody")).err(),
+        SharedMemory::open_name(&name("nobody"))
+            .err()
+            .map(|e| e.errno()),
         Some(errno::ENOENT)
     );
     drop((memory, opened));
     assert_eq!(
-        SharedMemory::open_name(&n).err(),
+        SharedMemory::open_name(&n).err().map(|e| e.errno()),
         Some(errno::ENOENT),
         "the name goes with the last handle"
     );
@@ -182,9 +203,18 @@ fn global_tokens_are_stable_and_end_with_the_memory() {
     assert_eq!(imported.identity(), memory.identity());
     drop(imported);
     drop(memory);
-    assert_eq!(SharedMemory::import_token(token).err(), Some(errno::ENOENT));
-    assert_eq!(SharedMemory::import_token(0).err(), Some(errno::ENOENT));
-    assert_eq!(SharedMemory::import_token(-1).err(), Some(errno::ENOENT));
+    assert_eq!(
+        SharedMemory::import_token(token).err().map(|e| e.errno()),
+        Some(errno::ENOENT)
+    );
+    assert_eq!(
+        SharedMemory::import_token(0).err().map(|e| e.errno()),
+        Some(errno::ENOENT)
+    );
+    assert_eq!(
+        SharedMemory::import_token(-1).err().map(|e| e.errno()),
+        Some(errno::ENOENT)
+    );
 }
 
 #[test]
@@ -193,7 +223,7 @@ fn nt_exports_carry_the_access_asked_for() {
     let read_only = ok(memory.export_nt(SECTION_MAP_READ | SECTION_QUERY, false));
     // The device maps read-write, which a read-only handle does not allow.
     assert_eq!(
-        SharedMemory::import_raw(read_only).err(),
+        SharedMemory::import_raw(read_only).err().map(|e| e.errno()),
         Some(errno::EACCES)
     );
     // SAFETY: ours, from export_nt.
