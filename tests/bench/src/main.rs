@@ -7,6 +7,9 @@
 //!
 //! These are benchmarks, not tests: nothing here fails on a slow figure, and `cargo suite`
 //! does not run them.
+//!
+//! `cargo bench-host [GROUP...]` runs only the named groups (`page-tables`, `va`,
+//! `softgpu`); with none, all of them.
 
 mod page_tables;
 mod report;
@@ -20,26 +23,45 @@ use std::process::ExitCode;
 /// Repetitions of each case (the median is reported).
 const REPS: usize = 5;
 
+/// The groups of cases, as named on the command line.
+const GROUPS: [&str; 3] = ["page-tables", "va", "softgpu"];
+
 fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("host-bench: an unoptimised build; run it with --release (cargo bench-host)");
     }
-    println!("host-bench: page tables (1 GiB, {REPS} runs each, medians)");
-    let mut rows = match page_tables::run(REPS) {
-        Ok(rows) => rows,
-        Err(err) => {
-            eprintln!("host-bench: page-table case failed: {err}");
-            return ExitCode::FAILURE;
+    let chosen: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(unknown) = chosen.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+        eprintln!(
+            "host-bench: no group {unknown:?}; the groups are {}",
+            GROUPS.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
+    let runs = |group: &str| chosen.is_empty() || chosen.iter().any(|g| g == group);
+    let mut rows = Vec::new();
+    if runs("page-tables") {
+        println!("host-bench: page tables (1 GiB, {REPS} runs each, medians)");
+        match page_tables::run(REPS) {
+            Ok(table) => rows.extend(table),
+            Err(err) => {
+                eprintln!("host-bench: page-table case failed: {err}");
+                return ExitCode::FAILURE;
+            }
         }
-    };
-    println!("host-bench: VA allocator");
-    rows.extend(va_trace::run(REPS));
-    println!("host-bench: software device copy engine");
-    match soft_copy::run(REPS) {
-        Ok(soft) => rows.extend(soft),
-        Err(err) => {
-            eprintln!("host-bench: software device case failed: {err}");
-            return ExitCode::FAILURE;
+    }
+    if runs("va") {
+        println!("host-bench: VA allocator");
+        rows.extend(va_trace::run(REPS));
+    }
+    if runs("softgpu") {
+        println!("host-bench: software device copy engine");
+        match soft_copy::run(REPS) {
+            Ok(soft) => rows.extend(soft),
+            Err(err) => {
+                eprintln!("host-bench: software device case failed: {err}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     print!("{}", report::table(&rows));

@@ -7,8 +7,9 @@
 //! writes it through the OS, on its own process, which fails on a page that is not mapped
 //! (or, for a write, not writable) instead of raising a signal or an exception:
 //! `process_vm_readv`/`writev` on Linux (`linux`), `ReadProcessMemory` /
-//! `WriteProcessMemory` on Windows (`windows`). Both give the same three functions:
-//! `read`, `write` and `check_mapped`.
+//! `WriteProcessMemory` on Windows (`windows`). Both give the same functions: `read` and
+//! `write` (and `read_raw`/`write_raw` on memory other processes may share), which move a
+//! whole run in one system call where they can, and `check_mapped`.
 
 use extmem_hw::HostVa;
 
@@ -18,14 +19,15 @@ mod linux;
 mod windows;
 
 #[cfg(not(windows))]
-pub use linux::{check_mapped, read, write};
+pub use linux::{check_mapped, read, read_raw, write, write_raw};
 #[cfg(windows)]
-pub use windows::{check_mapped, read, write};
+pub use windows::{check_mapped, read, read_raw, write, write_raw};
 
-/// A host address the copy engine could not read or write.
+/// A host address the copy engine could not read or write: every byte before it, from
+/// the start of the access, has been moved; none from it on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct HostFault {
-    /// The address.
+    /// The first byte not moved.
     pub addr: HostVa,
 }
 

@@ -42,7 +42,7 @@ extern "C" {
     ) -> isize;
 }
 
-fn own_pid() -> i32 {
+fn own_pid() -> c_int {
     rustix::process::getpid().as_raw_nonzero().get()
 }
 
@@ -50,8 +50,39 @@ fn own_pid() -> i32 {
 type Transfer =
     unsafe extern "C" fn(c_int, *const Iovec, c_ulong, *const Iovec, c_ulong, c_ulong) -> isize;
 
-/// Moves `len` bytes between our buffer at `local` and the imported address `addr` with
-/// `transfer`, all or nothing.
+/// The host page: the unit in which a failed move is retried to find its fault.
+const PAGE: usize = 4096;
+
+/// One `transfer` of `len` bytes between `local` and `remote`, one iovec each: the bytes
+/// moved, a prefix of the range (0 when the call failed).
+///
+/// # Safety
+/// As [`move_bytes`], for `local..local + len`.
+unsafe fn transfer_once(
+    transfer: Transfer,
+    pid: c_int,
+    local: usize,
+    remote: usize,
+    len: usize,
+) -> usize {
+    let ours = Iovec { base: local, len };
+    let theirs = Iovec { base: remote, len };
+    // SAFETY: `ours` is valid per the caller; `theirs` is only reached by the kernel
+    // through the process's page tables, which refuse a missing page (and, for a write,
+    // one that is not writable) with a short count or an error, not a fault in this
+    // thread. One iovec each, no flags.
+    let moved = unsafe { transfer(pid, &ours, 1, &theirs, 1, 0) };
+    // -1 (nothing moved) counts as 0.
+    usize::try_from(moved).unwrap_or(0).min(len)
+}
+
+/// Moves `len` bytes between our memory at `local` and the imported address `addr` with
+/// `transfer`, front to back: the whole range in one call, in which the kernel walks the
+/// application's pages under one `mmap` lock and copies straight between the two
+/// mappings (one iovec each: measured faster than one remote iovec per page, see the
+/// bench). If the call stops short, the rest is retried a page at a time up to the first
+/// page that cannot be moved: `process_vm_readv(2)` promises partial transfers only at
+/// iovec granularity, so only a one-page iovec names the faulting page for certain.
 ///
 /// # Safety
 /// `local` is valid for `len` bytes of what `transfer` does to it (written by
@@ -62,36 +93,63 @@ unsafe fn move_bytes(
     len: usize,
     addr: HostVa,
 ) -> Result<(), HostFault> {
-    let local = Iovec {
-        base: local as usize,
-        len,
-    };
-    let remote = Iovec {
-        base: usize::try_from(addr.get()).map_err(|_| HostFault { addr })?,
-        len,
-    };
-    // SAFETY: `local` is valid per the caller; `remote` is only reached by the kernel
-    // through the process's page tables, which refuse a missing page (and, for a write,
-    // one that is not writable) with an error, not a fault in this thread. One iovec each,
-    // no flags.
-    let done = unsafe { transfer(own_pid(), &local, 1, &remote, 1, 0) };
-    if usize::try_from(done).ok() == Some(len) {
-        Ok(())
-    } else {
-        Err(HostFault { addr })
+    let start = usize::try_from(addr.get()).map_err(|_| HostFault { addr })?;
+    if start.checked_add(len).is_none() {
+        return Err(HostFault { addr });
     }
+    let (pid, local) = (own_pid(), local as usize);
+    // SAFETY: the whole of the caller's buffer.
+    let mut done = unsafe { transfer_once(transfer, pid, local, start, len) };
+    while done < len {
+        let at = start.wrapping_add(done);
+        let piece = (len - done).min(PAGE - at % PAGE);
+        // SAFETY: `done + piece <= len`: inside the caller's buffer.
+        let moved = unsafe { transfer_once(transfer, pid, local.wrapping_add(done), at, piece) };
+        done += moved;
+        if moved < piece {
+            break;
+        }
+    }
+    if done == len {
+        return Ok(());
+    }
+    let at = u64::try_from(done)
+        .ok()
+        .and_then(|d| addr.checked_add(d))
+        .unwrap_or(addr);
+    Err(HostFault { addr: at })
 }
 
 /// Reads `out.len()` bytes at the imported address `addr` into `out`.
 pub fn read(addr: HostVa, out: &mut [u8]) -> Result<(), HostFault> {
     // SAFETY: `out` is ours to write for the call.
-    unsafe { move_bytes(process_vm_readv, out.as_mut_ptr(), out.len(), addr) }
+    unsafe { read_raw(addr, out.as_mut_ptr(), out.len()) }
 }
 
 /// Writes `data` to the imported address `addr`.
 pub fn write(addr: HostVa, data: &[u8]) -> Result<(), HostFault> {
     // SAFETY: `data` is ours to read for the call.
-    unsafe { move_bytes(process_vm_writev, data.as_ptr(), data.len(), addr) }
+    unsafe { write_raw(addr, data.as_ptr(), data.len()) }
+}
+
+/// Reads `len` bytes at the imported address `addr` into memory we own at `out`.
+///
+/// # Safety
+/// `out` is valid for writes of `len` bytes for the duration of the call; other
+/// processes sharing that memory may write it concurrently (the kernel writes it as
+/// `copy_to_user` would, never through a Rust reference).
+pub unsafe fn read_raw(addr: HostVa, out: *mut u8, len: usize) -> Result<(), HostFault> {
+    // SAFETY: as the caller promises.
+    unsafe { move_bytes(process_vm_readv, out, len, addr) }
+}
+
+/// Writes `len` bytes from memory we own at `data` to the imported address `addr`.
+///
+/// # Safety
+/// `data` is valid for reads of `len` bytes for the duration of the call.
+pub unsafe fn write_raw(addr: HostVa, data: *const u8, len: usize) -> Result<(), HostFault> {
+    // SAFETY: as the caller promises.
+    unsafe { move_bytes(process_vm_writev, data, len, addr) }
 }
 
 /// Whether `[addr, addr + len)` is mapped in this process, every page of it: what
