@@ -14,16 +14,16 @@ use core::ffi::c_void;
 use core::mem::size_of;
 
 use extmem_hw::HostVa;
-use extmem_uapi::errno;
 use windows_sys::Win32::System::Diagnostics::Debug::{ReadProcessMemory, WriteProcessMemory};
 use windows_sys::Win32::System::Memory::{
-    VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, PAGE_EXECUTE_READWRITE,
-    PAGE_EXECUTE_WRITECOPY, PAGE_GUARD, PAGE_NOACCESS, PAGE_READWRITE, PAGE_WRITECOPY,
+    VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_IMAGE, MEM_MAPPED, PAGE_EXECUTE_READ,
+    PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY,
+    PAGE_READWRITE, PAGE_WRITECOPY,
 };
+use windows_sys::Win32::System::ProcessStatus::K32GetMappedFileNameW;
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
-use super::HostFault;
-use crate::error::OsError;
+use super::{HostFault, RangeRefusal};
 
 /// The host page: after a failed call, the range is moved again a page at a time to find
 /// the first page that cannot be moved.
@@ -70,7 +70,7 @@ unsafe fn write_once(at: usize, data: *const u8, len: usize) -> bool {
     let Ok(size) = u64::try_from(len) else {
         return false;
     };
-    if check_pages(HostVa::new(at as u64), size, true).is_err() {
+    if check_pages(HostVa::new(at as u64), size, Access::Write).is_err() {
         return false;
     }
     let mut done = 0usize;
@@ -152,26 +152,62 @@ pub unsafe fn write_raw(addr: HostVa, data: *const u8, len: usize) -> Result<(),
     unsafe { move_bytes(write_from, data.cast_mut(), len, addr) }
 }
 
-/// Whether `[addr, addr + len)` is mapped in this process, every page of it: committed and
-/// accessible (not `PAGE_NOACCESS`, not a guard page). `ENOMEM` for a hole, as `msync`
-/// answers on Linux; `EFAULT` for a range that does not fit the address space.
-pub fn check_mapped(addr: HostVa, len: u64) -> Result<(), OsError> {
-    check_pages(addr, len, false).map_err(|errno| OsError {
-        call: "VirtualQuery",
-        errno,
-    })
+/// Whether `[addr, addr + len)` may be imported, by the rules `GEM_USERPTR` applies on the
+/// Linux kernel device, as `VirtualQuery` sees the pages: every page committed and
+/// readable (not `PAGE_NOACCESS`, not a guard page); for a `writable` import also writable,
+/// and not a shared view of a file that writes go back to (`MEM_MAPPED` or `MEM_IMAGE`
+/// with `PAGE_READWRITE`, over a file `GetMappedFileNameW` names), the counterpart of a
+/// `MAP_SHARED` file mapping. Private memory, copy-on-write views (`PAGE_WRITECOPY`, as
+/// `MAP_PRIVATE`) and pagefile-backed sections (as shmem) are fine.
+pub fn check_importable(addr: HostVa, len: u64, writable: bool) -> Result<(), RangeRefusal> {
+    let access = if writable {
+        Access::ImportWritable
+    } else {
+        Access::Read
+    };
+    check_pages(addr, len, access)
 }
 
-/// Walks the regions `VirtualQuery` reports over the range; with `writable`, each must
-/// also allow writing.
-fn check_pages(addr: HostVa, len: u64, writable: bool) -> Result<(), i32> {
-    let end = addr.checked_add(len).ok_or(errno::EFAULT)?;
+/// What [`check_pages`] asks of every page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Readable.
+    Read,
+    /// Readable and writable (a GPU write into an import already checked).
+    Write,
+    /// Readable, writable and not a shared view of a written-back file.
+    ImportWritable,
+}
+
+/// Whether the view at `base` maps a file (as opposed to the pagefile): Windows names the
+/// file only then.
+fn maps_a_file(base: *const c_void) -> bool {
+    let mut name = [0u16; 260];
+    let room = u32::try_from(name.len()).unwrap_or(0);
+    // SAFETY: writes at most `room` UTF-16 units into `name`; reads no memory at `base`.
+    let got = unsafe { K32GetMappedFileNameW(GetCurrentProcess(), base, name.as_mut_ptr(), room) };
+    got != 0
+}
+
+/// Walks the regions `VirtualQuery` reports over the range, each held to `access`.
+fn check_pages(addr: HostVa, len: u64, access: Access) -> Result<(), RangeRefusal> {
+    let wraps = RangeRefusal::Unmapped { addr };
+    let end = addr.checked_add(len).ok_or(wraps)?;
     let (Ok(mut at), Ok(end)) = (usize::try_from(addr.get()), usize::try_from(end.get())) else {
-        return Err(errno::EFAULT);
+        return Err(wraps);
     };
+    let readable_pages = PAGE_READONLY
+        | PAGE_READWRITE
+        | PAGE_WRITECOPY
+        | PAGE_EXECUTE_READ
+        | PAGE_EXECUTE_READWRITE
+        | PAGE_EXECUTE_WRITECOPY;
     let writable_pages =
         PAGE_READWRITE | PAGE_WRITECOPY | PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY;
+    // Writes through these reach the file or section behind the view, not a private copy.
+    let shared_writable_pages = PAGE_READWRITE | PAGE_EXECUTE_READWRITE;
     while at < end {
+        let here = HostVa::new(at as u64);
         let mut info = MEMORY_BASIC_INFORMATION::default();
         // SAFETY: `VirtualQuery` only writes `info`, whose size we pass; it reads no
         // memory at `at`.
@@ -182,15 +218,25 @@ fn check_pages(addr: HostVa, len: u64, writable: bool) -> Result<(), i32> {
                 size_of::<MEMORY_BASIC_INFORMATION>(),
             )
         };
-        let accessible = info.State == MEM_COMMIT
-            && info.Protect & (PAGE_NOACCESS | PAGE_GUARD) == 0
-            && (!writable || info.Protect & writable_pages != 0);
-        if got == 0 || !accessible || info.RegionSize == 0 {
-            return Err(errno::ENOMEM);
+        if got == 0 || info.State != MEM_COMMIT || info.RegionSize == 0 {
+            return Err(RangeRefusal::Unmapped { addr: here });
+        }
+        if info.Protect & (PAGE_NOACCESS | PAGE_GUARD) != 0 || info.Protect & readable_pages == 0 {
+            return Err(RangeRefusal::NotReadable { addr: here });
+        }
+        if access != Access::Read && info.Protect & writable_pages == 0 {
+            return Err(RangeRefusal::NotWritable { addr: here });
+        }
+        if access == Access::ImportWritable
+            && (info.Type == MEM_MAPPED || info.Type == MEM_IMAGE)
+            && info.Protect & shared_writable_pages != 0
+            && maps_a_file(info.AllocationBase)
+        {
+            return Err(RangeRefusal::SharedFileMapping { addr: here });
         }
         let region_end = (info.BaseAddress as usize).saturating_add(info.RegionSize);
         if region_end <= at {
-            return Err(errno::ENOMEM);
+            return Err(RangeRefusal::Unmapped { addr: here });
         }
         at = region_end;
     }
