@@ -11,6 +11,7 @@ pub mod dma_heap;
 pub mod dri;
 pub mod fd_table;
 pub mod host_memory;
+pub mod host_ranges;
 pub mod kernel_log;
 pub mod ktap;
 pub mod mapping;
