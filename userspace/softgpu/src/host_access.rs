@@ -38,6 +38,24 @@ pub struct HostFault {
     pub addr: HostVa,
 }
 
+/// The start of `[addr, addr + len)` as an address of this process, if the whole range
+/// fits its address space.
+fn range_start(addr: HostVa, len: usize) -> Result<usize, HostFault> {
+    usize::try_from(addr.get())
+        .ok()
+        .filter(|start| start.checked_add(len).is_some())
+        .ok_or(HostFault { addr })
+}
+
+/// The fault of a move from `addr` that stopped after `done` bytes.
+fn fault_after(addr: HostVa, done: usize) -> HostFault {
+    let at = u64::try_from(done)
+        .ok()
+        .and_then(|d| addr.checked_add(d))
+        .unwrap_or(addr);
+    HostFault { addr: at }
+}
+
 /// Why a host range cannot be imported: what `pin_user_pages(FOLL_LONGTERM)` refuses on
 /// the kernel device, each with the first address it applies to. The kernel answers all
 /// of them with `EFAULT`.

@@ -15,7 +15,7 @@ use rustix::fs::MemfdFlags;
 use extmem_hw::HostVa;
 
 use super::proc_maps::{fs_type_of, parse_mapping, DevNum};
-use super::{HostFault, RangeRefusal};
+use super::{fault_after, range_start, HostFault, RangeRefusal};
 use crate::error::OsError;
 
 /// `struct iovec`.
@@ -96,10 +96,7 @@ unsafe fn move_bytes(
     len: usize,
     addr: HostVa,
 ) -> Result<(), HostFault> {
-    let start = usize::try_from(addr.get()).map_err(|_| HostFault { addr })?;
-    if start.checked_add(len).is_none() {
-        return Err(HostFault { addr });
-    }
+    let start = range_start(addr, len)?;
     let (pid, local) = (own_pid(), local as usize);
     // SAFETY: the whole of the caller's buffer.
     let mut done = unsafe { transfer_once(transfer, pid, local, start, len) };
@@ -116,11 +113,7 @@ unsafe fn move_bytes(
     if done == len {
         return Ok(());
     }
-    let at = u64::try_from(done)
-        .ok()
-        .and_then(|d| addr.checked_add(d))
-        .unwrap_or(addr);
-    Err(HostFault { addr: at })
+    Err(fault_after(addr, done))
 }
 
 /// Reads `out.len()` bytes at the imported address `addr` into `out`.

@@ -23,7 +23,7 @@ use windows_sys::Win32::System::Memory::{
 use windows_sys::Win32::System::ProcessStatus::K32GetMappedFileNameW;
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
-use super::{HostFault, RangeRefusal};
+use super::{fault_after, range_start, HostFault, RangeRefusal};
 
 /// The host page: after a failed call, the range is moved again a page at a time to find
 /// the first page that cannot be moved.
@@ -101,10 +101,7 @@ unsafe fn move_bytes(
     len: usize,
     addr: HostVa,
 ) -> Result<(), HostFault> {
-    let start = usize::try_from(addr.get()).map_err(|_| HostFault { addr })?;
-    if start.checked_add(len).is_none() {
-        return Err(HostFault { addr });
-    }
+    let start = range_start(addr, len)?;
     // SAFETY: the whole of `local`, as the caller promises.
     if unsafe { once(start, local, len) } {
         return Ok(());
@@ -119,11 +116,7 @@ unsafe fn move_bytes(
         }
         done += piece;
     }
-    let at = u64::try_from(done)
-        .ok()
-        .and_then(|d| addr.checked_add(d))
-        .unwrap_or(addr);
-    Err(HostFault { addr: at })
+    Err(fault_after(addr, done))
 }
 
 /// Reads `len` bytes at the imported address `addr` into memory we own at `out`.
