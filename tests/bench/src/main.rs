@@ -20,46 +20,51 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use report::Row;
+
 /// Repetitions of each case (the median is reported).
 const REPS: usize = 5;
 
-/// The groups of cases, as named on the command line.
-const GROUPS: [&str; 3] = ["page-tables", "va", "softgpu"];
+/// A group of cases: its name on the command line, its heading, and how it runs.
+type Group = (&'static str, &'static str, fn() -> Result<Vec<Row>, String>);
+
+/// Every group, in the order they run.
+const GROUPS: [Group; 3] = [
+    ("page-tables", "page tables (1 GiB)", || {
+        page_tables::run(REPS)
+    }),
+    ("va", "VA allocator", || Ok(va_trace::run(REPS))),
+    ("softgpu", "software device copy engine", || {
+        soft_copy::run(REPS)
+    }),
+];
 
 fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("host-bench: an unoptimised build; run it with --release (cargo bench-host)");
     }
     let chosen: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(unknown) = chosen.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+    if let Some(unknown) = chosen
+        .iter()
+        .find(|g| !GROUPS.iter().any(|(name, ..)| name == g))
+    {
+        let names: Vec<&str> = GROUPS.iter().map(|(name, ..)| *name).collect();
         eprintln!(
             "host-bench: no group {unknown:?}; the groups are {}",
-            GROUPS.join(", ")
+            names.join(", ")
         );
         return ExitCode::FAILURE;
     }
-    let runs = |group: &str| chosen.is_empty() || chosen.iter().any(|g| g == group);
     let mut rows = Vec::new();
-    if runs("page-tables") {
-        println!("host-bench: page tables (1 GiB, {REPS} runs each, medians)");
-        match page_tables::run(REPS) {
-            Ok(table) => rows.extend(table),
-            Err(err) => {
-                eprintln!("host-bench: page-table case failed: {err}");
-                return ExitCode::FAILURE;
-            }
+    for (name, heading, run) in GROUPS {
+        if !chosen.is_empty() && !chosen.iter().any(|g| g == name) {
+            continue;
         }
-    }
-    if runs("va") {
-        println!("host-bench: VA allocator");
-        rows.extend(va_trace::run(REPS));
-    }
-    if runs("softgpu") {
-        println!("host-bench: software device copy engine");
-        match soft_copy::run(REPS) {
-            Ok(soft) => rows.extend(soft),
+        println!("host-bench: {heading} ({REPS} runs each, medians)");
+        match run() {
+            Ok(group) => rows.extend(group),
             Err(err) => {
-                eprintln!("host-bench: software device case failed: {err}");
+                eprintln!("host-bench: a {name} case failed: {err}");
                 return ExitCode::FAILURE;
             }
         }
