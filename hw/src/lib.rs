@@ -11,6 +11,9 @@
 //! - [`descriptor`]: the AArch64 stage-1 long-descriptor format, declared once as bit ranges;
 //! - [`page_table`]: map / unmap / translate / iterate over any [`TableMemory`];
 //! - [`table_pool`]: a fixed-size [`TableMemory`] for tests, fuzzing and bare metal.
+//!
+//! The `test-cases` feature (off by default) adds the hidden module `test_cases`: the unit
+//! test cases that `tests/cortex-m` also runs on a Cortex-M3, written once.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -23,6 +26,9 @@ pub mod page_size;
 pub mod page_table;
 pub mod profile;
 pub mod table_pool;
+#[cfg(any(test, feature = "test-cases"))]
+#[doc(hidden)]
+pub mod test_cases;
 
 pub use addr::{Alignment, GpuVa, HostVa, PhysAddr};
 pub use descriptor::{Access, AttrIndex, Descriptor, Level, PageAttrs, Shareability};

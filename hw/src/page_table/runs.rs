@@ -152,7 +152,7 @@ impl<M: TableMemory> PageTable<M> {
     where
         I: IntoIterator<Item = Result<Run, E>>,
     {
-        let end = self.checked_va_range(va, size)?;
+        let end = self.checked_va_range(va, size).map_err(MapError::from)?;
         self.check_vacant(va, end)?;
         let attrs = flags.attrs();
         let mut cursor = Cursor {

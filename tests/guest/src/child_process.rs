@@ -7,7 +7,7 @@
 //! never a stuck suite.
 
 use std::io::{BufReader, Read};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -78,16 +78,16 @@ impl ChildRun {
     }
 }
 
-/// Runs this program with `args` to completion, killing it (and failing) after `limit`.
-pub fn run_self(args: &[&str], limit: Duration) -> CheckResult<ChildRun> {
+/// Starts this program with `args` and `stdin`, its stdout piped to the caller and its
+/// stderr shared; returns the child, its stdout and the command line (for messages).
+pub fn spawn_self(args: &[&str], stdin: Stdio) -> CheckResult<(Child, ChildStdout, String)> {
     let exe = io_op("locating /proc/self/exe", std::env::current_exe())?;
     let what = format!("{} {}", exe.display(), args.join(" "));
-    let started = Instant::now();
     let mut child = io_op(
         format!("spawning {what}"),
         Command::new(&exe)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn(),
@@ -96,6 +96,13 @@ pub fn run_self(args: &[&str], limit: Duration) -> CheckResult<ChildRun> {
         .stdout
         .take()
         .ok_or_else(|| Failure::new("the child's stdout", "none"))?;
+    Ok((child, stdout, what))
+}
+
+/// Runs this program with `args` to completion, killing it (and failing) after `limit`.
+pub fn run_self(args: &[&str], limit: Duration) -> CheckResult<ChildRun> {
+    let started = Instant::now();
+    let (mut child, stdout, what) = spawn_self(args, Stdio::null())?;
     // Read on a thread so a chatty child never blocks on a full pipe while we wait.
     let reader = thread::spawn(move || {
         let mut text = String::new();

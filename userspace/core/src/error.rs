@@ -274,6 +274,71 @@ impl Error {
     }
 }
 
+/// What an error records beyond its `VkResult`: the rule broken, the backend operation
+/// that failed and the errno it answered (what a driver's debug output prints).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Cause {
+    /// The Valid Usage rule, for a violation.
+    pub vuid: Option<Vuid>,
+    /// The backend operation, where one failed.
+    pub op: Option<Op>,
+    /// The errno the kernel (or the OS) answered.
+    pub errno: Option<i32>,
+}
+
+impl Cause {
+    /// Nothing beyond the result.
+    pub const NONE: Cause = Cause {
+        vuid: None,
+        op: None,
+        errno: None,
+    };
+}
+
+impl Error {
+    /// The rule, backend operation and errno this error records.
+    pub const fn cause(self) -> Cause {
+        match self {
+            Error::ValidUsage(vuid) => Cause {
+                vuid: Some(vuid),
+                ..Cause::NONE
+            },
+            Error::InvalidHandle(HandleError::HostRangeRefused { errno, .. }) => Cause {
+                op: Some(Op::ImportHost),
+                errno: Some(errno),
+                ..Cause::NONE
+            },
+            Error::InvalidHandle(HandleError::NotADmaBuf { errno }) => Cause {
+                op: Some(Op::ImportDmaBuf),
+                errno: Some(errno),
+                ..Cause::NONE
+            },
+            Error::MemoryMapFailed { errno } => Cause {
+                op: Some(Op::Map),
+                errno: Some(errno),
+                ..Cause::NONE
+            },
+            Error::InvalidHandle(HandleError::Win32Refused { errno, .. })
+            | Error::DeviceLost { errno } => Cause {
+                errno: Some(errno),
+                ..Cause::NONE
+            },
+            Error::NotSupported { op } => Cause {
+                op: Some(op),
+                ..Cause::NONE
+            },
+            Error::InvalidHandle(
+                HandleError::TooSmall { .. }
+                | HandleError::Win32Name
+                | HandleError::Unsupported { .. },
+            )
+            | Error::OutOfHostMemory
+            | Error::OutOfDeviceMemory
+            | Error::TooManyObjects => Cause::NONE,
+        }
+    }
+}
+
 impl From<Vuid> for Error {
     fn from(vuid: Vuid) -> Self {
         Error::ValidUsage(vuid)
@@ -349,6 +414,27 @@ mod tests {
             Error::from(Vuid::FdPropsNotOpaque).result(),
             vk::Result::ERROR_INVALID_EXTERNAL_HANDLE
         );
+    }
+
+    #[test]
+    fn the_vuid_op_and_errno_are_kept_for_the_driver_to_report() {
+        let refused = Error::InvalidHandle(HandleError::HostRangeRefused {
+            ptr: 0x1000,
+            size: 0x1000,
+            errno: crate::backend::errno::EFAULT,
+        });
+        let cause = Cause {
+            vuid: None,
+            op: Some(Op::ImportHost),
+            errno: Some(14),
+        };
+        assert_eq!(refused.cause(), cause);
+        let rule = Error::from(Vuid::HostPropsPointerAligned).cause();
+        assert_eq!(rule.vuid, Some(Vuid::HostPropsPointerAligned));
+        assert_eq!((rule.op, rule.errno), (None, None));
+        let unsupported = Error::NotSupported { op: Op::Bind }.cause();
+        assert_eq!((unsupported.op, unsupported.errno), (Some(Op::Bind), None));
+        assert_eq!(Error::TooManyObjects.cause(), Cause::NONE);
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub mod va_allocator;
 #[cfg(not(windows))]
 pub mod vgpu;
 
-pub use error::{Error, HandleError, Vuid};
+pub use error::{Cause, Error, HandleError, Vuid};
 
 /// Some tests count this process's open fds, so every test that opens an fd holds this
 /// lock: the count is only stable while no other test thread opens or closes one.

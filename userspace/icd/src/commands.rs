@@ -74,8 +74,9 @@ pub enum RecordError {
     },
     /// A null `pRegions` or `pData` with a non-zero count (`-pRegions-parameter`, `-pData-parameter`).
     NullPointer,
-    /// Staging memory for `vkCmdUpdateBuffer` could not be allocated.
-    OutOfMemory(vk::Result),
+    /// Staging memory for `vkCmdUpdateBuffer` could not be allocated or mapped (the
+    /// memory manager's refusal, kept for `vkEndCommandBuffer`).
+    OutOfMemory(extmem::Error),
     /// A handle that is not a live image (`VUID-vkCmdCopyBufferToImage-dstImage-parameter`).
     UnknownImage,
     /// The image lacks the transfer usage the copy needs
@@ -150,7 +151,7 @@ impl RecordError {
     /// What `vkEndCommandBuffer` returns for it.
     pub fn result(self) -> vk::Result {
         match self {
-            RecordError::OutOfMemory(result) => result,
+            RecordError::OutOfMemory(e) => e.result(),
             RecordError::UnknownBuffer
             | RecordError::NotBound
             | RecordError::ZeroCopy
@@ -820,7 +821,7 @@ mod tests {
             RecordError::ZeroCopy,
             RecordError::Overlap,
             RecordError::NullPointer,
-            RecordError::OutOfMemory(vk::Result::ERROR_OUT_OF_DEVICE_MEMORY),
+            RecordError::OutOfMemory(extmem::Error::OutOfDeviceMemory),
         ] {
             assert!(e.result().as_raw() < 0);
             assert!(!e.vuid().is_empty());

@@ -15,16 +15,21 @@
 //!   property tables;
 //! - [`device_backend`]: the kernel driver or the software device behind a `VkDevice`;
 //! - `device_luid` (Windows): the software device's `deviceLUID`;
-//! - [`handles`]: the registries of live handles, and the loader's dispatch word.
+//! - [`handles`]: the registries of live handles, and the loader's dispatch word;
+//! - [`error`]: the one error type, [`error::IcdError`], turned into a `VkResult` only at
+//!   the C boundary;
+//! - [`debug`]: `EXTMEM_DEBUG`, which prints every refusal and caught panic to stderr.
 //!
 //! The loader finds the library through the manifest `extmem_icd.json` that `build.rs`
 //! writes next to it (`VK_DRIVER_FILES=<target>/<profile>/extmem_icd.json`).
 
 pub mod commands;
+pub mod debug;
 pub mod device_backend;
 #[cfg(windows)]
 pub mod device_luid;
 pub mod entry;
+pub mod error;
 pub mod handles;
 mod host_memory;
 pub mod image;

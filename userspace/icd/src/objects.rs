@@ -10,10 +10,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ash::vk;
+use ash::vk::{self, Handle};
 use extmem::alloc_info::AllocRequest;
 use extmem::backend::Backend;
-use extmem::exec::{Command, ExecError, MAX_COMMANDS};
+use extmem::exec::{Command, MAX_COMMANDS};
 use extmem::memory::{DeviceMemory, MemoryManager};
 use extmem::va_allocator::VaAllocator;
 use extmem_hw::{GpuVa, HostVa};
@@ -22,7 +22,8 @@ use rustix::fd::{BorrowedFd, OwnedFd};
 
 use crate::commands::{self, BufferSpan, Direction, ImageSpan, RecordError, StagingCursor};
 use crate::device_backend::DeviceBackend;
-use crate::handles::{lock, Registry};
+use crate::error::{BindTarget, IcdError, IcdResult, Rule};
+use crate::handles::{lock, DeviceChild, Registry};
 use crate::image::ImageLayout;
 use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_TYPES};
 
@@ -30,7 +31,7 @@ use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_T
 #[derive(Debug)]
 pub struct Instance {
     /// Its physical devices' handles.
-    pub physical_devices: Vec<u64>,
+    pub physical_devices: Vec<vk::PhysicalDevice>,
 }
 
 /// `VkPhysicalDevice`.
@@ -53,7 +54,7 @@ pub struct Device {
 #[derive(Debug)]
 pub struct Queue {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
 }
 
 /// A memory object's mutable state.
@@ -69,7 +70,7 @@ pub struct MemoryState {
 #[derive(Debug)]
 pub struct Memory {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// `allocationSize`.
     pub size: u64,
     /// Where the GPU sees byte 0.
@@ -82,7 +83,7 @@ pub struct Memory {
 #[derive(Debug)]
 pub struct Buffer {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// `VkBufferCreateInfo::size`.
     pub size: u64,
     /// GPU VA of byte 0 once memory is bound.
@@ -93,7 +94,7 @@ pub struct Buffer {
 #[derive(Debug)]
 pub struct Image {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// Format, extent, row pitch, size, usage.
     pub layout: ImageLayout,
     /// GPU VA of byte 0 once memory is bound.
@@ -104,7 +105,7 @@ pub struct Image {
 #[derive(Debug)]
 pub struct CommandPool {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
 }
 
 /// One staging chunk for `vkCmdUpdateBuffer` data.
@@ -133,9 +134,9 @@ pub struct Recording {
 #[derive(Debug)]
 pub struct CommandBuffer {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// The pool it came from.
-    pub pool: u64,
+    pub pool: vk::CommandPool,
     /// The commands.
     pub recording: Mutex<Recording>,
 }
@@ -144,42 +145,55 @@ pub struct CommandBuffer {
 #[derive(Debug)]
 pub struct Fence {
     /// The device.
-    pub device: u64,
+    pub device: vk::Device,
     /// Signalled.
     pub signaled: AtomicBool,
 }
 
+/// Implements [`DeviceChild`] for the objects that name their device.
+macro_rules! device_children {
+    ($($object:ty),+) => {
+        $(impl DeviceChild for $object {
+            fn device(&self) -> vk::Device {
+                self.device
+            }
+        })+
+    };
+}
+
+device_children!(
+    Queue,
+    Memory,
+    Buffer,
+    Image,
+    CommandPool,
+    CommandBuffer,
+    Fence
+);
+
 /// Live instances.
-pub static INSTANCES: Registry<Instance> = Registry::new();
+pub static INSTANCES: Registry<vk::Instance, Instance> = Registry::new();
 /// Live physical devices.
-pub static PHYSICAL_DEVICES: Registry<PhysicalDevice> = Registry::new();
+pub static PHYSICAL_DEVICES: Registry<vk::PhysicalDevice, PhysicalDevice> = Registry::new();
 /// Live devices.
-pub static DEVICES: Registry<Device> = Registry::new();
+pub static DEVICES: Registry<vk::Device, Device> = Registry::new();
 /// Live queues.
-pub static QUEUES: Registry<Queue> = Registry::new();
+pub static QUEUES: Registry<vk::Queue, Queue> = Registry::new();
 /// Live memory objects.
-pub static MEMORIES: Registry<Memory> = Registry::new();
+pub static MEMORIES: Registry<vk::DeviceMemory, Memory> = Registry::new();
 /// Live buffers.
-pub static BUFFERS: Registry<Buffer> = Registry::new();
+pub static BUFFERS: Registry<vk::Buffer, Buffer> = Registry::new();
 /// Live images.
-pub static IMAGES: Registry<Image> = Registry::new();
+pub static IMAGES: Registry<vk::Image, Image> = Registry::new();
 /// Live command pools.
-pub static POOLS: Registry<CommandPool> = Registry::new();
+pub static POOLS: Registry<vk::CommandPool, CommandPool> = Registry::new();
 /// Live command buffers.
-pub static COMMAND_BUFFERS: Registry<CommandBuffer> = Registry::new();
+pub static COMMAND_BUFFERS: Registry<vk::CommandBuffer, CommandBuffer> = Registry::new();
 /// Live fences.
-pub static FENCES: Registry<Fence> = Registry::new();
-
-/// The error for a handle that is not live (the application's error; the specification
-/// leaves it undefined, we refuse).
-pub const BAD_HANDLE: vk::Result = vk::Result::ERROR_UNKNOWN;
-/// The error for a Valid Usage violation we detect.
-pub const INVALID: vk::Result = vk::Result::ERROR_VALIDATION_FAILED_EXT;
-
-type VkResult<T> = Result<T, vk::Result>;
+pub static FENCES: Registry<vk::Fence, Fence> = Registry::new();
 
 /// `vkCreateInstance` over the devices found (by [`physical_device::devices`]).
-pub fn create_instance(infos: Vec<DeviceInfo>) -> u64 {
+pub fn create_instance(infos: Vec<DeviceInfo>) -> vk::Instance {
     let physical_devices = infos
         .into_iter()
         .map(|info| PHYSICAL_DEVICES.insert_dispatchable(PhysicalDevice { info }))
@@ -189,7 +203,7 @@ pub fn create_instance(infos: Vec<DeviceInfo>) -> u64 {
 
 /// `vkDestroyInstance`. Devices must have been destroyed first (the application's
 /// obligation); their handles stay valid until then.
-pub fn destroy_instance(instance: u64) {
+pub fn destroy_instance(instance: vk::Instance) {
     if let Some(instance) = INSTANCES.remove(instance) {
         for pd in &instance.physical_devices {
             PHYSICAL_DEVICES.remove(*pd);
@@ -199,10 +213,11 @@ pub fn destroy_instance(instance: u64) {
 
 /// `vkCreateDevice`: opens the node again (or starts a software device), so the device
 /// gets its own GPU VM.
-pub fn create_device(physical_device: u64) -> VkResult<u64> {
-    let pd = PHYSICAL_DEVICES.get(physical_device).ok_or(BAD_HANDLE)?;
+pub fn create_device(physical_device: vk::PhysicalDevice) -> IcdResult<vk::Device> {
+    let pd = PHYSICAL_DEVICES.live(physical_device)?;
     let info = pd.info.clone();
-    let backend = DeviceBackend::open(&info)?;
+    // The backend says no more than that the node could not be opened.
+    let backend = DeviceBackend::open(&info).map_err(|_| IcdError::DeviceOpen)?;
     let (start, end) = info.va_range();
     let va = VaAllocator::new(GpuVa::new(start), GpuVa::new(end), info.page_sizes);
     let manager = MemoryManager::new(backend, info.limits(), va, physical_device::DMA_BUF_TYPES);
@@ -215,13 +230,13 @@ pub fn create_device(physical_device: u64) -> VkResult<u64> {
 }
 
 /// The device's queue.
-pub fn device_queue(device: u64) -> Option<u64> {
+pub fn device_queue(device: vk::Device) -> Option<vk::Queue> {
     QUEUES.find(|q| q.device == device)
 }
 
 /// `vkDestroyDevice`: releases whatever the application left behind (it should have
 /// destroyed everything; the kernel would release it with the file anyway).
-pub fn destroy_device(device: u64) {
+pub fn destroy_device(device: vk::Device) {
     let Some(dev) = DEVICES.remove(device) else {
         return;
     };
@@ -241,31 +256,31 @@ pub fn destroy_device(device: u64) {
     }
 }
 
-fn device(device: u64) -> VkResult<Arc<Device>> {
-    DEVICES.get(device).ok_or(BAD_HANDLE)
+fn device(device: vk::Device) -> IcdResult<Arc<Device>> {
+    DEVICES.live(device)
 }
 
 /// The device memory behind `memory`, if it belongs to `device`.
-fn memory_of(device: u64, memory: u64) -> VkResult<Arc<Memory>> {
-    MEMORIES
-        .get(memory)
-        .filter(|m| m.device == device)
-        .ok_or(BAD_HANDLE)
+fn memory_of(device: vk::Device, memory: vk::DeviceMemory) -> IcdResult<Arc<Memory>> {
+    MEMORIES.live_of(device, memory)
 }
 
 /// `vkAllocateMemory` for a parsed chain.
-pub fn allocate_memory(device_handle: u64, req: &AllocRequest) -> VkResult<u64> {
+pub fn allocate_memory(
+    device_handle: vk::Device,
+    req: &AllocRequest,
+) -> IcdResult<vk::DeviceMemory> {
     let dev = device(device_handle)?;
     let (memory, va) = {
         let mut manager = lock(&dev.memory);
-        let memory = manager.allocate(req).map_err(|e| e.result())?;
+        let memory = manager.allocate(req)?;
         // The device's backend is extmem-vgpu, which always has a GPU VM; were it not so,
         // the memory goes back rather than leak.
         match memory.gpu_va() {
             Ok(va) => (memory, va),
             Err(e) => {
                 manager.free(memory);
-                return Err(e.result());
+                return Err(e.into());
             }
         }
     };
@@ -281,14 +296,11 @@ pub fn allocate_memory(device_handle: u64, req: &AllocRequest) -> VkResult<u64> 
 }
 
 /// `vkFreeMemory`. Null and unknown handles are ignored.
-pub fn free_memory(device_handle: u64, memory: u64) {
+pub fn free_memory(device_handle: vk::Device, memory: vk::DeviceMemory) {
     let Ok(dev) = device(device_handle) else {
         return;
     };
-    if memory_of(device_handle, memory).is_err() {
-        return;
-    }
-    let Some(memory) = MEMORIES.remove(memory) else {
+    let Some(memory) = MEMORIES.remove_of(device_handle, memory) else {
         return;
     };
     let mut manager = lock(&dev.memory);
@@ -299,38 +311,56 @@ pub fn free_memory(device_handle: u64, memory: u64) {
 }
 
 /// `vkMapMemory`: the CPU address of byte `offset`.
-pub fn map_memory(device_handle: u64, memory: u64, offset: u64, size: u64) -> VkResult<HostVa> {
+pub fn map_memory(
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
+    offset: u64,
+    size: u64,
+) -> IcdResult<HostVa> {
     let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
-    // VUID-vkMapMemory-offset-00679, -size-00680, -size-00681.
-    let in_range = offset < memory.size
-        && (size == vk::WHOLE_SIZE
-            || (size != 0 && offset.checked_add(size).is_some_and(|e| e <= memory.size)));
-    if !in_range {
-        return Err(INVALID);
-    }
+    let handle = memory;
+    let memory = memory_of(device_handle, handle)?;
+    check_map_range(offset, size, memory.size)?;
     let mut manager = lock(&dev.memory);
     let mut state = lock(&memory.state);
-    // VUID-vkMapMemory-memory-00678: not already mapped.
     if state.mapped {
-        return Err(INVALID);
+        return Err(IcdError::rule(Rule::MapTwice, handle.as_raw()));
     }
-    let m = state.memory.as_mut().ok_or(BAD_HANDLE)?;
+    let m = state
+        .memory
+        .as_mut()
+        .ok_or_else(|| IcdError::unknown(handle))?;
     // A host-pointer import maps to the application's own pointer; types other than the
     // host-visible ones do not exist on this device, so every memory is mappable.
-    let base = manager
-        .map(m)
-        .map_err(|_| vk::Result::ERROR_MEMORY_MAP_FAILED)?;
+    let base = manager.map(m)?;
     let ptr = base
         .checked_add(offset)
-        .ok_or(vk::Result::ERROR_MEMORY_MAP_FAILED)?;
+        .ok_or(IcdError::MapAddress { addr: base.get() })?;
     state.mapped = true;
     Ok(ptr)
 }
 
+/// `[offset, offset + size)` (`size` may be `VK_WHOLE_SIZE`) inside memory of `memory_size`
+/// bytes.
+fn check_map_range(offset: u64, size: u64, memory_size: u64) -> IcdResult<()> {
+    if offset >= memory_size {
+        return Err(IcdError::rule(Rule::MapOffset, offset));
+    }
+    if size == vk::WHOLE_SIZE {
+        return Ok(());
+    }
+    if size == 0 {
+        return Err(IcdError::rule(Rule::MapSizeZero, size));
+    }
+    if offset.checked_add(size).is_none_or(|end| end > memory_size) {
+        return Err(IcdError::rule(Rule::MapSizeRange, size));
+    }
+    Ok(())
+}
+
 /// `vkUnmapMemory`. The CPU mapping itself is kept until the memory is freed (mapping
 /// again returns the same address), as most Mesa drivers do.
-pub fn unmap_memory(device_handle: u64, memory: u64) {
+pub fn unmap_memory(device_handle: vk::Device, memory: vk::DeviceMemory) {
     if let Ok(memory) = memory_of(device_handle, memory) {
         lock(&memory.state).mapped = false;
     }
@@ -338,9 +368,12 @@ pub fn unmap_memory(device_handle: u64, memory: u64) {
 
 /// `vkFlushMappedMemoryRanges` / `vkInvalidateMappedMemoryRanges`: every memory type is
 /// host-coherent, so there is nothing to do but check the handles.
-pub fn check_ranges(device_handle: u64, memories: &[u64]) -> VkResult<()> {
+pub fn check_ranges(
+    device_handle: vk::Device,
+    memories: impl IntoIterator<Item = vk::DeviceMemory>,
+) -> IcdResult<()> {
     for m in memories {
-        memory_of(device_handle, *m)?;
+        memory_of(device_handle, m)?;
     }
     Ok(())
 }
@@ -348,103 +381,128 @@ pub fn check_ranges(device_handle: u64, memories: &[u64]) -> VkResult<()> {
 #[cfg(not(windows))]
 /// `vkGetMemoryFdKHR`.
 pub fn memory_fd(
-    device_handle: u64,
-    memory: u64,
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
-) -> VkResult<OwnedFd> {
+) -> IcdResult<OwnedFd> {
+    with_memory(device_handle, memory, |manager, m| {
+        manager.get_fd(m, handle_type)
+    })
+}
+
+/// Runs `f` on the device's memory manager and the live memory object `memory` of
+/// `device` (the exports), turning the manager's refusal into the command's.
+fn with_memory<R>(
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
+    f: impl FnOnce(&mut MemoryManager<DeviceBackend>, &mut DeviceMemory) -> Result<R, extmem::Error>,
+) -> IcdResult<R> {
     let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
+    let handle = memory;
+    let memory = memory_of(device_handle, handle)?;
     let mut manager = lock(&dev.memory);
-    let state = lock(&memory.state);
-    let m = state.memory.as_ref().ok_or(BAD_HANDLE)?;
-    manager.get_fd(m, handle_type).map_err(|e| e.result())
+    let mut state = lock(&memory.state);
+    let m = state
+        .memory
+        .as_mut()
+        .ok_or_else(|| IcdError::unknown(handle))?;
+    Ok(f(&mut manager, m)?)
 }
 
 /// `vkGetMemoryWin32HandleKHR`.
 pub fn memory_win32_handle(
-    device_handle: u64,
-    memory: u64,
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
-) -> VkResult<isize> {
-    let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
-    let mut manager = lock(&dev.memory);
-    let mut state = lock(&memory.state);
-    let m = state.memory.as_mut().ok_or(BAD_HANDLE)?;
-    manager
-        .get_win32_handle(m, handle_type)
-        .map_err(|e| e.result())
+) -> IcdResult<isize> {
+    with_memory(device_handle, memory, |manager, m| {
+        manager.get_win32_handle(m, handle_type)
+    })
 }
 
 /// `vkGetMemoryWin32HandleNV`.
 pub fn memory_win32_handle_nv(
-    device_handle: u64,
-    memory: u64,
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
     handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
-) -> VkResult<isize> {
-    let dev = device(device_handle)?;
-    let memory = memory_of(device_handle, memory)?;
-    let mut manager = lock(&dev.memory);
-    let state = lock(&memory.state);
-    let m = state.memory.as_ref().ok_or(BAD_HANDLE)?;
-    manager
-        .get_win32_handle_nv(m, handle_type)
-        .map_err(|e| e.result())
+) -> IcdResult<isize> {
+    with_memory(device_handle, memory, |manager, m| {
+        manager.get_win32_handle_nv(m, handle_type)
+    })
 }
 
 /// `vkGetMemoryWin32HandlePropertiesKHR`.
 pub fn win32_handle_properties(
-    device_handle: u64,
+    device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
-) -> VkResult<u32> {
+) -> IcdResult<u32> {
+    with_manager(device_handle, |manager| {
+        manager.win32_handle_properties(handle_type)
+    })
+}
+
+/// Runs `f` on the device's memory manager (the handle-properties queries), turning the
+/// manager's refusal into the command's.
+fn with_manager<R>(
+    device_handle: vk::Device,
+    f: impl FnOnce(&mut MemoryManager<DeviceBackend>) -> Result<R, extmem::Error>,
+) -> IcdResult<R> {
     let dev = device(device_handle)?;
-    let bits = lock(&dev.memory)
-        .win32_handle_properties(handle_type)
-        .map_err(|e| e.result())?;
-    Ok(bits)
+    let mut manager = lock(&dev.memory);
+    Ok(f(&mut manager)?)
 }
 
 #[cfg(not(windows))]
 /// `vkGetMemoryFdPropertiesKHR`: the memory types a dma-buf fd can be imported into.
 pub fn memory_fd_properties(
-    device_handle: u64,
+    device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
     fd: BorrowedFd<'_>,
-) -> VkResult<u32> {
-    let dev = device(device_handle)?;
-    let bits = lock(&dev.memory)
-        .fd_properties(handle_type, fd)
-        .map_err(|e| e.result())?;
-    Ok(bits)
+) -> IcdResult<u32> {
+    with_manager(device_handle, |manager| {
+        manager.fd_properties(handle_type, fd)
+    })
 }
 
 /// `vkGetMemoryHostPointerPropertiesEXT`.
 pub fn host_pointer_properties(
-    device_handle: u64,
+    device_handle: vk::Device,
     handle_type: vk::ExternalMemoryHandleTypeFlags,
     ptr: HostVa,
-) -> VkResult<u32> {
-    let dev = device(device_handle)?;
-    let bits = lock(&dev.memory)
-        .host_pointer_properties(handle_type, ptr)
-        .map_err(|e| e.result())?;
-    Ok(bits)
+) -> IcdResult<u32> {
+    with_manager(device_handle, |manager| {
+        manager.host_pointer_properties(handle_type, ptr)
+    })
 }
 
 /// `vkCreateBuffer`. Sparse buffers are not supported (no sparse features).
-pub fn create_buffer(device_handle: u64, size: u64, flags: vk::BufferCreateFlags) -> VkResult<u64> {
+pub fn create_buffer(
+    device_handle: vk::Device,
+    size: u64,
+    flags: vk::BufferCreateFlags,
+) -> IcdResult<vk::Buffer> {
     device(device_handle)?;
-    // VUID-VkBufferCreateInfo-size-00912.
     if size == 0 {
-        return Err(INVALID);
+        return Err(IcdError::rule(Rule::BufferSize, size));
     }
-    if flags.intersects(
-        vk::BufferCreateFlags::SPARSE_BINDING
-            | vk::BufferCreateFlags::SPARSE_RESIDENCY
-            | vk::BufferCreateFlags::SPARSE_ALIASED
-            | vk::BufferCreateFlags::PROTECTED,
-    ) {
-        return Err(INVALID);
+    // The device has none of the features these flags need.
+    let featureless = [
+        (
+            vk::BufferCreateFlags::SPARSE_BINDING,
+            Rule::BufferSparseBinding,
+        ),
+        (
+            vk::BufferCreateFlags::SPARSE_RESIDENCY,
+            Rule::BufferSparseResidency,
+        ),
+        (
+            vk::BufferCreateFlags::SPARSE_ALIASED,
+            Rule::BufferSparseAliased,
+        ),
+        (vk::BufferCreateFlags::PROTECTED, Rule::BufferProtected),
+    ];
+    if let Some((_, rule)) = featureless.iter().find(|(flag, _)| flags.contains(*flag)) {
+        return Err(IcdError::rule(*rule, u64::from(flags.as_raw())));
     }
     Ok(BUFFERS.insert(Buffer {
         device: device_handle,
@@ -454,13 +512,8 @@ pub fn create_buffer(device_handle: u64, size: u64, flags: vk::BufferCreateFlags
 }
 
 /// `vkDestroyBuffer`.
-pub fn destroy_buffer(device_handle: u64, buffer: u64) {
-    if BUFFERS
-        .get(buffer)
-        .is_some_and(|b| b.device == device_handle)
-    {
-        BUFFERS.remove(buffer);
-    }
+pub fn destroy_buffer(device_handle: vk::Device, buffer: vk::Buffer) {
+    BUFFERS.remove_of(device_handle, buffer);
 }
 
 /// `vkGetBufferMemoryRequirements` for a buffer of `size` bytes.
@@ -475,64 +528,72 @@ pub fn buffer_requirements(size: u64) -> vk::MemoryRequirements {
 }
 
 /// The size of a live buffer of `device`.
-pub fn buffer_size(device_handle: u64, buffer: u64) -> VkResult<u64> {
-    BUFFERS
-        .get(buffer)
-        .filter(|b| b.device == device_handle)
-        .map(|b| b.size)
-        .ok_or(BAD_HANDLE)
+pub fn buffer_size(device_handle: vk::Device, buffer: vk::Buffer) -> IcdResult<u64> {
+    Ok(BUFFERS.live_of(device_handle, buffer)?.size)
 }
 
 /// `vkBindBufferMemory`.
-pub fn bind_buffer(device_handle: u64, buffer: u64, memory: u64, offset: u64) -> VkResult<()> {
-    let buf = BUFFERS
-        .get(buffer)
-        .filter(|b| b.device == device_handle)
-        .ok_or(BAD_HANDLE)?;
+pub fn bind_buffer(
+    device_handle: vk::Device,
+    buffer: vk::Buffer,
+    memory: vk::DeviceMemory,
+    offset: u64,
+) -> IcdResult<()> {
+    let buf = BUFFERS.live_of(device_handle, buffer)?;
     let reqs = buffer_requirements(buf.size);
-    // VUID-vkBindBufferMemory-memory-01035, -memoryOffset-01031, -memoryOffset-01036,
-    // -size-01037, -buffer-07459.
-    bind_resource(device_handle, memory, offset, reqs, buf.size, &buf.binding)
+    let target = (BindTarget::Buffer, &buf.binding);
+    bind_resource(device_handle, memory, offset, reqs, buf.size, target)
 }
 
 /// Binds a buffer or image needing `reqs` (`used` bytes of it) at `offset` of `memory`:
-/// a memory type it allows, an aligned offset, room in the memory, and not bound before.
+/// not bound before, an offset inside the memory, a memory type it allows, an aligned
+/// offset, and room in the memory (the rules of `target`, in that order).
 fn bind_resource(
-    device_handle: u64,
-    memory: u64,
+    device_handle: vk::Device,
+    memory: vk::DeviceMemory,
     offset: u64,
     reqs: vk::MemoryRequirements,
     used: u64,
-    binding: &Mutex<Option<GpuVa>>,
-) -> VkResult<()> {
+    (target, binding): (BindTarget, &Mutex<Option<GpuVa>>),
+) -> IcdResult<()> {
+    let [bound, inside, memory_type, alignment, fits] = target.rules();
     let mem = memory_of(device_handle, memory)?;
-    let memory_type = lock(&mem.state)
+    let type_index = lock(&mem.state)
         .memory
         .as_ref()
         .map(DeviceMemory::memory_type_index)
-        .ok_or(BAD_HANDLE)?;
-    let type_ok = reqs
-        .memory_type_bits
-        .checked_shr(memory_type)
-        .is_some_and(|bits| bits & 1 == 1);
-    let fits = offset < mem.size
-        && offset
-            .checked_add(reqs.size.min(used))
-            .is_some_and(|end| end <= mem.size);
-    if !type_ok || offset % reqs.alignment != 0 || !fits {
-        return Err(INVALID);
-    }
-    let va = mem.va.checked_add(offset).ok_or(INVALID)?;
+        .ok_or_else(|| IcdError::unknown(memory))?;
     let mut binding = lock(binding);
     if binding.is_some() {
-        return Err(INVALID);
+        return Err(IcdError::rule(bound, memory.as_raw()));
     }
+    if offset >= mem.size {
+        return Err(IcdError::rule(inside, offset));
+    }
+    let type_ok = reqs
+        .memory_type_bits
+        .checked_shr(type_index)
+        .is_some_and(|bits| bits & 1 == 1);
+    if !type_ok {
+        return Err(IcdError::rule(memory_type, u64::from(type_index)));
+    }
+    if offset % reqs.alignment != 0 {
+        return Err(IcdError::rule(alignment, offset));
+    }
+    let end = offset.checked_add(reqs.size.min(used));
+    if end.is_none_or(|end| end > mem.size) {
+        return Err(IcdError::rule(fits, reqs.size));
+    }
+    let va = mem
+        .va
+        .checked_add(offset)
+        .ok_or(IcdError::rule(inside, offset))?;
     *binding = Some(va);
     Ok(())
 }
 
 /// `vkCreateImage`, for a create info already checked into `layout`.
-pub fn create_image(device_handle: u64, layout: ImageLayout) -> VkResult<u64> {
+pub fn create_image(device_handle: vk::Device, layout: ImageLayout) -> IcdResult<vk::Image> {
     device(device_handle)?;
     Ok(IMAGES.insert(Image {
         device: device_handle,
@@ -542,44 +603,34 @@ pub fn create_image(device_handle: u64, layout: ImageLayout) -> VkResult<u64> {
 }
 
 /// `vkDestroyImage`.
-pub fn destroy_image(device_handle: u64, image: u64) {
-    if IMAGES.get(image).is_some_and(|i| i.device == device_handle) {
-        IMAGES.remove(image);
-    }
+pub fn destroy_image(device_handle: vk::Device, image: vk::Image) {
+    IMAGES.remove_of(device_handle, image);
 }
 
 /// The layout of a live image of `device`.
-pub fn image_layout(device_handle: u64, image: u64) -> VkResult<ImageLayout> {
-    IMAGES
-        .get(image)
-        .filter(|i| i.device == device_handle)
-        .map(|i| i.layout)
-        .ok_or(BAD_HANDLE)
+pub fn image_layout(device_handle: vk::Device, image: vk::Image) -> IcdResult<ImageLayout> {
+    Ok(IMAGES.live_of(device_handle, image)?.layout)
 }
 
 /// `vkBindImageMemory` (`VUID-vkBindImageMemory-image-01044`, `-memory-01047`,
 /// `-memoryOffset-01048`, `-size-01049`).
-pub fn bind_image(device_handle: u64, image: u64, memory: u64, offset: u64) -> VkResult<()> {
-    let img = IMAGES
-        .get(image)
-        .filter(|i| i.device == device_handle)
-        .ok_or(BAD_HANDLE)?;
+pub fn bind_image(
+    device_handle: vk::Device,
+    image: vk::Image,
+    memory: vk::DeviceMemory,
+    offset: u64,
+) -> IcdResult<()> {
+    let img = IMAGES.live_of(device_handle, image)?;
     let reqs = img.layout.requirements(BUFFER_MEMORY_TYPES);
-    bind_resource(
-        device_handle,
-        memory,
-        offset,
-        reqs,
-        img.layout.size,
-        &img.binding,
-    )
+    let target = (BindTarget::Image, &img.binding);
+    bind_resource(device_handle, memory, offset, reqs, img.layout.size, target)
 }
 
 /// `vkCreateCommandPool`. Only the one queue family exists.
-pub fn create_pool(device_handle: u64, family: u32) -> VkResult<u64> {
+pub fn create_pool(device_handle: vk::Device, family: u32) -> IcdResult<vk::CommandPool> {
     device(device_handle)?;
     if family != physical_device::QUEUE_FAMILY {
-        return Err(INVALID);
+        return Err(IcdError::rule(Rule::PoolFamily, u64::from(family)));
     }
     Ok(POOLS.insert(CommandPool {
         device: device_handle,
@@ -587,11 +638,10 @@ pub fn create_pool(device_handle: u64, family: u32) -> VkResult<u64> {
 }
 
 /// `vkDestroyCommandPool`: frees its command buffers too.
-pub fn destroy_pool(device_handle: u64, pool: u64) {
-    if POOLS.get(pool).is_none_or(|p| p.device != device_handle) {
+pub fn destroy_pool(device_handle: vk::Device, pool: vk::CommandPool) {
+    if POOLS.remove_of(device_handle, pool).is_none() {
         return;
     }
-    POOLS.remove(pool);
     let Ok(dev) = device(device_handle) else {
         return;
     };
@@ -602,10 +652,8 @@ pub fn destroy_pool(device_handle: u64, pool: u64) {
 }
 
 /// `vkResetCommandPool`: resets every command buffer of the pool.
-pub fn reset_pool(device_handle: u64, pool: u64) -> VkResult<()> {
-    if POOLS.get(pool).is_none_or(|p| p.device != device_handle) {
-        return Err(BAD_HANDLE);
-    }
+pub fn reset_pool(device_handle: vk::Device, pool: vk::CommandPool) -> IcdResult<()> {
+    POOLS.live_of(device_handle, pool)?;
     let dev = device(device_handle)?;
     let mut manager = lock(&dev.memory);
     for cb in pool_buffers(pool) {
@@ -614,15 +662,17 @@ pub fn reset_pool(device_handle: u64, pool: u64) -> VkResult<()> {
     Ok(())
 }
 
-fn pool_buffers(pool: u64) -> Vec<Arc<CommandBuffer>> {
+fn pool_buffers(pool: vk::CommandPool) -> Vec<Arc<CommandBuffer>> {
     COMMAND_BUFFERS.filter(|c| c.pool == pool)
 }
 
 /// `vkAllocateCommandBuffers`: `count` new primary or secondary command buffers.
-pub fn allocate_command_buffers(device_handle: u64, pool: u64, count: u32) -> VkResult<Vec<u64>> {
-    if POOLS.get(pool).is_none_or(|p| p.device != device_handle) {
-        return Err(BAD_HANDLE);
-    }
+pub fn allocate_command_buffers(
+    device_handle: vk::Device,
+    pool: vk::CommandPool,
+    count: u32,
+) -> IcdResult<Vec<vk::CommandBuffer>> {
+    POOLS.live_of(device_handle, pool)?;
     Ok((0..count)
         .map(|_| {
             COMMAND_BUFFERS.insert_dispatchable(CommandBuffer {
@@ -635,7 +685,11 @@ pub fn allocate_command_buffers(device_handle: u64, pool: u64, count: u32) -> Vk
 }
 
 /// `vkFreeCommandBuffers`. Null and unknown handles are ignored.
-pub fn free_command_buffers(device_handle: u64, pool: u64, buffers: &[u64]) {
+pub fn free_command_buffers(
+    device_handle: vk::Device,
+    pool: vk::CommandPool,
+    buffers: &[vk::CommandBuffer],
+) {
     let Ok(dev) = device(device_handle) else {
         return;
     };
@@ -669,12 +723,12 @@ fn reset_recording(manager: &mut MemoryManager<DeviceBackend>, recording: &mut R
     }
 }
 
-fn command_buffer(cb: u64) -> VkResult<Arc<CommandBuffer>> {
-    COMMAND_BUFFERS.get(cb).ok_or(BAD_HANDLE)
+fn command_buffer(cb: vk::CommandBuffer) -> IcdResult<Arc<CommandBuffer>> {
+    COMMAND_BUFFERS.live(cb)
 }
 
 /// `vkBeginCommandBuffer` and `vkResetCommandBuffer`: an empty recording.
-pub fn reset_command_buffer(cb: u64) -> VkResult<()> {
+pub fn reset_command_buffer(cb: vk::CommandBuffer) -> IcdResult<()> {
     let cb = command_buffer(cb)?;
     let dev = device(cb.device)?;
     let mut manager = lock(&dev.memory);
@@ -683,11 +737,11 @@ pub fn reset_command_buffer(cb: u64) -> VkResult<()> {
 }
 
 /// `vkEndCommandBuffer`: the first invalid command's error, if any.
-pub fn end_command_buffer(cb: u64) -> VkResult<()> {
+pub fn end_command_buffer(cb: vk::CommandBuffer) -> IcdResult<()> {
     let cb = command_buffer(cb)?;
     let recording = lock(&cb.recording);
     match recording.error {
-        Some(e) => Err(e.result()),
+        Some(e) => Err(e.into()),
         None => Ok(()),
     }
 }
@@ -703,17 +757,21 @@ fn record(recording: &mut Recording, result: Result<Vec<Command>, RecordError>) 
 }
 
 /// The GPU span of a live, bound buffer of `device`.
-fn span(device_handle: u64, buffer: u64) -> Result<BufferSpan, RecordError> {
+fn span(device_handle: vk::Device, buffer: vk::Buffer) -> Result<BufferSpan, RecordError> {
     let buf = BUFFERS
-        .get(buffer)
-        .filter(|b| b.device == device_handle)
+        .get_of(device_handle, buffer)
         .ok_or(RecordError::UnknownBuffer)?;
     let va = (*lock(&buf.binding)).ok_or(RecordError::NotBound)?;
     Ok(BufferSpan { va, size: buf.size })
 }
 
 /// `vkCmdCopyBuffer`.
-pub fn cmd_copy(cb: u64, src: u64, dst: u64, regions: Option<&[vk::BufferCopy]>) {
+pub fn cmd_copy(
+    cb: vk::CommandBuffer,
+    src: vk::Buffer,
+    dst: vk::Buffer,
+    regions: Option<&[vk::BufferCopy]>,
+) {
     let Ok(cb) = command_buffer(cb) else {
         return;
     };
@@ -724,10 +782,9 @@ pub fn cmd_copy(cb: u64, src: u64, dst: u64, regions: Option<&[vk::BufferCopy]>)
 }
 
 /// The GPU span of a live, bound image of `device`.
-fn image_span(device_handle: u64, image: u64) -> Result<ImageSpan, RecordError> {
+fn image_span(device_handle: vk::Device, image: vk::Image) -> Result<ImageSpan, RecordError> {
     let img = IMAGES
-        .get(image)
-        .filter(|i| i.device == device_handle)
+        .get_of(device_handle, image)
         .ok_or(RecordError::UnknownImage)?;
     let va = (*lock(&img.binding)).ok_or(RecordError::NotBound)?;
     Ok(ImageSpan {
@@ -738,9 +795,9 @@ fn image_span(device_handle: u64, image: u64) -> Result<ImageSpan, RecordError> 
 
 /// `vkCmdCopyBufferToImage` and `vkCmdCopyImageToBuffer`.
 pub fn cmd_copy_buffer_image(
-    cb: u64,
-    buffer: u64,
-    image: u64,
+    cb: vk::CommandBuffer,
+    buffer: vk::Buffer,
+    image: vk::Image,
     layout: vk::ImageLayout,
     regions: Option<&[vk::BufferImageCopy]>,
     direction: Direction,
@@ -761,7 +818,7 @@ pub fn cmd_copy_buffer_image(
 }
 
 /// `vkCmdFillBuffer`.
-pub fn cmd_fill(cb: u64, dst: u64, offset: u64, size: u64, data: u32) {
+pub fn cmd_fill(cb: vk::CommandBuffer, dst: vk::Buffer, offset: u64, size: u64, data: u32) {
     let Ok(cb) = command_buffer(cb) else {
         return;
     };
@@ -772,7 +829,7 @@ pub fn cmd_fill(cb: u64, dst: u64, offset: u64, size: u64, data: u32) {
 }
 
 /// Records `error` as if a command had broken it.
-pub fn record_error(cb: u64, error: RecordError) {
+pub fn record_error(cb: vk::CommandBuffer, error: RecordError) {
     if let Ok(cb) = command_buffer(cb) {
         record(&mut lock(&cb.recording), Err(error));
     }
@@ -780,7 +837,7 @@ pub fn record_error(cb: u64, error: RecordError) {
 
 /// `vkCmdUpdateBuffer`: copies `data` into staging memory now (the application may reuse
 /// its array as soon as the call returns) and records a copy from there.
-pub fn cmd_update(cb: u64, dst: u64, offset: u64, data: Option<&[u8]>) {
+pub fn cmd_update(cb: vk::CommandBuffer, dst: vk::Buffer, offset: u64, data: Option<&[u8]>) {
     let Ok(cb) = command_buffer(cb) else {
         return;
     };
@@ -822,7 +879,7 @@ fn stage(
                 memory_type_index: physical_device::MEMORY_TYPE_DEVICE,
                 ..AllocRequest::default()
             };
-            let oom = |e: extmem::Error| RecordError::OutOfMemory(e.result());
+            let oom = RecordError::OutOfMemory;
             let mut memory = manager.allocate(&req).map_err(oom)?;
             let cpu = match manager.map(&mut memory) {
                 Ok(cpu) => cpu,
@@ -839,10 +896,11 @@ fn stage(
                 .ok_or(RecordError::BadSize { size, buffer: 0 })?
         }
     };
+    // Never empty here: `at` was placed in the last chunk, or in the one pushed above.
     let chunk = recording
         .staging
         .last()
-        .ok_or(RecordError::OutOfMemory(vk::Result::ERROR_UNKNOWN))?;
+        .ok_or(RecordError::OutOfMemory(extmem::Error::OutOfHostMemory))?;
     let cpu = chunk
         .cpu
         .checked_add(at)
@@ -850,7 +908,7 @@ fn stage(
     let gpu = chunk
         .memory
         .gpu_va()
-        .map_err(|e| RecordError::OutOfMemory(e.result()))?
+        .map_err(RecordError::OutOfMemory)?
         .checked_add(at)
         .ok_or(RecordError::BadSize { size, buffer: 0 })?;
     // SAFETY: `cpu` is `at` bytes into the chunk's live CPU mapping, which the recording
@@ -862,33 +920,23 @@ fn stage(
 
 /// `vkQueueSubmit`: runs every command buffer in order on the copy engine, then
 /// signals `fence`. A GPU fault or a kernel refusal is `VK_ERROR_DEVICE_LOST`.
-pub fn submit(queue: u64, command_buffers: &[u64], fence: Option<u64>) -> VkResult<()> {
-    let q = QUEUES.get(queue).ok_or(BAD_HANDLE)?;
+pub fn submit(
+    queue: vk::Queue,
+    command_buffers: &[vk::CommandBuffer],
+    fence: Option<vk::Fence>,
+) -> IcdResult<()> {
+    let q = QUEUES.live(queue)?;
     let dev = device(q.device)?;
-    let fence = match fence {
-        Some(f) => Some(
-            FENCES
-                .get(f)
-                .filter(|f| f.device == q.device)
-                .ok_or(BAD_HANDLE)?,
-        ),
-        None => None,
-    };
+    let fence = fence.map(|f| fence_of(q.device, f)).transpose()?;
     let buffers = command_buffers
         .iter()
-        .map(|h| {
-            command_buffer(*h)
-                .ok()
-                .filter(|c| c.device == q.device)
-                .ok_or(BAD_HANDLE)
-        })
-        .collect::<VkResult<Vec<_>>>()?;
+        .map(|h| COMMAND_BUFFERS.live_of(q.device, *h))
+        .collect::<IcdResult<Vec<_>>>()?;
     let mut manager = lock(&dev.memory);
-    for cb in &buffers {
+    for (cb_handle, cb) in command_buffers.iter().zip(&buffers) {
         let recording = lock(&cb.recording);
-        // VUID-vkQueueSubmit-pCommandBuffers-00072: only executable command buffers.
         if recording.error.is_some() {
-            return Err(INVALID);
+            return Err(IcdError::rule(Rule::SubmitExecutable, cb_handle.as_raw()));
         }
         let chunk_len = usize::try_from(MAX_COMMANDS).unwrap_or(1);
         for chunk in recording.cmds.chunks(chunk_len) {
@@ -897,11 +945,8 @@ pub fn submit(queue: u64, command_buffers: &[u64], fence: Option<u64>) -> VkResu
             manager
                 .backend_mut()
                 .engine()
-                .ok_or(vk::Result::ERROR_DEVICE_LOST)?
-                .exec(chunk)
-                .map_err(|e: ExecError| match e {
-                    ExecError::Fault(_) | ExecError::Kernel(_) => vk::Result::ERROR_DEVICE_LOST,
-                })?;
+                .ok_or(IcdError::NoCopyEngine)?
+                .exec(chunk)?;
         }
     }
     if let Some(fence) = fence {
@@ -911,12 +956,12 @@ pub fn submit(queue: u64, command_buffers: &[u64], fence: Option<u64>) -> VkResu
 }
 
 /// `vkQueueWaitIdle`, `vkDeviceWaitIdle`: submissions finish before they return.
-pub fn wait_idle_queue(queue: u64) -> VkResult<()> {
-    QUEUES.get(queue).map(|_| ()).ok_or(BAD_HANDLE)
+pub fn wait_idle_queue(queue: vk::Queue) -> IcdResult<()> {
+    QUEUES.live(queue).map(|_| ())
 }
 
 /// `vkCreateFence`.
-pub fn create_fence(device_handle: u64, signaled: bool) -> VkResult<u64> {
+pub fn create_fence(device_handle: vk::Device, signaled: bool) -> IcdResult<vk::Fence> {
     device(device_handle)?;
     Ok(FENCES.insert(Fence {
         device: device_handle,
@@ -925,30 +970,28 @@ pub fn create_fence(device_handle: u64, signaled: bool) -> VkResult<u64> {
 }
 
 /// `vkDestroyFence`.
-pub fn destroy_fence(device_handle: u64, fence: u64) {
-    if FENCES.get(fence).is_some_and(|f| f.device == device_handle) {
-        FENCES.remove(fence);
-    }
+pub fn destroy_fence(device_handle: vk::Device, fence: vk::Fence) {
+    FENCES.remove_of(device_handle, fence);
 }
 
-fn fence(device_handle: u64, fence: u64) -> VkResult<Arc<Fence>> {
-    FENCES
-        .get(fence)
-        .filter(|f| f.device == device_handle)
-        .ok_or(BAD_HANDLE)
+/// A live fence of `device`.
+fn fence_of(device_handle: vk::Device, fence: vk::Fence) -> IcdResult<Arc<Fence>> {
+    FENCES.live_of(device_handle, fence)
 }
 
 /// `vkGetFenceStatus`.
-pub fn fence_status(device_handle: u64, f: u64) -> VkResult<bool> {
-    Ok(fence(device_handle, f)?.signaled.load(Ordering::Acquire))
+pub fn fence_status(device_handle: vk::Device, fence: vk::Fence) -> IcdResult<bool> {
+    Ok(fence_of(device_handle, fence)?
+        .signaled
+        .load(Ordering::Acquire))
 }
 
 /// `vkResetFences`.
-pub fn reset_fences(device_handle: u64, fences: &[u64]) -> VkResult<()> {
+pub fn reset_fences(device_handle: vk::Device, fences: &[vk::Fence]) -> IcdResult<()> {
     let fences = fences
         .iter()
-        .map(|f| fence(device_handle, *f))
-        .collect::<VkResult<Vec<_>>>()?;
+        .map(|f| fence_of(device_handle, *f))
+        .collect::<IcdResult<Vec<_>>>()?;
     for f in fences {
         f.signaled.store(false, Ordering::Release);
     }
@@ -958,11 +1001,15 @@ pub fn reset_fences(device_handle: u64, fences: &[u64]) -> VkResult<()> {
 /// `vkWaitForFences`: work is synchronous, so a fence that is not signalled now was never
 /// submitted; only another thread's submit could signal it, and we do not wait for that:
 /// the answer is `VK_TIMEOUT` at once.
-pub fn wait_for_fences(device_handle: u64, fences: &[u64], wait_all: bool) -> VkResult<bool> {
+pub fn wait_for_fences(
+    device_handle: vk::Device,
+    fences: &[vk::Fence],
+    wait_all: bool,
+) -> IcdResult<bool> {
     let states = fences
         .iter()
         .map(|f| fence_status(device_handle, *f))
-        .collect::<VkResult<Vec<bool>>>()?;
+        .collect::<IcdResult<Vec<bool>>>()?;
     Ok(if wait_all {
         states.iter().all(|s| *s)
     } else {

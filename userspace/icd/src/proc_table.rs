@@ -3,7 +3,11 @@
 
 use ash::vk;
 
-use crate::entry as e;
+use crate::entry::{
+    buffer, command_buffer as cmd, device, image, instance, memory, physical_device as pd, sync,
+    win32,
+};
+use crate::entry::{get_device_proc_addr, get_instance_proc_addr};
 
 /// Which dispatchable object a command is called on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -45,103 +49,103 @@ macro_rules! proc_table {
 }
 
 proc_table! {
-    "vkCreateInstance" => Global, e::create_instance, vk::PFN_vkCreateInstance;
-    "vkEnumerateInstanceExtensionProperties" => Global, e::enumerate_instance_extension_properties, vk::PFN_vkEnumerateInstanceExtensionProperties;
-    "vkEnumerateInstanceVersion" => Global, e::enumerate_instance_version, vk::PFN_vkEnumerateInstanceVersion;
-    "vkGetInstanceProcAddr" => Global, e::get_instance_proc_addr, vk::PFN_vkGetInstanceProcAddr;
+    "vkCreateInstance" => Global, instance::create_instance, vk::PFN_vkCreateInstance;
+    "vkEnumerateInstanceExtensionProperties" => Global, instance::enumerate_instance_extension_properties, vk::PFN_vkEnumerateInstanceExtensionProperties;
+    "vkEnumerateInstanceVersion" => Global, instance::enumerate_instance_version, vk::PFN_vkEnumerateInstanceVersion;
+    "vkGetInstanceProcAddr" => Global, get_instance_proc_addr, vk::PFN_vkGetInstanceProcAddr;
 
-    "vkDestroyInstance" => Instance, e::destroy_instance, vk::PFN_vkDestroyInstance;
-    "vkEnumeratePhysicalDevices" => Instance, e::enumerate_physical_devices, vk::PFN_vkEnumeratePhysicalDevices;
-    "vkEnumeratePhysicalDeviceGroups" => Instance, e::enumerate_physical_device_groups, vk::PFN_vkEnumeratePhysicalDeviceGroups;
+    "vkDestroyInstance" => Instance, instance::destroy_instance, vk::PFN_vkDestroyInstance;
+    "vkEnumeratePhysicalDevices" => Instance, instance::enumerate_physical_devices, vk::PFN_vkEnumeratePhysicalDevices;
+    "vkEnumeratePhysicalDeviceGroups" => Instance, instance::enumerate_physical_device_groups, vk::PFN_vkEnumeratePhysicalDeviceGroups;
 
-    "vkGetPhysicalDeviceFeatures" => PhysicalDevice, e::get_physical_device_features, vk::PFN_vkGetPhysicalDeviceFeatures;
-    "vkGetPhysicalDeviceFeatures2" => PhysicalDevice, e::get_physical_device_features2, vk::PFN_vkGetPhysicalDeviceFeatures2;
-    "vkGetPhysicalDeviceFeatures2KHR" => PhysicalDevice, e::get_physical_device_features2, vk::PFN_vkGetPhysicalDeviceFeatures2;
-    "vkGetPhysicalDeviceProperties" => PhysicalDevice, e::get_physical_device_properties, vk::PFN_vkGetPhysicalDeviceProperties;
-    "vkGetPhysicalDeviceProperties2" => PhysicalDevice, e::get_physical_device_properties2, vk::PFN_vkGetPhysicalDeviceProperties2;
-    "vkGetPhysicalDeviceProperties2KHR" => PhysicalDevice, e::get_physical_device_properties2, vk::PFN_vkGetPhysicalDeviceProperties2;
-    "vkGetPhysicalDeviceQueueFamilyProperties" => PhysicalDevice, e::get_physical_device_queue_family_properties, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties;
-    "vkGetPhysicalDeviceQueueFamilyProperties2" => PhysicalDevice, e::get_physical_device_queue_family_properties2, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties2;
-    "vkGetPhysicalDeviceQueueFamilyProperties2KHR" => PhysicalDevice, e::get_physical_device_queue_family_properties2, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties2;
-    "vkGetPhysicalDeviceMemoryProperties" => PhysicalDevice, e::get_physical_device_memory_properties, vk::PFN_vkGetPhysicalDeviceMemoryProperties;
-    "vkGetPhysicalDeviceMemoryProperties2" => PhysicalDevice, e::get_physical_device_memory_properties2, vk::PFN_vkGetPhysicalDeviceMemoryProperties2;
-    "vkGetPhysicalDeviceMemoryProperties2KHR" => PhysicalDevice, e::get_physical_device_memory_properties2, vk::PFN_vkGetPhysicalDeviceMemoryProperties2;
-    "vkGetPhysicalDeviceFormatProperties" => PhysicalDevice, e::get_physical_device_format_properties, vk::PFN_vkGetPhysicalDeviceFormatProperties;
-    "vkGetPhysicalDeviceFormatProperties2" => PhysicalDevice, e::get_physical_device_format_properties2, vk::PFN_vkGetPhysicalDeviceFormatProperties2;
-    "vkGetPhysicalDeviceFormatProperties2KHR" => PhysicalDevice, e::get_physical_device_format_properties2, vk::PFN_vkGetPhysicalDeviceFormatProperties2;
-    "vkGetPhysicalDeviceImageFormatProperties" => PhysicalDevice, e::get_physical_device_image_format_properties, vk::PFN_vkGetPhysicalDeviceImageFormatProperties;
-    "vkGetPhysicalDeviceImageFormatProperties2" => PhysicalDevice, e::get_physical_device_image_format_properties2, vk::PFN_vkGetPhysicalDeviceImageFormatProperties2;
-    "vkGetPhysicalDeviceImageFormatProperties2KHR" => PhysicalDevice, e::get_physical_device_image_format_properties2, vk::PFN_vkGetPhysicalDeviceImageFormatProperties2;
-    "vkGetPhysicalDeviceSparseImageFormatProperties" => PhysicalDevice, e::get_physical_device_sparse_image_format_properties, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties;
-    "vkGetPhysicalDeviceSparseImageFormatProperties2" => PhysicalDevice, e::get_physical_device_sparse_image_format_properties2, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties2;
-    "vkGetPhysicalDeviceSparseImageFormatProperties2KHR" => PhysicalDevice, e::get_physical_device_sparse_image_format_properties2, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties2;
-    "vkEnumerateDeviceExtensionProperties" => PhysicalDevice, e::enumerate_device_extension_properties, vk::PFN_vkEnumerateDeviceExtensionProperties;
-    "vkEnumerateDeviceLayerProperties" => PhysicalDevice, e::enumerate_device_layer_properties, vk::PFN_vkEnumerateDeviceLayerProperties;
-    "vkGetPhysicalDeviceExternalBufferProperties" => PhysicalDevice, e::get_physical_device_external_buffer_properties, vk::PFN_vkGetPhysicalDeviceExternalBufferProperties;
-    "vkGetPhysicalDeviceExternalBufferPropertiesKHR" => PhysicalDevice, e::get_physical_device_external_buffer_properties, vk::PFN_vkGetPhysicalDeviceExternalBufferProperties;
-    "vkGetPhysicalDeviceExternalSemaphoreProperties" => PhysicalDevice, e::get_physical_device_external_semaphore_properties, vk::PFN_vkGetPhysicalDeviceExternalSemaphoreProperties;
-    "vkGetPhysicalDeviceExternalFenceProperties" => PhysicalDevice, e::get_physical_device_external_fence_properties, vk::PFN_vkGetPhysicalDeviceExternalFenceProperties;
-    "vkGetPhysicalDeviceExternalImageFormatPropertiesNV" => PhysicalDevice, e::get_physical_device_external_image_format_properties_nv, vk::PFN_vkGetPhysicalDeviceExternalImageFormatPropertiesNV;
-    "vkCreateDevice" => PhysicalDevice, e::create_device, vk::PFN_vkCreateDevice;
+    "vkGetPhysicalDeviceFeatures" => PhysicalDevice, pd::get_physical_device_features, vk::PFN_vkGetPhysicalDeviceFeatures;
+    "vkGetPhysicalDeviceFeatures2" => PhysicalDevice, pd::get_physical_device_features2, vk::PFN_vkGetPhysicalDeviceFeatures2;
+    "vkGetPhysicalDeviceFeatures2KHR" => PhysicalDevice, pd::get_physical_device_features2, vk::PFN_vkGetPhysicalDeviceFeatures2;
+    "vkGetPhysicalDeviceProperties" => PhysicalDevice, pd::get_physical_device_properties, vk::PFN_vkGetPhysicalDeviceProperties;
+    "vkGetPhysicalDeviceProperties2" => PhysicalDevice, pd::get_physical_device_properties2, vk::PFN_vkGetPhysicalDeviceProperties2;
+    "vkGetPhysicalDeviceProperties2KHR" => PhysicalDevice, pd::get_physical_device_properties2, vk::PFN_vkGetPhysicalDeviceProperties2;
+    "vkGetPhysicalDeviceQueueFamilyProperties" => PhysicalDevice, pd::get_physical_device_queue_family_properties, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties;
+    "vkGetPhysicalDeviceQueueFamilyProperties2" => PhysicalDevice, pd::get_physical_device_queue_family_properties2, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties2;
+    "vkGetPhysicalDeviceQueueFamilyProperties2KHR" => PhysicalDevice, pd::get_physical_device_queue_family_properties2, vk::PFN_vkGetPhysicalDeviceQueueFamilyProperties2;
+    "vkGetPhysicalDeviceMemoryProperties" => PhysicalDevice, pd::get_physical_device_memory_properties, vk::PFN_vkGetPhysicalDeviceMemoryProperties;
+    "vkGetPhysicalDeviceMemoryProperties2" => PhysicalDevice, pd::get_physical_device_memory_properties2, vk::PFN_vkGetPhysicalDeviceMemoryProperties2;
+    "vkGetPhysicalDeviceMemoryProperties2KHR" => PhysicalDevice, pd::get_physical_device_memory_properties2, vk::PFN_vkGetPhysicalDeviceMemoryProperties2;
+    "vkGetPhysicalDeviceFormatProperties" => PhysicalDevice, pd::get_physical_device_format_properties, vk::PFN_vkGetPhysicalDeviceFormatProperties;
+    "vkGetPhysicalDeviceFormatProperties2" => PhysicalDevice, pd::get_physical_device_format_properties2, vk::PFN_vkGetPhysicalDeviceFormatProperties2;
+    "vkGetPhysicalDeviceFormatProperties2KHR" => PhysicalDevice, pd::get_physical_device_format_properties2, vk::PFN_vkGetPhysicalDeviceFormatProperties2;
+    "vkGetPhysicalDeviceImageFormatProperties" => PhysicalDevice, pd::get_physical_device_image_format_properties, vk::PFN_vkGetPhysicalDeviceImageFormatProperties;
+    "vkGetPhysicalDeviceImageFormatProperties2" => PhysicalDevice, pd::get_physical_device_image_format_properties2, vk::PFN_vkGetPhysicalDeviceImageFormatProperties2;
+    "vkGetPhysicalDeviceImageFormatProperties2KHR" => PhysicalDevice, pd::get_physical_device_image_format_properties2, vk::PFN_vkGetPhysicalDeviceImageFormatProperties2;
+    "vkGetPhysicalDeviceSparseImageFormatProperties" => PhysicalDevice, pd::get_physical_device_sparse_image_format_properties, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties;
+    "vkGetPhysicalDeviceSparseImageFormatProperties2" => PhysicalDevice, pd::get_physical_device_sparse_image_format_properties2, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties2;
+    "vkGetPhysicalDeviceSparseImageFormatProperties2KHR" => PhysicalDevice, pd::get_physical_device_sparse_image_format_properties2, vk::PFN_vkGetPhysicalDeviceSparseImageFormatProperties2;
+    "vkEnumerateDeviceExtensionProperties" => PhysicalDevice, pd::enumerate_device_extension_properties, vk::PFN_vkEnumerateDeviceExtensionProperties;
+    "vkEnumerateDeviceLayerProperties" => PhysicalDevice, pd::enumerate_device_layer_properties, vk::PFN_vkEnumerateDeviceLayerProperties;
+    "vkGetPhysicalDeviceExternalBufferProperties" => PhysicalDevice, pd::get_physical_device_external_buffer_properties, vk::PFN_vkGetPhysicalDeviceExternalBufferProperties;
+    "vkGetPhysicalDeviceExternalBufferPropertiesKHR" => PhysicalDevice, pd::get_physical_device_external_buffer_properties, vk::PFN_vkGetPhysicalDeviceExternalBufferProperties;
+    "vkGetPhysicalDeviceExternalSemaphoreProperties" => PhysicalDevice, pd::get_physical_device_external_semaphore_properties, vk::PFN_vkGetPhysicalDeviceExternalSemaphoreProperties;
+    "vkGetPhysicalDeviceExternalFenceProperties" => PhysicalDevice, pd::get_physical_device_external_fence_properties, vk::PFN_vkGetPhysicalDeviceExternalFenceProperties;
+    "vkGetPhysicalDeviceExternalImageFormatPropertiesNV" => PhysicalDevice, pd::get_physical_device_external_image_format_properties_nv, vk::PFN_vkGetPhysicalDeviceExternalImageFormatPropertiesNV;
+    "vkCreateDevice" => PhysicalDevice, device::create_device, vk::PFN_vkCreateDevice;
 
-    "vkDestroyDevice" => Device, e::destroy_device, vk::PFN_vkDestroyDevice;
-    "vkGetDeviceProcAddr" => Device, e::get_device_proc_addr, vk::PFN_vkGetDeviceProcAddr;
-    "vkGetDeviceQueue" => Device, e::get_device_queue, vk::PFN_vkGetDeviceQueue;
-    "vkGetDeviceQueue2" => Device, e::get_device_queue2, vk::PFN_vkGetDeviceQueue2;
-    "vkDeviceWaitIdle" => Device, e::device_wait_idle, vk::PFN_vkDeviceWaitIdle;
-    "vkAllocateMemory" => Device, e::allocate_memory, vk::PFN_vkAllocateMemory;
-    "vkFreeMemory" => Device, e::free_memory, vk::PFN_vkFreeMemory;
-    "vkMapMemory" => Device, e::map_memory, vk::PFN_vkMapMemory;
-    "vkUnmapMemory" => Device, e::unmap_memory, vk::PFN_vkUnmapMemory;
-    "vkFlushMappedMemoryRanges" => Device, e::flush_mapped_memory_ranges, vk::PFN_vkFlushMappedMemoryRanges;
-    "vkInvalidateMappedMemoryRanges" => Device, e::flush_mapped_memory_ranges, vk::PFN_vkInvalidateMappedMemoryRanges;
+    "vkDestroyDevice" => Device, device::destroy_device, vk::PFN_vkDestroyDevice;
+    "vkGetDeviceProcAddr" => Device, get_device_proc_addr, vk::PFN_vkGetDeviceProcAddr;
+    "vkGetDeviceQueue" => Device, device::get_device_queue, vk::PFN_vkGetDeviceQueue;
+    "vkGetDeviceQueue2" => Device, device::get_device_queue2, vk::PFN_vkGetDeviceQueue2;
+    "vkDeviceWaitIdle" => Device, device::device_wait_idle, vk::PFN_vkDeviceWaitIdle;
+    "vkAllocateMemory" => Device, memory::allocate_memory, vk::PFN_vkAllocateMemory;
+    "vkFreeMemory" => Device, memory::free_memory, vk::PFN_vkFreeMemory;
+    "vkMapMemory" => Device, memory::map_memory, vk::PFN_vkMapMemory;
+    "vkUnmapMemory" => Device, memory::unmap_memory, vk::PFN_vkUnmapMemory;
+    "vkFlushMappedMemoryRanges" => Device, memory::flush_mapped_memory_ranges, vk::PFN_vkFlushMappedMemoryRanges;
+    "vkInvalidateMappedMemoryRanges" => Device, memory::flush_mapped_memory_ranges, vk::PFN_vkInvalidateMappedMemoryRanges;
     #[cfg(not(windows))]
-    "vkGetMemoryFdKHR" => Device, e::get_memory_fd, vk::PFN_vkGetMemoryFdKHR;
+    "vkGetMemoryFdKHR" => Device, memory::get_memory_fd, vk::PFN_vkGetMemoryFdKHR;
     #[cfg(not(windows))]
-    "vkGetMemoryFdPropertiesKHR" => Device, e::get_memory_fd_properties, vk::PFN_vkGetMemoryFdPropertiesKHR;
-    "vkGetMemoryWin32HandleKHR" => Device, e::win32::get_memory_win32_handle, vk::PFN_vkGetMemoryWin32HandleKHR;
-    "vkGetMemoryWin32HandlePropertiesKHR" => Device, e::win32::get_memory_win32_handle_properties, vk::PFN_vkGetMemoryWin32HandlePropertiesKHR;
-    "vkGetMemoryWin32HandleNV" => Device, e::win32::get_memory_win32_handle_nv, vk::PFN_vkGetMemoryWin32HandleNV;
-    "vkGetMemoryHostPointerPropertiesEXT" => Device, e::get_memory_host_pointer_properties, vk::PFN_vkGetMemoryHostPointerPropertiesEXT;
-    "vkCreateBuffer" => Device, e::create_buffer, vk::PFN_vkCreateBuffer;
-    "vkDestroyBuffer" => Device, e::destroy_buffer, vk::PFN_vkDestroyBuffer;
-    "vkGetBufferMemoryRequirements" => Device, e::get_buffer_memory_requirements, vk::PFN_vkGetBufferMemoryRequirements;
-    "vkGetBufferMemoryRequirements2" => Device, e::get_buffer_memory_requirements2, vk::PFN_vkGetBufferMemoryRequirements2;
-    "vkGetBufferMemoryRequirements2KHR" => Device, e::get_buffer_memory_requirements2, vk::PFN_vkGetBufferMemoryRequirements2;
-    "vkBindBufferMemory" => Device, e::bind_buffer_memory, vk::PFN_vkBindBufferMemory;
-    "vkBindBufferMemory2" => Device, e::bind_buffer_memory2, vk::PFN_vkBindBufferMemory2;
-    "vkBindBufferMemory2KHR" => Device, e::bind_buffer_memory2, vk::PFN_vkBindBufferMemory2;
-    "vkCreateImage" => Device, e::image::create_image, vk::PFN_vkCreateImage;
-    "vkDestroyImage" => Device, e::image::destroy_image, vk::PFN_vkDestroyImage;
-    "vkGetImageMemoryRequirements" => Device, e::image::get_image_memory_requirements, vk::PFN_vkGetImageMemoryRequirements;
-    "vkGetImageMemoryRequirements2" => Device, e::image::get_image_memory_requirements2, vk::PFN_vkGetImageMemoryRequirements2;
-    "vkGetImageMemoryRequirements2KHR" => Device, e::image::get_image_memory_requirements2, vk::PFN_vkGetImageMemoryRequirements2;
-    "vkBindImageMemory" => Device, e::image::bind_image_memory, vk::PFN_vkBindImageMemory;
-    "vkBindImageMemory2" => Device, e::image::bind_image_memory2, vk::PFN_vkBindImageMemory2;
-    "vkBindImageMemory2KHR" => Device, e::image::bind_image_memory2, vk::PFN_vkBindImageMemory2;
-    "vkGetImageSubresourceLayout" => Device, e::image::get_image_subresource_layout, vk::PFN_vkGetImageSubresourceLayout;
-    "vkCmdCopyBufferToImage" => Device, e::image::cmd_copy_buffer_to_image, vk::PFN_vkCmdCopyBufferToImage;
-    "vkCmdCopyImageToBuffer" => Device, e::image::cmd_copy_image_to_buffer, vk::PFN_vkCmdCopyImageToBuffer;
-    "vkCreateCommandPool" => Device, e::create_command_pool, vk::PFN_vkCreateCommandPool;
-    "vkDestroyCommandPool" => Device, e::destroy_command_pool, vk::PFN_vkDestroyCommandPool;
-    "vkResetCommandPool" => Device, e::reset_command_pool, vk::PFN_vkResetCommandPool;
-    "vkTrimCommandPool" => Device, e::trim_command_pool, vk::PFN_vkTrimCommandPool;
-    "vkAllocateCommandBuffers" => Device, e::allocate_command_buffers, vk::PFN_vkAllocateCommandBuffers;
-    "vkFreeCommandBuffers" => Device, e::free_command_buffers, vk::PFN_vkFreeCommandBuffers;
-    "vkBeginCommandBuffer" => Device, e::begin_command_buffer, vk::PFN_vkBeginCommandBuffer;
-    "vkEndCommandBuffer" => Device, e::end_command_buffer, vk::PFN_vkEndCommandBuffer;
-    "vkResetCommandBuffer" => Device, e::reset_command_buffer, vk::PFN_vkResetCommandBuffer;
-    "vkCmdCopyBuffer" => Device, e::cmd_copy_buffer, vk::PFN_vkCmdCopyBuffer;
-    "vkCmdFillBuffer" => Device, e::cmd_fill_buffer, vk::PFN_vkCmdFillBuffer;
-    "vkCmdUpdateBuffer" => Device, e::cmd_update_buffer, vk::PFN_vkCmdUpdateBuffer;
-    "vkCmdPipelineBarrier" => Device, e::cmd_pipeline_barrier, vk::PFN_vkCmdPipelineBarrier;
-    "vkQueueSubmit" => Device, e::queue_submit, vk::PFN_vkQueueSubmit;
-    "vkQueueWaitIdle" => Device, e::queue_wait_idle, vk::PFN_vkQueueWaitIdle;
-    "vkCreateFence" => Device, e::create_fence, vk::PFN_vkCreateFence;
-    "vkDestroyFence" => Device, e::destroy_fence, vk::PFN_vkDestroyFence;
-    "vkResetFences" => Device, e::reset_fences, vk::PFN_vkResetFences;
-    "vkGetFenceStatus" => Device, e::get_fence_status, vk::PFN_vkGetFenceStatus;
-    "vkWaitForFences" => Device, e::wait_for_fences, vk::PFN_vkWaitForFences;
+    "vkGetMemoryFdPropertiesKHR" => Device, memory::get_memory_fd_properties, vk::PFN_vkGetMemoryFdPropertiesKHR;
+    "vkGetMemoryWin32HandleKHR" => Device, win32::get_memory_win32_handle, vk::PFN_vkGetMemoryWin32HandleKHR;
+    "vkGetMemoryWin32HandlePropertiesKHR" => Device, win32::get_memory_win32_handle_properties, vk::PFN_vkGetMemoryWin32HandlePropertiesKHR;
+    "vkGetMemoryWin32HandleNV" => Device, win32::get_memory_win32_handle_nv, vk::PFN_vkGetMemoryWin32HandleNV;
+    "vkGetMemoryHostPointerPropertiesEXT" => Device, memory::get_memory_host_pointer_properties, vk::PFN_vkGetMemoryHostPointerPropertiesEXT;
+    "vkCreateBuffer" => Device, buffer::create_buffer, vk::PFN_vkCreateBuffer;
+    "vkDestroyBuffer" => Device, buffer::destroy_buffer, vk::PFN_vkDestroyBuffer;
+    "vkGetBufferMemoryRequirements" => Device, buffer::get_buffer_memory_requirements, vk::PFN_vkGetBufferMemoryRequirements;
+    "vkGetBufferMemoryRequirements2" => Device, buffer::get_buffer_memory_requirements2, vk::PFN_vkGetBufferMemoryRequirements2;
+    "vkGetBufferMemoryRequirements2KHR" => Device, buffer::get_buffer_memory_requirements2, vk::PFN_vkGetBufferMemoryRequirements2;
+    "vkBindBufferMemory" => Device, buffer::bind_buffer_memory, vk::PFN_vkBindBufferMemory;
+    "vkBindBufferMemory2" => Device, buffer::bind_buffer_memory2, vk::PFN_vkBindBufferMemory2;
+    "vkBindBufferMemory2KHR" => Device, buffer::bind_buffer_memory2, vk::PFN_vkBindBufferMemory2;
+    "vkCreateImage" => Device, image::create_image, vk::PFN_vkCreateImage;
+    "vkDestroyImage" => Device, image::destroy_image, vk::PFN_vkDestroyImage;
+    "vkGetImageMemoryRequirements" => Device, image::get_image_memory_requirements, vk::PFN_vkGetImageMemoryRequirements;
+    "vkGetImageMemoryRequirements2" => Device, image::get_image_memory_requirements2, vk::PFN_vkGetImageMemoryRequirements2;
+    "vkGetImageMemoryRequirements2KHR" => Device, image::get_image_memory_requirements2, vk::PFN_vkGetImageMemoryRequirements2;
+    "vkBindImageMemory" => Device, image::bind_image_memory, vk::PFN_vkBindImageMemory;
+    "vkBindImageMemory2" => Device, image::bind_image_memory2, vk::PFN_vkBindImageMemory2;
+    "vkBindImageMemory2KHR" => Device, image::bind_image_memory2, vk::PFN_vkBindImageMemory2;
+    "vkGetImageSubresourceLayout" => Device, image::get_image_subresource_layout, vk::PFN_vkGetImageSubresourceLayout;
+    "vkCmdCopyBufferToImage" => Device, image::cmd_copy_buffer_to_image, vk::PFN_vkCmdCopyBufferToImage;
+    "vkCmdCopyImageToBuffer" => Device, image::cmd_copy_image_to_buffer, vk::PFN_vkCmdCopyImageToBuffer;
+    "vkCreateCommandPool" => Device, cmd::create_command_pool, vk::PFN_vkCreateCommandPool;
+    "vkDestroyCommandPool" => Device, cmd::destroy_command_pool, vk::PFN_vkDestroyCommandPool;
+    "vkResetCommandPool" => Device, cmd::reset_command_pool, vk::PFN_vkResetCommandPool;
+    "vkTrimCommandPool" => Device, cmd::trim_command_pool, vk::PFN_vkTrimCommandPool;
+    "vkAllocateCommandBuffers" => Device, cmd::allocate_command_buffers, vk::PFN_vkAllocateCommandBuffers;
+    "vkFreeCommandBuffers" => Device, cmd::free_command_buffers, vk::PFN_vkFreeCommandBuffers;
+    "vkBeginCommandBuffer" => Device, cmd::begin_command_buffer, vk::PFN_vkBeginCommandBuffer;
+    "vkEndCommandBuffer" => Device, cmd::end_command_buffer, vk::PFN_vkEndCommandBuffer;
+    "vkResetCommandBuffer" => Device, cmd::reset_command_buffer, vk::PFN_vkResetCommandBuffer;
+    "vkCmdCopyBuffer" => Device, cmd::cmd_copy_buffer, vk::PFN_vkCmdCopyBuffer;
+    "vkCmdFillBuffer" => Device, cmd::cmd_fill_buffer, vk::PFN_vkCmdFillBuffer;
+    "vkCmdUpdateBuffer" => Device, cmd::cmd_update_buffer, vk::PFN_vkCmdUpdateBuffer;
+    "vkCmdPipelineBarrier" => Device, cmd::cmd_pipeline_barrier, vk::PFN_vkCmdPipelineBarrier;
+    "vkQueueSubmit" => Device, sync::queue_submit, vk::PFN_vkQueueSubmit;
+    "vkQueueWaitIdle" => Device, sync::queue_wait_idle, vk::PFN_vkQueueWaitIdle;
+    "vkCreateFence" => Device, sync::create_fence, vk::PFN_vkCreateFence;
+    "vkDestroyFence" => Device, sync::destroy_fence, vk::PFN_vkDestroyFence;
+    "vkResetFences" => Device, sync::reset_fences, vk::PFN_vkResetFences;
+    "vkGetFenceStatus" => Device, sync::get_fence_status, vk::PFN_vkGetFenceStatus;
+    "vkWaitForFences" => Device, sync::wait_for_fences, vk::PFN_vkWaitForFences;
 }
 
 #[cfg(test)]

@@ -2,13 +2,16 @@
 //! out, and copy to and from buffers on the copy engine. Thin wrappers, as the rest of
 //! [`crate::entry`].
 
-use ash::vk::{self, Handle};
+use ash::vk;
 use extmem::handle_types::nv_external_image_format_properties;
 
-use super::{each_out, fill, guard, guard_result, slice, write};
+use super::{
+    each_info, each_out, guard_result, guard_void, null, slice, write, write_requirements2,
+};
 use crate::commands::Direction;
+use crate::error::{IcdError, Rule};
 use crate::image::{external_image_properties, ImageLayout, ImageQuery};
-use crate::objects::{self, BAD_HANDLE, DEVICES, INVALID};
+use crate::objects::{self, DEVICES};
 use crate::physical_device::BUFFER_MEMORY_TYPES;
 
 /// `vkCreateImage`: a linear 2D transfer image of a supported format, optionally for
@@ -23,23 +26,25 @@ pub unsafe extern "system" fn create_image(
     _allocator: *const vk::AllocationCallbacks<'_>,
     out: *mut vk::Image,
 ) -> vk::Result {
-    guard_result(|| {
-        let dev = DEVICES.get(device.as_raw()).ok_or(BAD_HANDLE)?;
-        if info.is_null() || out.is_null() {
-            return Err(BAD_HANDLE);
+    guard_result("vkCreateImage", || {
+        let dev = DEVICES.live(device)?;
+        if out.is_null() {
+            return Err(null::<vk::Image>());
         }
-        // SAFETY: non-null, valid per the contract.
-        let info = unsafe { &*info };
+        // SAFETY: valid per the contract.
+        let info = unsafe { super::input(info) }?;
         let caps = dev.info.caps();
-        let mut external_ok = true;
+        // The first handle types (their raw bits) the device cannot share this image with.
+        let mut refused: Option<u32> = None;
         // SAFETY: the chain is valid per the contract (only read here); each cast
         // matches its sType.
         unsafe {
             each_out(info.p_next.cast_mut(), |s| match (*s).s_type {
                 vk::StructureType::EXTERNAL_MEMORY_IMAGE_CREATE_INFO => {
                     let types = (*s.cast::<vk::ExternalMemoryImageCreateInfo<'_>>()).handle_types;
-                    external_ok &=
-                        each_bit(types).all(|bit| external_image_properties(&caps, bit).is_some());
+                    if !each_bit(types).all(|bit| external_image_properties(&caps, bit).is_some()) {
+                        refused.get_or_insert(types.as_raw());
+                    }
                 }
                 vk::StructureType::EXTERNAL_MEMORY_IMAGE_CREATE_INFO_NV => {
                     let types = (*s.cast::<vk::ExternalMemoryImageCreateInfoNV<'_>>()).handle_types;
@@ -50,13 +55,15 @@ pub unsafe extern "system" fn create_image(
                         true,
                         vk::ImageFormatProperties::default(),
                     );
-                    external_ok &= nv.compatible_handle_types.contains(types);
+                    if !nv.compatible_handle_types.contains(types) {
+                        refused.get_or_insert(types.as_raw());
+                    }
                 }
                 _ => {}
             })
         };
-        if !external_ok {
-            return Err(INVALID);
+        if let Some(types) = refused {
+            return Err(IcdError::rule(Rule::ImageHandleTypes, u64::from(types)));
         }
         let query = ImageQuery {
             format: info.format,
@@ -72,11 +79,10 @@ pub unsafe extern "system" fn create_image(
             counts,
             info.initial_layout,
             dev.info.max_allocation_size(),
-        )
-        .map_err(|_| INVALID)?;
-        let image = objects::create_image(device.as_raw(), layout)?;
+        )?;
+        let image = objects::create_image(device, layout)?;
         // SAFETY: non-null, valid for a write per the contract.
-        unsafe { out.write(vk::Image::from_raw(image)) };
+        unsafe { out.write(image) };
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -99,8 +105,9 @@ pub unsafe extern "system" fn destroy_image(
     image: vk::Image,
     _allocator: *const vk::AllocationCallbacks<'_>,
 ) {
-    guard((), || {
-        objects::destroy_image(device.as_raw(), image.as_raw())
+    guard_void("vkDestroyImage", || {
+        objects::destroy_image(device, image);
+        Ok(())
     });
 }
 
@@ -113,11 +120,10 @@ pub unsafe extern "system" fn get_image_memory_requirements(
     image: vk::Image,
     out: *mut vk::MemoryRequirements,
 ) {
-    guard((), || {
-        if let Ok(layout) = objects::image_layout(device.as_raw(), image.as_raw()) {
-            // SAFETY: valid for a write per the contract.
-            let _ = unsafe { write(out, layout.requirements(BUFFER_MEMORY_TYPES)) };
-        }
+    guard_void("vkGetImageMemoryRequirements", || {
+        let layout = objects::image_layout(device, image)?;
+        // SAFETY: valid for a write per the contract.
+        unsafe { write(out, layout.requirements(BUFFER_MEMORY_TYPES)) }
     });
 }
 
@@ -130,25 +136,12 @@ pub unsafe extern "system" fn get_image_memory_requirements2(
     info: *const vk::ImageMemoryRequirementsInfo2<'_>,
     out: *mut vk::MemoryRequirements2<'_>,
 ) {
-    guard((), || {
-        if info.is_null() || out.is_null() {
-            return;
-        }
-        // SAFETY: non-null, valid per the contract.
-        let image = unsafe { (*info).image };
-        let Ok(layout) = objects::image_layout(device.as_raw(), image.as_raw()) else {
-            return;
-        };
-        // SAFETY: non-null, a valid structure with a valid chain per the contract; each
-        // cast matches its sType.
-        unsafe {
-            (*out).memory_requirements = layout.requirements(BUFFER_MEMORY_TYPES);
-            each_out((*out).p_next, |s| {
-                if (*s).s_type == vk::StructureType::MEMORY_DEDICATED_REQUIREMENTS {
-                    fill(s, vk::MemoryDedicatedRequirements::default());
-                }
-            });
-        }
+    guard_void("vkGetImageMemoryRequirements2", || {
+        // SAFETY: valid per the contract.
+        let info = unsafe { super::input(info) }?;
+        let layout = objects::image_layout(device, info.image)?;
+        // SAFETY: a valid structure with a valid chain per the contract.
+        unsafe { write_requirements2(out, layout.requirements(BUFFER_MEMORY_TYPES)) }
     });
 }
 
@@ -162,8 +155,8 @@ pub unsafe extern "system" fn bind_image_memory(
     memory: vk::DeviceMemory,
     offset: vk::DeviceSize,
 ) -> vk::Result {
-    guard_result(|| {
-        objects::bind_image(device.as_raw(), image.as_raw(), memory.as_raw(), offset)?;
+    guard_result("vkBindImageMemory", || {
+        objects::bind_image(device, image, memory, offset)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -177,18 +170,13 @@ pub unsafe extern "system" fn bind_image_memory2(
     count: u32,
     infos: *const vk::BindImageMemoryInfo<'_>,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkBindImageMemory2", || {
         // SAFETY: `infos` points to `count` structures per the contract.
-        let infos = unsafe { slice(infos, count) }.ok_or(BAD_HANDLE)?;
-        for info in infos {
-            objects::bind_image(
-                device.as_raw(),
-                info.image.as_raw(),
-                info.memory.as_raw(),
-                info.memory_offset,
-            )?;
+        unsafe {
+            each_info(infos, count, |info| {
+                objects::bind_image(device, info.image, info.memory, info.memory_offset)
+            })
         }
-        Ok(vk::Result::SUCCESS)
     })
 }
 
@@ -204,15 +192,10 @@ pub unsafe extern "system" fn get_image_subresource_layout(
     subresource: *const vk::ImageSubresource,
     out: *mut vk::SubresourceLayout,
 ) {
-    guard((), || {
-        let Ok(layout) = objects::image_layout(device.as_raw(), image.as_raw()) else {
-            return;
-        };
-        if subresource.is_null() {
-            return;
-        }
-        // SAFETY: non-null, valid per the contract.
-        let sub = unsafe { *subresource };
+    guard_void("vkGetImageSubresourceLayout", || {
+        let layout = objects::image_layout(device, image)?;
+        // SAFETY: valid per the contract.
+        let sub = unsafe { super::input(subresource) }?;
         let only = sub.aspect_mask == vk::ImageAspectFlags::COLOR
             && sub.mip_level == 0
             && sub.array_layer == 0;
@@ -222,7 +205,28 @@ pub unsafe extern "system" fn get_image_subresource_layout(
             vk::SubresourceLayout::default()
         };
         // SAFETY: valid for a write per the contract.
-        let _ = unsafe { write(out, answer) };
+        unsafe { write(out, answer) }
+    });
+}
+
+/// Records a copy between `buffer` and `image` of the `count` regions at `regions`.
+///
+/// # Safety
+/// `regions` is null or points to `count` structures.
+unsafe fn record_copy(
+    entry: &'static str,
+    cb: vk::CommandBuffer,
+    buffer: vk::Buffer,
+    image: vk::Image,
+    layout: vk::ImageLayout,
+    (count, regions): (u32, *const vk::BufferImageCopy),
+    direction: Direction,
+) {
+    guard_void(entry, || {
+        // SAFETY: per the caller.
+        let regions = unsafe { slice(regions, count) };
+        objects::cmd_copy_buffer_image(cb, buffer, image, layout, regions, direction);
+        Ok(())
     });
 }
 
@@ -238,18 +242,11 @@ pub unsafe extern "system" fn cmd_copy_buffer_to_image(
     count: u32,
     regions: *const vk::BufferImageCopy,
 ) {
-    guard((), || {
-        // SAFETY: `regions` points to `count` structures per the contract.
-        let regions = unsafe { slice(regions, count) };
-        objects::cmd_copy_buffer_image(
-            cb.as_raw(),
-            src.as_raw(),
-            dst.as_raw(),
-            dst_layout,
-            regions,
-            Direction::BufferToImage,
-        );
-    });
+    let regions = (count, regions);
+    let entry = "vkCmdCopyBufferToImage";
+    let direction = Direction::BufferToImage;
+    // SAFETY: `regions` points to `count` structures per the contract.
+    unsafe { record_copy(entry, cb, src, dst, dst_layout, regions, direction) };
 }
 
 /// `vkCmdCopyImageToBuffer`.
@@ -264,16 +261,9 @@ pub unsafe extern "system" fn cmd_copy_image_to_buffer(
     count: u32,
     regions: *const vk::BufferImageCopy,
 ) {
-    guard((), || {
-        // SAFETY: `regions` points to `count` structures per the contract.
-        let regions = unsafe { slice(regions, count) };
-        objects::cmd_copy_buffer_image(
-            cb.as_raw(),
-            dst.as_raw(),
-            src.as_raw(),
-            src_layout,
-            regions,
-            Direction::ImageToBuffer,
-        );
-    });
+    let regions = (count, regions);
+    let entry = "vkCmdCopyImageToBuffer";
+    let direction = Direction::ImageToBuffer;
+    // SAFETY: `regions` points to `count` structures per the contract.
+    unsafe { record_copy(entry, cb, dst, src, src_layout, regions, direction) };
 }

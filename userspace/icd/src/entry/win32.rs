@@ -3,10 +3,11 @@
 //! (`extmem::memory`'s Win32 half). On Linux no memory can be exported with a Windows
 //! handle type (the device reports none), so these answer the export rules' errors.
 
-use ash::vk::{self, Handle};
+use ash::vk;
 
-use super::{guard_result, write};
-use crate::objects::{self, BAD_HANDLE};
+use super::memory::answer_memory_type_bits;
+use super::{guard_result, null, write};
+use crate::objects;
 
 /// `vkGetMemoryWin32HandleKHR`: an NT handle the application owns (once per memory), or
 /// the memory's global-share token.
@@ -18,14 +19,13 @@ pub unsafe extern "system" fn get_memory_win32_handle(
     info: *const vk::MemoryGetWin32HandleInfoKHR<'_>,
     out: *mut vk::HANDLE,
 ) -> vk::Result {
-    guard_result(|| {
+    guard_result("vkGetMemoryWin32HandleKHR", || {
         if info.is_null() {
-            return Err(BAD_HANDLE);
+            return Err(null::<vk::MemoryGetWin32HandleInfoKHR<'_>>());
         }
         // SAFETY: non-null, valid per the contract.
         let info = unsafe { &*info };
-        let handle =
-            objects::memory_win32_handle(device.as_raw(), info.memory.as_raw(), info.handle_type)?;
+        let handle = objects::memory_win32_handle(device, info.memory, info.handle_type)?;
         // SAFETY: valid for a write per the contract; `write` checks null.
         unsafe { write(out, handle as vk::HANDLE) }?;
         Ok(vk::Result::SUCCESS)
@@ -43,14 +43,15 @@ pub unsafe extern "system" fn get_memory_win32_handle_properties(
     _handle: vk::HANDLE,
     out: *mut vk::MemoryWin32HandlePropertiesKHR<'_>,
 ) -> vk::Result {
-    guard_result(|| {
-        if out.is_null() {
-            return Err(BAD_HANDLE);
+    guard_result("vkGetMemoryWin32HandlePropertiesKHR", || {
+        // SAFETY: a valid structure per the contract.
+        unsafe {
+            answer_memory_type_bits(
+                out,
+                |o| &mut o.memory_type_bits,
+                || objects::win32_handle_properties(device, handle_type),
+            )
         }
-        let bits = objects::win32_handle_properties(device.as_raw(), handle_type)?;
-        // SAFETY: non-null, a valid structure per the contract.
-        unsafe { (*out).memory_type_bits = bits };
-        Ok(vk::Result::SUCCESS)
     })
 }
 
@@ -64,9 +65,8 @@ pub unsafe extern "system" fn get_memory_win32_handle_nv(
     handle_type: vk::ExternalMemoryHandleTypeFlagsNV,
     out: *mut vk::HANDLE,
 ) -> vk::Result {
-    guard_result(|| {
-        let handle =
-            objects::memory_win32_handle_nv(device.as_raw(), memory.as_raw(), handle_type)?;
+    guard_result("vkGetMemoryWin32HandleNV", || {
+        let handle = objects::memory_win32_handle_nv(device, memory, handle_type)?;
         // SAFETY: valid for a write per the contract; `write` checks null.
         unsafe { write(out, handle as vk::HANDLE) }?;
         Ok(vk::Result::SUCCESS)

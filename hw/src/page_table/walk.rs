@@ -1,0 +1,421 @@
+//! Reading the tables as the GPU's MMU does: [`PageTable::translate`] and
+//! [`PageTable::translate_run`] for one address, [`PageTable::mappings`] for all of them, and
+//! the scans for the first mapped or unmapped address of a range that map and unmap check
+//! first.
+
+use core::marker::PhantomData;
+
+use crate::addr::{GpuVa, PhysAddr};
+use crate::descriptor::{is_valid_page, CorruptDescriptor, Descriptor, Level, PageAttrs};
+use crate::page_table::{
+    entry_bounds, leaf_chunks, Mapping, PageTable, TableIndex, TableMemory, TranslateError,
+    Translation, CHUNK, ENTRIES,
+};
+use crate::profile::MIN_PAGE;
+
+/// A table holding leaves, found by [`PageTable::translate_run`], that a later call may
+/// read again without walking from the root. It borrows the page table, which therefore
+/// cannot change in between.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafTable<'t> {
+    table: PhysAddr,
+    level: Level,
+    /// The VA its entry 0 maps.
+    base: u64,
+    _walked: PhantomData<&'t ()>,
+}
+
+impl LeafTable<'_> {
+    /// The raw leaf for `va` if it lies in this table's span and the entry is a leaf.
+    fn leaf<M: TableMemory>(self, pt: &PageTable<M>, va: u64) -> Option<(Self, u64)> {
+        let span = self.level.entry_bytes() * u64::from(ENTRIES);
+        if va < self.base || va - self.base >= span {
+            return None;
+        }
+        let raw = pt
+            .mem
+            .read_descriptor(self.table, TableIndex::of(self.level, va));
+        matches!(
+            Descriptor::decode(self.level, raw),
+            Ok(Descriptor::Leaf { .. })
+        )
+        .then_some((self, raw))
+    }
+
+    /// The translation of `va` by `raw`, the leaf for it in this table.
+    fn translation(self, va: GpuVa, raw: u64) -> Result<Translation, TranslateError> {
+        let level = self.level;
+        let corrupt = TranslateError::Corrupt(CorruptDescriptor { level, raw });
+        match Descriptor::decode(level, raw) {
+            Ok(Descriptor::Leaf { output, attrs }) => {
+                let page = level.leaf_size().ok_or(corrupt)?;
+                Ok(Translation {
+                    pa: PhysAddr::new(output.get() | (va.get() & (page.bytes() - 1))),
+                    page,
+                    attrs,
+                })
+            }
+            _ => Err(corrupt),
+        }
+    }
+}
+
+impl<M: TableMemory> PageTable<M> {
+    /// The lowest address in `[va, end)` (inside `table`, at `level`) that is mapped, or
+    /// with `mapped` false the lowest that is not: map checks a range is vacant, unmap that
+    /// it is mapped throughout.
+    pub(super) fn first_where(
+        &self,
+        mapped: bool,
+        (table, level): (PhysAddr, Level),
+        va: u64,
+        end: u64,
+    ) -> Result<Option<u64>, CorruptDescriptor> {
+        if !mapped && level.next().is_none() {
+            return self.first_hole_in_leaf_table(table, va, end);
+        }
+        let mut cur = va;
+        while cur < end {
+            let (_, entry_end) = entry_bounds(level, cur);
+            let chunk_end = end.min(entry_end);
+            let raw = self.mem.read_descriptor(table, TableIndex::of(level, cur));
+            let found = match Descriptor::decode(level, raw)? {
+                Descriptor::Invalid => (!mapped).then_some(cur),
+                Descriptor::Leaf { .. } => mapped.then_some(cur),
+                Descriptor::Table { next } => {
+                    let next_level = level.next().ok_or(CorruptDescriptor { level, raw })?;
+                    self.first_where(mapped, (next, next_level), cur, chunk_end)?
+                }
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+            cur = chunk_end;
+        }
+        Ok(None)
+    }
+
+    /// The lowest unmapped address in `[va, end)` inside one level-3 table, read in chunks.
+    fn first_hole_in_leaf_table(
+        &self,
+        table: PhysAddr,
+        va: u64,
+        end: u64,
+    ) -> Result<Option<u64>, CorruptDescriptor> {
+        let mut buf = [0u64; CHUNK];
+        for (cur, count) in leaf_chunks(va, end) {
+            let Some(entries) = buf.get_mut(..count) else {
+                break;
+            };
+            self.mem
+                .read_descriptors(table, TableIndex::of(Level::L3, cur), entries);
+            // Branch-free over the chunk (it vectorises); find the culprit only on failure.
+            let all_pages = entries
+                .iter()
+                .fold(true, |all, &raw| all & is_valid_page(raw));
+            if all_pages {
+                continue;
+            }
+            if let Some(i) = entries.iter().position(|&raw| !is_valid_page(raw)) {
+                let raw = entries.get(i).copied().unwrap_or(0);
+                // Not a page: a hole, or a corrupt descriptor reported as such.
+                Descriptor::decode(Level::L3, raw)?;
+                return Ok(Some(cur + i as u64 * MIN_PAGE.get()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Walks the tables for `va`, as the GPU's MMU would.
+    pub fn translate(&self, va: GpuVa) -> Result<Translation, TranslateError> {
+        let (leaf, raw) = self.walk(va)?;
+        leaf.translation(va, raw)
+    }
+
+    /// The translation of `va` and how many bytes from `va` on continue it: the following
+    /// leaves of the same table are added while they map the next physical bytes with the
+    /// same attributes, up to `max` bytes (at least the rest of `va`'s own leaf is
+    /// counted). For the copy engine: one walk per run instead of one per page, and
+    /// `near`, the table of the previous run, saves the walk altogether when `va`'s leaf
+    /// is in that table too.
+    pub fn translate_run<'t>(
+        &'t self,
+        va: GpuVa,
+        max: u64,
+        near: &mut Option<LeafTable<'t>>,
+    ) -> Result<(Translation, u64), TranslateError> {
+        let (leaf, raw) = match near.and_then(|t| t.leaf(self, va.get())) {
+            Some(found) => found,
+            None => {
+                let (leaf, raw) = self.walk(va)?;
+                *near = Some(leaf);
+                (leaf, raw)
+            }
+        };
+        let found = leaf.translation(va, raw)?;
+        let LeafTable { table, level, .. } = leaf;
+        let page = level.entry_bytes();
+        let mut bytes = page - (va.get() & (page - 1));
+        // Leaves are aligned to their size, so the leaf's own output is `pa` rounded down.
+        let mut expected = (found.pa.get() & !(page - 1)).saturating_add(page);
+        let mut next_va = va.get().saturating_add(bytes);
+        // Entry by entry: a descriptor read can cost a call into the platform, and most
+        // runs end at the first mismatch.
+        while bytes < max && next_va < self.va_size() {
+            let index = TableIndex::of(level, next_va);
+            if index.0 == 0 {
+                break;
+            }
+            match Descriptor::decode(level, self.mem.read_descriptor(table, index)) {
+                Ok(Descriptor::Leaf { output, attrs })
+                    if output.get() == expected && attrs == found.attrs =>
+                {
+                    bytes += page;
+                    expected += page;
+                    next_va += page;
+                }
+                _ => break,
+            }
+        }
+        Ok((found, bytes))
+    }
+
+    /// The walk for `va` down to its leaf: the table holding it and the raw leaf.
+    fn walk(&self, va: GpuVa) -> Result<(LeafTable<'_>, u64), TranslateError> {
+        if va.get() >= self.va_size() {
+            return Err(TranslateError::VaOutOfRange {
+                va,
+                va_bits: self.va_bits,
+            });
+        }
+        let mut table = self.root;
+        let mut level = self.start;
+        loop {
+            let raw = self
+                .mem
+                .read_descriptor(table, TableIndex::of(level, va.get()));
+            match Descriptor::decode(level, raw).map_err(TranslateError::Corrupt)? {
+                Descriptor::Invalid => return Err(TranslateError::NotMapped { va }),
+                Descriptor::Table { next } => {
+                    let corrupt = TranslateError::Corrupt(CorruptDescriptor { level, raw });
+                    level = level.next().ok_or(corrupt)?;
+                    table = next;
+                }
+                Descriptor::Leaf { .. } => {
+                    let span = level.entry_bytes() * u64::from(ENTRIES);
+                    let leaf = LeafTable {
+                        table,
+                        level,
+                        base: va.get() & !(span - 1),
+                        _walked: PhantomData,
+                    };
+                    return Ok((leaf, raw));
+                }
+            }
+        }
+    }
+
+    /// The mapped ranges in VA order, adjacent leaves merged where they are physically
+    /// contiguous with equal attributes. A corrupt descriptor ends the walk with an `Err`.
+    #[must_use]
+    pub fn mappings(&self) -> Mappings<'_, M> {
+        Mappings {
+            table: self,
+            next_va: Some(0),
+            pending: None,
+        }
+    }
+
+    /// The first leaf at or after `va` (which is leaf-aligned), as (va, pa, size, attrs).
+    fn leaf_from(
+        &self,
+        table: PhysAddr,
+        level: Level,
+        va: u64,
+    ) -> Result<Option<(u64, PhysAddr, u64, PageAttrs)>, CorruptDescriptor> {
+        let level_end = if level == self.start {
+            self.va_size()
+        } else {
+            let span = level.entry_bytes() * u64::from(ENTRIES);
+            (va & !(span - 1)) + span
+        };
+        let mut cur = va;
+        while cur < level_end {
+            let (entry_start, entry_end) = entry_bounds(level, cur);
+            let raw = self.mem.read_descriptor(table, TableIndex::of(level, cur));
+            match Descriptor::decode(level, raw)? {
+                Descriptor::Invalid => {}
+                Descriptor::Leaf { output, attrs } => {
+                    return Ok(Some((entry_start, output, entry_end - entry_start, attrs)));
+                }
+                Descriptor::Table { next } => {
+                    let next_level = level.next().ok_or(CorruptDescriptor { level, raw })?;
+                    if let Some(found) = self.leaf_from(next, next_level, cur)? {
+                        return Ok(Some(found));
+                    }
+                }
+            }
+            cur = entry_end;
+        }
+        Ok(None)
+    }
+}
+
+/// Iterator returned by [`PageTable::mappings`].
+pub struct Mappings<'a, M: TableMemory> {
+    table: &'a PageTable<M>,
+    next_va: Option<u64>,
+    pending: Option<Mapping>,
+}
+
+impl<M: TableMemory> Iterator for Mappings<'_, M> {
+    type Item = Result<Mapping, CorruptDescriptor>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let Some(va) = self.next_va else {
+                return self.pending.take().map(Ok);
+            };
+            let found = match self.table.leaf_from(self.table.root, self.table.start, va) {
+                Ok(found) => found,
+                Err(corrupt) => {
+                    self.next_va = None;
+                    self.pending = None;
+                    return Some(Err(corrupt));
+                }
+            };
+            let Some((leaf_va, pa, size, attrs)) = found else {
+                self.next_va = None;
+                continue;
+            };
+            self.next_va = Some(leaf_va + size).filter(|&v| v < self.table.va_size());
+            match &mut self.pending {
+                Some(run)
+                    if run.va.get() + run.size == leaf_va
+                        && run.pa.get() + run.size == pa.get()
+                        && run.attrs == attrs =>
+                {
+                    run.size += size;
+                }
+                _ => {
+                    let leaf = Mapping {
+                        va: GpuVa::new(leaf_va),
+                        pa,
+                        size,
+                        attrs,
+                    };
+                    if let Some(done) = self.pending.replace(leaf) {
+                        return Some(Ok(done));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::Access;
+    use crate::page_table::{MapError, MapFlags, UnmapError};
+    use crate::profile::VGPU;
+    use crate::table_pool::TablePool;
+    use crate::test_cases::page_table::{rw, table, M2};
+
+    /// Room for every test here.
+    type Pool = TablePool<16>;
+    const POOL_BASE: PhysAddr = PhysAddr::new(0x100_0000);
+
+    #[test]
+    fn a_corrupt_descriptor_is_reported_not_followed() {
+        let mut pool = Pool::new(POOL_BASE);
+        let mut pt = table(&mut pool, &VGPU);
+        pt.map(GpuVa::new(0), PhysAddr::new(0), 0x1000, rw())
+            .expect("map");
+        let root = pt.root();
+        let index = TableIndex::new(0).expect("index");
+        let raw = pt.mem.read_descriptor(root, index);
+        // Turn the level-0 table descriptor into a (reserved) level-0 block.
+        pt.mem.write_descriptor(root, index, raw & !0b10);
+        assert!(matches!(
+            pt.translate(GpuVa::new(0)),
+            Err(TranslateError::Corrupt(_))
+        ));
+        assert!(matches!(
+            pt.map(GpuVa::new(0x1000), PhysAddr::new(0), 0x1000, rw()),
+            Err(MapError::Corrupt(_))
+        ));
+        assert!(matches!(
+            pt.unmap(GpuVa::new(0), 0x1000),
+            Err(UnmapError::Corrupt(_))
+        ));
+        assert!(matches!(pt.mappings().next(), Some(Err(_))));
+    }
+
+    #[test]
+    fn translate_run_extends_over_contiguous_leaves_of_one_table() {
+        let mut pool = Pool::new(POOL_BASE);
+        let mut pt = table(&mut pool, &VGPU);
+        // Pages 0-2 contiguous, page 3 elsewhere, pages 4-5 contiguous again.
+        pt.map(GpuVa::new(0), PhysAddr::new(0x10_0000), 0x3000, rw())
+            .expect("map");
+        pt.map(GpuVa::new(0x3000), PhysAddr::new(0x50_0000), 0x1000, rw())
+            .expect("map");
+        pt.map(GpuVa::new(0x4000), PhysAddr::new(0x50_1000), 0x2000, rw())
+            .expect("map");
+        fn run<M: TableMemory>(pt: &PageTable<M>, va: u64, max: u64) -> (u64, u64) {
+            let (t, bytes) = pt
+                .translate_run(GpuVa::new(va), max, &mut None)
+                .expect("mapped");
+            (t.pa.get(), bytes)
+        }
+        assert_eq!(run(&pt, 0x10, u64::MAX), (0x10_0010, 0x3000 - 0x10));
+        assert_eq!(
+            run(&pt, 0x1000, 0x1000),
+            (0x10_1000, 0x1000),
+            "capped at max"
+        );
+        // Page 3 continues into pages 4-5 physically.
+        assert_eq!(run(&pt, 0x3000, u64::MAX), (0x50_0000, 0x3000));
+        // A run stops at the end of its table, and at a change of attributes.
+        pt.map(
+            GpuVa::new(M2 - 0x1000),
+            PhysAddr::new(0x60_0000),
+            0x2000,
+            rw(),
+        )
+        .expect("map");
+        assert_eq!(run(&pt, M2 - 0x1000, u64::MAX), (0x60_0000, 0x1000));
+        let ro = MapFlags {
+            access: Access::ReadOnly,
+            ..rw()
+        };
+        pt.map(GpuVa::new(0x6000), PhysAddr::new(0x50_3000), 0x1000, ro)
+            .expect("map");
+        assert_eq!(run(&pt, 0x4000, u64::MAX), (0x50_1000, 0x2000));
+        // A 2 MiB block counts whole from its start.
+        pt.map(GpuVa::new(2 * M2), PhysAddr::new(4 * M2), M2, rw())
+            .expect("map");
+        assert_eq!(run(&pt, 2 * M2 + 0x1000, 1), (4 * M2 + 0x1000, M2 - 0x1000));
+        assert_eq!(
+            pt.translate_run(GpuVa::new(0x7000), 1, &mut None)
+                .map(|r| r.1),
+            Err(TranslateError::NotMapped {
+                va: GpuVa::new(0x7000)
+            })
+        );
+        // The table of an earlier run is re-used without a walk, and gives the same answers.
+        let mut near = None;
+        let first = pt.translate_run(GpuVa::new(0), u64::MAX, &mut near);
+        assert_eq!(first.map(|r| r.1), Ok(0x3000));
+        assert!(near.is_some());
+        for va in [0x3000, 0x4000, 0x6000, M2 - 0x1000, 2 * M2] {
+            assert_eq!(
+                pt.translate_run(GpuVa::new(va), u64::MAX, &mut near),
+                pt.translate_run(GpuVa::new(va), u64::MAX, &mut None),
+                "{va:#x}"
+            );
+        }
+        assert!(pt.translate_run(GpuVa::new(0x7000), 1, &mut near).is_err());
+    }
+}
