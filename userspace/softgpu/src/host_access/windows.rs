@@ -235,3 +235,73 @@ fn check_pages(addr: HostVa, len: u64, access: Access) -> Result<(), RangeRefusa
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Memory::{
+        CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, FILE_MAP_COPY, FILE_MAP_READ,
+        FILE_MAP_WRITE, MEMORY_MAPPED_VIEW_ADDRESS,
+    };
+
+    const LEN: u32 = 0x4000;
+
+    /// A view of `access` into a section over `file` (the pagefile when `None`), checked
+    /// for a writable import; the view and section are gone after.
+    fn writable_import_of_view(file: Option<HANDLE>, access: u32) -> Result<(), RangeRefusal> {
+        let backing = file.unwrap_or(INVALID_HANDLE_VALUE);
+        // SAFETY: a new section over our own file (or the pagefile), no name.
+        let section = unsafe {
+            CreateFileMappingW(
+                backing,
+                core::ptr::null(),
+                PAGE_READWRITE,
+                0,
+                LEN,
+                core::ptr::null(),
+            )
+        };
+        assert!(!section.is_null(), "CreateFileMappingW");
+        // SAFETY: a view of the whole section we just made.
+        let view = unsafe { MapViewOfFile(section, access, 0, 0, LEN as usize) };
+        assert!(!view.Value.is_null(), "MapViewOfFile");
+        let answer = check_importable(HostVa::new(view.Value as u64), u64::from(LEN), true);
+        // SAFETY: our own view and section, not used after.
+        unsafe {
+            UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: view.Value });
+            CloseHandle(section);
+        }
+        answer
+    }
+
+    #[test]
+    fn a_writable_import_refuses_a_shared_view_of_a_file_only() {
+        let path = std::env::temp_dir().join(format!("extmem-view-{}", std::process::id()));
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        file.set_len(u64::from(LEN))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let handle = file.as_raw_handle() as HANDLE;
+        let shared = writable_import_of_view(Some(handle), FILE_MAP_READ | FILE_MAP_WRITE);
+        assert!(
+            matches!(shared, Err(RangeRefusal::SharedFileMapping { .. })),
+            "{shared:?}"
+        );
+        // Copy-on-write, as MAP_PRIVATE: private pages.
+        assert_eq!(writable_import_of_view(Some(handle), FILE_MAP_COPY), Ok(()));
+        // The pagefile, as shmem: nothing written back.
+        assert_eq!(
+            writable_import_of_view(None, FILE_MAP_READ | FILE_MAP_WRITE),
+            Ok(())
+        );
+        drop(file);
+        let _ = std::fs::remove_file(path);
+    }
+}
