@@ -4,12 +4,15 @@
 //! this file) runs it against the software device; the answers are those of the kernel
 //! driver, whose `pin_user_pages(FOLL_LONGTERM)` follows mm/gup.c `check_vma_flags()`.
 //!
-//! Only `std`, `rustix` and `extmem_uapi`, so that both crates can compile it.
+//! Only `std`, `rustix`, `extmem`, `extmem_hw` and `extmem_uapi`, so that both crates can
+//! compile it.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use extmem::backend::Backend;
+use extmem_hw::HostVa;
 use extmem_uapi::errno::EFAULT;
 use rustix::fs::MemfdFlags;
 use rustix::mm::{MapFlags, ProtFlags};
@@ -196,4 +199,34 @@ impl Drop for HostRange {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Imports `range` into `backend` read-only and writable, each probed and pinned, and
+/// describes every answer that differs from `expected` (0 for an import, else the errno).
+pub fn mismatches<B: Backend + ?Sized>(
+    backend: &mut B,
+    range: &HostRange,
+    expected: &Expected,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (read_only, want) in [(true, expected.read_only), (false, expected.writable)] {
+        for probe in [true, false] {
+            let ptr = HostVa::new(range.addr());
+            let got = match backend.import_host(ptr, LEN as u64, read_only, probe) {
+                Ok(Some((handle, _))) => {
+                    backend.close(handle);
+                    0
+                }
+                Ok(None) => 0,
+                Err(e) => e.errno,
+            };
+            if got != want {
+                wrong.push(format!(
+                    "{:?} read_only={read_only} probe={probe}: {got} (table: {want})",
+                    expected.kind
+                ));
+            }
+        }
+    }
+    wrong
 }

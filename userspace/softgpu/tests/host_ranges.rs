@@ -47,29 +47,7 @@ fn every_kind_of_host_range_gets_the_kernel_devices_answer() {
         };
         let range =
             HostRange::new(case.kind, dir).unwrap_or_else(|e| panic!("{:?}: {e}", case.kind));
-        for (read_only, want) in [(true, case.read_only), (false, case.writable)] {
-            for probe in [true, false] {
-                let got = match gpu.import_host(
-                    HostVa::new(range.addr()),
-                    LEN as u64,
-                    read_only,
-                    probe,
-                ) {
-                    Ok(Some((handle, _))) => {
-                        gpu.close(handle);
-                        0
-                    }
-                    Ok(None) => 0,
-                    Err(e) => e.errno,
-                };
-                if got != want {
-                    wrong.push(format!(
-                        "{:?} read_only={read_only} probe={probe}: got {got}, the kernel answers {want}",
-                        case.kind
-                    ));
-                }
-            }
-        }
+        wrong.extend(host_ranges::mismatches(&mut gpu, &range, &case));
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(gpu.live_objects(), 0);

@@ -29,7 +29,7 @@ use extmem::vgpu::Vgpu;
 use extmem::{Error, HandleError};
 use extmem_guest_tests::dri::{self, NodeKind};
 use extmem_guest_tests::host_memory::{AnonMapping, RawBytes};
-use extmem_guest_tests::host_ranges::{HostRange, RangeKind, LEN, TABLE};
+use extmem_guest_tests::host_ranges::{mismatches, HostRange, RangeKind, TABLE};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::memory_manager::{
@@ -535,32 +535,13 @@ fn host_ranges_table(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
                 .ok_or_else(|| Failure::new("the extmem-vgpu manager", "not open"))?;
             let backend = vgpu.backend_mut();
             let mut wrong = Vec::new();
-            let size = LEN as u64;
             for case in TABLE
                 .iter()
                 .filter(|c| c.kind != RangeKind::WritebackFileShared)
             {
                 let range = HostRange::new(case.kind, std::path::Path::new("/dev/shm"))
                     .map_err(|e| Failure::op(format!("a {:?} range", case.kind), e))?;
-                for (read_only, want) in [(true, case.read_only), (false, case.writable)] {
-                    for probe in [true, false] {
-                        let ptr = extmem_hw::HostVa::new(range.addr());
-                        let got = match backend.import_host(ptr, size, read_only, probe) {
-                            Ok(Some((handle, _))) => {
-                                backend.close(handle);
-                                0
-                            }
-                            Ok(None) => 0,
-                            Err(e) => e.errno,
-                        };
-                        if got != want {
-                            wrong.push(format!(
-                                "{:?} read_only={read_only} probe={probe}: {got} (table: {want})",
-                                case.kind
-                            ));
-                        }
-                    }
-                }
+                wrong.extend(mismatches(backend, &range, case));
             }
             if wrong.is_empty() {
                 Ok(())
