@@ -16,7 +16,6 @@
 #include <linux/platform_device.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
-#include <linux/unaligned.h>
 #include <linux/xxhash.h>
 
 #include <drm/drm_debugfs.h>
@@ -28,9 +27,9 @@
 #include <drm/drm_prime.h>
 
 #include "extmem_vgpu.h"
+#include "extmem_vgpu_compat.h"
 
 #define DRIVER_DESC "extmem virtual GPU (external-memory test device)"
-#define DRIVER_DATE "20250101"
 #define DRIVER_MAJOR 1
 #define DRIVER_MINOR 0
 
@@ -178,6 +177,22 @@ static const struct drm_ioctl_desc extmem_ioctls[] = {
 
 DEFINE_DRM_GEM_FOPS(extmem_fops);
 
+static int extmem_counters_show(struct seq_file *m, void *data)
+{
+	const struct extmem_counters *c = &to_extmem_device(extmem_debugfs_drm(m))->counters;
+
+	seq_printf(m, "live_objects %lld\n", atomic64_read(&c->live_objects));
+	seq_printf(m, "pinned_pages %lld\n", atomic64_read(&c->pinned_pages));
+	seq_printf(m, "pt_pages %lld\n", atomic64_read(&c->pt_pages));
+	seq_printf(m, "attachments %lld\n", atomic64_read(&c->attachments));
+	seq_printf(m, "bindings %lld\n", atomic64_read(&c->bindings));
+	seq_printf(m, "device_bytes %lld\n", atomic64_read(&c->device_bytes));
+	return 0;
+}
+
+/* The counters file, see extmem_debugfs_add_file() below. */
+EXTMEM_DEBUGFS_INIT(extmem_debugfs_init, "extmem_counters", extmem_counters_show)
+
 static const struct drm_driver extmem_driver = {
 	.driver_features = DRIVER_GEM | DRIVER_RENDER,
 	.open = extmem_open,
@@ -191,24 +206,11 @@ static const struct drm_driver extmem_driver = {
 	.gem_prime_import = extmem_gem_prime_import,
 	.name = EXTMEM_DRIVER_NAME,
 	.desc = DRIVER_DESC,
-	.date = DRIVER_DATE,
+	EXTMEM_DRM_DRIVER_DATE
+	EXTMEM_DRM_DRIVER_DEBUGFS_INIT(extmem_debugfs_init)
 	.major = DRIVER_MAJOR,
 	.minor = DRIVER_MINOR,
 };
-
-static int extmem_counters_show(struct seq_file *m, void *data)
-{
-	struct drm_debugfs_entry *entry = m->private;
-	const struct extmem_counters *c = &to_extmem_device(entry->dev)->counters;
-
-	seq_printf(m, "live_objects %lld\n", atomic64_read(&c->live_objects));
-	seq_printf(m, "pinned_pages %lld\n", atomic64_read(&c->pinned_pages));
-	seq_printf(m, "pt_pages %lld\n", atomic64_read(&c->pt_pages));
-	seq_printf(m, "attachments %lld\n", atomic64_read(&c->attachments));
-	seq_printf(m, "bindings %lld\n", atomic64_read(&c->bindings));
-	seq_printf(m, "device_bytes %lld\n", atomic64_read(&c->device_bytes));
-	return 0;
-}
 
 static void extmem_selftest_emit(const char *line)
 {
@@ -288,7 +290,7 @@ static int __init extmem_init(void)
 	if (selftest)
 		extmem_run_selftest(edev);
 
-	drm_debugfs_add_file(&edev->drm, "extmem_counters", extmem_counters_show, NULL);
+	extmem_debugfs_add_file(&edev->drm, "extmem_counters", extmem_counters_show);
 
 	ret = drm_dev_register(&edev->drm, 0);
 	if (ret)
@@ -318,4 +320,4 @@ module_exit(extmem_exit);
 
 MODULE_DESCRIPTION(DRIVER_DESC);
 MODULE_LICENSE("Dual MIT/GPL");
-MODULE_IMPORT_NS(DMA_BUF);
+EXTMEM_IMPORT_NS_DMA_BUF();

@@ -32,9 +32,11 @@
 #include <drm/drm_file.h>
 #include <drm/drm_gem.h>
 #include <drm/drm_prime.h>
+#include <drm/drm_print.h>
 #include <drm/drm_vma_manager.h>
 
 #include "extmem_vgpu.h"
+#include "extmem_vgpu_compat.h"
 
 static void extmem_count_object(struct drm_device *drm, long delta)
 {

@@ -12,6 +12,7 @@
 #include <linux/slab.h>
 
 #include "extmem_vgpu.h"
+#include "extmem_vgpu_compat.h"
 
 /* Byte length of run `i`. */
 static u64 extmem_run_len(const struct extmem_runs *runs, unsigned long i)

@@ -1,19 +1,26 @@
 //! Building `extmem_vgpu.ko`, the extmem-vgpu kernel module, for the guest kernel.
 //!
-//! 1. The Rust core as a staticlib for `x86_64-unknown-none`:
-//!    `cargo rustc -p extmem-kcore --profile kernel --target x86_64-unknown-none
-//!    --features kernel --crate-type staticlib` (the kernel code-generation flags for that
-//!    target live in `.cargo/config.toml`, the `kernel` profile in the workspace manifest).
+//! 1. The Rust core as a staticlib for `x86_64-unknown-none`, with the pinned nightly
+//!    (`rust_tools::NIGHTLY`, which the `-Z` mitigation flags need):
+//!    `cargo --config kernel-shim/kmod/kcore-mitigations.toml rustc -p extmem-kcore --profile
+//!    kernel --target x86_64-unknown-none --features kernel --crate-type staticlib` (the
+//!    stable code-generation flags for that target live in `.cargo/config.toml`, the
+//!    retpoline, return-thunk, IBT and padding flags and the rebuild of `core` in that
+//!    fragment, the `kernel` profile in the workspace manifest).
 //! 2. One relocatable object from it: the archive's `extmem_kcore-*` members (the LTO unit;
 //!    nothing of `compiler_builtins`), partially linked with `ld -r --gc-sections
 //!    --strip-debug -T extmem_kcore.lds` and the `extmem_kcore_*` entry points `extmem_kcore.h`
 //!    declares as roots, so the module holds only what they reach; the same recipe as
-//!    `kernel-shim/core/tests/no_panic.rs`. Its undefined symbols must all be `extmem_plat_*`.
+//!    `kernel-shim/core/tests/no_panic.rs`. Its undefined symbols must all be `extmem_plat_*`
+//!    or the kernel's retpoline and return thunks.
 //! 3. The build directory `<target>/kmod/build`: the C glue and headers of `kernel-shim/kmod`,
 //!    the object as `extmem_kcore.o_shipped` and a `.extmem_kcore.o.cmd` beside it (modpost
 //!    reads the `.cmd` file of every object of a module, for symbol versions).
-//! 4. `make -C /usr/src/linux-headers-<version> M=<build dir> modules`; the module is copied
-//!    to `<target>/kmod/extmem_vgpu.ko`, where the guest plan's `insmod` finds it.
+//! 4. `make -C /usr/src/linux-headers-<version> M=<build dir> modules`, its output kept in
+//!    `<target>/kmod/make.log`. Any objtool warning fails the build: objtool checks the
+//!    module as one object, and a warning there is code without the kernel's mitigations.
+//!    Otherwise the module is copied to `<target>/kmod/extmem_vgpu.ko`, where the guest
+//!    plan's `insmod` finds it.
 //!
 //! Files are rewritten only when their bytes change, so a second build with nothing changed
 //! makes `make` do nothing. Nothing is written into the source tree.
@@ -26,6 +33,7 @@ use std::process::Command;
 
 use crate::host_command::{self, CommandError};
 use crate::provision::Kernel;
+use crate::rust_tools;
 use crate::workspace::Workspace;
 
 /// The crate of the Rust core.
@@ -42,8 +50,22 @@ const BOUNDARY_HEADER: &str = "extmem_kcore.h";
 const LINKER_SCRIPT: &str = "extmem_kcore.lds";
 /// Archive members of the core itself (the rest is `core` and `compiler_builtins`).
 const CORE_MEMBER_PREFIX: &str = "extmem_kcore-";
-/// What the core may leave undefined: the glue's platform callbacks.
-const PLATFORM_PREFIX: &str = "extmem_plat_";
+/// The cargo configuration fragment (in `kernel-shim/kmod`) with the nightly-only
+/// mitigation flags.
+const MITIGATIONS_CONFIG: &str = "kcore-mitigations.toml";
+/// The nightly component the rebuild of `core` (`build-std`) needs.
+pub const RUST_SOURCE_COMPONENT: &str = "rust-src";
+/// What the core may leave undefined: the glue's platform callbacks, and the thunks the
+/// kernel exports for retpolines (`__x86_indirect_thunk_<reg>`) and return thunks.
+const UNDEFINED_ALLOWED_PREFIXES: &[&str] = &[
+    "extmem_plat_",
+    "__x86_indirect_thunk_",
+    "__x86_return_thunk",
+];
+/// How objtool starts a warning line (`<object>: warning: objtool: <place>: <message>`).
+const OBJTOOL_WARNING: &str = "warning: objtool: ";
+/// How [`warnings`] names a grouped objtool warning.
+const OBJTOOL_GROUP_PREFIX: &str = "objtool: ";
 /// The module's name, as Kbuild names the `.ko`.
 pub const MODULE_FILE: &str = "extmem_vgpu.ko";
 
@@ -80,6 +102,21 @@ pub enum KmodError {
         /// What.
         what: String,
     },
+    /// The pinned nightly toolchain (or its `rust-src`) could not be installed.
+    Nightly {
+        /// Why, as rustup or the check said.
+        reason: String,
+    },
+    /// objtool found code in the module without the kernel's mitigations (or otherwise
+    /// not the shape it requires).
+    Objtool {
+        /// The kernel the module was built for.
+        kernel: String,
+        /// The warnings, grouped by message.
+        warnings: Vec<String>,
+        /// The full `make` output.
+        log: PathBuf,
+    },
 }
 
 impl fmt::Display for KmodError {
@@ -91,6 +128,21 @@ impl fmt::Display for KmodError {
             }
             Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Self::Missing { what } => write!(f, "{what}"),
+            Self::Nightly { reason } => write!(
+                f,
+                "the {} toolchain the kernel object is built with: {reason}",
+                rust_tools::NIGHTLY
+            ),
+            Self::Objtool {
+                kernel,
+                warnings,
+                log,
+            } => write!(
+                f,
+                "objtool warns about {MODULE_FILE} for Linux {kernel} (log {}):\n{}",
+                log.display(),
+                host_command::indent(&warnings.join("\n"))
+            ),
         }
     }
 }
@@ -150,7 +202,7 @@ pub fn build(workspace: &Workspace, kernel: &Kernel) -> Result<BuiltModule, Kmod
         });
     }
 
-    let staticlib = build_core(workspace)?;
+    let staticlib = build_core(workspace, &source.join(MITIGATIONS_CONFIG))?;
     let object = out_dir.join("extmem_kcore.o");
     link_core(
         &staticlib,
@@ -177,12 +229,24 @@ pub fn build(workspace: &Workspace, kernel: &Kernel) -> Result<BuiltModule, Kmod
     }
 
     let output = run_make(&headers, &build_dir)?;
+    let log = out_dir.join("make.log");
+    fs::write(&log, &output).map_err(io_error(&log))?;
+    let warnings = warnings(&output);
+    let objtool: Vec<String> = warnings
+        .iter()
+        .filter(|w| w.starts_with(OBJTOOL_GROUP_PREFIX))
+        .cloned()
+        .collect();
+    if !objtool.is_empty() {
+        return Err(KmodError::Objtool {
+            kernel: kernel.version.clone(),
+            warnings: objtool,
+            log,
+        });
+    }
     let built = build_dir.join(MODULE_FILE);
     fs::copy(&built, &module).map_err(io_error(&built))?;
-    Ok(BuiltModule {
-        module,
-        warnings: warnings(&output),
-    })
+    Ok(BuiltModule { module, warnings })
 }
 
 /// The functions `extmem_kcore.h` declares for the Rust side: every `extmem_kcore_<name>`
@@ -215,10 +279,22 @@ pub fn entry_points(header: &str) -> Vec<String> {
     found
 }
 
-/// Builds the core's staticlib and returns its path (from cargo's artifact messages).
-fn build_core(workspace: &Workspace) -> Result<PathBuf, KmodError> {
-    let mut command = workspace.cargo();
-    command.args([
+/// Builds the core's staticlib with the pinned nightly and the mitigation flags of
+/// `mitigations` (a cargo configuration fragment), and returns its path (from cargo's
+/// artifact messages).
+fn build_core(workspace: &Workspace, mitigations: &Path) -> Result<PathBuf, KmodError> {
+    if !mitigations.is_file() {
+        return Err(KmodError::Missing {
+            what: format!(
+                "{} (the kernel object's mitigation flags) does not exist",
+                mitigations.display()
+            ),
+        });
+    }
+    rust_tools::ensure_nightly(&[RUST_SOURCE_COMPONENT])
+        .map_err(|reason| KmodError::Nightly { reason })?;
+    let mut command = rust_tools::nightly_cargo(workspace);
+    command.arg("--config").arg(mitigations).args([
         "rustc",
         "--quiet",
         "--message-format=json-render-diagnostics",
@@ -324,7 +400,7 @@ fn link_core(
     } else {
         Err(KmodError::Missing {
             what: format!(
-                "{} needs symbols neither the glue nor kcore provides: {}",
+                "{} needs symbols neither the glue, kcore nor the kernel's thunks provide: {}",
                 object.display(),
                 stray.join(", ")
             ),
@@ -332,12 +408,17 @@ fn link_core(
     }
 }
 
-/// The undefined symbols of `nm -u` output that are not platform callbacks.
+/// The undefined symbols of `nm -u` output that are neither platform callbacks nor the
+/// kernel's thunks.
 fn stray_undefined(nm_output: &str) -> Vec<String> {
     nm_output
         .lines()
         .filter_map(|l| l.split_whitespace().last())
-        .filter(|name| !name.starts_with(PLATFORM_PREFIX))
+        .filter(|name| {
+            !UNDEFINED_ALLOWED_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -383,7 +464,7 @@ fn run_make(headers: &Path, build_dir: &Path) -> Result<String, KmodError> {
         .arg(headers)
         .arg(format!("M={}", build_dir.display()))
         .args(["-j2", "modules"]);
-    let output = command.output().map_err(|err| {
+    let output = host_command::capture(&mut command).map_err(|err| {
         KmodError::Command(CommandError {
             command: host_command::describe(&command),
             failure: host_command::CommandFailure::Spawn(err),
@@ -412,11 +493,10 @@ fn run_make(headers: &Path, build_dir: &Path) -> Result<String, KmodError> {
 /// by message with a count and the first place it was seen (it repeats one message for every
 /// function of the Rust object), the others as they are.
 pub fn warnings(output: &str) -> Vec<String> {
-    const OBJTOOL: &str = "warning: objtool: ";
     let mut grouped: Vec<(String, String, usize)> = Vec::new();
     let mut other = Vec::new();
     for line in output.lines() {
-        if let Some((_, rest)) = line.split_once(OBJTOOL) {
+        if let Some((_, rest)) = line.split_once(OBJTOOL_WARNING) {
             let (place, message) = rest.split_once(": ").unwrap_or(("", rest));
             match grouped.iter_mut().find(|(m, _, _)| m == message) {
                 Some((_, _, count)) => *count += 1,
@@ -428,7 +508,9 @@ pub fn warnings(output: &str) -> Vec<String> {
     }
     grouped
         .into_iter()
-        .map(|(message, place, count)| format!("objtool: {message} ({count}x, first at {place})"))
+        .map(|(message, place, count)| {
+            format!("{OBJTOOL_GROUP_PREFIX}{message} ({count}x, first at {place})")
+        })
         .chain(other)
         .collect()
 }
@@ -501,9 +583,40 @@ u64 extmem_plat_alloc_table(void *plat);
 
     #[test]
     fn only_platform_callbacks_may_stay_undefined() {
-        let nm = "                 U extmem_plat_copy\n                 U memcpy\n                 U extmem_plat_fill\n";
-        assert_eq!(stray_undefined(nm), ["memcpy"]);
+        let nm = "                 U extmem_plat_copy\n                 U memcpy\n                 U extmem_plat_fill\n\
+                  U __x86_indirect_thunk_r11\n                 U __x86_return_thunk\n                 U __x86_thunk\n";
+        assert_eq!(stray_undefined(nm), ["memcpy", "__x86_thunk"]);
         assert!(stray_undefined("                 U extmem_plat_copy\n").is_empty());
+    }
+
+    #[test]
+    fn the_mitigations_fragment_has_the_kernels_rust_flags_and_rebuilds_core() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(KMOD_SOURCE)
+            .join(MITIGATIONS_CONFIG);
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        // The settings, not the comments that explain them.
+        let settings: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        for flag in [
+            "-Zretpoline-external-thunk",
+            "-Zfunction-return=thunk-extern",
+            "-Zcf-protection=branch",
+            "-Zpatchable-function-entry=16,16",
+        ] {
+            let quoted = format!("\"{flag}\",");
+            assert!(
+                settings.contains(&quoted.as_str()),
+                "{flag} in {}",
+                path.display()
+            );
+        }
+        assert!(settings.contains(&"[target.x86_64-unknown-none]"));
+        assert!(settings.contains(&"build-std = [\"core\"]"));
     }
 
     #[test]

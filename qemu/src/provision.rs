@@ -14,11 +14,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::host_command::{self, CommandError};
+use crate::kmod_build;
+use crate::rust_tools;
 use crate::workspace::Workspace;
 
 /// Packages installed from `<codename>-backports` (QEMU 7.2 in bookworm lacks what we use less
-/// than it lacks fixes; backports carries the current QEMU).
-const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-arm"];
+/// than it lacks fixes; backports carries the current QEMU). Backports QEMU pulls in backports
+/// Mesa (libgbm1), so GBM comes from there too, where its versions match: libgbm-dev to link
+/// the guest programs (`gbm-flow`, `vk-demo`), and libgl1-mesa-dri for the `kms_swrast` driver
+/// libgbm loads at run time for a virtio-gpu node without 3D.
+const BACKPORTS_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-system-arm",
+    "libgbm-dev",
+    "libgl1-mesa-dri",
+];
 /// Packages installed from the release itself. The Khronos loader (libvulkan1) and
 /// vulkaninfo (vulkan-tools) are what the ICD is tested through, on the host and in the
 /// guest (which runs the host's root); the guest programs run it under the Khronos validation
@@ -149,6 +159,11 @@ pub enum ProvisionError {
         /// Its path.
         path: PathBuf,
     },
+    /// The pinned nightly toolchain with `rust-src` could not be installed.
+    Nightly {
+        /// Why, as rustup or the check said.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ProvisionError {
@@ -186,6 +201,11 @@ impl fmt::Display for ProvisionError {
                 f,
                 "{} is dynamically linked; the initramfs needs busybox-static",
                 path.display()
+            ),
+            Self::Nightly { reason } => write!(
+                f,
+                "the {} toolchain with rust-src (the kernel object): {reason}",
+                rust_tools::NIGHTLY
             ),
         }
     }
@@ -225,6 +245,12 @@ pub fn provision(
     let stamp_path = cache.join("provision.stamp");
     ensure_debian()?;
     let codename = release_codename()?;
+    // The kernel object is built with the pinned nightly and `core` rebuilt from rust-src
+    // (kmod_build.rs), and kcore's no-panic test builds it so during `cargo test`, before
+    // any other step would install that toolchain. Cheap when it is there, so before the
+    // stamp: stamps from before this requirement get it too.
+    rust_tools::ensure_nightly(&[kmod_build::RUST_SOURCE_COMPONENT])
+        .map_err(|reason| ProvisionError::Nightly { reason })?;
     if freshness == Freshness::UseStamp {
         if let Some(stamp) = read_stamp(&stamp_path, &codename)? {
             if let Some(ready) = verify_stamp(workspace, &stamp)? {

@@ -1,22 +1,27 @@
 //! The kernel object: built the way it is linked into the extmem-vgpu module, reduced to
 //! what the C entry points reach, and checked for what a kernel module must not contain.
 //!
-//! 1. `cargo rustc -p extmem-kcore --profile kernel --target x86_64-unknown-none
-//!    --features kernel --crate-type staticlib` (with the workspace's `.cargo/config.toml`
-//!    flags for that target) into its own target directory: invoking cargo on the default
-//!    one from inside `cargo test` would wait forever on the build-directory lock.
+//! 1. `rustup run <NIGHTLY> cargo --config kernel-shim/kmod/kcore-mitigations.toml rustc
+//!    -p extmem-kcore --profile kernel --target x86_64-unknown-none --features kernel
+//!    --crate-type staticlib`: the pinned nightly of `qemu/src/rust_tools.rs` with the
+//!    mitigation flags and the workspace's `.cargo/config.toml` flags for that target, as
+//!    `qemu/src/kmod_build.rs` builds it, into its own target directory: invoking cargo on
+//!    the default one from inside `cargo test` would wait forever on the build-directory
+//!    lock.
 //! 2. `ld -r --gc-sections --strip-debug -u <every extmem_kcore_* of the header>` over the
 //!    archive's extmem-kcore member (the whole LTO unit: kcore, hw, uapi and the parts of
 //!    core they use). compiler_builtins is left out, so any `mem*` call stays undefined
-//!    for the kernel to provide rather than being pulled in.
+//!    for the kernel to provide rather than being pulled in. The linker script is the
+//!    module build's, `kernel-shim/kmod/extmem_kcore.lds`.
 //! 3. Checks on that object, each its own test below.
 //!
 //! The object is left at `$CARGO_TARGET_TMPDIR/kcore-kernel/extmem_kcore.o` (by default
 //! `target/tmp/kcore-kernel/extmem_kcore.o`): that file is what the module links, as
 //! `extmem_kcore.o_shipped`.
 //!
-//! Needs binutils (`ar`, `ld`, `nm`, `readelf`, `objdump`) and the `x86_64-unknown-none`
-//! rust target.
+//! Needs binutils (`ar`, `ld`, `nm`, `readelf`, `objdump`) and rustup with the pinned
+//! nightly and its `rust-src` component (`cargo run -p extmem-qemu -- setup`, or the
+//! first module build, installs them).
 
 #![allow(
     clippy::expect_used,
@@ -56,6 +61,10 @@ const PANIC_MARKERS: &[&str] = &[
 /// What the kernel provides besides the platform callbacks.
 const KERNEL_SYMBOLS: &[&str] = &["memcpy", "memset", "memmove", "memcmp", "bcmp"];
 
+/// The kernel's thunks: every indirect call goes through `__x86_indirect_thunk_<register>`
+/// (retpoline) and every return through `__x86_return_thunk` (return thunk).
+const KERNEL_THUNK_PREFIXES: &[&str] = &["__x86_indirect_thunk_", "__x86_return_thunk"];
+
 /// The relocation types `apply_relocate_add` in arch/x86/kernel/module.c applies to a
 /// module loaded in the top 2 GiB. Not R_X86_64_32 (module addresses do not fit zero-
 /// extended) and not R_X86_64_GOTPCREL (modules have no GOT).
@@ -68,11 +77,21 @@ const MODULE_RELOCATIONS: &[&str] = &[
     "R_X86_64_PC64",
 ];
 
-/// The one function allowed an indirect call: the self-test calls the C glue's `emit`.
-const INDIRECT_CALLER: &str = "extmem_kcore_selftest";
-
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The dated nightly the runner pins (`pub const NIGHTLY` in `qemu/src/rust_tools.rs`, the
+/// one place that names it), which takes the `-Z` mitigation flags.
+fn pinned_nightly() -> String {
+    let path = crate_dir().join("../../qemu/src/rust_tools.rs");
+    let source = std::fs::read_to_string(&path).expect("qemu/src/rust_tools.rs");
+    source
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("pub const NIGHTLY: &str = \""))
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no `pub const NIGHTLY: &str = \"...\"` in {path:?}"))
 }
 
 fn run(command: &mut Command) -> String {
@@ -111,16 +130,23 @@ fn kernel_object() -> &'static Path {
     static OBJECT: OnceLock<PathBuf> = OnceLock::new();
     OBJECT.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kcore-kernel");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
+        let nightly = pinned_nightly();
+        let mut build = Command::new("rustup");
         build
             .current_dir(crate_dir())
+            .args(["run", &nightly, "cargo", "--config"])
+            .arg(crate_dir().join("../kmod/kcore-mitigations.toml"))
             .args(["rustc", "-p", "extmem-kcore", "--profile", "kernel"])
             .args(["--target", TARGET, "--features", "kernel"])
             .args(["--crate-type", "staticlib", "--target-dir"])
             .arg(&dir);
-        // The flags must be the workspace's, for every crate of the LTO unit.
+        // The flags must be the workspace's, for every crate of the LTO unit, and the
+        // toolchain the nightly, not the one running this test.
         for var in [
+            "CARGO",
+            "RUSTC",
+            "RUSTDOC",
+            "RUSTUP_TOOLCHAIN",
             "RUSTFLAGS",
             "CARGO_ENCODED_RUSTFLAGS",
             "CARGO_BUILD_RUSTFLAGS",
@@ -133,8 +159,8 @@ fn kernel_object() -> &'static Path {
         let status = build.status().expect("run cargo");
         assert!(
             status.success(),
-            "building the kernel staticlib failed (is the {TARGET} target installed? \
-             `rustup target add {TARGET}`)"
+            "building the kernel staticlib with {nightly} failed (are it and its rust-src \
+             installed? `rustup toolchain install {nightly} --component rust-src`)"
         );
         let archive = dir.join(TARGET).join("kernel").join("libextmem_kcore.a");
 
@@ -153,19 +179,7 @@ fn kernel_object() -> &'static Path {
             .arg(&archive)
             .args(&members));
 
-        // One section per kind, as a C object has, at address 0 as in the kernel's
-        // scripts/module.lds.
-        let script = dir.join("kcore.lds");
-        std::fs::write(
-            &script,
-            "SECTIONS {\n\
-             \t.text 0 : { *(.text .text.*) }\n\
-             \t.rodata 0 : { *(.rodata .rodata.*) }\n\
-             \t.data 0 : { *(.data .data.*) }\n\
-             \t.bss 0 : { *(.bss .bss.*) }\n\
-             }\n",
-        )
-        .expect("linker script");
+        let script = crate_dir().join("../kmod/extmem_kcore.lds");
         let object = dir.join("extmem_kcore.o");
         let mut link = Command::new("ld");
         link.args(["-r", "--gc-sections", "--strip-debug", "-T"])
@@ -243,7 +257,9 @@ fn only_platform_callbacks_and_kernel_functions_are_undefined() {
         .filter(|(kind, _)| *kind == 'U')
         .map(|(_, name)| name)
         .filter(|name| {
-            !name.starts_with("extmem_plat_") && !KERNEL_SYMBOLS.contains(&name.as_str())
+            !name.starts_with("extmem_plat_")
+                && !KERNEL_SYMBOLS.contains(&name.as_str())
+                && !KERNEL_THUNK_PREFIXES.iter().any(|p| name.starts_with(p))
         })
         .collect();
     assert!(
@@ -283,28 +299,45 @@ fn relocations_are_ones_the_module_loader_applies() {
 }
 
 #[test]
-fn no_indirect_jumps_and_indirect_calls_only_to_emit() {
+fn no_indirect_branch_and_no_return_bypasses_the_kernels_thunks() {
+    // With -r, so that a call to an undefined thunk shows the thunk's name on the
+    // relocation line below it.
     let listing = run(Command::new("objdump")
-        .args(["-d", "--no-show-raw-insn"])
+        .args(["-dr", "--no-show-raw-insn"])
         .arg(kernel_object()));
     let mut function = String::new();
     let mut bad = Vec::new();
+    let mut thunk_calls = 0_usize;
     for line in listing.lines() {
         if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
             function = name.1.to_owned();
             continue;
         }
-        let indirect_jump = line.contains("jmp    *") || line.contains("jmp *");
-        let indirect_call = line.contains("call   *") || line.contains("call *");
-        if indirect_jump || (indirect_call && function != INDIRECT_CALLER) {
-            bad.push(format!("{function}: {}", line.trim()));
+        if line.contains(": R_X86_64_") {
+            thunk_calls += usize::from(line.contains("__x86_indirect_thunk_"));
+            continue;
+        }
+        let Some(instruction) = line.split('\t').nth(1).map(str::trim) else {
+            continue;
+        };
+        let mnemonic = instruction.split_whitespace().next().unwrap_or_default();
+        let indirect = matches!(mnemonic, "jmp" | "call") && instruction.contains('*');
+        let plain_return = matches!(mnemonic, "ret" | "retq" | "lret");
+        if indirect || plain_return {
+            bad.push(format!("{function}: {instruction}"));
         }
     }
     assert!(
         bad.is_empty(),
-        "indirect branches (no retpoline, and under CET-IBT a jump-table target without \
-         ENDBR64 faults): {bad:#?}\n\
-         Jump tables are disabled in .cargo/config.toml; a `dyn` trait object or a function \
-         pointer would also do this."
+        "branches that skip the kernel's retpoline or return thunk (objtool rejects them \
+         in a MITIGATION_RETPOLINE / MITIGATION_RETHUNK build; under CET-IBT a jump-table \
+         target without ENDBR64 faults): {bad:#?}\n\
+         Are the flags of kernel-shim/kmod/kcore-mitigations.toml applied? Jump tables are \
+         disabled in .cargo/config.toml."
+    );
+    // The self-test's `emit` callback is the one indirect call: through the thunk.
+    assert!(
+        thunk_calls > 0,
+        "no call through __x86_indirect_thunk_*: is -Zretpoline-external-thunk applied?"
     );
 }

@@ -10,6 +10,7 @@ pub mod dma_buf;
 pub mod dma_heap;
 pub mod dri;
 pub mod fd_table;
+pub mod gbm_buffer;
 pub mod host_memory;
 pub mod host_ranges;
 pub mod kernel_log;
