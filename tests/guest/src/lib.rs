@@ -12,6 +12,7 @@ pub mod dri;
 pub mod fd_table;
 pub mod gbm_buffer;
 pub mod host_memory;
+pub mod host_ranges;
 pub mod kernel_log;
 pub mod ktap;
 pub mod mapping;
