@@ -2,7 +2,7 @@
 //! Mali Bifrost/Valhall GPUs use it for their page tables (Linux `io-pgtable-arm`,
 //! `ARM_64_LPAE_S1`, which panfrost and panthor program).
 //!
-//! Every bit position lives in [`bits`] and nowhere else: encoding and decoding go through
+//! Every bit position lives in the private `bits` module and nowhere else: encoding and decoding go through
 //! those declarations, so a field can only be wrong in one place.
 //!
 //! Descriptor kinds (Arm ARM D8.3, "Translation table descriptor formats"):

@@ -8,12 +8,12 @@ use crate::profile::MIN_PAGE;
 /// `N` table pages at physical addresses `base`, `base + 4 KiB`, ….
 ///
 /// # Invariants
-/// `free[..free_len]` holds the indices of the pages not handed out, each once.
+/// `free` holds the indices of the pages not handed out, each once; its top is the next page
+/// handed out.
 #[derive(Clone, Debug)]
 pub struct TablePool<const N: usize> {
     pages: [[u64; ENTRIES as usize]; N],
-    free: [u16; N],
-    free_len: usize,
+    free: heapless::Vec<u16, N>,
     base: PhysAddr,
     peak: usize,
 }
@@ -27,15 +27,14 @@ impl<const N: usize> TablePool<N> {
         if !base.is_aligned(MIN_PAGE) || base.checked_add(bytes).is_none() || N > 1 << 16 {
             return None;
         }
-        let mut free = [0u16; N];
+        let mut free = heapless::Vec::new();
         // Hand out low addresses first: pop from the end of a descending list.
-        for (slot, page) in free.iter_mut().zip((0..N).rev()) {
-            *slot = u16::try_from(page).ok()?;
+        for page in (0..N).rev() {
+            free.push(u16::try_from(page).ok()?).ok()?;
         }
         Some(Self {
             pages: [[0; ENTRIES as usize]; N],
             free,
-            free_len: N,
             base,
             peak: 0,
         })
@@ -44,7 +43,7 @@ impl<const N: usize> TablePool<N> {
     /// Pages handed out and not yet freed.
     #[must_use]
     pub fn live(&self) -> usize {
-        N - self.free_len
+        N - self.free.len()
     }
 
     /// The most pages ever live at once.
@@ -64,17 +63,13 @@ impl<const N: usize> TablePool<N> {
     }
 
     fn is_free(&self, page: usize) -> bool {
-        self.free[..self.free_len]
-            .iter()
-            .any(|&p| usize::from(p) == page)
+        self.free.iter().any(|&p| usize::from(p) == page)
     }
 }
 
 impl<const N: usize> TableMemory for TablePool<N> {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
-        let new_len = self.free_len.checked_sub(1)?;
-        let page = usize::from(*self.free.get(new_len)?);
-        self.free_len = new_len;
+        let page = usize::from(self.free.pop()?);
         self.peak = self.peak.max(self.live());
         let table = self.pages.get_mut(page)?;
         *table = [0; ENTRIES as usize];
@@ -89,9 +84,10 @@ impl<const N: usize> TableMemory for TablePool<N> {
         if self.is_free(page) {
             return;
         }
-        if let (Some(slot), Ok(page)) = (self.free.get_mut(self.free_len), u16::try_from(page)) {
-            *slot = page;
-            self.free_len += 1;
+        // Every page the pool owns fits a u16 (`new` checks `N`), and a page not free is not
+        // in the list, so the list has room for it: neither refusal below can happen.
+        if let Ok(page) = u16::try_from(page) {
+            let _ = self.free.push(page);
         }
     }
 

@@ -202,7 +202,7 @@ fn build(workspace: &Workspace, logs: &Path) -> Result<PathBuf, CortexMError> {
         "suite: {} (in {TEST_CRATE}) …",
         host_command::describe(&command)
     );
-    let out = command.output().map_err(|e| {
+    let out = host_command::capture(&mut command).map_err(|e| {
         CortexMError::Build(format!(
             "could not run `{}`: {e}",
             host_command::describe(&command)

@@ -99,7 +99,7 @@ fn prepare(workspace: &Workspace) -> Result<Duration, Check> {
     Ok(started.elapsed())
 }
 
-/// `rustup run nightly cargo fuzz`, with the tool cache on PATH so cargo finds cargo-fuzz.
+/// `rustup run <NIGHTLY> cargo fuzz`, with the tool cache on PATH so cargo finds cargo-fuzz.
 fn cargo_fuzz(workspace: &Workspace) -> Command {
     let mut command = rust_tools::nightly_cargo(workspace);
     let tools = rust_tools::tools_root().join("bin");
@@ -251,8 +251,9 @@ fn crash_report(target: &str, output: &str, log: &Path) -> String {
     };
     if let Some(artifact) = artifact {
         report.push_str(&format!(
-            "\ninput: {artifact}\nreplay: cargo +nightly fuzz run --fuzz-dir {FUZZ_DIR} {target} \
-             {artifact}"
+            "\ninput: {artifact}\nreplay: cargo +{} fuzz run --fuzz-dir {FUZZ_DIR} {target} \
+             {artifact}",
+            rust_tools::NIGHTLY
         ));
     }
     report.push_str(&format!("\n(full output: {})", log.display()));
@@ -327,9 +328,10 @@ stat::number_of_executed_units: 1235
             reason.contains("input: /w/tests/fuzz/artifacts/kcore_ioctls/crash-abc"),
             "{reason}"
         );
-        assert!(
-            reason.contains("replay: cargo +nightly fuzz run --fuzz-dir tests/fuzz kcore_ioctls")
-        );
+        assert!(reason.contains(&format!(
+            "replay: cargo +{} fuzz run --fuzz-dir tests/fuzz kcore_ioctls",
+            rust_tools::NIGHTLY
+        )));
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub fn boot(spec: &BootSpec, on_line: &mut dyn FnMut(&str)) -> Result<BootOutcom
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
+    // The console goes to the log; the suite prints only each guest suite's start and end.
+    let _heartbeat = host_command::Heartbeat::start(host_command::describe_briefly(&command));
     let mut child = command.spawn().map_err(|source| BootError::Spawn {
         command: host_command::describe(&command),
         source,

@@ -193,6 +193,13 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "icd-e2e",
             output: OutputFormat::Ktap,
         },
+        // A compositor's buffer: GBM on virtio-gpu, imported through the ICD as a dma-buf.
+        GuestProgram {
+            name: "gbm-flow",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "gbm-flow",
+            output: OutputFormat::Ktap,
+        },
         GuestProgram {
             name: "vulkaninfo",
             package: GUEST_TESTS_PACKAGE,

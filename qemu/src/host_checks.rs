@@ -1,5 +1,6 @@
-//! The host half of the suite: formatting, clippy, the workspace's tests and the no_std builds,
-//! each run through cargo with its output kept in a log and read back into checks.
+//! The host half of the suite: formatting, clippy, the API documentation, the workspace's tests
+//! and the no_std builds, each run through cargo with its output kept in a log and read back
+//! into checks.
 
 use std::ffi::OsString;
 use std::fs;
@@ -43,7 +44,7 @@ fn run_cargo_with(
     let mut command = workspace.cargo();
     command.args(args);
     command.envs(envs.iter().map(|(k, v)| (k, v)));
-    println!("suite: {} …", describe_args(args));
+    println!("suite: {} …", describe_with_env(args, envs));
     run_logged(workspace, &mut command, log_name)
 }
 
@@ -54,8 +55,7 @@ pub fn run_logged(
     command: &mut Command,
     log_name: &str,
 ) -> Result<CargoRun, String> {
-    let out = command
-        .output()
+    let out = host_command::capture(command)
         .map_err(|e| format!("could not run `{}`: {e}", host_command::describe(command)))?;
     let output = format!(
         "{}{}",
@@ -78,18 +78,29 @@ fn describe_args(args: &[&str]) -> String {
     host_command::describe(Command::new("cargo").args(args))
 }
 
+/// `NAME='value' cargo <args>`, the command line as a person would type it.
+fn describe_with_env(args: &[&str], envs: &[(&str, OsString)]) -> String {
+    let mut line = String::new();
+    for (name, value) in envs {
+        line.push_str(&format!("{name}={} ", host_command::quote(value)));
+    }
+    line.push_str(&describe_args(args));
+    line
+}
+
 /// Runs one cargo command that is one check: passes when cargo exits 0; otherwise the reason
 /// is picked from its output by `explain`.
 fn single_check_step(
     workspace: &Workspace,
     args: &[&str],
+    envs: &[(&str, OsString)],
     log_name: &str,
     explain: fn(&str) -> String,
 ) -> Step {
     let started = Instant::now();
-    let title = describe_args(args);
+    let title = describe_with_env(args, envs);
     let mut step = Step::new(title.clone());
-    match run_cargo(workspace, args, log_name) {
+    match run_cargo_with(workspace, args, envs, log_name) {
         Ok(run) if run.succeeded => step.checks.push(Check::pass(title)),
         Ok(run) => {
             step.checks.push(Check::fail(
@@ -112,6 +123,7 @@ pub fn fmt(workspace: &Workspace) -> Step {
     single_check_step(
         workspace,
         &["fmt", "--all", "--", "--check"],
+        &[],
         "fmt",
         |output| {
             let files: Vec<&str> = output
@@ -143,6 +155,7 @@ pub fn clippy(workspace: &Workspace) -> Step {
             "-D",
             "warnings",
         ],
+        &[],
         "clippy",
         compiler_errors,
     )
@@ -168,7 +181,21 @@ pub fn clippy_windows(workspace: &Workspace) -> Step {
             "-D",
             "warnings",
         ],
+        &[],
         "clippy-windows",
+        compiler_errors,
+    )
+}
+
+/// `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps --keep-going`: a broken or
+/// private intra-doc link, or a malformed doc comment, fails the suite instead of going
+/// unnoticed. `--keep-going` so one crate's error does not hide the next crate's.
+pub fn doc(workspace: &Workspace) -> Step {
+    single_check_step(
+        workspace,
+        &["doc", "--workspace", "--no-deps", "--keep-going"],
+        &[("RUSTDOCFLAGS", OsString::from("-D warnings"))],
+        "doc",
         compiler_errors,
     )
 }
@@ -419,6 +446,18 @@ test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
             "{reason}"
         );
         assert!(reason.ends_with(" right: 2"), "{reason}");
+    }
+
+    #[test]
+    fn commands_with_variables_read_as_typed() {
+        assert_eq!(
+            describe_with_env(
+                &["doc", "--workspace", "--no-deps"],
+                &[("RUSTDOCFLAGS", OsString::from("-D warnings"))]
+            ),
+            "RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps"
+        );
+        assert_eq!(describe_with_env(&["fmt"], &[]), "cargo fmt");
     }
 
     #[test]

@@ -464,7 +464,7 @@ fn run_make(headers: &Path, build_dir: &Path) -> Result<String, KmodError> {
         .arg(headers)
         .arg(format!("M={}", build_dir.display()))
         .args(["-j2", "modules"]);
-    let output = command.output().map_err(|err| {
+    let output = host_command::capture(&mut command).map_err(|err| {
         KmodError::Command(CommandError {
             command: host_command::describe(&command),
             failure: host_command::CommandFailure::Spawn(err),

@@ -1,11 +1,13 @@
 //! extmem-qemu: the project's test command.
 //!
-//! `cargo suite` runs everything (formatting, clippy, the workspace's tests, the no_std builds,
-//! the Cortex-M tests, and the guest tests on Debian's backports kernel in QEMU) and ends with
-//! one line `N passed, M failed`. `cargo demo` boots the guest and runs the demo. Both provision
-//! what they need on Debian first (see `provision.rs`). `cargo bench-all` runs the benchmarks
-//! (host, then guest); they are not tests and `suite` does not run them. `cargo fuzz-long`
-//! runs the fuzz targets for longer than the suite does.
+//! `cargo suite` runs everything (formatting, clippy, the API docs, the workspace's tests, Miri,
+//! a short fuzz run, the no_std builds, the Cortex-M tests, the Windows tests under Wine and the
+//! guest tests on Debian's backports kernel in QEMU) and ends with one line `N passed, M
+//! failed`; `cargo suite STEP...` runs only the steps named. `cargo demo` boots the guest and
+//! runs the demo. Both provision what they need on Debian first (see `provision.rs`). `cargo
+//! bench-all` runs the benchmarks (host, then guest); they are not tests and `suite` does not
+//! run them. `cargo fuzz-long` runs the fuzz targets for longer than the suite does.
+//! `extmem-qemu --help` lists every command, step and option.
 
 mod console_log;
 mod cortex_m;
@@ -35,22 +37,70 @@ use provision::{Freshness, Provisioned};
 use report::{Check, Step};
 use workspace::Workspace;
 
-const USAGE: &str = "\
-usage: extmem-qemu <command> [--kvm] [--timeout SECONDS] [--seconds SECONDS]
+/// The runner's commands and what each does, one usage line each.
+const COMMANDS: &[(&str, &str)] = &[
+    (
+        "suite [STEP...]",
+        "provision, then every step below in order, or only the named ones (cargo suite)",
+    ),
+    (
+        "guest",
+        "provision and run the guest suites in QEMU (the same as `suite guest`)",
+    ),
+    (
+        "demo",
+        "provision, boot the guest and run the demo, printing each step (cargo demo)",
+    ),
+    (
+        "setup",
+        "provision only: apt source, packages, rustup targets, kernel image and headers",
+    ),
+    (
+        "bench",
+        "benchmarks: the host ones, then the guest one in QEMU (cargo bench-all)",
+    ),
+    (
+        "fuzz",
+        "each fuzz target for --seconds from its kept corpus (cargo fuzz-long)",
+    ),
+    ("help", "print this text and exit (also -h, --help)"),
+];
 
-commands:
-  setup   provision only: apt source, packages, rustup targets, kernel image and headers
-  suite   everything: provision, fmt, clippy, cargo test, Miri, a short fuzz run, no_std
-          builds, Cortex-M, guest
-  guest   provision and run the guest tests only
-  demo    provision, boot the guest and run the demo
-  bench   benchmarks: the host ones (extmem-bench), then the guest one in QEMU
-  fuzz    the fuzz targets of tests/fuzz, one after the other (cargo fuzz-long)
+/// The options and what each does, one usage line each.
+const OPTIONS: &[(&str, &str)] = &[
+    (
+        "--kvm",
+        "boot the guest with KVM instead of TCG (needs /dev/kvm)",
+    ),
+    (
+        "--timeout SECONDS",
+        "limit for one guest boot (default 600)",
+    ),
+    ("--seconds SECONDS", "fuzz: time per target (default 600)"),
+];
 
-options:
-  --kvm              use KVM instead of TCG (needs /dev/kvm)
-  --timeout SECONDS  limit for one guest boot (default 600)
-  --seconds SECONDS  fuzz: time per target (default 600)";
+/// The usage text: every command, suite step and option with one line each.
+fn usage() -> String {
+    let mut text = String::from(
+        "usage: extmem-qemu <command> [STEP...] [options]\n\
+         (cargo suite, cargo demo, cargo bench-all and cargo fuzz-long run it; see .cargo/config.toml)\n",
+    );
+    let mut section = |title: &str, rows: &mut dyn Iterator<Item = (&str, &str)>| {
+        text.push_str(&format!("\n{title}:\n"));
+        for (name, summary) in rows {
+            text.push_str(&format!("  {name:<19} {summary}\n"));
+        }
+    };
+    section("commands", &mut COMMANDS.iter().copied());
+    section(
+        "suite steps, in the order suite runs them",
+        &mut SuiteStep::ALL
+            .iter()
+            .map(|step| (step.name(), step.summary())),
+    );
+    section("options", &mut OPTIONS.iter().copied());
+    text
+}
 
 /// The default limit for one guest boot.
 const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -59,23 +109,142 @@ const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 enum Subcommand {
     Setup,
     Suite,
+    /// `suite guest`, by its older name.
     Guest,
     Demo,
     Bench,
     Fuzz,
 }
 
+/// One step of `suite`, which a user can also run alone (`cargo suite doc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SuiteStep {
+    Fmt,
+    Clippy,
+    Doc,
+    Test,
+    Miri,
+    Fuzz,
+    NoStd,
+    CortexM,
+    Windows,
+    Guest,
+}
+
+impl SuiteStep {
+    /// Every step, in the order `suite` runs them.
+    const ALL: [SuiteStep; 10] = [
+        Self::Fmt,
+        Self::Clippy,
+        Self::Doc,
+        Self::Test,
+        Self::Miri,
+        Self::Fuzz,
+        Self::NoStd,
+        Self::CortexM,
+        Self::Windows,
+        Self::Guest,
+    ];
+
+    /// The name a user gives it on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fmt => "fmt",
+            Self::Clippy => "clippy",
+            Self::Doc => "doc",
+            Self::Test => "test",
+            Self::Miri => "miri",
+            Self::Fuzz => "fuzz",
+            Self::NoStd => "no-std",
+            Self::CortexM => "cortex-m",
+            Self::Windows => "windows",
+            Self::Guest => "guest",
+        }
+    }
+
+    /// What it runs, for the usage text.
+    fn summary(self) -> &'static str {
+        match self {
+            Self::Fmt => "cargo fmt --check",
+            Self::Clippy => "cargo clippy -D warnings, for the host and for x86_64-pc-windows-gnu",
+            Self::Doc => "cargo doc --workspace --no-deps with RUSTDOCFLAGS='-D warnings'",
+            Self::Test => "cargo test --workspace",
+            Self::Miri => "the unit tests of hw, kcore and core under Miri (dated nightly)",
+            Self::Fuzz => "each fuzz target for 15 s from the checked-in seeds",
+            Self::NoStd => "the no_std crates built for x86_64-unknown-none and thumbv7em",
+            Self::CortexM => "the no_std tests on a Cortex-M3 under qemu-system-arm",
+            Self::Windows => "the Windows build's tests under Wine",
+            Self::Guest => "the guest suites in QEMU x86_64 on Debian's backports kernel",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|step| step.name() == name)
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// Which suite steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StepSet {
+    bits: u16,
+}
+
+impl StepSet {
+    const NONE: StepSet = StepSet { bits: 0 };
+
+    fn every() -> Self {
+        Self {
+            bits: SuiteStep::ALL
+                .iter()
+                .fold(0, |bits, step| bits | step.bit()),
+        }
+    }
+
+    fn with(self, step: SuiteStep) -> Self {
+        Self {
+            bits: self.bits | step.bit(),
+        }
+    }
+
+    fn contains(self, step: SuiteStep) -> bool {
+        self.bits & step.bit() != 0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Options {
     command: Subcommand,
+    /// The steps `suite` runs.
+    steps: StepSet,
     accel: Accel,
     timeout: Duration,
     /// Seconds per fuzz target for `fuzz`.
     fuzz_seconds: u64,
 }
 
-fn parse_args(args: &[String]) -> Result<Options, String> {
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    /// The usage text on stdout, exit 0.
+    Help,
+    /// A command to run.
+    Run(Options),
+}
+
+fn parse_args(args: &[String]) -> Result<Request, String> {
+    // Asking for help wins over anything else on the line, mistakes included.
+    if args
+        .iter()
+        .any(|word| matches!(word.as_str(), "help" | "-h" | "--help"))
+    {
+        return Ok(Request::Help);
+    }
     let mut command = None;
+    let mut steps = StepSet::NONE;
     let mut accel = Accel::Tcg;
     let mut timeout = DEFAULT_GUEST_TIMEOUT;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
@@ -96,34 +265,56 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     format!("--seconds {value:?} is not a positive number of seconds")
                 })?;
             }
-            "setup" | "suite" | "guest" | "demo" | "bench" | "fuzz" if command.is_none() => {
-                command = Some(match word.as_str() {
+            other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
+            other if command.is_none() => {
+                command = Some(match other {
                     "setup" => Subcommand::Setup,
                     "suite" => Subcommand::Suite,
                     "guest" => Subcommand::Guest,
+                    "demo" => Subcommand::Demo,
                     "bench" => Subcommand::Bench,
                     "fuzz" => Subcommand::Fuzz,
-                    _ => Subcommand::Demo,
+                    _ => return Err(format!("unknown command {other:?}")),
                 });
+            }
+            other if command == Some(Subcommand::Suite) => {
+                let step = SuiteStep::from_name(other).ok_or_else(|| {
+                    let names: Vec<&str> = SuiteStep::ALL.iter().map(|s| s.name()).collect();
+                    format!(
+                        "{other:?} is not a suite step (the steps: {})",
+                        names.join(", ")
+                    )
+                })?;
+                steps = steps.with(step);
             }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     let command = command.ok_or("no command given")?;
-    Ok(Options {
+    let steps = match command {
+        Subcommand::Guest => StepSet::NONE.with(SuiteStep::Guest),
+        _ if steps == StepSet::NONE => StepSet::every(),
+        _ => steps,
+    };
+    Ok(Request::Run(Options {
         command,
+        steps,
         accel,
         timeout,
         fuzz_seconds,
-    })
+    }))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = match parse_args(&args) {
-        Ok(options) => options,
+        Ok(Request::Run(options)) => options,
+        Ok(Request::Help) => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
-            eprintln!("extmem-qemu: {message}\n\n{USAGE}");
+            eprint!("extmem-qemu: {message}\n\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -136,8 +327,7 @@ fn main() -> ExitCode {
     };
     match options.command {
         Subcommand::Setup => setup(&workspace),
-        Subcommand::Suite => suite(&workspace, options),
-        Subcommand::Guest => guest_only(&workspace, options),
+        Subcommand::Suite | Subcommand::Guest => suite(&workspace, options),
         Subcommand::Demo => demo(&workspace, options),
         Subcommand::Bench => bench(&workspace, options),
         Subcommand::Fuzz => finish(&[fuzz_step::run(
@@ -232,32 +422,45 @@ fn finish(steps: &[Step]) -> ExitCode {
     }
 }
 
+/// Provisioning, then the chosen steps in suite order. Provisioning always runs: it is cheap
+/// once done, and every step but fmt needs something it installs.
 fn suite(workspace: &Workspace, options: Options) -> ExitCode {
-    let (provision, provisioned) = provision_step(workspace);
+    let (mut provision, provisioned) = provision_step(workspace);
+    let chosen: Vec<SuiteStep> = SuiteStep::ALL
+        .into_iter()
+        .filter(|step| options.steps.contains(*step))
+        .collect();
+    if chosen.len() < SuiteStep::ALL.len() {
+        let names: Vec<&str> = chosen.iter().map(|step| step.name()).collect();
+        provision
+            .notes
+            .push(format!("steps asked for: {}", names.join(", ")));
+    }
     let mut steps = vec![provision];
-    steps.push(host_checks::fmt(workspace));
-    steps.push(host_checks::clippy(workspace));
-    steps.push(host_checks::clippy_windows(workspace));
-    steps.push(host_checks::tests(workspace));
-    steps.push(miri_step::run(workspace));
-    steps.push(fuzz_step::run(
-        workspace,
-        fuzz_step::TARGETS,
-        fuzz_step::SUITE_SECONDS,
-        fuzz_step::Corpus::Scratch,
-        "fuzz (libFuzzer, short run)",
-    ));
-    steps.push(host_checks::no_std_builds(workspace));
-    steps.push(cortex_m::run_tests(workspace));
-    steps.push(windows_tests::run_tests(workspace));
-    steps.push(guest_step(workspace, provisioned.as_ref(), options));
+    for step in chosen {
+        match step {
+            SuiteStep::Fmt => steps.push(host_checks::fmt(workspace)),
+            SuiteStep::Clippy => {
+                steps.push(host_checks::clippy(workspace));
+                steps.push(host_checks::clippy_windows(workspace));
+            }
+            SuiteStep::Doc => steps.push(host_checks::doc(workspace)),
+            SuiteStep::Test => steps.push(host_checks::tests(workspace)),
+            SuiteStep::Miri => steps.push(miri_step::run(workspace)),
+            SuiteStep::Fuzz => steps.push(fuzz_step::run(
+                workspace,
+                fuzz_step::TARGETS,
+                fuzz_step::SUITE_SECONDS,
+                fuzz_step::Corpus::Scratch,
+                "fuzz (libFuzzer, short run)",
+            )),
+            SuiteStep::NoStd => steps.push(host_checks::no_std_builds(workspace)),
+            SuiteStep::CortexM => steps.push(cortex_m::run_tests(workspace)),
+            SuiteStep::Windows => steps.push(windows_tests::run_tests(workspace)),
+            SuiteStep::Guest => steps.push(guest_step(workspace, provisioned.as_ref(), options)),
+        }
+    }
     finish(&steps)
-}
-
-fn guest_only(workspace: &Workspace, options: Options) -> ExitCode {
-    let (provision, provisioned) = provision_step(workspace);
-    let guest = guest_step(workspace, provisioned.as_ref(), options);
-    finish(&[provision, guest])
 }
 
 fn demo(workspace: &Workspace, options: Options) -> ExitCode {
@@ -366,25 +569,119 @@ mod tests {
         words.split_whitespace().map(str::to_owned).collect()
     }
 
+    fn run(words: &str) -> Result<Options, String> {
+        match parse_args(&args(words))? {
+            Request::Run(options) => Ok(options),
+            Request::Help => Err("help".into()),
+        }
+    }
+
     #[test]
     fn commands_and_options_parse() {
         assert_eq!(
-            parse_args(&args("suite")),
+            run("suite"),
             Ok(Options {
                 command: Subcommand::Suite,
+                steps: StepSet::every(),
                 accel: Accel::Tcg,
                 timeout: DEFAULT_GUEST_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
             })
         );
         assert_eq!(
-            parse_args(&args("--kvm guest --timeout 60")),
+            run("--kvm guest --timeout 60"),
             Ok(Options {
                 command: Subcommand::Guest,
+                steps: StepSet::NONE.with(SuiteStep::Guest),
                 accel: Accel::Kvm,
                 timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
             })
+        );
+        assert_eq!(run("bench").map(|o| o.command), Ok(Subcommand::Bench));
+        assert_eq!(
+            run("fuzz --seconds 900").map(|o| (o.command, o.fuzz_seconds)),
+            Ok((Subcommand::Fuzz, 900))
+        );
+    }
+
+    #[test]
+    fn suite_runs_only_the_steps_named() -> Result<(), String> {
+        let options = run("suite doc clippy --timeout 30")?;
+        assert_eq!(options.command, Subcommand::Suite);
+        let chosen: Vec<SuiteStep> = SuiteStep::ALL
+            .into_iter()
+            .filter(|step| options.steps.contains(*step))
+            .collect();
+        assert_eq!(chosen, [SuiteStep::Clippy, SuiteStep::Doc]);
+        assert_eq!(
+            run("suite guest").map(|o| o.steps),
+            Ok(StepSet::NONE.with(SuiteStep::Guest))
+        );
+        for step in SuiteStep::ALL {
+            assert_eq!(SuiteStep::from_name(step.name()), Some(step));
+            assert!(StepSet::every().contains(step));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn help_is_asked_for_in_three_ways_and_wins() {
+        for words in [
+            "--help",
+            "-h",
+            "help",
+            "suite --help",
+            "--bogus -h",
+            "guest help",
+        ] {
+            assert_eq!(parse_args(&args(words)), Ok(Request::Help), "{words}");
+        }
+    }
+
+    #[test]
+    fn usage_lists_every_command_step_and_option_once() {
+        let text = usage();
+        // Each section's rows, by the section's title.
+        let section = |title: &str| -> Vec<String> {
+            text.split("\n\n")
+                .find(|block| block.starts_with(title))
+                .map(|block| block.lines().skip(1).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let listed = |rows: &[String], name: &str| {
+            rows.iter()
+                .filter(|row| row.strip_prefix("  ").is_some_and(|r| r.starts_with(name)))
+                .count()
+        };
+        let commands = section("commands:");
+        assert_eq!(commands.len(), COMMANDS.len(), "{text}");
+        for (command, _) in COMMANDS {
+            assert_eq!(listed(&commands, command), 1, "{command}\n{text}");
+            let word = command.split_whitespace().next().unwrap_or_default();
+            if word != "help" {
+                assert!(run(word).is_ok(), "{word} does not parse");
+            }
+        }
+        let steps = section("suite steps");
+        assert_eq!(steps.len(), SuiteStep::ALL.len(), "{text}");
+        for step in SuiteStep::ALL {
+            assert_eq!(
+                listed(&steps, &format!("{} ", step.name())),
+                1,
+                "{}",
+                step.name()
+            );
+        }
+        let options = section("options:");
+        assert_eq!(options.len(), OPTIONS.len(), "{text}");
+        for (option, _) in OPTIONS {
+            assert_eq!(listed(&options, option), 1, "{option}");
+        }
+        // One line each: no row so long that a terminal wraps it twice.
+        assert!(
+            text.lines().all(|line| line.chars().count() <= 110),
+            "{text}"
         );
     }
 
@@ -393,24 +690,26 @@ mod tests {
         let log = "boot\r\n@@bench-csv begin\r\na,b\r\n1,2\r\n@@bench-csv end\r\nafter\r\n";
         assert_eq!(bench_csv(log).as_deref(), Some("a,b\n1,2\n"));
         assert_eq!(bench_csv("@@bench-csv begin\na,b\n"), None);
-        assert_eq!(
-            parse_args(&args("bench")).map(|o| o.command),
-            Ok(Subcommand::Bench)
-        );
-        assert_eq!(
-            parse_args(&args("fuzz --seconds 900")).map(|o| (o.command, o.fuzz_seconds)),
-            Ok((Subcommand::Fuzz, 900))
-        );
     }
 
     #[test]
-    fn bad_arguments_are_refused() {
-        assert!(parse_args(&args("")).is_err());
-        assert!(parse_args(&args("suite demo")).is_err());
-        assert!(parse_args(&args("suite --timeout")).is_err());
-        assert!(parse_args(&args("suite --timeout 0")).is_err());
-        assert!(parse_args(&args("suite --fast")).is_err());
-        assert!(parse_args(&args("fuzz --seconds 0")).is_err());
-        assert!(parse_args(&args("fuzz --seconds")).is_err());
+    fn bad_arguments_are_refused_with_what_was_wrong() {
+        let refused = |words: &str| run(words).err().unwrap_or_default();
+        assert_eq!(refused(""), "no command given");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, miri, fuzz, no-std, cortex-m, windows, guest)");
+        assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
+        assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
+        assert_eq!(refused("check"), "unknown command \"check\"");
+        assert_eq!(refused("suite --fast"), "unknown option \"--fast\"");
+        assert_eq!(
+            refused("suite --timeout"),
+            "--timeout needs a number of seconds"
+        );
+        assert_eq!(
+            refused("suite --timeout 0"),
+            "--timeout \"0\" is not a positive number of seconds"
+        );
+        assert!(run("fuzz --seconds 0").is_err());
+        assert!(run("fuzz --seconds").is_err());
     }
 }

@@ -94,7 +94,7 @@ pub fn run(workspace: &Workspace) -> Step {
     step
 }
 
-/// `MIRIFLAGS=<flags> cargo +nightly miri test -p <krate> <targets>`.
+/// `MIRIFLAGS=<flags> cargo +<NIGHTLY> miri test -p <krate> <targets>`.
 fn miri_test(workspace: &Workspace, miri_crate: &MiriCrate) -> Command {
     let mut command = rust_tools::nightly_cargo(workspace);
     command

@@ -19,8 +19,16 @@ use crate::rust_tools;
 use crate::workspace::Workspace;
 
 /// Packages installed from `<codename>-backports` (QEMU 7.2 in bookworm lacks what we use less
-/// than it lacks fixes; backports carries the current QEMU).
-const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-arm"];
+/// than it lacks fixes; backports carries the current QEMU). Backports QEMU pulls in backports
+/// Mesa (libgbm1), so GBM comes from there too, where its versions match: libgbm-dev to link
+/// the guest programs (`gbm-flow`, `vk-demo`), and libgl1-mesa-dri for the `kms_swrast` driver
+/// libgbm loads at run time for a virtio-gpu node without 3D.
+const BACKPORTS_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-system-arm",
+    "libgbm-dev",
+    "libgl1-mesa-dri",
+];
 /// Packages installed from the release itself. The Khronos loader (libvulkan1) and
 /// vulkaninfo (vulkan-tools) are what the ICD is tested through, on the host and in the
 /// guest (which runs the host's root); the guest programs run it under the Khronos validation

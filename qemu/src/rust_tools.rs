@@ -1,6 +1,7 @@
-//! Rust tools the suite needs beyond the default toolchain, provisioned idempotently: binaries
-//! `cargo install`ed into the tool cache (`~/.cache/extmem/tools`), and the nightly toolchain
-//! with the components that Miri and the sanitizers of cargo-fuzz need.
+//! Rust tools the suite needs beyond the pinned stable toolchain (`rust-toolchain.toml`),
+//! provisioned idempotently: binaries `cargo install`ed into the tool cache
+//! (`~/.cache/extmem/tools`), and one dated nightly toolchain with the components that Miri and
+//! the sanitizers of cargo-fuzz need.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,8 +12,11 @@ use crate::host_command;
 use crate::provision;
 use crate::workspace::Workspace;
 
-/// The toolchain that Miri and cargo-fuzz (`-Zsanitizer`) need.
-pub const NIGHTLY: &str = "nightly";
+/// The toolchain that Miri and cargo-fuzz (`-Zsanitizer`) need, pinned to one date so that a
+/// new nightly (a Miri that finds more, a changed `-Z` flag) cannot change the suite's result
+/// between two runs of the same commit. This is the only place that names it; rustup installs
+/// it on first use. Move it forward deliberately, to a date for which rustup has `miri`.
+pub const NIGHTLY: &str = "nightly-2026-05-20";
 
 /// A binary from crates.io, at a pinned version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +123,7 @@ fn missing_components<'a>(installed: &str, wanted: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
-/// `rustup run nightly cargo`, from the workspace root, with the variables of the cargo that
+/// `rustup run <NIGHTLY> cargo`, from the workspace root, with the variables of the cargo that
 /// runs us removed so they cannot pin the stable toolchain.
 pub fn nightly_cargo(workspace: &Workspace) -> Command {
     let mut command = Command::new("rustup");
@@ -166,7 +170,10 @@ mod tests {
             cargo: "cargo".into(),
         };
         let command = nightly_cargo(&workspace);
-        assert_eq!(host_command::describe(&command), "rustup run nightly cargo");
+        assert_eq!(
+            host_command::describe(&command),
+            format!("rustup run {NIGHTLY} cargo")
+        );
         let removed: Vec<_> = command
             .get_envs()
             .filter(|(_, value)| value.is_none())
@@ -177,5 +184,52 @@ mod tests {
             removed.contains(&"RUSTUP_TOOLCHAIN".to_owned()),
             "{removed:?}"
         );
+    }
+
+    /// A file of the repository, for the tests that keep it and the code in agreement.
+    fn repository_file(path: &str) -> String {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    #[test]
+    fn the_toolchain_file_lists_the_targets_provisioning_installs() {
+        let file = repository_file("rust-toolchain.toml");
+        let targets: BTreeSet<&str> = file
+            .lines()
+            .find_map(|line| line.strip_prefix("targets = "))
+            .map(|list| {
+                list.trim_matches(['[', ']'])
+                    .split(',')
+                    .map(|t| t.trim().trim_matches('"'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let provisioned: BTreeSet<&str> = provision::RUST_TARGETS.iter().copied().collect();
+        assert_eq!(targets, provisioned);
+        assert!(
+            file.contains("components = [\"rustfmt\", \"clippy\"]"),
+            "{file}"
+        );
+    }
+
+    #[test]
+    fn the_testing_guide_names_the_pinned_nightly() {
+        let guide = repository_file("docs/TESTING.md");
+        assert!(
+            guide.contains(NIGHTLY),
+            "docs/TESTING.md does not name {NIGHTLY}"
+        );
+        let other_dates = guide
+            .match_indices("nightly-20")
+            .filter(|(at, _)| {
+                !guide
+                    .get(*at..)
+                    .is_some_and(|rest| rest.starts_with(NIGHTLY))
+            })
+            .count();
+        assert_eq!(other_dates, 0, "docs/TESTING.md names another nightly");
     }
 }

@@ -5,7 +5,7 @@ use core::fmt;
 use crate::addr::{GpuVa, PhysAddr};
 use crate::descriptor::CorruptDescriptor;
 
-/// Why a [`PageTable::map`] failed. The tables are unchanged.
+/// Why a [`PageTable::map`](crate::PageTable::map) failed. The tables are unchanged.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum MapError {
     /// `size` is zero.
@@ -54,7 +54,7 @@ pub enum MapError {
     Corrupt(CorruptDescriptor),
 }
 
-/// Why a [`PageTable::unmap`] failed. The tables are unchanged.
+/// Why a [`PageTable::unmap`](crate::PageTable::unmap) failed. The tables are unchanged.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum UnmapError {
     /// `size` is zero.
@@ -89,7 +89,7 @@ pub enum UnmapError {
     Corrupt(CorruptDescriptor),
 }
 
-/// Why a [`PageTable::translate`] failed.
+/// Why a [`PageTable::translate`](crate::PageTable::translate) failed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum TranslateError {
     /// The VA is beyond the VA space.

@@ -4,13 +4,16 @@
 //!
 //! - Every command is checked before any runs, so a malformed batch has no effect
 //!   (`EINVAL`, `fault_cmd` names the first bad command).
-//! - Commands then run in order, each front to back in chunks that never cross a 4 KiB
-//!   page on either side (the platform's contract). Each side is translated as a run of
+//! - Commands then run in order, each front to back. Each side is translated as a run of
 //!   leaves that continue each other physically ([`PageTable::translate_run`]), re-used
 //!   while the address stays inside it; a new run whose leaf is in the table of the last
-//!   one costs one descriptor read instead of a walk from the root. (One platform call per
-//!   physically contiguous chunk, moving it page by page in C, measured slower in the
-//!   guest than a call per page; see the README's Performance section.)
+//!   one costs one descriptor read instead of a walk from the root. A COPY hands each
+//!   stretch where both sides stay contiguous to [`Platform::copy_run`], which by default
+//!   moves it in chunks that never cross a 4 KiB page on either side (the contract of
+//!   [`Platform::copy`]); the kernel glue keeps that default (one platform call per
+//!   contiguous chunk, moving it page by page in C, measured slower in the guest than a
+//!   call per page; see the README's Performance section), the software device moves a
+//!   stretch of imported host memory in one system call. A FILL goes chunk by chunk.
 //! - The first byte that cannot be read (nothing mapped: `UNMAPPED`) or written (nothing
 //!   mapped, or mapped read-only: `READ_ONLY`) stops the batch with `EIO`; `fault_va` is
 //!   exactly that byte, `fault_cmd` its command. The source of a chunk is translated before
@@ -22,7 +25,7 @@ use extmem_hw::{Access, GpuVa, LeafTable, PageTable, PhysAddr, TranslateError};
 use extmem_uapi::{Cmd, CmdOp, Exec, FaultKind};
 
 use crate::args::{check_cmd, check_exec, ArgError};
-use crate::platform::{MemoryFault, Platform, PlatformTables};
+use crate::platform::{MemoryFault, Platform, PlatformTables, RunFault};
 
 /// 4 KiB: the most one platform copy or fill touches.
 const PAGE: u64 = extmem_hw::profile::MIN_PAGE.get();
@@ -233,17 +236,15 @@ impl<'a, P: Platform> Engine<'a, P> {
                 Self::resolve(self.table, self.cmd, &mut self.src, (s, left), false)?;
             let (dst_pa, dst_run) =
                 Self::resolve(self.table, self.cmd, &mut self.dst, (d, left), true)?;
-            let chunk = left
-                .min(src_run)
-                .min(dst_run)
-                .min(PAGE - s % PAGE)
-                .min(PAGE - d % PAGE);
-            self.platform()
-                .copy(dst_pa, src_pa, chunk)
-                .map_err(|MemoryFault| ExecError::Memory {
+            // The whole stretch where both sides stay contiguous, in one platform call
+            // (which moves it page by page unless the platform knows better).
+            let chunk = left.min(src_run).min(dst_run);
+            self.platform().copy_run(dst_pa, src_pa, chunk).map_err(
+                |RunFault { done: before }| ExecError::Memory {
                     cmd: self.cmd,
-                    va: GpuVa::new(s),
-                })?;
+                    va: GpuVa::new(s.wrapping_add(before)),
+                },
+            )?;
             done += chunk;
         }
         Ok(())

@@ -80,5 +80,5 @@ pub const PROFILE: &GpuProfile = &extmem_hw::profile::VGPU;
 
 pub use bindings::{Binding, BINDINGS_MAX};
 pub use errno::ToErrno;
-pub use platform::{MemoryFault, ObjectId, Platform, Segment, SegmentError};
+pub use platform::{MemoryFault, ObjectId, Platform, RunFault, Segment, SegmentError};
 pub use vm::{BoundObject, Vm};

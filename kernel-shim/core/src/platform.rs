@@ -42,6 +42,32 @@ pub enum SegmentError {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct MemoryFault;
 
+/// A [`Platform::copy_run`] stopped at a fault after copying `done` bytes, the run's
+/// [`page_chunks`] before the one that faulted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct RunFault {
+    /// Bytes copied before the fault, from the start of the run.
+    pub done: u64,
+}
+
+/// The pieces of a copy of `len` bytes from `src` to `dst` that cross no 4 KiB page on
+/// either side, front to back, as `(offset, len)`: the pieces [`Platform::copy`] takes.
+pub fn page_chunks(dst: PhysAddr, src: PhysAddr, len: u64) -> impl Iterator<Item = (u64, u64)> {
+    const PAGE: u64 = extmem_hw::profile::MIN_PAGE.get();
+    let mut offset = 0u64;
+    core::iter::from_fn(move || {
+        let left = len.checked_sub(offset).filter(|left| *left > 0)?;
+        let (s, d) = (
+            src.get().wrapping_add(offset),
+            dst.get().wrapping_add(offset),
+        );
+        let chunk = left.min(PAGE - s % PAGE).min(PAGE - d % PAGE);
+        let at = offset;
+        offset = offset.saturating_add(chunk);
+        Some((at, chunk))
+    })
+}
+
 /// The host of the core.
 ///
 /// Implementations must not panic for any argument.
@@ -72,6 +98,22 @@ pub trait Platform {
     }
     /// Copies `len` bytes; neither range crosses a 4 KiB page boundary.
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault>;
+    /// Copies `len` bytes between two physically contiguous ranges that may cross pages,
+    /// with the effect of [`Platform::copy`] on each of their [`page_chunks`] in turn.
+    /// The copy engine calls it once for each stretch where both sides stay contiguous,
+    /// so that a platform whose every access has a fixed cost (the software device's
+    /// system call on imported host memory) can move the stretch at once. The default
+    /// copies chunk by chunk, which is what the kernel glue wants (see the copy engine).
+    fn copy_run(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), RunFault> {
+        for (offset, chunk) in page_chunks(dst, src, len) {
+            let (Some(to), Some(from)) = (dst.checked_add(offset), src.checked_add(offset)) else {
+                return Err(RunFault { done: offset });
+            };
+            self.copy(to, from, chunk)
+                .map_err(|MemoryFault| RunFault { done: offset })?;
+        }
+        Ok(())
+    }
     /// Fills `len` bytes (a multiple of 4, `dst` 4-aligned) with the little-endian
     /// `value`; the range does not cross a 4 KiB page boundary.
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault>;
@@ -102,6 +144,9 @@ impl<T: Platform + ?Sized> Platform for &T {
     }
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
         (**self).copy(dst, src, len)
+    }
+    fn copy_run(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), RunFault> {
+        (**self).copy_run(dst, src, len)
     }
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault> {
         (**self).fill(dst, value, len)
@@ -171,5 +216,27 @@ impl<P: Platform> TableMemory for PlatformTables<P> {
         if let (Some(pa), Some(raws)) = (table.checked_add(first.byte_offset()), raws.get(..len)) {
             self.platform.write_u64s(pa, raws);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn page_chunks_stop_at_every_page_boundary_of_either_side() {
+        let chunks =
+            |dst, src, len| page_chunks(PhysAddr::new(dst), PhysAddr::new(src), len).collect();
+        let got: Vec<(u64, u64)> = chunks(0x2ffe, 0x1ff3, 0x1010);
+        // Boundaries: destination after 2 bytes, source after 0xd, destination after
+        // 0x1002, source after 0x100d.
+        assert_eq!(
+            got,
+            [(0, 2), (2, 0xb), (0xd, 0xff5), (0x1002, 0xb), (0x100d, 3)]
+        );
+        let aligned: Vec<(u64, u64)> = chunks(0x4000, 0x8000, 0x2000);
+        assert_eq!(aligned, [(0, 0x1000), (0x1000, 0x1000)]);
+        assert_eq!(chunks(0x4000, 0x8000, 0), Vec::<(u64, u64)>::new());
     }
 }

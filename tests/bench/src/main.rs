@@ -7,6 +7,9 @@
 //!
 //! These are benchmarks, not tests: nothing here fails on a slow figure, and `cargo suite`
 //! does not run them.
+//!
+//! `cargo bench-host [GROUP...]` runs only the named groups (`page-tables`, `va`,
+//! `softgpu`); with none, all of them.
 
 mod page_tables;
 mod report;
@@ -17,29 +20,53 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use report::Row;
+
 /// Repetitions of each case (the median is reported).
 const REPS: usize = 5;
+
+/// A group of cases: its name on the command line, its heading, and how it runs.
+type Group = (&'static str, &'static str, fn() -> Result<Vec<Row>, String>);
+
+/// Every group, in the order they run.
+const GROUPS: [Group; 3] = [
+    ("page-tables", "page tables (1 GiB)", || {
+        page_tables::run(REPS)
+    }),
+    ("va", "VA allocator", || Ok(va_trace::run(REPS))),
+    ("softgpu", "software device copy engine", || {
+        soft_copy::run(REPS)
+    }),
+];
 
 fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("host-bench: an unoptimised build; run it with --release (cargo bench-host)");
     }
-    println!("host-bench: page tables (1 GiB, {REPS} runs each, medians)");
-    let mut rows = match page_tables::run(REPS) {
-        Ok(rows) => rows,
-        Err(err) => {
-            eprintln!("host-bench: page-table case failed: {err}");
-            return ExitCode::FAILURE;
+    let chosen: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(unknown) = chosen
+        .iter()
+        .find(|g| !GROUPS.iter().any(|(name, ..)| name == g))
+    {
+        let names: Vec<&str> = GROUPS.iter().map(|(name, ..)| *name).collect();
+        eprintln!(
+            "host-bench: no group {unknown:?}; the groups are {}",
+            names.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut rows = Vec::new();
+    for (name, heading, run) in GROUPS {
+        if !chosen.is_empty() && !chosen.iter().any(|g| g == name) {
+            continue;
         }
-    };
-    println!("host-bench: VA allocator");
-    rows.extend(va_trace::run(REPS));
-    println!("host-bench: software device copy engine");
-    match soft_copy::run(REPS) {
-        Ok(soft) => rows.extend(soft),
-        Err(err) => {
-            eprintln!("host-bench: software device case failed: {err}");
-            return ExitCode::FAILURE;
+        println!("host-bench: {heading} ({REPS} runs each, medians)");
+        match run() {
+            Ok(group) => rows.extend(group),
+            Err(err) => {
+                eprintln!("host-bench: a {name} case failed: {err}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     print!("{}", report::table(&rows));

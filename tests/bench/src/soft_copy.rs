@@ -4,7 +4,8 @@
 //! Two paths: device memory to device memory (both sides memfds, or sections on Windows,
 //! the device mapped, copied directly one 4 KiB chunk at a time) and imported host memory
 //! to device memory (the host side read through `process_vm_readv`, or `ReadProcessMemory`,
-//! so an unmapped page faults instead of crashing).
+//! so an unmapped page faults instead of crashing; one call for each stretch that is
+//! contiguous on both sides, straight into the device's mapping).
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::ktap::{CheckResult, Failure};
+
 /// `len` bytes generated from `seed` (xorshift64; no two 4 KiB pages of one pattern repeat).
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = Rng::new(seed);
@@ -113,6 +115,16 @@ impl fmt::Display for Mismatch {
             None => write!(f, "the common prefix matches"),
         }
     }
+}
+
+/// [`compare`] as a KTAP check: `what` shows the bytes written.
+pub fn expect_bytes(what: &str, expected: &[u8], seen: &[u8]) -> CheckResult<()> {
+    compare(expected, seen).map_err(|m| {
+        Failure::new(
+            format!("{what} shows the {} bytes written", expected.len()),
+            m.to_string(),
+        )
+    })
 }
 
 /// Compares `seen` with `expected`.

@@ -12,7 +12,7 @@
 use std::ffi::{c_void, CStr};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -579,6 +579,23 @@ impl<'i> Gpu<'i> {
                 Err(format!("vkAllocateMemory (fd import): {e}"))
             }
         }
+    }
+
+    /// Imports a dma-buf as an application must (`VUID-VkMemoryAllocateInfo-memoryTypeIndex-00648`
+    /// ties the type to the handle): `vkGetMemoryFdPropertiesKHR` for its memory types, then
+    /// [`Gpu::import_fd`] of `size` bytes into the first of them. Returns the memory and the
+    /// type bits.
+    pub fn import_dma_buf(&self, fd: OwnedFd, size: u64) -> VkResult<(vk::DeviceMemory, u32)> {
+        let handle_type = vk::ExternalMemoryHandleTypeFlags::DMA_BUF_EXT;
+        let (result, bits) = self.fd_properties(handle_type, fd.as_raw_fd());
+        if result != vk::Result::SUCCESS {
+            return Err(format!(
+                "vkGetMemoryFdPropertiesKHR of the dma-buf: {result}"
+            ));
+        }
+        let type_index = self.memory_type(bits, vk::MemoryPropertyFlags::empty())?;
+        let memory = self.import_fd(fd, handle_type, size, type_index)?;
+        Ok((memory, bits))
     }
 
     /// A transfer buffer of `size` bytes bound at offset 0 of `memory`, declared for external

@@ -342,7 +342,7 @@ impl DeviceInfo {
     }
 
     /// `VkPhysicalDeviceIDProperties`: the device's UUIDs; a LUID only on Windows (see
-    /// [`crate::device_luid`]), none on Linux.
+    /// `device_luid`, built for Windows only), none on Linux.
     pub fn id_properties(&self) -> vk::PhysicalDeviceIDProperties<'static> {
         #[cfg_attr(not(windows), allow(unused_mut))]
         let mut props = vk::PhysicalDeviceIDProperties {

@@ -2,10 +2,10 @@
 //! point, the `VkResult`, the backend operation and the errno, and nothing is printed
 //! without the variable.
 //!
-//! The refusal is provoked in a child process (this test binary run again for one ignored
-//! test), since the variable is read once per process: an application asks the software
-//! device for the properties of an unmapped host range, through the ICD's own
-//! `vk_icdGetInstanceProcAddr`.
+//! The refusal is provoked in a child process (this test binary run again for the same test,
+//! which plays the child's part when `EXTMEM_DEBUG_TEST_CHILD` is set), since the variable is
+//! read once per process: an application asks the software device for the properties of an
+//! unmapped host range, through the ICD's own `vk_icdGetInstanceProcAddr`.
 #![cfg(not(windows))]
 
 use core::ffi::c_void;
@@ -14,20 +14,25 @@ use std::process::Command;
 use ash::vk;
 use extmem_guest_tests::host_memory::unmapped_range;
 
-/// The ignored test the parent runs in a child.
-const CHILD: &str = "child_asks_about_an_unmapped_host_range";
+/// Set in the environment of a child run: the test plays the child's part.
+const CHILD_ROLE: &str = "EXTMEM_DEBUG_TEST_CHILD";
 
-/// The child's stderr, with `EXTMEM_DEBUG` set to `debug` (or unset).
-fn child_stderr(debug: Option<&str>) -> String {
+/// Whether this process is a child run; if so, it has played the child's part.
+fn played_child() -> bool {
+    if std::env::var_os(CHILD_ROLE).is_none() {
+        return false;
+    }
+    ask_about_an_unmapped_host_range();
+    true
+}
+
+/// The stderr of `test` run again as a child, with `EXTMEM_DEBUG` set to `debug` (or unset).
+fn child_stderr(test: &str, debug: Option<&str>) -> String {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let mut child = Command::new(exe);
-    child.args([
-        "--ignored",
-        "--exact",
-        CHILD,
-        "--nocapture",
-        "--test-threads=1",
-    ]);
+    child
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, "1");
     match debug {
         Some(value) => child.env(extmem_icd::debug::VARIABLE, value),
         None => child.env_remove(extmem_icd::debug::VARIABLE),
@@ -36,15 +41,21 @@ fn child_stderr(debug: Option<&str>) -> String {
     child.env("EXTMEM_DEVICE", "software");
     let output = child
         .output()
-        .unwrap_or_else(|e| panic!("running {CHILD}: {e}"));
+        .unwrap_or_else(|e| panic!("running {test}: {e}"));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{CHILD} failed: {stderr}");
+    assert!(output.status.success(), "{test} failed: {stderr}");
     stderr
 }
 
 #[test]
 fn a_refusal_is_one_line_on_stderr_under_extmem_debug() {
-    let stderr = child_stderr(Some("1"));
+    if played_child() {
+        return;
+    }
+    let stderr = child_stderr(
+        "a_refusal_is_one_line_on_stderr_under_extmem_debug",
+        Some("1"),
+    );
     let prefix = "extmem: vkGetMemoryHostPointerPropertiesEXT: VK_ERROR_INVALID_EXTERNAL_HANDLE \
                   (op ImportHost, errno 14): host range [";
     let lines: Vec<&str> = stderr
@@ -61,15 +72,18 @@ fn a_refusal_is_one_line_on_stderr_under_extmem_debug() {
 
 #[test]
 fn nothing_is_printed_without_extmem_debug() {
+    if played_child() {
+        return;
+    }
     for quiet in [None, Some("0"), Some("")] {
-        let stderr = child_stderr(quiet);
+        let stderr = child_stderr("nothing_is_printed_without_extmem_debug", quiet);
         assert!(!stderr.contains("extmem:"), "{quiet:?}: {stderr}");
     }
 }
 
-#[test]
-#[ignore = "run in a child process by the tests above"]
-fn child_asks_about_an_unmapped_host_range() {
+/// The child's part: asks the software device about an unmapped host range, which it must
+/// refuse.
+fn ask_about_an_unmapped_host_range() {
     let static_fn = ash::StaticFn {
         get_instance_proc_addr: extmem_icd::vk_icdGetInstanceProcAddr,
     };

@@ -12,6 +12,7 @@ use extmem_kcore::vm::{BindError, InitError, QueryError};
 use extmem_kcore::ToErrno;
 use extmem_uapi::errno;
 
+use crate::host_access::RangeRefusal;
 use crate::phys_allocator::PhysAllocError;
 use crate::shared_memory::MemoryError;
 
@@ -75,14 +76,17 @@ pub enum Error {
         /// What the allocator said.
         error: PhysAllocError,
     },
-    /// A host range to import has a page that is not mapped.
-    HostRangeUnmapped {
+    /// A host range to import is one `GEM_USERPTR` refuses: a page not mapped, not
+    /// readable, or not fit for a writable import.
+    HostRangeRefused {
         /// The application's pointer.
         ptr: HostVa,
         /// The range's size.
         size: u64,
-        /// What the OS said.
-        os: OsError,
+        /// Whether the import was read-only.
+        read_only: bool,
+        /// What is wrong, and where.
+        why: RangeRefusal,
     },
     /// The object is a host import: it has no memory of its own to export or map.
     NotDeviceMemory {
@@ -122,8 +126,18 @@ impl Error {
                     PhysAllocError::NotAllocated { .. } => errno::EIO,
                 },
             ),
-            // What pin_user_pages answers for a hole.
-            Error::HostRangeUnmapped { .. } => (Op::ImportHost, errno::EFAULT),
+            // What pin_user_pages answers for each of these (mm/gup.c check_vma_flags()).
+            Error::HostRangeRefused { why, .. } => (
+                Op::ImportHost,
+                match why {
+                    RangeRefusal::Unmapped { .. }
+                    | RangeRefusal::NotReadable { .. }
+                    | RangeRefusal::NotWritable { .. }
+                    | RangeRefusal::SharedFileMapping { .. } => errno::EFAULT,
+                    // The OS would not tell (no /proc): the range cannot be vouched for.
+                    RangeRefusal::Os(_) => errno::EFAULT,
+                },
+            ),
             // Host imports are not exported (SPEC: importable only) nor mapped (the
             // application has its own pointer).
             Error::NotDeviceMemory { op, .. } => (op, errno::EINVAL),
@@ -152,8 +166,17 @@ impl fmt::Display for Error {
             }
             Error::HandlesExhausted { op } => write!(f, "{op:?}: no handle values left"),
             Error::PhysSpace { op, error } => write!(f, "{op:?}: {error}"),
-            Error::HostRangeUnmapped { ptr, size, os } => {
-                write!(f, "host range {ptr}+{size:#x} is not mapped: {os}")
+            Error::HostRangeRefused {
+                ptr,
+                size,
+                read_only,
+                why,
+            } => {
+                let kind = if *read_only { "read-only" } else { "writable" };
+                write!(
+                    f,
+                    "{kind} import of host range {ptr}+{size:#x} refused: {why}"
+                )
             }
             Error::NotDeviceMemory { op, handle } => {
                 write!(f, "{op:?}: handle {} is a host import", handle.0)
@@ -202,10 +225,13 @@ mod tests {
                 (Op::Create, errno::ENOMEM),
             ),
             (
-                Error::HostRangeUnmapped {
+                Error::HostRangeRefused {
                     ptr: HostVa::new(0x1000),
                     size: 4096,
-                    os,
+                    read_only: false,
+                    why: RangeRefusal::NotWritable {
+                        addr: HostVa::new(0x1000),
+                    },
                 },
                 (Op::ImportHost, errno::EFAULT),
             ),
@@ -238,17 +264,17 @@ mod tests {
 
     #[test]
     fn messages_name_the_values() {
-        let e = Error::HostRangeUnmapped {
+        let e = Error::HostRangeRefused {
             ptr: HostVa::new(0x7000),
             size: 0x2000,
-            os: OsError {
-                call: "msync",
-                errno: errno::ENOMEM,
+            read_only: true,
+            why: RangeRefusal::Unmapped {
+                addr: HostVa::new(0x8000),
             },
         };
         assert_eq!(
             e.to_string(),
-            "host range 0x7000+0x2000 is not mapped: msync failed with ENOMEM (12)"
+            "read-only import of host range 0x7000+0x2000 refused: nothing is mapped at 0x8000"
         );
     }
 }

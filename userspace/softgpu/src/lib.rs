@@ -12,8 +12,10 @@
 //! with the faulting VA, the same checks on every request (and so the same errnos).
 //!
 //! What it does differently, and what it therefore does **not** prove:
-//! - **Host pointers are not pinned.** An import checks that the range is mapped and
-//!   records the application's addresses; the copy engine reaches them through
+//! - **Host pointers are not pinned.** An import checks the range as the kernel's
+//!   `pin_user_pages(FOLL_LONGTERM)` would (mapped, readable, writable if the import is,
+//!   no shared mapping of a written-back file for a writable one) and records the
+//!   application's addresses; the copy engine reaches them through
 //!   [`host_access`], which turns a page the application unmapped into a GPU memory fault
 //!   instead of a crash. Kernel pinning (`pin_user_pages`, `RLIMIT_MEMLOCK`) is proved
 //!   only by the kernel device in the QEMU guest.
@@ -279,8 +281,10 @@ impl Backend for SoftGpu {
         Ok(self.create_with(size, || SharedMemory::create(size))?)
     }
 
-    /// Checks the range as `GEM_USERPTR` does, and that every page of it is mapped; does
-    /// not pin (see the crate docs). Reported as [`HostImport::Pinned`], the only kind of
+    /// Checks the range as `GEM_USERPTR` does: its arguments, and every page mapped,
+    /// readable and, for a writable import, writable and not a shared mapping of a file
+    /// that is written back ([`host_access::check_importable`]); does not pin (see the
+    /// crate docs). Reported as [`HostImport::Pinned`], the only kind of
     /// plain host import the trait knows.
     fn import_host(
         &mut self,
@@ -297,10 +301,13 @@ impl Backend for SoftGpu {
         };
         let op = Op::ImportHost;
         check_gem_userptr(&args, PROFILE).map_err(|error| Error::Args { op, error })?;
-        host_access::check_mapped(ptr, size).map_err(|os| Error::HostRangeUnmapped {
-            ptr,
-            size,
-            os,
+        host_access::check_importable(ptr, size, !read_only).map_err(|why| {
+            Error::HostRangeRefused {
+                ptr,
+                size,
+                read_only,
+                why,
+            }
         })?;
         if probe {
             return Ok(None);

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use extmem_hw::profile::MIN_PAGE;
 use extmem_hw::{Alignment, GpuProfile, HostVa, PageSize, PageSizes, PhysAddr};
-use extmem_kcore::{MemoryFault, ObjectId, Platform, Segment, SegmentError};
+use extmem_kcore::platform::page_chunks;
+use extmem_kcore::{MemoryFault, ObjectId, Platform, RunFault, Segment, SegmentError};
 
 use crate::host_access;
 use crate::phys_allocator::{PhysAllocError, PhysAllocator};
@@ -102,29 +103,84 @@ enum Target {
 }
 
 impl State {
-    fn resolve(&self, pa: PhysAddr) -> Result<Target, MemoryFault> {
+    /// Where `pa` leads, and how many bytes of the same object follow from there.
+    fn resolve(&self, pa: PhysAddr) -> Result<(Target, u64), MemoryFault> {
         let (&start, id) = self.frames.range(..=pa).next_back().ok_or(MemoryFault)?;
         let object = self.objects.get(id).ok_or(MemoryFault)?;
         let offset = pa.offset_from(start).ok_or(MemoryFault)?;
-        if offset >= object.size {
-            return Err(MemoryFault);
-        }
+        let left = object
+            .size
+            .checked_sub(offset)
+            .filter(|left| *left > 0)
+            .ok_or(MemoryFault)?;
         match &object.backing {
             Backing::Device(memory) => {
                 let at = usize::try_from(offset).map_err(|_| MemoryFault)?;
-                if at >= memory.mapping().len() {
+                let mapped = memory.mapping().len();
+                let in_mapping = u64::try_from(mapped.saturating_sub(at)).unwrap_or(0);
+                if in_mapping == 0 {
                     return Err(MemoryFault);
                 }
                 // SAFETY: `at` is inside the device's live mapping (checked just above).
-                Ok(Target::Direct(unsafe {
-                    memory.mapping().ptr().as_ptr().add(at)
-                }))
+                let ptr = unsafe { memory.mapping().ptr().as_ptr().add(at) };
+                Ok((Target::Direct(ptr), left.min(in_mapping)))
             }
             Backing::Host { addr, .. } => addr
                 .checked_add(offset)
-                .map(Target::Host)
+                .map(|at| (Target::Host(at), left))
                 .ok_or(MemoryFault),
         }
+    }
+
+    /// [`Platform::copy`] under the lock.
+    fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
+        let n = usize::try_from(len).map_err(|_| MemoryFault)?;
+        let mut bounce = [0u8; PAGE_LEN];
+        let buf = bounce.get_mut(..n).ok_or(MemoryFault)?;
+        let ((from, from_left), (to, to_left)) = (self.resolve(src)?, self.resolve(dst)?);
+        if from_left < len || to_left < len {
+            return Err(MemoryFault);
+        }
+        match (from, to) {
+            // SAFETY: both ranges lie inside their object's live mapping (checked just
+            // above), which stays mapped while we hold the lock. The ranges may overlap:
+            // `copy` is a memmove.
+            (Target::Direct(from), Target::Direct(to)) => unsafe {
+                core::ptr::copy(from, to, n);
+            },
+            (Target::Direct(from), Target::Host(to)) => {
+                // SAFETY: as above for `from`; `buf` is our own buffer of `n` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), n) };
+                host_access::write(to, buf).map_err(|_| MemoryFault)?;
+            }
+            (Target::Host(from), Target::Direct(to)) => {
+                host_access::read(from, buf).map_err(|_| MemoryFault)?;
+                // SAFETY: as above for `to`.
+                unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), to, n) };
+            }
+            (Target::Host(from), Target::Host(to)) => {
+                host_access::read(from, buf).map_err(|_| MemoryFault)?;
+                host_access::write(to, buf).map_err(|_| MemoryFault)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `len` bytes between device memory at `device` and the imported host address
+    /// `host` in one batched system call, into the device when `to_device`. Both lie
+    /// inside their objects (the caller resolved them for `len` bytes). On a fault, the
+    /// bytes moved before it.
+    fn move_host_run(device: *mut u8, host: HostVa, len: u64, to_device: bool) -> Result<(), u64> {
+        let n = usize::try_from(len).map_err(|_| 0u64)?;
+        let moved = if to_device {
+            // SAFETY: `device` is valid for `n` bytes of a live mapping held under the
+            // lock; the kernel writes it as copy_to_user would.
+            unsafe { host_access::read_raw(host, device, n) }
+        } else {
+            // SAFETY: as above, read instead of written.
+            unsafe { host_access::write_raw(host, device, n) }
+        };
+        moved.map_err(|fault| fault.addr.get().saturating_sub(host.get()))
     }
 
     /// The table page `pa` lies in and the index of the descriptor it names, if it is
@@ -289,32 +345,55 @@ impl Platform for PhysMemory {
     }
 
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
-        let n = usize::try_from(len).map_err(|_| MemoryFault)?;
-        let mut bounce = [0u8; PAGE_LEN];
-        let buf = bounce.get_mut(..n).ok_or(MemoryFault)?;
+        self.lock().copy(dst, src, len)
+    }
+
+    /// Between device memory and imported host memory, each stretch inside one object on
+    /// both sides in one batched `process_vm_readv`/`writev` (`Read`/`WriteProcessMemory`)
+    /// straight between the device's mapping and the application's pages; anything else
+    /// page chunk by page chunk, as the default does.
+    fn copy_run(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), RunFault> {
         let s = self.lock();
-        match (s.resolve(src)?, s.resolve(dst)?) {
-            // SAFETY: kcore's contract keeps both ranges inside one 4 KiB page, which
-            // lies inside one object (objects are whole pages at page-aligned addresses),
-            // whose mapping stays live while we hold the lock. The ranges may overlap:
-            // `copy` is a memmove.
-            (Target::Direct(from), Target::Direct(to)) => unsafe {
-                core::ptr::copy(from, to, n);
-            },
-            (Target::Direct(from), Target::Host(to)) => {
-                // SAFETY: as above for `from`; `buf` is our own buffer of `n` bytes.
-                unsafe { core::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), n) };
-                host_access::write(to, buf).map_err(|_| MemoryFault)?;
-            }
-            (Target::Host(from), Target::Direct(to)) => {
-                host_access::read(from, buf).map_err(|_| MemoryFault)?;
-                // SAFETY: as above for `to`.
-                unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), to, n) };
-            }
-            (Target::Host(from), Target::Host(to)) => {
-                host_access::read(from, buf).map_err(|_| MemoryFault)?;
-                host_access::write(to, buf).map_err(|_| MemoryFault)?;
-            }
+        let mut done = 0u64;
+        while done < len {
+            let stopped = RunFault { done };
+            let (Some(from), Some(to)) = (src.checked_add(done), dst.checked_add(done)) else {
+                return Err(stopped);
+            };
+            let ((source, source_left), (target, target_left)) = s
+                .resolve(from)
+                .and_then(|a| Ok((a, s.resolve(to)?)))
+                .map_err(|MemoryFault| stopped)?;
+            let n = (len - done).min(source_left).min(target_left);
+            let moved = match (source, target) {
+                (Target::Host(host), Target::Direct(device)) => {
+                    State::move_host_run(device, host, n, true)
+                }
+                (Target::Direct(device), Target::Host(host)) => {
+                    State::move_host_run(device, host, n, false)
+                }
+                // Device to device is a memmove a page chunk at a time, as on the kernel
+                // device (overlapping copies come out the same); host to host is rare.
+                _ => {
+                    let mut moved = Ok(());
+                    for (offset, chunk) in page_chunks(to, from, n) {
+                        let (Some(d), Some(f)) = (to.checked_add(offset), from.checked_add(offset))
+                        else {
+                            moved = Err(offset);
+                            break;
+                        };
+                        if s.copy(d, f, chunk).is_err() {
+                            moved = Err(offset);
+                            break;
+                        }
+                    }
+                    moved
+                }
+            };
+            moved.map_err(|before| RunFault {
+                done: done.saturating_add(before),
+            })?;
+            done += n;
         }
         Ok(())
     }
@@ -327,7 +406,11 @@ impl Platform for PhysMemory {
             *byte = *v;
         }
         let s = self.lock();
-        match s.resolve(dst)? {
+        let (target, left) = s.resolve(dst)?;
+        if left < len {
+            return Err(MemoryFault);
+        }
+        match target {
             // SAFETY: as in `copy`: one page of one live object's mapping.
             Target::Direct(to) => unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), to, n) },
             Target::Host(to) => host_access::write(to, buf).map_err(|_| MemoryFault)?,

@@ -247,6 +247,73 @@ fn an_imported_range_unmapped_behind_the_devices_back_is_a_memory_fault_not_a_cr
     assert_eq!(gpu.live_objects(), 1);
 }
 
+/// A copy of many pages moves a run of imported host memory in one system call; a page
+/// taken away in the middle still stops it there, with every page before it moved and
+/// none after, in both directions.
+#[test]
+fn a_run_with_a_page_taken_away_mid_copy_moves_exactly_the_pages_before_it() {
+    const PAGES: usize = 8;
+    const GONE: usize = 5;
+    let size = PAGE * PAGES as u64;
+    let mut gpu = device();
+    let mut host = HostPages::new(PAGES * PAGE_LEN);
+    for (i, byte) in (0u32..).zip(host.bytes().iter_mut()) {
+        *byte = pattern(i);
+    }
+    let (handle, _) =
+        ok(gpu.import_host(host.va(), size, false, false)).unwrap_or_else(|| panic!("a handle"));
+    ok(gpu.bind(handle, GpuVa::new(VA), 0, size, false));
+    let memory = ok(gpu.create(size));
+    let dev_va = VA + 0x100_0000;
+    ok(gpu.bind(memory, GpuVa::new(dev_va), 0, size, false));
+    let cpu = ok(gpu.map(memory, size, CpuAccess::ReadWrite));
+    let device_bytes = mapped(cpu, PAGES * PAGE_LEN);
+    device_bytes.fill(0xee);
+    // SAFETY: one page of our own mapping, replaced in place (no other mapping can land
+    // there meanwhile); no reference into it is used until the test reads it back below,
+    // past the page.
+    unsafe {
+        rustix::mm::mmap_anonymous(
+            host.ptr.add(GONE * PAGE_LEN).cast(),
+            PAGE_LEN,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::FIXED,
+        )
+    }
+    .unwrap_or_else(|e| panic!("mmap(MAP_FIXED, PROT_NONE): {e}"));
+    let efault = Err(ExecError::Kernel(BackendError {
+        op: Op::Exec,
+        errno: errno::EFAULT,
+    }));
+    assert_eq!(gpu.exec(&[copy(VA, dev_va, size)]), efault);
+    let split = GONE * PAGE_LEN;
+    for (i, byte) in (0u32..).zip(&device_bytes[..split]) {
+        assert_eq!(
+            *byte,
+            pattern(i),
+            "device byte {i}, before the page taken away"
+        );
+    }
+    assert!(
+        device_bytes[split..].iter().all(|b| *b == 0xee),
+        "nothing from the page taken away on"
+    );
+    // Back the other way: the pages before the hole are written, the ones after are not.
+    device_bytes.fill(0x11);
+    assert_eq!(gpu.exec(&[copy(dev_va, VA, size)]), efault);
+    let bytes = host.bytes();
+    assert!(bytes[..split].iter().all(|b| *b == 0x11));
+    for (i, byte) in (0u32..).zip(&bytes[split + PAGE_LEN..]) {
+        let at = u32::try_from(split + PAGE_LEN).unwrap_or(0) + i;
+        assert_eq!(
+            *byte,
+            pattern(at),
+            "host byte {at}, after the page taken away"
+        );
+    }
+    gpu.unmap(cpu, size);
+}
+
 #[test]
 fn bad_requests_are_refused_with_the_kernel_devices_errnos() {
     let mut gpu = device();

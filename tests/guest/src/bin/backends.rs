@@ -9,8 +9,9 @@
 //! hand its dma-buf to another process over SCM_RIGHTS (`core-flows child-import`, which
 //! imports it into its own extmem-vgpu manager and fills it on the GPU); and at the end of
 //! each group the fd table is as it was at its start. Then udmabuf's host-pointer import
-//! (memfd-backed only), a read-only dma-buf's refused `vkMapMemory`, and a render node's
-//! refused dumb buffer.
+//! (memfd-backed only), `GEM_USERPTR`'s answer for each kind of host range (the table
+//! extmem-softgpu is held to as well), a read-only dma-buf's refused `vkMapMemory`, and a
+//! render node's refused dumb buffer.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -28,6 +29,7 @@ use extmem::vgpu::Vgpu;
 use extmem::{Error, HandleError};
 use extmem_guest_tests::dri::{self, NodeKind};
 use extmem_guest_tests::host_memory::{AnonMapping, RawBytes};
+use extmem_guest_tests::host_ranges::{mismatches, HostRange, RangeKind, TABLE};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::memory_manager::{
@@ -40,7 +42,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::FdFlags;
 
 /// Number of results; the runner fails the program if fewer arrive.
-const PLAN: usize = 31;
+const PLAN: usize = 32;
 
 /// The size of every allocation: 16 pages.
 const SIZE: u64 = 64 << 10;
@@ -172,6 +174,7 @@ fn run(ktap: &mut Ktap) {
     );
 
     udmabuf_host_pointers(ktap, &mut vgpu);
+    host_ranges_table(ktap, &mut vgpu);
     read_only(ktap, &mut vgpu);
     render_node(ktap);
 
@@ -511,4 +514,40 @@ fn render_node(ktap: &mut Ktap) {
         )?;
         expect_eq("handles held", mm.live_handles(), 0)
     });
+}
+
+/// `GEM_USERPTR` on extmem-vgpu answers every kind of host range as the shared table says,
+/// read-only and writable, probed and pinned: the answers the software device's host test
+/// holds extmem-softgpu to. Files go on the guest's tmpfs (`/dev/shm`). The guest has no
+/// writable filesystem that writes back (its root is read-only 9p, `/tmp` is tmpfs), so
+/// the shared mapping of such a file is left to the host test; this is said in a
+/// diagnostic, not counted.
+fn host_ranges_table(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
+    ktap.diagnostic(
+        "host ranges: no writable filesystem that writes back in the guest (/ is read-only 9p), \
+         so the WritebackFileShared row runs on the host only",
+    );
+    ktap.check(
+        "host ranges: GEM_USERPTR answers each kind (anonymous rw/ro, memfd, tmpfs file shared, file private, PROT_NONE, hole) as the table",
+        || {
+            let vgpu = vgpu
+                .as_mut()
+                .ok_or_else(|| Failure::new("the extmem-vgpu manager", "not open"))?;
+            let backend = vgpu.backend_mut();
+            let mut wrong = Vec::new();
+            for case in TABLE
+                .iter()
+                .filter(|c| c.kind != RangeKind::WritebackFileShared)
+            {
+                let range = HostRange::new(case.kind, std::path::Path::new("/dev/shm"))
+                    .map_err(|e| Failure::op(format!("a {:?} range", case.kind), e))?;
+                wrong.extend(mismatches(backend, &range, case));
+            }
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::new("the table's errno for every range", wrong.join("; ")))
+            }
+        },
+    );
 }

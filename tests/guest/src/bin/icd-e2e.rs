@@ -26,11 +26,12 @@ use extmem_guest_tests::dri::{self, NodeKind};
 use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
+use extmem_guest_tests::pattern::{self, expect_bytes};
 use extmem_guest_tests::vgpu::Vgpu;
 use extmem_guest_tests::vulkan::{
     self, is_cloexec, recv_fd, send_fd, FdMessage, Gpu, Image, Instance, VkResult,
 };
-use extmem_guest_tests::{dma_buf, fd_table, pattern, udmabuf};
+use extmem_guest_tests::{dma_buf, fd_table, udmabuf};
 use extmem_uapi::Param;
 use rustix::io::{dup, dup2, dup3, DupFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
@@ -70,15 +71,6 @@ fn ktap_note(text: std::fmt::Arguments<'_>) {
 
 fn vk_op<T>(result: VkResult<T>) -> CheckResult<T> {
     result.map_err(|e| Failure::new("the Vulkan calls succeed", e))
-}
-
-fn expect_bytes(what: &str, expected: &[u8], seen: &[u8]) -> CheckResult<()> {
-    pattern::compare(expected, seen).map_err(|m| {
-        Failure::new(
-            format!("{what} shows the {} bytes written", expected.len()),
-            m.to_string(),
-        )
-    })
 }
 
 fn expect_result(what: &str, seen: vk::Result, expected: vk::Result) -> CheckResult<()> {
@@ -968,10 +960,7 @@ fn foreign_udmabuf(gpu: &Gpu<'_>) -> CheckResult<()> {
         "a udmabuf over a sealed memfd",
         udmabuf::over_sealed_memfd("icd-e2e", size),
     )?;
-    let (result, bits) = gpu.fd_properties(Types::DMA_BUF_EXT, buf.as_raw_fd());
-    expect_result("vkGetMemoryFdPropertiesKHR", result, vk::Result::SUCCESS)?;
-    let type_index = vk_op(gpu.memory_type(bits, vk::MemoryPropertyFlags::empty()))?;
-    let memory = vk_op(gpu.import_fd(buf, Types::DMA_BUF_EXT, size, type_index))?;
+    let (memory, _) = vk_op(gpu.import_dma_buf(buf, size))?;
     let filled = vk_op(gpu.buffer(memory, size, Types::DMA_BUF_EXT)).and_then(|buffer| {
         let filled = vk_op(gpu.fill(buffer, size, 0x1234_5678));
         gpu.destroy_buffer(buffer);

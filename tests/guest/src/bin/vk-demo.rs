@@ -10,6 +10,10 @@
 //! 4. The device memory goes to a second process as an opaque fd over a unix socket
 //!    (`SCM_RIGHTS`); it imports it, checks the bytes and fills half of it on its GPU; the first
 //!    process sees that half change.
+//! 5. A compositor's buffer: GBM allocates a linear ARGB8888 buffer on the virtio-gpu node and
+//!    the CPU writes an image through GBM's mapping; its dma-buf is imported
+//!    (`VK_EXT_external_memory_dma_buf`), the GPU copies it out, then copies a second image in,
+//!    which GBM's mapping and the dma-buf's mmap show.
 //!
 //! Every step says what it did in plain words, with sizes and timings. Exit status non-zero on
 //! any wrong byte or failed call. `vk-demo child` is the second process (its socket is stdin).
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use extmem_guest_tests::dri::{self, NodeKind};
+use extmem_guest_tests::gbm_buffer::{self, GbmBuffer, ImportedBuffer};
 use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, FdMessage, Gpu, Instance};
@@ -37,6 +42,9 @@ const LEN: usize = 4 << 20;
 const UDMABUF_VALUE: u32 = 0xd00d_f00d;
 /// What the second process writes into the second half of the shared memory.
 const CHILD_VALUE: u32 = 0x0c0f_fee0;
+/// The GBM buffer's size in ARGB8888 pixels: 4 MiB.
+const GBM_WIDTH: u32 = 1024;
+const GBM_HEIGHT: u32 = 1024;
 
 fn main() -> ExitCode {
     let child = std::env::args().nth(1).as_deref() == Some("child");
@@ -73,6 +81,7 @@ fn check_bytes(view: &str, expected: &[u8], seen: &[u8]) -> Step<()> {
 
 fn run() -> Step<()> {
     let manifest = io_step("finding the ICD manifest", vulkan::isolate_loader())?;
+    gbm_buffer::configure_mesa();
     let entry = vulkan::load()?;
     let validation = vulkan::validation_available(&entry);
     let (instance, took) = timed(|| Instance::new(&entry, validation));
@@ -148,7 +157,8 @@ fn run() -> Step<()> {
     let result = result
         .and_then(|()| share_with_vgem(&gpu, device_mem, &expected))
         .and_then(|()| foreign_udmabuf(&gpu))
-        .and_then(|()| share_with_process(&gpu, device_mem, &expected));
+        .and_then(|()| share_with_process(&gpu, device_mem, &expected))
+        .and_then(|()| compositor_buffer(&gpu));
     gpu.free(device_mem);
     drop(gpu);
     drop(instance);
@@ -215,15 +225,8 @@ fn foreign_udmabuf(gpu: &Gpu<'_>) -> Step<()> {
         "a udmabuf over a sealed memfd",
         udmabuf::over_sealed_memfd("vk-demo", SIZE),
     )?;
-    let (result, bits) = gpu.fd_properties(Types::DMA_BUF_EXT, buf.as_raw_fd());
-    if result != vk::Result::SUCCESS {
-        return Err(format!(
-            "vkGetMemoryFdPropertiesKHR of the udmabuf: {result}"
-        ));
-    }
-    let type_index = gpu.memory_type(bits, vk::MemoryPropertyFlags::empty())?;
-    let (memory, took) = timed(|| gpu.import_fd(buf, Types::DMA_BUF_EXT, SIZE, type_index));
-    let memory = memory?;
+    let (imported, took) = timed(|| gpu.import_dma_buf(buf, SIZE));
+    let (memory, bits) = imported?;
     println!(
         "demo: imported a {} udmabuf (over a sealed memfd; memoryTypeBits {bits:#b}) in {}",
         bytes(SIZE),
@@ -308,6 +311,58 @@ fn share_with_process(gpu: &Gpu<'_>, memory: vk::DeviceMemory, expected: &[u8]) 
     println!(
         "demo: back here, the first half still holds the copied bytes and the second half the other process's fill ({} round trip, its own loader and device included)",
         human(took)
+    );
+    Ok(())
+}
+
+/// Step 5: a GBM buffer on virtio-gpu, imported as a dma-buf, copied out and written by the GPU.
+fn compositor_buffer(gpu: &Gpu<'_>) -> Step<()> {
+    let (buffer, took) = timed(|| GbmBuffer::allocate(GBM_WIDTH, GBM_HEIGHT));
+    let mut buffer = buffer?;
+    println!(
+        "demo: GBM (backend {:?}) allocated a {GBM_WIDTH}x{GBM_HEIGHT} ARGB8888 linear buffer on {} ({}): stride {}, a {} dma-buf, in {}",
+        buffer.backend(),
+        buffer.node().path.display(),
+        buffer.node().driver,
+        buffer.stride(),
+        bytes(buffer.size()),
+        human(took)
+    );
+    let (first, second) = gbm_buffer::images(buffer.len());
+    let (written, took) = timed(|| buffer.write_through_gbm(&first));
+    written?;
+    println!(
+        "demo: the CPU wrote an image into it through gbm_bo_map in {}",
+        human(took)
+    );
+    let fd = buffer.export()?;
+    let raw = fd.as_raw_fd();
+    let (imported, took) = timed(|| ImportedBuffer::new(gpu, fd, buffer.size()));
+    let imported = imported?;
+    println!(
+        "demo: imported its dma-buf fd {raw} with VK_EXT_external_memory_dma_buf (memoryTypeBits {:#b}) in {}",
+        imported.memory_type_bits,
+        human(took)
+    );
+    let (seen, took) = timed(|| imported.read_by_gpu(first.len()));
+    check_bytes("the GPU's copy of the GBM buffer", &first, &seen?)?;
+    println!(
+        "demo: the GPU copied it out in {}; all {} bytes are the image",
+        human(took),
+        first.len()
+    );
+    let (written, took) = timed(|| imported.write_by_gpu(&second));
+    written?;
+    check_bytes(
+        "the dma-buf's mmap",
+        &second,
+        &buffer.read_through_dma_buf()?,
+    )?;
+    check_bytes("gbm_bo_map", &second, &buffer.read_through_gbm()?)?;
+    println!(
+        "demo: the GPU copied a second image into it in {}; gbm_bo_map and the dma-buf's mmap show all {} bytes",
+        human(took),
+        second.len()
     );
     Ok(())
 }

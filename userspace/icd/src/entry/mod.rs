@@ -1,6 +1,6 @@
 //! The C boundary: every Vulkan entry point the ICD exposes, one module per command group.
 //!
-//! Each function is a thin wrapper: it catches panics ([`guard`]), turns the
+//! Each function is a thin wrapper: it catches panics (`guard`), turns the
 //! application's pointers into Rust values (checking the nulls that are cheap to check),
 //! calls the plain function in [`crate::objects`] and writes the answer back. Handles are
 //! looked up in the registries, never dereferenced. Everything below returns an

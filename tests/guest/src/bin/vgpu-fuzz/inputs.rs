@@ -49,7 +49,7 @@ pub(crate) struct Hostile {
     pub(crate) foreign: Vec<SharedMapping>,
     /// The number of a descriptor that was opened and closed again.
     pub(crate) closed_fd: RawFd,
-    /// Kept open: the descriptors behind [`Hostile::candidates`].
+    /// Kept open: the descriptors behind [`Hostile::candidate`].
     files: Vec<(&'static str, OwnedFd, bool)>,
     _vgem: DrmNode,
 }
