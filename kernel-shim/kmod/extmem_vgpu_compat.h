@@ -31,6 +31,19 @@
 #endif
 
 /*
+ * 6.6 made drm_gem_prime_fd_to_handle() and drm_gem_prime_handle_to_fd() what the PRIME
+ * ioctls call for every GEM driver; before it, a driver that does not name them answers
+ * both ioctls with ENOSYS.
+ */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 6, 0)
+#define EXTMEM_DRM_DRIVER_PRIME_FD					\
+	.prime_fd_to_handle = drm_gem_prime_fd_to_handle,		\
+	.prime_handle_to_fd = drm_gem_prime_handle_to_fd,
+#else
+#define EXTMEM_DRM_DRIVER_PRIME_FD
+#endif
+
+/*
  * 6.3 added drm_debugfs_add_file(), callable before drm_dev_register(), whose show
  * callback finds a struct drm_debugfs_entry in m->private. Before it, a driver creates its
  * files from its debugfs_init hook, and m->private is a struct drm_info_node:

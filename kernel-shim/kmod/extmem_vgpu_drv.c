@@ -204,6 +204,7 @@ static const struct drm_driver extmem_driver = {
 	.gem_create_object = extmem_gem_create_object,
 	/* PRIME import: drm_gem_prime_import() with the attachment mapping timed. */
 	.gem_prime_import = extmem_gem_prime_import,
+	EXTMEM_DRM_DRIVER_PRIME_FD
 	.name = EXTMEM_DRIVER_NAME,
 	.desc = DRIVER_DESC,
 	EXTMEM_DRM_DRIVER_DATE

@@ -65,6 +65,9 @@ pub struct KernelFeature {
     pub config: &'static str,
     /// What the guest uses it for.
     pub purpose: &'static str,
+    /// Whether Debian's 6.1 (bookworm) kernel has it: its config sets neither
+    /// `CONFIG_UDMABUF` nor `CONFIG_DMABUF_HEAPS`, so the LTS boot cannot ask for them.
+    pub in_debian_6_1: bool,
 }
 
 /// Everything the guest needs from the kernel; dependencies come from `modules.dep`.
@@ -73,44 +76,71 @@ pub const KERNEL_FEATURES: &[KernelFeature] = &[
         module: "virtio_pci",
         config: "CONFIG_VIRTIO_PCI",
         purpose: "the virtio transport of 9p and virtio-gpu",
+        in_debian_6_1: true,
     },
     KernelFeature {
         module: "9pnet_virtio",
         config: "CONFIG_NET_9P_VIRTIO",
         purpose: "9p over virtio, for the host root",
+        in_debian_6_1: true,
     },
     KernelFeature {
         module: "9p",
         config: "CONFIG_9P_FS",
         purpose: "the 9p filesystem, for the host root",
+        in_debian_6_1: true,
     },
     KernelFeature {
         module: "vgem",
         config: "CONFIG_DRM_VGEM",
         purpose: "a GEM-only DRM device that exports and imports dma-bufs",
+        in_debian_6_1: true,
     },
     KernelFeature {
         module: "virtio_gpu",
         config: "CONFIG_DRM_VIRTIO_GPU",
         purpose: "the virtio-gpu-pci device's DRM driver",
+        in_debian_6_1: true,
     },
     KernelFeature {
         module: "udmabuf",
         config: "CONFIG_UDMABUF",
         purpose: "dma-bufs over memfds (/dev/udmabuf)",
+        in_debian_6_1: false,
     },
     KernelFeature {
         module: "drm_shmem_helper",
         config: "CONFIG_DRM_GEM_SHMEM_HELPER",
         purpose:
             "the shmem GEM helpers extmem_vgpu.ko links against (insmod resolves no dependencies)",
+        in_debian_6_1: true,
     },
     KernelFeature {
         module: "system_heap",
         config: "CONFIG_DMABUF_HEAPS_SYSTEM",
         purpose: "the system dma-heap (/dev/dma_heap/system)",
+        in_debian_6_1: false,
     },
 ];
+
+/// Which of [`KERNEL_FEATURES`] a boot needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureSet {
+    /// All of them (the backports kernel).
+    Every,
+    /// Those Debian's 6.1 has (`in_debian_6_1`).
+    DebianLts,
+}
+
+impl FeatureSet {
+    /// Whether a boot with this set needs `feature`.
+    pub fn wants(self, feature: &KernelFeature) -> bool {
+        match self {
+            Self::Every => true,
+            Self::DebianLts => feature.in_debian_6_1,
+        }
+    }
+}
 
 /// The guest programs of this crate.
 const GUEST_TESTS_PACKAGE: &str = "extmem-guest-tests";
@@ -137,16 +167,7 @@ pub const TEST_SUITES: &[GuestSuite] = &[
 /// first: the tests count the device's dma-buf attachments in the dma-buf core's own list.
 const EXTMEM_VGPU: GuestSuite = GuestSuite {
     name: "extmem-vgpu",
-    setup: &[
-        GuestCommand {
-            name: "mount-debugfs",
-            argv: &["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
-        },
-        GuestCommand {
-            name: "insmod-extmem-vgpu",
-            argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko", "selftest=1"],
-        },
-    ],
+    setup: VGPU_SETUP,
     programs: &[
         GuestProgram {
             name: "vgpu-selftest",
@@ -154,12 +175,7 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "vgpu-selftest",
             output: OutputFormat::Ktap,
         },
-        GuestProgram {
-            name: "vgpu",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vgpu",
-            output: OutputFormat::Ktap,
-        },
+        VGPU_PROGRAM,
         // Hostile userspace: random ioctls, leak cycles, killed clients, concurrency, limits.
         GuestProgram {
             name: "vgpu-fuzz",
@@ -215,12 +231,46 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             output: OutputFormat::Plain,
         },
     ],
-    teardown: &[GuestCommand {
-        name: "rmmod-extmem-vgpu",
-        argv: &["rmmod", "extmem_vgpu"],
-    }],
+    teardown: VGPU_TEARDOWN,
     kernel_module: true,
 };
+
+/// The extmem-vgpu suite's setup: debugfs, then the module with its in-kernel self-tests.
+const VGPU_SETUP: &[GuestCommand] = &[
+    GuestCommand {
+        name: "mount-debugfs",
+        argv: &["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
+    },
+    GuestCommand {
+        name: "insmod-extmem-vgpu",
+        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko", "selftest=1"],
+    },
+];
+
+/// The module's ioctl and dma-buf tests.
+const VGPU_PROGRAM: GuestProgram = GuestProgram {
+    name: "vgpu",
+    package: GUEST_TESTS_PACKAGE,
+    binary: "vgpu",
+    output: OutputFormat::Ktap,
+};
+
+/// The extmem-vgpu suite's teardown: unloading proves nothing kept a reference.
+const VGPU_TEARDOWN: &[GuestCommand] = &[GuestCommand {
+    name: "rmmod-extmem-vgpu",
+    argv: &["rmmod", "extmem_vgpu"],
+}];
+
+/// What runs on the LTS kernel (`provision::LTS_SERIES`): the module loaded (its self-tests
+/// run at load), the `vgpu` program, the module unloaded; the same setup and teardown as the
+/// full suite, so the kernel log is checked the same way.
+pub const VGPU_ONLY: &[GuestSuite] = &[GuestSuite {
+    name: "extmem-vgpu",
+    setup: VGPU_SETUP,
+    programs: &[VGPU_PROGRAM],
+    teardown: VGPU_TEARDOWN,
+    kernel_module: true,
+}];
 
 /// What `demo` runs: a Vulkan application (through the Khronos loader and extmem-icd) on the
 /// extmem-vgpu module, which it loads and unloads like the test suite does.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::console_log::{self, StepOutput, Transcript, KERNEL_LOG_STEP, MODULES_STEP};
 use crate::guest_boot::{self, Accel, BootEnd, BootError, BootOutcome, BootSpec};
 use crate::guest_plan::{
-    self, GuestSuite, MissingBinary, OutputFormat, PlanValues, KERNEL_FEATURES,
+    self, FeatureSet, GuestSuite, MissingBinary, OutputFormat, PlanValues, KERNEL_FEATURES,
 };
 use crate::host_command::{self, CommandError};
 use crate::initramfs::{NewcArchive, NewcError};
@@ -33,6 +33,11 @@ pub struct GuestOptions {
     pub timeout: Duration,
     /// Show the output of plain (non-KTAP) programs live, as the demo does.
     pub echo_plain_output: bool,
+    /// The kernel features the boot needs (loaded as modules where the kernel has them so).
+    pub features: FeatureSet,
+    /// The console log's file name in the output directory: one per kernel, so a second boot
+    /// on another kernel keeps the first one's log.
+    pub console_log: &'static str,
 }
 
 /// Why the guest could not be run at all.
@@ -104,8 +109,8 @@ pub fn run(
         Accel::Kvm => "KVM",
     };
     step.notes.push(format!(
-        "Linux {} (Debian backports), QEMU {accel}",
-        provisioned.kernel.version
+        "Linux {} ({}), QEMU {accel}",
+        provisioned.kernel.version, provisioned.kernel.origin
     ));
     match prepare_and_boot(workspace, provisioned, suites, options, &mut step) {
         Ok(outcome) => {
@@ -113,7 +118,7 @@ pub fn run(
                 "guest ran for {} ({}); console log: {}",
                 crate::report::seconds(outcome.elapsed),
                 outcome.end,
-                console_log_path(workspace).display()
+                console_log_path(workspace, options.console_log).display()
             ));
             step.checks.extend(evaluate(suites, &outcome));
         }
@@ -124,8 +129,8 @@ pub fn run(
 }
 
 /// Where the guest's console is saved.
-pub fn console_log_path(workspace: &Workspace) -> PathBuf {
-    workspace.output_dir().join("guest-console.log")
+pub fn console_log_path(workspace: &Workspace, name: &str) -> PathBuf {
+    workspace.output_dir().join(name)
 }
 
 /// Everything before evaluation; an error is the reason the guest could not be run at all.
@@ -150,7 +155,7 @@ fn prepare_and_boot(
     let kernel = &provisioned.kernel;
     let config_path = kernel.config();
     let config_text = fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
-    let features = classify_features(&KernelConfig::parse(&config_text))
+    let features = classify_features(&KernelConfig::parse(&config_text), options.features)
         .map_err(GuestError::MissingFeatures)?;
     step.notes.push(format!(
         "built into the kernel: {}; loaded as modules: {}",
@@ -193,7 +198,7 @@ fn prepare_and_boot(
         initramfs: initramfs_path,
         accel: options.accel,
         timeout: options.timeout,
-        console_log: console_log_path(workspace),
+        console_log: console_log_path(workspace, options.console_log),
     };
     println!(
         "guest: booting Linux {} ({} s limit; console log {})",
@@ -308,11 +313,11 @@ struct Features {
     modules: Vec<String>,
 }
 
-/// Sorts [`KERNEL_FEATURES`] by how `config` has them; the error lists the absent ones.
-fn classify_features(config: &KernelConfig) -> Result<Features, Vec<String>> {
+/// Sorts the [`KERNEL_FEATURES`] in `wanted` by how `config` has them; the error lists the absent ones.
+fn classify_features(config: &KernelConfig, wanted: FeatureSet) -> Result<Features, Vec<String>> {
     let mut features = Features::default();
     let mut absent = Vec::new();
-    for feature in KERNEL_FEATURES {
+    for feature in KERNEL_FEATURES.iter().filter(|f| wanted.wants(f)) {
         match config.tristate(feature.config) {
             Tristate::BuiltIn => features.built_in.push(feature.module.to_owned()),
             Tristate::Module => features.modules.push(feature.module.to_owned()),
@@ -889,7 +894,9 @@ mod tests {
     #[test]
     fn features_missing_from_the_kernel_are_named() {
         let config = KernelConfig::parse("CONFIG_VIRTIO_PCI=y\nCONFIG_9P_FS=m\n");
-        let absent = classify_features(&config).err().unwrap_or_default();
+        let absent = classify_features(&config, FeatureSet::Every)
+            .err()
+            .unwrap_or_default();
         assert!(
             absent.iter().any(|a| a.starts_with("CONFIG_DRM_VGEM (")),
             "{absent:?}"
@@ -902,7 +909,7 @@ mod tests {
             .iter()
             .map(|f| format!("{}=m\n", f.config))
             .collect::<String>();
-        let features = classify_features(&KernelConfig::parse(&all));
+        let features = classify_features(&KernelConfig::parse(&all), FeatureSet::Every);
         assert_eq!(features.map(|f| f.modules.len()), Ok(KERNEL_FEATURES.len()));
     }
 }

@@ -3,8 +3,9 @@
 //! `cargo suite` runs everything (formatting, clippy, the API docs, the workspace's tests, Miri,
 //! a short fuzz run, the no_std builds, the Cortex-M tests, the Windows tests under Wine and the
 //! guest tests on Debian's backports kernel in QEMU) and ends with one line `N passed, M
-//! failed`; `cargo suite STEP...` runs only the steps named. `cargo demo` boots the guest and
-//! runs the demo. Both provision what they need on Debian first (see `provision.rs`). `cargo
+//! failed`; `cargo suite STEP...` runs only the steps named, and `--kernel 6.1` boots Debian
+//! stable's 6.1 instead, for the vgpu suite only. `cargo demo` boots the guest and runs the
+//! demo. Both provision what they need on Debian first (see `provision.rs`). `cargo
 //! bench-all` runs the benchmarks (host, then guest); they are not tests and `suite` does not
 //! run them. `cargo fuzz-long` runs the fuzz targets for longer than the suite does.
 //! `extmem-qemu --help` lists every command, step and option.
@@ -77,6 +78,10 @@ const OPTIONS: &[(&str, &str)] = &[
         "limit for one guest boot (default 600)",
     ),
     ("--seconds SECONDS", "fuzz: time per target (default 600)"),
+    (
+        "--kernel 6.1|6.12",
+        "the guest kernel (default 6.12); on 6.1 the guest step runs the vgpu suite only",
+    ),
 ];
 
 /// The usage text: every command, suite step and option with one line each.
@@ -100,6 +105,31 @@ fn usage() -> String {
     );
     section("options", &mut OPTIONS.iter().copied());
     text
+}
+
+/// Which Debian kernel the guest boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelChoice {
+    /// Debian stable's LTS kernel (bookworm's 6.1): the vgpu suite only in `guest`.
+    Lts,
+    /// Debian's backports kernel (6.12 on bookworm): every guest suite.
+    Backports,
+}
+
+impl KernelChoice {
+    /// The series a user names with `--kernel`.
+    fn series(self) -> &'static str {
+        match self {
+            Self::Lts => provision::LTS_SERIES,
+            Self::Backports => "6.12",
+        }
+    }
+
+    fn from_series(series: &str) -> Option<Self> {
+        [Self::Lts, Self::Backports]
+            .into_iter()
+            .find(|choice| choice.series() == series)
+    }
 }
 
 /// The default limit for one guest boot.
@@ -224,6 +254,8 @@ struct Options {
     timeout: Duration,
     /// Seconds per fuzz target for `fuzz`.
     fuzz_seconds: u64,
+    /// The kernel `--kernel` chose; without it, the backports one.
+    kernel: Option<KernelChoice>,
 }
 
 /// What the command line asks for.
@@ -248,6 +280,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut accel = Accel::Tcg;
     let mut timeout = DEFAULT_GUEST_TIMEOUT;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
+    let mut kernel = None;
     let mut words = args.iter();
     while let Some(word) = words.next() {
         match word.as_str() {
@@ -264,6 +297,12 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 fuzz_seconds = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                     format!("--seconds {value:?} is not a positive number of seconds")
                 })?;
+            }
+            "--kernel" => {
+                let value = words.next().ok_or("--kernel needs 6.1 or 6.12")?;
+                kernel = Some(KernelChoice::from_series(value).ok_or_else(|| {
+                    format!("--kernel {value:?} is not a kernel the runner boots (6.1 or 6.12)")
+                })?);
             }
             other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
             other if command.is_none() => {
@@ -302,6 +341,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         accel,
         timeout,
         fuzz_seconds,
+        kernel,
     }))
 }
 
@@ -387,15 +427,103 @@ fn provision_step(workspace: &Workspace) -> (Step, Option<Provisioned>) {
     (step, provisioned)
 }
 
+/// The console log of a boot on the backports kernel (the LTS one's names its series).
+const CONSOLE_LOG: &str = "guest-console.log";
+/// The console log of a boot on the LTS kernel.
+const LTS_CONSOLE_LOG: &str = "guest-console-6.1.log";
+
+/// The guest options of one boot on `kernel`.
+fn guest_options(options: Options, kernel: KernelChoice, echo_plain_output: bool) -> GuestOptions {
+    GuestOptions {
+        accel: options.accel,
+        timeout: options.timeout,
+        echo_plain_output,
+        console_log: match kernel {
+            KernelChoice::Lts => LTS_CONSOLE_LOG,
+            KernelChoice::Backports => CONSOLE_LOG,
+        },
+        features: match kernel {
+            KernelChoice::Lts => guest_plan::FeatureSet::DebianLts,
+            KernelChoice::Backports => guest_plan::FeatureSet::Every,
+        },
+    }
+}
+
+/// What booting `kernel` needs: the backports kernel is `provisioned`'s, the LTS one is
+/// unpacked (once) next to it and shares its busybox.
+fn provisioned_for(
+    kernel: KernelChoice,
+    provisioned: &Provisioned,
+) -> Result<Provisioned, provision::ProvisionError> {
+    match kernel {
+        KernelChoice::Backports => Ok(provisioned.clone()),
+        KernelChoice::Lts => Ok(Provisioned {
+            kernel: provision::provision_lts()?,
+            ..provisioned.clone()
+        }),
+    }
+}
+
+/// The vgpu suite on the LTS kernel, as a step of its own whose title names the kernel; a
+/// failed check names the kernel and the console log, since the backports boot's look alike.
+fn lts_guest_step(
+    workspace: &Workspace,
+    provisioned: Option<&Provisioned>,
+    options: Options,
+) -> Step {
+    let started = Instant::now();
+    let lts = provisioned.map(|p| provisioned_for(KernelChoice::Lts, p));
+    let version = match &lts {
+        Some(Ok(lts)) => lts.kernel.version.clone(),
+        _ => provision::LTS_SERIES.to_owned(),
+    };
+    let title = format!("guest tests (QEMU x86_64, Linux {version}, vgpu only)");
+    let mut step = match lts {
+        Some(Ok(lts)) => guest_suite::run(
+            workspace,
+            &lts,
+            guest_plan::VGPU_ONLY,
+            guest_options(options, KernelChoice::Lts, false),
+            &title,
+        ),
+        Some(Err(err)) => {
+            let mut step = Step::new(&title);
+            step.checks.push(Check::fail(
+                "guest-boot",
+                format!("not run: provisioning Linux {version} failed: {err}"),
+            ));
+            step
+        }
+        None => {
+            let mut step = Step::new(&title);
+            step.checks
+                .push(Check::fail("guest-boot", "not run: provisioning failed"));
+            step
+        }
+    };
+    let console = guest_suite::console_log_path(workspace, LTS_CONSOLE_LOG);
+    name_kernel_in_failures(&mut step.checks, &version, &console);
+    step.elapsed = started.elapsed();
+    step
+}
+
+/// Appends the kernel and its console log to every failed check's reason.
+fn name_kernel_in_failures(checks: &mut [Check], version: &str, console: &std::path::Path) {
+    for check in checks {
+        if let report::Verdict::Fail(reason) = &mut check.verdict {
+            reason.push_str(&format!(
+                "\n(on Linux {version}; console log {})",
+                console.display()
+            ));
+        }
+    }
+}
+
 fn guest_step(workspace: &Workspace, provisioned: Option<&Provisioned>, options: Options) -> Step {
     let title = "guest tests (QEMU x86_64)";
     match provisioned {
         Some(provisioned) => {
-            let guest_options = GuestOptions {
-                accel: options.accel,
-                timeout: options.timeout,
-                echo_plain_output: false,
-            };
+            let guest_options = guest_options(options, KernelChoice::Backports, false);
             guest_suite::run(
                 workspace,
                 provisioned,
@@ -457,22 +585,55 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             SuiteStep::NoStd => steps.push(host_checks::no_std_builds(workspace)),
             SuiteStep::CortexM => steps.push(cortex_m::run_tests(workspace)),
             SuiteStep::Windows => steps.push(windows_tests::run_tests(workspace)),
-            SuiteStep::Guest => steps.push(guest_step(workspace, provisioned.as_ref(), options)),
+            // Not yet both by default: Debian's 6.1 lacks udmabuf and the dma-heaps, which
+            // the vgpu program's imports use, so the LTS boot is asked for by name.
+            SuiteStep::Guest => match options.kernel.unwrap_or(KernelChoice::Backports) {
+                KernelChoice::Backports => {
+                    steps.push(guest_step(workspace, provisioned.as_ref(), options));
+                }
+                KernelChoice::Lts => {
+                    steps.push(lts_guest_step(workspace, provisioned.as_ref(), options));
+                }
+            },
         }
     }
     finish(&steps)
 }
 
+/// The kernel a single boot (demo, bench) uses: `--kernel`'s, else the backports one; a
+/// failure to provision it is a failed check of `provision`.
+fn single_boot_kernel(
+    provision: &mut Step,
+    provisioned: Option<Provisioned>,
+    options: Options,
+) -> Option<(KernelChoice, Provisioned)> {
+    let choice = options.kernel.unwrap_or(KernelChoice::Backports);
+    match provisioned_for(choice, &provisioned?) {
+        Ok(chosen) => {
+            if choice != KernelChoice::Backports {
+                provision
+                    .notes
+                    .push(format!("booting kernel {}", chosen.kernel.version));
+            }
+            Some((choice, chosen))
+        }
+        Err(err) => {
+            provision.checks.push(Check::fail(
+                format!("provision Linux {}", choice.series()),
+                err.to_string(),
+            ));
+            None
+        }
+    }
+}
+
 fn demo(workspace: &Workspace, options: Options) -> ExitCode {
-    let (provision, provisioned) = provision_step(workspace);
-    let Some(provisioned) = provisioned else {
+    let (mut provision, provisioned) = provision_step(workspace);
+    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    else {
         return finish(&[provision]);
     };
-    let guest_options = GuestOptions {
-        accel: options.accel,
-        timeout: options.timeout,
-        echo_plain_output: true,
-    };
+    let guest_options = guest_options(options, kernel, true);
     let demo = guest_suite::run(
         workspace,
         &provisioned,
@@ -510,15 +671,12 @@ fn bench(workspace: &Workspace, options: Options) -> ExitCode {
             .checks
             .push(Check::fail("host-bench", err.to_string())),
     }
-    let (provision, provisioned) = provision_step(workspace);
-    let Some(provisioned) = provisioned else {
+    let (mut provision, provisioned) = provision_step(workspace);
+    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    else {
         return finish(&[host_step, provision]);
     };
-    let guest_options = GuestOptions {
-        accel: options.accel,
-        timeout: options.timeout,
-        echo_plain_output: true,
-    };
+    let guest_options = guest_options(options, kernel, true);
     let mut guest = guest_suite::run(
         workspace,
         &provisioned,
@@ -526,7 +684,7 @@ fn bench(workspace: &Workspace, options: Options) -> ExitCode {
         guest_options,
         "guest benchmark (QEMU x86_64)",
     );
-    let console = guest_suite::console_log_path(workspace);
+    let console = guest_suite::console_log_path(workspace, guest_options.console_log);
     let csv_dir = workspace.target_dir.join("extmem-bench");
     let csv_path = csv_dir.join("guest.csv");
     let saved = std::fs::read_to_string(&console).and_then(|log| {
@@ -586,6 +744,7 @@ mod tests {
                 accel: Accel::Tcg,
                 timeout: DEFAULT_GUEST_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
+                kernel: None,
             })
         );
         assert_eq!(
@@ -596,6 +755,7 @@ mod tests {
                 accel: Accel::Kvm,
                 timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
+                kernel: None,
             })
         );
         assert_eq!(run("bench").map(|o| o.command), Ok(Subcommand::Bench));
@@ -623,6 +783,49 @@ mod tests {
             assert!(StepSet::every().contains(step));
         }
         Ok(())
+    }
+
+    #[test]
+    fn the_kernel_is_chosen_by_its_series() {
+        assert_eq!(
+            run("suite guest --kernel 6.1").map(|o| o.kernel),
+            Ok(Some(KernelChoice::Lts))
+        );
+        assert_eq!(
+            run("--kernel 6.12 demo").map(|o| o.kernel),
+            Ok(Some(KernelChoice::Backports))
+        );
+        assert_eq!(run("guest").map(|o| o.kernel), Ok(None));
+        assert_eq!(
+            run("guest --kernel").err().as_deref(),
+            Some("--kernel needs 6.1 or 6.12")
+        );
+        for bad in ["6", "6.10", "7.0", "6.1.0-57-amd64", "lts"] {
+            assert_eq!(
+                run(&format!("guest --kernel {bad}")).err(),
+                Some(format!(
+                    "--kernel {bad:?} is not a kernel the runner boots (6.1 or 6.12)"
+                )),
+            );
+        }
+    }
+
+    #[test]
+    fn failures_on_the_lts_kernel_name_it_and_the_console_log() {
+        let mut checks = vec![Check::pass("vgpu"), Check::fail("rmmod", "exit 1")];
+        name_kernel_in_failures(
+            &mut checks,
+            "6.1.0-57-amd64",
+            std::path::Path::new("/o/guest-console-6.1.log"),
+        );
+        assert_eq!(checks[0], Check::pass("vgpu"));
+        assert_eq!(
+            checks[1],
+            Check::fail(
+                "rmmod",
+                "exit 1\n(on Linux 6.1.0-57-amd64; console log /o/guest-console-6.1.log)"
+            )
+        );
     }
 
     #[test]

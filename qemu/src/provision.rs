@@ -79,6 +79,11 @@ pub struct Kernel {
     pub version: String,
     /// The unpacked package root (`boot/`, `lib/modules/`).
     pub root: PathBuf,
+    /// Where Debian ships it, for the report (`Debian backports`, `Debian stable`).
+    pub origin: &'static str,
+    /// The headers for building out-of-tree modules: installed in `/usr/src` for the
+    /// backports kernel, unpacked under `root` for the LTS one.
+    pub headers: PathBuf,
 }
 
 impl Kernel {
@@ -101,9 +106,19 @@ impl Kernel {
         self.root.join("lib/modules").join(&self.version)
     }
 
-    /// The installed headers, for building out-of-tree modules.
+    /// The headers, for building out-of-tree modules.
     pub fn headers_dir(&self) -> PathBuf {
-        PathBuf::from("/usr/src").join(format!("linux-headers-{}", self.version))
+        self.headers.clone()
+    }
+
+    /// The backports kernel `version`, unpacked under `cache`, its headers installed by apt.
+    fn backports(cache: &Path, version: &str) -> Self {
+        Self {
+            version: version.to_owned(),
+            root: cache.join("linux").join(version),
+            origin: "Debian backports",
+            headers: PathBuf::from("/usr/src").join(format!("linux-headers-{version}")),
+        }
     }
 }
 
@@ -159,6 +174,13 @@ pub enum ProvisionError {
         /// Its path.
         path: PathBuf,
     },
+    /// The stable release's kernel is not of the LTS series this step is for.
+    NotLtsSeries {
+        /// The suite the kernel was resolved from.
+        suite: String,
+        /// The image package its metapackage depends on.
+        image_package: String,
+    },
     /// The pinned nightly toolchain with `rust-src` could not be installed.
     Nightly {
         /// Why, as rustup or the check said.
@@ -201,6 +223,14 @@ impl fmt::Display for ProvisionError {
                 f,
                 "{} is dynamically linked; the initramfs needs busybox-static",
                 path.display()
+            ),
+            Self::NotLtsSeries {
+                suite,
+                image_package,
+            } => write!(
+                f,
+                "{KERNEL_METAPACKAGE}/{suite} depends on {image_package}, not a Linux \
+                 {LTS_SERIES} amd64 kernel (the LTS guest step needs Debian bookworm's)"
             ),
             Self::Nightly { reason } => write!(
                 f,
@@ -277,11 +307,8 @@ pub fn provision(
 
     let image_package = apt.resolve_kernel(&suite)?;
     let version = kernel_version(&image_package);
-    let kernel = Kernel {
-        version: version.clone(),
-        root: cache.join("linux").join(&version),
-    };
-    ensure_kernel_tree(&mut apt, &cache, &suite, &image_package, &kernel)?;
+    let kernel = Kernel::backports(&cache, &version);
+    ensure_kernel_tree(&mut apt, &cache, &suite, &[image_package.clone()], &kernel)?;
     let headers = format!("linux-headers-{version}");
     if !missing_packages(&[&headers])?.is_empty() {
         apt.install(Some(&suite), std::slice::from_ref(&headers))?;
@@ -305,6 +332,61 @@ pub fn provision(
         busybox,
         was_cached: false,
     })
+}
+
+/// The kernel series of Debian's stable release (bookworm), which the LTS guest step boots.
+pub const LTS_SERIES: &str = "6.1";
+
+/// Debian's stable kernel of the [`LTS_SERIES`] (the newest from `<codename>-security`, else
+/// the release's): image, headers and kbuild unpacked under the cache, nothing installed. Run
+/// after [`provision`]; a warm run only asks apt-cache which kernel is current.
+pub fn provision_lts() -> Result<Kernel, ProvisionError> {
+    ensure_debian()?;
+    let codename = release_codename()?;
+    let cache = cache_dir();
+    let mut apt = Apt::default();
+    let security = format!("{codename}-security");
+    let (suite, image_package) = match apt.resolve_kernel(&security) {
+        Ok(package) => (security, package),
+        Err(_) => {
+            let package = apt.resolve_kernel(&codename)?;
+            (codename, package)
+        }
+    };
+    let version = kernel_version(&image_package);
+    let packages =
+        lts_packages(&image_package, &version).ok_or_else(|| ProvisionError::NotLtsSeries {
+            suite: suite.clone(),
+            image_package: image_package.clone(),
+        })?;
+    let root = cache.join("linux").join(&version);
+    let kernel = Kernel {
+        headers: root
+            .join("usr/src")
+            .join(format!("linux-headers-{version}")),
+        version,
+        root,
+        origin: "Debian stable",
+    };
+    ensure_kernel_tree(&mut apt, &cache, &suite, &packages, &kernel)?;
+    Ok(kernel)
+}
+
+/// The packages of an [`LTS_SERIES`] kernel: the image, its flavour's headers, the common
+/// headers they include and the series' kbuild tools; `None` if the kernel is of another
+/// series or not an `-amd64` flavour.
+fn lts_packages(image_package: &str, version: &str) -> Option<Vec<String>> {
+    let abi = version.strip_suffix("-amd64")?;
+    let minor = abi.strip_prefix(LTS_SERIES)?.strip_prefix('.')?;
+    if !minor.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(vec![
+        image_package.to_owned(),
+        format!("linux-headers-{version}"),
+        format!("linux-headers-{abi}-common"),
+        format!("linux-kbuild-{LTS_SERIES}"),
+    ])
 }
 
 /// What a finished provisioning recorded.
@@ -346,10 +428,7 @@ fn verify_stamp(
     workspace: &Workspace,
     stamp: &Stamp,
 ) -> Result<Option<Provisioned>, ProvisionError> {
-    let kernel = Kernel {
-        version: stamp.kernel.clone(),
-        root: cache_dir().join("linux").join(&stamp.kernel),
-    };
+    let kernel = Kernel::backports(&cache_dir(), &stamp.kernel);
     let files = [
         kernel.vmlinuz(),
         kernel.config(),
@@ -599,31 +678,39 @@ fn kernel_version(image_package: &str) -> String {
         .to_owned()
 }
 
-/// Downloads and unpacks the kernel image into the cache and regenerates `modules.dep`, unless
-/// a complete tree is already there.
+/// Downloads and unpacks the kernel's packages (the image first) into the cache and
+/// regenerates `modules.dep`, unless a complete tree is already there.
 fn ensure_kernel_tree(
     apt: &mut Apt,
     cache: &Path,
     suite: &str,
-    image_package: &str,
+    packages: &[String],
     kernel: &Kernel,
 ) -> Result<(), ProvisionError> {
-    if kernel.vmlinuz().is_file()
-        && kernel.config().is_file()
-        && kernel.modules_dir().join("modules.dep").is_file()
-    {
+    let headers_inside = kernel.headers.starts_with(&kernel.root);
+    let mut required = vec![
+        ("the kernel image", kernel.vmlinuz()),
+        ("the kernel config", kernel.config()),
+        ("modules.dep", kernel.modules_dir().join("modules.dep")),
+    ];
+    if headers_inside {
+        required.push(("the headers' Makefile", kernel.headers.join("Makefile")));
+    }
+    if required.iter().all(|(_, path)| path.is_file()) {
         return Ok(());
     }
     let downloads = cache.join("debs");
     fs::create_dir_all(&downloads).map_err(io_error(&downloads))?;
-    remove_downloads(&downloads, image_package)?;
-    println!("provision: downloading {image_package} from {suite}");
+    for package in packages {
+        remove_downloads(&downloads, package)?;
+    }
+    println!("provision: downloading {} from {suite}", packages.join(" "));
     let download = || {
         host_command::output(
             Command::new("apt-get")
                 .current_dir(&downloads)
                 .arg("download")
-                .arg(format!("{image_package}/{suite}")),
+                .args(packages.iter().map(|p| format!("{p}/{suite}"))),
         )
     };
     match download() {
@@ -634,7 +721,10 @@ fn ensure_kernel_tree(
         }
         Err(err) => return Err(err.into()),
     }
-    let deb = find_download(&downloads, image_package)?;
+    let debs = packages
+        .iter()
+        .map(|package| find_download(&downloads, package))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // Unpack next to the final place and rename, so an interrupted run never leaves a tree
     // that looks complete. (Not `with_extension`: the version holds dots.)
@@ -644,12 +734,17 @@ fn ensure_kernel_tree(
     if partial.exists() {
         fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
     }
-    println!(
-        "provision: unpacking {} into {}",
-        deb.display(),
-        kernel.root.display()
-    );
-    host_command::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    for deb in &debs {
+        println!(
+            "provision: unpacking {} into {}",
+            deb.display(),
+            kernel.root.display()
+        );
+        host_command::output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
+    }
+    if headers_inside {
+        point_headers_at_unpacked_common(kernel, &partial)?;
+    }
     println!("provision: depmod for {}", kernel.version);
     host_command::output(
         Command::new(tool_path("depmod"))
@@ -661,20 +756,47 @@ fn ensure_kernel_tree(
         fs::remove_dir_all(&kernel.root).map_err(io_error(&kernel.root))?;
     }
     fs::rename(&partial, &kernel.root).map_err(io_error(&kernel.root))?;
-    fs::remove_file(&deb).map_err(io_error(&deb))?;
-    for (what, path) in [
-        ("the kernel image", kernel.vmlinuz()),
-        ("the kernel config", kernel.config()),
-        ("modules.dep", kernel.modules_dir().join("modules.dep")),
-    ] {
+    for deb in &debs {
+        fs::remove_file(deb).map_err(io_error(deb))?;
+    }
+    for (what, path) in required {
         if !path.is_file() {
             return Err(ProvisionError::Missing {
-                what: format!("{what} of {image_package}"),
+                what: format!("{what} of Linux {}", kernel.version),
                 path,
             });
         }
     }
     Ok(())
+}
+
+/// Debian's flavour headers hold a one-line Makefile that includes the common headers by
+/// their absolute path in `/usr/src`; unpacked elsewhere, it must name where they now are
+/// (the other links in the package are relative and survive the move).
+fn point_headers_at_unpacked_common(kernel: &Kernel, partial: &Path) -> Result<(), ProvisionError> {
+    let relative =
+        kernel
+            .headers
+            .strip_prefix(&kernel.root)
+            .map_err(|_| ProvisionError::Missing {
+                what: format!("the headers of Linux {} inside its tree", kernel.version),
+                path: kernel.headers.clone(),
+            })?;
+    let makefile = partial.join(relative).join("Makefile");
+    let text = fs::read_to_string(&makefile).map_err(io_error(&makefile))?;
+    let unpacked = kernel.root.join("usr/src");
+    let rewritten = rebase_headers_makefile(&text, &unpacked.to_string_lossy());
+    fs::write(&makefile, rewritten).map_err(io_error(&makefile))
+}
+
+/// `include /usr/src/<dir>/Makefile` lines pointed at `<unpacked>/<dir>/Makefile`.
+fn rebase_headers_makefile(text: &str, unpacked: &str) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix("include /usr/src/") {
+            Some(rest) => format!("include {unpacked}/{rest}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect()
 }
 
 fn download_matches(path: &Path, package: &str) -> bool {
@@ -840,6 +962,37 @@ mod tests {
             list.lines().next().unwrap_or(""),
             "bookworm-backports"
         ));
+    }
+
+    #[test]
+    fn lts_kernel_packages_are_derived_from_the_image() {
+        assert_eq!(
+            lts_packages("linux-image-6.1.0-57-amd64", "6.1.0-57-amd64"),
+            Some(vec![
+                "linux-image-6.1.0-57-amd64".to_owned(),
+                "linux-headers-6.1.0-57-amd64".to_owned(),
+                "linux-headers-6.1.0-57-common".to_owned(),
+                "linux-kbuild-6.1".to_owned(),
+            ])
+        );
+        assert_eq!(
+            lts_packages("linux-image-6.12.95+deb12-amd64", "6.12.95+deb12-amd64"),
+            None
+        );
+        assert_eq!(
+            lts_packages("linux-image-6.1.0-57-arm64", "6.1.0-57-arm64"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_headers_makefile_is_pointed_at_the_unpacked_common_headers() {
+        let text = "include /usr/src/linux-headers-6.1.0-57-common/Makefile\n";
+        assert_eq!(
+            rebase_headers_makefile(text, "/c/linux/6.1.0-57-amd64/usr/src"),
+            "include /c/linux/6.1.0-57-amd64/usr/src/linux-headers-6.1.0-57-common/Makefile\n"
+        );
+        assert_eq!(rebase_headers_makefile("a\nb\n", "/x"), "a\nb\n");
     }
 
     #[test]
