@@ -32,13 +32,15 @@
 
 /*
  * 6.6 made drm_gem_prime_fd_to_handle() and drm_gem_prime_handle_to_fd() what the PRIME
- * ioctls call for every GEM driver; before it, a driver that does not name them answers
- * both ioctls with ENOSYS.
+ * ioctls call for every GEM driver, and drm_gem_prime_mmap() what an mmap of an exported
+ * dma-buf calls; before it, a driver that does not name them answers both ioctls and the
+ * mmap with ENOSYS.
  */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 6, 0)
 #define EXTMEM_DRM_DRIVER_PRIME_FD					\
 	.prime_fd_to_handle = drm_gem_prime_fd_to_handle,		\
-	.prime_handle_to_fd = drm_gem_prime_handle_to_fd,
+	.prime_handle_to_fd = drm_gem_prime_handle_to_fd,		\
+	.gem_prime_mmap = drm_gem_prime_mmap,
 #else
 #define EXTMEM_DRM_DRIVER_PRIME_FD
 #endif

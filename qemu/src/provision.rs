@@ -308,7 +308,13 @@ pub fn provision(
     let image_package = apt.resolve_kernel(&suite)?;
     let version = kernel_version(&image_package);
     let kernel = Kernel::backports(&cache, &version);
-    ensure_kernel_tree(&mut apt, &cache, &suite, &[image_package.clone()], &kernel)?;
+    ensure_kernel_tree(
+        &mut apt,
+        &cache,
+        &suite,
+        std::slice::from_ref(&image_package),
+        &kernel,
+    )?;
     let headers = format!("linux-headers-{version}");
     if !missing_packages(&[&headers])?.is_empty() {
         apt.install(Some(&suite), std::slice::from_ref(&headers))?;
