@@ -1,9 +1,8 @@
 //! The backend behind one `VkDevice`: the extmem-vgpu kernel driver, or the software
 //! device that hosts the same kcore in the process.
 
-use ash::vk;
 use extmem::backend::{
-    Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin,
+    Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
     Win32Sharing,
 };
 use extmem::device_params::{DeviceParams, ParamError};
@@ -28,19 +27,27 @@ pub enum DeviceBackend {
 }
 
 impl DeviceBackend {
-    /// Opens the device `info` describes, with a GPU VM of its own.
-    pub fn open(info: &DeviceInfo) -> Result<Self, vk::Result> {
-        let opened = match &info.node {
+    /// Opens the device `info` describes, with a GPU VM of its own. A failure says which
+    /// call failed with which errno: opening the node (`open`), a node whose driver is not
+    /// extmem-vgpu (`ENODEV`), or the software device's setup.
+    pub fn open(info: &DeviceInfo) -> Result<Self, BackendError> {
+        match &info.node {
             #[cfg(not(windows))]
-            DeviceNode::Render(path) => physical_device::open_node(path)
-                .ok()
-                .and_then(|fd| Vgpu::new(fd).ok())
-                .map(DeviceBackend::Vgpu),
+            DeviceNode::Render(path) => {
+                let fd = physical_device::open_node(path).map_err(|e| BackendError {
+                    op: Op::Info,
+                    errno: e.raw_os_error(),
+                })?;
+                Vgpu::new(fd).map(DeviceBackend::Vgpu)
+            }
+            // No render node is ever discovered on Windows.
             #[cfg(windows)]
-            DeviceNode::Render(_) => None,
-            DeviceNode::Software => SoftGpu::new().ok().map(DeviceBackend::Software),
-        };
-        opened.ok_or(vk::Result::ERROR_INITIALIZATION_FAILED)
+            DeviceNode::Render(_) => Err(BackendError {
+                op: Op::Info,
+                errno: extmem::backend::errno::ENODEV,
+            }),
+            DeviceNode::Software => SoftGpu::new().map(DeviceBackend::Software),
+        }
     }
 }
 
@@ -113,5 +120,55 @@ impl Backend for DeviceBackend {
 
     fn device_params(&self) -> Result<DeviceParams, ParamError> {
         forward!(self, b => b.device_params())
+    }
+}
+
+#[cfg(all(test, not(windows)))]
+mod tests {
+    use std::path::PathBuf;
+
+    use extmem::backend::errno;
+
+    use super::*;
+    use crate::physical_device::TEST_PARAMS;
+
+    fn open_render(path: &str) -> Result<DeviceBackend, BackendError> {
+        let info = DeviceInfo::new(
+            DeviceNode::Render(PathBuf::from(path)),
+            TEST_PARAMS,
+            1 << 30,
+        );
+        DeviceBackend::open(&info)
+    }
+
+    #[test]
+    fn a_device_that_cannot_be_opened_says_which_call_failed_and_why() {
+        // A node that is not there: open(2)'s own errno.
+        let missing = open_render("/nonexistent/renderD200").err();
+        assert_eq!(
+            missing,
+            Some(BackendError {
+                op: Op::Info,
+                errno: errno::ENOENT
+            })
+        );
+        // A node that opens but is not extmem-vgpu's (not a DRM node at all).
+        let foreign = open_render("/dev/null").err();
+        assert_eq!(
+            foreign,
+            Some(BackendError {
+                op: Op::Info,
+                errno: errno::ENODEV
+            })
+        );
+    }
+
+    #[test]
+    fn the_software_device_opens() {
+        let info = DeviceInfo::new(DeviceNode::Software, TEST_PARAMS, 1 << 30);
+        assert!(matches!(
+            DeviceBackend::open(&info),
+            Ok(DeviceBackend::Software(_))
+        ));
     }
 }

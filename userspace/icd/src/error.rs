@@ -7,7 +7,7 @@
 use core::fmt;
 
 use ash::vk;
-use extmem::backend::Op;
+use extmem::backend::{BackendError, Op};
 use extmem::exec::ExecError;
 
 use crate::commands::RecordError;
@@ -237,8 +237,8 @@ pub enum IcdError {
         /// The version offered.
         offered: u32,
     },
-    /// The device node (or the software device) could not be opened.
-    DeviceOpen,
+    /// The device node (or the software device) could not be opened: the call and errno.
+    DeviceOpen(BackendError),
     /// An image the device does not offer, asked of a format query.
     FormatNotSupported,
     /// The mapping's CPU address does not fit a host pointer.
@@ -269,7 +269,7 @@ impl IcdError {
             IcdError::LayerNotPresent => vk::Result::ERROR_LAYER_NOT_PRESENT,
             IcdError::FeatureNotPresent { .. } => vk::Result::ERROR_FEATURE_NOT_PRESENT,
             IcdError::IncompatibleLoader { .. } => vk::Result::ERROR_INCOMPATIBLE_DRIVER,
-            IcdError::DeviceOpen => vk::Result::ERROR_INITIALIZATION_FAILED,
+            IcdError::DeviceOpen(_) => vk::Result::ERROR_INITIALIZATION_FAILED,
             IcdError::FormatNotSupported => vk::Result::ERROR_FORMAT_NOT_SUPPORTED,
             IcdError::MapAddress { .. } => vk::Result::ERROR_MEMORY_MAP_FAILED,
         }
@@ -303,6 +303,11 @@ impl IcdError {
                 errno: Some(e.errno),
                 ..Cause::default()
             },
+            IcdError::DeviceOpen(e) => Cause {
+                op: Some(e.op),
+                errno: Some(e.errno),
+                ..Cause::default()
+            },
             IcdError::NoCopyEngine => Cause {
                 op: Some(Op::Exec),
                 ..Cause::default()
@@ -317,7 +322,6 @@ impl IcdError {
             | IcdError::LayerNotPresent
             | IcdError::FeatureNotPresent { .. }
             | IcdError::IncompatibleLoader { .. }
-            | IcdError::DeviceOpen
             | IcdError::FormatNotSupported => Cause::default(),
         }
     }
@@ -411,7 +415,7 @@ impl fmt::Display for IcdError {
                 f,
                 "the loader offers interface version {offered}; 3 or later is needed"
             ),
-            IcdError::DeviceOpen => write!(f, "the device could not be opened"),
+            IcdError::DeviceOpen(e) => write!(f, "the device could not be opened: {e}"),
             IcdError::FormatNotSupported => {
                 write!(f, "no image of this format, type, tiling, usage and flags")
             }

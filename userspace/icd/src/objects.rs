@@ -217,7 +217,7 @@ pub fn create_device(physical_device: vk::PhysicalDevice) -> IcdResult<vk::Devic
     let pd = PHYSICAL_DEVICES.live(physical_device)?;
     let info = pd.info.clone();
     // The backend says no more than that the node could not be opened.
-    let backend = DeviceBackend::open(&info).map_err(|_| IcdError::DeviceOpen)?;
+    let backend = DeviceBackend::open(&info).map_err(IcdError::DeviceOpen)?;
     let (start, end) = info.va_range();
     let va = VaAllocator::new(GpuVa::new(start), GpuVa::new(end), info.page_sizes);
     let manager = MemoryManager::new(backend, info.limits(), va, physical_device::DMA_BUF_TYPES);
