@@ -64,6 +64,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "fuzz",
         "each fuzz target for --seconds from its kept corpus (cargo fuzz-long)",
     ),
+    (
+        "fuzz-guest",
+        "boot the guest and run the vgpu-fuzz ioctl fuzzer for --calls calls",
+    ),
     ("help", "print this text and exit (also -h, --help)"),
 ];
 
@@ -78,6 +82,10 @@ const OPTIONS: &[(&str, &str)] = &[
         "limit for one guest boot (default 600)",
     ),
     ("--seconds SECONDS", "fuzz: time per target (default 600)"),
+    (
+        "--calls N",
+        "fuzz-guest: ioctl calls in the run (default 1000000; give it --timeout)",
+    ),
     (
         "--kernel 6.1|6.12",
         "the guest kernel (default 6.12); on 6.1 the guest step runs the vgpu suite only",
@@ -134,6 +142,8 @@ impl KernelChoice {
 
 /// The default limit for one guest boot.
 const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default number of calls of `fuzz-guest`.
+const DEFAULT_FUZZ_CALLS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subcommand {
@@ -144,6 +154,8 @@ enum Subcommand {
     Demo,
     Bench,
     Fuzz,
+    /// The guest ioctl fuzzer for a number of calls.
+    FuzzGuest,
 }
 
 /// One step of `suite`, which a user can also run alone (`cargo suite doc`).
@@ -254,6 +266,8 @@ struct Options {
     timeout: Duration,
     /// Seconds per fuzz target for `fuzz`.
     fuzz_seconds: u64,
+    /// Calls of the guest fuzzer for `fuzz-guest`.
+    fuzz_calls: u64,
     /// The kernel `--kernel` chose; without it, the backports one.
     kernel: Option<KernelChoice>,
 }
@@ -280,6 +294,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut accel = Accel::Tcg;
     let mut timeout = DEFAULT_GUEST_TIMEOUT;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
+    let mut fuzz_calls = DEFAULT_FUZZ_CALLS;
     let mut kernel = None;
     let mut words = args.iter();
     while let Some(word) = words.next() {
@@ -298,6 +313,12 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     format!("--seconds {value:?} is not a positive number of seconds")
                 })?;
             }
+            "--calls" => {
+                let value = words.next().ok_or("--calls needs a number of calls")?;
+                fuzz_calls = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--calls {value:?} is not a positive number of calls")
+                })?;
+            }
             "--kernel" => {
                 let value = words.next().ok_or("--kernel needs 6.1 or 6.12")?;
                 kernel = Some(KernelChoice::from_series(value).ok_or_else(|| {
@@ -313,6 +334,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     "demo" => Subcommand::Demo,
                     "bench" => Subcommand::Bench,
                     "fuzz" => Subcommand::Fuzz,
+                    "fuzz-guest" => Subcommand::FuzzGuest,
                     _ => return Err(format!("unknown command {other:?}")),
                 });
             }
@@ -341,6 +363,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         accel,
         timeout,
         fuzz_seconds,
+        fuzz_calls,
         kernel,
     }))
 }
@@ -370,6 +393,7 @@ fn main() -> ExitCode {
         Subcommand::Suite | Subcommand::Guest => suite(&workspace, options),
         Subcommand::Demo => demo(&workspace, options),
         Subcommand::Bench => bench(&workspace, options),
+        Subcommand::FuzzGuest => fuzz_guest(&workspace, options),
         Subcommand::Fuzz => finish(&[fuzz_step::run(
             &workspace,
             fuzz_step::TARGETS,
@@ -627,6 +651,26 @@ fn single_boot_kernel(
     }
 }
 
+/// `fuzz-guest`: one boot that runs the guest ioctl fuzzer for `--calls` calls.
+fn fuzz_guest(workspace: &Workspace, options: Options) -> ExitCode {
+    let (mut provision, provisioned) = provision_step(workspace);
+    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    else {
+        return finish(&[provision]);
+    };
+    let fuzz = guest_suite::run(
+        workspace,
+        &provisioned,
+        &[guest_plan::fuzz_guest(options.fuzz_calls)],
+        guest_options(options, kernel, false),
+        &format!(
+            "guest ioctl fuzzer (QEMU x86_64, {} calls)",
+            options.fuzz_calls
+        ),
+    );
+    finish(&[provision, fuzz])
+}
+
 fn demo(workspace: &Workspace, options: Options) -> ExitCode {
     let (mut provision, provisioned) = provision_step(workspace);
     let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
@@ -744,6 +788,7 @@ mod tests {
                 accel: Accel::Tcg,
                 timeout: DEFAULT_GUEST_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
+                fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
             })
         );
@@ -755,6 +800,7 @@ mod tests {
                 accel: Accel::Kvm,
                 timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
+                fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
             })
         );
@@ -763,6 +809,11 @@ mod tests {
             run("fuzz --seconds 900").map(|o| (o.command, o.fuzz_seconds)),
             Ok((Subcommand::Fuzz, 900))
         );
+        assert_eq!(
+            run("fuzz-guest --calls 2000000").map(|o| (o.command, o.fuzz_calls)),
+            Ok((Subcommand::FuzzGuest, 2_000_000))
+        );
+        assert!(run("fuzz-guest --calls 0").is_err());
     }
 
     #[test]
