@@ -51,19 +51,5 @@ impl<T> Must<T> for Option<T> {
     }
 }
 
-/// Declares a host `#[test]` of the same name for each listed case of the module it is
-/// used in.
-macro_rules! host_tests {
-    ($($case:ident),* $(,)?) => {
-        #[cfg(test)]
-        mod host {
-            $(
-                #[test]
-                fn $case() {
-                    super::$case();
-                }
-            )*
-        }
-    };
-}
-use host_tests;
+/// Declares a host `#[test]` for each listed case (extmem-hw's, shared).
+pub use extmem_hw::test_cases::host_tests;
