@@ -905,7 +905,12 @@ mod tests {
         };
         let listed = |rows: &[String], name: &str| {
             rows.iter()
-                .filter(|row| row.strip_prefix("  ").is_some_and(|r| r.starts_with(name)))
+                .filter(|row| {
+                    // The whole name: `fuzz` is not `fuzz-guest`.
+                    row.strip_prefix("  ")
+                        .and_then(|r| r.strip_prefix(name))
+                        .is_some_and(|rest| rest.starts_with(' '))
+                })
                 .count()
         };
         let commands = section("commands:");
