@@ -5,6 +5,10 @@
 //! header, then compiles each C test with the system `cc` under AddressSanitizer and
 //! UndefinedBehaviorSanitizer, linked through `pkg-config --cflags --libs extmem` as a
 //! driver's build would, runs it and turns its KTAP output into one check per result.
+//! Then it builds the same tests as a meson project that takes libextmem as a subproject
+//! (`userspace/capi/tests/meson`, `dependency('extmem')`, the static library) and runs
+//! them again: the header, the pkg-config file, the shared and the static library and the
+//! meson file are all what a driver would use.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -88,11 +92,64 @@ fn run_all(workspace: &Workspace, step: &mut Step) -> Result<(), Box<Check>> {
         let name = source
             .file_stem()
             .map_or_else(|| "?".to_owned(), |s| s.to_string_lossy().into_owned());
-        step.checks.extend(compile_and_run(
-            workspace, &source, &name, &flags, &libdir, &out_dir,
-        ));
+        let binary = out_dir.join(&name);
+        match compile(workspace, &source, &name, &flags, &libdir, &binary) {
+            Ok(()) => step
+                .checks
+                .extend(run_ktap(workspace, &binary, &format!("capi: {name}"))),
+            Err(check) => step.checks.push(*check),
+        }
+    }
+    match meson_build(workspace, &out_dir.join("meson")) {
+        Ok(binary) => step.checks.extend(run_ktap(
+            workspace,
+            &binary,
+            "capi (meson, static): capi_test",
+        )),
+        Err(check) => step.checks.push(*check),
     }
     Ok(())
+}
+
+/// Sets up and builds `tests/meson` in `build_dir` (from scratch) with libextmem from the
+/// subproject, under the same sanitizers; returns the test binary.
+fn meson_build(workspace: &Workspace, build_dir: &Path) -> Result<PathBuf, Box<Check>> {
+    const NAME: &str = "capi (meson, static)";
+    let source = workspace.root.join(CAPI_DIR).join("tests/meson");
+    let _ = fs::remove_dir_all(build_dir);
+    let mut setup = Command::new("meson");
+    setup
+        .arg("setup")
+        .arg(build_dir)
+        .arg(&source)
+        .args([
+            "--force-fallback-for=extmem",
+            "-Dbuildtype=debug",
+            "-Db_sanitize=address,undefined",
+            "-Db_lundef=false",
+        ])
+        // Only the subproject may provide libextmem here, not an extmem.pc elsewhere.
+        .env_remove("PKG_CONFIG_PATH");
+    let mut compile = Command::new("meson");
+    compile.arg("compile").arg("-C").arg(build_dir);
+    for (command, log) in [
+        (&mut setup, "capi-meson-setup"),
+        (&mut compile, "capi-meson-compile"),
+    ] {
+        println!("suite: {} …", host_command::describe(command));
+        let what = host_command::describe_briefly(command);
+        match run_logged(workspace, command, log) {
+            Ok(run) if run.succeeded => {}
+            Ok(run) => {
+                return Err(Box::new(Check::fail(
+                    format!("{NAME}: {what}"),
+                    format!("failed; see {}", run.log.display()),
+                )))
+            }
+            Err(reason) => return Err(Box::new(Check::fail(format!("{NAME}: {what}"), reason))),
+        }
+    }
+    Ok(build_dir.join("capi_test"))
 }
 
 /// `extmem.pc` for this build: the library in cargo's debug directory, the checked-in
@@ -131,16 +188,17 @@ fn pkg_config(pc_dir: &Path, args: &[&str]) -> Result<Vec<String>, String> {
     Ok(text.split_whitespace().map(str::to_owned).collect())
 }
 
-fn compile_and_run(
+/// `cc` with the sanitizers and the flags pkg-config gave, the library found at run time
+/// through an rpath to `libdir`.
+fn compile(
     workspace: &Workspace,
     source: &Path,
     name: &str,
     flags: &[String],
     libdir: &[String],
-    out_dir: &Path,
-) -> Vec<Check> {
-    let program = format!("capi: {name}");
-    let binary = out_dir.join(name);
+    binary: &Path,
+) -> Result<(), Box<Check>> {
+    let check_name = format!("capi: {name}: cc");
     let mut cc = Command::new("cc");
     cc.args(CFLAGS)
         .args(SANITIZE)
@@ -148,23 +206,26 @@ fn compile_and_run(
         .args(flags)
         .args(libdir.iter().map(|dir| format!("-Wl,-rpath,{dir}")))
         .arg("-o")
-        .arg(&binary);
+        .arg(binary);
     println!("suite: {} …", host_command::describe(&cc));
     match run_logged(workspace, &mut cc, &format!("capi-cc-{name}")) {
-        Ok(run) if run.succeeded => {}
-        Ok(run) => {
-            return vec![Check::fail(
-                format!("{program}: cc"),
-                format!(
-                    "{}\n(full output: {})",
-                    run.output.trim(),
-                    run.log.display()
-                ),
-            )]
-        }
-        Err(reason) => return vec![Check::fail(format!("{program}: cc"), reason)],
+        Ok(run) if run.succeeded => Ok(()),
+        Ok(run) => Err(Box::new(Check::fail(
+            check_name,
+            format!(
+                "{}\n(full output: {})",
+                run.output.trim(),
+                run.log.display()
+            ),
+        ))),
+        Err(reason) => Err(Box::new(Check::fail(check_name, reason))),
     }
-    let mut test = Command::new(&binary);
+}
+
+/// Runs a KTAP test binary: one check per result, and failures for a crash, a sanitizer
+/// report (the binary then exits non-zero) or missing results.
+fn run_ktap(workspace: &Workspace, binary: &Path, program: &str) -> Vec<Check> {
+    let mut test = Command::new(binary);
     // Leak checking on, and a sanitizer report goes to stderr, which is kept in the log.
     test.env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         .env("UBSAN_OPTIONS", "print_stacktrace=1");
@@ -178,17 +239,21 @@ fn compile_and_run(
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    let stem: String = program
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let log = workspace
         .output_dir()
         .join("logs")
-        .join(format!("capi-{name}.log"));
+        .join(format!("{stem}.log"));
     let _ = fs::write(&log, &text);
     let step_output = StepOutput {
         kind: "ktap".to_owned(),
-        name: name.to_owned(),
+        name: program.to_owned(),
         lines: text.lines().map(str::to_owned).collect(),
         exit_code: output.status.code(),
     };
     let why = format!("killed by {} (log {})", output.status, log.display());
-    ktap_checks(&program, Some(&step_output), &why)
+    ktap_checks(program, Some(&step_output), &why)
 }

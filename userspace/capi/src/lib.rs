@@ -521,3 +521,30 @@ pub unsafe extern "C" fn extmem_last_error_message(buf: *mut c_char, size: usize
     }
     bytes.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_stops_at_the_boundary_and_is_reported() {
+        let result = entry(|| panic!("a bug inside libextmem"));
+        assert_eq!(result, vk::Result::ERROR_UNKNOWN);
+        let last = extmem_last_error();
+        assert_eq!(last.result, vk::Result::ERROR_UNKNOWN);
+        assert!(last.vuid.is_null() && last.operation.is_null());
+        assert_eq!(entry(|| Ok(())), vk::Result::SUCCESS);
+        assert_eq!(extmem_last_error().result, vk::Result::SUCCESS);
+    }
+
+    #[test]
+    fn a_vuid_comes_back_as_a_static_c_string() {
+        let result = entry(|| Err(extmem::Error::from(Vuid::OneImport).into()));
+        assert_eq!(result, vk::Result::ERROR_VALIDATION_FAILED_EXT);
+        let vuid = extmem_last_error().vuid;
+        assert!(!vuid.is_null());
+        // SAFETY: a pointer into the process-lifetime VUID table, NUL-terminated.
+        let text = unsafe { core::ffi::CStr::from_ptr(vuid) };
+        assert_eq!(text.to_str(), Ok(Vuid::OneImport.id()));
+    }
+}
