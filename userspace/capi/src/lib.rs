@@ -451,13 +451,13 @@ pub unsafe extern "C" fn extmem_get_memory_fd_properties(
 ) -> vk::Result {
     entry(|| {
         check_out(memory_type_bits, "memory_type_bits")?;
-        if fd < 0 {
-            return Err(extmem::Error::from(Vuid::FdPropsValid).into());
-        }
-        // SAFETY: the fd is only passed to syscalls and the backend's import, which fail
-        // with EBADF if it is not open; it stays the caller's.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         with_device(device, |dev| {
+            if fd < 0 {
+                return Err(extmem::Error::from(Vuid::FdPropsValid).into());
+            }
+            // SAFETY: the fd is only passed to syscalls and the backend's import, which
+            // fail with EBADF if it is not open; it stays the caller's.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
             let bits = dev.manager.fd_properties(handle_type, borrowed)?;
             // SAFETY: checked above; writable per the caller's promise.
             unsafe { write_out(memory_type_bits, "memory_type_bits", bits) }
