@@ -6,7 +6,7 @@
 //! UndefinedBehaviorSanitizer, linked through `pkg-config --cflags --libs extmem` as a
 //! driver's build would, runs it and turns its KTAP output into one check per result.
 //! Then it builds the same tests as a meson project that takes libextmem as a subproject
-//! (`userspace/capi/tests/meson`, `dependency('extmem')`, the static library) and runs
+//! (`tests/capi-meson`, `dependency('extmem')`, the static library) and runs
 //! them again: the header, the pkg-config file, the shared and the static library and the
 //! meson file are all what a driver would use.
 
@@ -111,11 +111,11 @@ fn run_all(workspace: &Workspace, step: &mut Step) -> Result<(), Box<Check>> {
     Ok(())
 }
 
-/// Sets up and builds `tests/meson` in `build_dir` (from scratch) with libextmem from the
+/// Sets up and builds `tests/capi-meson` in `build_dir` (from scratch) with libextmem from the
 /// subproject, under the same sanitizers; returns the test binary.
 fn meson_build(workspace: &Workspace, build_dir: &Path) -> Result<PathBuf, Box<Check>> {
     const NAME: &str = "capi (meson, static)";
-    let source = workspace.root.join(CAPI_DIR).join("tests/meson");
+    let source = workspace.root.join("tests/capi-meson");
     let _ = fs::remove_dir_all(build_dir);
     let mut setup = Command::new("meson");
     setup
