@@ -22,6 +22,7 @@ mod initramfs;
 mod kernel_modules;
 mod kmod_build;
 mod ktap;
+mod mesa_source;
 mod miri_step;
 mod provision;
 mod report;
@@ -59,6 +60,10 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "bench",
         "benchmarks: the host ones, then the guest one in QEMU (cargo bench-all)",
+    ),
+    (
+        "bench-host [ARG...]",
+        "the host benchmarks alone, with Mesa's allocator as a reference (cargo bench-host)",
     ),
     (
         "fuzz",
@@ -347,6 +352,16 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `bench-host` hands every later argument to the bench (groups, `--plots DIR`).
+    if let Some(("bench-host", bench_args)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
+        return match Workspace::locate() {
+            Ok(workspace) => finish(&[host_bench(&workspace, bench_args)]),
+            Err(err) => {
+                eprintln!("extmem-qemu: cannot find the workspace: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse_args(&args) {
         Ok(Request::Run(options)) => options,
         Ok(Request::Help) => {
@@ -647,30 +662,7 @@ fn demo(workspace: &Workspace, options: Options) -> ExitCode {
 /// The host benchmarks, then the guest benchmark; the guest's CSV (printed between markers)
 /// is saved next to the host's in `<target dir>/extmem-bench/`.
 fn bench(workspace: &Workspace, options: Options) -> ExitCode {
-    println!("bench: host benchmarks");
-    let mut host = workspace.cargo();
-    host.args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "extmem-bench",
-        "--bin",
-        "host-bench",
-    ]);
-    let mut host_step = Step::new("host benchmarks");
-    let started = Instant::now();
-    let status = host.status();
-    host_step.elapsed = started.elapsed();
-    match status {
-        Ok(status) if status.success() => {}
-        Ok(status) => host_step
-            .checks
-            .push(Check::fail("host-bench", format!("exited with {status}"))),
-        Err(err) => host_step
-            .checks
-            .push(Check::fail("host-bench", err.to_string())),
-    }
+    let host_step = host_bench(workspace, &[]);
     let (mut provision, provisioned) = provision_step(workspace);
     let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
     else {
@@ -702,6 +694,56 @@ fn bench(workspace: &Workspace, options: Options) -> ExitCode {
         )),
     }
     finish(&[host_step, provision, guest])
+}
+
+/// The host benchmarks (`tests/bench`), given `args`, built with Mesa's `util_vma_heap` as
+/// the VA allocator's reference: Debian's Mesa source is fetched into the cache first
+/// (`mesa_source`) and its tree handed to the bench's build script in `EXTMEM_MESA_SRC`.
+fn host_bench(workspace: &Workspace, args: &[String]) -> Step {
+    let mut step = Step::new("host benchmarks");
+    let started = Instant::now();
+    let mesa = match mesa_source::ensure(&provision::cache_dir()) {
+        Ok(mesa) => mesa,
+        Err(err) => {
+            step.checks
+                .push(Check::fail("mesa source", err.to_string()));
+            return step;
+        }
+    };
+    step.notes.push(format!(
+        "util_vma_heap from Debian's mesa {} ({}, {})",
+        mesa.version,
+        if mesa.patched {
+            "Debian's patches applied"
+        } else {
+            "upstream tarball"
+        },
+        mesa.tree.display()
+    ));
+    println!("bench: host benchmarks");
+    let mut host = workspace.cargo();
+    host.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "extmem-bench",
+        "--bin",
+        "host-bench",
+        "--",
+    ])
+    .args(args)
+    .env("EXTMEM_MESA_SRC", &mesa.tree);
+    let status = host.status();
+    step.elapsed = started.elapsed();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => step
+            .checks
+            .push(Check::fail("host-bench", format!("exited with {status}"))),
+        Err(err) => step.checks.push(Check::fail("host-bench", err.to_string())),
+    }
+    step
 }
 
 /// The lines the guest benchmark printed between `@@bench-csv begin` and `@@bench-csv end`.

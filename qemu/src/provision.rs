@@ -292,7 +292,7 @@ pub fn provision(
 
     let suite = format!("{codename}-backports");
     let mut apt = Apt::default();
-    if ensure_backports_source(&suite)? {
+    if ensure_apt_source("deb", &suite)? {
         apt.lists_stale = true;
     }
     let mut missing = missing_packages(BACKPORTS_PACKAGES)?;
@@ -477,7 +477,7 @@ fn ensure_debian() -> Result<(), ProvisionError> {
     Ok(())
 }
 
-fn release_codename() -> Result<String, ProvisionError> {
+pub(crate) fn release_codename() -> Result<String, ProvisionError> {
     let path = Path::new("/etc/os-release");
     let text = fs::read_to_string(path).map_err(io_error(path))?;
     text.lines()
@@ -489,8 +489,9 @@ fn release_codename() -> Result<String, ProvisionError> {
         })
 }
 
-/// Adds the backports source unless some sources file already has it; true if it was added.
-fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
+/// Adds a `kind` (`deb`, or `deb-src` for source packages) apt source for `suite` unless
+/// some sources file already has one; true if it was added.
+pub(crate) fn ensure_apt_source(kind: &str, suite: &str) -> Result<bool, ProvisionError> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     let dir = Path::new("/etc/apt/sources.list.d");
     if let Ok(entries) = fs::read_dir(dir) {
@@ -502,9 +503,9 @@ fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
             continue;
         };
         let found = if name.ends_with(".sources") {
-            deb822_has_suite(&text, suite)
+            deb822_has_suite(&text, kind, suite)
         } else if name.ends_with(".list") {
-            one_line_has_suite(&text, suite)
+            one_line_has_suite(&text, kind, suite)
         } else {
             false
         };
@@ -513,21 +514,26 @@ fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
         }
     }
     // deb822, as Debian writes its own sources since bookworm.
-    let path = PathBuf::from(format!("/etc/apt/sources.list.d/{suite}.sources"));
+    let file = if kind == "deb" {
+        format!("{suite}.sources")
+    } else {
+        format!("{suite}-{}.sources", kind.trim_start_matches("deb-"))
+    };
+    let path = Path::new("/etc/apt/sources.list.d").join(file);
     println!(
-        "provision: adding the {suite} apt source ({})",
+        "provision: adding the {suite} apt source ({kind}, {})",
         path.display()
     );
     let text = format!(
-        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
+        "Types: {kind}\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
          Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     );
     fs::write(&path, text).map_err(io_error(&path))?;
     Ok(true)
 }
 
-/// Whether a deb822 `.sources` file has an enabled `deb` stanza for `suite`.
-fn deb822_has_suite(text: &str, suite: &str) -> bool {
+/// Whether a deb822 `.sources` file has an enabled stanza of type `kind` for `suite`.
+fn deb822_has_suite(text: &str, kind: &str, suite: &str) -> bool {
     text.split("\n\n").any(|stanza| {
         let field = |name: &str| {
             stanza
@@ -539,17 +545,17 @@ fn deb822_has_suite(text: &str, suite: &str) -> bool {
                 })
         };
         let enabled = field("Enabled").is_none_or(|v| !v.eq_ignore_ascii_case("no"));
-        let is_deb = field("Types").is_some_and(|v| v.split_whitespace().any(|t| t == "deb"));
+        let is_kind = field("Types").is_some_and(|v| v.split_whitespace().any(|t| t == kind));
         let has_suite = field("Suites").is_some_and(|v| v.split_whitespace().any(|s| s == suite));
-        enabled && is_deb && has_suite
+        enabled && is_kind && has_suite
     })
 }
 
-/// Whether a one-line-style `.list` file has a `deb` line for `suite`.
-fn one_line_has_suite(text: &str, suite: &str) -> bool {
+/// Whether a one-line-style `.list` file has a `kind` line for `suite`.
+fn one_line_has_suite(text: &str, kind: &str, suite: &str) -> bool {
     text.lines().any(|line| {
         let mut words = line.split_whitespace();
-        words.next() == Some("deb") && words.any(|w| w == suite)
+        words.next() == Some(kind) && words.any(|w| w == suite)
     })
 }
 
@@ -659,7 +665,7 @@ impl Apt {
     }
 }
 
-fn noninteractive(command: &mut Command) -> &mut Command {
+pub(crate) fn noninteractive(command: &mut Command) -> &mut Command {
     command.env("DEBIAN_FRONTEND", "noninteractive")
 }
 
@@ -951,23 +957,27 @@ mod tests {
             "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n\
                       Components: main\n\nTypes: deb deb-src\nURIs: http://deb.debian.org/debian\n\
                       Suites: bookworm-backports\nComponents: main\n";
-        assert!(deb822_has_suite(deb822, "bookworm-backports"));
+        assert!(deb822_has_suite(deb822, "deb", "bookworm-backports"));
         assert!(!deb822_has_suite(
             &deb822.replace("bookworm-backports", "x"),
+            "deb",
             "bookworm-backports"
         ));
         let disabled = "Enabled: no\nTypes: deb\nSuites: bookworm-backports\n";
-        assert!(!deb822_has_suite(disabled, "bookworm-backports"));
+        assert!(!deb822_has_suite(disabled, "deb", "bookworm-backports"));
         let src_only = "Types: deb-src\nSuites: bookworm-backports\n";
-        assert!(!deb822_has_suite(src_only, "bookworm-backports"));
+        assert!(!deb822_has_suite(src_only, "deb", "bookworm-backports"));
+        assert!(deb822_has_suite(src_only, "deb-src", "bookworm-backports"));
 
         let list = "# deb http://deb.debian.org/debian bookworm-backports main\n\
                     deb [arch=amd64] http://deb.debian.org/debian bookworm-backports main\n";
-        assert!(one_line_has_suite(list, "bookworm-backports"));
+        assert!(one_line_has_suite(list, "deb", "bookworm-backports"));
         assert!(!one_line_has_suite(
             list.lines().next().unwrap_or(""),
+            "deb",
             "bookworm-backports"
         ));
+        assert!(!one_line_has_suite(list, "deb-src", "bookworm-backports"));
     }
 
     #[test]
