@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use extmem_hw::profile::VGPU;
 use std::convert::Infallible;
 
-use extmem_hw::{GpuVa, MapFlags, PageTable, PhysAddr, Run, TableIndex, TableMemory};
+use extmem_hw::{Entries, GpuVa, MapFlags, PageTable, PhysAddr, Run, TableIndex, TableMemory};
 
-use crate::report::{median, per_unit, Row};
+use crate::plots::{Plot, Point, Series};
+use crate::report::{median, median_ns, per_unit, Row};
 
 const PAGE: u64 = 4096;
 const BLOCK_2M: u64 = 2 << 20;
@@ -101,6 +102,14 @@ impl TableMemory for ArenaTables {
             entries[..n].copy_from_slice(&raws[..n]);
         }
     }
+
+    fn entries(&self, table: PhysAddr) -> Option<&Entries> {
+        self.pages.get(Self::slot(table)?)
+    }
+
+    fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
+        self.pages.get_mut(Self::slot(table)?)
+    }
 }
 
 /// The physical page behind the `i`-th 4 KiB page of the GiB: a permutation of the 2^18
@@ -165,14 +174,14 @@ fn destroy_empty(table: PageTable<&mut ArenaTables>) -> Result<(), String> {
     Ok(())
 }
 
-/// Maps the GiB with one `map_runs` call over `runs`, then unmaps it in one call.
-fn map_runs_unmap(mem: &mut ArenaTables, runs: &[Run]) -> Result<Timings, String> {
+/// Maps `size` bytes with one `map_runs` call over `runs`, then unmaps them in one call.
+fn map_runs_unmap(mem: &mut ArenaTables, runs: &[Run], size: u64) -> Result<Timings, String> {
     let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
     let started = Instant::now();
     table
         .map_runs(
             GpuVa::new(VA),
-            GIB,
+            size,
             runs.iter().map(|&run| Ok::<_, Infallible>(run)),
             MapFlags::default(),
         )
@@ -180,12 +189,82 @@ fn map_runs_unmap(mem: &mut ArenaTables, runs: &[Run]) -> Result<Timings, String
     let map = started.elapsed();
     let started = Instant::now();
     let invalidate = table
-        .unmap(GpuVa::new(VA), GIB)
+        .unmap(GpuVa::new(VA), size)
         .map_err(|e| format!("unmap: {e:?}"))?;
     let _ = black_box(invalidate);
     let unmap = started.elapsed();
     destroy_empty(table)?;
     Ok(Timings { map, unmap })
+}
+
+/// How `map_runs` cost per PTE grows with the size of the mapping (2 MiB to 1 GiB of
+/// 4 KiB pages, scattered and contiguous) beside the descriptor-write floor for the same
+/// count; small sizes are repeated so each sample is at least a GiB's worth of PTEs.
+fn growth(mem: &mut ArenaTables, reps: usize, scattered: &[u64]) -> Result<Plot, String> {
+    let names = [
+        "map_runs, 4 KiB pages, scattered PA",
+        "map_runs, 4 KiB pages, one contiguous run",
+        "floor: writing the descriptors",
+    ];
+    let mut series: Vec<Series> = names
+        .iter()
+        .map(|name| Series {
+            name: (*name).to_owned(),
+            points: Vec::new(),
+        })
+        .collect();
+    let mut out = vec![0u64; scattered.len()];
+    for size in [BLOCK_2M, 16 * BLOCK_2M, 64 * BLOCK_2M, GIB] {
+        let pages = usize::try_from(size / PAGE).map_err(|e| e.to_string())?;
+        let repeat = GIB / size;
+        let runs: Vec<Run> = scattered
+            .iter()
+            .take(pages)
+            .map(|&pa| Run {
+                pa: PhysAddr::new(pa),
+                len: PAGE,
+            })
+            .collect();
+        let one_run = [Run {
+            pa: PhysAddr::new(PA + PAGE),
+            len: size,
+        }];
+        let mut samples: [Vec<f64>; 3] = Default::default();
+        for _ in 0..reps {
+            let mut spent = [Duration::ZERO; 2];
+            for _ in 0..repeat {
+                spent[0] += map_runs_unmap(mem, &runs, size)?.map;
+                spent[1] += map_runs_unmap(mem, &one_run, size)?.map;
+            }
+            let floor = floor_write(
+                scattered.get(..pages).unwrap_or_default(),
+                out.get_mut(..pages).unwrap_or_default(),
+                u32::try_from(repeat).unwrap_or(u32::MAX),
+            );
+            let total = usize::try_from(repeat).unwrap_or(1) * pages;
+            samples[0].push(per_unit(spent[0], total));
+            samples[1].push(per_unit(spent[1], total));
+            samples[2].push(per_unit(floor, pages));
+        }
+        for (line, times) in series.iter_mut().zip(samples) {
+            let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = times.iter().copied().fold(0.0, f64::max);
+            line.points.push(Point {
+                // Sizes are exact in f64.
+                x: size as f64,
+                median: median_ns(times),
+                min,
+                max,
+            });
+        }
+    }
+    Ok(Plot {
+        file: "page-tables.svg",
+        title: "Page tables: map_runs time per PTE by mapping size".to_owned(),
+        x_desc: "bytes mapped in one call",
+        y_desc: "ns per PTE (median; bars: min-max)",
+        series,
+    })
 }
 
 /// The floor for writing `descriptors`: each computed from its output address and stored
@@ -212,8 +291,9 @@ fn floor_clear(out: &mut [u64], repeat: u32) -> Duration {
     started.elapsed() / repeat.max(1)
 }
 
-/// Runs the page-table cases, `reps` times each, and returns their rows.
-pub fn run(reps: usize) -> Result<Vec<Row>, String> {
+/// Runs the page-table cases, `reps` times each, and returns their rows and the growth
+/// plot.
+pub fn run(reps: usize) -> Result<(Vec<Row>, Vec<Plot>), String> {
     let mut mem = ArenaTables::new();
     let pages = usize::try_from(GIB / PAGE).map_err(|e| e.to_string())?;
     let blocks = usize::try_from(GIB / BLOCK_2M).map_err(|e| e.to_string())?;
@@ -262,13 +342,13 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
         samples[8].push(floor_clear(&mut out_pages, 4));
         samples[9].push(floor_write(&block_pas, &mut out_blocks, 2000));
         // The batched API: the whole GiB in one `map_runs` call.
-        let t = map_runs_unmap(&mut mem, &page_runs)?;
+        let t = map_runs_unmap(&mut mem, &page_runs, GIB)?;
         samples[10].push(t.map);
         samples[11].push(t.unmap);
-        let t = map_runs_unmap(&mut mem, &one_run)?;
+        let t = map_runs_unmap(&mut mem, &one_run, GIB)?;
         samples[12].push(t.map);
         samples[13].push(t.unmap);
-        let t = map_runs_unmap(&mut mem, &block_runs)?;
+        let t = map_runs_unmap(&mut mem, &block_runs, GIB)?;
         samples[14].push(t.map);
         samples[15].push(t.unmap);
     }
@@ -288,7 +368,8 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
         reference_name: name,
         note: String::new(),
     };
-    Ok(vec![
+    let plot = growth(&mut mem, reps, &scattered)?;
+    let rows = vec![
         row(
             "map_runs 4K scattered, 1 call/GiB",
             pages,
@@ -380,5 +461,6 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
             clear_blocks,
             memset,
         ),
-    ])
+    ];
+    Ok((rows, vec![plot]))
 }
