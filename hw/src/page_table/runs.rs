@@ -349,32 +349,36 @@ impl<M: TableMemory> PageTable<M> {
         })?;
         let first = TableIndex::of(Level::L3, va).get();
         let pages = usize::try_from((end - va) / page).unwrap_or(0);
-        if let Some(mut rest) = self
+        if let Some(slots) = self
             .mem
             .entries_mut(table)
             .and_then(|entries| entries.get_mut(first..first.saturating_add(pages)))
         {
-            // A run at a time: the pages of one run are its PA plus 4 KiB steps (the
-            // cursor checked the run ends below 2^48, so no sum carries into the
-            // template's upper attribute bits).
-            while !rest.is_empty() {
-                let done = (pages - rest.len()) as u64;
+            // Page by page as runs start (for scattered pages a run is one page), and the
+            // rest of a longer run as plain consecutive stores: its pages are its PA plus
+            // 4 KiB steps (the cursor checked the run ends below 2^48, so no sum carries
+            // into the template's upper attribute bits).
+            let mut slots = slots.iter_mut();
+            let mut done = 0u64;
+            while let Some(slot) = slots.next() {
                 cursor.ensure().map_err(|error| Stopped {
                     stopped: va + done * page,
                     error,
                 })?;
-                let n = usize::try_from(cursor.left / page)
-                    .unwrap_or(usize::MAX)
-                    .min(rest.len());
-                let Some((now, later)) = rest.split_at_mut_checked(n) else {
-                    break;
-                };
-                let base = template | cursor.pa;
-                for (slot, k) in now.iter_mut().zip(0u64..) {
-                    *slot = base + k * page;
+                *slot = template | cursor.pa;
+                cursor.advance(page);
+                done += 1;
+                if cursor.left > 0 {
+                    let base = template | cursor.pa;
+                    let more = usize::try_from(cursor.left / page).unwrap_or(usize::MAX);
+                    let mut k = 0u64;
+                    for slot in slots.by_ref().take(more) {
+                        *slot = base + k * page;
+                        k += 1;
+                    }
+                    cursor.advance(k * page);
+                    done += k;
                 }
-                cursor.advance(n as u64 * page);
-                rest = later;
             }
             return Ok(());
         }
