@@ -148,6 +148,8 @@ enum Subcommand {
     Guest,
     Demo,
     Bench,
+    /// The host benchmarks alone; `main` hands its later arguments to the bench.
+    BenchHost,
     Fuzz,
 }
 
@@ -317,6 +319,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     "guest" => Subcommand::Guest,
                     "demo" => Subcommand::Demo,
                     "bench" => Subcommand::Bench,
+                    "bench-host" => Subcommand::BenchHost,
                     "fuzz" => Subcommand::Fuzz,
                     _ => return Err(format!("unknown command {other:?}")),
                 });
@@ -385,6 +388,7 @@ fn main() -> ExitCode {
         Subcommand::Suite | Subcommand::Guest => suite(&workspace, options),
         Subcommand::Demo => demo(&workspace, options),
         Subcommand::Bench => bench(&workspace, options),
+        Subcommand::BenchHost => finish(&[host_bench(&workspace, &[])]),
         Subcommand::Fuzz => finish(&[fuzz_step::run(
             &workspace,
             fuzz_step::TARGETS,
@@ -896,7 +900,12 @@ mod tests {
         };
         let listed = |rows: &[String], name: &str| {
             rows.iter()
-                .filter(|row| row.strip_prefix("  ").is_some_and(|r| r.starts_with(name)))
+                .filter(|row| {
+                    // The whole name: `bench` is not `bench-host`.
+                    row.strip_prefix("  ")
+                        .and_then(|r| r.strip_prefix(name))
+                        .is_some_and(|rest| rest.starts_with(' '))
+                })
                 .count()
         };
         let commands = section("commands:");
