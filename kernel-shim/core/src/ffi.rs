@@ -372,23 +372,42 @@ pub unsafe extern "C" fn extmem_kcore_exec(
     args: *mut Exec,
     cmds: *const Cmd,
 ) -> c_int {
+    // SAFETY: the caller's contract, which is `batch`'s.
+    match unsafe { batch(vm, args, cmds) } {
+        Ok((file, args, cmds)) => to_return(file.vm.exec(args, cmds)),
+        Err(ret) => ret,
+    }
+}
+
+/// The VM, the arguments and the commands of an `EXEC` entry point, checked, or the
+/// return value that refuses them.
+///
+/// # Safety
+/// `vm` as for [`file_ref`]; `args` null or valid and not referenced elsewhere; `cmds`
+/// points to `args->count` commands (checked to be at most `MAX_EXEC_CMDS`), which
+/// nothing mutates while the returned slice lives.
+unsafe fn batch<'a>(
+    vm: *const c_void,
+    args: *mut Exec,
+    cmds: *const Cmd,
+) -> Result<(&'a KernelFile, &'a mut Exec, &'a [Cmd]), c_int> {
     // SAFETY: the caller's contract.
     let (Some(file), Some(args)) = (unsafe { file_ref(vm) }, unsafe { arg_mut(args) }) else {
-        return EINVAL;
+        return Err(EINVAL);
     };
     if let Err(e) = args::check_exec(args) {
-        return to_return(Err(e));
+        return Err(to_return(Err(e)));
     }
     if cmds.is_null() || !cmds.is_aligned() || args.count > MAX_EXEC_CMDS {
-        return EINVAL;
+        return Err(EINVAL);
     }
     let Ok(count) = usize::try_from(args.count) else {
-        return EINVAL;
+        return Err(EINVAL);
     };
     // SAFETY: non-null and aligned (checked); the caller copied `count` commands there
     // (at most MAX_EXEC_CMDS, checked), which nothing mutates during the call.
     let cmds = unsafe { core::slice::from_raw_parts(cmds, count) };
-    to_return(file.vm.exec(args, cmds))
+    Ok((file, args, cmds))
 }
 
 /// One wait or signal syncobj of `EXEC`: known flags.
@@ -423,24 +442,14 @@ pub unsafe extern "C" fn extmem_kcore_exec_objects(
     ctx: *mut c_void,
     visit: Option<ObjectVisitor>,
 ) -> c_int {
-    // SAFETY: the caller's contract.
-    let (Some(file), Some(args), Some(visit)) =
-        (unsafe { file_ref(vm) }, unsafe { arg_mut(args) }, visit)
-    else {
+    let Some(visit) = visit else {
         return EINVAL;
     };
-    if let Err(e) = args::check_exec(args) {
-        return to_return(Err(e));
-    }
-    if cmds.is_null() || !cmds.is_aligned() || args.count > MAX_EXEC_CMDS {
-        return EINVAL;
-    }
-    let Ok(count) = usize::try_from(args.count) else {
-        return EINVAL;
+    // SAFETY: the caller's contract, which is `batch`'s.
+    let (file, args, cmds) = match unsafe { batch(vm, args, cmds) } {
+        Ok(checked) => checked,
+        Err(ret) => return ret,
     };
-    // SAFETY: non-null and aligned (checked); the caller copied `count` commands there
-    // (at most MAX_EXEC_CMDS, checked), which nothing mutates during the call.
-    let cmds = unsafe { core::slice::from_raw_parts(cmds, count) };
     let result = file.vm.touched(args, cmds, |object, write| {
         // SAFETY: the caller's contract for `visit` and `ctx`.
         match unsafe { visit(ctx, object.0, write) } {
