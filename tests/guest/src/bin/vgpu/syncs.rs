@@ -218,7 +218,10 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>
         "jobs: the group's objects released, every counter back to its value at the start",
         gpu.zip(start).zip(objects),
         |((gpu, start), (src, dst, ..))| {
-            release(gpu, [(VA, BIG, src.handle), (VA + BIG, BIG, dst.handle)])?;
+            let bound = [(VA, BIG, src.handle), (VA + BIG, BIG, dst.handle)];
+            // Their CPU mappings hold the objects too.
+            drop((src, dst));
+            release(gpu, bound)?;
             back_to_start(gpu, start)
         },
     );
