@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(drm_iowr(0x33, 24), 0xc018_6473);
         assert_eq!(IOCTL_GET_PARAM, 0xc010_6440);
         assert_eq!(IOCTL_VM_BIND, 0xc028_6444);
-        assert_eq!(IOCTL_EXEC, 0xc030_6445);
+        assert_eq!(IOCTL_EXEC, 0xc038_6445);
     }
 
     #[test]
