@@ -33,6 +33,8 @@ const CHECKERS: &[Checker] = &[
         reports: |m| {
             m.contains("sleeping function called from invalid context")
                 || m.contains("BUG: scheduling while atomic")
+                || m.contains("BUG: assuming atomic context")
+                || m.contains("BUG: scheduling in a non-blocking section")
                 || m.contains("BUG: workqueue leaked")
         },
     },
@@ -70,15 +72,23 @@ const LOCKDEP_REPORTS: &[&str] = &[
     "WARNING: held lock freed",
     "WARNING: lock held when returning to user space",
     "WARNING: Nested lock was not taken",
-    "BUG: held lock freed",
-    "BUG: MAX_LOCKDEP",
+    "WARNING: bad contention detected",
+    "WARNING: chain_key collision",
+    "-unsafe lock order detected",
+    "still has locks held!",
+    "BUG: MAX_",
+    "BUG: key ",
     "BUG: looking up invalid subclass",
     "INFO: trying to register non-static key",
-    "debug_locks_off",
 ];
 
-/// DMA-API debugging's own start-up lines, which are not complaints.
-const DMA_API_INFO: &[&str] = &["preallocated", "debugging enabled by kernel config"];
+/// DMA-API debugging's own informational lines (`kernel/dma/debug.c`), which are not
+/// complaints: its start-up and the growth of its entry pool.
+const DMA_API_INFO: &[&str] = &[
+    "preallocated",
+    "debugging enabled by kernel config",
+    "dma_debug_entry pool grown to",
+];
 
 /// The teardown command that makes kmemleak scan and prints what it found (`guest_plan.rs`).
 pub const KMEMLEAK_STEP: &str = "kmemleak-scan";
@@ -191,6 +201,7 @@ mod tests {
         let console = format!(
             "[    0.500000] DMA-API: preallocated 65536 debug entries\n\
              [    0.500001] DMA-API: debugging enabled by kernel config\n\
+             [   30.000000] DMA-API: dma_debug_entry pool grown to 131072 (200%)\n\
              [    1.000000] kmemleak: Kernel memory leak detector initialized (mem pool available: 15000)\n\
              {CLEAN_SCAN}"
         );
@@ -217,6 +228,15 @@ mod tests {
             ),
             ("WARNING: possible recursive locking detected", "lockdep"),
             ("WARNING: suspicious RCU usage", "lockdep"),
+            (
+                "WARNING: HARDIRQ-safe -> HARDIRQ-unsafe lock order detected",
+                "lockdep",
+            ),
+            ("BUG: MAX_LOCKDEP_CHAINS too low!", "lockdep"),
+            (
+                "BUG: scheduling while atomic: vgpu/90/0x00000002",
+                "atomic-sleep",
+            ),
             (
                 "INFO: possible irq lock inversion dependency detected",
                 "lockdep",
