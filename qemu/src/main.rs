@@ -15,6 +15,8 @@ mod build_root;
 mod capi_step;
 mod console_log;
 mod cortex_m;
+mod debug_kernel;
+mod debug_reports;
 mod fuzz_step;
 mod guest_boot;
 mod guest_plan;
@@ -87,6 +89,10 @@ const OPTIONS: &[(&str, &str)] = &[
     ),
     ("--seconds SECONDS", "fuzz: time per target (default 600)"),
     (
+        "--debug-kernel",
+        "add the debug-kernel step (suite, guest); run it before submitting kernel-shim changes",
+    ),
+    (
         "--kernel 6.1|6.12|7.x",
         "only this guest kernel (default: all three); on 6.1 and 7.x the vgpu suite only",
     ),
@@ -158,6 +164,9 @@ impl KernelChoice {
 
 /// The default limit for one guest boot.
 const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default limit for the debug kernel's boot: KASAN, lockdep and kmemleak slow every
+/// allocation and lock, and TCG slows them again.
+const DEBUG_KERNEL_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subcommand {
@@ -186,11 +195,13 @@ enum SuiteStep {
     CortexM,
     Windows,
     Guest,
+    /// Not in the default run: the first one builds a kernel (`--debug-kernel` adds it).
+    DebugKernel,
 }
 
 impl SuiteStep {
     /// Every step, in the order `suite` runs them.
-    const ALL: [SuiteStep; 11] = [
+    const ALL: [SuiteStep; 12] = [
         Self::Fmt,
         Self::Clippy,
         Self::Doc,
@@ -202,6 +213,7 @@ impl SuiteStep {
         Self::CortexM,
         Self::Windows,
         Self::Guest,
+        Self::DebugKernel,
     ];
 
     /// The name a user gives it on the command line.
@@ -218,6 +230,7 @@ impl SuiteStep {
             Self::CortexM => "cortex-m",
             Self::Windows => "windows",
             Self::Guest => "guest",
+            Self::DebugKernel => "debug-kernel",
         }
     }
 
@@ -236,6 +249,9 @@ impl SuiteStep {
             Self::Windows => "the Windows build's tests under Wine",
             Self::Guest => {
                 "the guest suites in QEMU x86_64: all on Linux 6.12, the vgpu suite on 6.1 and 7.x"
+            }
+            Self::DebugKernel => {
+                "the vgpu suites on a KASAN/lockdep/kmemleak kernel (built once; not by default)"
             }
         }
     }
@@ -258,10 +274,12 @@ struct StepSet {
 impl StepSet {
     const NONE: StepSet = StepSet { bits: 0 };
 
+    /// The steps `suite` runs when none is named: all but the debug kernel's.
     fn every() -> Self {
         Self {
             bits: SuiteStep::ALL
                 .iter()
+                .filter(|step| **step != SuiteStep::DebugKernel)
                 .fold(0, |bits, step| bits | step.bit()),
         }
     }
@@ -284,6 +302,8 @@ struct Options {
     steps: StepSet,
     accel: Accel,
     timeout: Duration,
+    /// The limit for the debug kernel's boot: `--timeout`, else [`DEBUG_KERNEL_TIMEOUT`].
+    debug_kernel_timeout: Duration,
     /// Seconds per fuzz target for `fuzz`.
     fuzz_seconds: u64,
     /// The kernel `--kernel` chose; without it, the backports one.
@@ -310,7 +330,8 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut command = None;
     let mut steps = StepSet::NONE;
     let mut accel = Accel::Tcg;
-    let mut timeout = DEFAULT_GUEST_TIMEOUT;
+    let mut timeout = None;
+    let mut debug_kernel = false;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
     let mut kernel = None;
     let mut words = args.iter();
@@ -322,8 +343,9 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 let seconds: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                     format!("--timeout {value:?} is not a positive number of seconds")
                 })?;
-                timeout = Duration::from_secs(seconds);
+                timeout = Some(Duration::from_secs(seconds));
             }
+            "--debug-kernel" => debug_kernel = true,
             "--seconds" => {
                 let value = words.next().ok_or("--seconds needs a number of seconds")?;
                 fuzz_seconds = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
@@ -365,16 +387,23 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         }
     }
     let command = command.ok_or("no command given")?;
-    let steps = match command {
+    let mut steps = match command {
         Subcommand::Guest => StepSet::NONE.with(SuiteStep::Guest),
         _ if steps == StepSet::NONE => StepSet::every(),
         _ => steps,
     };
+    if debug_kernel {
+        if !matches!(command, Subcommand::Suite | Subcommand::Guest) {
+            return Err("--debug-kernel goes with suite or guest".into());
+        }
+        steps = steps.with(SuiteStep::DebugKernel);
+    }
     Ok(Request::Run(Options {
         command,
         steps,
         accel,
-        timeout,
+        timeout: timeout.unwrap_or(DEFAULT_GUEST_TIMEOUT),
+        debug_kernel_timeout: timeout.unwrap_or(DEBUG_KERNEL_TIMEOUT),
         fuzz_seconds,
         kernel,
     }))
@@ -484,6 +513,7 @@ fn guest_options(options: Options, kernel: KernelChoice, echo_plain_output: bool
             KernelChoice::Lts => guest_plan::FeatureSet::DebianLts,
             KernelChoice::Backports | KernelChoice::Newest => guest_plan::FeatureSet::Every,
         },
+        debug_reports: false,
     }
 }
 
@@ -546,6 +576,69 @@ fn vgpu_only_step(
         }
     };
     let console = guest_suite::console_log_path(workspace, kernel.console_log());
+    name_kernel_in_failures(&mut step.checks, &version, &console);
+    step.elapsed = started.elapsed();
+    step
+}
+
+/// The console log of the debug kernel's boot.
+const DEBUG_CONSOLE_LOG: &str = "guest-console-debug.log";
+
+/// The debug kernel (`debug_kernel.rs`), built unless cached, running the module's suites;
+/// its checkers' reports and a kmemleak scan are named checks (`debug_reports.rs`).
+fn debug_kernel_step(
+    workspace: &Workspace,
+    provisioned: Option<&Provisioned>,
+    options: Options,
+) -> Step {
+    let title = "debug kernel (QEMU x86_64: KASAN, lockdep, kmemleak, DMA-API debug, UBSAN)";
+    let Some(provisioned) = provisioned else {
+        let mut step = Step::new(title);
+        step.checks
+            .push(Check::fail("guest-boot", "not run: provisioning failed"));
+        return step;
+    };
+    let started = Instant::now();
+    let built = match debug_kernel::ensure(&provisioned.kernel) {
+        Ok(built) => built,
+        Err(err) => {
+            let mut step = Step::new(title);
+            step.checks
+                .push(Check::fail("build the debug kernel", err.to_string()));
+            step.elapsed = started.elapsed();
+            return step;
+        }
+    };
+    let version = built.kernel.version.clone();
+    let debug = Provisioned {
+        kernel: built.kernel,
+        ..provisioned.clone()
+    };
+    let guest_options = guest_suite::GuestOptions {
+        accel: options.accel,
+        timeout: options.debug_kernel_timeout,
+        echo_plain_output: false,
+        console_log: DEBUG_CONSOLE_LOG,
+        features: guest_plan::FeatureSet::Every,
+        debug_reports: true,
+    };
+    let mut step = guest_suite::run(
+        workspace,
+        &debug,
+        guest_plan::DEBUG_KERNEL_SUITES,
+        guest_options,
+        title,
+    );
+    step.notes.insert(
+        0,
+        format!(
+            "kernel: Debian linux-source-6.12 {} + qemu/debug-kernel.config, built in {}{}",
+            built.source_version,
+            report::seconds(built.build_time),
+            if built.was_cached { " (cached)" } else { "" }
+        ),
+    );
+    let console = guest_suite::console_log_path(workspace, DEBUG_CONSOLE_LOG);
     name_kernel_in_failures(&mut step.checks, &version, &console);
     step.elapsed = started.elapsed();
     step
@@ -646,6 +739,9 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
                         }
                     });
                 }
+            }
+            SuiteStep::DebugKernel => {
+                steps.push(debug_kernel_step(workspace, provisioned.as_ref(), options));
             }
         }
     }
@@ -822,6 +918,7 @@ mod tests {
                 steps: StepSet::every(),
                 accel: Accel::Tcg,
                 timeout: DEFAULT_GUEST_TIMEOUT,
+                debug_kernel_timeout: DEBUG_KERNEL_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 kernel: None,
             })
@@ -833,6 +930,7 @@ mod tests {
                 steps: StepSet::NONE.with(SuiteStep::Guest),
                 accel: Accel::Kvm,
                 timeout: Duration::from_secs(60),
+                debug_kernel_timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 kernel: None,
             })
@@ -859,7 +957,47 @@ mod tests {
         );
         for step in SuiteStep::ALL {
             assert_eq!(SuiteStep::from_name(step.name()), Some(step));
-            assert!(StepSet::every().contains(step));
+            assert_eq!(
+                StepSet::every().contains(step),
+                step != SuiteStep::DebugKernel
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_debug_kernel_runs_when_asked_for() -> Result<(), String> {
+        let everything = run("suite --debug-kernel")?;
+        assert_eq!(
+            everything.steps,
+            StepSet::every().with(SuiteStep::DebugKernel)
+        );
+        assert_eq!(everything.debug_kernel_timeout, DEBUG_KERNEL_TIMEOUT);
+        assert_eq!(everything.timeout, DEFAULT_GUEST_TIMEOUT);
+        assert_eq!(
+            run("suite debug-kernel")?.steps,
+            StepSet::NONE.with(SuiteStep::DebugKernel)
+        );
+        assert_eq!(
+            run("--debug-kernel guest --timeout 900")?,
+            Options {
+                command: Subcommand::Guest,
+                steps: StepSet::NONE
+                    .with(SuiteStep::Guest)
+                    .with(SuiteStep::DebugKernel),
+                accel: Accel::Tcg,
+                timeout: Duration::from_secs(900),
+                debug_kernel_timeout: Duration::from_secs(900),
+                fuzz_seconds: fuzz_step::LONG_SECONDS,
+                kernel: None,
+            }
+        );
+        for other in ["demo", "bench", "fuzz", "setup"] {
+            assert_eq!(
+                run(&format!("{other} --debug-kernel")).err().as_deref(),
+                Some("--debug-kernel goes with suite or guest"),
+                "{other}"
+            );
         }
         Ok(())
     }
@@ -990,7 +1128,7 @@ mod tests {
     fn bad_arguments_are_refused_with_what_was_wrong() {
         let refused = |words: &str| run(words).err().unwrap_or_default();
         assert_eq!(refused(""), "no command given");
-        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, guest)");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, guest, debug-kernel)");
         assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
         assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
         assert_eq!(refused("check"), "unknown command \"check\"");

@@ -407,6 +407,53 @@ fn lts_packages(image_package: &str, version: &str) -> Option<Vec<String>> {
     ])
 }
 
+/// What building a kernel from source needs beyond [`RELEASE_PACKAGES`] (the debug kernel,
+/// `debug_kernel.rs`): Kconfig's parser generators, `bc` for the timeconst header, and
+/// libelf and OpenSSL for objtool and the certificate tools.
+pub const KERNEL_BUILD_PACKAGES: &[&str] = &["bc", "bison", "flex", "libelf-dev", "libssl-dev"];
+
+/// Installs those of `packages` that are missing, from the release. Run after [`provision`].
+pub fn ensure_packages(packages: &[&str]) -> Result<(), ProvisionError> {
+    let missing = missing_packages(packages)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Apt::default().install(None, &missing)
+}
+
+/// The version apt knows `package` by (`apt-cache show`, the first stanza: the candidate).
+pub fn package_version(package: &str) -> Result<String, ProvisionError> {
+    let output = host_command::stdout_text(
+        Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .arg(package),
+    )?;
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("Version: "))
+        .map(|version| version.trim().to_owned())
+        .ok_or_else(|| ProvisionError::Missing {
+            what: format!("a Version field in `apt-cache show {package}`"),
+            path: PathBuf::from("/var/lib/apt/lists"),
+        })
+}
+
+/// Downloads `package` at `version` (`apt-get download package=version`) into the cache's
+/// download directory, replacing an earlier download of it; returns the `.deb`.
+pub fn download_deb(package: &str, version: &str) -> Result<PathBuf, ProvisionError> {
+    let downloads = cache_dir().join("debs");
+    fs::create_dir_all(&downloads).map_err(io_error(&downloads))?;
+    remove_downloads(&downloads, package)?;
+    println!("provision: downloading {package} {version}");
+    host_command::output(
+        Command::new("apt-get")
+            .current_dir(&downloads)
+            .arg("download")
+            .arg(format!("{package}={version}")),
+    )?;
+    find_download(&downloads, package)
+}
+
 /// What a finished provisioning recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
