@@ -16,7 +16,8 @@
 //! 3. The build directory `<target>/kmod/build`: the C glue and headers of `kernel-shim/kmod`,
 //!    the object as `extmem_kcore.o_shipped` and a `.extmem_kcore.o.cmd` beside it (modpost
 //!    reads the `.cmd` file of every object of a module, for symbol versions).
-//! 4. `make -C /usr/src/linux-headers-<version> M=<build dir> modules`, its output kept in
+//! 4. `make -C /usr/src/linux-headers-<version> M=<build dir> modules` (chrooted into the
+//!    build root for kernels whose tools bookworm cannot run, `build_root.rs`), its output kept in
 //!    `<target>/kmod/make.log`. Any objtool warning fails the build: objtool checks the
 //!    module as one object, and a warning there is code without the kernel's mitigations.
 //!    Otherwise the module is copied to `<target>/kmod/extmem_vgpu.ko`, where the guest
@@ -31,6 +32,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::build_root;
 use crate::host_command::{self, CommandError};
 use crate::provision::Kernel;
 use crate::rust_tools;
@@ -228,7 +230,7 @@ pub fn build(workspace: &Workspace, kernel: &Kernel) -> Result<BuiltModule, Kmod
         println!("guest: extmem_vgpu.ko sources changed, rebuilding");
     }
 
-    let output = run_make(&headers, &build_dir)?;
+    let output = run_make(kernel, &build_dir)?;
     let log = out_dir.join("make.log");
     fs::write(&log, &output).map_err(io_error(&log))?;
     let warnings = warnings(&output);
@@ -456,14 +458,23 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, KmodError> {
     Ok(true)
 }
 
-/// `make -C <headers> M=<build dir> modules`; both output streams, joined.
-fn run_make(headers: &Path, build_dir: &Path) -> Result<String, KmodError> {
-    let mut command = Command::new("make");
-    command
-        .arg("-C")
-        .arg(headers)
-        .arg(format!("M={}", build_dir.display()))
-        .args(["-j2", "modules"]);
+/// `make -C <headers> M=<build dir> modules`, in the kernel's build root where it has one;
+/// both output streams, joined.
+fn run_make(kernel: &Kernel, build_dir: &Path) -> Result<String, KmodError> {
+    const ARGS: [&str; 2] = ["-j2", "modules"];
+    let headers = kernel.headers_dir();
+    let mut command = match &kernel.build_root {
+        Some(root) => build_root::make_in_root(root, &headers, build_dir, &ARGS),
+        None => {
+            let mut command = Command::new("make");
+            command
+                .arg("-C")
+                .arg(&headers)
+                .arg(format!("M={}", build_dir.display()))
+                .args(ARGS);
+            command
+        }
+    };
     let output = host_command::capture(&mut command).map_err(|err| {
         KmodError::Command(CommandError {
             command: host_command::describe(&command),

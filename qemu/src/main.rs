@@ -2,17 +2,21 @@
 //!
 //! `cargo suite` runs everything (formatting, clippy, the API docs, the workspace's tests, Miri,
 //! a short fuzz run, the no_std builds, the Cortex-M tests, the Windows tests under Wine and the
-//! guest tests on Debian's backports kernel in QEMU) and ends with one line `N passed, M
-//! failed`; `cargo suite STEP...` runs only the steps named, and `--kernel 6.1` boots Debian
-//! stable's 6.1 instead, for the vgpu suite only. `cargo demo` boots the guest and runs the
+//! guest tests in QEMU: all of them on Debian's backports kernel, the vgpu suite on Debian
+//! stable's 6.1 and on the newest Debian kernel, 7.x) and ends with one line `N passed, M
+//! failed`; `cargo suite STEP...` runs only the steps named, and `--kernel 6.1|6.12|7.x`
+//! boots only that kernel. `cargo demo` boots the guest and runs the
 //! demo. Both provision what they need on Debian first (see `provision.rs`). `cargo
 //! bench-all` runs the benchmarks (host, then guest); they are not tests and `suite` does not
 //! run them. `cargo fuzz-long` runs the fuzz targets for longer than the suite does.
 //! `extmem-qemu --help` lists every command, step and option.
 
+mod build_root;
 mod capi_step;
 mod console_log;
 mod cortex_m;
+mod debug_kernel;
+mod debug_reports;
 mod fuzz_step;
 mod guest_boot;
 mod guest_plan;
@@ -23,6 +27,7 @@ mod initramfs;
 mod kernel_modules;
 mod kmod_build;
 mod ktap;
+mod mesa_source;
 mod miri_step;
 mod provision;
 mod report;
@@ -62,6 +67,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "benchmarks: the host ones, then the guest one in QEMU (cargo bench-all)",
     ),
     (
+        "bench-host [ARG...]",
+        "the host benchmarks alone, with Mesa's allocator as a reference (cargo bench-host)",
+    ),
+    (
         "fuzz",
         "each fuzz target for --seconds from its kept corpus (cargo fuzz-long)",
     ),
@@ -88,8 +97,12 @@ const OPTIONS: &[(&str, &str)] = &[
         "fuzz-guest: ioctl calls in the run (default 1000000; give it --timeout)",
     ),
     (
-        "--kernel 6.1|6.12",
-        "the guest kernel (default 6.12); on 6.1 the guest step runs the vgpu suite only",
+        "--debug-kernel",
+        "add the debug-kernel step (suite, guest); run it before submitting kernel-shim changes",
+    ),
+    (
+        "--kernel 6.1|6.12|7.x",
+        "only this guest kernel (default: all three); on 6.1 and 7.x the vgpu suite only",
     ),
 ];
 
@@ -123,21 +136,37 @@ enum KernelChoice {
     Lts,
     /// Debian's backports kernel (6.12 on bookworm): every guest suite.
     Backports,
+    /// Debian's newest kernel (7.x from trixie-backports, its module built in a trixie
+    /// root): the vgpu suite only in `guest`.
+    Newest,
 }
 
 impl KernelChoice {
+    /// Every kernel, in the order the guest step boots them.
+    const ALL: [KernelChoice; 3] = [Self::Backports, Self::Lts, Self::Newest];
+
     /// The series a user names with `--kernel`.
     fn series(self) -> &'static str {
         match self {
             Self::Lts => provision::LTS_SERIES,
             Self::Backports => "6.12",
+            Self::Newest => build_root::SERIES,
         }
     }
 
     fn from_series(series: &str) -> Option<Self> {
-        [Self::Lts, Self::Backports]
+        Self::ALL
             .into_iter()
             .find(|choice| choice.series() == series)
+    }
+
+    /// The console log of a boot on it.
+    fn console_log(self) -> &'static str {
+        match self {
+            Self::Backports => "guest-console.log",
+            Self::Lts => "guest-console-6.1.log",
+            Self::Newest => "guest-console-7.x.log",
+        }
     }
 }
 
@@ -145,6 +174,9 @@ impl KernelChoice {
 const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// The default number of calls of `fuzz-guest`.
 const DEFAULT_FUZZ_CALLS: u64 = 1_000_000;
+/// The default limit for the debug kernel's boot: KASAN, lockdep and kmemleak slow every
+/// allocation and lock, and TCG slows them again.
+const DEBUG_KERNEL_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subcommand {
@@ -154,6 +186,8 @@ enum Subcommand {
     Guest,
     Demo,
     Bench,
+    /// The host benchmarks alone; `main` hands its later arguments to the bench.
+    BenchHost,
     Fuzz,
     /// The guest ioctl fuzzer for a number of calls.
     FuzzGuest,
@@ -173,11 +207,13 @@ enum SuiteStep {
     CortexM,
     Windows,
     Guest,
+    /// Not in the default run: the first one builds a kernel (`--debug-kernel` adds it).
+    DebugKernel,
 }
 
 impl SuiteStep {
     /// Every step, in the order `suite` runs them.
-    const ALL: [SuiteStep; 11] = [
+    const ALL: [SuiteStep; 12] = [
         Self::Fmt,
         Self::Clippy,
         Self::Doc,
@@ -189,6 +225,7 @@ impl SuiteStep {
         Self::CortexM,
         Self::Windows,
         Self::Guest,
+        Self::DebugKernel,
     ];
 
     /// The name a user gives it on the command line.
@@ -205,6 +242,7 @@ impl SuiteStep {
             Self::CortexM => "cortex-m",
             Self::Windows => "windows",
             Self::Guest => "guest",
+            Self::DebugKernel => "debug-kernel",
         }
     }
 
@@ -221,7 +259,12 @@ impl SuiteStep {
             Self::NoStd => "the no_std crates built for x86_64-unknown-none and thumbv7em",
             Self::CortexM => "the no_std tests on a Cortex-M3 under qemu-system-arm",
             Self::Windows => "the Windows build's tests under Wine",
-            Self::Guest => "the guest suites in QEMU x86_64 on Debian's backports kernel",
+            Self::Guest => {
+                "the guest suites in QEMU x86_64: all on Linux 6.12, the vgpu suite on 6.1 and 7.x"
+            }
+            Self::DebugKernel => {
+                "the vgpu suites on a KASAN/lockdep/kmemleak kernel (built once; not by default)"
+            }
         }
     }
 
@@ -243,10 +286,12 @@ struct StepSet {
 impl StepSet {
     const NONE: StepSet = StepSet { bits: 0 };
 
+    /// The steps `suite` runs when none is named: all but the debug kernel's.
     fn every() -> Self {
         Self {
             bits: SuiteStep::ALL
                 .iter()
+                .filter(|step| **step != SuiteStep::DebugKernel)
                 .fold(0, |bits, step| bits | step.bit()),
         }
     }
@@ -269,6 +314,8 @@ struct Options {
     steps: StepSet,
     accel: Accel,
     timeout: Duration,
+    /// The limit for the debug kernel's boot: `--timeout`, else [`DEBUG_KERNEL_TIMEOUT`].
+    debug_kernel_timeout: Duration,
     /// Seconds per fuzz target for `fuzz`.
     fuzz_seconds: u64,
     /// Calls of the guest fuzzer for `fuzz-guest`.
@@ -297,7 +344,8 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut command = None;
     let mut steps = StepSet::NONE;
     let mut accel = Accel::Tcg;
-    let mut timeout = DEFAULT_GUEST_TIMEOUT;
+    let mut timeout = None;
+    let mut debug_kernel = false;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
     let mut fuzz_calls = DEFAULT_FUZZ_CALLS;
     let mut kernel = None;
@@ -310,8 +358,9 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 let seconds: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                     format!("--timeout {value:?} is not a positive number of seconds")
                 })?;
-                timeout = Duration::from_secs(seconds);
+                timeout = Some(Duration::from_secs(seconds));
             }
+            "--debug-kernel" => debug_kernel = true,
             "--seconds" => {
                 let value = words.next().ok_or("--seconds needs a number of seconds")?;
                 fuzz_seconds = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
@@ -325,9 +374,11 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 })?;
             }
             "--kernel" => {
-                let value = words.next().ok_or("--kernel needs 6.1 or 6.12")?;
+                let value = words.next().ok_or("--kernel needs 6.1, 6.12 or 7.x")?;
                 kernel = Some(KernelChoice::from_series(value).ok_or_else(|| {
-                    format!("--kernel {value:?} is not a kernel the runner boots (6.1 or 6.12)")
+                    format!(
+                        "--kernel {value:?} is not a kernel the runner boots (6.1, 6.12 or 7.x)"
+                    )
                 })?);
             }
             other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
@@ -338,6 +389,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     "guest" => Subcommand::Guest,
                     "demo" => Subcommand::Demo,
                     "bench" => Subcommand::Bench,
+                    "bench-host" => Subcommand::BenchHost,
                     "fuzz" => Subcommand::Fuzz,
                     "fuzz-guest" => Subcommand::FuzzGuest,
                     _ => return Err(format!("unknown command {other:?}")),
@@ -357,16 +409,23 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         }
     }
     let command = command.ok_or("no command given")?;
-    let steps = match command {
+    let mut steps = match command {
         Subcommand::Guest => StepSet::NONE.with(SuiteStep::Guest),
         _ if steps == StepSet::NONE => StepSet::every(),
         _ => steps,
     };
+    if debug_kernel {
+        if !matches!(command, Subcommand::Suite | Subcommand::Guest) {
+            return Err("--debug-kernel goes with suite or guest".into());
+        }
+        steps = steps.with(SuiteStep::DebugKernel);
+    }
     Ok(Request::Run(Options {
         command,
         steps,
         accel,
-        timeout,
+        timeout: timeout.unwrap_or(DEFAULT_GUEST_TIMEOUT),
+        debug_kernel_timeout: timeout.unwrap_or(DEBUG_KERNEL_TIMEOUT),
         fuzz_seconds,
         fuzz_calls,
         kernel,
@@ -375,6 +434,16 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `bench-host` hands every later argument to the bench (groups, `--plots DIR`).
+    if let Some(("bench-host", bench_args)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
+        return match Workspace::locate() {
+            Ok(workspace) => finish(&[host_bench(&workspace, bench_args)]),
+            Err(err) => {
+                eprintln!("extmem-qemu: cannot find the workspace: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse_args(&args) {
         Ok(Request::Run(options)) => options,
         Ok(Request::Help) => {
@@ -399,6 +468,7 @@ fn main() -> ExitCode {
         Subcommand::Demo => demo(&workspace, options),
         Subcommand::Bench => bench(&workspace, options),
         Subcommand::FuzzGuest => fuzz_guest(&workspace, options),
+        Subcommand::BenchHost => finish(&[host_bench(&workspace, &[])]),
         Subcommand::Fuzz => finish(&[fuzz_step::run(
             &workspace,
             fuzz_step::TARGETS,
@@ -456,30 +526,23 @@ fn provision_step(workspace: &Workspace) -> (Step, Option<Provisioned>) {
     (step, provisioned)
 }
 
-/// The console log of a boot on the backports kernel (the LTS one's names its series).
-const CONSOLE_LOG: &str = "guest-console.log";
-/// The console log of a boot on the LTS kernel.
-const LTS_CONSOLE_LOG: &str = "guest-console-6.1.log";
-
 /// The guest options of one boot on `kernel`.
 fn guest_options(options: Options, kernel: KernelChoice, echo_plain_output: bool) -> GuestOptions {
     GuestOptions {
         accel: options.accel,
         timeout: options.timeout,
         echo_plain_output,
-        console_log: match kernel {
-            KernelChoice::Lts => LTS_CONSOLE_LOG,
-            KernelChoice::Backports => CONSOLE_LOG,
-        },
+        console_log: kernel.console_log(),
         features: match kernel {
             KernelChoice::Lts => guest_plan::FeatureSet::DebianLts,
-            KernelChoice::Backports => guest_plan::FeatureSet::Every,
+            KernelChoice::Backports | KernelChoice::Newest => guest_plan::FeatureSet::Every,
         },
+        debug_reports: false,
     }
 }
 
-/// What booting `kernel` needs: the backports kernel is `provisioned`'s, the LTS one is
-/// unpacked (once) next to it and shares its busybox.
+/// What booting `kernel` needs: the backports kernel is `provisioned`'s, the LTS and newest
+/// ones are unpacked (once) next to it and share its busybox.
 fn provisioned_for(
     kernel: KernelChoice,
     provisioned: &Provisioned,
@@ -490,29 +553,35 @@ fn provisioned_for(
             kernel: provision::provision_lts()?,
             ..provisioned.clone()
         }),
+        KernelChoice::Newest => Ok(Provisioned {
+            kernel: build_root::provision_newest()?,
+            ..provisioned.clone()
+        }),
     }
 }
 
-/// The vgpu suite on the LTS kernel, as a step of its own whose title names the kernel; a
-/// failed check names the kernel and the console log, since the backports boot's look alike.
-fn lts_guest_step(
+/// The vgpu suite on the LTS or the newest kernel, as a step of its own whose title names
+/// the kernel; a failed check names the kernel and the console log, since the backports
+/// boot's look alike.
+fn vgpu_only_step(
     workspace: &Workspace,
     provisioned: Option<&Provisioned>,
     options: Options,
+    kernel: KernelChoice,
 ) -> Step {
     let started = Instant::now();
-    let lts = provisioned.map(|p| provisioned_for(KernelChoice::Lts, p));
-    let version = match &lts {
-        Some(Ok(lts)) => lts.kernel.version.clone(),
-        _ => provision::LTS_SERIES.to_owned(),
+    let chosen = provisioned.map(|p| provisioned_for(kernel, p));
+    let version = match &chosen {
+        Some(Ok(chosen)) => chosen.kernel.version.clone(),
+        _ => kernel.series().to_owned(),
     };
     let title = format!("guest tests (QEMU x86_64, Linux {version}, vgpu only)");
-    let mut step = match lts {
-        Some(Ok(lts)) => guest_suite::run(
+    let mut step = match chosen {
+        Some(Ok(chosen)) => guest_suite::run(
             workspace,
-            &lts,
+            &chosen,
             guest_plan::VGPU_ONLY,
-            guest_options(options, KernelChoice::Lts, false),
+            guest_options(options, kernel, false),
             &title,
         ),
         Some(Err(err)) => {
@@ -530,7 +599,70 @@ fn lts_guest_step(
             step
         }
     };
-    let console = guest_suite::console_log_path(workspace, LTS_CONSOLE_LOG);
+    let console = guest_suite::console_log_path(workspace, kernel.console_log());
+    name_kernel_in_failures(&mut step.checks, &version, &console);
+    step.elapsed = started.elapsed();
+    step
+}
+
+/// The console log of the debug kernel's boot.
+const DEBUG_CONSOLE_LOG: &str = "guest-console-debug.log";
+
+/// The debug kernel (`debug_kernel.rs`), built unless cached, running the module's suites;
+/// its checkers' reports and a kmemleak scan are named checks (`debug_reports.rs`).
+fn debug_kernel_step(
+    workspace: &Workspace,
+    provisioned: Option<&Provisioned>,
+    options: Options,
+) -> Step {
+    let title = "debug kernel (QEMU x86_64: KASAN, lockdep, kmemleak, DMA-API debug, UBSAN)";
+    let Some(provisioned) = provisioned else {
+        let mut step = Step::new(title);
+        step.checks
+            .push(Check::fail("guest-boot", "not run: provisioning failed"));
+        return step;
+    };
+    let started = Instant::now();
+    let built = match debug_kernel::ensure(&provisioned.kernel) {
+        Ok(built) => built,
+        Err(err) => {
+            let mut step = Step::new(title);
+            step.checks
+                .push(Check::fail("build the debug kernel", err.to_string()));
+            step.elapsed = started.elapsed();
+            return step;
+        }
+    };
+    let version = built.kernel.version.clone();
+    let debug = Provisioned {
+        kernel: built.kernel,
+        ..provisioned.clone()
+    };
+    let guest_options = guest_suite::GuestOptions {
+        accel: options.accel,
+        timeout: options.debug_kernel_timeout,
+        echo_plain_output: false,
+        console_log: DEBUG_CONSOLE_LOG,
+        features: guest_plan::FeatureSet::Every,
+        debug_reports: true,
+    };
+    let mut step = guest_suite::run(
+        workspace,
+        &debug,
+        guest_plan::DEBUG_KERNEL_SUITES,
+        guest_options,
+        title,
+    );
+    step.notes.insert(
+        0,
+        format!(
+            "kernel: Debian linux-source-6.12 {} + qemu/debug-kernel.config, built in {}{}",
+            built.source_version,
+            report::seconds(built.build_time),
+            if built.was_cached { " (cached)" } else { "" }
+        ),
+    );
+    let console = guest_suite::console_log_path(workspace, DEBUG_CONSOLE_LOG);
     name_kernel_in_failures(&mut step.checks, &version, &console);
     step.elapsed = started.elapsed();
     step
@@ -615,16 +747,26 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             SuiteStep::NoStd => steps.push(host_checks::no_std_builds(workspace)),
             SuiteStep::CortexM => steps.push(cortex_m::run_tests(workspace)),
             SuiteStep::Windows => steps.push(windows_tests::run_tests(workspace)),
-            // Not yet both by default: Debian's 6.1 lacks udmabuf and the dma-heaps, which
-            // the vgpu program's imports use, so the LTS boot is asked for by name.
-            SuiteStep::Guest => match options.kernel.unwrap_or(KernelChoice::Backports) {
-                KernelChoice::Backports => {
-                    steps.push(guest_step(workspace, provisioned.as_ref(), options));
+            // Every kernel unless `--kernel` names one: the full suites on the backports
+            // kernel, the vgpu suite on the LTS and the newest.
+            SuiteStep::Guest => {
+                for kernel in KernelChoice::ALL {
+                    if options.kernel.is_some_and(|chosen| chosen != kernel) {
+                        continue;
+                    }
+                    steps.push(match kernel {
+                        KernelChoice::Backports => {
+                            guest_step(workspace, provisioned.as_ref(), options)
+                        }
+                        KernelChoice::Lts | KernelChoice::Newest => {
+                            vgpu_only_step(workspace, provisioned.as_ref(), options, kernel)
+                        }
+                    });
                 }
-                KernelChoice::Lts => {
-                    steps.push(lts_guest_step(workspace, provisioned.as_ref(), options));
-                }
-            },
+            }
+            SuiteStep::DebugKernel => {
+                steps.push(debug_kernel_step(workspace, provisioned.as_ref(), options));
+            }
         }
     }
     finish(&steps)
@@ -697,30 +839,7 @@ fn demo(workspace: &Workspace, options: Options) -> ExitCode {
 /// The host benchmarks, then the guest benchmark; the guest's CSV (printed between markers)
 /// is saved next to the host's in `<target dir>/extmem-bench/`.
 fn bench(workspace: &Workspace, options: Options) -> ExitCode {
-    println!("bench: host benchmarks");
-    let mut host = workspace.cargo();
-    host.args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "extmem-bench",
-        "--bin",
-        "host-bench",
-    ]);
-    let mut host_step = Step::new("host benchmarks");
-    let started = Instant::now();
-    let status = host.status();
-    host_step.elapsed = started.elapsed();
-    match status {
-        Ok(status) if status.success() => {}
-        Ok(status) => host_step
-            .checks
-            .push(Check::fail("host-bench", format!("exited with {status}"))),
-        Err(err) => host_step
-            .checks
-            .push(Check::fail("host-bench", err.to_string())),
-    }
+    let host_step = host_bench(workspace, &[]);
     let (mut provision, provisioned) = provision_step(workspace);
     let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
     else {
@@ -752,6 +871,56 @@ fn bench(workspace: &Workspace, options: Options) -> ExitCode {
         )),
     }
     finish(&[host_step, provision, guest])
+}
+
+/// The host benchmarks (`tests/bench`), given `args`, built with Mesa's `util_vma_heap` as
+/// the VA allocator's reference: Debian's Mesa source is fetched into the cache first
+/// (`mesa_source`) and its tree handed to the bench's build script in `EXTMEM_MESA_SRC`.
+fn host_bench(workspace: &Workspace, args: &[String]) -> Step {
+    let mut step = Step::new("host benchmarks");
+    let started = Instant::now();
+    let mesa = match mesa_source::ensure(&provision::cache_dir()) {
+        Ok(mesa) => mesa,
+        Err(err) => {
+            step.checks
+                .push(Check::fail("mesa source", err.to_string()));
+            return step;
+        }
+    };
+    step.notes.push(format!(
+        "util_vma_heap from Debian's mesa {} ({}, {})",
+        mesa.version,
+        if mesa.patched {
+            "Debian's patches applied"
+        } else {
+            "upstream tarball"
+        },
+        mesa.tree.display()
+    ));
+    println!("bench: host benchmarks");
+    let mut host = workspace.cargo();
+    host.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "extmem-bench",
+        "--bin",
+        "host-bench",
+        "--",
+    ])
+    .args(args)
+    .env("EXTMEM_MESA_SRC", &mesa.tree);
+    let status = host.status();
+    step.elapsed = started.elapsed();
+    match status {
+        Ok(status) if status.success() => step.checks.push(Check::pass("host-bench")),
+        Ok(status) => step
+            .checks
+            .push(Check::fail("host-bench", format!("exited with {status}"))),
+        Err(err) => step.checks.push(Check::fail("host-bench", err.to_string())),
+    }
+    step
 }
 
 /// The lines the guest benchmark printed between `@@bench-csv begin` and `@@bench-csv end`.
@@ -793,6 +962,7 @@ mod tests {
                 steps: StepSet::every(),
                 accel: Accel::Tcg,
                 timeout: DEFAULT_GUEST_TIMEOUT,
+                debug_kernel_timeout: DEBUG_KERNEL_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
@@ -805,6 +975,7 @@ mod tests {
                 steps: StepSet::NONE.with(SuiteStep::Guest),
                 accel: Accel::Kvm,
                 timeout: Duration::from_secs(60),
+                debug_kernel_timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
@@ -837,7 +1008,48 @@ mod tests {
         );
         for step in SuiteStep::ALL {
             assert_eq!(SuiteStep::from_name(step.name()), Some(step));
-            assert!(StepSet::every().contains(step));
+            assert_eq!(
+                StepSet::every().contains(step),
+                step != SuiteStep::DebugKernel
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_debug_kernel_runs_when_asked_for() -> Result<(), String> {
+        let everything = run("suite --debug-kernel")?;
+        assert_eq!(
+            everything.steps,
+            StepSet::every().with(SuiteStep::DebugKernel)
+        );
+        assert_eq!(everything.debug_kernel_timeout, DEBUG_KERNEL_TIMEOUT);
+        assert_eq!(everything.timeout, DEFAULT_GUEST_TIMEOUT);
+        assert_eq!(
+            run("suite debug-kernel")?.steps,
+            StepSet::NONE.with(SuiteStep::DebugKernel)
+        );
+        assert_eq!(
+            run("--debug-kernel guest --timeout 900")?,
+            Options {
+                command: Subcommand::Guest,
+                steps: StepSet::NONE
+                    .with(SuiteStep::Guest)
+                    .with(SuiteStep::DebugKernel),
+                accel: Accel::Tcg,
+                timeout: Duration::from_secs(900),
+                debug_kernel_timeout: Duration::from_secs(900),
+                fuzz_seconds: fuzz_step::LONG_SECONDS,
+                fuzz_calls: DEFAULT_FUZZ_CALLS,
+                kernel: None,
+            }
+        );
+        for other in ["demo", "bench", "fuzz", "setup"] {
+            assert_eq!(
+                run(&format!("{other} --debug-kernel")).err().as_deref(),
+                Some("--debug-kernel goes with suite or guest"),
+                "{other}"
+            );
         }
         Ok(())
     }
@@ -855,16 +1067,23 @@ mod tests {
         assert_eq!(run("guest").map(|o| o.kernel), Ok(None));
         assert_eq!(
             run("guest --kernel").err().as_deref(),
-            Some("--kernel needs 6.1 or 6.12")
+            Some("--kernel needs 6.1, 6.12 or 7.x")
         );
-        for bad in ["6", "6.10", "7.0", "6.1.0-57-amd64", "lts"] {
+        assert_eq!(
+            run("demo --kernel 7.x").map(|o| o.kernel),
+            Ok(Some(KernelChoice::Newest))
+        );
+        for bad in ["6", "6.10", "7", "6.1.0-57-amd64", "lts"] {
             assert_eq!(
                 run(&format!("guest --kernel {bad}")).err(),
                 Some(format!(
-                    "--kernel {bad:?} is not a kernel the runner boots (6.1 or 6.12)"
+                    "--kernel {bad:?} is not a kernel the runner boots (6.1, 6.12 or 7.x)"
                 )),
             );
         }
+        let logs: std::collections::BTreeSet<&str> =
+            KernelChoice::ALL.iter().map(|k| k.console_log()).collect();
+        assert_eq!(logs.len(), KernelChoice::ALL.len());
     }
 
     #[test]
@@ -912,7 +1131,7 @@ mod tests {
         let listed = |rows: &[String], name: &str| {
             rows.iter()
                 .filter(|row| {
-                    // The whole name: `fuzz` is not `fuzz-guest`.
+                    // The whole name: `fuzz` is not `fuzz-guest`, `bench` is not `bench-host`.
                     row.strip_prefix("  ")
                         .and_then(|r| r.strip_prefix(name))
                         .is_some_and(|rest| rest.starts_with(' '))
@@ -961,7 +1180,7 @@ mod tests {
     fn bad_arguments_are_refused_with_what_was_wrong() {
         let refused = |words: &str| run(words).err().unwrap_or_default();
         assert_eq!(refused(""), "no command given");
-        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, guest)");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, guest, debug-kernel)");
         assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
         assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
         assert_eq!(refused("check"), "unknown command \"check\"");

@@ -36,7 +36,8 @@ const BACKPORTS_PACKAGES: &[&str] = &[
 /// (which bring gcc-12 and binutils themselves). The Windows build links with mingw-w64
 /// (gcc-mingw-w64-x86-64, which also builds the `ProcessPrng` shim DLL) and its tests run
 /// under Wine (wine64). libextmem's C tests include the Vulkan headers (libvulkan-dev) and
-/// link through pkg-config; its meson.build is tried with meson.
+/// link through pkg-config; its meson.build is tried with meson. mmdebstrap makes the trixie
+/// build root for the newest kernel (`build_root.rs`).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -51,6 +52,7 @@ const RELEASE_PACKAGES: &[&str] = &[
     "meson",
     "gcc-mingw-w64-x86-64",
     "wine64",
+    "mmdebstrap",
 ];
 /// Rust targets: the bare-metal x86_64 build of the no_std crates, the two Cortex-M cores,
 /// and Windows (mingw-w64), whose tests run under Wine.
@@ -86,8 +88,12 @@ pub struct Kernel {
     /// Where Debian ships it, for the report (`Debian backports`, `Debian stable`).
     pub origin: &'static str,
     /// The headers for building out-of-tree modules: installed in `/usr/src` for the
-    /// backports kernel, unpacked under `root` for the LTS one.
+    /// backports kernel, unpacked under `root` for the LTS one, installed in the build root
+    /// for the newest one.
     pub headers: PathBuf,
+    /// The root the module is built in (chrooted), where the host cannot run the kernel's
+    /// build tools; `None` builds on the host.
+    pub build_root: Option<PathBuf>,
 }
 
 impl Kernel {
@@ -122,6 +128,7 @@ impl Kernel {
             root: cache.join("linux").join(version),
             origin: "Debian backports",
             headers: PathBuf::from("/usr/src").join(format!("linux-headers-{version}")),
+            build_root: None,
         }
     }
 }
@@ -253,7 +260,7 @@ impl From<CommandError> for ProvisionError {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
     move |source| ProvisionError::Io {
         path: path.to_owned(),
         source,
@@ -296,7 +303,7 @@ pub fn provision(
 
     let suite = format!("{codename}-backports");
     let mut apt = Apt::default();
-    if ensure_backports_source(&suite)? {
+    if ensure_apt_source("deb", &suite)? {
         apt.lists_stale = true;
     }
     let mut missing = missing_packages(BACKPORTS_PACKAGES)?;
@@ -377,6 +384,7 @@ pub fn provision_lts() -> Result<Kernel, ProvisionError> {
         version,
         root,
         origin: "Debian stable",
+        build_root: None,
     };
     ensure_kernel_tree(&mut apt, &cache, &suite, &packages, &kernel)?;
     Ok(kernel)
@@ -397,6 +405,53 @@ fn lts_packages(image_package: &str, version: &str) -> Option<Vec<String>> {
         format!("linux-headers-{abi}-common"),
         format!("linux-kbuild-{LTS_SERIES}"),
     ])
+}
+
+/// What building a kernel from source needs beyond [`RELEASE_PACKAGES`] (the debug kernel,
+/// `debug_kernel.rs`): Kconfig's parser generators, `bc` for the timeconst header, and
+/// libelf and OpenSSL for objtool and the certificate tools.
+pub const KERNEL_BUILD_PACKAGES: &[&str] = &["bc", "bison", "flex", "libelf-dev", "libssl-dev"];
+
+/// Installs those of `packages` that are missing, from the release. Run after [`provision`].
+pub fn ensure_packages(packages: &[&str]) -> Result<(), ProvisionError> {
+    let missing = missing_packages(packages)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Apt::default().install(None, &missing)
+}
+
+/// The version apt knows `package` by (`apt-cache show`, the first stanza: the candidate).
+pub fn package_version(package: &str) -> Result<String, ProvisionError> {
+    let output = host_command::stdout_text(
+        Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .arg(package),
+    )?;
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("Version: "))
+        .map(|version| version.trim().to_owned())
+        .ok_or_else(|| ProvisionError::Missing {
+            what: format!("a Version field in `apt-cache show {package}`"),
+            path: PathBuf::from("/var/lib/apt/lists"),
+        })
+}
+
+/// Downloads `package` at `version` (`apt-get download package=version`) into the cache's
+/// download directory, replacing an earlier download of it; returns the `.deb`.
+pub fn download_deb(package: &str, version: &str) -> Result<PathBuf, ProvisionError> {
+    let downloads = cache_dir().join("debs");
+    fs::create_dir_all(&downloads).map_err(io_error(&downloads))?;
+    remove_downloads(&downloads, package)?;
+    println!("provision: downloading {package} {version}");
+    host_command::output(
+        Command::new("apt-get")
+            .current_dir(&downloads)
+            .arg("download")
+            .arg(format!("{package}={version}")),
+    )?;
+    find_download(&downloads, package)
 }
 
 /// What a finished provisioning recorded.
@@ -481,7 +536,7 @@ fn ensure_debian() -> Result<(), ProvisionError> {
     Ok(())
 }
 
-fn release_codename() -> Result<String, ProvisionError> {
+pub(crate) fn release_codename() -> Result<String, ProvisionError> {
     let path = Path::new("/etc/os-release");
     let text = fs::read_to_string(path).map_err(io_error(path))?;
     text.lines()
@@ -493,8 +548,9 @@ fn release_codename() -> Result<String, ProvisionError> {
         })
 }
 
-/// Adds the backports source unless some sources file already has it; true if it was added.
-fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
+/// Adds a `kind` (`deb`, or `deb-src` for source packages) apt source for `suite` unless
+/// some sources file already has one; true if it was added.
+pub(crate) fn ensure_apt_source(kind: &str, suite: &str) -> Result<bool, ProvisionError> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     let dir = Path::new("/etc/apt/sources.list.d");
     if let Ok(entries) = fs::read_dir(dir) {
@@ -506,9 +562,9 @@ fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
             continue;
         };
         let found = if name.ends_with(".sources") {
-            deb822_has_suite(&text, suite)
+            deb822_has_suite(&text, kind, suite)
         } else if name.ends_with(".list") {
-            one_line_has_suite(&text, suite)
+            one_line_has_suite(&text, kind, suite)
         } else {
             false
         };
@@ -517,21 +573,26 @@ fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
         }
     }
     // deb822, as Debian writes its own sources since bookworm.
-    let path = PathBuf::from(format!("/etc/apt/sources.list.d/{suite}.sources"));
+    let file = if kind == "deb" {
+        format!("{suite}.sources")
+    } else {
+        format!("{suite}-{}.sources", kind.trim_start_matches("deb-"))
+    };
+    let path = Path::new("/etc/apt/sources.list.d").join(file);
     println!(
-        "provision: adding the {suite} apt source ({})",
+        "provision: adding the {suite} apt source ({kind}, {})",
         path.display()
     );
     let text = format!(
-        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
+        "Types: {kind}\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
          Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     );
     fs::write(&path, text).map_err(io_error(&path))?;
     Ok(true)
 }
 
-/// Whether a deb822 `.sources` file has an enabled `deb` stanza for `suite`.
-fn deb822_has_suite(text: &str, suite: &str) -> bool {
+/// Whether a deb822 `.sources` file has an enabled stanza of type `kind` for `suite`.
+fn deb822_has_suite(text: &str, kind: &str, suite: &str) -> bool {
     text.split("\n\n").any(|stanza| {
         let field = |name: &str| {
             stanza
@@ -543,17 +604,17 @@ fn deb822_has_suite(text: &str, suite: &str) -> bool {
                 })
         };
         let enabled = field("Enabled").is_none_or(|v| !v.eq_ignore_ascii_case("no"));
-        let is_deb = field("Types").is_some_and(|v| v.split_whitespace().any(|t| t == "deb"));
+        let is_kind = field("Types").is_some_and(|v| v.split_whitespace().any(|t| t == kind));
         let has_suite = field("Suites").is_some_and(|v| v.split_whitespace().any(|s| s == suite));
-        enabled && is_deb && has_suite
+        enabled && is_kind && has_suite
     })
 }
 
-/// Whether a one-line-style `.list` file has a `deb` line for `suite`.
-fn one_line_has_suite(text: &str, suite: &str) -> bool {
+/// Whether a one-line-style `.list` file has a `kind` line for `suite`.
+fn one_line_has_suite(text: &str, kind: &str, suite: &str) -> bool {
     text.lines().any(|line| {
         let mut words = line.split_whitespace();
-        words.next() == Some("deb") && words.any(|w| w == suite)
+        words.next() == Some(kind) && words.any(|w| w == suite)
     })
 }
 
@@ -663,12 +724,12 @@ impl Apt {
     }
 }
 
-fn noninteractive(command: &mut Command) -> &mut Command {
+pub(crate) fn noninteractive(command: &mut Command) -> &mut Command {
     command.env("DEBIAN_FRONTEND", "noninteractive")
 }
 
 /// The `linux-image-*` package named by a `Depends:` line of `apt-cache depends` output.
-fn image_dependency(apt_cache_depends: &str) -> Option<String> {
+pub(crate) fn image_dependency(apt_cache_depends: &str) -> Option<String> {
     apt_cache_depends.lines().find_map(|line| {
         let package = line.trim().strip_prefix("Depends:")?.trim();
         (package.starts_with("linux-image-") && !package.starts_with('<'))
@@ -678,7 +739,7 @@ fn image_dependency(apt_cache_depends: &str) -> Option<String> {
 
 /// The kernel release inside an image package: `linux-image-6.12.95+deb12-amd64` holds
 /// `vmlinuz-6.12.95+deb12-amd64`; an `-unsigned` package holds the same release.
-fn kernel_version(image_package: &str) -> String {
+pub(crate) fn kernel_version(image_package: &str) -> String {
     let version = image_package
         .strip_prefix("linux-image-")
         .unwrap_or(image_package);
@@ -697,16 +758,7 @@ fn ensure_kernel_tree(
     packages: &[String],
     kernel: &Kernel,
 ) -> Result<(), ProvisionError> {
-    let headers_inside = kernel.headers.starts_with(&kernel.root);
-    let mut required = vec![
-        ("the kernel image", kernel.vmlinuz()),
-        ("the kernel config", kernel.config()),
-        ("modules.dep", kernel.modules_dir().join("modules.dep")),
-    ];
-    if headers_inside {
-        required.push(("the headers' Makefile", kernel.headers.join("Makefile")));
-    }
-    if required.iter().all(|(_, path)| path.is_file()) {
+    if kernel_tree_complete(kernel) {
         return Ok(());
     }
     let downloads = cache.join("debs");
@@ -731,9 +783,41 @@ fn ensure_kernel_tree(
         }
         Err(err) => return Err(err.into()),
     }
+    unpack_kernel_tree(cache, &downloads, packages, kernel)
+}
+
+/// The files a kernel tree in the cache must have (its headers' too, where they are
+/// unpacked inside it).
+fn kernel_tree_files(kernel: &Kernel) -> Vec<(&'static str, PathBuf)> {
+    let mut required = vec![
+        ("the kernel image", kernel.vmlinuz()),
+        ("the kernel config", kernel.config()),
+        ("modules.dep", kernel.modules_dir().join("modules.dep")),
+    ];
+    if kernel.headers.starts_with(&kernel.root) {
+        required.push(("the headers' Makefile", kernel.headers.join("Makefile")));
+    }
+    required
+}
+
+/// Whether `kernel`'s tree is unpacked in the cache with everything it needs.
+pub(crate) fn kernel_tree_complete(kernel: &Kernel) -> bool {
+    kernel_tree_files(kernel)
+        .iter()
+        .all(|(_, path)| path.is_file())
+}
+
+/// Unpacks the downloaded `packages` (found in `downloads`, removed once unpacked) into
+/// `kernel.root` and regenerates `modules.dep`.
+pub(crate) fn unpack_kernel_tree(
+    cache: &Path,
+    downloads: &Path,
+    packages: &[String],
+    kernel: &Kernel,
+) -> Result<(), ProvisionError> {
     let debs = packages
         .iter()
-        .map(|package| find_download(&downloads, package))
+        .map(|package| find_download(downloads, package))
         .collect::<Result<Vec<_>, _>>()?;
 
     // Unpack next to the final place and rename, so an interrupted run never leaves a tree
@@ -752,7 +836,8 @@ fn ensure_kernel_tree(
         );
         host_command::output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
     }
-    if headers_inside {
+    link_usr_lib_layout(&partial, &kernel.version)?;
+    if kernel.headers.starts_with(&kernel.root) {
         point_headers_at_unpacked_common(kernel, &partial)?;
     }
     println!("provision: depmod for {}", kernel.version);
@@ -769,13 +854,40 @@ fn ensure_kernel_tree(
     for deb in &debs {
         fs::remove_file(deb).map_err(io_error(deb))?;
     }
-    for (what, path) in required {
+    for (what, path) in kernel_tree_files(kernel) {
         if !path.is_file() {
             return Err(ProvisionError::Missing {
                 what: format!("{what} of Linux {}", kernel.version),
                 path,
             });
         }
+    }
+    Ok(())
+}
+
+/// Debian's 7.x kernels ship everything in `/usr/lib/modules/<version>` (`vmlinuz`, `config`
+/// beside the modules); the runner reads a tree in the older layout (`boot/vmlinuz-<version>`,
+/// `boot/config-<version>`, `lib/modules`), so such a tree gets links in that layout.
+fn link_usr_lib_layout(tree: &Path, version: &str) -> Result<(), ProvisionError> {
+    let modules = Path::new("usr/lib/modules").join(version);
+    if !tree.join(&modules).join("vmlinuz").is_file() || tree.join("lib").exists() {
+        return Ok(());
+    }
+    let boot = tree.join("boot");
+    fs::create_dir_all(&boot).map_err(io_error(&boot))?;
+    let links = [
+        (
+            Path::new("..").join(&modules).join("vmlinuz"),
+            boot.join(format!("vmlinuz-{version}")),
+        ),
+        (
+            Path::new("..").join(&modules).join("config"),
+            boot.join(format!("config-{version}")),
+        ),
+        (PathBuf::from("usr/lib"), tree.join("lib")),
+    ];
+    for (target, link) in links {
+        std::os::unix::fs::symlink(&target, &link).map_err(io_error(&link))?;
     }
     Ok(())
 }
@@ -815,7 +927,7 @@ fn download_matches(path: &Path, package: &str) -> bool {
         .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
 }
 
-fn remove_downloads(dir: &Path, package: &str) -> Result<(), ProvisionError> {
+pub(crate) fn remove_downloads(dir: &Path, package: &str) -> Result<(), ProvisionError> {
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
         if download_matches(&path, package) {
@@ -955,23 +1067,27 @@ mod tests {
             "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n\
                       Components: main\n\nTypes: deb deb-src\nURIs: http://deb.debian.org/debian\n\
                       Suites: bookworm-backports\nComponents: main\n";
-        assert!(deb822_has_suite(deb822, "bookworm-backports"));
+        assert!(deb822_has_suite(deb822, "deb", "bookworm-backports"));
         assert!(!deb822_has_suite(
             &deb822.replace("bookworm-backports", "x"),
+            "deb",
             "bookworm-backports"
         ));
         let disabled = "Enabled: no\nTypes: deb\nSuites: bookworm-backports\n";
-        assert!(!deb822_has_suite(disabled, "bookworm-backports"));
+        assert!(!deb822_has_suite(disabled, "deb", "bookworm-backports"));
         let src_only = "Types: deb-src\nSuites: bookworm-backports\n";
-        assert!(!deb822_has_suite(src_only, "bookworm-backports"));
+        assert!(!deb822_has_suite(src_only, "deb", "bookworm-backports"));
+        assert!(deb822_has_suite(src_only, "deb-src", "bookworm-backports"));
 
         let list = "# deb http://deb.debian.org/debian bookworm-backports main\n\
                     deb [arch=amd64] http://deb.debian.org/debian bookworm-backports main\n";
-        assert!(one_line_has_suite(list, "bookworm-backports"));
+        assert!(one_line_has_suite(list, "deb", "bookworm-backports"));
         assert!(!one_line_has_suite(
             list.lines().next().unwrap_or(""),
+            "deb",
             "bookworm-backports"
         ));
+        assert!(!one_line_has_suite(list, "deb-src", "bookworm-backports"));
     }
 
     #[test]

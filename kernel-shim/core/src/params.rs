@@ -41,7 +41,8 @@ pub fn answer(param: Param, profile: &GpuProfile) -> Result<ParamAnswer, ArgErro
         | Param::ATTACHMENTS
         | Param::BINDINGS
         | Param::LAST_PIN_NS
-        | Param::LAST_ATTACH_NS => ParamAnswer::Platform,
+        | Param::LAST_ATTACH_NS
+        | Param::JOBS => ParamAnswer::Platform,
         Param(param) => return Err(ArgError::UnknownParam { param }),
     })
 }

@@ -4,13 +4,15 @@
 use crate::args::*;
 use extmem_hw::profile::MIN_PAGE;
 use extmem_uapi::{
-    BindOp, Cmd, CmdOp, Exec, GemCreate, GemUserptr, VmBind, GEM_USERPTR_FLAGS, MAX_EXEC_CMDS,
-    VM_BIND_FLAGS,
+    BindOp, Cmd, CmdOp, Exec, ExecSync, GemCreate, GemUserptr, VmBind, EXEC_FLAGS,
+    GEM_USERPTR_FLAGS, MAX_EXEC_CMDS, MAX_EXEC_SYNCS, VM_BIND_FLAGS,
 };
 
 use super::host_tests;
 use extmem_hw::profile::VGPU;
 use extmem_uapi::{FLAG_READ_ONLY, USERPTR_PROBE};
+
+use extmem_uapi::EXEC_WAIT;
 
 const M4K: u64 = 0x1000;
 
@@ -220,8 +222,64 @@ pub fn exec_and_commands() {
     };
     assert_eq!(check_exec(&ok), Ok(()));
     assert_eq!(
-        check_exec(&Exec { pad: 1, ..ok }),
-        Err(ArgError::NonZeroPad { pad: 1 })
+        check_exec(&Exec { flags: 2, ..ok }),
+        Err(ArgError::UnknownFlags {
+            flags: 2,
+            known: EXEC_FLAGS
+        })
+    );
+    assert_eq!(
+        check_exec(&Exec {
+            flags: EXEC_WAIT,
+            ..ok
+        }),
+        Ok(())
+    );
+    assert_eq!(
+        check_exec(&Exec {
+            signal_count: MAX_EXEC_SYNCS + 1,
+            ..ok
+        }),
+        Err(ArgError::TooManySyncs {
+            field: Field::Signals,
+            count: MAX_EXEC_SYNCS + 1
+        })
+    );
+    assert!(matches!(
+        check_exec(&Exec {
+            waits: u64::MAX - 8,
+            wait_count: 1,
+            ..ok
+        }),
+        Err(ArgError::Wraps {
+            field: Field::Waits,
+            ..
+        })
+    ));
+    // A null array of no syncs is fine.
+    assert_eq!(
+        check_exec(&Exec {
+            waits: u64::MAX,
+            wait_count: 0,
+            ..ok
+        }),
+        Ok(())
+    );
+    assert_eq!(
+        check_exec_sync(&ExecSync {
+            handle: 1,
+            flags: 1,
+            point: 7
+        }),
+        Err(ArgError::UnknownFlags { flags: 1, known: 0 })
+    );
+    assert_eq!(
+        check_exec_sync(&ExecSync {
+            handle: 1,
+            flags: 0,
+            point: 7
+        }),
+        Ok(())
     );
     assert_eq!(
         check_exec(&Exec { count: 0, ..ok }),

@@ -17,7 +17,7 @@ fn get(param: Param) -> Result<(ParamAnswer, u64), ArgError> {
 }
 
 pub fn the_core_answers_the_profile() {
-    assert_eq!(get(Param::API_VERSION), Ok((ParamAnswer::Core(1), 1)));
+    assert_eq!(get(Param::API_VERSION), Ok((ParamAnswer::Core(2), 2)));
     assert_eq!(get(Param::VA_BITS), Ok((ParamAnswer::Core(48), 48)));
     assert_eq!(get(Param::OA_BITS), Ok((ParamAnswer::Core(40), 40)));
     assert_eq!(
@@ -46,7 +46,7 @@ pub fn every_known_param_has_an_owner_and_unknown_ones_are_rejected() {
         assert!(answer(p, &VGPU).is_ok(), "{:?}", p.name());
     }
     assert_eq!(get(Param(0)), Err(ArgError::UnknownParam { param: 0 }));
-    assert_eq!(get(Param(18)), Err(ArgError::UnknownParam { param: 18 }));
+    assert_eq!(get(Param(19)), Err(ArgError::UnknownParam { param: 19 }));
     let mut padded = GetParam {
         param: Param::VA_BITS,
         pad: 1,
