@@ -101,11 +101,11 @@ impl TableMemory for HeapTables {
     // Every other table lends its entries, so one run exercises both the in-place paths
     // and the descriptor-call paths, and their meeting (a lent table under an unlent one).
     fn entries(&self, table: PhysAddr) -> Option<&Entries> {
-        lends(table).then(|| self.tables.get(&table.get()).map(|t| &**t))?
+        lends(table).then(|| self.slot(table))?
     }
 
     fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
-        lends(table).then(|| self.tables.get_mut(&table.get()).map(|t| &mut **t))?
+        lends(table).then(|| self.slot_mut(table).map(|t| &mut **t))?
     }
 }
 
