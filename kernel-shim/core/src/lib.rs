@@ -55,6 +55,7 @@ extern crate std;
 pub mod args;
 pub mod bindings;
 pub mod copy_engine;
+pub mod cpu_page;
 pub mod errno;
 pub mod params;
 pub mod pin_registry;
@@ -79,6 +80,7 @@ use extmem_hw::GpuProfile;
 pub const PROFILE: &GpuProfile = &extmem_hw::profile::VGPU;
 
 pub use bindings::{Binding, BINDINGS_MAX};
+pub use cpu_page::{CpuPage, CpuPageError};
 pub use errno::ToErrno;
 pub use platform::{MemoryFault, ObjectId, Platform, RunFault, Segment, SegmentError};
 pub use vm::{BoundObject, Vm};
