@@ -28,7 +28,8 @@
 //!     --features kernel --crate-type staticlib
 //! ```
 //!
-//! (`.cargo/config.toml` holds the kernel code-generation flags for that target, the
+//! (or `--target aarch64-unknown-none-softfloat` for arm64 kernels; `.cargo/config.toml`
+//! holds the kernel code-generation flags for each target, the
 //! workspace `Cargo.toml` the `kernel` profile: fat LTO, one codegen unit), then reduced to
 //! one relocatable object holding only what the entry points reach:
 //!
