@@ -10,6 +10,7 @@
 //! run them. `cargo fuzz-long` runs the fuzz targets for longer than the suite does.
 //! `extmem-qemu --help` lists every command, step and option.
 
+mod capi_step;
 mod console_log;
 mod cortex_m;
 mod fuzz_step;
@@ -154,6 +155,7 @@ enum SuiteStep {
     Clippy,
     Doc,
     Test,
+    Capi,
     Miri,
     Fuzz,
     NoStd,
@@ -165,11 +167,12 @@ enum SuiteStep {
 
 impl SuiteStep {
     /// Every step, in the order `suite` runs them.
-    const ALL: [SuiteStep; 11] = [
+    const ALL: [SuiteStep; 12] = [
         Self::Fmt,
         Self::Clippy,
         Self::Doc,
         Self::Test,
+        Self::Capi,
         Self::Miri,
         Self::Fuzz,
         Self::NoStd,
@@ -186,6 +189,7 @@ impl SuiteStep {
             Self::Clippy => "clippy",
             Self::Doc => "doc",
             Self::Test => "test",
+            Self::Capi => "capi",
             Self::Miri => "miri",
             Self::Fuzz => "fuzz",
             Self::NoStd => "no-std",
@@ -203,6 +207,7 @@ impl SuiteStep {
             Self::Clippy => "cargo clippy -D warnings, for the host and for x86_64-pc-windows-gnu",
             Self::Doc => "cargo doc --workspace --no-deps with RUSTDOCFLAGS='-D warnings'",
             Self::Test => "cargo test --workspace",
+            Self::Capi => "libextmem's C tests under ASan and UBSan, linked through pkg-config",
             Self::Miri => "the unit tests of hw, kcore and core under Miri (dated nightly)",
             Self::Fuzz => "each fuzz target for 15 s from the checked-in seeds",
             Self::NoStd => "the no_std crates built for x86_64-unknown-none and thumbv7em",
@@ -579,6 +584,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             }
             SuiteStep::Doc => steps.push(host_checks::doc(workspace)),
             SuiteStep::Test => steps.push(host_checks::tests(workspace)),
+            SuiteStep::Capi => steps.push(capi_step::run(workspace)),
             SuiteStep::Miri => steps.push(miri_step::run(workspace)),
             SuiteStep::Fuzz => steps.push(fuzz_step::run(
                 workspace,
@@ -905,7 +911,7 @@ mod tests {
     fn bad_arguments_are_refused_with_what_was_wrong() {
         let refused = |words: &str| run(words).err().unwrap_or_default();
         assert_eq!(refused(""), "no command given");
-        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, miri, fuzz, no-std, cortex-m, windows, kmod, guest)");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, kmod, guest)");
         assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
         assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
         assert_eq!(refused("check"), "unknown command \"check\"");
