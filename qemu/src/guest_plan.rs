@@ -261,7 +261,8 @@ const VGPU_TEARDOWN: &[GuestCommand] = &[GuestCommand {
     argv: &["rmmod", "extmem_vgpu"],
 }];
 
-/// What runs on the LTS kernel (`provision::LTS_SERIES`): the module loaded (its self-tests
+/// What runs on the LTS and the newest kernel (`provision::LTS_SERIES`,
+/// `build_root::SERIES`): the module loaded (its self-tests
 /// run at load), the `vgpu` program, the module unloaded; the same setup and teardown as the
 /// full suite, so the kernel log is checked the same way.
 pub const VGPU_ONLY: &[GuestSuite] = &[GuestSuite {

@@ -25,13 +25,14 @@
 //!    the object as `extmem_kcore.o_shipped` and a `.extmem_kcore.o.cmd` beside it (modpost
 //!    reads the `.cmd` file of every object of a module, for symbol versions).
 //! 4. `make -C <headers> ARCH=<arch> [CROSS_COMPILE=aarch64-linux-gnu-] M=<build dir>
-//!    modules`, its output kept in `<target>/kmod/<module target>/make.log`. Any objtool
-//!    warning fails the build: objtool checks the module as one object, and a warning there
-//!    is code without the kernel's mitigations (x86_64; arm64 runs no objtool on modules).
-//!    The module's vermagic (`modinfo -F vermagic`) must name the kernel it was built for.
-//!    Otherwise it is copied to `<target>/kmod/<module target>/extmem_vgpu.ko`; the x86_64
-//!    one also to `<target>/kmod/extmem_vgpu.ko`, where the x86_64 guest plan's `insmod`
-//!    finds it.
+//!    modules` (chrooted into the build root for kernels whose tools bookworm cannot run,
+//!    `build_root.rs`), its output kept in `<target>/kmod/<module target>/make.log`. Any
+//!    objtool warning fails the build: objtool checks the module as one object, and a
+//!    warning there is code without the kernel's mitigations (x86_64; arm64 runs no objtool
+//!    on modules). The module's vermagic (`modinfo -F vermagic`) must name the kernel it was
+//!    built for. Otherwise it is copied to `<target>/kmod/<module target>/extmem_vgpu.ko`;
+//!    the x86_64 one also to `<target>/kmod/extmem_vgpu.ko`, where the x86_64 guest plan's
+//!    `insmod` finds it.
 //!
 //! Files are rewritten only when their bytes change, so a second build with nothing changed
 //! makes `make` do nothing. Nothing is written into the source tree.
@@ -42,6 +43,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::build_root;
 use crate::host_command::{self, CommandError};
 use crate::provision::Kernel;
 use crate::rust_tools;
@@ -394,7 +396,7 @@ pub fn build_for(
         );
     }
 
-    let output = run_make(arch, &headers, &build_dir)?;
+    let output = run_make(arch, kernel, &build_dir)?;
     let log = out_dir.join("make.log");
     fs::write(&log, &output).map_err(io_error(&log))?;
     let warnings = warnings(&output);
@@ -727,20 +729,29 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, KmodError> {
     Ok(true)
 }
 
-/// `make -C <headers> ARCH=<arch> [CROSS_COMPILE=<prefix>] M=<build dir> modules`; both
-/// output streams, joined.
-fn run_make(arch: Arch, headers: &Path, build_dir: &Path) -> Result<String, KmodError> {
-    let mut command = Command::new("make");
-    command
-        .arg("-C")
-        .arg(headers)
-        .arg(format!("ARCH={}", arch.kbuild_arch()));
+/// `make -C <headers> ARCH=<arch> [CROSS_COMPILE=<prefix>] M=<build dir> modules`, in the
+/// kernel's build root where it has one; both output streams, joined.
+fn run_make(arch: Arch, kernel: &Kernel, build_dir: &Path) -> Result<String, KmodError> {
+    let arch_arg = format!("ARCH={}", arch.kbuild_arch());
+    let cross_arg = format!("CROSS_COMPILE={}", arch.tool_prefix());
+    let mut args = vec![arch_arg.as_str()];
     if !arch.tool_prefix().is_empty() {
-        command.arg(format!("CROSS_COMPILE={}", arch.tool_prefix()));
+        args.push(cross_arg.as_str());
     }
-    command
-        .arg(format!("M={}", build_dir.display()))
-        .args(["-j2", "modules"]);
+    args.extend(["-j2", "modules"]);
+    let headers = kernel.headers_dir();
+    let mut command = match &kernel.build_root {
+        Some(root) => build_root::make_in_root(root, &headers, build_dir, &args),
+        None => {
+            let mut command = Command::new("make");
+            command
+                .arg("-C")
+                .arg(&headers)
+                .arg(format!("M={}", build_dir.display()))
+                .args(&args);
+            command
+        }
+    };
     let output = host_command::capture(&mut command).map_err(|err| {
         KmodError::Command(CommandError {
             command: host_command::describe(&command),

@@ -2,14 +2,16 @@
 //!
 //! `cargo suite` runs everything (formatting, clippy, the API docs, the workspace's tests, Miri,
 //! a short fuzz run, the no_std builds, the Cortex-M tests, the Windows tests under Wine and the
-//! guest tests on Debian's backports kernel in QEMU) and ends with one line `N passed, M
-//! failed`; `cargo suite STEP...` runs only the steps named, and `--kernel 6.1` boots Debian
-//! stable's 6.1 instead, for the vgpu suite only. `cargo demo` boots the guest and runs the
+//! guest tests in QEMU: all of them on Debian's backports kernel, the vgpu suite on Debian
+//! stable's 6.1 and on the newest Debian kernel, 7.x) and ends with one line `N passed, M
+//! failed`; `cargo suite STEP...` runs only the steps named, and `--kernel 6.1|6.12|7.x`
+//! boots only that kernel. `cargo demo` boots the guest and runs the
 //! demo. Both provision what they need on Debian first (see `provision.rs`). `cargo
 //! bench-all` runs the benchmarks (host, then guest); they are not tests and `suite` does not
 //! run them. `cargo fuzz-long` runs the fuzz targets for longer than the suite does.
 //! `extmem-qemu --help` lists every command, step and option.
 
+mod build_root;
 mod capi_step;
 mod console_log;
 mod cortex_m;
@@ -81,8 +83,8 @@ const OPTIONS: &[(&str, &str)] = &[
     ),
     ("--seconds SECONDS", "fuzz: time per target (default 600)"),
     (
-        "--kernel 6.1|6.12",
-        "the guest kernel (default 6.12); on 6.1 the guest step runs the vgpu suite only",
+        "--kernel 6.1|6.12|7.x",
+        "only this guest kernel (default: all three); on 6.1 and 7.x the vgpu suite only",
     ),
 ];
 
@@ -116,21 +118,37 @@ enum KernelChoice {
     Lts,
     /// Debian's backports kernel (6.12 on bookworm): every guest suite.
     Backports,
+    /// Debian's newest kernel (7.x from trixie-backports, its module built in a trixie
+    /// root): the vgpu suite only in `guest`.
+    Newest,
 }
 
 impl KernelChoice {
+    /// Every kernel, in the order the guest step boots them.
+    const ALL: [KernelChoice; 3] = [Self::Backports, Self::Lts, Self::Newest];
+
     /// The series a user names with `--kernel`.
     fn series(self) -> &'static str {
         match self {
             Self::Lts => provision::LTS_SERIES,
             Self::Backports => "6.12",
+            Self::Newest => build_root::SERIES,
         }
     }
 
     fn from_series(series: &str) -> Option<Self> {
-        [Self::Lts, Self::Backports]
+        Self::ALL
             .into_iter()
             .find(|choice| choice.series() == series)
+    }
+
+    /// The console log of a boot on it.
+    fn console_log(self) -> &'static str {
+        match self {
+            Self::Backports => "guest-console.log",
+            Self::Lts => "guest-console-6.1.log",
+            Self::Newest => "guest-console-7.x.log",
+        }
     }
 }
 
@@ -214,7 +232,9 @@ impl SuiteStep {
             Self::CortexM => "the no_std tests on a Cortex-M3 under qemu-system-arm",
             Self::Windows => "the Windows build's tests under Wine",
             Self::Kmod => "extmem_vgpu.ko built for Debian's x86_64, arm64 and arm64-16k kernels",
-            Self::Guest => "the guest suites in QEMU x86_64 on Debian's backports kernel",
+            Self::Guest => {
+                "the guest suites in QEMU x86_64: all on Linux 6.12, the vgpu suite on 6.1 and 7.x"
+            }
         }
     }
 
@@ -309,9 +329,11 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 })?;
             }
             "--kernel" => {
-                let value = words.next().ok_or("--kernel needs 6.1 or 6.12")?;
+                let value = words.next().ok_or("--kernel needs 6.1, 6.12 or 7.x")?;
                 kernel = Some(KernelChoice::from_series(value).ok_or_else(|| {
-                    format!("--kernel {value:?} is not a kernel the runner boots (6.1 or 6.12)")
+                    format!(
+                        "--kernel {value:?} is not a kernel the runner boots (6.1, 6.12 or 7.x)"
+                    )
                 })?);
             }
             other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
@@ -437,30 +459,22 @@ fn provision_step(workspace: &Workspace) -> (Step, Option<Provisioned>) {
     (step, provisioned)
 }
 
-/// The console log of a boot on the backports kernel (the LTS one's names its series).
-const CONSOLE_LOG: &str = "guest-console.log";
-/// The console log of a boot on the LTS kernel.
-const LTS_CONSOLE_LOG: &str = "guest-console-6.1.log";
-
 /// The guest options of one boot on `kernel`.
 fn guest_options(options: Options, kernel: KernelChoice, echo_plain_output: bool) -> GuestOptions {
     GuestOptions {
         accel: options.accel,
         timeout: options.timeout,
         echo_plain_output,
-        console_log: match kernel {
-            KernelChoice::Lts => LTS_CONSOLE_LOG,
-            KernelChoice::Backports => CONSOLE_LOG,
-        },
+        console_log: kernel.console_log(),
         features: match kernel {
             KernelChoice::Lts => guest_plan::FeatureSet::DebianLts,
-            KernelChoice::Backports => guest_plan::FeatureSet::Every,
+            KernelChoice::Backports | KernelChoice::Newest => guest_plan::FeatureSet::Every,
         },
     }
 }
 
-/// What booting `kernel` needs: the backports kernel is `provisioned`'s, the LTS one is
-/// unpacked (once) next to it and shares its busybox.
+/// What booting `kernel` needs: the backports kernel is `provisioned`'s, the LTS and newest
+/// ones are unpacked (once) next to it and share its busybox.
 fn provisioned_for(
     kernel: KernelChoice,
     provisioned: &Provisioned,
@@ -471,29 +485,35 @@ fn provisioned_for(
             kernel: provision::provision_lts()?,
             ..provisioned.clone()
         }),
+        KernelChoice::Newest => Ok(Provisioned {
+            kernel: build_root::provision_newest()?,
+            ..provisioned.clone()
+        }),
     }
 }
 
-/// The vgpu suite on the LTS kernel, as a step of its own whose title names the kernel; a
-/// failed check names the kernel and the console log, since the backports boot's look alike.
-fn lts_guest_step(
+/// The vgpu suite on the LTS or the newest kernel, as a step of its own whose title names
+/// the kernel; a failed check names the kernel and the console log, since the backports
+/// boot's look alike.
+fn vgpu_only_step(
     workspace: &Workspace,
     provisioned: Option<&Provisioned>,
     options: Options,
+    kernel: KernelChoice,
 ) -> Step {
     let started = Instant::now();
-    let lts = provisioned.map(|p| provisioned_for(KernelChoice::Lts, p));
-    let version = match &lts {
-        Some(Ok(lts)) => lts.kernel.version.clone(),
-        _ => provision::LTS_SERIES.to_owned(),
+    let chosen = provisioned.map(|p| provisioned_for(kernel, p));
+    let version = match &chosen {
+        Some(Ok(chosen)) => chosen.kernel.version.clone(),
+        _ => kernel.series().to_owned(),
     };
     let title = format!("guest tests (QEMU x86_64, Linux {version}, vgpu only)");
-    let mut step = match lts {
-        Some(Ok(lts)) => guest_suite::run(
+    let mut step = match chosen {
+        Some(Ok(chosen)) => guest_suite::run(
             workspace,
-            &lts,
+            &chosen,
             guest_plan::VGPU_ONLY,
-            guest_options(options, KernelChoice::Lts, false),
+            guest_options(options, kernel, false),
             &title,
         ),
         Some(Err(err)) => {
@@ -511,7 +531,7 @@ fn lts_guest_step(
             step
         }
     };
-    let console = guest_suite::console_log_path(workspace, LTS_CONSOLE_LOG);
+    let console = guest_suite::console_log_path(workspace, kernel.console_log());
     name_kernel_in_failures(&mut step.checks, &version, &console);
     step.elapsed = started.elapsed();
     step
@@ -597,16 +617,23 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             SuiteStep::CortexM => steps.push(cortex_m::run_tests(workspace)),
             SuiteStep::Windows => steps.push(windows_tests::run_tests(workspace)),
             SuiteStep::Kmod => steps.push(kmod_step::run(workspace, provisioned.as_ref())),
-            // Not yet both by default: Debian's 6.1 lacks udmabuf and the dma-heaps, which
-            // the vgpu program's imports use, so the LTS boot is asked for by name.
-            SuiteStep::Guest => match options.kernel.unwrap_or(KernelChoice::Backports) {
-                KernelChoice::Backports => {
-                    steps.push(guest_step(workspace, provisioned.as_ref(), options));
+            // Every kernel unless `--kernel` names one: the full suites on the backports
+            // kernel, the vgpu suite on the LTS and the newest.
+            SuiteStep::Guest => {
+                for kernel in KernelChoice::ALL {
+                    if options.kernel.is_some_and(|chosen| chosen != kernel) {
+                        continue;
+                    }
+                    steps.push(match kernel {
+                        KernelChoice::Backports => {
+                            guest_step(workspace, provisioned.as_ref(), options)
+                        }
+                        KernelChoice::Lts | KernelChoice::Newest => {
+                            vgpu_only_step(workspace, provisioned.as_ref(), options, kernel)
+                        }
+                    });
                 }
-                KernelChoice::Lts => {
-                    steps.push(lts_guest_step(workspace, provisioned.as_ref(), options));
-                }
-            },
+            }
         }
     }
     finish(&steps)
@@ -810,16 +837,23 @@ mod tests {
         assert_eq!(run("guest").map(|o| o.kernel), Ok(None));
         assert_eq!(
             run("guest --kernel").err().as_deref(),
-            Some("--kernel needs 6.1 or 6.12")
+            Some("--kernel needs 6.1, 6.12 or 7.x")
         );
-        for bad in ["6", "6.10", "7.0", "6.1.0-57-amd64", "lts"] {
+        assert_eq!(
+            run("demo --kernel 7.x").map(|o| o.kernel),
+            Ok(Some(KernelChoice::Newest))
+        );
+        for bad in ["6", "6.10", "7", "6.1.0-57-amd64", "lts"] {
             assert_eq!(
                 run(&format!("guest --kernel {bad}")).err(),
                 Some(format!(
-                    "--kernel {bad:?} is not a kernel the runner boots (6.1 or 6.12)"
+                    "--kernel {bad:?} is not a kernel the runner boots (6.1, 6.12 or 7.x)"
                 )),
             );
         }
+        let logs: std::collections::BTreeSet<&str> =
+            KernelChoice::ALL.iter().map(|k| k.console_log()).collect();
+        assert_eq!(logs.len(), KernelChoice::ALL.len());
     }
 
     #[test]

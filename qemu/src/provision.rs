@@ -36,9 +36,10 @@ const BACKPORTS_PACKAGES: &[&str] = &[
 /// (which bring gcc-12 and binutils themselves). The Windows build links with mingw-w64
 /// (gcc-mingw-w64-x86-64, which also builds the `ProcessPrng` shim DLL) and its tests run
 /// under Wine (wine64). libextmem's C tests include the Vulkan headers (libvulkan-dev) and
-/// link through pkg-config; its meson.build is tried with meson. extmem_vgpu.ko is
-/// cross-built for Debian's arm64 kernels with gcc-aarch64-linux-gnu, whose aarch64 binutils
-/// also link the Rust object.
+/// link through pkg-config; its meson.build is tried with meson. mmdebstrap makes the trixie
+/// build root for the newest kernel (`build_root.rs`). extmem_vgpu.ko is cross-built for
+/// Debian's arm64 kernels with gcc-aarch64-linux-gnu, whose aarch64 binutils also link the
+/// Rust object.
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -53,6 +54,7 @@ const RELEASE_PACKAGES: &[&str] = &[
     "meson",
     "gcc-mingw-w64-x86-64",
     "wine64",
+    "mmdebstrap",
     "gcc-aarch64-linux-gnu",
 ];
 /// Rust targets: the bare-metal x86_64 build of the no_std crates, the two Cortex-M cores,
@@ -90,8 +92,12 @@ pub struct Kernel {
     /// Where Debian ships it, for the report (`Debian backports`, `Debian stable`).
     pub origin: &'static str,
     /// The headers for building out-of-tree modules: installed in `/usr/src` for the
-    /// backports kernel, unpacked under `root` for the LTS one.
+    /// backports kernel, unpacked under `root` for the LTS one, installed in the build root
+    /// for the newest one.
     pub headers: PathBuf,
+    /// The root the module is built in (chrooted), where the host cannot run the kernel's
+    /// build tools; `None` builds on the host.
+    pub build_root: Option<PathBuf>,
 }
 
 impl Kernel {
@@ -130,6 +136,7 @@ impl Kernel {
             version,
             root,
             origin,
+            build_root: None,
         }
     }
 
@@ -140,6 +147,7 @@ impl Kernel {
             root: cache.join("linux").join(version),
             origin: "Debian backports",
             headers: PathBuf::from("/usr/src").join(format!("linux-headers-{version}")),
+            build_root: None,
         }
     }
 }
@@ -287,7 +295,7 @@ impl From<CommandError> for ProvisionError {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
     move |source| ProvisionError::Io {
         path: path.to_owned(),
         source,
@@ -796,12 +804,12 @@ impl Apt {
     }
 }
 
-fn noninteractive(command: &mut Command) -> &mut Command {
+pub(crate) fn noninteractive(command: &mut Command) -> &mut Command {
     command.env("DEBIAN_FRONTEND", "noninteractive")
 }
 
 /// The `linux-image-*` package named by a `Depends:` line of `apt-cache depends` output.
-fn image_dependency(apt_cache_depends: &str) -> Option<String> {
+pub(crate) fn image_dependency(apt_cache_depends: &str) -> Option<String> {
     apt_cache_depends.lines().find_map(|line| {
         let package = line.trim().strip_prefix("Depends:")?.trim();
         (package.starts_with("linux-image-") && !package.starts_with('<'))
@@ -830,16 +838,7 @@ pub(crate) fn ensure_kernel_tree(
     packages: &[String],
     kernel: &Kernel,
 ) -> Result<(), ProvisionError> {
-    let headers_inside = kernel.headers.starts_with(&kernel.root);
-    let mut required = vec![
-        ("the kernel image", kernel.vmlinuz()),
-        ("the kernel config", kernel.config()),
-        ("modules.dep", kernel.modules_dir().join("modules.dep")),
-    ];
-    if headers_inside {
-        required.push(("the headers' Makefile", kernel.headers.join("Makefile")));
-    }
-    if required.iter().all(|(_, path)| path.is_file()) {
+    if kernel_tree_complete(kernel) {
         return Ok(());
     }
     let downloads = cache.join("debs");
@@ -864,9 +863,41 @@ pub(crate) fn ensure_kernel_tree(
         }
         Err(err) => return Err(err.into()),
     }
+    unpack_kernel_tree(cache, &downloads, packages, kernel)
+}
+
+/// The files a kernel tree in the cache must have (its headers' too, where they are
+/// unpacked inside it).
+fn kernel_tree_files(kernel: &Kernel) -> Vec<(&'static str, PathBuf)> {
+    let mut required = vec![
+        ("the kernel image", kernel.vmlinuz()),
+        ("the kernel config", kernel.config()),
+        ("modules.dep", kernel.modules_dir().join("modules.dep")),
+    ];
+    if kernel.headers.starts_with(&kernel.root) {
+        required.push(("the headers' Makefile", kernel.headers.join("Makefile")));
+    }
+    required
+}
+
+/// Whether `kernel`'s tree is unpacked in the cache with everything it needs.
+pub(crate) fn kernel_tree_complete(kernel: &Kernel) -> bool {
+    kernel_tree_files(kernel)
+        .iter()
+        .all(|(_, path)| path.is_file())
+}
+
+/// Unpacks the downloaded `packages` (found in `downloads`, removed once unpacked) into
+/// `kernel.root` and regenerates `modules.dep`.
+pub(crate) fn unpack_kernel_tree(
+    cache: &Path,
+    downloads: &Path,
+    packages: &[String],
+    kernel: &Kernel,
+) -> Result<(), ProvisionError> {
     let debs = packages
         .iter()
-        .map(|package| find_download(&downloads, package))
+        .map(|package| find_download(downloads, package))
         .collect::<Result<Vec<_>, _>>()?;
 
     // Unpack next to the final place and rename, so an interrupted run never leaves a tree
@@ -885,7 +916,8 @@ pub(crate) fn ensure_kernel_tree(
         );
         host_command::output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
     }
-    if headers_inside {
+    link_usr_lib_layout(&partial, &kernel.version)?;
+    if kernel.headers.starts_with(&kernel.root) {
         point_headers_at_unpacked_common(kernel, &partial)?;
     }
     println!("provision: depmod for {}", kernel.version);
@@ -902,13 +934,40 @@ pub(crate) fn ensure_kernel_tree(
     for deb in &debs {
         fs::remove_file(deb).map_err(io_error(deb))?;
     }
-    for (what, path) in required {
+    for (what, path) in kernel_tree_files(kernel) {
         if !path.is_file() {
             return Err(ProvisionError::Missing {
                 what: format!("{what} of Linux {}", kernel.version),
                 path,
             });
         }
+    }
+    Ok(())
+}
+
+/// Debian's 7.x kernels ship everything in `/usr/lib/modules/<version>` (`vmlinuz`, `config`
+/// beside the modules); the runner reads a tree in the older layout (`boot/vmlinuz-<version>`,
+/// `boot/config-<version>`, `lib/modules`), so such a tree gets links in that layout.
+fn link_usr_lib_layout(tree: &Path, version: &str) -> Result<(), ProvisionError> {
+    let modules = Path::new("usr/lib/modules").join(version);
+    if !tree.join(&modules).join("vmlinuz").is_file() || tree.join("lib").exists() {
+        return Ok(());
+    }
+    let boot = tree.join("boot");
+    fs::create_dir_all(&boot).map_err(io_error(&boot))?;
+    let links = [
+        (
+            Path::new("..").join(&modules).join("vmlinuz"),
+            boot.join(format!("vmlinuz-{version}")),
+        ),
+        (
+            Path::new("..").join(&modules).join("config"),
+            boot.join(format!("config-{version}")),
+        ),
+        (PathBuf::from("usr/lib"), tree.join("lib")),
+    ];
+    for (target, link) in links {
+        std::os::unix::fs::symlink(&target, &link).map_err(io_error(&link))?;
     }
     Ok(())
 }
@@ -951,7 +1010,7 @@ fn download_matches(path: &Path, package: &str) -> bool {
         .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
 }
 
-fn remove_downloads(dir: &Path, package: &str) -> Result<(), ProvisionError> {
+pub(crate) fn remove_downloads(dir: &Path, package: &str) -> Result<(), ProvisionError> {
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
         if download_matches(&path, package) {

@@ -9,6 +9,7 @@ pub mod device_snapshot;
 pub mod dma_buf;
 pub mod dma_heap;
 pub mod dri;
+pub mod exporters;
 pub mod fd_table;
 pub mod gbm_buffer;
 pub mod host_memory;

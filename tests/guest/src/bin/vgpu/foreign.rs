@@ -1,22 +1,23 @@
 //! Host-mapped foreign memory: a `GEM_USERPTR` inside a CPU mapping of a dma-buf (vgem,
-//! udmabuf) imports the dma-buf range under it as a FOREIGN object.
+//! udmabuf, or virtio-gpu where the kernel has no udmabuf) imports the dma-buf range under it
+//! as a FOREIGN object.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use extmem_guest_tests::device_snapshot::{counters, expect_snapshot, op, snapshot};
 use extmem_guest_tests::dri::DrmNode;
+use extmem_guest_tests::exporters::Exporter;
 use extmem_guest_tests::ktap::{expect_eq, io_op};
 use extmem_guest_tests::pattern::{self, filled};
-use extmem_guest_tests::udmabuf;
 use extmem_guest_tests::vgpu::{self, Vgpu};
 use extmem_uapi::{ObjectKind, FLAG_READ_ONLY, USERPTR_PROBE};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use crate::helpers::{
-    back_to_start, bound_gem, close, exec, expect_info, expect_new_object, import_and_copy, map,
-    map_fd, read_map, rejected, same_bytes, unmap, userptr_handle, write_map,
+    back_to_start, bound_gem, close, exec, expect_info, expect_new_object, exporter,
+    import_and_copy, map, map_fd, read_map, rejected, same_bytes, unmap, userptr_handle, write_map,
 };
 use crate::{Ktap, MIB, SLOT};
 
@@ -95,26 +96,33 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>
             )
         },
     );
-    let what = "foreign (udmabuf): GEM_USERPTR inside an mmap (at offset 128 KiB) of a udmabuf gives FOREIGN; a GPU COPY gives the memfd's bytes";
-    ktap.check_after(what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
-        let (memfd, fd) = io_op(
-            "a udmabuf over a sealed memfd",
-            udmabuf::over_sealed_memfd("extmem-vgpu", SIZE),
-        )?;
+    let (memfd_exporter, name) = exporter(Exporter::Udmabuf);
+    let what = format!(
+        "foreign ({name}): GEM_USERPTR inside an mmap (at offset 128 KiB) of it gives FOREIGN; a GPU COPY gives its bytes"
+    );
+    ktap.check_after(&what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
+        let exported = memfd_exporter?.export(SIZE)?;
         let expected = pattern::bytes(53, len);
-        let memfd_view = map_fd(memfd.as_fd(), 0, SIZE)?;
-        write_map(&memfd_view, None, &expected)?;
-        let view = map_fd(fd.as_fd(), 0x20000, SIZE - 0x20000)?;
+        // The bytes go in through the memfd where there is one, so the GPU must find the
+        // memfd's pages behind the dma-buf mapping.
+        match &exported.memfd {
+            Some(memfd) => write_map(&map_fd(memfd.as_fd(), 0, SIZE)?, None, &expected)?,
+            None => {
+                let fd = exported.dma_buf.as_fd();
+                write_map(&map_fd(fd, 0, SIZE)?, Some(fd), &expected)?;
+            }
+        }
+        let view = map_fd(exported.dma_buf.as_fd(), 0x20000, SIZE - 0x20000)?;
         let seen = import_and_copy(
             gpu,
-            "GEM_USERPTR on the udmabuf mapping",
+            "GEM_USERPTR on the dma-buf mapping",
             (view.addr(), 0x40000),
             ObjectKind::FOREIGN,
             VA_UDMABUF,
             (gem, VA_GEM),
         )?;
         same_bytes(
-            "memfd bytes [128 KiB, 384 KiB)",
+            "exported bytes [128 KiB, 384 KiB)",
             expected.get(0x20000..0x60000).unwrap_or_default(),
             &seen,
         )

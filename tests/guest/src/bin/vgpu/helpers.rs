@@ -8,6 +8,7 @@ use extmem_guest_tests::device_snapshot::{
     counters, errno_name, expect_counters, expect_errno, expect_snapshot, op, snapshot, Snapshot,
 };
 use extmem_guest_tests::dri::GemHandle;
+use extmem_guest_tests::exporters::{self, Exporter};
 use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure};
 use extmem_guest_tests::mapping::SharedMapping;
@@ -166,6 +167,22 @@ pub(crate) fn gpu_read(gpu: &Vgpu, va: u64, size: u64, gem_va: u64) -> CheckResu
     unmap(gpu, gem_va, size)?;
     close(gpu, gem.handle)?;
     Ok(seen)
+}
+
+/// The exporter to use for `wanted` on this kernel (itself, or virtio-gpu where the kernel
+/// lacks it) and its name for a check's description, which says which one and why; a failure
+/// to tell is the check's failure.
+pub(crate) fn exporter(wanted: Exporter) -> (CheckResult<Exporter>, String) {
+    match exporters::choose(wanted) {
+        Ok(choice) => (Ok(choice.exporter), choice.to_string()),
+        Err(err) => (
+            Err(Failure::op(
+                format!("choosing the exporter of a {}", wanted.name()),
+                err,
+            )),
+            wanted.name().to_owned(),
+        ),
+    }
 }
 
 /// Imports `[addr, addr + size)` (`what` names the call) as an object of `kind`, binds it at

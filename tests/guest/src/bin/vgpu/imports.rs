@@ -1,21 +1,22 @@
 //! dma-buf imports: buffers from vgem, udmabuf and the system dma-heap imported by
-//! `PRIME_FD_TO_HANDLE`, filled by the GPU and copied out of.
+//! `PRIME_FD_TO_HANDLE`, filled by the GPU and copied out of. Where the kernel has no udmabuf
+//! or dma-heap (Debian's 6.1), a virtio-gpu dumb buffer stands in, and the check says so
+//! (`exporters`).
 
-use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use extmem_guest_tests::device_snapshot::{counters, expect_counters, op, snapshot};
 use extmem_guest_tests::dri::{DrmNode, GemHandle};
+use extmem_guest_tests::exporters::{Exported, Exporter};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::pattern::{self, filled};
 use extmem_guest_tests::vgpu::{self, Vgpu};
-use extmem_guest_tests::{dma_heap, udmabuf};
 use extmem_uapi::{ObjectKind, Param};
 
 use crate::helpers::{
-    as_len, back_to_start, bound_gem, exec, expect_info, expect_new_object, map, map_fd, read_map,
-    release, same_bytes, write_map, GemObject,
+    as_len, back_to_start, bound_gem, exec, expect_info, expect_new_object, exporter, map, map_fd,
+    read_map, release, same_bytes, write_map, GemObject,
 };
 use crate::{Ktap, MIB, SLOT};
 
@@ -69,6 +70,33 @@ fn import_round_trip(
     Ok(handle)
 }
 
+/// What a check of an import from `exporter` sees: a udmabuf's pages through its memfd's
+/// mapping, the others' through the dma-buf's own.
+fn fill_and_copy_out(exporter: Option<&Exporter>) -> &'static str {
+    match exporter {
+        Some(Exporter::Udmabuf) => "a GPU FILL shows in the memfd's mapping, memfd bytes copy out",
+        _ => "a GPU FILL shows in its mmap, CPU bytes copy out",
+    }
+}
+
+/// A new dma-buf from `exporter`, through [`import_round_trip`]; the dma-buf (and memfd)
+/// and the handle.
+fn import_exported(
+    gpu: &Vgpu,
+    exporter: Exporter,
+    va: u64,
+    gem: (&GemObject, u64),
+    seed: u64,
+) -> CheckResult<(Exported, GemHandle)> {
+    let exported = exporter.export(SIZE)?;
+    let view = match &exported.memfd {
+        Some(memfd) => Some(map_fd(memfd.as_fd(), 0, SIZE)?),
+        None => None,
+    };
+    let handle = import_round_trip(gpu, exported.dma_buf.as_fd(), view.as_ref(), va, gem, seed)?;
+    Ok((exported, handle))
+}
+
 pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>) {
     const VA_GEM: u64 = 2 * SLOT;
     const VA_VGEM: u64 = 2 * SLOT + 16 * MIB;
@@ -94,15 +122,14 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>
         expect_eq("handle", again, *handle)?;
         expect_counters(counters(gpu)?, before)
     });
-    let what = "dma-buf import: a udmabuf imports as DMABUF, LAST_ATTACH_NS > 0; a GPU FILL shows in the memfd's mapping, memfd bytes copy out";
-    let from_udmabuf = ktap.check_after(what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
-        let (memfd, fd) = io_op(
-            "a udmabuf over a sealed memfd",
-            udmabuf::over_sealed_memfd("extmem-vgpu", SIZE),
-        )?;
-        let view = map_fd(memfd.as_fd(), 0, SIZE)?;
-        let handle =
-            import_round_trip(gpu, fd.as_fd(), Some(&view), VA_UDMABUF, (gem, VA_GEM), 32)?;
+    let (memfd_exporter, name) = exporter(Exporter::Udmabuf);
+    let what = format!(
+        "dma-buf import: a {name} imports as DMABUF, LAST_ATTACH_NS > 0; {}",
+        fill_and_copy_out(memfd_exporter.as_ref().ok())
+    );
+    let from_udmabuf = ktap.check_after(&what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
+        let (exported, handle) =
+            import_exported(gpu, memfd_exporter?, VA_UDMABUF, (gem, VA_GEM), 32)?;
         let ns = op(
             "GET_PARAM LAST_ATTACH_NS",
             gpu.get_param(Param::LAST_ATTACH_NS),
@@ -110,21 +137,15 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>
         if ns == 0 {
             return Err(Failure::new("LAST_ATTACH_NS > 0 after an import", "0"));
         }
-        Ok((memfd, fd, handle))
+        Ok((exported, handle))
     });
-    let what = "dma-buf import: a system dma-heap buffer imports as DMABUF; a GPU FILL shows in its mmap, CPU bytes copy out";
-    let from_heap = ktap.check_after(what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
-        let heap = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/dma_heap/system")
-            .map_err(|e| Failure::op("open(/dev/dma_heap/system)", e))?;
-        let fd = io_op(
-            "DMA_HEAP_IOCTL_ALLOC",
-            dma_heap::allocate(heap.as_fd(), SIZE),
-        )?;
-        let handle = import_round_trip(gpu, fd.as_fd(), None, VA_HEAP, (gem, VA_GEM), 33)?;
-        Ok((fd, handle))
+    let (heap_exporter, name) = exporter(Exporter::SystemHeap);
+    let what = format!(
+        "dma-buf import: a {name} imports as DMABUF; {}",
+        fill_and_copy_out(heap_exporter.as_ref().ok())
+    );
+    let from_heap = ktap.check_after(&what, gpu.zip(gem.as_ref()), |(gpu, gem)| {
+        import_exported(gpu, heap_exporter?, VA_HEAP, (gem, VA_GEM), 33)
     });
     ktap.check_after(
         "dma-buf import: UNMAP and GEM_CLOSE give every attachment back",
@@ -136,14 +157,14 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>
                     .map(|(_, handle)| (VA_VGEM, SIZE, *handle)),
                 from_udmabuf
                     .as_ref()
-                    .map(|(_, _, handle)| (VA_UDMABUF, SIZE, *handle)),
+                    .map(|(_, handle)| (VA_UDMABUF, SIZE, *handle)),
                 from_heap
                     .as_ref()
                     .map(|(_, handle)| (VA_HEAP, SIZE, *handle)),
                 gem.as_ref().map(|gem| (VA_GEM, SIZE, gem.handle)),
             ];
             let released = release(gpu, bound.into_iter().flatten());
-            // A GEM object's CPU mapping holds a reference to it, and the udmabuf pins its
+            // A GEM object's CPU mapping holds a reference to it, and a udmabuf pins its
             // memfd's pages while it exists.
             drop((gem, from_vgem, from_udmabuf, from_heap));
             released?;

@@ -9,18 +9,19 @@ use std::process::{Child, ExitCode, Stdio};
 use extmem_guest_tests::child_process;
 use extmem_guest_tests::device_snapshot::{expect_snapshot, op, snapshot};
 use extmem_guest_tests::dri::{self, DrmNode, NodeKind};
+use extmem_guest_tests::exporters::Exporter;
 use extmem_guest_tests::host_memory::{self, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure};
 use extmem_guest_tests::mapping::SharedMapping;
-use extmem_guest_tests::udmabuf;
 use extmem_guest_tests::vgpu::{self, Vgpu};
 use extmem_uapi::ObjectKind;
 
-use crate::helpers::{exec, import_host, map, map_fd};
+use crate::helpers::{exec, exporter, import_host, map, map_fd};
 use crate::{Ktap, MIB, MIB_LEN, SLOT};
 
 /// What `vgpu child-hold` sets up: 5 objects (userptr, shmem, vgem and udmabuf imports, a
-/// foreign window of the udmabuf), 5 bindings, 3 attachments, 256 pinned pages.
+/// foreign window of the udmabuf; virtio-gpu's dma-buf in place of the udmabuf where the
+/// kernel has none), 5 bindings, 3 attachments, 256 pinned pages.
 const HOLD_OBJECTS: u64 = 5;
 const HOLD_ATTACHMENTS: u64 = 3;
 const HOLD_PINNED: u64 = 256;
@@ -149,11 +150,12 @@ fn hold_setup() -> CheckResult<Held> {
     let vgem_buf = vgem.dumb_dma_buf(SIZE)?;
     let vgem_handle = io_op("PRIME_FD_TO_HANDLE (vgem)", gpu.import(vgem_buf.as_fd()))?;
     map(&gpu, vgem_handle, VA + 32 * MIB, SIZE, 0)?;
-    let (memfd, udma) = io_op(
-        "a udmabuf over a sealed memfd",
-        udmabuf::over_sealed_memfd("extmem-vgpu", SIZE),
+    let second = exporter(Exporter::Udmabuf).0?.export(SIZE)?;
+    let udma = second.dma_buf;
+    let udma_handle = io_op(
+        "PRIME_FD_TO_HANDLE (the second exporter's)",
+        gpu.import(udma.as_fd()),
     )?;
-    let udma_handle = io_op("PRIME_FD_TO_HANDLE (udmabuf)", gpu.import(udma.as_fd()))?;
     map(&gpu, udma_handle, VA + 48 * MIB, SIZE, 0)?;
     let view = map_fd(udma.as_fd(), 0, SIZE)?;
     let range = (view.addr(), SIZE);
@@ -171,7 +173,7 @@ fn hold_setup() -> CheckResult<Held> {
         _gpu: gpu,
         _vgem: vgem,
         _buffer: buffer,
-        _files: vec![vgem_buf, memfd, udma],
+        _files: [vgem_buf, udma].into_iter().chain(second.memfd).collect(),
         _maps: vec![view],
     })
 }
