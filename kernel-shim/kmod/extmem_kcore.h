@@ -113,6 +113,21 @@ int extmem_kcore_vm_query(void *vm, struct drm_extmem_vm_query *args, bool privi
  */
 int extmem_kcore_exec(void *vm, struct drm_extmem_exec *args, const struct drm_extmem_cmd *cmds);
 
+/* EXEC: one wait or signal syncobj's flags (0 or -EINVAL). */
+int extmem_kcore_check_exec_sync(const struct drm_extmem_exec_sync *sync);
+
+/*
+ * EXEC at submission: checks args and every command as extmem_kcore_exec would (-EINVAL
+ * with args->fault_cmd naming a malformed command; nothing is visited then), then calls
+ * visit(ctx, object, write) for every binding a command side overlaps as the bindings
+ * stand now: a COPY's source as a read, every destination as a write (an object can come
+ * more than once). A negative return from `visit` stops the walk and is returned. `visit`
+ * must not call into this VM; the caller holds the VM mutex.
+ */
+int extmem_kcore_exec_objects(const void *vm, struct drm_extmem_exec *args,
+			      const struct drm_extmem_cmd *cmds, void *ctx,
+			      int (*visit)(void *ctx, u64 object, bool write));
+
 /* Counters of one VM: page-table pages held (root included), bindings alive. */
 u64 extmem_kcore_vm_table_pages(const void *vm);
 u64 extmem_kcore_vm_bindings(const void *vm);

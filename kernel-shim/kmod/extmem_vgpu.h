@@ -26,6 +26,8 @@
 
 struct dma_buf;
 struct dma_buf_attachment;
+struct dma_fence;
+struct dma_resv;
 struct mm_struct;
 struct page;
 struct platform_device;
@@ -39,6 +41,7 @@ struct extmem_counters {
 	atomic64_t attachments;		/* dma-buf attachments held */
 	atomic64_t bindings;		/* VM bindings alive */
 	atomic64_t device_bytes;	/* bytes of live GEM_CREATE (shmem) objects */
+	atomic64_t jobs;		/* EXEC jobs not yet freed (extmem_vgpu_job.c) */
 };
 
 struct extmem_device {
@@ -60,6 +63,16 @@ struct extmem_device {
 	 * hook is not told the file.
 	 */
 	u64 last_attach_ns;
+	/*
+	 * The copy engine (extmem_vgpu_job.c): an ordered workqueue that runs the EXEC jobs
+	 * of every file one at a time, in the order of their fences' seqnos on the device's
+	 * one fence context. submit_lock orders seqno assignment, the reservation-object
+	 * updates and queueing, so the queue order is the seqno order.
+	 */
+	struct workqueue_struct *engine;
+	u64 fence_context;
+	u64 fence_seqno;		/* under submit_lock: the last seqno handed out */
+	struct mutex submit_lock;
 };
 
 /*
@@ -96,6 +109,15 @@ struct extmem_file {
 	 */
 	struct list_head unbound;
 	u64 last_pin_ns;	/* LAST_PIN_NS: pin_user_pages time of the last GEM_USERPTR */
+	/*
+	 * The fence of the file's last EXEC job (under fence_lock; NULL before the first).
+	 * Jobs finish in order, so once it signals every job of the file has: VM_BIND UNMAP
+	 * and the file's close wait for it before they take a binding away.
+	 */
+	spinlock_t fence_lock;
+	struct dma_fence *last_fence;
+	/* Set at close: queued jobs of the file are cancelled, a running one stops early. */
+	bool closing;
 };
 
 /*
@@ -178,6 +200,7 @@ struct drm_gem_object *extmem_gem_prime_import(struct drm_device *drm,
 int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len);
 int extmem_bo_bind_prepare(struct extmem_bo *bo);
 void extmem_bo_bind_finish(struct extmem_bo *bo);
+struct dma_resv *extmem_bo_resv(struct extmem_bo *bo);
 int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_info(struct drm_device *drm, void *data, struct drm_file *file);
@@ -195,9 +218,14 @@ void extmem_runs_unpin(const struct extmem_runs *runs, bool dirty);
 int extmem_runs_lookup(const struct extmem_runs *runs, u64 pos, u64 *pa, u64 *len);
 void extmem_runs_free(struct extmem_runs *runs);
 
+/* extmem_vgpu_job.c */
+int extmem_ioctl_exec(struct drm_device *drm, void *data, struct drm_file *file);
+int extmem_engine_init(struct extmem_device *edev);
+void extmem_engine_fini(struct extmem_device *edev);
+int extmem_file_wait_idle(struct extmem_file *efile, bool interruptible);
+
 /* extmem_vgpu_vm.c */
 int extmem_ioctl_vm_bind(struct drm_device *drm, void *data, struct drm_file *file);
-int extmem_ioctl_exec(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_vm_query(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_file_vm_init(struct extmem_file *efile, struct extmem_device *edev);
 void extmem_file_vm_fini(struct extmem_file *efile);

@@ -11,7 +11,7 @@
 
 #include <drm/drm.h>
 
-#define EXTMEM_API_VERSION 1
+#define EXTMEM_API_VERSION 2
 
 #define EXTMEM_PARAM_API_VERSION 1
 #define EXTMEM_PARAM_VA_BITS 2
@@ -30,7 +30,8 @@
 #define EXTMEM_PARAM_BINDINGS 15
 #define EXTMEM_PARAM_LAST_PIN_NS 16
 #define EXTMEM_PARAM_LAST_ATTACH_NS 17
-#define EXTMEM_PARAM_CPU_PAGE_SIZE 18
+#define EXTMEM_PARAM_JOBS 18
+#define EXTMEM_PARAM_CPU_PAGE_SIZE 19
 
 #define EXTMEM_OBJECT_SHMEM 1
 #define EXTMEM_OBJECT_USERPTR 2
@@ -55,6 +56,10 @@
 #define EXTMEM_QUERY_MAPPED (1u << 0)
 #define EXTMEM_QUERY_READ_ONLY (1u << 1)
 #define EXTMEM_MAX_EXEC_CMDS 1024u
+#define EXTMEM_EXEC_WAIT (1u << 0)
+#define EXTMEM_EXEC_FLAGS EXTMEM_EXEC_WAIT
+#define EXTMEM_MAX_EXEC_SYNCS 64u
+#define EXTMEM_EXEC_SYNC_FLAGS 0u
 
 struct drm_extmem_get_param {
 	__u32 param;
@@ -104,13 +109,23 @@ struct drm_extmem_cmd {
 	__u64 size;
 };
 
+struct drm_extmem_exec_sync {
+	__u32 handle;
+	__u32 flags;
+	__u64 point;
+};
+
 struct drm_extmem_exec {
 	__u64 cmds;
 	__u32 count;
-	__u32 pad;
+	__u32 flags;
 	__u64 fault_va;
 	__u32 fault_cmd;
 	__u32 fault_kind;
+	__u64 waits;
+	__u64 signals;
+	__u32 wait_count;
+	__u32 signal_count;
 };
 
 struct drm_extmem_vm_query {

@@ -11,6 +11,7 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/dma-fence.h>
 #include <linux/dma-mapping.h>
 #include <linux/module.h>
 #include <linux/platform_device.h>
@@ -69,6 +70,7 @@ static void extmem_file_release(struct kref *ref)
 {
 	struct extmem_file *efile = container_of(ref, struct extmem_file, ref);
 
+	dma_fence_put(efile->last_fence);
 	mutex_destroy(&efile->vm_lock);
 	kfree(efile);
 }
@@ -88,6 +90,7 @@ static int extmem_open(struct drm_device *drm, struct drm_file *file)
 		return -ENOMEM;
 	kref_init(&efile->ref);
 	mutex_init(&efile->vm_lock);
+	spin_lock_init(&efile->fence_lock);
 	INIT_LIST_HEAD(&efile->unbound);
 	ret = extmem_file_vm_init(efile, to_extmem_device(drm));
 	if (ret) {
@@ -108,6 +111,12 @@ static void extmem_postclose(struct drm_device *drm, struct drm_file *file)
 {
 	struct extmem_file *efile = file->driver_priv;
 
+	/*
+	 * The file's jobs still use its VM: cancel those not yet run, stop the running one
+	 * at its next page, and wait for the last to signal before the VM goes.
+	 */
+	WRITE_ONCE(efile->closing, true);
+	extmem_file_wait_idle(efile, false);
 	extmem_file_vm_fini(efile);
 	extmem_file_put(efile);
 }
@@ -158,6 +167,9 @@ static int extmem_ioctl_get_param(struct drm_device *drm, void *data, struct drm
 	case EXTMEM_PARAM_LAST_ATTACH_NS:
 		args->value = READ_ONCE(edev->last_attach_ns);
 		break;
+	case EXTMEM_PARAM_JOBS:
+		args->value = atomic64_read(&c->jobs);
+		break;
 	default:
 		/* kcore named a parameter this glue does not know: the two disagree. */
 		return -EINVAL;
@@ -187,6 +199,7 @@ static int extmem_counters_show(struct seq_file *m, void *data)
 	seq_printf(m, "attachments %lld\n", atomic64_read(&c->attachments));
 	seq_printf(m, "bindings %lld\n", atomic64_read(&c->bindings));
 	seq_printf(m, "device_bytes %lld\n", atomic64_read(&c->device_bytes));
+	seq_printf(m, "jobs %lld\n", atomic64_read(&c->jobs));
 	return 0;
 }
 
@@ -194,7 +207,8 @@ static int extmem_counters_show(struct seq_file *m, void *data)
 EXTMEM_DEBUGFS_INIT(extmem_debugfs_init, "extmem_counters", extmem_counters_show)
 
 static const struct drm_driver extmem_driver = {
-	.driver_features = DRIVER_GEM | DRIVER_RENDER,
+	/* Syncobjs (binary and timeline) for EXEC's waits and signals (extmem_vgpu_job.c). */
+	.driver_features = DRIVER_GEM | DRIVER_RENDER | DRIVER_SYNCOBJ | DRIVER_SYNCOBJ_TIMELINE,
 	.open = extmem_open,
 	.postclose = extmem_postclose,
 	.ioctls = extmem_ioctls,
@@ -298,6 +312,10 @@ static int __init extmem_init(void)
 	edev->device_budget = ((u64)totalram_pages() * 3 / 4) << PAGE_SHIFT;
 	extmem_make_device_uuid(edev);
 
+	ret = extmem_engine_init(edev);
+	if (ret)
+		goto out_devres;
+
 	if (selftest)
 		extmem_run_selftest(edev);
 
@@ -305,11 +323,13 @@ static int __init extmem_init(void)
 
 	ret = drm_dev_register(&edev->drm, 0);
 	if (ret)
-		goto out_devres;
+		goto out_engine;
 
 	extmem_dev = edev;
 	return 0;
 
+out_engine:
+	extmem_engine_fini(edev);
 out_devres:
 	devres_release_group(&pdev->dev, NULL);
 out_unregister:
@@ -322,6 +342,8 @@ static void __exit extmem_exit(void)
 	struct platform_device *pdev = extmem_dev->pdev;
 
 	drm_dev_unregister(&extmem_dev->drm);
+	/* Every file is closed (they hold the module), so no job is left to wait for. */
+	extmem_engine_fini(extmem_dev);
 	devres_release_group(&pdev->dev, NULL);
 	platform_device_unregister(pdev);
 }

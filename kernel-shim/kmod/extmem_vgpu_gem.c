@@ -186,6 +186,26 @@ void extmem_bo_bind_finish(struct extmem_bo *bo)
 		drm_gem_shmem_unpin(&bo->shmem);
 }
 
+/*
+ * The reservation object a job synchronises with for `bo`: the one its dma-buf shares
+ * (a shmem object's own, which drm_gem_prime_export() hands to the dma-buf; an import's,
+ * which is the dma-buf's; for a FOREIGN window, the whole dma-buf's). NULL for pinned
+ * user memory, which no other device can see.
+ */
+struct dma_resv *extmem_bo_resv(struct extmem_bo *bo)
+{
+	switch (bo->kind) {
+	case EXTMEM_OBJECT_SHMEM:
+	case EXTMEM_OBJECT_DMABUF:
+		return bo->shmem.base.resv;
+	case EXTMEM_OBJECT_FOREIGN:
+		return bo->import.attach->dmabuf->resv;
+	case EXTMEM_OBJECT_USERPTR:
+		return NULL;
+	}
+	return NULL;
+}
+
 /* ---- dma-buf imports (DMABUF and FOREIGN) ------------------------------------------- */
 
 /*

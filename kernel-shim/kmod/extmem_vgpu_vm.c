@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only OR MIT
 /*
- * extmem-vgpu: the per-file GPU VM (VM_BIND, EXEC, VM_QUERY) and the platform callbacks
+ * extmem-vgpu: the per-file GPU VM (VM_BIND, VM_QUERY) and the platform callbacks
  * extmem-kcore makes: page-table pages, physical memory access for the copy engine,
  * object segments and binding release.
  *
@@ -118,6 +118,13 @@ int extmem_ioctl_vm_bind(struct drm_device *drm, void *data, struct drm_file *fi
 		return ret;
 
 	if (args->op == EXTMEM_BIND_UNMAP) {
+		/*
+		 * A queued job may still use the binding's page-table entries (and its object):
+		 * they go only once every job of the file has finished.
+		 */
+		ret = extmem_file_wait_idle(efile, true);
+		if (ret)
+			return ret;
 		ret = mutex_lock_interruptible(&efile->vm_lock);
 		if (ret)
 			return ret;
@@ -159,41 +166,6 @@ out_free:
 	kfree(binding);
 out_put:
 	drm_gem_object_put(obj);
-	return ret;
-}
-
-int extmem_ioctl_exec(struct drm_device *drm, void *data, struct drm_file *file)
-{
-	struct extmem_file *efile = file->driver_priv;
-	struct drm_extmem_exec *args = data;
-	struct drm_extmem_cmd *cmds;
-	int ret;
-
-	ret = extmem_kcore_check_exec(args);
-	if (ret)
-		return ret;
-	args->fault_va = 0;
-	args->fault_cmd = 0;
-	args->fault_kind = EXTMEM_FAULT_NONE;
-
-	/* check_exec bounded count by EXTMEM_MAX_EXEC_CMDS. */
-	cmds = kvmalloc_array(args->count, sizeof(*cmds), GFP_KERNEL);
-	if (!cmds)
-		return -ENOMEM;
-	if (copy_from_user(cmds, u64_to_user_ptr(args->cmds),
-			   array_size(args->count, sizeof(*cmds)))) {
-		ret = -EFAULT;
-		goto out_free;
-	}
-
-	ret = mutex_lock_interruptible(&efile->vm_lock);
-	if (ret)
-		goto out_free;
-	ret = extmem_kcore_exec(efile->vm, args, cmds);
-	extmem_vm_unlock(efile);
-out_free:
-	kvfree(cmds);
-	/* drm_ioctl() copies *args back even on error, so the fault fields reach userspace. */
 	return ret;
 }
 
@@ -305,6 +277,16 @@ static bool extmem_pa_ok(u64 pa, u64 len)
 	return len <= PAGE_SIZE - offset_in_page(pa) && pfn_valid(PHYS_PFN(pa));
 }
 
+/*
+ * Whether the copy engine should stop: the file that runs the job is being closed (a
+ * killed process), so its job ends at the next page with -EFAULT, which the job turns
+ * into -ECANCELED.
+ */
+static bool extmem_plat_cancelled(struct extmem_plat *p)
+{
+	return p->efile && READ_ONCE(p->efile->closing);
+}
+
 static void extmem_plat_maybe_resched(struct extmem_plat *p, u64 len)
 {
 	p->since_resched += len;
@@ -318,7 +300,7 @@ int extmem_plat_copy(void *plat, u64 dst_pa, u64 src_pa, u64 len)
 {
 	void *dst, *src;
 
-	if (!extmem_pa_ok(dst_pa, len) || !extmem_pa_ok(src_pa, len))
+	if (!extmem_pa_ok(dst_pa, len) || !extmem_pa_ok(src_pa, len) || extmem_plat_cancelled(plat))
 		return -EFAULT;
 	dst = kmap_local_page(pfn_to_page(PHYS_PFN(dst_pa)));
 	src = kmap_local_page(pfn_to_page(PHYS_PFN(src_pa)));
@@ -343,7 +325,7 @@ int extmem_plat_fill(void *plat, u64 dst_pa, u32 value, u64 len)
 	void *dst;
 
 	/* FILL is 4-byte aligned (kcore checks dst and size; chunks keep the alignment). */
-	if (!IS_ALIGNED(dst_pa | len, 4) || !extmem_pa_ok(dst_pa, len))
+	if (!IS_ALIGNED(dst_pa | len, 4) || !extmem_pa_ok(dst_pa, len) || extmem_plat_cancelled(plat))
 		return -EFAULT;
 	dst = kmap_local_page(pfn_to_page(PHYS_PFN(dst_pa)));
 	memset32(dst + offset_in_page(dst_pa), value, len / 4);

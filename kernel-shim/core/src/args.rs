@@ -13,8 +13,8 @@ use core::mem::size_of;
 use extmem_hw::profile::MIN_PAGE;
 use extmem_hw::{Alignment, GpuProfile};
 use extmem_uapi::{
-    BindOp, Cmd, CmdOp, Exec, GemCreate, GemUserptr, VmBind, GEM_CREATE_FLAGS, GEM_USERPTR_FLAGS,
-    MAX_EXEC_CMDS, VM_BIND_FLAGS,
+    BindOp, Cmd, CmdOp, Exec, ExecSync, GemCreate, GemUserptr, VmBind, EXEC_FLAGS, EXEC_SYNC_FLAGS,
+    GEM_CREATE_FLAGS, GEM_USERPTR_FLAGS, MAX_EXEC_CMDS, MAX_EXEC_SYNCS, VM_BIND_FLAGS,
 };
 
 use crate::cpu_page::CpuPage;
@@ -40,6 +40,10 @@ pub enum Field {
     Dst,
     /// A command's fill value.
     Value,
+    /// The user pointer to the wait syncobjs of `EXEC`.
+    Waits,
+    /// The user pointer to the signal syncobjs of `EXEC`.
+    Signals,
 }
 
 /// Why the arguments of an ioctl are rejected.
@@ -114,6 +118,13 @@ pub enum ArgError {
     },
     /// An `EXEC` command count outside `1..=MAX_EXEC_CMDS` (`EINVAL`).
     BadCount {
+        /// The count.
+        count: u32,
+    },
+    /// More than `MAX_EXEC_SYNCS` wait or signal syncobjs in one `EXEC` (`EINVAL`).
+    TooManySyncs {
+        /// `Waits` or `Signals`.
+        field: Field,
         /// The count.
         count: u32,
     },
@@ -260,14 +271,33 @@ pub fn check_vm_bind(args: &VmBind, profile: &GpuProfile) -> Result<(), ArgError
 /// `EXEC`: zero padding, `1..=MAX_EXEC_CMDS` commands, and the command array's user range
 /// not wrapping. The out fields are ignored.
 pub fn check_exec(args: &Exec) -> Result<(), ArgError> {
-    no_pad(args.pad)?;
+    known_flags(args.flags, EXEC_FLAGS)?;
     if args.count == 0 || args.count > MAX_EXEC_CMDS {
         return Err(ArgError::BadCount { count: args.count });
     }
-    let cmd_bytes = u64::try_from(size_of::<Cmd>()).unwrap_or(u64::MAX);
-    let bytes = u64::from(args.count).saturating_mul(cmd_bytes);
-    end_of(Field::Cmds, args.cmds, bytes)?;
+    end_of(Field::Cmds, args.cmds, array_bytes::<Cmd>(args.count))?;
+    for (field, ptr, count) in [
+        (Field::Waits, args.waits, args.wait_count),
+        (Field::Signals, args.signals, args.signal_count),
+    ] {
+        if count > MAX_EXEC_SYNCS {
+            return Err(ArgError::TooManySyncs { field, count });
+        }
+        end_of(field, ptr, array_bytes::<ExecSync>(count))?;
+    }
     Ok(())
+}
+
+/// Bytes of `count` `T`s in a user array (saturating: the range check then fails).
+fn array_bytes<T>(count: u32) -> u64 {
+    let each = u64::try_from(size_of::<T>()).unwrap_or(u64::MAX);
+    u64::from(count).saturating_mul(each)
+}
+
+/// One wait or signal syncobj of `EXEC`: known flags. Whether the handle names a syncobj
+/// is the DRM core's business (`ENOENT`).
+pub fn check_exec_sync(sync: &ExecSync) -> Result<(), ArgError> {
+    known_flags(sync.flags, EXEC_SYNC_FLAGS)
 }
 
 /// One copy-engine command: a known op, no field the op does not use, a non-zero size,
@@ -298,6 +328,7 @@ pub fn check_cmd(cmd: &Cmd) -> Result<(), ArgError> {
 mod tests {
     use super::*;
     use extmem_hw::profile::VGPU;
+    use extmem_uapi::EXEC_WAIT;
     use extmem_uapi::{FLAG_READ_ONLY, USERPTR_PROBE};
 
     const M4K: u64 = 0x1000;
@@ -573,8 +604,64 @@ mod tests {
         };
         assert_eq!(check_exec(&ok), Ok(()));
         assert_eq!(
-            check_exec(&Exec { pad: 1, ..ok }),
-            Err(ArgError::NonZeroPad { pad: 1 })
+            check_exec(&Exec { flags: 2, ..ok }),
+            Err(ArgError::UnknownFlags {
+                flags: 2,
+                known: EXEC_FLAGS
+            })
+        );
+        assert_eq!(
+            check_exec(&Exec {
+                flags: EXEC_WAIT,
+                ..ok
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            check_exec(&Exec {
+                signal_count: MAX_EXEC_SYNCS + 1,
+                ..ok
+            }),
+            Err(ArgError::TooManySyncs {
+                field: Field::Signals,
+                count: MAX_EXEC_SYNCS + 1
+            })
+        );
+        assert!(matches!(
+            check_exec(&Exec {
+                waits: u64::MAX - 8,
+                wait_count: 1,
+                ..ok
+            }),
+            Err(ArgError::Wraps {
+                field: Field::Waits,
+                ..
+            })
+        ));
+        // A null array of no syncs is fine.
+        assert_eq!(
+            check_exec(&Exec {
+                waits: u64::MAX,
+                wait_count: 0,
+                ..ok
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            check_exec_sync(&ExecSync {
+                handle: 1,
+                flags: 1,
+                point: 7
+            }),
+            Err(ArgError::UnknownFlags { flags: 1, known: 0 })
+        );
+        assert_eq!(
+            check_exec_sync(&ExecSync {
+                handle: 1,
+                flags: 0,
+                point: 7
+            }),
+            Ok(())
         );
         assert_eq!(
             check_exec(&Exec { count: 0, ..ok }),

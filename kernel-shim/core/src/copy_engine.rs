@@ -25,7 +25,8 @@ use extmem_hw::{Access, GpuVa, LeafTable, PageTable, PhysAddr, TranslateError};
 use extmem_uapi::{Cmd, CmdOp, Exec, FaultKind};
 
 use crate::args::{check_cmd, check_exec, ArgError};
-use crate::platform::{MemoryFault, Platform, PlatformTables, RunFault};
+use crate::bindings::Binding;
+use crate::platform::{MemoryFault, ObjectId, Platform, PlatformTables, RunFault};
 
 /// 4 KiB: the most one platform copy or fill touches.
 const PAGE: u64 = extmem_hw::profile::MIN_PAGE.get();
@@ -101,11 +102,9 @@ pub(crate) fn run<P: Platform>(
     result
 }
 
-fn run_checked<P: Platform>(
-    table: &PageTable<PlatformTables<P>>,
-    args: &Exec,
-    cmds: &[Cmd],
-) -> Result<(), ExecError> {
+/// The first `args.count` of `cmds`, each checked: `args` itself, then every command
+/// ([`ExecError::Malformed`] names the first bad one).
+fn checked_cmds<'c>(args: &Exec, cmds: &'c [Cmd]) -> Result<&'c [Cmd], ExecError> {
     check_exec(args).map_err(ExecError::Args)?;
     let short = ExecError::Args(ArgError::BadCount { count: args.count });
     let count = usize::try_from(args.count).map_err(|_| short)?;
@@ -116,6 +115,63 @@ fn run_checked<P: Platform>(
             error,
         })?;
     }
+    Ok(cmds)
+}
+
+/// Why [`touched`] stopped.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum TouchError<E> {
+    /// The batch is malformed (as [`run`] would find it; nothing was visited).
+    Exec(ExecError),
+    /// The visitor refused an object.
+    Visit(E),
+}
+
+/// Every binding the commands of a well-formed batch read or write, as `bindings` (sorted
+/// by VA, not overlapping) stand now: `visit(object, write)` once per command side and
+/// binding it overlaps, a COPY's source as a read and every destination as a write. An
+/// address no binding covers is skipped (the run faults there). This is what a job must
+/// hold and synchronise with before it runs; `args`' `fault_cmd` names a malformed
+/// command.
+pub(crate) fn touched<E>(
+    bindings: &[Binding],
+    args: &mut Exec,
+    cmds: &[Cmd],
+    mut visit: impl FnMut(ObjectId, bool) -> Result<(), E>,
+) -> Result<(), TouchError<E>> {
+    args.fault_cmd = 0;
+    let cmds = match checked_cmds(args, cmds) {
+        Ok(cmds) => cmds,
+        Err(e) => {
+            if let ExecError::Malformed { cmd, .. } = e {
+                args.fault_cmd = cmd;
+            }
+            return Err(TouchError::Exec(e));
+        }
+    };
+    for cmd in cmds {
+        let reads = (cmd.op == CmdOp::COPY).then_some((cmd.src, false));
+        for (start, write) in reads.into_iter().chain([(cmd.dst, true)]) {
+            // Checked not to wrap; the end saturates all the same.
+            let end = start.saturating_add(cmd.size);
+            let first = bindings.partition_point(|b| b.end() <= start);
+            for binding in bindings.iter().skip(first) {
+                if binding.va.get() >= end {
+                    break;
+                }
+                visit(binding.object, write).map_err(TouchError::Visit)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_checked<P: Platform>(
+    table: &PageTable<PlatformTables<P>>,
+    args: &Exec,
+    cmds: &[Cmd],
+) -> Result<(), ExecError> {
+    let cmds = checked_cmds(args, cmds)?;
     for (index, cmd) in cmds.iter().enumerate() {
         let mut engine = Engine {
             table,
@@ -342,6 +398,55 @@ mod tests {
         (result, args)
     }
 
+    /// What `touched` visits for `cmds`, in order, or its errno.
+    fn touched_by(vm: &TestVm<'_>, cmds: &[Cmd]) -> Result<Vec<(u64, bool)>, (i32, u32)> {
+        let mut args = Exec {
+            cmds: 0x7000,
+            count: u32::try_from(cmds.len()).expect("count"),
+            fault_cmd: 77,
+            ..Exec::default()
+        };
+        let mut seen = Vec::new();
+        let result = vm.touched(&mut args, cmds, |object, write| {
+            seen.push((object.0, write));
+            Ok::<(), ()>(())
+        });
+        match result {
+            Ok(()) => Ok(seen),
+            Err(TouchError::Exec(e)) => Err((e.errno(), args.fault_cmd)),
+            Err(TouchError::Visit(())) => Err((0, args.fault_cmd)),
+        }
+    }
+
+    #[test]
+    fn touched_names_each_side_binding_as_read_or_write() {
+        let fake = FakePlatform::new();
+        let vm = setup(&fake);
+        // A copy from the source into the destination, then a fill that spans the end of
+        // the destination, the hole after it and the read-only view at DST + M2.
+        let cmds = [
+            Cmd::copy(SRC + 8, DST + PAGE, 16),
+            Cmd::fill(DST + 2 * PAGE, 7, M2),
+        ];
+        assert_eq!(
+            touched_by(&vm, &cmds),
+            Ok(std::vec![(1, false), (2, true), (2, true), (1, true)])
+        );
+        // An address nothing maps touches nothing (the run faults there).
+        assert_eq!(
+            touched_by(&vm, &[Cmd::fill(0x4000_0000, 0, 4)]),
+            Ok(Vec::new())
+        );
+        // A range that ends exactly where a binding starts does not touch it.
+        assert_eq!(
+            touched_by(&vm, &[Cmd::fill(SRC - PAGE, 0, PAGE)]),
+            Ok(Vec::new())
+        );
+        // A malformed command stops the walk before anything is visited, and is named.
+        let bad = [Cmd::copy(SRC, DST, 4), Cmd::fill(DST + 1, 0, 4)];
+        assert_eq!(touched_by(&vm, &bad), Err((errno::EINVAL, 1)));
+    }
+
     #[test]
     fn copy_across_scattered_pages_is_byte_exact() {
         let fake = FakePlatform::new();
@@ -530,9 +635,9 @@ mod tests {
         args.count = 0;
         assert_eq!(errno_of(&mut args, &one), Err(errno::EINVAL));
         args.count = 1;
-        args.pad = 1;
+        args.flags = 0x80;
         assert_eq!(errno_of(&mut args, &one), Err(errno::EINVAL));
-        args.pad = 0;
+        args.flags = 0;
         assert_eq!(errno_of(&mut args, &one), Ok(()));
     }
 

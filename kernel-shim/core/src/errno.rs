@@ -46,7 +46,8 @@ impl ToErrno for ArgError {
             | ArgError::UnusedField { .. }
             | ArgError::ZeroSize
             | ArgError::Misaligned { .. }
-            | ArgError::BadCount { .. } => EINVAL,
+            | ArgError::BadCount { .. }
+            | ArgError::TooManySyncs { .. } => EINVAL,
             ArgError::Wraps { .. } => EOVERFLOW,
             ArgError::OutsideVaSpace { .. } | ArgError::TooLarge { .. } => ERANGE,
         }

@@ -11,9 +11,12 @@ use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use extmem_hw::{HostVa, PhysAddr};
-use extmem_uapi::{Cmd, Exec, GemCreate, GemUserptr, GetParam, VmBind, VmQuery, MAX_EXEC_CMDS};
+use extmem_uapi::{
+    Cmd, Exec, ExecSync, GemCreate, GemUserptr, GetParam, VmBind, VmQuery, MAX_EXEC_CMDS,
+};
 
 use crate::args;
+use crate::copy_engine::TouchError;
 use crate::cpu_page::{CpuPage, CpuPageError};
 use crate::errno::{self, to_return, ToErrno};
 use crate::params::{self, ParamAnswer};
@@ -408,23 +411,98 @@ pub unsafe extern "C" fn extmem_kcore_exec(
     args: *mut Exec,
     cmds: *const Cmd,
 ) -> c_int {
+    // SAFETY: the caller's contract, which is `batch`'s.
+    match unsafe { batch(vm, args, cmds) } {
+        Ok((file, args, cmds)) => to_return(file.vm.exec(args, cmds)),
+        Err(ret) => ret,
+    }
+}
+
+/// The VM, the arguments and the commands of an `EXEC` entry point, checked, or the
+/// return value that refuses them.
+///
+/// # Safety
+/// `vm` as for [`file_ref`]; `args` null or valid and not referenced elsewhere; `cmds`
+/// points to `args->count` commands (checked to be at most `MAX_EXEC_CMDS`), which
+/// nothing mutates while the returned slice lives.
+unsafe fn batch<'a>(
+    vm: *const c_void,
+    args: *mut Exec,
+    cmds: *const Cmd,
+) -> Result<(&'a KernelFile, &'a mut Exec, &'a [Cmd]), c_int> {
     // SAFETY: the caller's contract.
     let (Some(file), Some(args)) = (unsafe { file_ref(vm) }, unsafe { arg_mut(args) }) else {
-        return EINVAL;
+        return Err(EINVAL);
     };
     if let Err(e) = args::check_exec(args) {
-        return to_return(Err(e));
+        return Err(to_return(Err(e)));
     }
     if cmds.is_null() || !cmds.is_aligned() || args.count > MAX_EXEC_CMDS {
-        return EINVAL;
+        return Err(EINVAL);
     }
     let Ok(count) = usize::try_from(args.count) else {
-        return EINVAL;
+        return Err(EINVAL);
     };
     // SAFETY: non-null and aligned (checked); the caller copied `count` commands there
     // (at most MAX_EXEC_CMDS, checked), which nothing mutates during the call.
     let cmds = unsafe { core::slice::from_raw_parts(cmds, count) };
-    to_return(file.vm.exec(args, cmds))
+    Ok((file, args, cmds))
+}
+
+/// One wait or signal syncobj of `EXEC`: known flags.
+///
+/// # Safety
+/// `sync` is null or points to a valid struct.
+#[no_mangle]
+pub unsafe extern "C" fn extmem_kcore_check_exec_sync(sync: *const ExecSync) -> c_int {
+    // SAFETY: the caller's contract.
+    match unsafe { arg(sync) } {
+        Some(sync) => to_return(args::check_exec_sync(sync)),
+        None => EINVAL,
+    }
+}
+
+/// The visitor of [`extmem_kcore_exec_objects`]: 0 to go on, or a negative errno that
+/// stops the walk and is returned.
+pub type ObjectVisitor = unsafe extern "C" fn(ctx: *mut c_void, object: u64, write: bool) -> c_int;
+
+/// The objects an `EXEC` batch reads and writes through the VM's bindings, each command
+/// checked first.
+///
+/// # Safety
+/// `vm` as for [`file_ref`]; `args` null or valid and not referenced elsewhere; `cmds`
+/// points to `args->count` commands (checked to be at most `MAX_EXEC_CMDS`); `visit` may
+/// be called with `ctx` and must not call back into this VM.
+#[no_mangle]
+pub unsafe extern "C" fn extmem_kcore_exec_objects(
+    vm: *const c_void,
+    args: *mut Exec,
+    cmds: *const Cmd,
+    ctx: *mut c_void,
+    visit: Option<ObjectVisitor>,
+) -> c_int {
+    let Some(visit) = visit else {
+        return EINVAL;
+    };
+    // SAFETY: the caller's contract, which is `batch`'s.
+    let (file, args, cmds) = match unsafe { batch(vm, args, cmds) } {
+        Ok(checked) => checked,
+        Err(ret) => return ret,
+    };
+    let result = file.vm.touched(args, cmds, |object, write| {
+        // SAFETY: the caller's contract for `visit` and `ctx`.
+        match unsafe { visit(ctx, object.0, write) } {
+            0 => Ok(()),
+            ret => Err(ret),
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(TouchError::Exec(e)) => to_return(Err(e)),
+        // A visitor's own errno, negative already; anything else is the glue's mistake.
+        Err(TouchError::Visit(ret)) if ret < 0 => ret,
+        Err(TouchError::Visit(_)) => EINVAL,
+    }
 }
 
 /// Page-table pages the VM holds.

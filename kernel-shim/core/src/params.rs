@@ -48,7 +48,8 @@ pub fn answer(
         | Param::ATTACHMENTS
         | Param::BINDINGS
         | Param::LAST_PIN_NS
-        | Param::LAST_ATTACH_NS => ParamAnswer::Platform,
+        | Param::LAST_ATTACH_NS
+        | Param::JOBS => ParamAnswer::Platform,
         Param(param) => return Err(ArgError::UnknownParam { param }),
     })
 }
@@ -94,7 +95,7 @@ mod tests {
 
     #[test]
     fn the_core_answers_the_profile() {
-        assert_eq!(get(Param::API_VERSION), Ok((ParamAnswer::Core(1), 1)));
+        assert_eq!(get(Param::API_VERSION), Ok((ParamAnswer::Core(2), 2)));
         assert_eq!(get(Param::VA_BITS), Ok((ParamAnswer::Core(48), 48)));
         assert_eq!(get(Param::OA_BITS), Ok((ParamAnswer::Core(40), 40)));
         assert_eq!(
@@ -147,7 +148,7 @@ mod tests {
             assert!(answer(p, &VGPU, page(12)).is_ok(), "{:?}", p.name());
         }
         assert_eq!(get(Param(0)), Err(ArgError::UnknownParam { param: 0 }));
-        assert_eq!(get(Param(19)), Err(ArgError::UnknownParam { param: 19 }));
+        assert_eq!(get(Param(20)), Err(ArgError::UnknownParam { param: 20 }));
         let mut padded = GetParam {
             param: Param::VA_BITS,
             pad: 1,

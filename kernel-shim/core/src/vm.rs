@@ -22,7 +22,7 @@ use extmem_uapi::{
 
 use crate::args::{check_vm_bind, ArgError};
 use crate::bindings::{Binding, BindingError, BindingTable, BINDINGS_MAX};
-use crate::copy_engine::{self, ExecError};
+use crate::copy_engine::{self, ExecError, TouchError};
 use crate::platform::{ObjectId, Platform, PlatformTables, SegmentError};
 use crate::PROFILE;
 
@@ -233,6 +233,17 @@ impl<P: Platform, const N: usize> Vm<P, N> {
             }
             Err(TranslateError::Corrupt(c)) => Err(QueryError::Corrupt(c)),
         }
+    }
+
+    /// Every object a well-formed `EXEC` batch reads or writes through the bindings as
+    /// they stand: `visit(object, write)`; see [`copy_engine::touched`].
+    pub fn touched<E>(
+        &self,
+        args: &mut Exec,
+        cmds: &[Cmd],
+        visit: impl FnMut(ObjectId, bool) -> Result<(), E>,
+    ) -> Result<(), TouchError<E>> {
+        copy_engine::touched(self.bindings(), args, cmds, visit)
     }
 
     /// `EXEC`: runs `cmds` (the first `args.count` of them) on the copy engine. Sets the

@@ -3,8 +3,10 @@
 /// The DRM driver name the module registers (`DRM_IOCTL_VERSION` reports it).
 pub const DRIVER_NAME: &str = "extmem-vgpu";
 
-/// Version of this contract. Bumped when anything below changes incompatibly.
-pub const API_VERSION: u64 = 1;
+/// Version of this contract. Bumped when anything below changes incompatibly: 2 made
+/// `EXEC` queue a job and return at once (its `pad` became `flags`, [`EXEC_WAIT`] keeps
+/// the old behaviour) and gave it wait and signal syncobjs.
+pub const API_VERSION: u64 = 2;
 
 /// Declares a set of named `u32` values crossing the ioctl boundary once: a
 /// `#[repr(transparent)]` newtype (unknown values stay representable, as in ash), its
@@ -80,10 +82,13 @@ uapi_values!(
         /// `GEM_USERPTR` of a dma-buf mapping) spent in `dma_buf_attach` +
         /// `dma_buf_map_attachment` alone (for benchmarks: the attachment mapping's cost).
         LAST_ATTACH_NS = 17,
+        /// Device-wide: `EXEC` jobs queued or running whose memory is still held (their
+        /// object references, pins and page-table entries); 0 when the device is idle.
+        JOBS = 18,
         /// The CPU page size of the running kernel in bytes (4 KiB, or 16 / 64 KiB on
         /// arm64): the unit `GEM_USERPTR` pins and `GEM_CREATE` allocates in.
         /// `MIN_IMPORT_ALIGNMENT` is at least this.
-        CPU_PAGE_SIZE = 18,
+        CPU_PAGE_SIZE = 19,
     }
 );
 
@@ -153,6 +158,17 @@ pub const QUERY_READ_ONLY: u32 = 1 << 1;
 
 /// Most commands one `EXEC` takes.
 pub const MAX_EXEC_CMDS: u32 = 1024;
+/// `EXEC`: wait for the job to finish before returning, and report a fault in the out
+/// fields (`EIO`) as the ioctl did before jobs were queued. Without it `EXEC` returns once
+/// the job is queued; its fence (through the signal syncobjs, or the reservation objects
+/// of the dma-bufs it writes) then carries any fault as its error.
+pub const EXEC_WAIT: u32 = 1 << 0;
+/// Every flag `EXEC` accepts.
+pub const EXEC_FLAGS: u32 = EXEC_WAIT;
+/// Most wait syncobjs, and most signal syncobjs, one `EXEC` takes.
+pub const MAX_EXEC_SYNCS: u32 = 64;
+/// Every flag an [`ExecSync`] accepts (none yet).
+pub const EXEC_SYNC_FLAGS: u32 = 0;
 
 /// `DRM_IOCTL_EXTMEM_GET_PARAM`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -276,9 +292,32 @@ impl Cmd {
     }
 }
 
-/// `DRM_IOCTL_EXTMEM_EXEC`: run commands in order on the copy engine. Commands before the
-/// faulting one have run; on a fault the ioctl fails with `EIO` and the out fields say
-/// where (the struct is copied back on error, as `drm_ioctl` always does).
+/// One syncobj an `EXEC` waits for or signals: a DRM syncobj handle of the same file and a
+/// timeline point (0: a binary syncobj, whose fence is waited for or replaced).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[repr(C)]
+pub struct ExecSync {
+    /// The syncobj (`DRM_IOCTL_SYNCOBJ_CREATE`); an unknown handle is `ENOENT`.
+    pub handle: u32,
+    /// [`EXEC_SYNC_FLAGS`].
+    pub flags: u32,
+    /// The timeline point, or 0 for a binary syncobj. A wait for a point (or a binary
+    /// syncobj) that has no fence yet is `EINVAL`, as in every DRM driver.
+    pub point: u64,
+}
+
+/// `DRM_IOCTL_EXTMEM_EXEC`: queue a job that runs the commands in order on the copy
+/// engine, and return (or, with [`EXEC_WAIT`], wait for it). The job runs after the
+/// fences of its wait syncobjs and the implicit fences of the dma-bufs it touches (all of
+/// them for what it writes, the writers' for what it reads), and after every job queued
+/// before it on the device. Malformed commands are refused here (`EINVAL`, `fault_cmd`
+/// names the first), before anything is queued. Commands before a faulting one have run;
+/// the fault is the job fence's error (`EIO`), and with [`EXEC_WAIT`] the ioctl fails with
+/// `EIO` and the out fields say where (the struct is copied back on error, as `drm_ioctl`
+/// always does).
+///
+/// A caller built against API version 1 passes the first 32 bytes; DRM zero-fills the
+/// rest, so such a call has no syncobjs and (its `pad` being zero) does not wait.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[repr(C)]
 pub struct Exec {
@@ -286,14 +325,23 @@ pub struct Exec {
     pub cmds: u64,
     /// In: 1..=[`MAX_EXEC_CMDS`].
     pub count: u32,
-    /// Must be zero.
-    pub pad: u32,
-    /// Out: the GPU VA that faulted.
+    /// In: [`EXEC_FLAGS`].
+    pub flags: u32,
+    /// Out ([`EXEC_WAIT`] only): the GPU VA that faulted.
     pub fault_va: u64,
-    /// Out: index of the command that faulted.
+    /// Out: index of the command that faulted (malformed, or with [`EXEC_WAIT`] faulting).
     pub fault_cmd: u32,
-    /// Out: a [`FaultKind`].
+    /// Out ([`EXEC_WAIT`] only): a [`FaultKind`].
     pub fault_kind: FaultKind,
+    /// In: user pointer to `wait_count` [`ExecSync`]s the job waits for.
+    pub waits: u64,
+    /// In: user pointer to `signal_count` [`ExecSync`]s the job's fence is installed in
+    /// once it is queued.
+    pub signals: u64,
+    /// In: 0..=[`MAX_EXEC_SYNCS`].
+    pub wait_count: u32,
+    /// In: 0..=[`MAX_EXEC_SYNCS`].
+    pub signal_count: u32,
 }
 
 /// `DRM_IOCTL_EXTMEM_VM_QUERY`: translate one GPU VA through the file's page tables.
@@ -379,6 +427,7 @@ mod tests {
         assert_eq!(drm_iowr(0x33, 24), 0xc018_6473);
         assert_eq!(IOCTL_GET_PARAM, 0xc010_6440);
         assert_eq!(IOCTL_VM_BIND, 0xc028_6444);
+        assert_eq!(IOCTL_EXEC, 0xc038_6445);
     }
 
     #[test]

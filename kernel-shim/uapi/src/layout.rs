@@ -41,7 +41,11 @@ pub fn c_layout_asserts(out: &mut impl Write) -> fmt::Result {
         GemInfo => "drm_extmem_gem_info" { handle, kind, size, mmap_offset, flags, pad }
         VmBind => "drm_extmem_vm_bind" { op, flags, handle, pad, va, offset, size }
         Cmd => "drm_extmem_cmd" { op, value, src, dst, size }
-        Exec => "drm_extmem_exec" { cmds, count, pad, fault_va, fault_cmd, fault_kind }
+        ExecSync => "drm_extmem_exec_sync" { handle, flags, point }
+        Exec => "drm_extmem_exec" {
+            cmds, count, flags, fault_va, fault_cmd, fault_kind, waits, signals, wait_count,
+            signal_count,
+        }
         VmQuery => "drm_extmem_vm_query" { va, pa, page_size, flags, pad }
     );
     c_values!(out;
@@ -58,6 +62,10 @@ pub fn c_layout_asserts(out: &mut impl Write) -> fmt::Result {
         "EXTMEM_QUERY_MAPPED" = QUERY_MAPPED,
         "EXTMEM_QUERY_READ_ONLY" = QUERY_READ_ONLY,
         "EXTMEM_MAX_EXEC_CMDS" = MAX_EXEC_CMDS,
+        "EXTMEM_EXEC_WAIT" = EXEC_WAIT,
+        "EXTMEM_EXEC_FLAGS" = EXEC_FLAGS,
+        "EXTMEM_MAX_EXEC_SYNCS" = MAX_EXEC_SYNCS,
+        "EXTMEM_EXEC_SYNC_FLAGS" = EXEC_SYNC_FLAGS,
     );
     for p in Param::KNOWN {
         if let Some(name) = p.name() {
@@ -116,5 +124,6 @@ const _: () = {
     assert!(size_of::<VmBind>() % 8 == 0);
     assert!(size_of::<Cmd>() % 8 == 0);
     assert!(size_of::<Exec>() % 8 == 0);
+    assert!(size_of::<ExecSync>() % 8 == 0);
     assert!(size_of::<VmQuery>() % 8 == 0);
 };

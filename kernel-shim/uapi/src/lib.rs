@@ -25,7 +25,9 @@
 //! | `EACCES` | `VM_BIND` of a read-only object without `FLAG_READ_ONLY` |
 //! | `EOPNOTSUPP` | PRIME export of a userptr or FOREIGN object; import of a dma-buf whose DMA addresses are not physical addresses |
 //! | `EINTR` | a signal arrived while pinning or waiting for a lock; nothing was done, retry |
-//! | `EIO` | `EXEC` hit a GPU fault; the fault fields say where |
+//! | `EIO` | `EXEC` with `EXEC_WAIT` hit a GPU fault; the fault fields say where (without it, the job's fence carries the error) |
+//! | `ENOENT` (`EXEC`) | a wait or signal syncobj handle that names no syncobj of the file |
+//! | `EINVAL` (`EXEC`) | unknown `EXEC` or sync flags, more than `MAX_EXEC_SYNCS` syncs, a wait for a syncobj or point that has no fence yet |
 //!
 //! The standard `PRIME_FD_TO_HANDLE` (DRM core) fails with `EBADF` for a number that is no
 //! open descriptor and `EINVAL` for a descriptor that is not a dma-buf (a memfd, pipe,

@@ -22,7 +22,7 @@ use extmem_kcore::vm::InitError;
 use extmem_kcore::{BoundObject, CpuPage, ObjectId, SegmentError, ToErrno, Vm, PROFILE};
 use extmem_uapi::{
     BindOp, Cmd, CmdOp, Exec, FaultKind, GemCreate, GemUserptr, GetParam, ObjectKind, Param,
-    VmBind, VmQuery, GEM_USERPTR_FLAGS, MAX_EXEC_CMDS, QUERY_MAPPED, QUERY_READ_ONLY,
+    VmBind, VmQuery, EXEC_FLAGS, GEM_USERPTR_FLAGS, MAX_EXEC_CMDS, QUERY_MAPPED, QUERY_READ_ONLY,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -356,10 +356,12 @@ impl<'a> File<'a> {
         let mut args = Exec {
             cmds: 0x7f00_0000_0000,
             count: count.unwrap_or(u32::try_from(cmds.len()).unwrap_or(0)),
-            pad,
+            // The word that was `pad` before API version 2 is `flags` now.
+            flags: pad,
             fault_va: 1,
             fault_cmd: 1,
             fault_kind: FaultKind(7),
+            ..Exec::default()
         };
         let before = self.state();
         match self.vm.exec(&mut args, &cmds) {
@@ -544,11 +546,11 @@ fn check_args(which: u8, [a, b, c]: [u64; 3]) {
             let args = Exec {
                 cmds: a,
                 count: b as u32,
-                pad: high(b),
+                flags: high(b),
                 ..Exec::default()
             };
             if check_exec(&args).is_ok() {
-                assert!(args.pad == 0 && (1..=MAX_EXEC_CMDS).contains(&args.count));
+                assert!(args.flags & !EXEC_FLAGS == 0 && (1..=MAX_EXEC_CMDS).contains(&args.count));
             }
         }
         _ => {

@@ -19,6 +19,7 @@ pub mod ktap;
 pub mod mapping;
 pub mod memory_manager;
 pub mod pattern;
+pub mod sync;
 pub mod udmabuf;
 pub mod vgpu;
 pub mod vulkan;

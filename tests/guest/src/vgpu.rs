@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use extmem_uapi::{
     BindOp, Cmd, CmdOp, Exec, GemCreate, GemInfo, GemUserptr, GetParam, Param, VmBind, VmQuery,
-    IOCTL_EXEC, IOCTL_GEM_CREATE, IOCTL_GEM_INFO, IOCTL_GEM_USERPTR, IOCTL_GET_PARAM,
+    EXEC_WAIT, IOCTL_EXEC, IOCTL_GEM_CREATE, IOCTL_GEM_INFO, IOCTL_GEM_USERPTR, IOCTL_GET_PARAM,
     IOCTL_VM_BIND, IOCTL_VM_QUERY,
 };
 use rustix::io::Errno;
@@ -80,6 +80,7 @@ impl Vgpu {
             pt_pages: self.get_param(Param::PT_PAGES)?,
             attachments: self.get_param(Param::ATTACHMENTS)?,
             bindings: self.get_param(Param::BINDINGS)?,
+            jobs: self.get_param(Param::JOBS)?,
         })
     }
 
@@ -177,12 +178,14 @@ impl Vgpu {
         unsafe { update::<IOCTL_EXEC, Exec>(self.as_fd(), args) }
     }
 
-    /// Runs `cmds`; on failure returns the errno and the struct as the kernel left it.
+    /// Runs `cmds` and waits for them (`EXEC_WAIT`); on failure returns the errno and the
+    /// struct as the kernel left it.
     pub fn exec(&self, cmds: &[Cmd]) -> Result<Exec, (Errno, Exec)> {
         let count = u32::try_from(cmds.len()).map_err(|_| (Errno::INVAL, Exec::default()))?;
         let mut args = Exec {
             cmds: cmds.as_ptr() as u64,
             count,
+            flags: EXEC_WAIT,
             ..Exec::default()
         };
         match self.exec_raw(&mut args) {
@@ -281,14 +284,21 @@ pub struct Counters {
     pub attachments: u64,
     /// VM bindings alive.
     pub bindings: u64,
+    /// `EXEC` jobs still holding memory (0 when the device is idle).
+    pub jobs: u64,
 }
 
 impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "objects {}, pinned pages {}, page-table pages {}, attachments {}, bindings {}",
-            self.live_objects, self.pinned_pages, self.pt_pages, self.attachments, self.bindings
+            "objects {}, pinned pages {}, page-table pages {}, attachments {}, bindings {}, jobs {}",
+            self.live_objects,
+            self.pinned_pages,
+            self.pt_pages,
+            self.attachments,
+            self.bindings,
+            self.jobs
         )
     }
 }

@@ -83,9 +83,12 @@ pub fn encode(cmds: &[Command]) -> Result<(Vec<uapi::Cmd>, uapi::Exec), ExecErro
         })
     })?;
     let encoded: Vec<uapi::Cmd> = cmds.iter().map(|c| uapi::Cmd::from(*c)).collect();
+    // EXEC_WAIT: the backend's callers see a finished copy when the call returns, and a
+    // fault as EIO with the fault fields, whatever the kernel queues in between.
     let args = uapi::Exec {
         cmds: encoded.as_ptr() as usize as u64,
         count,
+        flags: uapi::EXEC_WAIT,
         ..Default::default()
     };
     Ok((encoded, args))
@@ -176,7 +179,12 @@ mod tests {
         );
         assert_eq!(args.count, 2);
         assert_eq!(args.cmds, cmds.as_ptr() as usize as u64);
-        assert_eq!((args.pad, args.fault_cmd, args.fault_va), (0, 0, 0));
+        assert_eq!(
+            (args.flags, args.fault_cmd, args.fault_va),
+            (uapi::EXEC_WAIT, 0, 0),
+            "the backend waits for its jobs"
+        );
+        assert_eq!((args.wait_count, args.signal_count), (0, 0));
         assert_eq!(copy.source(), Some((GpuVa::new(0x20_0010), 0x30)));
         assert_eq!(fill.source(), None);
         assert_eq!(fill.destination(), (GpuVa::new(0x40_0100), 8));

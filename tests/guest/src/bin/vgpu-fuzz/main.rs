@@ -24,13 +24,13 @@ use extmem_guest_tests::host_memory::RawBytes;
 use extmem_guest_tests::ktap::{Failure, KtapWriter};
 use extmem_guest_tests::pattern::Rng;
 use extmem_guest_tests::vgpu::Vgpu;
-use extmem_guest_tests::{child_process, fd_table, kernel_log};
+use extmem_guest_tests::{child_process, fd_table, kernel_log, sync};
 use extmem_uapi::{
-    BindOp, Cmd, CmdOp, Exec, FaultKind, GemCreate, GemInfo, GemUserptr, GetParam, ObjectKind,
-    Param, VmBind, VmQuery, DRM_COMMAND_BASE, DRM_IOCTL_BASE, FLAG_READ_ONLY, GEM_CREATE_FLAGS,
-    GEM_USERPTR_FLAGS, IOCTL_EXEC, IOCTL_GEM_CREATE, IOCTL_GEM_INFO, IOCTL_GEM_USERPTR,
-    IOCTL_GET_PARAM, IOCTL_VM_BIND, IOCTL_VM_QUERY, MAX_EXEC_CMDS, QUERY_MAPPED, QUERY_READ_ONLY,
-    USERPTR_PROBE, VM_BIND_FLAGS,
+    BindOp, Cmd, CmdOp, Exec, ExecSync, FaultKind, GemCreate, GemInfo, GemUserptr, GetParam,
+    ObjectKind, Param, VmBind, VmQuery, DRM_COMMAND_BASE, DRM_IOCTL_BASE, EXEC_FLAGS, EXEC_WAIT,
+    FLAG_READ_ONLY, GEM_CREATE_FLAGS, GEM_USERPTR_FLAGS, IOCTL_EXEC, IOCTL_GEM_CREATE,
+    IOCTL_GEM_INFO, IOCTL_GEM_USERPTR, IOCTL_GET_PARAM, IOCTL_VM_BIND, IOCTL_VM_QUERY,
+    MAX_EXEC_CMDS, MAX_EXEC_SYNCS, QUERY_MAPPED, QUERY_READ_ONLY, USERPTR_PROBE, VM_BIND_FLAGS,
 };
 use rustix::io::Errno;
 use rustix::ioctl::{self, opcode, Ioctl, IoctlOutput, Opcode, Updater};
@@ -128,6 +128,7 @@ fn child(seed: u64, duration: Duration) -> ExitCode {
             stats: BTreeMap::new(),
             inconsistencies: Vec::new(),
             slowest: (Duration::ZERO, ""),
+            syncobjs: Vec::new(),
         };
         let deadline = Instant::now() + duration;
         while Instant::now() < deadline {
@@ -171,6 +172,8 @@ struct Fuzzer {
     stats: BTreeMap<&'static str, BTreeMap<String, u64>>,
     inconsistencies: Vec<String>,
     slowest: (Duration, &'static str),
+    /// Syncobjs of the modelled file that `EXEC` waits for and signals (made on first use).
+    syncobjs: Vec<u32>,
 }
 
 /// A driver ioctl with a number, size and argument pointer chosen at run time.
@@ -615,23 +618,37 @@ impl Fuzzer {
                 false,
             ),
         };
+        let flags = match self.rng.below(8) {
+            0..=4 => EXEC_WAIT,
+            5 | 6 => 0,
+            _ => inputs::pad(&mut self.rng),
+        };
+        let (waits, waits_ok) = self.exec_syncs();
+        let (signals, signals_ok) = self.exec_syncs();
         let mut args = Exec {
             cmds: pointer,
             count: claimed,
-            pad: inputs::pad(&mut self.rng),
+            flags,
             fault_va: self.rng.next_u64(),
             fault_cmd: self.rng.next_u32(),
             fault_kind: FaultKind(self.rng.next_u32()),
+            waits: waits.0,
+            signals: signals.0,
+            wait_count: waits.1,
+            signal_count: signals.1,
         };
         let sent = args;
         let started = Instant::now();
         let result = self.gpu.exec_raw(&mut args);
         self.record("EXEC", started, &result);
+        let well_formed = real && flags & !EXEC_FLAGS == 0 && waits_ok && signals_ok;
+        // Without EXEC_WAIT a faulting job is still queued: the ioctl succeeds.
+        let runs = flags & EXEC_WAIT == 0 || cmds.iter().all(|c| self.model.runs(c));
         match result {
-            Ok(()) if !real || sent.pad != 0 || !cmds.iter().all(|c| self.model.runs(c)) => {
+            Ok(()) if !well_formed || !runs => {
                 self.inconsistent(format!("EXEC {sent:?} of {cmds:?} succeeded"));
             }
-            Err(Errno::IO) if real => {
+            Err(Errno::IO) if real && flags & EXEC_WAIT != 0 => {
                 let index = args.fault_cmd as usize;
                 let faulted = cmds.get(index);
                 let consistent = faulted.is_some_and(|c| !self.model.runs(c))
@@ -641,8 +658,65 @@ impl Fuzzer {
                     self.inconsistent(format!("EXEC of {cmds:?} faulted as {args:?}"));
                 }
             }
+            Err(Errno::IO) => {
+                self.inconsistent(format!("EXEC {sent:?} without EXEC_WAIT failed with EIO"));
+            }
             _ => {}
         }
+        drop(waits.2);
+        drop(signals.2);
+    }
+
+    /// Wait or signal syncobjs for one `EXEC`: (pointer, count, the array it points into)
+    /// and whether the kernel may accept them (known flags, handles of this file, a
+    /// count it takes). Whether a wait finds a fence is not modelled.
+    fn exec_syncs(&mut self) -> ((u64, u32, Vec<ExecSync>), bool) {
+        if self.syncobjs.is_empty() {
+            for _ in 0..4 {
+                if let Ok(handle) = sync::syncobj_create(self.gpu.as_fd()) {
+                    self.syncobjs.push(handle);
+                }
+            }
+        }
+        let count = match self.rng.below(10) {
+            0..=6 => 0,
+            7 | 8 => 1 + self.rng.index(3),
+            _ => usize::try_from(MAX_EXEC_SYNCS).unwrap_or(64) + 1,
+        };
+        let mut ok = u32::try_from(count).is_ok_and(|c| c <= MAX_EXEC_SYNCS);
+        let syncs: Vec<ExecSync> = (0..count)
+            .map(|_| {
+                let handle = match self.rng.pick(&self.syncobjs) {
+                    Some(&h) if !self.rng.one_in(8) => h,
+                    _ => self.rng.next_u32(),
+                };
+                let flags = if self.rng.one_in(8) {
+                    self.rng.next_u32() | 1
+                } else {
+                    0
+                };
+                let point = if self.rng.one_in(2) {
+                    0
+                } else {
+                    self.rng.below(8)
+                };
+                ok &= flags == 0 && self.syncobjs.contains(&handle);
+                ExecSync {
+                    handle,
+                    flags,
+                    point,
+                }
+            })
+            .collect();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let pointer = match self.rng.below(16) {
+            0 if count > 0 => {
+                ok = false;
+                self.hostile.pointer(&mut self.rng)
+            }
+            _ => syncs.as_ptr() as u64,
+        };
+        ((pointer, count, syncs), ok)
     }
 
     fn vm_query(&mut self) {

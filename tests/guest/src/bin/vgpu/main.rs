@@ -3,8 +3,8 @@
 //! Host pointers (heap and anonymous mappings) pinned, bound and copied through the GPU's page
 //! tables; dma-buf imports from vgem, udmabuf and the system dma-heap; PRIME export into vgem;
 //! host-mapped foreign memory (a `GEM_USERPTR` inside a CPU mapping of a dma-buf); 2 MiB
-//! blocks; every documented rejection (with the counters unchanged); `RLIMIT_MEMLOCK`; and a
-//! SIGKILLed process giving everything back. One KTAP result per check; a failure says what
+//! blocks; every documented rejection (with the counters unchanged); `RLIMIT_MEMLOCK`; a
+//! SIGKILLed process giving everything back; and jobs, fences, syncobjs and implicit sync. One KTAP result per check; a failure says what
 //! was expected and what was seen.
 //!
 //! Each group of checks is a module; `helpers` holds what several of them use. The program
@@ -22,6 +22,7 @@ mod memlock;
 mod params;
 mod pin_forms;
 mod rejections;
+mod syncs;
 
 use std::io;
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ use extmem_guest_tests::ktap::{expect_eq, Failure, KtapWriter};
 use extmem_guest_tests::vgpu::{Counters, Vgpu};
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 103;
+const PLAN: usize = 103 + syncs::CHECKS;
 
 const PAGE: u64 = 4096;
 const MIB: u64 = 1 << 20;
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("child-memlock") => return memlock::child_memlock(),
         Some("child-hold") => return killed_process::child_hold(),
+        Some("child-job") => return syncs::child_job(),
+        Some("child-sync-file") => {
+            return syncs::child_sync_file(&std::env::args().collect::<Vec<_>>())
+        }
         _ => {}
     }
     fd_table::ktap_program(PLAN, run)
@@ -93,6 +98,7 @@ fn run(ktap: &mut Ktap) {
     rejections::checks(ktap, gpu);
     memlock::checks(ktap, gpu);
     killed_process::checks(ktap, gpu);
+    syncs::checks(ktap, gpu, vgem);
 
     ktap.check_after(
         "counters, outstanding pins and debugfs attachments: back to their values at the start",
