@@ -403,6 +403,18 @@ pub(crate) const fn is_valid_page(raw: u64) -> bool {
         && Shareability::decode(bits::SHAREABILITY.get(raw)).is_some()
 }
 
+/// Whether `raw` is a block this crate writes at `level` (1 or 2): exactly when
+/// `Descriptor::decode(level, raw)` gives a `Leaf` there, without building it (unmap checks
+/// a range of blocks with this). Always false at levels 0 and 3, which hold no blocks.
+pub(crate) const fn is_valid_block(level: Level, raw: u64) -> bool {
+    let kind = bits::VALID.mask() | bits::TABLE_OR_PAGE.mask();
+    let allowed = (LEAF_KNOWN & !bits::OA_4K.mask()) | level.leaf_oa().mask();
+    matches!(level, Level::L1 | Level::L2)
+        && raw & kind == bits::VALID.mask()
+        && raw & !allowed == 0
+        && Shareability::decode(bits::SHAREABILITY.get(raw)).is_some()
+}
+
 /// Whether `addr` lies entirely inside the in-place address field `field`.
 const fn fits(field: Bits, addr: PhysAddr) -> bool {
     addr.get() & !field.mask() == 0 && field.max() != 0
@@ -432,6 +444,31 @@ mod tests {
                 Ok(Descriptor::Leaf { .. })
             );
             assert_eq!(is_valid_page(raw), decoded, "{raw:#x}");
+        }
+    }
+
+    #[test]
+    fn is_valid_block_agrees_with_decode() {
+        for level in [Level::L0, Level::L1, Level::L2, Level::L3] {
+            let output = PhysAddr::new(0x40_0000_0000);
+            let block = Descriptor::Leaf {
+                output,
+                attrs: rw_attrs(),
+            }
+            .encode(level);
+            let table = Descriptor::Table { next: output }.encode(level);
+            let mut raws = std::vec![0, 1, 0b11];
+            raws.extend(block.into_iter().chain(table));
+            // Every single-bit flip of a valid block (or of a page's bits where the level
+            // has none), and the reserved shareability.
+            let base = block.unwrap_or(0x40_0000_0000 | 0b01 | 1 << 10);
+            raws.extend((0..64).map(|bit| base ^ (1u64 << bit)));
+            raws.push(bits::SHAREABILITY.set(base, 0b01));
+            for raw in raws {
+                let decoded = level != Level::L3
+                    && matches!(Descriptor::decode(level, raw), Ok(Descriptor::Leaf { .. }));
+                assert_eq!(is_valid_block(level, raw), decoded, "{level:?} {raw:#x}");
+            }
         }
     }
 }

@@ -34,8 +34,8 @@ pub use addr::{Alignment, GpuVa, HostVa, PhysAddr};
 pub use descriptor::{Access, AttrIndex, Descriptor, Level, PageAttrs, Shareability};
 pub use page_size::{PageSize, PageSizes};
 pub use page_table::{
-    Invalidate, LeafTable, MapError, MapFlags, MapRunsError, Mapping, PageTable, Run, TableIndex,
-    TableMemory, TranslateError, Translation, UnmapError,
+    Entries, Invalidate, LeafTable, MapError, MapFlags, MapRunsError, Mapping, PageTable, Run,
+    TableIndex, TableMemory, TranslateError, Translation, UnmapError,
 };
 pub use profile::GpuProfile;
 pub use table_pool::TablePool;

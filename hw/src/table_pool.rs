@@ -2,7 +2,7 @@
 //! of host tests, fuzz targets and bare-metal Cortex-M, where no allocator exists.
 
 use crate::addr::PhysAddr;
-use crate::page_table::{TableIndex, TableMemory, ENTRIES};
+use crate::page_table::{Entries, TableIndex, TableMemory, ENTRIES};
 use crate::profile::MIN_PAGE;
 
 /// `N` table pages at physical addresses `base`, `base + 4 KiB`, ….
@@ -145,5 +145,14 @@ impl<const N: usize> TableMemory for TablePool<N> {
                 dst.copy_from_slice(src);
             }
         }
+    }
+
+    fn entries(&self, table: PhysAddr) -> Option<&Entries> {
+        self.pages.get(self.page_of(table)?)
+    }
+
+    fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
+        let page = self.page_of(table)?;
+        self.pages.get_mut(page)
     }
 }

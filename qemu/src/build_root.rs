@@ -44,8 +44,9 @@ fn recipe() -> String {
     )
 }
 
-/// FNV-1a (64-bit) of `text`: a short, stable name for a recipe.
-fn fnv1a(text: &str) -> u64 {
+/// FNV-1a (64-bit) of `text`: a short, stable name for a recipe (also the debug kernel's
+/// cache key, `debug_kernel.rs`).
+pub fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -130,12 +130,17 @@ pub fn kernel_problems<'a>(lines: impl IntoIterator<Item = &'a String>) -> Vec<S
 
 /// Whether `line` is a kernel message that means trouble (see [`kernel_problems`]).
 pub fn is_kernel_problem(line: &str) -> bool {
-    kernel_message(line).is_some_and(|m| KERNEL_PROBLEMS.iter().any(|p| m.contains(p)))
+    kernel_message(line).is_some_and(is_problem_message)
+}
+
+/// Whether a kernel message (the part after its timestamp) means trouble.
+pub fn is_problem_message(message: &str) -> bool {
+    KERNEL_PROBLEMS.iter().any(|p| message.contains(p))
 }
 
 /// The message part of a line holding a kernel timestamp `[ seconds.micros]`, wherever in the
 /// line it starts (console output of user space and kernel can share a line).
-fn kernel_message(line: &str) -> Option<&str> {
+pub fn kernel_message(line: &str) -> Option<&str> {
     let mut rest = line;
     while let Some(open) = rest.find('[') {
         let after = rest.get(open + 1..)?;

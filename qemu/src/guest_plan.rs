@@ -169,32 +169,11 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
     name: "extmem-vgpu",
     setup: VGPU_SETUP,
     programs: &[
-        GuestProgram {
-            name: "vgpu-selftest",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vgpu-selftest",
-            output: OutputFormat::Ktap,
-        },
+        VGPU_SELFTEST,
         VGPU_PROGRAM,
-        // Hostile userspace: random ioctls, leak cycles, killed clients, concurrency, limits.
-        GuestProgram {
-            name: "vgpu-fuzz",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vgpu-fuzz",
-            output: OutputFormat::Ktap,
-        },
-        GuestProgram {
-            name: "vgpu-stress",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vgpu-stress",
-            output: OutputFormat::Ktap,
-        },
-        GuestProgram {
-            name: "core-flows",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "core-flows",
-            output: OutputFormat::Ktap,
-        },
+        VGPU_FUZZ,
+        VGPU_STRESS,
+        CORE_FLOWS,
         // The same flows over every backend (vgem, virtio-gpu, udmabuf, dma-heap); it starts
         // core-flows as its child, so core-flows is built too.
         GuestProgram {
@@ -235,17 +214,42 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
     kernel_module: true,
 };
 
+/// A KTAP program of the guest tests whose binary has the program's name.
+const fn ktap_test(name: &'static str) -> GuestProgram {
+    GuestProgram {
+        name,
+        package: GUEST_TESTS_PACKAGE,
+        binary: name,
+        output: OutputFormat::Ktap,
+    }
+}
+
+/// The module's in-kernel self-tests, as KTAP.
+const VGPU_SELFTEST: GuestProgram = ktap_test("vgpu-selftest");
+
+/// Hostile userspace: random ioctls, leak cycles, killed clients, concurrency, limits.
+const VGPU_FUZZ: GuestProgram = ktap_test("vgpu-fuzz");
+
+/// Many clients and objects at once.
+const VGPU_STRESS: GuestProgram = ktap_test("vgpu-stress");
+
+/// The memory manager's flows over the module.
+const CORE_FLOWS: GuestProgram = ktap_test("core-flows");
+
+/// debugfs, where the tests count dma-buf attachments and kmemleak takes its commands.
+const MOUNT_DEBUGFS: GuestCommand = GuestCommand {
+    name: "mount-debugfs",
+    argv: &["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
+};
+
+/// The module, with its in-kernel self-tests.
+const INSMOD_WITH_SELFTESTS: GuestCommand = GuestCommand {
+    name: "insmod-extmem-vgpu",
+    argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko", "selftest=1"],
+};
+
 /// The extmem-vgpu suite's setup: debugfs, then the module with its in-kernel self-tests.
-const VGPU_SETUP: &[GuestCommand] = &[
-    GuestCommand {
-        name: "mount-debugfs",
-        argv: &["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
-    },
-    GuestCommand {
-        name: "insmod-extmem-vgpu",
-        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko", "selftest=1"],
-    },
-];
+const VGPU_SETUP: &[GuestCommand] = &[MOUNT_DEBUGFS, INSMOD_WITH_SELFTESTS];
 
 /// The module's ioctl and dma-buf tests.
 const VGPU_PROGRAM: GuestProgram = GuestProgram {
@@ -256,9 +260,53 @@ const VGPU_PROGRAM: GuestProgram = GuestProgram {
 };
 
 /// The extmem-vgpu suite's teardown: unloading proves nothing kept a reference.
-const VGPU_TEARDOWN: &[GuestCommand] = &[GuestCommand {
+const VGPU_TEARDOWN: &[GuestCommand] = &[RMMOD];
+
+/// Unloads the module.
+const RMMOD: GuestCommand = GuestCommand {
     name: "rmmod-extmem-vgpu",
     argv: &["rmmod", "extmem_vgpu"],
+};
+
+/// How many of the vgpu suite's programs, from its first, drive the kernel driver itself
+/// (self-tests, vgpu, vgpu-fuzz, vgpu-stress, core-flows); the rest test through it.
+const DRIVER_PROGRAMS: usize = 5;
+
+/// What the debug kernel (`debug_kernel.rs`) runs: the module's suites that drive the kernel
+/// driver, between a kmemleak baseline and a kmemleak scan. The baseline scans once and marks
+/// what it found as seen (`clear`), so leaks from the boot, before the module was loaded,
+/// are not reported as the driver's; the final scan comes after `rmmod` and lets every object
+/// the driver freed or leaked age past kmemleak's 5 s minimum, scans twice (a pointer still
+/// in flight during the first can hide a leak) and prints the suspects; any is a failure
+/// (`debug_reports.rs`).
+pub const DEBUG_KERNEL_SUITES: &[GuestSuite] = &[GuestSuite {
+    name: "extmem-vgpu-debug",
+    setup: &[
+        MOUNT_DEBUGFS,
+        GuestCommand {
+            name: "kmemleak-baseline",
+            argv: &[
+                "sh",
+                "-c",
+                "echo scan > /sys/kernel/debug/kmemleak && echo clear > /sys/kernel/debug/kmemleak",
+            ],
+        },
+        INSMOD_WITH_SELFTESTS,
+    ],
+    programs: EXTMEM_VGPU.programs.split_at(DRIVER_PROGRAMS).0,
+    teardown: &[
+        RMMOD,
+        GuestCommand {
+            name: crate::debug_reports::KMEMLEAK_STEP,
+            argv: &[
+                "sh",
+                "-c",
+                "sleep 6 && echo scan > /sys/kernel/debug/kmemleak && sleep 6 && \
+                 echo scan > /sys/kernel/debug/kmemleak && cat /sys/kernel/debug/kmemleak",
+            ],
+        },
+    ],
+    kernel_module: true,
 }];
 
 /// What runs on the LTS and the newest kernel (`provision::LTS_SERIES`,
@@ -458,6 +506,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_debug_kernel_runs_the_driver_suites() {
+        let names: Vec<&str> = DEBUG_KERNEL_SUITES
+            .iter()
+            .flat_map(|suite| suite.programs)
+            .map(|program| program.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "vgpu-selftest",
+                "vgpu",
+                "vgpu-fuzz",
+                "vgpu-stress",
+                "core-flows"
+            ]
+        );
+    }
+
     /// Names travel in marker lines split on spaces, and identify results in the report.
     #[test]
     fn table_names_are_marker_safe_and_unique() {
@@ -467,6 +534,24 @@ mod tests {
             crate::console_log::KERNEL_LOG_STEP,
         ]);
         let suites = TEST_SUITES.iter().chain([&DEMO, &BENCH]);
+        // The debug kernel's suite reuses the vgpu suite's steps under the same names; its
+        // own steps must not clash with any.
+        let debug_only = DEBUG_KERNEL_SUITES.iter().flat_map(|suite| {
+            let commands = suite.setup.iter().chain(suite.teardown).map(|c| c.name);
+            let programs = suite.programs.iter().map(|p| p.name);
+            commands.chain(programs).filter(|name| {
+                !EXTMEM_VGPU
+                    .setup
+                    .iter()
+                    .chain(EXTMEM_VGPU.teardown)
+                    .any(|c| c.name == *name)
+                    && !EXTMEM_VGPU.programs.iter().any(|p| p.name == *name)
+            })
+        });
+        for name in debug_only {
+            assert!(name.chars().all(|c| c.is_ascii_graphic()), "{name:?}");
+            assert!(seen.insert(name), "{name} appears twice");
+        }
         for suite in suites {
             let commands = suite.setup.iter().chain(suite.teardown).map(|c| c.name);
             for name in suite.programs.iter().map(|p| p.name).chain(commands) {

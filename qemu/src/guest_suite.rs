@@ -38,6 +38,9 @@ pub struct GuestOptions {
     /// The console log's file name in the output directory: one per kernel, so a second boot
     /// on another kernel keeps the first one's log.
     pub console_log: &'static str,
+    /// Whether the kernel is the debug kernel: its checkers' reports and the kmemleak scan
+    /// become named checks (`debug_reports.rs`).
+    pub debug_reports: bool,
 }
 
 /// Why the guest could not be run at all.
@@ -121,6 +124,11 @@ pub fn run(
                 console_log_path(workspace, options.console_log).display()
             ));
             step.checks.extend(evaluate(suites, &outcome));
+            if options.debug_reports {
+                let transcript = Transcript::parse(&outcome.lines);
+                step.checks
+                    .extend(crate::debug_reports::checks(&outcome.lines, &transcript));
+            }
         }
         Err(err) => step.checks.push(Check::fail("guest-boot", err.to_string())),
     }

@@ -15,6 +15,8 @@ mod build_root;
 mod capi_step;
 mod console_log;
 mod cortex_m;
+mod debug_kernel;
+mod debug_reports;
 mod fuzz_step;
 mod guest_boot;
 mod guest_plan;
@@ -26,6 +28,7 @@ mod kernel_modules;
 mod kmod_build;
 mod kmod_step;
 mod ktap;
+mod mesa_source;
 mod miri_step;
 mod provision;
 mod report;
@@ -65,6 +68,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "benchmarks: the host ones, then the guest one in QEMU (cargo bench-all)",
     ),
     (
+        "bench-host [ARG...]",
+        "the host benchmarks alone, with Mesa's allocator as a reference (cargo bench-host)",
+    ),
+    (
         "fuzz",
         "each fuzz target for --seconds from its kept corpus (cargo fuzz-long)",
     ),
@@ -82,6 +89,10 @@ const OPTIONS: &[(&str, &str)] = &[
         "limit for one guest boot (default 600)",
     ),
     ("--seconds SECONDS", "fuzz: time per target (default 600)"),
+    (
+        "--debug-kernel",
+        "add the debug-kernel step (suite, guest); run it before submitting kernel-shim changes",
+    ),
     (
         "--kernel 6.1|6.12|7.x",
         "only this guest kernel (default: all three); on 6.1 and 7.x the vgpu suite only",
@@ -154,6 +165,9 @@ impl KernelChoice {
 
 /// The default limit for one guest boot.
 const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default limit for the debug kernel's boot: KASAN, lockdep and kmemleak slow every
+/// allocation and lock, and TCG slows them again.
+const DEBUG_KERNEL_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subcommand {
@@ -163,6 +177,8 @@ enum Subcommand {
     Guest,
     Demo,
     Bench,
+    /// The host benchmarks alone; `main` hands its later arguments to the bench.
+    BenchHost,
     Fuzz,
 }
 
@@ -181,11 +197,13 @@ enum SuiteStep {
     Windows,
     Kmod,
     Guest,
+    /// Not in the default run: the first one builds a kernel (`--debug-kernel` adds it).
+    DebugKernel,
 }
 
 impl SuiteStep {
     /// Every step, in the order `suite` runs them.
-    const ALL: [SuiteStep; 12] = [
+    const ALL: [SuiteStep; 13] = [
         Self::Fmt,
         Self::Clippy,
         Self::Doc,
@@ -198,6 +216,7 @@ impl SuiteStep {
         Self::Windows,
         Self::Kmod,
         Self::Guest,
+        Self::DebugKernel,
     ];
 
     /// The name a user gives it on the command line.
@@ -215,6 +234,7 @@ impl SuiteStep {
             Self::Windows => "windows",
             Self::Kmod => "kmod",
             Self::Guest => "guest",
+            Self::DebugKernel => "debug-kernel",
         }
     }
 
@@ -234,6 +254,9 @@ impl SuiteStep {
             Self::Kmod => "extmem_vgpu.ko built for Debian's x86_64, arm64 and arm64-16k kernels",
             Self::Guest => {
                 "the guest suites in QEMU x86_64: all on Linux 6.12, the vgpu suite on 6.1 and 7.x"
+            }
+            Self::DebugKernel => {
+                "the vgpu suites on a KASAN/lockdep/kmemleak kernel (built once; not by default)"
             }
         }
     }
@@ -256,10 +279,12 @@ struct StepSet {
 impl StepSet {
     const NONE: StepSet = StepSet { bits: 0 };
 
+    /// The steps `suite` runs when none is named: all but the debug kernel's.
     fn every() -> Self {
         Self {
             bits: SuiteStep::ALL
                 .iter()
+                .filter(|step| **step != SuiteStep::DebugKernel)
                 .fold(0, |bits, step| bits | step.bit()),
         }
     }
@@ -282,6 +307,8 @@ struct Options {
     steps: StepSet,
     accel: Accel,
     timeout: Duration,
+    /// The limit for the debug kernel's boot: `--timeout`, else [`DEBUG_KERNEL_TIMEOUT`].
+    debug_kernel_timeout: Duration,
     /// Seconds per fuzz target for `fuzz`.
     fuzz_seconds: u64,
     /// The kernel `--kernel` chose; without it, the backports one.
@@ -308,7 +335,8 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut command = None;
     let mut steps = StepSet::NONE;
     let mut accel = Accel::Tcg;
-    let mut timeout = DEFAULT_GUEST_TIMEOUT;
+    let mut timeout = None;
+    let mut debug_kernel = false;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
     let mut kernel = None;
     let mut words = args.iter();
@@ -320,8 +348,9 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 let seconds: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                     format!("--timeout {value:?} is not a positive number of seconds")
                 })?;
-                timeout = Duration::from_secs(seconds);
+                timeout = Some(Duration::from_secs(seconds));
             }
+            "--debug-kernel" => debug_kernel = true,
             "--seconds" => {
                 let value = words.next().ok_or("--seconds needs a number of seconds")?;
                 fuzz_seconds = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
@@ -344,6 +373,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     "guest" => Subcommand::Guest,
                     "demo" => Subcommand::Demo,
                     "bench" => Subcommand::Bench,
+                    "bench-host" => Subcommand::BenchHost,
                     "fuzz" => Subcommand::Fuzz,
                     _ => return Err(format!("unknown command {other:?}")),
                 });
@@ -362,16 +392,23 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         }
     }
     let command = command.ok_or("no command given")?;
-    let steps = match command {
+    let mut steps = match command {
         Subcommand::Guest => StepSet::NONE.with(SuiteStep::Guest),
         _ if steps == StepSet::NONE => StepSet::every(),
         _ => steps,
     };
+    if debug_kernel {
+        if !matches!(command, Subcommand::Suite | Subcommand::Guest) {
+            return Err("--debug-kernel goes with suite or guest".into());
+        }
+        steps = steps.with(SuiteStep::DebugKernel);
+    }
     Ok(Request::Run(Options {
         command,
         steps,
         accel,
-        timeout,
+        timeout: timeout.unwrap_or(DEFAULT_GUEST_TIMEOUT),
+        debug_kernel_timeout: timeout.unwrap_or(DEBUG_KERNEL_TIMEOUT),
         fuzz_seconds,
         kernel,
     }))
@@ -379,6 +416,16 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `bench-host` hands every later argument to the bench (groups, `--plots DIR`).
+    if let Some(("bench-host", bench_args)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
+        return match Workspace::locate() {
+            Ok(workspace) => finish(&[host_bench(&workspace, bench_args)]),
+            Err(err) => {
+                eprintln!("extmem-qemu: cannot find the workspace: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse_args(&args) {
         Ok(Request::Run(options)) => options,
         Ok(Request::Help) => {
@@ -402,6 +449,7 @@ fn main() -> ExitCode {
         Subcommand::Suite | Subcommand::Guest => suite(&workspace, options),
         Subcommand::Demo => demo(&workspace, options),
         Subcommand::Bench => bench(&workspace, options),
+        Subcommand::BenchHost => finish(&[host_bench(&workspace, &[])]),
         Subcommand::Fuzz => finish(&[fuzz_step::run(
             &workspace,
             fuzz_step::TARGETS,
@@ -470,6 +518,7 @@ fn guest_options(options: Options, kernel: KernelChoice, echo_plain_output: bool
             KernelChoice::Lts => guest_plan::FeatureSet::DebianLts,
             KernelChoice::Backports | KernelChoice::Newest => guest_plan::FeatureSet::Every,
         },
+        debug_reports: false,
     }
 }
 
@@ -532,6 +581,69 @@ fn vgpu_only_step(
         }
     };
     let console = guest_suite::console_log_path(workspace, kernel.console_log());
+    name_kernel_in_failures(&mut step.checks, &version, &console);
+    step.elapsed = started.elapsed();
+    step
+}
+
+/// The console log of the debug kernel's boot.
+const DEBUG_CONSOLE_LOG: &str = "guest-console-debug.log";
+
+/// The debug kernel (`debug_kernel.rs`), built unless cached, running the module's suites;
+/// its checkers' reports and a kmemleak scan are named checks (`debug_reports.rs`).
+fn debug_kernel_step(
+    workspace: &Workspace,
+    provisioned: Option<&Provisioned>,
+    options: Options,
+) -> Step {
+    let title = "debug kernel (QEMU x86_64: KASAN, lockdep, kmemleak, DMA-API debug, UBSAN)";
+    let Some(provisioned) = provisioned else {
+        let mut step = Step::new(title);
+        step.checks
+            .push(Check::fail("guest-boot", "not run: provisioning failed"));
+        return step;
+    };
+    let started = Instant::now();
+    let built = match debug_kernel::ensure(&provisioned.kernel) {
+        Ok(built) => built,
+        Err(err) => {
+            let mut step = Step::new(title);
+            step.checks
+                .push(Check::fail("build the debug kernel", err.to_string()));
+            step.elapsed = started.elapsed();
+            return step;
+        }
+    };
+    let version = built.kernel.version.clone();
+    let debug = Provisioned {
+        kernel: built.kernel,
+        ..provisioned.clone()
+    };
+    let guest_options = guest_suite::GuestOptions {
+        accel: options.accel,
+        timeout: options.debug_kernel_timeout,
+        echo_plain_output: false,
+        console_log: DEBUG_CONSOLE_LOG,
+        features: guest_plan::FeatureSet::Every,
+        debug_reports: true,
+    };
+    let mut step = guest_suite::run(
+        workspace,
+        &debug,
+        guest_plan::DEBUG_KERNEL_SUITES,
+        guest_options,
+        title,
+    );
+    step.notes.insert(
+        0,
+        format!(
+            "kernel: Debian linux-source-6.12 {} + qemu/debug-kernel.config, built in {}{}",
+            built.source_version,
+            report::seconds(built.build_time),
+            if built.was_cached { " (cached)" } else { "" }
+        ),
+    );
+    let console = guest_suite::console_log_path(workspace, DEBUG_CONSOLE_LOG);
     name_kernel_in_failures(&mut step.checks, &version, &console);
     step.elapsed = started.elapsed();
     step
@@ -634,6 +746,9 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
                     });
                 }
             }
+            SuiteStep::DebugKernel => {
+                steps.push(debug_kernel_step(workspace, provisioned.as_ref(), options));
+            }
         }
     }
     finish(&steps)
@@ -686,30 +801,7 @@ fn demo(workspace: &Workspace, options: Options) -> ExitCode {
 /// The host benchmarks, then the guest benchmark; the guest's CSV (printed between markers)
 /// is saved next to the host's in `<target dir>/extmem-bench/`.
 fn bench(workspace: &Workspace, options: Options) -> ExitCode {
-    println!("bench: host benchmarks");
-    let mut host = workspace.cargo();
-    host.args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "extmem-bench",
-        "--bin",
-        "host-bench",
-    ]);
-    let mut host_step = Step::new("host benchmarks");
-    let started = Instant::now();
-    let status = host.status();
-    host_step.elapsed = started.elapsed();
-    match status {
-        Ok(status) if status.success() => {}
-        Ok(status) => host_step
-            .checks
-            .push(Check::fail("host-bench", format!("exited with {status}"))),
-        Err(err) => host_step
-            .checks
-            .push(Check::fail("host-bench", err.to_string())),
-    }
+    let host_step = host_bench(workspace, &[]);
     let (mut provision, provisioned) = provision_step(workspace);
     let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
     else {
@@ -741,6 +833,56 @@ fn bench(workspace: &Workspace, options: Options) -> ExitCode {
         )),
     }
     finish(&[host_step, provision, guest])
+}
+
+/// The host benchmarks (`tests/bench`), given `args`, built with Mesa's `util_vma_heap` as
+/// the VA allocator's reference: Debian's Mesa source is fetched into the cache first
+/// (`mesa_source`) and its tree handed to the bench's build script in `EXTMEM_MESA_SRC`.
+fn host_bench(workspace: &Workspace, args: &[String]) -> Step {
+    let mut step = Step::new("host benchmarks");
+    let started = Instant::now();
+    let mesa = match mesa_source::ensure(&provision::cache_dir()) {
+        Ok(mesa) => mesa,
+        Err(err) => {
+            step.checks
+                .push(Check::fail("mesa source", err.to_string()));
+            return step;
+        }
+    };
+    step.notes.push(format!(
+        "util_vma_heap from Debian's mesa {} ({}, {})",
+        mesa.version,
+        if mesa.patched {
+            "Debian's patches applied"
+        } else {
+            "upstream tarball"
+        },
+        mesa.tree.display()
+    ));
+    println!("bench: host benchmarks");
+    let mut host = workspace.cargo();
+    host.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "extmem-bench",
+        "--bin",
+        "host-bench",
+        "--",
+    ])
+    .args(args)
+    .env("EXTMEM_MESA_SRC", &mesa.tree);
+    let status = host.status();
+    step.elapsed = started.elapsed();
+    match status {
+        Ok(status) if status.success() => step.checks.push(Check::pass("host-bench")),
+        Ok(status) => step
+            .checks
+            .push(Check::fail("host-bench", format!("exited with {status}"))),
+        Err(err) => step.checks.push(Check::fail("host-bench", err.to_string())),
+    }
+    step
 }
 
 /// The lines the guest benchmark printed between `@@bench-csv begin` and `@@bench-csv end`.
@@ -782,6 +924,7 @@ mod tests {
                 steps: StepSet::every(),
                 accel: Accel::Tcg,
                 timeout: DEFAULT_GUEST_TIMEOUT,
+                debug_kernel_timeout: DEBUG_KERNEL_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 kernel: None,
             })
@@ -793,6 +936,7 @@ mod tests {
                 steps: StepSet::NONE.with(SuiteStep::Guest),
                 accel: Accel::Kvm,
                 timeout: Duration::from_secs(60),
+                debug_kernel_timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 kernel: None,
             })
@@ -819,7 +963,47 @@ mod tests {
         );
         for step in SuiteStep::ALL {
             assert_eq!(SuiteStep::from_name(step.name()), Some(step));
-            assert!(StepSet::every().contains(step));
+            assert_eq!(
+                StepSet::every().contains(step),
+                step != SuiteStep::DebugKernel
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_debug_kernel_runs_when_asked_for() -> Result<(), String> {
+        let everything = run("suite --debug-kernel")?;
+        assert_eq!(
+            everything.steps,
+            StepSet::every().with(SuiteStep::DebugKernel)
+        );
+        assert_eq!(everything.debug_kernel_timeout, DEBUG_KERNEL_TIMEOUT);
+        assert_eq!(everything.timeout, DEFAULT_GUEST_TIMEOUT);
+        assert_eq!(
+            run("suite debug-kernel")?.steps,
+            StepSet::NONE.with(SuiteStep::DebugKernel)
+        );
+        assert_eq!(
+            run("--debug-kernel guest --timeout 900")?,
+            Options {
+                command: Subcommand::Guest,
+                steps: StepSet::NONE
+                    .with(SuiteStep::Guest)
+                    .with(SuiteStep::DebugKernel),
+                accel: Accel::Tcg,
+                timeout: Duration::from_secs(900),
+                debug_kernel_timeout: Duration::from_secs(900),
+                fuzz_seconds: fuzz_step::LONG_SECONDS,
+                kernel: None,
+            }
+        );
+        for other in ["demo", "bench", "fuzz", "setup"] {
+            assert_eq!(
+                run(&format!("{other} --debug-kernel")).err().as_deref(),
+                Some("--debug-kernel goes with suite or guest"),
+                "{other}"
+            );
         }
         Ok(())
     }
@@ -900,7 +1084,12 @@ mod tests {
         };
         let listed = |rows: &[String], name: &str| {
             rows.iter()
-                .filter(|row| row.strip_prefix("  ").is_some_and(|r| r.starts_with(name)))
+                .filter(|row| {
+                    // The whole name: `bench` is not `bench-host`.
+                    row.strip_prefix("  ")
+                        .and_then(|r| r.strip_prefix(name))
+                        .is_some_and(|rest| rest.starts_with(' '))
+                })
                 .count()
         };
         let commands = section("commands:");
@@ -945,7 +1134,7 @@ mod tests {
     fn bad_arguments_are_refused_with_what_was_wrong() {
         let refused = |words: &str| run(words).err().unwrap_or_default();
         assert_eq!(refused(""), "no command given");
-        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, kmod, guest)");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, kmod, guest, debug-kernel)");
         assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
         assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
         assert_eq!(refused("check"), "unknown command \"check\"");

@@ -338,7 +338,7 @@ pub fn provision(
 
     let suite = format!("{codename}-backports");
     let mut apt = Apt::default();
-    if ensure_backports_source(&suite)? {
+    if ensure_apt_source("deb", &suite)? {
         apt.lists_stale = true;
     }
     let mut missing = missing_packages(BACKPORTS_PACKAGES)?;
@@ -513,6 +513,53 @@ fn arm64_packages(abi: &str, flavour: Arm64Flavour) -> Vec<String> {
     ]
 }
 
+/// What building a kernel from source needs beyond [`RELEASE_PACKAGES`] (the debug kernel,
+/// `debug_kernel.rs`): Kconfig's parser generators, `bc` for the timeconst header, and
+/// libelf and OpenSSL for objtool and the certificate tools.
+pub const KERNEL_BUILD_PACKAGES: &[&str] = &["bc", "bison", "flex", "libelf-dev", "libssl-dev"];
+
+/// Installs those of `packages` that are missing, from the release. Run after [`provision`].
+pub fn ensure_packages(packages: &[&str]) -> Result<(), ProvisionError> {
+    let missing = missing_packages(packages)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Apt::default().install(None, &missing)
+}
+
+/// The version apt knows `package` by (`apt-cache show`, the first stanza: the candidate).
+pub fn package_version(package: &str) -> Result<String, ProvisionError> {
+    let output = host_command::stdout_text(
+        Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .arg(package),
+    )?;
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("Version: "))
+        .map(|version| version.trim().to_owned())
+        .ok_or_else(|| ProvisionError::Missing {
+            what: format!("a Version field in `apt-cache show {package}`"),
+            path: PathBuf::from("/var/lib/apt/lists"),
+        })
+}
+
+/// Downloads `package` at `version` (`apt-get download package=version`) into the cache's
+/// download directory, replacing an earlier download of it; returns the `.deb`.
+pub fn download_deb(package: &str, version: &str) -> Result<PathBuf, ProvisionError> {
+    let downloads = cache_dir().join("debs");
+    fs::create_dir_all(&downloads).map_err(io_error(&downloads))?;
+    remove_downloads(&downloads, package)?;
+    println!("provision: downloading {package} {version}");
+    host_command::output(
+        Command::new("apt-get")
+            .current_dir(&downloads)
+            .arg("download")
+            .arg(format!("{package}={version}")),
+    )?;
+    find_download(&downloads, package)
+}
+
 /// What a finished provisioning recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
@@ -607,8 +654,9 @@ pub(crate) fn release_codename() -> Result<String, ProvisionError> {
         })
 }
 
-/// Adds the backports source unless some sources file already has it; true if it was added.
-fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
+/// Adds a `kind` (`deb`, or `deb-src` for source packages) apt source for `suite` unless
+/// some sources file already has one; true if it was added.
+pub(crate) fn ensure_apt_source(kind: &str, suite: &str) -> Result<bool, ProvisionError> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     let dir = Path::new("/etc/apt/sources.list.d");
     if let Ok(entries) = fs::read_dir(dir) {
@@ -620,9 +668,9 @@ fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
             continue;
         };
         let found = if name.ends_with(".sources") {
-            deb822_has_suite(&text, suite)
+            deb822_has_suite(&text, kind, suite)
         } else if name.ends_with(".list") {
-            one_line_has_suite(&text, suite)
+            one_line_has_suite(&text, kind, suite)
         } else {
             false
         };
@@ -631,21 +679,26 @@ fn ensure_backports_source(suite: &str) -> Result<bool, ProvisionError> {
         }
     }
     // deb822, as Debian writes its own sources since bookworm.
-    let path = PathBuf::from(format!("/etc/apt/sources.list.d/{suite}.sources"));
+    let file = if kind == "deb" {
+        format!("{suite}.sources")
+    } else {
+        format!("{suite}-{}.sources", kind.trim_start_matches("deb-"))
+    };
+    let path = Path::new("/etc/apt/sources.list.d").join(file);
     println!(
-        "provision: adding the {suite} apt source ({})",
+        "provision: adding the {suite} apt source ({kind}, {})",
         path.display()
     );
     let text = format!(
-        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
+        "Types: {kind}\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
          Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     );
     fs::write(&path, text).map_err(io_error(&path))?;
     Ok(true)
 }
 
-/// Whether a deb822 `.sources` file has an enabled `deb` stanza for `suite`.
-fn deb822_has_suite(text: &str, suite: &str) -> bool {
+/// Whether a deb822 `.sources` file has an enabled stanza of type `kind` for `suite`.
+fn deb822_has_suite(text: &str, kind: &str, suite: &str) -> bool {
     text.split("\n\n").any(|stanza| {
         let field = |name: &str| {
             stanza
@@ -657,17 +710,17 @@ fn deb822_has_suite(text: &str, suite: &str) -> bool {
                 })
         };
         let enabled = field("Enabled").is_none_or(|v| !v.eq_ignore_ascii_case("no"));
-        let is_deb = field("Types").is_some_and(|v| v.split_whitespace().any(|t| t == "deb"));
+        let is_kind = field("Types").is_some_and(|v| v.split_whitespace().any(|t| t == kind));
         let has_suite = field("Suites").is_some_and(|v| v.split_whitespace().any(|s| s == suite));
-        enabled && is_deb && has_suite
+        enabled && is_kind && has_suite
     })
 }
 
-/// Whether a one-line-style `.list` file has a `deb` line for `suite`.
-fn one_line_has_suite(text: &str, suite: &str) -> bool {
+/// Whether a one-line-style `.list` file has a `kind` line for `suite`.
+fn one_line_has_suite(text: &str, kind: &str, suite: &str) -> bool {
     text.lines().any(|line| {
         let mut words = line.split_whitespace();
-        words.next() == Some("deb") && words.any(|w| w == suite)
+        words.next() == Some(kind) && words.any(|w| w == suite)
     })
 }
 
@@ -1150,23 +1203,27 @@ mod tests {
             "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n\
                       Components: main\n\nTypes: deb deb-src\nURIs: http://deb.debian.org/debian\n\
                       Suites: bookworm-backports\nComponents: main\n";
-        assert!(deb822_has_suite(deb822, "bookworm-backports"));
+        assert!(deb822_has_suite(deb822, "deb", "bookworm-backports"));
         assert!(!deb822_has_suite(
             &deb822.replace("bookworm-backports", "x"),
+            "deb",
             "bookworm-backports"
         ));
         let disabled = "Enabled: no\nTypes: deb\nSuites: bookworm-backports\n";
-        assert!(!deb822_has_suite(disabled, "bookworm-backports"));
+        assert!(!deb822_has_suite(disabled, "deb", "bookworm-backports"));
         let src_only = "Types: deb-src\nSuites: bookworm-backports\n";
-        assert!(!deb822_has_suite(src_only, "bookworm-backports"));
+        assert!(!deb822_has_suite(src_only, "deb", "bookworm-backports"));
+        assert!(deb822_has_suite(src_only, "deb-src", "bookworm-backports"));
 
         let list = "# deb http://deb.debian.org/debian bookworm-backports main\n\
                     deb [arch=amd64] http://deb.debian.org/debian bookworm-backports main\n";
-        assert!(one_line_has_suite(list, "bookworm-backports"));
+        assert!(one_line_has_suite(list, "deb", "bookworm-backports"));
         assert!(!one_line_has_suite(
             list.lines().next().unwrap_or(""),
+            "deb",
             "bookworm-backports"
         ));
+        assert!(!one_line_has_suite(list, "deb-src", "bookworm-backports"));
     }
 
     #[test]

@@ -104,7 +104,27 @@ pub trait TableMemory {
             self.write_descriptor(table, TableIndex(index), raw);
         }
     }
+
+    /// The descriptors of the table at `table`, in place, where the memory can lend them
+    /// (a kernel's direct map, a static pool); `None` (the default) for memory reached
+    /// only through the calls above. With them, map writes and unmap scans work on the
+    /// entries themselves: per descriptor, a store or a load instead of a call that finds
+    /// the table again, so the cost of a large map approaches that of writing its
+    /// descriptors.
+    fn entries(&self, table: PhysAddr) -> Option<&Entries> {
+        let _ = table;
+        None
+    }
+
+    /// [`TableMemory::entries`], writable.
+    fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
+        let _ = table;
+        None
+    }
 }
+
+/// The 512 raw descriptors of one table, as [`TableMemory::entries`] lends them.
+pub type Entries = [u64; ENTRIES as usize];
 
 /// Table memory can be lent: a `PageTable` over `&mut M` leaves `M` with its owner (on
 /// a small stack, a pool moved by value is copied).
@@ -131,6 +151,14 @@ impl<M: TableMemory> TableMemory for &mut M {
 
     fn write_descriptors(&mut self, table: PhysAddr, first: TableIndex, raws: &[u64]) {
         (**self).write_descriptors(table, first, raws);
+    }
+
+    fn entries(&self, table: PhysAddr) -> Option<&Entries> {
+        (**self).entries(table)
+    }
+
+    fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
+        (**self).entries_mut(table)
     }
 }
 
@@ -300,6 +328,12 @@ impl<M: TableMemory> PageTable<M> {
     /// Frees `table` (at `level`) and every table below it.
     fn free_subtree(&mut self, table: PhysAddr, level: Level) {
         if let Some(next_level) = level.next() {
+            if self.mem.entries(table).is_some() {
+                self.free_tables_below(table, level, next_level);
+                self.mem.free_table(table);
+                self.tables = self.tables.saturating_sub(1);
+                return;
+            }
             for index in (0..ENTRIES).filter_map(TableIndex::new) {
                 let raw = self.mem.read_descriptor(table, index);
                 if let Ok(Descriptor::Table { next }) = Descriptor::decode(level, raw) {
@@ -309,6 +343,32 @@ impl<M: TableMemory> PageTable<M> {
         }
         self.mem.free_table(table);
         self.tables = self.tables.saturating_sub(1);
+    }
+}
+
+impl<M: TableMemory> PageTable<M> {
+    /// Frees the subtrees under the table entries of `table` (at `level`, whose entries
+    /// the memory lends): finds each next table descriptor in place with a test of its two
+    /// type bits (blocks and invalid entries are skipped without a decode), then decodes
+    /// that one entry as `free_subtree` does. (`kind` is the type bits of a table
+    /// descriptor; level 0 to 2 always encode one.)
+    fn free_tables_below(&mut self, table: PhysAddr, level: Level, next_level: Level) {
+        let kind = Descriptor::Table {
+            next: PhysAddr::ZERO,
+        }
+        .encode(level)
+        .unwrap_or(u64::MAX);
+        let mut from = 0;
+        while let Some((index, raw)) = self.mem.entries(table).and_then(|entries| {
+            let rest = entries.get(from..)?;
+            let offset = rest.iter().position(|&raw| raw & kind == kind)?;
+            Some((from + offset, rest.get(offset).copied()?))
+        }) {
+            if let Ok(Descriptor::Table { next }) = Descriptor::decode(level, raw) {
+                self.free_subtree(next, next_level);
+            }
+            from = index + 1;
+        }
     }
 }
 

@@ -213,6 +213,12 @@ impl<M: TableMemory> PageTable<M> {
         });
         let mut cur = va;
         while cur < end {
+            if let Some(template) = block_template {
+                cur = self.fill_blocks(table, level, (cur, end), cursor, template)?;
+                if cur >= end {
+                    break;
+                }
+            }
             let index = TableIndex::of(level, cur);
             let (entry_start, entry_end) = entry_bounds(level, cur);
             let chunk_end = end.min(entry_end);
@@ -274,9 +280,52 @@ impl<M: TableMemory> PageTable<M> {
         Ok(())
     }
 
+    /// Writes blocks at `level` into `table` from `cur` on, in place, for as long as each
+    /// next entry of `[cur, end)` is whole, vacant, and the run at the cursor holds a
+    /// block there; returns where it stopped (`cur` itself if the memory lends no
+    /// entries). What it leaves, `map_runs_in` maps entry by entry. `template` is a block
+    /// descriptor at `level` with a zero output address.
+    fn fill_blocks<E, I>(
+        &mut self,
+        table: PhysAddr,
+        level: Level,
+        (mut cur, end): (u64, u64),
+        cursor: &mut Cursor<I>,
+        template: u64,
+    ) -> Result<u64, Stopped<E>>
+    where
+        I: Iterator<Item = Result<Run, E>>,
+    {
+        let bytes = level.entry_bytes();
+        let Some(entries) = self.mem.entries_mut(table) else {
+            return Ok(cur);
+        };
+        let Some(slots) = entries.get_mut(TableIndex::of(level, cur).get()..) else {
+            return Ok(cur);
+        };
+        for slot in slots {
+            if cur & (bytes - 1) != 0 || end - cur < bytes || *slot != 0 {
+                break;
+            }
+            cursor.ensure().map_err(|error| Stopped {
+                stopped: cur,
+                error,
+            })?;
+            if cursor.pa & (bytes - 1) != 0 || cursor.left < bytes {
+                break;
+            }
+            // As in `map_runs_in`: the cursor checked the run lies in OA[47:12], and a
+            // block-aligned PA sits in the block's own OA field.
+            *slot = template | cursor.pa;
+            cursor.advance(bytes);
+            cur += bytes;
+        }
+        Ok(cur)
+    }
+
     /// Writes the 4 KiB pages of `[va, end)`, which lies in the level-3 `table` and is
-    /// vacant, [`CHUNK`] entries per bulk store. On error, `stopped` is the first
-    /// page not written.
+    /// vacant: in place where the memory lends the table's entries, else [`CHUNK`]
+    /// entries per bulk store. On error, `stopped` is the first page not written.
     fn fill_leaf_table<E, I>(
         &mut self,
         table: PhysAddr,
@@ -298,6 +347,41 @@ impl<M: TableMemory> PageTable<M> {
             stopped: va,
             error: MapError::MisalignedVa { va: GpuVa::new(va) }.into(),
         })?;
+        let first = TableIndex::of(Level::L3, va).get();
+        let pages = usize::try_from((end - va) / page).unwrap_or(0);
+        if let Some(slots) = self
+            .mem
+            .entries_mut(table)
+            .and_then(|entries| entries.get_mut(first..first.saturating_add(pages)))
+        {
+            // Page by page as runs start (for scattered pages a run is one page), and the
+            // rest of a longer run as plain consecutive stores: its pages are its PA plus
+            // 4 KiB steps (the cursor checked the run ends below 2^48, so no sum carries
+            // into the template's upper attribute bits).
+            let mut slots = slots.iter_mut();
+            let mut done = 0u64;
+            while let Some(slot) = slots.next() {
+                cursor.ensure().map_err(|error| Stopped {
+                    stopped: va + done * page,
+                    error,
+                })?;
+                *slot = template | cursor.pa;
+                cursor.advance(page);
+                done += 1;
+                if cursor.left > 0 {
+                    let base = template | cursor.pa;
+                    let more = usize::try_from(cursor.left / page).unwrap_or(usize::MAX);
+                    let mut k = 0u64;
+                    for slot in slots.by_ref().take(more) {
+                        *slot = base + k * page;
+                        k += 1;
+                    }
+                    cursor.advance(k * page);
+                    done += k;
+                }
+            }
+            return Ok(());
+        }
         let mut buf = [0u64; CHUNK];
         for (cur, count) in leaf_chunks(va, end) {
             let Some(entries) = buf.get_mut(..count) else {

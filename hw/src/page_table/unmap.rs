@@ -197,8 +197,15 @@ impl<M: TableMemory> PageTable<M> {
     /// a table the answer comes at once, and otherwise a still-mapped neighbour usually
     /// follows within a chunk.
     fn is_empty(&self, table: PhysAddr, first: TableIndex) -> bool {
-        let mut buf = [0u64; CHUNK];
         let start = first.0;
+        if let Some(entries) = self.mem.entries(table) {
+            let (before, after) = entries.split_at(usize::from(start).min(entries.len()));
+            return after
+                .chunks(CHUNK)
+                .chain(before.chunks(CHUNK))
+                .all(|chunk| chunk.iter().fold(true, |all, &raw| all & (raw == 0)));
+        }
+        let mut buf = [0u64; CHUNK];
         let mut chunks = (start..ENTRIES)
             .step_by(CHUNK)
             .chain((0..start).step_by(CHUNK));

@@ -6,7 +6,9 @@
 use core::marker::PhantomData;
 
 use crate::addr::{GpuVa, PhysAddr};
-use crate::descriptor::{is_valid_page, CorruptDescriptor, Descriptor, Level, PageAttrs};
+use crate::descriptor::{
+    is_valid_block, is_valid_page, CorruptDescriptor, Descriptor, Level, PageAttrs,
+};
 use crate::page_table::{
     entry_bounds, leaf_chunks, Mapping, PageTable, TableIndex, TableMemory, TranslateError,
     Translation, CHUNK, ENTRIES,
@@ -74,6 +76,9 @@ impl<M: TableMemory> PageTable<M> {
         if !mapped && level.next().is_none() {
             return self.first_hole_in_leaf_table(table, va, end);
         }
+        if self.settled_in_place(mapped, table, level, va, end) {
+            return Ok(None);
+        }
         let mut cur = va;
         while cur < end {
             let (_, entry_end) = entry_bounds(level, cur);
@@ -95,13 +100,68 @@ impl<M: TableMemory> PageTable<M> {
         Ok(None)
     }
 
-    /// The lowest unmapped address in `[va, end)` inside one level-3 table, read in chunks.
+    /// Whether the entries of `table` (at `level`) that `[va, end)` touches show at once,
+    /// read in place, that the range holds nothing mapped (`mapped`) or is all blocks
+    /// (not `mapped`): one branch-free pass that vectorises. False when the memory lends
+    /// no entries or the answer needs the entry-by-entry walk (tables to descend, a hole
+    /// or a corrupt descriptor to name).
+    fn settled_in_place(
+        &self,
+        mapped: bool,
+        table: PhysAddr,
+        level: Level,
+        va: u64,
+        end: u64,
+    ) -> bool {
+        let first = TableIndex::of(level, va).get();
+        // `end` is past `va` and inside this table's span, so its last byte is too.
+        let last = TableIndex::of(level, end - 1).get();
+        let Some(entries) = self
+            .mem
+            .entries(table)
+            .and_then(|entries| entries.get(first..=last))
+        else {
+            return false;
+        };
+        if mapped {
+            entries.iter().fold(true, |all, &raw| all & (raw == 0))
+        } else {
+            entries
+                .iter()
+                .fold(true, |all, &raw| all & is_valid_block(level, raw))
+        }
+    }
+
+    /// The lowest unmapped address in `[va, end)` inside one level-3 table: in place where
+    /// the memory lends the entries, else read in chunks.
     fn first_hole_in_leaf_table(
         &self,
         table: PhysAddr,
         va: u64,
         end: u64,
     ) -> Result<Option<u64>, CorruptDescriptor> {
+        let first = TableIndex::of(Level::L3, va).get();
+        let pages = usize::try_from((end - va) / MIN_PAGE.get()).unwrap_or(0);
+        if let Some(entries) = self
+            .mem
+            .entries(table)
+            .and_then(|entries| entries.get(first..first.saturating_add(pages)))
+        {
+            if entries
+                .iter()
+                .fold(true, |all, &raw| all & is_valid_page(raw))
+            {
+                return Ok(None);
+            }
+            return match entries.iter().position(|&raw| !is_valid_page(raw)) {
+                Some(i) => {
+                    let raw = entries.get(i).copied().unwrap_or(0);
+                    Descriptor::decode(Level::L3, raw)?;
+                    Ok(Some(va + i as u64 * MIN_PAGE.get()))
+                }
+                None => Ok(None),
+            };
+        }
         let mut buf = [0u64; CHUNK];
         for (cur, count) in leaf_chunks(va, end) {
             let Some(entries) = buf.get_mut(..count) else {

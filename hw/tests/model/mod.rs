@@ -17,8 +17,8 @@
 use std::collections::HashMap;
 
 use extmem_hw::{
-    Access, GpuProfile, GpuVa, MapError, MapFlags, MapRunsError, Mapping, PageAttrs, PageTable,
-    PhysAddr, Run as PhysRun, TableIndex, TableMemory, UnmapError,
+    Access, Entries, GpuProfile, GpuVa, MapError, MapFlags, MapRunsError, Mapping, PageAttrs,
+    PageTable, PhysAddr, Run as PhysRun, TableIndex, TableMemory, UnmapError,
 };
 
 /// 4 KiB.
@@ -76,6 +76,21 @@ impl TableMemory for HeapTables {
             .get_mut(&table.get())
             .expect("write to a live table")[index.get()] = raw;
     }
+
+    // Every other table lends its entries, so one run exercises both the in-place paths
+    // and the descriptor-call paths, and their meeting (a lent table under an unlent one).
+    fn entries(&self, table: PhysAddr) -> Option<&Entries> {
+        lends(table).then(|| self.tables.get(&table.get()).map(|t| &**t))?
+    }
+
+    fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
+        lends(table).then(|| self.tables.get_mut(&table.get()).map(|t| &mut **t))?
+    }
+}
+
+/// Whether the table at `table` lends its entries (every other page).
+fn lends(table: PhysAddr) -> bool {
+    (table.get() / PAGE) % 2 == 0
 }
 
 /// One mapped run of the model.

@@ -2,14 +2,15 @@
 //! physical floor, writing the same number of 8-byte descriptors into a plain buffer.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use extmem_hw::profile::VGPU;
 use std::convert::Infallible;
 
-use extmem_hw::{GpuVa, MapFlags, PageTable, PhysAddr, Run, TableIndex, TableMemory};
+use extmem_hw::{Entries, GpuVa, MapFlags, PageTable, PhysAddr, Run, TableIndex, TableMemory};
 
-use crate::report::{median, per_unit, Row};
+use crate::plots::{Plot, Point, Series};
+use crate::report::{median, median_ns, per_unit, Row, Stopwatch};
 
 const PAGE: u64 = 4096;
 const BLOCK_2M: u64 = 2 << 20;
@@ -21,6 +22,8 @@ const PA: u64 = 1 << 36;
 /// Where table pages live in "physical" memory (a window of its own).
 const TABLE_BASE: u64 = 1 << 38;
 const ENTRIES: usize = 512;
+/// GiBs of 2 MiB blocks mapped (one `map_runs` call each) per timed block sample.
+const BLOCK_GIBS: u64 = 64;
 
 /// Table pages in one heap arena, addressed as `TABLE_BASE + index * 4 KiB`: what a kernel
 /// does through its direct map, without a hash lookup per descriptor.
@@ -101,6 +104,14 @@ impl TableMemory for ArenaTables {
             entries[..n].copy_from_slice(&raws[..n]);
         }
     }
+
+    fn entries(&self, table: PhysAddr) -> Option<&Entries> {
+        self.pages.get(Self::slot(table)?)
+    }
+
+    fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
+        self.pages.get_mut(Self::slot(table)?)
+    }
 }
 
 /// The physical page behind the `i`-th 4 KiB page of the GiB: a permutation of the 2^18
@@ -128,7 +139,7 @@ fn map_unmap(
     let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
     let flags = MapFlags::default();
     let calls = GIB / chunk;
-    let started = Instant::now();
+    let started = Stopwatch::start();
     for i in 0..calls {
         table
             .map(
@@ -140,7 +151,7 @@ fn map_unmap(
             .map_err(|e| format!("map: {e:?}"))?;
     }
     let map = started.elapsed();
-    let started = Instant::now();
+    let started = Stopwatch::start();
     for i in 0..GIB / unmap_chunk {
         let invalidate = table
             .unmap(GpuVa::new(VA + i * unmap_chunk), unmap_chunk)
@@ -165,34 +176,140 @@ fn destroy_empty(table: PageTable<&mut ArenaTables>) -> Result<(), String> {
     Ok(())
 }
 
-/// Maps the GiB with one `map_runs` call over `runs`, then unmaps it in one call.
-fn map_runs_unmap(mem: &mut ArenaTables, runs: &[Run]) -> Result<Timings, String> {
+/// Maps `size` bytes with one `map_runs` call over `runs`, then unmaps them in one call;
+/// `count` times over consecutive ranges, each phase timed as a whole (a 1 GiB map of
+/// blocks is too short to time alone on a clock that costs a system call).
+fn map_runs_unmap(
+    mem: &mut ArenaTables,
+    runs: &[Run],
+    size: u64,
+    count: u64,
+) -> Result<Timings, String> {
     let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
-    let started = Instant::now();
-    table
-        .map_runs(
-            GpuVa::new(VA),
-            GIB,
-            runs.iter().map(|&run| Ok::<_, Infallible>(run)),
-            MapFlags::default(),
-        )
-        .map_err(|e| format!("map_runs: {e:?}"))?;
+    let started = Stopwatch::start();
+    for k in 0..count {
+        table
+            .map_runs(
+                GpuVa::new(VA + k * size),
+                size,
+                runs.iter().map(|&run| Ok::<_, Infallible>(run)),
+                MapFlags::default(),
+            )
+            .map_err(|e| format!("map_runs: {e:?}"))?;
+    }
     let map = started.elapsed();
-    let started = Instant::now();
+    let started = Stopwatch::start();
+    for k in 0..count {
+        let invalidate = table
+            .unmap(GpuVa::new(VA + k * size), size)
+            .map_err(|e| format!("unmap: {e:?}"))?;
+        let _ = black_box(invalidate);
+    }
+    let unmap = started.elapsed();
+    destroy_empty(table)?;
+    Ok(Timings { map, unmap })
+}
+
+/// How `map_runs` cost per PTE grows with the size of one call (2 MiB to 1 GiB of 4 KiB
+/// pages, scattered and contiguous), beside the descriptor-write floor: each sample maps a
+/// whole GiB in calls of that size, timed together.
+fn growth(mem: &mut ArenaTables, reps: usize, scattered: &[u64]) -> Result<Plot, String> {
+    let names = [
+        "map_runs, 4 KiB pages, scattered PA",
+        "map_runs, 4 KiB pages, one contiguous run",
+        "floor: writing the descriptors",
+    ];
+    let runs: Vec<Run> = scattered
+        .iter()
+        .map(|&pa| Run {
+            pa: PhysAddr::new(pa),
+            len: PAGE,
+        })
+        .collect();
+    let mut out = vec![0u64; scattered.len()];
+    let mut series: Vec<Series> = names
+        .iter()
+        .map(|name| Series {
+            name: (*name).to_owned(),
+            points: Vec::new(),
+        })
+        .collect();
+    for size in [BLOCK_2M, 16 * BLOCK_2M, 64 * BLOCK_2M, GIB] {
+        let pages = usize::try_from(size / PAGE).map_err(|e| e.to_string())?;
+        let mut samples: [Vec<f64>; 3] = Default::default();
+        for _ in 0..reps {
+            let scattered_calls = runs.chunks(pages).map(|chunk| chunk.to_vec());
+            samples[0].push(per_unit(
+                map_in_calls(mem, size, scattered_calls)?,
+                runs.len(),
+            ));
+            let contiguous_calls = (0..GIB / size).map(|k| {
+                vec![Run {
+                    pa: PhysAddr::new(PA + PAGE + k * size),
+                    len: size,
+                }]
+            });
+            samples[1].push(per_unit(
+                map_in_calls(mem, size, contiguous_calls)?,
+                runs.len(),
+            ));
+            samples[2].push(per_unit(floor_write(scattered, &mut out, 4), runs.len()));
+        }
+        for (line, times) in series.iter_mut().zip(samples) {
+            let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = times.iter().copied().fold(0.0, f64::max);
+            line.points.push(Point {
+                // Sizes are exact in f64.
+                x: size as f64,
+                median: median_ns(times),
+                min,
+                max,
+            });
+        }
+    }
+    Ok(Plot {
+        file: "page-tables.svg",
+        title: "Page tables: map_runs time per PTE by size of the call".to_owned(),
+        x_desc: "bytes mapped per map_runs call (1 GiB in all)",
+        y_desc: "ns per PTE (median; bars: min-max)",
+        series,
+    })
+}
+
+/// Maps the GiB at `VA` in `size`-byte `map_runs` calls, each over its own runs, and
+/// returns the time of the maps alone (the runs are built beforehand).
+fn map_in_calls(
+    mem: &mut ArenaTables,
+    size: u64,
+    calls: impl Iterator<Item = Vec<Run>>,
+) -> Result<Duration, String> {
+    let calls: Vec<Vec<Run>> = calls.collect();
+    let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
+    let started = Stopwatch::start();
+    for (k, runs) in (0u64..).zip(&calls) {
+        table
+            .map_runs(
+                GpuVa::new(VA + k * size),
+                size,
+                runs.iter().map(|&run| Ok::<_, Infallible>(run)),
+                MapFlags::default(),
+            )
+            .map_err(|e| format!("map_runs: {e:?}"))?;
+    }
+    let map = started.elapsed();
     let invalidate = table
         .unmap(GpuVa::new(VA), GIB)
         .map_err(|e| format!("unmap: {e:?}"))?;
     let _ = black_box(invalidate);
-    let unmap = started.elapsed();
     destroy_empty(table)?;
-    Ok(Timings { map, unmap })
+    Ok(map)
 }
 
 /// The floor for writing `descriptors`: each computed from its output address and stored
 /// into a buffer of the same size (8 bytes each), repeated until the total is measurable.
 fn floor_write(descriptors: &[u64], out: &mut [u64], repeat: u32) -> Duration {
     const ATTRS: u64 = 0x0060_0000_0000_0743;
-    let started = Instant::now();
+    let started = Stopwatch::start();
     for _ in 0..repeat {
         for (o, pa) in out.iter_mut().zip(descriptors) {
             *o = pa | ATTRS;
@@ -204,7 +321,7 @@ fn floor_write(descriptors: &[u64], out: &mut [u64], repeat: u32) -> Duration {
 
 /// The floor for clearing them: a memset of the same buffer.
 fn floor_clear(out: &mut [u64], repeat: u32) -> Duration {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     for _ in 0..repeat {
         out.fill(0);
         black_box(&mut *out);
@@ -212,8 +329,9 @@ fn floor_clear(out: &mut [u64], repeat: u32) -> Duration {
     started.elapsed() / repeat.max(1)
 }
 
-/// Runs the page-table cases, `reps` times each, and returns their rows.
-pub fn run(reps: usize) -> Result<Vec<Row>, String> {
+/// Runs the page-table cases, `reps` times each, and returns their rows and the growth
+/// plot.
+pub fn run(reps: usize) -> Result<(Vec<Row>, Vec<Plot>), String> {
     let mut mem = ArenaTables::new();
     let pages = usize::try_from(GIB / PAGE).map_err(|e| e.to_string())?;
     let blocks = usize::try_from(GIB / BLOCK_2M).map_err(|e| e.to_string())?;
@@ -262,18 +380,21 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
         samples[8].push(floor_clear(&mut out_pages, 4));
         samples[9].push(floor_write(&block_pas, &mut out_blocks, 2000));
         // The batched API: the whole GiB in one `map_runs` call.
-        let t = map_runs_unmap(&mut mem, &page_runs)?;
+        let t = map_runs_unmap(&mut mem, &page_runs, GIB, 1)?;
         samples[10].push(t.map);
         samples[11].push(t.unmap);
-        let t = map_runs_unmap(&mut mem, &one_run)?;
+        let t = map_runs_unmap(&mut mem, &one_run, GIB, 1)?;
         samples[12].push(t.map);
         samples[13].push(t.unmap);
-        let t = map_runs_unmap(&mut mem, &block_runs)?;
+        let t = map_runs_unmap(&mut mem, &block_runs, GIB, BLOCK_GIBS)?;
         samples[14].push(t.map);
         samples[15].push(t.unmap);
     }
     let [map4k, unmap4k_one, unmap4k_each, map4k_run, unmap4k_run, map2m, unmap2m, floor_pages, clear_pages, floor_blocks, runs4k, runs4k_unmap, run1, run1_unmap, runs2m, runs2m_unmap] =
         samples.map(median);
+    // The block samples map and unmap BLOCK_GIBS GiBs: per GiB, as the other rows.
+    let per_gib = u32::try_from(BLOCK_GIBS).unwrap_or(1);
+    let (runs2m, runs2m_unmap) = (runs2m / per_gib, runs2m_unmap / per_gib);
     // Clearing 512 block descriptors costs what writing them does.
     let clear_blocks = floor_blocks;
     let floor = "write descriptors";
@@ -288,7 +409,8 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
         reference_name: name,
         note: String::new(),
     };
-    Ok(vec![
+    let plot = growth(&mut mem, reps, &scattered)?;
+    let rows = vec![
         row(
             "map_runs 4K scattered, 1 call/GiB",
             pages,
@@ -380,5 +502,6 @@ pub fn run(reps: usize) -> Result<Vec<Row>, String> {
             clear_blocks,
             memset,
         ),
-    ])
+    ];
+    Ok((rows, vec![plot]))
 }

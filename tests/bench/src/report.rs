@@ -3,6 +3,41 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// Measures the calling thread's CPU time (wall time where the platform has no per-thread
+/// clock): on a machine shared with other work, the time this thread spends descheduled
+/// is not the cost of the code, and with a dozen runnable processes per core it would
+/// otherwise swamp short cases at random. A reading is a system call (~0.1-0.3 µs), so
+/// cases time whole loops, never single short calls.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(Duration);
+
+impl Stopwatch {
+    /// Starts counting now.
+    pub fn start() -> Self {
+        Self(thread_cpu_time())
+    }
+
+    /// CPU time since the start.
+    pub fn elapsed(&self) -> Duration {
+        thread_cpu_time().saturating_sub(self.0)
+    }
+}
+
+#[cfg(unix)]
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Duration {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed()
+}
+
 /// One measured case: our time against a reference time for the same work, in one run.
 #[derive(Clone, Debug)]
 pub struct Row {

@@ -111,6 +111,13 @@ impl VaAllocator {
         self.live.len()
     }
 
+    /// The holes in address order, as (start, size).
+    pub fn holes(&self) -> impl Iterator<Item = (GpuVa, u64)> + '_ {
+        self.by_start
+            .iter()
+            .map(|(&start, &size)| (GpuVa::new(start), size))
+    }
+
     /// The alignment an allocation of `size` gets: at least `min`, and the largest block
     /// size of the profile that the allocation could use.
     #[must_use]
