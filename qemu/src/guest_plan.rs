@@ -68,6 +68,9 @@ pub struct KernelFeature {
     /// Whether Debian's 6.1 (bookworm) kernel has it: its config sets neither
     /// `CONFIG_UDMABUF` nor `CONFIG_DMABUF_HEAPS`, so the LTS boot cannot ask for them.
     pub in_debian_6_1: bool,
+    /// Whether Debian's arm64 kernels (`arm64`, `arm64-16k`, 6.12 in bookworm-backports) have
+    /// it: their config leaves `CONFIG_DMABUF_HEAPS` unset, so there is no system dma-heap.
+    pub in_debian_arm64: bool,
 }
 
 /// Everything the guest needs from the kernel; dependencies come from `modules.dep`.
@@ -77,36 +80,42 @@ pub const KERNEL_FEATURES: &[KernelFeature] = &[
         config: "CONFIG_VIRTIO_PCI",
         purpose: "the virtio transport of 9p and virtio-gpu",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "9pnet_virtio",
         config: "CONFIG_NET_9P_VIRTIO",
         purpose: "9p over virtio, for the host root",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "9p",
         config: "CONFIG_9P_FS",
         purpose: "the 9p filesystem, for the host root",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "vgem",
         config: "CONFIG_DRM_VGEM",
         purpose: "a GEM-only DRM device that exports and imports dma-bufs",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "virtio_gpu",
         config: "CONFIG_DRM_VIRTIO_GPU",
         purpose: "the virtio-gpu-pci device's DRM driver",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "udmabuf",
         config: "CONFIG_UDMABUF",
         purpose: "dma-bufs over memfds (/dev/udmabuf)",
         in_debian_6_1: false,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "drm_shmem_helper",
@@ -114,12 +123,14 @@ pub const KERNEL_FEATURES: &[KernelFeature] = &[
         purpose:
             "the shmem GEM helpers extmem_vgpu.ko links against (insmod resolves no dependencies)",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "system_heap",
         config: "CONFIG_DMABUF_HEAPS_SYSTEM",
         purpose: "the system dma-heap (/dev/dma_heap/system)",
         in_debian_6_1: false,
+        in_debian_arm64: false,
     },
 ];
 
@@ -130,6 +141,8 @@ pub enum FeatureSet {
     Every,
     /// Those Debian's 6.1 has (`in_debian_6_1`).
     DebianLts,
+    /// Those Debian's arm64 kernels have (`in_debian_arm64`).
+    DebianArm64,
 }
 
 impl FeatureSet {
@@ -138,6 +151,7 @@ impl FeatureSet {
         match self {
             Self::Every => true,
             Self::DebianLts => feature.in_debian_6_1,
+            Self::DebianArm64 => feature.in_debian_arm64,
         }
     }
 }
@@ -189,12 +203,7 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "vgpu-stress",
             output: OutputFormat::Ktap,
         },
-        GuestProgram {
-            name: "core-flows",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "core-flows",
-            output: OutputFormat::Ktap,
-        },
+        CORE_FLOWS_PROGRAM,
         // The same flows over every backend (vgem, virtio-gpu, udmabuf, dma-heap); it starts
         // core-flows as its child, so core-flows is built too.
         GuestProgram {
@@ -203,12 +212,7 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "backends",
             output: OutputFormat::Ktap,
         },
-        GuestProgram {
-            name: "icd-e2e",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "icd-e2e",
-            output: OutputFormat::Ktap,
-        },
+        ICD_E2E_PROGRAM,
         // A compositor's buffer: GBM on virtio-gpu, imported through the ICD as a dma-buf.
         GuestProgram {
             name: "gbm-flow",
@@ -222,18 +226,51 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "vulkaninfo",
             output: OutputFormat::Ktap,
         },
-        // The demo itself, under the validation layer: any wrong byte or validation message
-        // makes it exit non-zero.
-        GuestProgram {
-            name: "vk-demo-validated",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vk-demo",
-            output: OutputFormat::Plain,
-        },
+        VALIDATED_DEMO_PROGRAM,
     ],
     teardown: VGPU_TEARDOWN,
     kernel_module: true,
 };
+
+/// The memory manager's flows against the real node.
+const CORE_FLOWS_PROGRAM: GuestProgram = GuestProgram {
+    name: "core-flows",
+    package: GUEST_TESTS_PACKAGE,
+    binary: "core-flows",
+    output: OutputFormat::Ktap,
+};
+
+/// The ICD end to end, through the Khronos loader and under the validation layer.
+const ICD_E2E_PROGRAM: GuestProgram = GuestProgram {
+    name: "icd-e2e",
+    package: GUEST_TESTS_PACKAGE,
+    binary: "icd-e2e",
+    output: OutputFormat::Ktap,
+};
+
+/// The demo itself, under the validation layer: any wrong byte or validation message makes it
+/// exit non-zero.
+const VALIDATED_DEMO_PROGRAM: GuestProgram = GuestProgram {
+    name: "vk-demo-validated",
+    package: GUEST_TESTS_PACKAGE,
+    binary: "vk-demo",
+    output: OutputFormat::Plain,
+};
+
+/// What runs on the arm64 kernel with 16 KiB pages: the programs whose alignments follow the
+/// page size (the ioctls, the memory manager, the ICD and the demo), in one boot.
+pub const PAGES_16K_SUITES: &[GuestSuite] = &[GuestSuite {
+    name: "extmem-vgpu",
+    setup: VGPU_SETUP,
+    programs: &[
+        VGPU_PROGRAM,
+        CORE_FLOWS_PROGRAM,
+        ICD_E2E_PROGRAM,
+        VALIDATED_DEMO_PROGRAM,
+    ],
+    teardown: VGPU_TEARDOWN,
+    kernel_module: true,
+}];
 
 /// The extmem-vgpu suite's setup: debugfs, then the module with its in-kernel self-tests.
 const VGPU_SETUP: &[GuestCommand] = &[

@@ -10,9 +10,11 @@
 //! run them. `cargo fuzz-long` runs the fuzz targets for longer than the suite does.
 //! `extmem-qemu --help` lists every command, step and option.
 
+mod arm64_root;
 mod console_log;
 mod cortex_m;
 mod fuzz_step;
+mod guest_arch;
 mod guest_boot;
 mod guest_plan;
 mod guest_suite;
@@ -32,6 +34,7 @@ mod workspace;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use guest_arch::GuestArch;
 use guest_boot::Accel;
 use guest_suite::GuestOptions;
 use provision::{Freshness, Provisioned};
@@ -82,7 +85,15 @@ const OPTIONS: &[(&str, &str)] = &[
         "--kernel 6.1|6.12",
         "the guest kernel (default 6.12); on 6.1 the guest step runs the vgpu suite only",
     ),
+    (
+        "--arch ARCH",
+        "x86_64, arm64 or arm64-16k: the guest to boot (default: x86_64)",
+    ),
 ];
+
+/// The guests `suite` and `guest` boot without `--arch`. The arm64 ones are asked for by name
+/// until extmem_vgpu.ko is cross-built for them: without it their vgpu suites cannot pass.
+const DEFAULT_ARCHES: &[GuestArch] = &[GuestArch::X86_64];
 
 /// The usage text: every command, suite step and option with one line each.
 fn usage() -> String {
@@ -256,6 +267,8 @@ struct Options {
     fuzz_seconds: u64,
     /// The kernel `--kernel` chose; without it, the backports one.
     kernel: Option<KernelChoice>,
+    /// The guest `--arch` chose; without it, [`DEFAULT_ARCHES`] (`demo`: x86_64).
+    arch: Option<GuestArch>,
 }
 
 /// What the command line asks for.
@@ -281,6 +294,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut timeout = DEFAULT_GUEST_TIMEOUT;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
     let mut kernel = None;
+    let mut arch = None;
     let mut words = args.iter();
     while let Some(word) = words.next() {
         match word.as_str() {
@@ -302,6 +316,14 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 let value = words.next().ok_or("--kernel needs 6.1 or 6.12")?;
                 kernel = Some(KernelChoice::from_series(value).ok_or_else(|| {
                     format!("--kernel {value:?} is not a kernel the runner boots (6.1 or 6.12)")
+                })?);
+            }
+            "--arch" => {
+                let value = words
+                    .next()
+                    .ok_or("--arch needs x86_64, arm64 or arm64-16k")?;
+                arch = Some(GuestArch::from_name(value).ok_or_else(|| {
+                    format!("--arch {value:?} is not a guest the runner boots (x86_64, arm64 or arm64-16k)")
                 })?);
             }
             other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
@@ -330,6 +352,13 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         }
     }
     let command = command.ok_or("no command given")?;
+    if kernel.is_some() && arch.is_some_and(|a| a != GuestArch::X86_64) {
+        return Err(
+            "--kernel chooses among the x86_64 kernels; the arm64 guests boot Debian's \
+                    backports kernel"
+                .into(),
+        );
+    }
     let steps = match command {
         Subcommand::Guest => StepSet::NONE.with(SuiteStep::Guest),
         _ if steps == StepSet::NONE => StepSet::every(),
@@ -342,6 +371,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         timeout,
         fuzz_seconds,
         kernel,
+        arch,
     }))
 }
 
@@ -431,59 +461,109 @@ fn provision_step(workspace: &Workspace) -> (Step, Option<Provisioned>) {
 const CONSOLE_LOG: &str = "guest-console.log";
 /// The console log of a boot on the LTS kernel.
 const LTS_CONSOLE_LOG: &str = "guest-console-6.1.log";
+/// The console log of the arm64 boot with 4 KiB pages.
+const ARM64_CONSOLE_LOG: &str = "guest-console-arm64.log";
+/// The console log of the arm64 boot with 16 KiB pages.
+const ARM64_16K_CONSOLE_LOG: &str = "guest-console-arm64-16k.log";
 
-/// The guest options of one boot on `kernel`.
-fn guest_options(options: Options, kernel: KernelChoice, echo_plain_output: bool) -> GuestOptions {
+/// The guest options of one boot of `arch` (on x86_64, of `kernel`).
+fn guest_options(
+    options: Options,
+    arch: GuestArch,
+    kernel: KernelChoice,
+    echo_plain_output: bool,
+) -> GuestOptions {
+    let (console_log, features) = match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Backports) => {
+            (CONSOLE_LOG, guest_plan::FeatureSet::Every)
+        }
+        (GuestArch::X86_64, KernelChoice::Lts) => {
+            (LTS_CONSOLE_LOG, guest_plan::FeatureSet::DebianLts)
+        }
+        (GuestArch::Arm64, _) => (ARM64_CONSOLE_LOG, guest_plan::FeatureSet::DebianArm64),
+        (GuestArch::Arm64Pages16k, _) => {
+            (ARM64_16K_CONSOLE_LOG, guest_plan::FeatureSet::DebianArm64)
+        }
+    };
     GuestOptions {
+        arch,
         accel: options.accel,
         timeout: options.timeout,
         echo_plain_output,
-        console_log: match kernel {
-            KernelChoice::Lts => LTS_CONSOLE_LOG,
-            KernelChoice::Backports => CONSOLE_LOG,
-        },
-        features: match kernel {
-            KernelChoice::Lts => guest_plan::FeatureSet::DebianLts,
-            KernelChoice::Backports => guest_plan::FeatureSet::Every,
-        },
+        console_log,
+        features,
     }
 }
 
-/// What booting `kernel` needs: the backports kernel is `provisioned`'s, the LTS one is
-/// unpacked (once) next to it and shares its busybox.
+/// What booting `arch` (on x86_64, `kernel`) needs: the x86_64 backports kernel is
+/// `provisioned`'s; the LTS one is unpacked (once) next to it and shares its busybox; an arm64
+/// guest has its own root, busybox and kernel (`arm64_root.rs`).
 fn provisioned_for(
+    arch: GuestArch,
     kernel: KernelChoice,
     provisioned: &Provisioned,
 ) -> Result<Provisioned, provision::ProvisionError> {
-    match kernel {
-        KernelChoice::Backports => Ok(provisioned.clone()),
-        KernelChoice::Lts => Ok(Provisioned {
+    match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Backports) => Ok(provisioned.clone()),
+        (GuestArch::X86_64, KernelChoice::Lts) => Ok(Provisioned {
             kernel: provision::provision_lts()?,
             ..provisioned.clone()
         }),
+        (GuestArch::Arm64 | GuestArch::Arm64Pages16k, _) => {
+            let guest = arm64_root::provision(arch)?;
+            Ok(Provisioned {
+                kernel: guest.kernel,
+                busybox: guest.busybox,
+                guest_root: Some(guest.root),
+                was_cached: provisioned.was_cached,
+            })
+        }
     }
 }
 
-/// The vgpu suite on the LTS kernel, as a step of its own whose title names the kernel; a
-/// failed check names the kernel and the console log, since the backports boot's look alike.
-fn lts_guest_step(
+/// What the guest step runs on `arch` (on x86_64, on `kernel`).
+fn guest_suites(arch: GuestArch, kernel: KernelChoice) -> &'static [guest_plan::GuestSuite] {
+    match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Backports) | (GuestArch::Arm64, _) => {
+            guest_plan::TEST_SUITES
+        }
+        (GuestArch::X86_64, KernelChoice::Lts) => guest_plan::VGPU_ONLY,
+        (GuestArch::Arm64Pages16k, _) => guest_plan::PAGES_16K_SUITES,
+    }
+}
+
+/// The guest suites on `arch` as a step whose title names the architecture, page size and
+/// kernel; a failed check names them and the console log too, since each boot's checks look
+/// alike.
+fn guest_step(
     workspace: &Workspace,
     provisioned: Option<&Provisioned>,
     options: Options,
+    arch: GuestArch,
 ) -> Step {
     let started = Instant::now();
-    let lts = provisioned.map(|p| provisioned_for(KernelChoice::Lts, p));
-    let version = match &lts {
-        Some(Ok(lts)) => lts.kernel.version.clone(),
-        _ => provision::LTS_SERIES.to_owned(),
+    let kernel = options.kernel.unwrap_or(KernelChoice::Backports);
+    let chosen = provisioned.map(|p| provisioned_for(arch, kernel, p));
+    let version = match &chosen {
+        Some(Ok(chosen)) => chosen.kernel.version.clone(),
+        _ => format!("{} ({})", kernel.series(), arch.kernel_flavour()),
     };
-    let title = format!("guest tests (QEMU x86_64, Linux {version}, vgpu only)");
-    let mut step = match lts {
-        Some(Ok(lts)) => guest_suite::run(
+    let only = match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Lts) => ", vgpu only",
+        _ => "",
+    };
+    let title = format!(
+        "guest tests (QEMU {}, {} KiB pages, Linux {version}{only})",
+        arch.name(),
+        arch.page_kib()
+    );
+    let guest_options = guest_options(options, arch, kernel, false);
+    let mut step = match chosen {
+        Some(Ok(chosen)) => guest_suite::run(
             workspace,
-            &lts,
-            guest_plan::VGPU_ONLY,
-            guest_options(options, KernelChoice::Lts, false),
+            &chosen,
+            guest_suites(arch, kernel),
+            guest_options,
             &title,
         ),
         Some(Err(err)) => {
@@ -501,42 +581,26 @@ fn lts_guest_step(
             step
         }
     };
-    let console = guest_suite::console_log_path(workspace, LTS_CONSOLE_LOG);
-    name_kernel_in_failures(&mut step.checks, &version, &console);
+    let console = guest_suite::console_log_path(workspace, guest_options.console_log);
+    name_guest_in_failures(&mut step.checks, arch, &version, &console);
     step.elapsed = started.elapsed();
     step
 }
 
-/// Appends the kernel and its console log to every failed check's reason.
-fn name_kernel_in_failures(checks: &mut [Check], version: &str, console: &std::path::Path) {
+/// Appends the architecture, the kernel and the console log to every failed check's reason.
+fn name_guest_in_failures(
+    checks: &mut [Check],
+    arch: GuestArch,
+    version: &str,
+    console: &std::path::Path,
+) {
     for check in checks {
         if let report::Verdict::Fail(reason) = &mut check.verdict {
             reason.push_str(&format!(
-                "\n(on Linux {version}; console log {})",
+                "\n(on {}, Linux {version}; console log {})",
+                arch.name(),
                 console.display()
             ));
-        }
-    }
-}
-
-fn guest_step(workspace: &Workspace, provisioned: Option<&Provisioned>, options: Options) -> Step {
-    let title = "guest tests (QEMU x86_64)";
-    match provisioned {
-        Some(provisioned) => {
-            let guest_options = guest_options(options, KernelChoice::Backports, false);
-            guest_suite::run(
-                workspace,
-                provisioned,
-                guest_plan::TEST_SUITES,
-                guest_options,
-                title,
-            )
-        }
-        None => {
-            let mut step = Step::new(title);
-            step.checks
-                .push(Check::fail("guest-boot", "not run: provisioning failed"));
-            step
         }
     }
 }
@@ -585,41 +649,44 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             SuiteStep::NoStd => steps.push(host_checks::no_std_builds(workspace)),
             SuiteStep::CortexM => steps.push(cortex_m::run_tests(workspace)),
             SuiteStep::Windows => steps.push(windows_tests::run_tests(workspace)),
-            // Not yet both by default: Debian's 6.1 lacks udmabuf and the dma-heaps, which
-            // the vgpu program's imports use, so the LTS boot is asked for by name.
-            SuiteStep::Guest => match options.kernel.unwrap_or(KernelChoice::Backports) {
-                KernelChoice::Backports => {
-                    steps.push(guest_step(workspace, provisioned.as_ref(), options));
+            // Not yet both kernels by default: Debian's 6.1 lacks udmabuf and the dma-heaps,
+            // which the vgpu program's imports use, so the LTS boot is asked for by name.
+            SuiteStep::Guest => {
+                let arches = options
+                    .arch
+                    .as_ref()
+                    .map_or(DEFAULT_ARCHES, std::slice::from_ref);
+                for arch in arches {
+                    steps.push(guest_step(workspace, provisioned.as_ref(), options, *arch));
                 }
-                KernelChoice::Lts => {
-                    steps.push(lts_guest_step(workspace, provisioned.as_ref(), options));
-                }
-            },
+            }
         }
     }
     finish(&steps)
 }
 
-/// The kernel a single boot (demo, bench) uses: `--kernel`'s, else the backports one; a
-/// failure to provision it is a failed check of `provision`.
-fn single_boot_kernel(
+/// The guest a single boot (demo, bench) uses: `--arch`'s, else x86_64, on `--kernel`'s
+/// kernel, else the backports one; a failure to provision it is a failed check of
+/// `provision`.
+fn single_boot_guest(
     provision: &mut Step,
     provisioned: Option<Provisioned>,
     options: Options,
-) -> Option<(KernelChoice, Provisioned)> {
+) -> Option<(GuestArch, KernelChoice, Provisioned)> {
+    let arch = options.arch.unwrap_or(GuestArch::X86_64);
     let choice = options.kernel.unwrap_or(KernelChoice::Backports);
-    match provisioned_for(choice, &provisioned?) {
+    match provisioned_for(arch, choice, &provisioned?) {
         Ok(chosen) => {
-            if choice != KernelChoice::Backports {
+            if choice != KernelChoice::Backports || arch != GuestArch::X86_64 {
                 provision
                     .notes
                     .push(format!("booting kernel {}", chosen.kernel.version));
             }
-            Some((choice, chosen))
+            Some((arch, choice, chosen))
         }
         Err(err) => {
             provision.checks.push(Check::fail(
-                format!("provision Linux {}", choice.series()),
+                format!("provision Linux {} ({})", choice.series(), arch.name()),
                 err.to_string(),
             ));
             None
@@ -629,17 +696,17 @@ fn single_boot_kernel(
 
 fn demo(workspace: &Workspace, options: Options) -> ExitCode {
     let (mut provision, provisioned) = provision_step(workspace);
-    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
     else {
         return finish(&[provision]);
     };
-    let guest_options = guest_options(options, kernel, true);
+    let guest_options = guest_options(options, arch, kernel, true);
     let demo = guest_suite::run(
         workspace,
         &provisioned,
         &[guest_plan::DEMO],
         guest_options,
-        "demo (QEMU x86_64)",
+        &format!("demo (QEMU {}, {} KiB pages)", arch.name(), arch.page_kib()),
     );
     finish(&[provision, demo])
 }
@@ -672,17 +739,17 @@ fn bench(workspace: &Workspace, options: Options) -> ExitCode {
             .push(Check::fail("host-bench", err.to_string())),
     }
     let (mut provision, provisioned) = provision_step(workspace);
-    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
     else {
         return finish(&[host_step, provision]);
     };
-    let guest_options = guest_options(options, kernel, true);
+    let guest_options = guest_options(options, arch, kernel, true);
     let mut guest = guest_suite::run(
         workspace,
         &provisioned,
         &[guest_plan::BENCH],
         guest_options,
-        "guest benchmark (QEMU x86_64)",
+        &format!("guest benchmark (QEMU {})", arch.name()),
     );
     let console = guest_suite::console_log_path(workspace, guest_options.console_log);
     let csv_dir = workspace.target_dir.join("extmem-bench");
@@ -745,6 +812,7 @@ mod tests {
                 timeout: DEFAULT_GUEST_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 kernel: None,
+                arch: None,
             })
         );
         assert_eq!(
@@ -756,6 +824,7 @@ mod tests {
                 timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 kernel: None,
+                arch: None,
             })
         );
         assert_eq!(run("bench").map(|o| o.command), Ok(Subcommand::Bench));
@@ -811,21 +880,73 @@ mod tests {
     }
 
     #[test]
-    fn failures_on_the_lts_kernel_name_it_and_the_console_log() {
+    fn failures_name_the_arch_the_kernel_and_the_console_log() {
         let mut checks = vec![Check::pass("vgpu"), Check::fail("rmmod", "exit 1")];
-        name_kernel_in_failures(
+        name_guest_in_failures(
             &mut checks,
-            "6.1.0-57-amd64",
-            std::path::Path::new("/o/guest-console-6.1.log"),
+            GuestArch::Arm64Pages16k,
+            "6.12.95+deb12-arm64-16k",
+            std::path::Path::new("/o/guest-console-arm64-16k.log"),
         );
         assert_eq!(checks[0], Check::pass("vgpu"));
         assert_eq!(
             checks[1],
             Check::fail(
                 "rmmod",
-                "exit 1\n(on Linux 6.1.0-57-amd64; console log /o/guest-console-6.1.log)"
+                "exit 1\n(on arm64-16k, Linux 6.12.95+deb12-arm64-16k; \
+                 console log /o/guest-console-arm64-16k.log)"
             )
         );
+    }
+
+    #[test]
+    fn the_arch_is_chosen_by_name_for_demo_suite_and_guest() {
+        assert_eq!(
+            run("demo --arch arm64").map(|o| (o.command, o.arch)),
+            Ok((Subcommand::Demo, Some(GuestArch::Arm64)))
+        );
+        assert_eq!(
+            run("suite guest --arch arm64-16k").map(|o| o.arch),
+            Ok(Some(GuestArch::Arm64Pages16k))
+        );
+        assert_eq!(
+            run("--arch x86_64 guest --kernel 6.1").map(|o| (o.arch, o.kernel)),
+            Ok((Some(GuestArch::X86_64), Some(KernelChoice::Lts)))
+        );
+        assert_eq!(run("guest").map(|o| o.arch), Ok(None));
+        assert_eq!(
+            run("demo --arch").err().as_deref(),
+            Some("--arch needs x86_64, arm64 or arm64-16k")
+        );
+        for bad in ["aarch64", "arm64-4k", "arm", "x86"] {
+            assert_eq!(
+                run(&format!("guest --arch {bad}")).err(),
+                Some(format!(
+                    "--arch {bad:?} is not a guest the runner boots (x86_64, arm64 or arm64-16k)"
+                )),
+            );
+        }
+        assert!(run("guest --arch arm64 --kernel 6.1")
+            .err()
+            .is_some_and(|e| e.starts_with("--kernel chooses among the x86_64 kernels")));
+    }
+
+    #[test]
+    fn each_arch_runs_its_plan() {
+        assert_eq!(
+            guest_suites(GuestArch::Arm64, KernelChoice::Backports).len(),
+            guest_plan::TEST_SUITES.len()
+        );
+        let programs: Vec<&str> = guest_suites(GuestArch::Arm64Pages16k, KernelChoice::Backports)
+            .iter()
+            .flat_map(|s| s.programs)
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            programs,
+            ["vgpu", "core-flows", "icd-e2e", "vk-demo-validated"]
+        );
+        assert!(DEFAULT_ARCHES.contains(&GuestArch::X86_64));
     }
 
     #[test]

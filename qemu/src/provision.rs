@@ -35,7 +35,8 @@ const BACKPORTS_PACKAGES: &[&str] = &[
 /// layer (vulkan-validationlayers). `make` builds extmem_vgpu.ko against the headers
 /// (which bring gcc-12 and binutils themselves). The Windows build links with mingw-w64
 /// (gcc-mingw-w64-x86-64, which also builds the `ProcessPrng` shim DLL) and its tests run
-/// under Wine (wine64).
+/// under Wine (wine64). The arm64 guest's programs are linked by Debian's cross compiler
+/// (gcc-aarch64-linux-gnu, named in `.cargo/config.toml`).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -47,14 +48,16 @@ const RELEASE_PACKAGES: &[&str] = &[
     "make",
     "gcc-mingw-w64-x86-64",
     "wine64",
+    "gcc-aarch64-linux-gnu",
 ];
 /// Rust targets: the bare-metal x86_64 build of the no_std crates, the two Cortex-M cores,
-/// and Windows (mingw-w64), whose tests run under Wine.
+/// Windows (mingw-w64), whose tests run under Wine, and the arm64 guest's userspace.
 pub const RUST_TARGETS: &[&str] = &[
     "x86_64-unknown-none",
     "thumbv7em-none-eabihf",
     "thumbv7m-none-eabi",
     "x86_64-pc-windows-gnu",
+    "aarch64-unknown-linux-gnu",
 ];
 /// The kernel metapackage whose dependency names the current backports kernel.
 const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
@@ -68,6 +71,9 @@ pub struct Provisioned {
     pub kernel: Kernel,
     /// The static busybox for the initramfs.
     pub busybox: PathBuf,
+    /// The root the guest's programs run in when it is not the host's (the arm64 one,
+    /// `arm64_root.rs`).
+    pub guest_root: Option<PathBuf>,
     /// Whether this run used the stamp without doing anything.
     pub was_cached: bool,
 }
@@ -157,6 +163,8 @@ pub enum ProvisionError {
     },
     /// The metapackage's dependencies named no kernel image.
     KernelNotResolved {
+        /// The metapackage asked about (`linux-image-amd64`, `linux-image-arm64`, …).
+        metapackage: String,
         /// The suite asked.
         suite: String,
         /// What `apt-cache depends` printed.
@@ -211,9 +219,13 @@ impl fmt::Display for ProvisionError {
             Self::MissingTool { tool, hint } => write!(f, "{tool} is not installed: {hint}"),
             Self::Command(err) => write!(f, "{err}"),
             Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Self::KernelNotResolved { suite, output } => write!(
+            Self::KernelNotResolved {
+                metapackage,
+                suite,
+                output,
+            } => write!(
                 f,
-                "{KERNEL_METAPACKAGE}/{suite} depends on no linux-image package; apt-cache said:\n{}",
+                "{metapackage}/{suite} depends on no linux-image package; apt-cache said:\n{}",
                 host_command::indent(output.trim())
             ),
             Self::Missing { what, path } => {
@@ -305,7 +317,7 @@ pub fn provision(
     }
     ensure_rust_targets(workspace)?;
 
-    let image_package = apt.resolve_kernel(&suite)?;
+    let image_package = apt.resolve_kernel(&suite, KERNEL_METAPACKAGE)?;
     let version = kernel_version(&image_package);
     let kernel = Kernel::backports(&cache, &version);
     ensure_kernel_tree(
@@ -336,6 +348,7 @@ pub fn provision(
     Ok(Provisioned {
         kernel,
         busybox,
+        guest_root: None,
         was_cached: false,
     })
 }
@@ -352,10 +365,10 @@ pub fn provision_lts() -> Result<Kernel, ProvisionError> {
     let cache = cache_dir();
     let mut apt = Apt::default();
     let security = format!("{codename}-security");
-    let (suite, image_package) = match apt.resolve_kernel(&security) {
+    let (suite, image_package) = match apt.resolve_kernel(&security, KERNEL_METAPACKAGE) {
         Ok(package) => (security, package),
         Err(_) => {
-            let package = apt.resolve_kernel(&codename)?;
+            let package = apt.resolve_kernel(&codename, KERNEL_METAPACKAGE)?;
             (codename, package)
         }
     };
@@ -457,6 +470,7 @@ fn verify_stamp(
     Ok(Some(Provisioned {
         kernel,
         busybox,
+        guest_root: None,
         was_cached: true,
     }))
 }
@@ -477,7 +491,7 @@ fn ensure_debian() -> Result<(), ProvisionError> {
     Ok(())
 }
 
-fn release_codename() -> Result<String, ProvisionError> {
+pub(crate) fn release_codename() -> Result<String, ProvisionError> {
     let path = Path::new("/etc/os-release");
     let text = fs::read_to_string(path).map_err(io_error(path))?;
     text.lines()
@@ -588,16 +602,37 @@ fn missing_packages(packages: &[&str]) -> Result<Vec<String>, ProvisionError> {
 
 /// apt-get, with `apt-get update` run at most once and only when needed.
 #[derive(Debug, Default)]
-struct Apt {
+pub(crate) struct Apt {
     /// A source was just added: the package lists do not know it yet.
-    lists_stale: bool,
+    pub(crate) lists_stale: bool,
     updated: bool,
+    /// `-o` settings given to every apt-get and apt-cache call: empty for the host's own apt,
+    /// a private configuration for another architecture's packages (`arm64_root.rs`).
+    options: Vec<String>,
 }
 
 impl Apt {
-    fn update(&mut self) -> Result<(), ProvisionError> {
+    /// An apt with its own configuration, state and cache (`-o NAME=VALUE` each), which
+    /// leaves the host's apt alone.
+    pub(crate) fn private(options: Vec<String>) -> Self {
+        Self {
+            options,
+            ..Self::default()
+        }
+    }
+
+    /// `apt-get` or `apt-cache` with this apt's settings.
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        for option in &self.options {
+            command.arg("-o").arg(option);
+        }
+        command
+    }
+
+    pub(crate) fn update(&mut self) -> Result<(), ProvisionError> {
         println!("provision: apt-get update");
-        host_command::output(noninteractive(Command::new("apt-get").arg("update")))?;
+        host_command::output(noninteractive(self.command("apt-get").arg("update")))?;
         self.updated = true;
         self.lists_stale = false;
         Ok(())
@@ -611,8 +646,8 @@ impl Apt {
         }
         let from = suite.map(|s| format!(" from {s}")).unwrap_or_default();
         println!("provision: installing {}{from}", packages.join(" "));
-        let attempt = || {
-            let mut command = Command::new("apt-get");
+        let attempt = |apt: &Apt| {
+            let mut command = apt.command("apt-get");
             command.args(["install", "-y"]);
             if let Some(suite) = suite {
                 command.args(["-t", suite]);
@@ -620,39 +655,45 @@ impl Apt {
             command.args(packages);
             host_command::output(noninteractive(&mut command))
         };
-        match attempt() {
+        match attempt(self) {
             Ok(_) => Ok(()),
             Err(_) if !self.updated => {
                 println!("provision: apt-get install failed; refreshing the package lists first");
                 self.update()?;
-                attempt().map(|_| ()).map_err(ProvisionError::from)
+                attempt(self).map(|_| ()).map_err(ProvisionError::from)
             }
             Err(err) => Err(err.into()),
         }
     }
 
-    /// The kernel image package the backports metapackage depends on.
-    fn resolve_kernel(&mut self, suite: &str) -> Result<String, ProvisionError> {
+    /// The kernel image package `metapackage` (e.g. `linux-image-amd64`) of `suite`
+    /// depends on.
+    pub(crate) fn resolve_kernel(
+        &mut self,
+        suite: &str,
+        metapackage: &str,
+    ) -> Result<String, ProvisionError> {
         if self.lists_stale {
             self.update()?;
         }
-        let query = || {
+        let query = |apt: &Apt| {
             host_command::stdout_text(
-                Command::new("apt-cache")
+                apt.command("apt-cache")
                     .arg("depends")
-                    .arg(format!("{KERNEL_METAPACKAGE}/{suite}")),
+                    .arg(format!("{metapackage}/{suite}")),
             )
         };
-        let output = match query() {
+        let output = match query(self) {
             Ok(text) if image_dependency(&text).is_some() => text,
             _ if !self.updated => {
                 self.update()?;
-                query()?
+                query(self)?
             }
             Ok(text) => text,
             Err(err) => return Err(err.into()),
         };
         image_dependency(&output).ok_or_else(|| ProvisionError::KernelNotResolved {
+            metapackage: metapackage.to_owned(),
             suite: suite.to_owned(),
             output,
         })
@@ -674,7 +715,7 @@ fn image_dependency(apt_cache_depends: &str) -> Option<String> {
 
 /// The kernel release inside an image package: `linux-image-6.12.95+deb12-amd64` holds
 /// `vmlinuz-6.12.95+deb12-amd64`; an `-unsigned` package holds the same release.
-fn kernel_version(image_package: &str) -> String {
+pub(crate) fn kernel_version(image_package: &str) -> String {
     let version = image_package
         .strip_prefix("linux-image-")
         .unwrap_or(image_package);
@@ -686,7 +727,7 @@ fn kernel_version(image_package: &str) -> String {
 
 /// Downloads and unpacks the kernel's packages (the image first) into the cache and
 /// regenerates `modules.dep`, unless a complete tree is already there.
-fn ensure_kernel_tree(
+pub(crate) fn ensure_kernel_tree(
     apt: &mut Apt,
     cache: &Path,
     suite: &str,
@@ -711,19 +752,19 @@ fn ensure_kernel_tree(
         remove_downloads(&downloads, package)?;
     }
     println!("provision: downloading {} from {suite}", packages.join(" "));
-    let download = || {
+    let download = |apt: &Apt| {
         host_command::output(
-            Command::new("apt-get")
+            apt.command("apt-get")
                 .current_dir(&downloads)
                 .arg("download")
                 .args(packages.iter().map(|p| format!("{p}/{suite}"))),
         )
     };
-    match download() {
+    match download(apt) {
         Ok(_) => {}
         Err(_) if !apt.updated => {
             apt.update()?;
-            download()?;
+            download(apt)?;
         }
         Err(err) => return Err(err.into()),
     }
