@@ -2,7 +2,8 @@
 //! programs, teardown) and the demo, as `const` tables; and the plan script the initramfs
 //! carries to run them.
 //!
-//! The extmem-vgpu suite `insmod`s the module by its host path (`{target_dir}/kmod/extmem_vgpu.ko`,
+//! The extmem-vgpu suite `insmod`s the module by its host path (`{module}`, the build for the
+//! guest's kernel,
 //! built by `kmod_build.rs` because the suite sets `kernel_module`), runs its programs and
 //! `rmmod`s it in its teardown.
 
@@ -32,7 +33,8 @@ pub struct GuestProgram {
 }
 
 /// A command run in the guest (chrooted into the host root) before or after a suite's programs.
-/// Each word may use `{target_dir}`, `{workspace}` and `{kernel}` (the guest kernel release).
+/// Each word may use `{target_dir}`, `{workspace}`, `{kernel}` (the guest kernel release) and
+/// `{module}` (`extmem_vgpu.ko` built for that kernel).
 #[derive(Debug, Clone, Copy)]
 pub struct GuestCommand {
     /// Name in the report and the console markers (no spaces).
@@ -280,7 +282,7 @@ const VGPU_SETUP: &[GuestCommand] = &[
     },
     GuestCommand {
         name: "insmod-extmem-vgpu",
-        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko", "selftest=1"],
+        argv: &["insmod", "{module}", "selftest=1"],
     },
 ];
 
@@ -315,7 +317,7 @@ pub const DEMO: GuestSuite = GuestSuite {
     name: "demo",
     setup: &[GuestCommand {
         name: "demo-insmod-extmem-vgpu",
-        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+        argv: &["insmod", "{module}"],
     }],
     programs: &[GuestProgram {
         name: "vk-demo",
@@ -337,7 +339,7 @@ pub const BENCH: GuestSuite = GuestSuite {
     name: "bench",
     setup: &[GuestCommand {
         name: "bench-insmod-extmem-vgpu",
-        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+        argv: &["insmod", "{module}"],
     }],
     programs: &[GuestProgram {
         name: "bench",
@@ -361,6 +363,8 @@ pub struct PlanValues {
     pub workspace: PathBuf,
     /// The guest kernel release.
     pub kernel: String,
+    /// `extmem_vgpu.ko` built for that kernel.
+    pub module: PathBuf,
 }
 
 impl PlanValues {
@@ -368,6 +372,7 @@ impl PlanValues {
         word.replace("{target_dir}", &self.target_dir.to_string_lossy())
             .replace("{workspace}", &self.workspace.to_string_lossy())
             .replace("{kernel}", &self.kernel)
+            .replace("{module}", &self.module.to_string_lossy())
     }
 }
 
@@ -448,6 +453,7 @@ mod tests {
             target_dir: PathBuf::from("/w/target"),
             workspace: PathBuf::from("/w"),
             kernel: "6.12.95+deb12-amd64".into(),
+            module: PathBuf::from("/w/target/kmod/extmem_vgpu.ko"),
         }
     }
 
@@ -457,7 +463,7 @@ mod tests {
             name: "module",
             setup: &[GuestCommand {
                 name: "insmod",
-                argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+                argv: &["insmod", "{module}"],
             }],
             programs: &[GuestProgram {
                 name: "vgpu-tests",

@@ -198,6 +198,7 @@ fn prepare_and_boot(
         target_dir: workspace.target_dir.clone(),
         workspace: workspace.root.clone(),
         kernel: kernel.version.clone(),
+        module: module_path(workspace, options.arch),
     };
     let plan = guest_plan::render_plan(suites, &binaries, &values).map_err(GuestError::Plan)?;
     // The guest gets fresh tmpfs on /tmp and /run; the workspace and the target dir must
@@ -275,6 +276,18 @@ fn build_kernel_module(
             }
         }
         Err(err) => step.checks.push(Check::fail(name, err.to_string())),
+    }
+}
+
+/// Where the build of `extmem_vgpu.ko` for `arch`'s kernel is: the x86_64 one where
+/// `kmod_build` has always put it, the arm64 ones in a directory named after the guest.
+fn module_path(workspace: &Workspace, arch: GuestArch) -> PathBuf {
+    let dir = kmod_build::kmod_dir(workspace);
+    match arch {
+        GuestArch::X86_64 => dir.join(kmod_build::MODULE_FILE),
+        GuestArch::Arm64 | GuestArch::Arm64Pages16k => {
+            dir.join(arch.name()).join(kmod_build::MODULE_FILE)
+        }
     }
 }
 
