@@ -10,8 +10,8 @@
 //! directory named after its recipe's hash ([`recipe_hash`]), so changing the package list
 //! or [`ROOT_RECIPE`] builds a new one and an unchanged recipe is never rebuilt.
 //!
-//! The same private apt fetches Debian's arm64 backports kernels (4 KiB and 16 KiB pages),
-//! unpacked under `~/.cache/extmem/linux/<release>` as the x86_64 one is.
+//! The kernels (4 KiB and 16 KiB pages, with the headers the module is built against) are
+//! `provision::provision_arm64`'s.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::process::Command;
 
 use crate::guest_arch::GuestArch;
 use crate::host_command;
-use crate::provision::{self, Apt, Kernel, ProvisionError};
+use crate::provision::{self, Apt, Arm64Flavour, Kernel, ProvisionError};
 
 /// What the arm64 root holds: what the guest programs link and load (the Khronos loader and
 /// validation layer, GBM with Mesa's DRI drivers for virtio-gpu), what the guest plan runs
@@ -79,32 +79,20 @@ pub fn recipe_hash(codename: &str, packages: &[&str]) -> String {
     format!("{hash:016x}")
 }
 
-/// Provisions the arm64 root and the kernel `arch` boots (4 KiB or 16 KiB pages), printing a
-/// line per action; a warm run reads only the local package lists.
-pub fn provision(arch: GuestArch) -> Result<Arm64Guest, ProvisionError> {
+/// Provisions the arm64 root and the kernel `arch` boots (4 KiB or 16 KiB pages, the release
+/// of `x86`, the x86_64 guest's kernel), printing a line per action; a warm run only checks
+/// that they are there.
+pub fn provision(arch: GuestArch, x86: &Kernel) -> Result<Arm64Guest, ProvisionError> {
+    let flavour = match arch {
+        GuestArch::Arm64Pages16k => Arm64Flavour::Pages16K,
+        GuestArch::Arm64 | GuestArch::X86_64 => Arm64Flavour::Pages4K,
+    };
+    let kernel = provision::provision_arm64(x86, flavour)?;
     let codename = provision::release_codename()?;
     let cache = provision::cache_dir().join("arm64");
     let mut apt = private_apt(&cache.join("apt"), &codename)?;
     let backports = format!("{codename}-backports");
     let root = ensure_root(&mut apt, &cache, &codename, &backports)?;
-    let metapackage = format!("linux-image-{}", arch.kernel_flavour());
-    let image_package = apt.resolve_kernel(&backports, &metapackage)?;
-    let version = provision::kernel_version(&image_package);
-    let linux = provision::cache_dir().join("linux");
-    let kernel = Kernel {
-        root: linux.join(&version),
-        origin: "Debian backports",
-        // Building the module for arm64 is not this file's: only the image is unpacked.
-        headers: PathBuf::from("/usr/src").join(format!("linux-headers-{version}")),
-        version,
-    };
-    provision::ensure_kernel_tree(
-        &mut apt,
-        &provision::cache_dir(),
-        &backports,
-        std::slice::from_ref(&image_package),
-        &kernel,
-    )?;
     let busybox = root.join("bin/busybox");
     if !busybox.is_file() {
         return Err(ProvisionError::Missing {

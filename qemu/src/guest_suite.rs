@@ -20,7 +20,7 @@ use crate::guest_plan::{
 use crate::host_command::{self, CommandError};
 use crate::initramfs::{NewcArchive, NewcError};
 use crate::kernel_modules::{KernelConfig, ModulesDep, ModulesError, Tristate};
-use crate::kmod_build;
+use crate::kmod_build::{self, ModuleTarget};
 use crate::ktap::{self, Status};
 use crate::provision::Provisioned;
 use crate::report::{Check, Step};
@@ -251,18 +251,16 @@ fn build_kernel_module(
 ) {
     println!("guest: building {}", kmod_build::MODULE_FILE);
     let name = format!("build {}", kmod_build::MODULE_FILE);
-    if arch != GuestArch::X86_64 {
-        step.checks.push(Check::fail(
-            name,
-            format!(
-                "the module is built only for x86_64 so far; Linux {} is {}",
-                provisioned.kernel.version,
-                arch.name()
-            ),
-        ));
-        return;
-    }
-    match kmod_build::build(workspace, &provisioned.kernel) {
+    let built = match arch {
+        GuestArch::X86_64 => kmod_build::build(workspace, &provisioned.kernel),
+        GuestArch::Arm64 => {
+            kmod_build::build_for(workspace, &provisioned.kernel, ModuleTarget::ARM64)
+        }
+        GuestArch::Arm64Pages16k => {
+            kmod_build::build_for(workspace, &provisioned.kernel, ModuleTarget::ARM64_16K)
+        }
+    };
+    match built {
         Ok(built) => {
             step.checks.push(Check::pass(name));
             step.notes
@@ -280,14 +278,18 @@ fn build_kernel_module(
 }
 
 /// Where the build of `extmem_vgpu.ko` for `arch`'s kernel is: the x86_64 one where
-/// `kmod_build` has always put it, the arm64 ones in a directory named after the guest.
+/// `kmod_build::build` puts it, the arm64 ones where `build_for` does, in a directory named
+/// after the module target.
 fn module_path(workspace: &Workspace, arch: GuestArch) -> PathBuf {
     let dir = kmod_build::kmod_dir(workspace);
     match arch {
         GuestArch::X86_64 => dir.join(kmod_build::MODULE_FILE),
-        GuestArch::Arm64 | GuestArch::Arm64Pages16k => {
-            dir.join(arch.name()).join(kmod_build::MODULE_FILE)
-        }
+        GuestArch::Arm64 => dir
+            .join(ModuleTarget::ARM64.name)
+            .join(kmod_build::MODULE_FILE),
+        GuestArch::Arm64Pages16k => dir
+            .join(ModuleTarget::ARM64_16K.name)
+            .join(kmod_build::MODULE_FILE),
     }
 }
 

@@ -23,6 +23,7 @@ mod host_command;
 mod initramfs;
 mod kernel_modules;
 mod kmod_build;
+mod kmod_step;
 mod ktap;
 mod miri_step;
 mod provision;
@@ -169,12 +170,13 @@ enum SuiteStep {
     NoStd,
     CortexM,
     Windows,
+    Kmod,
     Guest,
 }
 
 impl SuiteStep {
     /// Every step, in the order `suite` runs them.
-    const ALL: [SuiteStep; 10] = [
+    const ALL: [SuiteStep; 11] = [
         Self::Fmt,
         Self::Clippy,
         Self::Doc,
@@ -184,6 +186,7 @@ impl SuiteStep {
         Self::NoStd,
         Self::CortexM,
         Self::Windows,
+        Self::Kmod,
         Self::Guest,
     ];
 
@@ -199,6 +202,7 @@ impl SuiteStep {
             Self::NoStd => "no-std",
             Self::CortexM => "cortex-m",
             Self::Windows => "windows",
+            Self::Kmod => "kmod",
             Self::Guest => "guest",
         }
     }
@@ -215,6 +219,7 @@ impl SuiteStep {
             Self::NoStd => "the no_std crates built for x86_64-unknown-none and thumbv7em",
             Self::CortexM => "the no_std tests on a Cortex-M3 under qemu-system-arm",
             Self::Windows => "the Windows build's tests under Wine",
+            Self::Kmod => "extmem_vgpu.ko built for Debian's x86_64, arm64 and arm64-16k kernels",
             Self::Guest => "the guest suites in QEMU x86_64 on Debian's backports kernel",
         }
     }
@@ -510,7 +515,7 @@ fn provisioned_for(
             ..provisioned.clone()
         }),
         (GuestArch::Arm64 | GuestArch::Arm64Pages16k, _) => {
-            let guest = arm64_root::provision(arch)?;
+            let guest = arm64_root::provision(arch, &provisioned.kernel)?;
             Ok(Provisioned {
                 kernel: guest.kernel,
                 busybox: guest.busybox,
@@ -649,6 +654,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             SuiteStep::NoStd => steps.push(host_checks::no_std_builds(workspace)),
             SuiteStep::CortexM => steps.push(cortex_m::run_tests(workspace)),
             SuiteStep::Windows => steps.push(windows_tests::run_tests(workspace)),
+            SuiteStep::Kmod => steps.push(kmod_step::run(workspace, provisioned.as_ref())),
             // Not yet both kernels by default: Debian's 6.1 lacks udmabuf and the dma-heaps,
             // which the vgpu program's imports use, so the LTS boot is asked for by name.
             SuiteStep::Guest => {
@@ -1020,7 +1026,7 @@ mod tests {
     fn bad_arguments_are_refused_with_what_was_wrong() {
         let refused = |words: &str| run(words).err().unwrap_or_default();
         assert_eq!(refused(""), "no command given");
-        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, miri, fuzz, no-std, cortex-m, windows, guest)");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, miri, fuzz, no-std, cortex-m, windows, kmod, guest)");
         assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
         assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
         assert_eq!(refused("check"), "unknown command \"check\"");

@@ -35,8 +35,9 @@ const BACKPORTS_PACKAGES: &[&str] = &[
 /// layer (vulkan-validationlayers). `make` builds extmem_vgpu.ko against the headers
 /// (which bring gcc-12 and binutils themselves). The Windows build links with mingw-w64
 /// (gcc-mingw-w64-x86-64, which also builds the `ProcessPrng` shim DLL) and its tests run
-/// under Wine (wine64). The arm64 guest's programs are linked by Debian's cross compiler
-/// (gcc-aarch64-linux-gnu, named in `.cargo/config.toml`).
+/// under Wine (wine64). extmem_vgpu.ko is cross-built for Debian's arm64 kernels with
+/// gcc-aarch64-linux-gnu, whose aarch64 binutils also link the Rust object; the same
+/// compiler links the arm64 guest's programs (named in `.cargo/config.toml`).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -54,6 +55,7 @@ const RELEASE_PACKAGES: &[&str] = &[
 /// Windows (mingw-w64), whose tests run under Wine, and the arm64 guest's userspace.
 pub const RUST_TARGETS: &[&str] = &[
     "x86_64-unknown-none",
+    "aarch64-unknown-none-softfloat",
     "thumbv7em-none-eabihf",
     "thumbv7m-none-eabi",
     "x86_64-pc-windows-gnu",
@@ -189,6 +191,11 @@ pub enum ProvisionError {
         /// The image package its metapackage depends on.
         image_package: String,
     },
+    /// The x86_64 kernel, whose release the arm64 kernels follow, is not an `-amd64` one.
+    NotAmd64 {
+        /// Its release.
+        version: String,
+    },
     /// The pinned nightly toolchain with `rust-src` could not be installed.
     Nightly {
         /// Why, as rustup or the check said.
@@ -243,6 +250,11 @@ impl fmt::Display for ProvisionError {
                 f,
                 "{KERNEL_METAPACKAGE}/{suite} depends on {image_package}, not a Linux \
                  {LTS_SERIES} amd64 kernel (the LTS guest step needs Debian bookworm's)"
+            ),
+            Self::NotAmd64 { version } => write!(
+                f,
+                "the x86_64 guest kernel {version} is not an -amd64 flavour, so there is no \
+                 arm64 kernel of the same release to provision"
             ),
             Self::Nightly { reason } => write!(
                 f,
@@ -406,6 +418,94 @@ fn lts_packages(image_package: &str, version: &str) -> Option<Vec<String>> {
         format!("linux-headers-{abi}-common"),
         format!("linux-kbuild-{LTS_SERIES}"),
     ])
+}
+
+/// Debian's arm64 kernel flavours: the same release as the x86_64 guest's, with 4 KiB or
+/// with 16 KiB pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm64Flavour {
+    /// `-arm64`: 4 KiB pages.
+    Pages4K,
+    /// `-arm64-16k`: 16 KiB pages.
+    Pages16K,
+}
+
+impl Arm64Flavour {
+    /// Debian's flavour name, the suffix of the kernel release and its packages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pages4K => "arm64",
+            Self::Pages16K => "arm64-16k",
+        }
+    }
+}
+
+/// Where the arm64 package lists and apt cache live, under the cache directory.
+const ARM64_APT_DIR: &str = "apt-arm64";
+
+/// apt over the host's sources with its own package lists and cache in `dir`, for arm64
+/// packages and the host's (`linux-kbuild:amd64` runs the cross build): dpkg's
+/// configuration does not change (no foreign architecture is added), and `apt-get update`
+/// there neither waits for nor blocks the host's apt.
+fn arm64_kernel_apt(dir: &Path) -> Result<Apt, ProvisionError> {
+    let lists = dir.join("lists");
+    let cache = dir.join("cache");
+    for partial in [lists.join("partial"), cache.join("archives/partial")] {
+        fs::create_dir_all(&partial).map_err(io_error(&partial))?;
+    }
+    let native = host_command::stdout_text(Command::new("dpkg").arg("--print-architecture"))?;
+    Ok(Apt::private(vec![
+        format!("Dir::State::Lists={}", lists.display()),
+        format!("Dir::Cache={}", cache.display()),
+        "APT::Architecture=arm64".to_owned(),
+        "APT::Architectures::=arm64".to_owned(),
+        format!("APT::Architectures::={}", native.trim()),
+        // The downloads land in root's cache directory, which apt's _apt user cannot read.
+        "APT::Sandbox::User=root".to_owned(),
+    ]))
+}
+
+/// Debian's arm64 kernel of `flavour` in the same release as `x86` (the backports kernel
+/// [`provision`] resolved): image, flavour headers, common headers and the amd64 kbuild
+/// tools of that release (which run the cross build), downloaded through a private apt
+/// state ([`Apt::foreign`]) and unpacked under the cache like the LTS kernel. A warm run
+/// only checks that the tree is there.
+pub fn provision_arm64(x86: &Kernel, flavour: Arm64Flavour) -> Result<Kernel, ProvisionError> {
+    let abi = x86
+        .version
+        .strip_suffix("-amd64")
+        .ok_or_else(|| ProvisionError::NotAmd64 {
+            version: x86.version.clone(),
+        })?;
+    let version = format!("{abi}-{}", flavour.name());
+    let cache = cache_dir();
+    let root = cache.join("linux").join(&version);
+    let kernel = Kernel {
+        headers: root
+            .join("usr/src")
+            .join(format!("linux-headers-{version}")),
+        version,
+        root,
+        origin: "Debian backports",
+    };
+    let packages = arm64_packages(abi, flavour);
+    let suite = format!("{}-backports", release_codename()?);
+    let mut apt = arm64_kernel_apt(&cache.join(ARM64_APT_DIR))?;
+    ensure_kernel_tree(&mut apt, &cache, &suite, &packages, &kernel)?;
+    Ok(kernel)
+}
+
+/// The packages of the arm64 kernel `<abi>-<flavour>`: the image (the one the guest boots),
+/// its flavour's headers, the common headers they include, and the kbuild tools of the
+/// same release for the host's architecture (amd64), which run `make ARCH=arm64`.
+fn arm64_packages(abi: &str, flavour: Arm64Flavour) -> Vec<String> {
+    let flavour = flavour.name();
+    vec![
+        format!("linux-image-{abi}-{flavour}"),
+        format!("linux-headers-{abi}-{flavour}"),
+        format!("linux-headers-{abi}-common"),
+        format!("linux-kbuild-{abi}:amd64"),
+    ]
 }
 
 /// What a finished provisioning recorded.
@@ -846,7 +946,10 @@ fn rebase_headers_makefile(text: &str, unpacked: &str) -> String {
         .collect()
 }
 
+/// Whether `path` is a download of `package` (`name` or `name:arch`; apt names the file
+/// `<name>_<version>_<arch>.deb`).
 fn download_matches(path: &Path, package: &str) -> bool {
+    let package = package.split_once(':').map_or(package, |(name, _)| name);
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
@@ -1030,6 +1133,28 @@ mod tests {
             lts_packages("linux-image-6.1.0-57-arm64", "6.1.0-57-arm64"),
             None
         );
+    }
+
+    #[test]
+    fn arm64_kernel_packages_follow_the_x86_64_release() {
+        assert_eq!(
+            arm64_packages("6.12.95+deb12", Arm64Flavour::Pages16K),
+            [
+                "linux-image-6.12.95+deb12-arm64-16k",
+                "linux-headers-6.12.95+deb12-arm64-16k",
+                "linux-headers-6.12.95+deb12-common",
+                "linux-kbuild-6.12.95+deb12:amd64",
+            ]
+        );
+        assert_eq!(
+            arm64_packages("6.12.95+deb12", Arm64Flavour::Pages4K)[1],
+            "linux-headers-6.12.95+deb12-arm64"
+        );
+        // A download of an arch-qualified package is found by its name alone.
+        let deb = Path::new("/c/debs/linux-kbuild-6.12.95+deb12_6.12.95-1~bpo12+1_amd64.deb");
+        assert!(download_matches(deb, "linux-kbuild-6.12.95+deb12:amd64"));
+        assert!(download_matches(deb, "linux-kbuild-6.12.95+deb12"));
+        assert!(!download_matches(deb, "linux-kbuild-6.12.95"));
     }
 
     #[test]
