@@ -264,19 +264,26 @@ mod tests {
             timeout: Duration::from_secs(1),
             console_log: PathBuf::from("/t/console.log"),
         };
-        let line = host_command::describe(&qemu_command(&spec));
-        for part in [
-            "qemu-system-x86_64 -machine q35",
-            "-accel tcg -cpu max",
-            "-kernel /c/vmlinuz -initrd /t/initramfs.cpio",
-            "-no-reboot",
-            "-device virtio-gpu-pci",
-            "mount_tag=hostroot",
-            "readonly=on",
-            "'console=ttyS0 panic=-1",
-        ] {
-            assert!(line.contains(part), "{part} missing from {line}");
-        }
+        let has_all = |spec: &BootSpec, parts: &[&str]| {
+            let line = host_command::describe(&qemu_command(spec));
+            for part in parts {
+                assert!(line.contains(part), "{part} missing from {line}");
+            }
+            line
+        };
+        let line = has_all(
+            &spec,
+            &[
+                "qemu-system-x86_64 -machine q35",
+                "-accel tcg -cpu max",
+                "-kernel /c/vmlinuz -initrd /t/initramfs.cpio",
+                "-no-reboot",
+                "-device virtio-gpu-pci",
+                "mount_tag=hostroot",
+                "readonly=on",
+                "'console=ttyS0 panic=-1",
+            ],
+        );
         assert!(!line.contains("guestroot"), "{line}");
         let kvm = BootSpec {
             accel: Accel::Kvm,
@@ -288,14 +295,14 @@ mod tests {
             guest_root: Some(PathBuf::from("/c/arm64/root-1")),
             ..spec
         };
-        let line = host_command::describe(&qemu_command(&arm64));
-        for part in [
-            "qemu-system-aarch64 -machine virt",
-            "'console=ttyAMA0 panic=-1",
-            "mount_tag=hostroot",
-            "local,path=/c/arm64/root-1,mount_tag=guestroot",
-        ] {
-            assert!(line.contains(part), "{part} missing from {line}");
-        }
+        has_all(
+            &arm64,
+            &[
+                "qemu-system-aarch64 -machine virt",
+                "'console=ttyAMA0 panic=-1",
+                "mount_tag=hostroot",
+                "local,path=/c/arm64/root-1,mount_tag=guestroot",
+            ],
+        );
     }
 }
