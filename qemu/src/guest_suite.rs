@@ -602,7 +602,7 @@ fn command_check(name: &str, step: Option<&StepOutput>, why_stopped: &str) -> Ch
 
 /// The checks of one KTAP program: one per result, plus failures for what went wrong around
 /// them (no output, no plan, fewer results than planned, a crash, a non-zero exit).
-fn ktap_checks(program: &str, step: Option<&StepOutput>, why_stopped: &str) -> Vec<Check> {
+pub fn ktap_checks(program: &str, step: Option<&StepOutput>, why_stopped: &str) -> Vec<Check> {
     let Some(step) = step else {
         return vec![Check::fail(program, format!("did not run: {why_stopped}"))];
     };

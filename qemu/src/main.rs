@@ -11,6 +11,7 @@
 //! `extmem-qemu --help` lists every command, step and option.
 
 mod arm64_root;
+mod capi_step;
 mod console_log;
 mod cortex_m;
 mod fuzz_step;
@@ -166,6 +167,7 @@ enum SuiteStep {
     Clippy,
     Doc,
     Test,
+    Capi,
     Miri,
     Fuzz,
     NoStd,
@@ -177,11 +179,12 @@ enum SuiteStep {
 
 impl SuiteStep {
     /// Every step, in the order `suite` runs them.
-    const ALL: [SuiteStep; 11] = [
+    const ALL: [SuiteStep; 12] = [
         Self::Fmt,
         Self::Clippy,
         Self::Doc,
         Self::Test,
+        Self::Capi,
         Self::Miri,
         Self::Fuzz,
         Self::NoStd,
@@ -198,6 +201,7 @@ impl SuiteStep {
             Self::Clippy => "clippy",
             Self::Doc => "doc",
             Self::Test => "test",
+            Self::Capi => "capi",
             Self::Miri => "miri",
             Self::Fuzz => "fuzz",
             Self::NoStd => "no-std",
@@ -215,6 +219,7 @@ impl SuiteStep {
             Self::Clippy => "cargo clippy -D warnings, for the host and for x86_64-pc-windows-gnu",
             Self::Doc => "cargo doc --workspace --no-deps with RUSTDOCFLAGS='-D warnings'",
             Self::Test => "cargo test --workspace",
+            Self::Capi => "libextmem's C tests under ASan and UBSan, linked through pkg-config",
             Self::Miri => "the unit tests of hw, kcore and core under Miri (dated nightly)",
             Self::Fuzz => "each fuzz target for 15 s from the checked-in seeds",
             Self::NoStd => "the no_std crates built for x86_64-unknown-none and thumbv7em",
@@ -644,6 +649,7 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             }
             SuiteStep::Doc => steps.push(host_checks::doc(workspace)),
             SuiteStep::Test => steps.push(host_checks::tests(workspace)),
+            SuiteStep::Capi => steps.push(capi_step::run(workspace)),
             SuiteStep::Miri => steps.push(miri_step::run(workspace)),
             SuiteStep::Fuzz => steps.push(fuzz_step::run(
                 workspace,
@@ -1027,7 +1033,7 @@ mod tests {
     fn bad_arguments_are_refused_with_what_was_wrong() {
         let refused = |words: &str| run(words).err().unwrap_or_default();
         assert_eq!(refused(""), "no command given");
-        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, miri, fuzz, no-std, cortex-m, windows, kmod, guest)");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, kmod, guest)");
         assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
         assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
         assert_eq!(refused("check"), "unknown command \"check\"");

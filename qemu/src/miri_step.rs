@@ -94,10 +94,18 @@ pub fn run(workspace: &Workspace) -> Step {
     step
 }
 
-/// `MIRIFLAGS=<flags> cargo +<NIGHTLY> miri test -p <krate> <targets>`.
+/// `MIRIFLAGS=<flags> cargo +<NIGHTLY> miri test -p <krate> <targets>`, in a target directory
+/// named after the nightly: Miri's sysroot and dependencies built by another nightly fail to
+/// load ("can't find crate"), so a toolchain change must not reuse them.
 fn miri_test(workspace: &Workspace, miri_crate: &MiriCrate) -> Command {
     let mut command = rust_tools::nightly_cargo(workspace);
     command
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace
+                .target_dir
+                .join(format!("miri-{}", rust_tools::NIGHTLY)),
+        )
         .env("MIRIFLAGS", miri_crate.flags)
         .args(["miri", "test", "--no-fail-fast", "-p", miri_crate.krate])
         .args(miri_crate.targets);

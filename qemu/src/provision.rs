@@ -35,9 +35,11 @@ const BACKPORTS_PACKAGES: &[&str] = &[
 /// layer (vulkan-validationlayers). `make` builds extmem_vgpu.ko against the headers
 /// (which bring gcc-12 and binutils themselves). The Windows build links with mingw-w64
 /// (gcc-mingw-w64-x86-64, which also builds the `ProcessPrng` shim DLL) and its tests run
-/// under Wine (wine64). extmem_vgpu.ko is cross-built for Debian's arm64 kernels with
-/// gcc-aarch64-linux-gnu, whose aarch64 binutils also link the Rust object; the same
-/// compiler links the arm64 guest's programs (named in `.cargo/config.toml`).
+/// under Wine (wine64). libextmem's C tests include the Vulkan headers (libvulkan-dev) and
+/// link through pkg-config; its meson.build is tried with meson. extmem_vgpu.ko is
+/// cross-built for Debian's arm64 kernels with gcc-aarch64-linux-gnu, whose aarch64 binutils
+/// also link the Rust object; the same compiler links the arm64 guest's programs (named in
+/// `.cargo/config.toml`).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -47,6 +49,9 @@ const RELEASE_PACKAGES: &[&str] = &[
     "vulkan-tools",
     "vulkan-validationlayers",
     "make",
+    "libvulkan-dev",
+    "pkg-config",
+    "meson",
     "gcc-mingw-w64-x86-64",
     "wine64",
     "gcc-aarch64-linux-gnu",
@@ -64,7 +69,7 @@ pub const RUST_TARGETS: &[&str] = &[
 /// The kernel metapackage whose dependency names the current backports kernel.
 const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
 /// Bump when the provisioning recipe changes, so old stamps are redone.
-const RECIPE: &str = "extmem-provision 1";
+const RECIPE: &str = "extmem-provision 2";
 
 /// What provisioning produced.
 #[derive(Debug, Clone)]
