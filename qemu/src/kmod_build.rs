@@ -225,6 +225,14 @@ pub enum KmodError {
         /// The panic symbols in it.
         symbols: Vec<String>,
     },
+    /// The kernel's configuration asks for code generation the architecture's mitigations
+    /// fragment does not give the Rust object.
+    Protection {
+        /// The kernel release.
+        kernel: String,
+        /// What is missing, one line each.
+        gaps: Vec<String>,
+    },
     /// The module's vermagic does not name the kernel it was built against.
     Vermagic {
         /// The kernel release the headers are for.
@@ -260,6 +268,11 @@ impl fmt::Display for KmodError {
                  the caller",
                 object.display(),
                 symbols.join(", ")
+            ),
+            Self::Protection { kernel, gaps } => write!(
+                f,
+                "Linux {kernel}'s configuration needs code generation the Rust object lacks:\n{}",
+                host_command::indent(&gaps.join("\n"))
             ),
             Self::Vermagic { kernel, vermagic } => write!(
                 f,
@@ -347,8 +360,21 @@ pub fn build_for(
         });
     }
 
-    let object = kernel_object(workspace, target)?;
     let source = workspace.root.join(KMOD_SOURCE);
+    if arch == Arch::Arm64 {
+        let config_path = headers.join(".config");
+        let config = fs::read_to_string(&config_path).map_err(io_error(&config_path))?;
+        let fragment_path = source.join(arch.mitigations_config());
+        let fragment = fs::read_to_string(&fragment_path).map_err(io_error(&fragment_path))?;
+        let gaps = arm64_protection_gaps(&config, &fragment);
+        if !gaps.is_empty() {
+            return Err(KmodError::Protection {
+                kernel: kernel.version.clone(),
+                gaps,
+            });
+        }
+    }
+    let object = kernel_object(workspace, target)?;
     let mut copied = copy_sources(&source, &build_dir)?;
     let shipped = build_dir.join("extmem_kcore.o_shipped");
     let object_bytes = fs::read(&object).map_err(io_error(&object))?;
@@ -400,6 +426,37 @@ pub fn build_for(
         vermagic,
         warnings,
     })
+}
+
+/// What an arm64 kernel configuration (`.config` text) asks of every object that the
+/// mitigations fragment's `-Zbranch-protection=` does not give: `bti` for
+/// CONFIG_ARM64_BTI_KERNEL (module text is mapped guarded, so an indirect branch to code
+/// without a landing pad faults), `pac-ret` for CONFIG_ARM64_PTR_AUTH_KERNEL; and the shadow
+/// call stack (CONFIG_SHADOW_CALL_STACK reserves x18), which the fragment does not set up.
+fn arm64_protection_gaps(config: &str, fragment: &str) -> Vec<String> {
+    let enabled = |option: &str| config.lines().any(|l| l.trim() == format!("{option}=y"));
+    let protection: Vec<&str> = fragment
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once("-Zbranch-protection="))
+        .flat_map(|(_, rest)| rest.split(['"', ' ']).next().unwrap_or_default().split(','))
+        .collect();
+    let mut gaps = Vec::new();
+    for (option, needed) in [
+        ("CONFIG_ARM64_BTI_KERNEL", "bti"),
+        ("CONFIG_ARM64_PTR_AUTH_KERNEL", "pac-ret"),
+    ] {
+        if enabled(option) && !protection.contains(&needed) {
+            gaps.push(format!("{option}=y needs -Zbranch-protection={needed}"));
+        }
+    }
+    if enabled("CONFIG_SHADOW_CALL_STACK") {
+        gaps.push(
+            "CONFIG_SHADOW_CALL_STACK=y needs -Zfixed-x18 and -Zsanitizer=shadow-call-stack"
+                .to_owned(),
+        );
+    }
+    gaps
 }
 
 /// Whether `vermagic` is for the kernel release `version` on `arch`: the release first, as
@@ -769,6 +826,7 @@ u64 extmem_plat_alloc_table(void *plat);
             .join(BOUNDARY_HEADER);
         let names = entry_points(&fs::read_to_string(path)?);
         for expected in [
+            "extmem_kcore_set_cpu_page_shift",
             "extmem_kcore_vm_size",
             "extmem_kcore_vm_align",
             "extmem_kcore_vm_init",
@@ -834,6 +892,33 @@ u64 extmem_plat_alloc_table(void *plat);
             ]
         );
         assert!(panic_symbols("0000000000000000 T extmem_kcore_vm_bind\n").is_empty());
+    }
+
+    #[test]
+    fn arm64_kernel_configuration_is_matched_by_the_fragment() {
+        let fragment = "# -Zbranch-protection=none in a comment\nrustflags = [\n    \"-Zbranch-protection=bti,pac-ret\",\n]\n";
+        let debian = "CONFIG_ARM64_PTR_AUTH_KERNEL=y\n# CONFIG_ARM64_BTI_KERNEL is not set\n# CONFIG_SHADOW_CALL_STACK is not set\n";
+        assert!(arm64_protection_gaps(debian, fragment).is_empty());
+        let bti = "CONFIG_ARM64_BTI_KERNEL=y\nCONFIG_ARM64_PTR_AUTH_KERNEL=y\nCONFIG_SHADOW_CALL_STACK=y\n";
+        assert_eq!(
+            arm64_protection_gaps(bti, "\"-Zbranch-protection=pac-ret\","),
+            [
+                "CONFIG_ARM64_BTI_KERNEL=y needs -Zbranch-protection=bti",
+                "CONFIG_SHADOW_CALL_STACK=y needs -Zfixed-x18 and -Zsanitizer=shadow-call-stack"
+            ]
+        );
+        assert_eq!(
+            arm64_protection_gaps(debian, "rustflags = []"),
+            ["CONFIG_ARM64_PTR_AUTH_KERNEL=y needs -Zbranch-protection=pac-ret"]
+        );
+        // The real fragment covers Debian's arm64 configuration.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(KMOD_SOURCE)
+            .join(Arch::Arm64.mitigations_config());
+        let real = fs::read_to_string(path).unwrap_or_default();
+        assert!(arm64_protection_gaps(debian, &real).is_empty());
+        assert!(arm64_protection_gaps("CONFIG_ARM64_BTI_KERNEL=y\n", &real).is_empty());
     }
 
     #[test]

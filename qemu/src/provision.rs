@@ -124,6 +124,20 @@ impl Kernel {
         self.headers.clone()
     }
 
+    /// Kernel `version` from `origin` with image and headers both unpacked under `cache`
+    /// (`<cache>/linux/<version>`, headers in its `usr/src`), nothing installed.
+    fn unpacked(cache: &Path, version: String, origin: &'static str) -> Self {
+        let root = cache.join("linux").join(&version);
+        Self {
+            headers: root
+                .join("usr/src")
+                .join(format!("linux-headers-{version}")),
+            version,
+            root,
+            origin,
+        }
+    }
+
     /// The backports kernel `version`, unpacked under `cache`, its headers installed by apt.
     fn backports(cache: &Path, version: &str) -> Self {
         Self {
@@ -395,15 +409,7 @@ pub fn provision_lts() -> Result<Kernel, ProvisionError> {
             suite: suite.clone(),
             image_package: image_package.clone(),
         })?;
-    let root = cache.join("linux").join(&version);
-    let kernel = Kernel {
-        headers: root
-            .join("usr/src")
-            .join(format!("linux-headers-{version}")),
-        version,
-        root,
-        origin: "Debian stable",
-    };
+    let kernel = Kernel::unpacked(&cache, version, "Debian stable");
     ensure_kernel_tree(&mut apt, &cache, &suite, &packages, &kernel)?;
     Ok(kernel)
 }
@@ -484,15 +490,7 @@ pub fn provision_arm64(x86: &Kernel, flavour: Arm64Flavour) -> Result<Kernel, Pr
         })?;
     let version = format!("{abi}-{}", flavour.name());
     let cache = cache_dir();
-    let root = cache.join("linux").join(&version);
-    let kernel = Kernel {
-        headers: root
-            .join("usr/src")
-            .join(format!("linux-headers-{version}")),
-        version,
-        root,
-        origin: "Debian backports",
-    };
+    let kernel = Kernel::unpacked(&cache, version, "Debian backports");
     let packages = arm64_packages(abi, flavour);
     let suite = format!("{}-backports", release_codename()?);
     let mut apt = arm64_kernel_apt(&cache.join(ARM64_APT_DIR))?;
@@ -820,7 +818,7 @@ fn image_dependency(apt_cache_depends: &str) -> Option<String> {
 
 /// The kernel release inside an image package: `linux-image-6.12.95+deb12-amd64` holds
 /// `vmlinuz-6.12.95+deb12-amd64`; an `-unsigned` package holds the same release.
-pub(crate) fn kernel_version(image_package: &str) -> String {
+fn kernel_version(image_package: &str) -> String {
     let version = image_package
         .strip_prefix("linux-image-")
         .unwrap_or(image_package);
@@ -832,7 +830,7 @@ pub(crate) fn kernel_version(image_package: &str) -> String {
 
 /// Downloads and unpacks the kernel's packages (the image first) into the cache and
 /// regenerates `modules.dep`, unless a complete tree is already there.
-pub(crate) fn ensure_kernel_tree(
+fn ensure_kernel_tree(
     apt: &mut Apt,
     cache: &Path,
     suite: &str,

@@ -17,6 +17,8 @@ use extmem_uapi::{
     MAX_EXEC_CMDS, VM_BIND_FLAGS,
 };
 
+use crate::cpu_page::CpuPage;
+
 /// The field of an ioctl struct an [`ArgError`] is about.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Field {
@@ -186,24 +188,36 @@ fn at_most_max_mapping(size: u64, profile: &GpuProfile) -> Result<(), ArgError> 
     }
 }
 
-/// `GEM_CREATE`: known flags, a non-zero multiple of 4 KiB, at most `max_mapping`.
-pub fn check_gem_create(args: &GemCreate, profile: &GpuProfile) -> Result<(), ArgError> {
+/// `GEM_CREATE`: known flags, a non-zero multiple of the CPU page (a shmem object is whole
+/// CPU pages; a CPU page is whole GPU pages), at most `max_mapping`.
+pub fn check_gem_create(
+    args: &GemCreate,
+    profile: &GpuProfile,
+    cpu_page: CpuPage,
+) -> Result<(), ArgError> {
     known_flags(args.flags, GEM_CREATE_FLAGS)?;
     non_zero(args.size)?;
-    aligned(Field::Size, args.size, MIN_PAGE)?;
+    aligned(Field::Size, args.size, cpu_page.alignment())?;
     at_most_max_mapping(args.size, profile)
 }
 
 /// `GEM_USERPTR`: known flags, zero padding, `ptr` and a non-zero `size` aligned to
-/// `minImportedHostPointerAlignment` (VUID-VkImportMemoryHostPointerInfoEXT-pHostPointer-01749,
+/// `minImportedHostPointerAlignment`, the coarser of the CPU page (the kernel pins whole
+/// pages) and the profile's ([`CpuPage::import_alignment`];
+/// VUID-VkImportMemoryHostPointerInfoEXT-pHostPointer-01749,
 /// VUID-VkMemoryAllocateInfo-allocationSize-01745 ask the application for the same),
 /// `ptr + size` not wrapping, `size` at most `max_mapping`.
-pub fn check_gem_userptr(args: &GemUserptr, profile: &GpuProfile) -> Result<(), ArgError> {
+pub fn check_gem_userptr(
+    args: &GemUserptr,
+    profile: &GpuProfile,
+    cpu_page: CpuPage,
+) -> Result<(), ArgError> {
     known_flags(args.flags, GEM_USERPTR_FLAGS)?;
     no_pad(args.pad)?;
     non_zero(args.size)?;
-    aligned(Field::Ptr, args.ptr, profile.min_import_alignment)?;
-    aligned(Field::Size, args.size, profile.min_import_alignment)?;
+    let alignment = cpu_page.import_alignment(profile);
+    aligned(Field::Ptr, args.ptr, alignment)?;
+    aligned(Field::Size, args.size, alignment)?;
     end_of(Field::Ptr, args.ptr, args.size)?;
     at_most_max_mapping(args.size, profile)
 }
@@ -287,6 +301,11 @@ mod tests {
     use extmem_uapi::{FLAG_READ_ONLY, USERPTR_PROBE};
 
     const M4K: u64 = 0x1000;
+    const M16K: u64 = 0x4000;
+
+    fn page(shift: u32) -> CpuPage {
+        CpuPage::from_shift(shift).expect("a Linux page size")
+    }
 
     fn map(va: u64, offset: u64, size: u64) -> VmBind {
         VmBind {
@@ -305,11 +324,11 @@ mod tests {
             size: 3 * M4K,
             ..GemCreate::default()
         };
-        assert_eq!(check_gem_create(&ok, &VGPU), Ok(()));
+        assert_eq!(check_gem_create(&ok, &VGPU, page(12)), Ok(()));
         let bad = |f: fn(&mut GemCreate)| {
             let mut a = ok;
             f(&mut a);
-            check_gem_create(&a, &VGPU)
+            check_gem_create(&a, &VGPU, page(12))
         };
         assert_eq!(
             bad(|a| a.flags = FLAG_READ_ONLY),
@@ -343,11 +362,11 @@ mod tests {
             flags: FLAG_READ_ONLY | USERPTR_PROBE,
             ..GemUserptr::default()
         };
-        assert_eq!(check_gem_userptr(&ok, &VGPU), Ok(()));
+        assert_eq!(check_gem_userptr(&ok, &VGPU, page(12)), Ok(()));
         let bad = |f: fn(&mut GemUserptr)| {
             let mut a = ok;
             f(&mut a);
-            check_gem_userptr(&a, &VGPU)
+            check_gem_userptr(&a, &VGPU, page(12))
         };
         assert_eq!(
             bad(|a| a.flags = 1 << 5),
@@ -392,6 +411,62 @@ mod tests {
             }),
             Ok(())
         );
+    }
+
+    #[test]
+    fn with_16_kib_pages_objects_and_imports_are_whole_cpu_pages() {
+        let page_16k = page(14);
+        let create = |size| {
+            check_gem_create(
+                &GemCreate {
+                    size,
+                    ..GemCreate::default()
+                },
+                &VGPU,
+                page_16k,
+            )
+        };
+        assert_eq!(create(3 * M16K), Ok(()));
+        assert_eq!(
+            create(3 * M4K),
+            Err(ArgError::Misaligned {
+                field: Field::Size,
+                value: 3 * M4K,
+                alignment: page_16k.alignment()
+            })
+        );
+        let userptr = |ptr, size| {
+            check_gem_userptr(
+                &GemUserptr {
+                    ptr,
+                    size,
+                    ..GemUserptr::default()
+                },
+                &VGPU,
+                page_16k,
+            )
+        };
+        assert_eq!(userptr(0x7f00_0000_4000, 2 * M16K), Ok(()));
+        // 4 KiB-aligned is what the GPU granule would take, but not a whole CPU page.
+        assert_eq!(
+            userptr(0x7f00_0000_1000, M16K),
+            Err(ArgError::Misaligned {
+                field: Field::Ptr,
+                value: 0x7f00_0000_1000,
+                alignment: page_16k.alignment()
+            })
+        );
+        assert_eq!(
+            userptr(0x7f00_0000_4000, M16K + M4K),
+            Err(ArgError::Misaligned {
+                field: Field::Size,
+                value: M16K + M4K,
+                alignment: page_16k.alignment()
+            })
+        );
+        // VM_BIND stays at the GPU granule: a 16 KiB page is four 4 KiB entries, and a
+        // binding may start at any of them.
+        assert_eq!(check_vm_bind(&map(0x10_1000, M4K, M4K), &VGPU), Ok(()));
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! application import the same host pointer more than once, and each import is its own
 //! object with its own pin.
 
-use extmem_hw::profile::MIN_PAGE;
 use extmem_hw::HostVa;
 
+use crate::cpu_page::CpuPage;
 use crate::platform::ObjectId;
 use crate::sorted_table::{InsertError, Keyed, SortedTable};
 
@@ -42,12 +42,12 @@ impl Keyed for Pin {
 pub enum PinError {
     /// No pages (`EINVAL`).
     ZeroPages,
-    /// `start` is not 4 KiB-aligned (`EINVAL`).
+    /// `start` is not aligned to the CPU page (`EINVAL`).
     Misaligned {
         /// The start.
         start: HostVa,
     },
-    /// `start + pages * 4 KiB` wraps (`EOVERFLOW`).
+    /// `start + pages * <CPU page>` wraps (`EOVERFLOW`).
     Wraps {
         /// The start.
         start: HostVa,
@@ -102,16 +102,23 @@ impl<const N: usize> PinRegistry<N> {
         }
     }
 
-    /// Records that `object` pinned `pages` pages from `start`.
-    pub fn add(&mut self, object: ObjectId, start: HostVa, pages: u64) -> Result<(), PinError> {
+    /// Records that `object` pinned `pages` pages of `cpu_page` bytes (the kernel pins
+    /// whole CPU pages) from `start`.
+    pub fn add(
+        &mut self,
+        object: ObjectId,
+        start: HostVa,
+        pages: u64,
+        cpu_page: CpuPage,
+    ) -> Result<(), PinError> {
         if pages == 0 {
             return Err(PinError::ZeroPages);
         }
-        if !start.is_aligned(MIN_PAGE) {
+        if !start.is_aligned(cpu_page.alignment()) {
             return Err(PinError::Misaligned { start });
         }
         let wraps = PinError::Wraps { start, pages };
-        let bytes = pages.checked_mul(MIN_PAGE.get()).ok_or(wraps)?;
+        let bytes = pages.checked_mul(cpu_page.bytes()).ok_or(wraps)?;
         start.checked_add(bytes).ok_or(wraps)?;
         let total = self.pinned_pages.checked_add(pages).ok_or(wraps)?;
         match self.pins.insert(Pin {
@@ -160,41 +167,50 @@ impl<const N: usize> PinRegistry<N> {
 mod tests {
     use super::*;
 
+    fn page(shift: u32) -> CpuPage {
+        CpuPage::from_shift(shift).expect("a Linux page size")
+    }
+
     #[test]
     fn counts_pages_and_refuses_bad_records() {
+        #[allow(non_snake_case, reason = "reads as the constant it stands for")]
+        let PAGE = page(12);
         let mut r = PinRegistry::<2>::new();
         let a = ObjectId(0xa);
         let start = HostVa::new(0x7f00_0000_0000);
-        assert_eq!(r.add(a, start, 4), Ok(()));
+        assert_eq!(r.add(a, start, 4, PAGE), Ok(()));
         // The same range again, for another object: allowed.
-        assert_eq!(r.add(ObjectId(0xb), start, 2), Ok(()));
+        assert_eq!(r.add(ObjectId(0xb), start, 2, PAGE), Ok(()));
         assert_eq!(r.pinned_pages(), 6);
         assert_eq!(
-            r.add(a, start, 1),
+            r.add(a, start, 1, PAGE),
             Err(PinError::Duplicate { object: a }),
             "duplicate is reported before full"
         );
         assert_eq!(
-            r.add(ObjectId(0xc), start, 1),
+            r.add(ObjectId(0xc), start, 1, PAGE),
             Err(PinError::Full { capacity: 2 })
         );
-        assert_eq!(r.add(ObjectId(0xc), start, 0), Err(PinError::ZeroPages));
         assert_eq!(
-            r.add(ObjectId(0xc), HostVa::new(0x1008), 1),
+            r.add(ObjectId(0xc), start, 0, PAGE),
+            Err(PinError::ZeroPages)
+        );
+        assert_eq!(
+            r.add(ObjectId(0xc), HostVa::new(0x1008), 1, PAGE),
             Err(PinError::Misaligned {
                 start: HostVa::new(0x1008)
             })
         );
         let top = HostVa::new(u64::MAX - 0xfff);
         assert_eq!(
-            r.add(ObjectId(0xc), top, 2),
+            r.add(ObjectId(0xc), top, 2, PAGE),
             Err(PinError::Wraps {
                 start: top,
                 pages: 2
             })
         );
         assert_eq!(
-            r.add(ObjectId(0xc), start, u64::MAX),
+            r.add(ObjectId(0xc), start, u64::MAX, PAGE),
             Err(PinError::Wraps {
                 start,
                 pages: u64::MAX
@@ -207,5 +223,32 @@ mod tests {
         assert_eq!(r.pins().len(), 1);
         r.clear();
         assert_eq!((r.pinned_pages(), r.pins().len()), (0, 0));
+    }
+
+    #[test]
+    fn sixteen_kib_pages_are_counted_and_aligned_as_such() {
+        let page_16k = page(14);
+        let mut r = PinRegistry::<2>::new();
+        let start = HostVa::new(0x7f00_0000_4000);
+        assert_eq!(r.add(ObjectId(1), start, 3, page_16k), Ok(()));
+        assert_eq!(r.pinned_pages(), 3);
+        // 4 KiB-aligned, but inside a 16 KiB page.
+        let inside = HostVa::new(0x7f00_0000_5000);
+        assert_eq!(
+            r.add(ObjectId(2), inside, 1, page_16k),
+            Err(PinError::Misaligned { start: inside })
+        );
+        // The end is computed in 16 KiB pages: four pages from 48 KiB below the top wrap,
+        // where four 4 KiB pages would not.
+        let near_top = HostVa::new(u64::MAX - 0xbfff);
+        assert_eq!(
+            r.add(ObjectId(3), near_top, 4, page_16k),
+            Err(PinError::Wraps {
+                start: near_top,
+                pages: 4
+            })
+        );
+        assert_eq!(r.add(ObjectId(3), near_top, 4, page(12)), Ok(()));
+        assert_eq!(r.pinned_pages(), 7);
     }
 }

@@ -410,20 +410,32 @@ fn relocations_are_ones_the_module_loader_applies() {
     }
 }
 
+/// `objdump <mode> --no-show-raw-insn` of `kernel`'s object.
+fn disassembly(kernel: &KernelTarget, mode: &str) -> String {
+    run(kernel
+        .tool("objdump")
+        .args([mode, "--no-show-raw-insn"])
+        .arg(kernel_object(kernel)))
+}
+
+/// The function a `0000000000000000 <name>:` line of a disassembly starts.
+fn function_label(line: &str) -> Option<String> {
+    line.strip_suffix(">:")
+        .and_then(|l| l.split_once(" <"))
+        .map(|(_, name)| name.to_owned())
+}
+
 #[test]
 fn no_indirect_branch_and_no_return_bypasses_the_kernels_thunks() {
     // With -r, so that a call to an undefined thunk shows the thunk's name on the
     // relocation line below it.
-    let listing = run(X86_64
-        .tool("objdump")
-        .args(["-dr", "--no-show-raw-insn"])
-        .arg(kernel_object(&X86_64)));
+    let listing = disassembly(&X86_64, "-dr");
     let mut function = String::new();
     let mut bad = Vec::new();
     let mut thunk_calls = 0_usize;
     for line in listing.lines() {
-        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
-            function = name.1.to_owned();
+        if let Some(name) = function_label(line) {
+            function = name;
             continue;
         }
         if line.contains(": R_X86_64_") {
@@ -485,15 +497,12 @@ fn fp_simd_registers_are_told_from_general_ones() {
 fn arm64_object_uses_no_fp_or_simd_register() {
     // The kernel saves FP/SIMD state only inside kernel_neon_begin/end: any use elsewhere
     // corrupts the interrupted task's registers. The softfloat target must not emit any.
-    let listing = run(ARM64
-        .tool("objdump")
-        .args(["-d", "--no-show-raw-insn"])
-        .arg(kernel_object(&ARM64)));
+    let listing = disassembly(&ARM64, "-d");
     let mut function = String::new();
     let mut bad = Vec::new();
     for line in listing.lines() {
-        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")) {
-            function = name.1.to_owned();
+        if let Some(name) = function_label(line) {
+            function = name;
             continue;
         }
         let mut fields = line.split('\t').skip(1);
@@ -524,10 +533,7 @@ fn arm64_object_signs_its_returns_and_has_landing_pads() {
         "no BTI and PAC property in the arm64 kernel object: is -Zbranch-protection applied \
          (and core rebuilt with it)?\n{notes}"
     );
-    let listing = run(ARM64
-        .tool("objdump")
-        .args(["-d", "--no-show-raw-insn"])
-        .arg(kernel_object(&ARM64)));
+    let listing = disassembly(&ARM64, "-d");
     let count = |mnemonic: &str| {
         listing
             .lines()

@@ -80,6 +80,10 @@ uapi_values!(
         /// `GEM_USERPTR` of a dma-buf mapping) spent in `dma_buf_attach` +
         /// `dma_buf_map_attachment` alone (for benchmarks: the attachment mapping's cost).
         LAST_ATTACH_NS = 17,
+        /// The CPU page size of the running kernel in bytes (4 KiB, or 16 / 64 KiB on
+        /// arm64): the unit `GEM_USERPTR` pins and `GEM_CREATE` allocates in.
+        /// `MIN_IMPORT_ALIGNMENT` is at least this.
+        CPU_PAGE_SIZE = 18,
     }
 );
 

@@ -33,7 +33,7 @@ use extmem_guest_tests::ktap::{expect_eq, Failure, KtapWriter};
 use extmem_guest_tests::vgpu::{Counters, Vgpu};
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 102;
+const PLAN: usize = 103;
 
 const PAGE: u64 = 4096;
 const MIB: u64 = 1 << 20;
