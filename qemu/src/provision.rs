@@ -39,7 +39,8 @@ const BACKPORTS_PACKAGES: &[&str] = &[
 /// link through pkg-config; its meson.build is tried with meson. mmdebstrap makes the trixie
 /// build root for the newest kernel (`build_root.rs`). extmem_vgpu.ko is cross-built for
 /// Debian's arm64 kernels with gcc-aarch64-linux-gnu, whose aarch64 binutils also link the
-/// Rust object.
+/// Rust object; the same compiler links the arm64 guest's programs (named in
+/// `.cargo/config.toml`).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -58,13 +59,14 @@ const RELEASE_PACKAGES: &[&str] = &[
     "gcc-aarch64-linux-gnu",
 ];
 /// Rust targets: the bare-metal x86_64 build of the no_std crates, the two Cortex-M cores,
-/// and Windows (mingw-w64), whose tests run under Wine.
+/// Windows (mingw-w64), whose tests run under Wine, and the arm64 guest's userspace.
 pub const RUST_TARGETS: &[&str] = &[
     "x86_64-unknown-none",
     "aarch64-unknown-none-softfloat",
     "thumbv7em-none-eabihf",
     "thumbv7m-none-eabi",
     "x86_64-pc-windows-gnu",
+    "aarch64-unknown-linux-gnu",
 ];
 /// The kernel metapackage whose dependency names the current backports kernel.
 const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
@@ -78,6 +80,9 @@ pub struct Provisioned {
     pub kernel: Kernel,
     /// The static busybox for the initramfs.
     pub busybox: PathBuf,
+    /// The root the guest's programs run in when it is not the host's (the arm64 one,
+    /// `arm64_root.rs`).
+    pub guest_root: Option<PathBuf>,
     /// Whether this run used the stamp without doing anything.
     pub was_cached: bool,
 }
@@ -382,6 +387,7 @@ pub fn provision(
     Ok(Provisioned {
         kernel,
         busybox,
+        guest_root: None,
         was_cached: false,
     })
 }
@@ -622,6 +628,7 @@ fn verify_stamp(
     Ok(Some(Provisioned {
         kernel,
         busybox,
+        guest_root: None,
         was_cached: true,
     }))
 }
@@ -884,7 +891,7 @@ pub(crate) fn kernel_version(image_package: &str) -> String {
 
 /// Downloads and unpacks the kernel's packages (the image first) into the cache and
 /// regenerates `modules.dep`, unless a complete tree is already there.
-pub(crate) fn ensure_kernel_tree(
+fn ensure_kernel_tree(
     apt: &mut Apt,
     cache: &Path,
     suite: &str,
