@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR MIT */
 /*
  * The boundary between the extmem-vgpu C glue and extmem-kcore, the no_std Rust core
- * linked into the module (kernel-shim/core, built as a staticlib for
- * x86_64-unknown-none with -C code-model=kernel -C relocation-model=static).
+ * linked into the module (kernel-shim/core, built as a staticlib for x86_64-unknown-none
+ * with -C code-model=kernel, or aarch64-unknown-none-softfloat, with -C
+ * relocation-model=static; see .cargo/config.toml).
  *
  * Direction:
  *   extmem_kcore_*  are implemented in Rust and called by the C glue;
@@ -29,6 +30,16 @@
 #include "extmem_vgpu_drm.h"
 
 /* ---- implemented by kcore (Rust) ---------------------------------------------------- */
+
+/*
+ * The kernel's PAGE_SHIFT, given once at module init before any other call: GEM_CREATE
+ * sizes and GEM_USERPTR ranges must be whole CPU pages, the pin ledger counts CPU pages,
+ * and GET_PARAM reports CPU_PAGE_SIZE and MIN_IMPORT_ALIGNMENT from it. (The GPU keeps its
+ * 4 KiB granule: VM_BIND and the copy engine work in 4 KiB pages whatever the CPU's.)
+ * -EINVAL for a page size outside 4..64 KiB; until it is called, the calls that need it
+ * return -EINVAL.
+ */
+int extmem_kcore_set_cpu_page_shift(u32 shift);
 
 /* Bytes and alignment of the opaque per-file VM state. */
 size_t extmem_kcore_vm_size(void);
@@ -59,8 +70,8 @@ int extmem_kcore_check_vm_bind(const struct drm_extmem_vm_bind *args);
 int extmem_kcore_check_exec(const struct drm_extmem_exec *args);
 
 /*
- * GET_PARAM for the parameters the core owns (API version, VA/OA bits, page sizes, import
- * alignment, max mapping). Returns 0 with args->value set, -EINVAL for non-zero pad or an
+ * GET_PARAM for the parameters the core owns (API version, VA/OA bits, GPU page sizes,
+ * import alignment, max mapping, CPU page size). Returns 0 with args->value set, -EINVAL for non-zero pad or an
  * unknown param, or EXTMEM_KCORE_PLATFORM_PARAM (positive) for a param the C glue owns
  * (UUIDs, counters, LAST_PIN_NS).
  */
@@ -127,9 +138,9 @@ u64 extmem_kcore_vm_bindings(const void *vm);
  * ledger keeps the file's count exact and refuses a second record for one object.
  * Overlapping ranges of different objects are fine (Vulkan may import a pointer twice).
  *
- * pin_add: -EINVAL for zero pages or a start not 4 KiB-aligned, -EOVERFLOW if
- * start + pages * 4 KiB wraps, -EEXIST if `object` has a record, -ENOSPC when full
- * (1024 records per file).
+ * pin_add: `pages` are CPU pages (PAGE_SIZE); -EINVAL for zero pages or a start not
+ * aligned to PAGE_SIZE, -EOVERFLOW if start + pages * PAGE_SIZE wraps, -EEXIST if `object`
+ * has a record, -ENOSPC when full (1024 records per file).
  * pin_remove: forgets the record of `object` and stores its page count in *pages (if
  * `pages` is not NULL); -ENOENT if there is none.
  * vm_pinned_pages: pages recorded for this file. vm_fini drops every record.

@@ -267,6 +267,16 @@ static int __init extmem_init(void)
 	u64 oa_bits;
 	int ret;
 
+	/*
+	 * The core takes the page size from the kernel it is loaded into (4 KiB, or 16 or 64
+	 * KiB on arm64), before anything asks it a question that depends on it.
+	 */
+	ret = extmem_kcore_set_cpu_page_shift(PAGE_SHIFT);
+	if (ret) {
+		pr_err("the core does not support %lu-byte pages (%d)\n", PAGE_SIZE, ret);
+		return ret;
+	}
+
 	ret = extmem_oa_bits(&oa_bits);
 	if (ret) {
 		pr_err("the core reports no usable OA_BITS (%d)\n", ret);

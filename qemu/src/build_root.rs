@@ -128,6 +128,7 @@ fn resolve_image(root: &Path) -> Result<String, ProvisionError> {
         }
     };
     provision::image_dependency(&output).ok_or_else(|| ProvisionError::KernelNotResolved {
+        metapackage: KERNEL_METAPACKAGE.to_owned(),
         suite: KERNEL_SUITE.to_owned(),
         output,
     })

@@ -9,6 +9,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::guest_arch::GuestArch;
 use crate::host_command;
 
 /// How QEMU executes the guest.
@@ -23,6 +24,11 @@ pub enum Accel {
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct BootSpec {
+    /// The guest's architecture and page size.
+    pub arch: GuestArch,
+    /// The root the guest's programs run in, when it is not the host's (the arm64 root): it is
+    /// shared as `guestroot` beside the host's.
+    pub guest_root: Option<PathBuf>,
     /// The kernel image.
     pub kernel: PathBuf,
     /// The initramfs.
@@ -105,12 +111,7 @@ impl std::error::Error for BootError {}
 
 /// The QEMU command line for `spec`.
 pub fn qemu_command(spec: &BootSpec) -> Command {
-    let mut command = Command::new("qemu-system-x86_64");
-    command.args(["-machine", "q35", "-m", "2G", "-smp", "2"]);
-    match spec.accel {
-        Accel::Tcg => command.args(["-accel", "tcg", "-cpu", "max"]),
-        Accel::Kvm => command.args(["-accel", "kvm", "-cpu", "host"]),
-    };
+    let mut command = spec.arch.qemu_machine(spec.accel == Accel::Kvm);
     // No default NIC (its option ROM costs boot time), no VGA: only what the tests use.
     command.args([
         "-nodefaults",
@@ -123,12 +124,8 @@ pub fn qemu_command(spec: &BootSpec) -> Command {
     ]);
     command.arg("-kernel").arg(&spec.kernel);
     command.arg("-initrd").arg(&spec.initramfs);
-    // panic=-1 reboots at once on a panic, which -no-reboot turns into QEMU exiting.
-    // loglevel=4 keeps routine kernel messages off the console (they would interleave with the
-    // programs' KTAP); errors still show, and the init script dumps the whole log at the end.
+    command.arg("-append").arg(spec.arch.kernel_command_line());
     command.args([
-        "-append",
-        "console=ttyS0 panic=-1 loglevel=4 printk.time=1",
         "-device",
         "virtio-gpu-pci",
         // The host root, read-only: the guest runs host-built binaries from their host paths.
@@ -136,6 +133,12 @@ pub fn qemu_command(spec: &BootSpec) -> Command {
         "-virtfs",
         "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     ]);
+    if let Some(root) = &spec.guest_root {
+        command.arg("-virtfs").arg(format!(
+            "local,path={},mount_tag=guestroot,security_model=none,readonly=on,multidevs=remap",
+            root.display()
+        ));
+    }
     command
 }
 
@@ -253,29 +256,53 @@ mod tests {
     #[test]
     fn command_line_boots_the_kernel_with_the_host_root_and_virtio_gpu() {
         let spec = BootSpec {
+            arch: GuestArch::X86_64,
+            guest_root: None,
             kernel: PathBuf::from("/c/vmlinuz"),
             initramfs: PathBuf::from("/t/initramfs.cpio"),
             accel: Accel::Tcg,
             timeout: Duration::from_secs(1),
             console_log: PathBuf::from("/t/console.log"),
         };
-        let line = host_command::describe(&qemu_command(&spec));
-        for part in [
-            "qemu-system-x86_64 -machine q35",
-            "-accel tcg -cpu max",
-            "-kernel /c/vmlinuz -initrd /t/initramfs.cpio",
-            "-no-reboot",
-            "-device virtio-gpu-pci",
-            "mount_tag=hostroot",
-            "readonly=on",
-            "'console=ttyS0 panic=-1",
-        ] {
-            assert!(line.contains(part), "{part} missing from {line}");
-        }
+        let has_all = |spec: &BootSpec, parts: &[&str]| {
+            let line = host_command::describe(&qemu_command(spec));
+            for part in parts {
+                assert!(line.contains(part), "{part} missing from {line}");
+            }
+            line
+        };
+        let line = has_all(
+            &spec,
+            &[
+                "qemu-system-x86_64 -machine q35",
+                "-accel tcg -cpu max",
+                "-kernel /c/vmlinuz -initrd /t/initramfs.cpio",
+                "-no-reboot",
+                "-device virtio-gpu-pci",
+                "mount_tag=hostroot",
+                "readonly=on",
+                "'console=ttyS0 panic=-1",
+            ],
+        );
+        assert!(!line.contains("guestroot"), "{line}");
         let kvm = BootSpec {
             accel: Accel::Kvm,
-            ..spec
+            ..spec.clone()
         };
         assert!(host_command::describe(&qemu_command(&kvm)).contains("-accel kvm -cpu host"));
+        let arm64 = BootSpec {
+            arch: GuestArch::Arm64,
+            guest_root: Some(PathBuf::from("/c/arm64/root-1")),
+            ..spec
+        };
+        has_all(
+            &arm64,
+            &[
+                "qemu-system-aarch64 -machine virt",
+                "'console=ttyAMA0 panic=-1",
+                "mount_tag=hostroot",
+                "local,path=/c/arm64/root-1,mount_tag=guestroot",
+            ],
+        );
     }
 }

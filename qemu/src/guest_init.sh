@@ -4,7 +4,10 @@
 # Loads the kernel modules listed in /extmem/modules (dependency order), mounts the host root
 # read-only over 9p at /newroot with fresh proc, sys, dev, tmp and run (the paths listed in
 # /extmem/keep stay visible from the host even under /tmp or /run), then sources
-# /extmem/plan.sh, whose steps run chrooted into the host root. Everything goes to the serial
+# /extmem/plan.sh, whose steps run chrooted into the host root. When /extmem/guestroot exists
+# (an arm64 guest on an x86_64 host), the root at /newroot is the runner's arm64 root, shared
+# as "guestroot", and the host root goes to /hostroot, from which the paths in /extmem/keep
+# (the workspace and target dir, which hold the programs) are bound in. Everything goes to the serial
 # console; the runner reads the "@@extmem" marker lines:
 #   @@extmem begin <kind> <name>           a step starts (kind: setup, ktap, plain, teardown)
 #   @@extmem end <kind> <name> rc=<code>   it ended with that exit code
@@ -33,8 +36,13 @@ while read -r module; do
 done < /extmem/modules
 echo "@@extmem end setup kernel-modules rc=$failed"
 
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot \
-    || fatal "mounting the host root over 9p failed"
+ninep="trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose"
+if [ -e /extmem/guestroot ]; then
+    mount -t 9p -o "$ninep" guestroot /newroot || fatal "mounting the guest root over 9p failed"
+    mount -t 9p -o "$ninep" hostroot /hostroot || fatal "mounting the host root over 9p failed"
+else
+    mount -t 9p -o "$ninep" hostroot /newroot || fatal "mounting the host root over 9p failed"
+fi
 mount -t proc proc /newroot/proc || fatal "mounting /proc in the host root failed"
 mount -t sysfs sysfs /newroot/sys || fatal "mounting /sys in the host root failed"
 mount -t devtmpfs devtmpfs /newroot/dev || fatal "mounting /dev in the host root failed"
@@ -43,16 +51,23 @@ mount -t tmpfs tmpfs /newroot/dev/shm || fatal "mounting /dev/shm in the host ro
 mount -t devpts devpts /newroot/dev/pts || fatal "mounting /dev/pts in the host root failed"
 # The guest's /tmp and /run are its own, but the host's stay reachable (read-only) so
 # that a workspace or target dir under them (CI may clone into /tmp) is still there.
-mount --bind /newroot/tmp /hosttmp || fatal "keeping the host's /tmp failed"
-mount --bind /newroot/run /hostrun || fatal "keeping the host's /run failed"
+if [ ! -e /extmem/guestroot ]; then
+    mount --bind /newroot/tmp /hosttmp || fatal "keeping the host's /tmp failed"
+    mount --bind /newroot/run /hostrun || fatal "keeping the host's /run failed"
+fi
 mount -t tmpfs tmpfs /newroot/tmp || fatal "mounting /tmp in the host root failed"
 mount -t tmpfs tmpfs /newroot/run || fatal "mounting /run in the host root failed"
 while read -r path; do
-    case "$path" in
-        /tmp/*) from="/hosttmp${path#/tmp}" ;;
-        /run/*) from="/hostrun${path#/run}" ;;
-        *) continue ;;
-    esac
+    if [ -e /extmem/guestroot ]; then
+        # The runner made the mount point in the guest root (or it is on the new tmpfs).
+        from="/hostroot$path"
+    else
+        case "$path" in
+            /tmp/*) from="/hosttmp${path#/tmp}" ;;
+            /run/*) from="/hostrun${path#/run}" ;;
+            *) continue ;;
+        esac
+    fi
     mkdir -p "/newroot$path" && mount --bind "$from" "/newroot$path" \
         || fatal "keeping $path visible in the guest failed"
 done < /extmem/keep

@@ -2,7 +2,8 @@
 //! programs, teardown) and the demo, as `const` tables; and the plan script the initramfs
 //! carries to run them.
 //!
-//! The extmem-vgpu suite `insmod`s the module by its host path (`{target_dir}/kmod/extmem_vgpu.ko`,
+//! The extmem-vgpu suite `insmod`s the module by its host path (`{module}`, the build for the
+//! guest's kernel,
 //! built by `kmod_build.rs` because the suite sets `kernel_module`), runs its programs and
 //! `rmmod`s it in its teardown.
 
@@ -32,7 +33,8 @@ pub struct GuestProgram {
 }
 
 /// A command run in the guest (chrooted into the host root) before or after a suite's programs.
-/// Each word may use `{target_dir}`, `{workspace}` and `{kernel}` (the guest kernel release).
+/// Each word may use `{target_dir}`, `{workspace}`, `{kernel}` (the guest kernel release) and
+/// `{module}` (`extmem_vgpu.ko` built for that kernel).
 #[derive(Debug, Clone, Copy)]
 pub struct GuestCommand {
     /// Name in the report and the console markers (no spaces).
@@ -68,6 +70,9 @@ pub struct KernelFeature {
     /// Whether Debian's 6.1 (bookworm) kernel has it: its config sets neither
     /// `CONFIG_UDMABUF` nor `CONFIG_DMABUF_HEAPS`, so the LTS boot cannot ask for them.
     pub in_debian_6_1: bool,
+    /// Whether Debian's arm64 kernels (`arm64`, `arm64-16k`, 6.12 in bookworm-backports) have
+    /// it: their config leaves `CONFIG_DMABUF_HEAPS` unset, so there is no system dma-heap.
+    pub in_debian_arm64: bool,
 }
 
 /// Everything the guest needs from the kernel; dependencies come from `modules.dep`.
@@ -77,36 +82,42 @@ pub const KERNEL_FEATURES: &[KernelFeature] = &[
         config: "CONFIG_VIRTIO_PCI",
         purpose: "the virtio transport of 9p and virtio-gpu",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "9pnet_virtio",
         config: "CONFIG_NET_9P_VIRTIO",
         purpose: "9p over virtio, for the host root",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "9p",
         config: "CONFIG_9P_FS",
         purpose: "the 9p filesystem, for the host root",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "vgem",
         config: "CONFIG_DRM_VGEM",
         purpose: "a GEM-only DRM device that exports and imports dma-bufs",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "virtio_gpu",
         config: "CONFIG_DRM_VIRTIO_GPU",
         purpose: "the virtio-gpu-pci device's DRM driver",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "udmabuf",
         config: "CONFIG_UDMABUF",
         purpose: "dma-bufs over memfds (/dev/udmabuf)",
         in_debian_6_1: false,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "drm_shmem_helper",
@@ -114,12 +125,14 @@ pub const KERNEL_FEATURES: &[KernelFeature] = &[
         purpose:
             "the shmem GEM helpers extmem_vgpu.ko links against (insmod resolves no dependencies)",
         in_debian_6_1: true,
+        in_debian_arm64: true,
     },
     KernelFeature {
         module: "system_heap",
         config: "CONFIG_DMABUF_HEAPS_SYSTEM",
         purpose: "the system dma-heap (/dev/dma_heap/system)",
         in_debian_6_1: false,
+        in_debian_arm64: false,
     },
 ];
 
@@ -130,6 +143,8 @@ pub enum FeatureSet {
     Every,
     /// Those Debian's 6.1 has (`in_debian_6_1`).
     DebianLts,
+    /// Those Debian's arm64 kernels have (`in_debian_arm64`).
+    DebianArm64,
 }
 
 impl FeatureSet {
@@ -138,6 +153,7 @@ impl FeatureSet {
         match self {
             Self::Every => true,
             Self::DebianLts => feature.in_debian_6_1,
+            Self::DebianArm64 => feature.in_debian_arm64,
         }
     }
 }
@@ -182,12 +198,7 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "backends",
             output: OutputFormat::Ktap,
         },
-        GuestProgram {
-            name: "icd-e2e",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "icd-e2e",
-            output: OutputFormat::Ktap,
-        },
+        ICD_E2E_PROGRAM,
         // A compositor's buffer: GBM on virtio-gpu, imported through the ICD as a dma-buf.
         GuestProgram {
             name: "gbm-flow",
@@ -201,14 +212,7 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
             binary: "vulkaninfo",
             output: OutputFormat::Ktap,
         },
-        // The demo itself, under the validation layer: any wrong byte or validation message
-        // makes it exit non-zero.
-        GuestProgram {
-            name: "vk-demo-validated",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vk-demo",
-            output: OutputFormat::Plain,
-        },
+        VALIDATED_DEMO_PROGRAM,
     ],
     teardown: VGPU_TEARDOWN,
     kernel_module: true,
@@ -236,16 +240,43 @@ const VGPU_STRESS: GuestProgram = ktap_test("vgpu-stress");
 /// The memory manager's flows over the module.
 const CORE_FLOWS: GuestProgram = ktap_test("core-flows");
 
+/// The ICD end to end, through the Khronos loader and under the validation layer.
+const ICD_E2E_PROGRAM: GuestProgram = ktap_test("icd-e2e");
+
+/// The demo itself, under the validation layer: any wrong byte or validation message makes it
+/// exit non-zero.
+const VALIDATED_DEMO_PROGRAM: GuestProgram = GuestProgram {
+    name: "vk-demo-validated",
+    package: GUEST_TESTS_PACKAGE,
+    binary: "vk-demo",
+    output: OutputFormat::Plain,
+};
+
+/// What runs on the arm64 kernel with 16 KiB pages: the programs whose alignments follow the
+/// page size (the ioctls, the memory manager, the ICD and the demo), in one boot.
+pub const PAGES_16K_SUITES: &[GuestSuite] = &[GuestSuite {
+    name: "extmem-vgpu",
+    setup: VGPU_SETUP,
+    programs: &[
+        VGPU_PROGRAM,
+        CORE_FLOWS,
+        ICD_E2E_PROGRAM,
+        VALIDATED_DEMO_PROGRAM,
+    ],
+    teardown: VGPU_TEARDOWN,
+    kernel_module: true,
+}];
+
 /// debugfs, where the tests count dma-buf attachments and kmemleak takes its commands.
 const MOUNT_DEBUGFS: GuestCommand = GuestCommand {
     name: "mount-debugfs",
     argv: &["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
 };
 
-/// The module, with its in-kernel self-tests.
+/// The module built for the booted kernel (`{module}`), with its in-kernel self-tests.
 const INSMOD_WITH_SELFTESTS: GuestCommand = GuestCommand {
     name: "insmod-extmem-vgpu",
-    argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko", "selftest=1"],
+    argv: &["insmod", "{module}", "selftest=1"],
 };
 
 /// The extmem-vgpu suite's setup: debugfs, then the module with its in-kernel self-tests.
@@ -358,7 +389,7 @@ pub const DEMO: GuestSuite = GuestSuite {
     name: "demo",
     setup: &[GuestCommand {
         name: "demo-insmod-extmem-vgpu",
-        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+        argv: &["insmod", "{module}"],
     }],
     programs: &[GuestProgram {
         name: "vk-demo",
@@ -380,7 +411,7 @@ pub const BENCH: GuestSuite = GuestSuite {
     name: "bench",
     setup: &[GuestCommand {
         name: "bench-insmod-extmem-vgpu",
-        argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+        argv: &["insmod", "{module}"],
     }],
     programs: &[GuestProgram {
         name: "bench",
@@ -404,6 +435,8 @@ pub struct PlanValues {
     pub workspace: PathBuf,
     /// The guest kernel release.
     pub kernel: String,
+    /// `extmem_vgpu.ko` built for that kernel.
+    pub module: PathBuf,
 }
 
 impl PlanValues {
@@ -411,6 +444,7 @@ impl PlanValues {
         word.replace("{target_dir}", &self.target_dir.to_string_lossy())
             .replace("{workspace}", &self.workspace.to_string_lossy())
             .replace("{kernel}", &self.kernel)
+            .replace("{module}", &self.module.to_string_lossy())
     }
 }
 
@@ -491,6 +525,7 @@ mod tests {
             target_dir: PathBuf::from("/w/target"),
             workspace: PathBuf::from("/w"),
             kernel: "6.12.95+deb12-amd64".into(),
+            module: PathBuf::from("/w/target/kmod/extmem_vgpu.ko"),
         }
     }
 
@@ -500,7 +535,7 @@ mod tests {
             name: "module",
             setup: &[GuestCommand {
                 name: "insmod",
-                argv: &["insmod", "{target_dir}/kmod/extmem_vgpu.ko"],
+                argv: &["insmod", "{module}"],
             }],
             programs: &[GuestProgram {
                 name: "vgpu-tests",

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::arm64_root;
 use crate::console_log::{self, StepOutput, Transcript, KERNEL_LOG_STEP, MODULES_STEP};
+use crate::guest_arch::{GuestArch, ARM64_MULTIARCH};
 use crate::guest_boot::{self, Accel, BootEnd, BootError, BootOutcome, BootSpec};
 use crate::guest_plan::{
     self, FeatureSet, GuestSuite, MissingBinary, OutputFormat, PlanValues, KERNEL_FEATURES,
@@ -18,15 +20,17 @@ use crate::guest_plan::{
 use crate::host_command::{self, CommandError};
 use crate::initramfs::{NewcArchive, NewcError};
 use crate::kernel_modules::{KernelConfig, ModulesDep, ModulesError, Tristate};
-use crate::kmod_build;
+use crate::kmod_build::{self, ModuleTarget};
 use crate::ktap::{self, Status};
 use crate::provision::Provisioned;
 use crate::report::{Check, Step};
-use crate::workspace::{Workspace, WorkspaceError};
+use crate::workspace::{CrossBuild, Workspace, WorkspaceError};
 
 /// How to run the guest.
 #[derive(Debug, Clone, Copy)]
 pub struct GuestOptions {
+    /// The guest's architecture and page size.
+    pub arch: GuestArch,
     /// TCG or KVM.
     pub accel: Accel,
     /// Limit for the whole boot.
@@ -69,6 +73,8 @@ enum GuestError {
     Plan(MissingBinary),
     /// QEMU could not be run.
     Boot(BootError),
+    /// The guest root could not be prepared.
+    GuestRoot(crate::provision::ProvisionError),
 }
 
 impl fmt::Display for GuestError {
@@ -85,6 +91,7 @@ impl fmt::Display for GuestError {
             Self::Archive(err) => write!(f, "{err}"),
             Self::Plan(err) => write!(f, "{err}"),
             Self::Boot(err) => write!(f, "{err}"),
+            Self::GuestRoot(err) => write!(f, "preparing the guest root: {err}"),
         }
     }
 }
@@ -153,12 +160,25 @@ fn prepare_and_boot(
     fs::create_dir_all(&out_dir).map_err(io_error(&out_dir))?;
 
     if suites.iter().any(|s| s.kernel_module) {
-        build_kernel_module(workspace, provisioned, step);
+        build_kernel_module(workspace, provisioned, options.arch, step);
     }
-    println!("guest: building the guest programs");
-    let binaries = build_programs(workspace, suites)?;
-    println!("guest: building the Vulkan ICD");
-    build_icd(workspace)?;
+    let cross = match (options.arch.rust_target(), &provisioned.guest_root) {
+        (Some(target), Some(root)) => Some(CrossBuild {
+            target,
+            sysroot: root,
+            multiarch: ARM64_MULTIARCH,
+        }),
+        _ => None,
+    };
+    let for_arch = cross
+        .map(|c| format!(" for {}", c.target))
+        .unwrap_or_default();
+    println!("guest: building the guest programs{for_arch}");
+    let binaries = build_programs(workspace, suites, cross)?;
+    println!("guest: building the Vulkan ICD{for_arch}");
+    workspace
+        .build_library(ICD_PACKAGE, cross)
+        .map_err(GuestError::Build)?;
 
     let kernel = &provisioned.kernel;
     let config_path = kernel.config();
@@ -186,22 +206,29 @@ fn prepare_and_boot(
         target_dir: workspace.target_dir.clone(),
         workspace: workspace.root.clone(),
         kernel: kernel.version.clone(),
+        module: module_path(workspace, options.arch),
     };
     let plan = guest_plan::render_plan(suites, &binaries, &values).map_err(GuestError::Plan)?;
     // The guest gets fresh tmpfs on /tmp and /run; the workspace and the target dir must
     // stay visible even when they live there (CI may clone into /tmp).
     let keep = [workspace.root.as_path(), workspace.target_dir.as_path()];
+    if let Some(root) = &provisioned.guest_root {
+        arm64_root::add_mount_points(root, &keep).map_err(GuestError::GuestRoot)?;
+    }
     let initramfs = build_initramfs(
         &provisioned.busybox,
         &kernel.modules_dir(),
         &load_order,
         &plan,
         &keep,
+        provisioned.guest_root.is_some(),
     )?;
     let initramfs_path = out_dir.join("initramfs.cpio");
     fs::write(&initramfs_path, initramfs).map_err(io_error(&initramfs_path))?;
 
     let spec = BootSpec {
+        arch: options.arch,
+        guest_root: provisioned.guest_root.clone(),
         kernel: kernel.vmlinuz(),
         initramfs: initramfs_path,
         accel: options.accel,
@@ -224,10 +251,24 @@ fn prepare_and_boot(
 /// Builds `extmem_vgpu.ko` for the guest kernel. A failure is a failed check, not the end of
 /// the run: the other suites still boot, and the module suite's `insmod` fails on the missing
 /// file (the build removes a stale one first).
-fn build_kernel_module(workspace: &Workspace, provisioned: &Provisioned, step: &mut Step) {
+fn build_kernel_module(
+    workspace: &Workspace,
+    provisioned: &Provisioned,
+    arch: GuestArch,
+    step: &mut Step,
+) {
     println!("guest: building {}", kmod_build::MODULE_FILE);
     let name = format!("build {}", kmod_build::MODULE_FILE);
-    match kmod_build::build(workspace, &provisioned.kernel) {
+    let built = match arch {
+        GuestArch::X86_64 => kmod_build::build(workspace, &provisioned.kernel),
+        GuestArch::Arm64 => {
+            kmod_build::build_for(workspace, &provisioned.kernel, ModuleTarget::ARM64)
+        }
+        GuestArch::Arm64Pages16k => {
+            kmod_build::build_for(workspace, &provisioned.kernel, ModuleTarget::ARM64_16K)
+        }
+    };
+    match built {
         Ok(built) => {
             step.checks.push(Check::pass(name));
             step.notes
@@ -241,6 +282,22 @@ fn build_kernel_module(workspace: &Workspace, provisioned: &Provisioned, step: &
             }
         }
         Err(err) => step.checks.push(Check::fail(name, err.to_string())),
+    }
+}
+
+/// Where the build of `extmem_vgpu.ko` for `arch`'s kernel is: the x86_64 one where
+/// `kmod_build::build` puts it, the arm64 ones where `build_for` does, in a directory named
+/// after the module target.
+fn module_path(workspace: &Workspace, arch: GuestArch) -> PathBuf {
+    let dir = kmod_build::kmod_dir(workspace);
+    match arch {
+        GuestArch::X86_64 => dir.join(kmod_build::MODULE_FILE),
+        GuestArch::Arm64 => dir
+            .join(ModuleTarget::ARM64.name)
+            .join(kmod_build::MODULE_FILE),
+        GuestArch::Arm64Pages16k => dir
+            .join(ModuleTarget::ARM64_16K.name)
+            .join(kmod_build::MODULE_FILE),
     }
 }
 
@@ -276,6 +333,7 @@ impl Progress {
 fn build_programs(
     workspace: &Workspace,
     suites: &[GuestSuite],
+    cross: Option<CrossBuild<'_>>,
 ) -> Result<BTreeMap<&'static str, PathBuf>, GuestError> {
     let mut by_package: BTreeMap<&str, Vec<&'static str>> = BTreeMap::new();
     for program in suites.iter().flat_map(|s| s.programs) {
@@ -287,7 +345,7 @@ fn build_programs(
     let mut built = BTreeMap::new();
     for (package, binaries) in by_package {
         let paths = workspace
-            .build_binaries(package, &binaries)
+            .build_binaries(package, &binaries, cross)
             .map_err(GuestError::Build)?;
         built.extend(binaries.into_iter().zip(paths));
     }
@@ -300,19 +358,11 @@ fn build_programs(
     Ok(by_program)
 }
 
-/// The package of the Vulkan ICD the guest's Vulkan programs load.
+/// The package of the Vulkan ICD the guest's Vulkan programs load. Built as a release cdylib
+/// for the guest's target, its build script writes `extmem_icd.json` next to
+/// `libextmem_icd.so` in the directory the guest programs are built into; the Vulkan ones
+/// point the loader there (`VK_DRIVER_FILES`).
 const ICD_PACKAGE: &str = "extmem-icd";
-
-/// Builds the ICD's cdylib in release mode. Its build script writes `extmem_icd.json` next to
-/// `libextmem_icd.so` in `<target>/release/`, the directory the guest programs are built into;
-/// the Vulkan ones point the loader there (`VK_DRIVER_FILES`).
-fn build_icd(workspace: &Workspace) -> Result<(), GuestError> {
-    let mut command = workspace.cargo();
-    command.args(["build", "--release", "--quiet", "--lib", "-p", ICD_PACKAGE]);
-    host_command::output(&mut command)
-        .map(drop)
-        .map_err(|e| GuestError::Build(WorkspaceError::Command(e)))
-}
 
 /// The kernel features split by how the kernel has them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -340,13 +390,16 @@ fn classify_features(config: &KernelConfig, wanted: FeatureSet) -> Result<Featur
 }
 
 /// Packs busybox, the init script, the modules (decompressed, in load order), the plan and
-/// the host paths that must survive the guest's own /tmp and /run (`/extmem/keep`).
+/// the host paths that must survive the guest's own /tmp and /run (`/extmem/keep`); with
+/// `own_root`, `/extmem/guestroot` tells the init script to chroot into the root shared as
+/// `guestroot` and bind the kept paths in from the host's.
 fn build_initramfs(
     busybox: &Path,
     modules_dir: &Path,
     load_order: &[String],
     plan: &str,
     keep: &[&Path],
+    own_root: bool,
 ) -> Result<Vec<u8>, GuestError> {
     let mut archive = NewcArchive::new();
     for dir in [
@@ -360,6 +413,7 @@ fn build_initramfs(
         "/extmem",
         "/hosttmp",
         "/hostrun",
+        "/hostroot",
     ] {
         archive.directory(dir).map_err(GuestError::Archive)?;
     }
@@ -400,6 +454,11 @@ fn build_initramfs(
     archive
         .file("/extmem/keep", 0o644, keep.as_bytes())
         .map_err(GuestError::Archive)?;
+    if own_root {
+        archive
+            .file("/extmem/guestroot", 0o644, b"")
+            .map_err(GuestError::Archive)?;
+    }
     Ok(archive.finish())
 }
 

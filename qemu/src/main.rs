@@ -11,6 +11,7 @@
 //! run them. `cargo fuzz-long` runs the fuzz targets for longer than the suite does.
 //! `extmem-qemu --help` lists every command, step and option.
 
+mod arm64_root;
 mod build_root;
 mod capi_step;
 mod console_log;
@@ -18,6 +19,7 @@ mod cortex_m;
 mod debug_kernel;
 mod debug_reports;
 mod fuzz_step;
+mod guest_arch;
 mod guest_boot;
 mod guest_plan;
 mod guest_suite;
@@ -26,6 +28,7 @@ mod host_command;
 mod initramfs;
 mod kernel_modules;
 mod kmod_build;
+mod kmod_step;
 mod ktap;
 mod mesa_source;
 mod miri_step;
@@ -38,6 +41,7 @@ mod workspace;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use guest_arch::GuestArch;
 use guest_boot::Accel;
 use guest_suite::GuestOptions;
 use provision::{Freshness, Provisioned};
@@ -104,7 +108,16 @@ const OPTIONS: &[(&str, &str)] = &[
         "--kernel 6.1|6.12|7.x",
         "only this guest kernel (default: all three); on 6.1 and 7.x the vgpu suite only",
     ),
+    (
+        "--arch ARCH",
+        "x86_64, arm64 or arm64-16k: the guest to boot (default: x86_64)",
+    ),
 ];
+
+/// The guests `suite` and `guest` boot without `--arch`. The arm64 ones are asked for by name
+/// for now: Debian's arm64 kernels have no dma-heaps (`CONFIG_DMABUF_HEAPS` unset), so the
+/// checks that import from the system heap fail there.
+const DEFAULT_ARCHES: &[GuestArch] = &[GuestArch::X86_64];
 
 /// The usage text: every command, suite step and option with one line each.
 fn usage() -> String {
@@ -206,6 +219,7 @@ enum SuiteStep {
     NoStd,
     CortexM,
     Windows,
+    Kmod,
     Guest,
     /// Not in the default run: the first one builds a kernel (`--debug-kernel` adds it).
     DebugKernel,
@@ -213,7 +227,7 @@ enum SuiteStep {
 
 impl SuiteStep {
     /// Every step, in the order `suite` runs them.
-    const ALL: [SuiteStep; 12] = [
+    const ALL: [SuiteStep; 13] = [
         Self::Fmt,
         Self::Clippy,
         Self::Doc,
@@ -224,6 +238,7 @@ impl SuiteStep {
         Self::NoStd,
         Self::CortexM,
         Self::Windows,
+        Self::Kmod,
         Self::Guest,
         Self::DebugKernel,
     ];
@@ -241,6 +256,7 @@ impl SuiteStep {
             Self::NoStd => "no-std",
             Self::CortexM => "cortex-m",
             Self::Windows => "windows",
+            Self::Kmod => "kmod",
             Self::Guest => "guest",
             Self::DebugKernel => "debug-kernel",
         }
@@ -259,6 +275,7 @@ impl SuiteStep {
             Self::NoStd => "the no_std crates built for x86_64-unknown-none and thumbv7em",
             Self::CortexM => "the no_std tests on a Cortex-M3 under qemu-system-arm",
             Self::Windows => "the Windows build's tests under Wine",
+            Self::Kmod => "extmem_vgpu.ko built for Debian's x86_64, arm64 and arm64-16k kernels",
             Self::Guest => {
                 "the guest suites in QEMU x86_64: all on Linux 6.12, the vgpu suite on 6.1 and 7.x"
             }
@@ -322,6 +339,8 @@ struct Options {
     fuzz_calls: u64,
     /// The kernel `--kernel` chose; without it, the backports one.
     kernel: Option<KernelChoice>,
+    /// The guest `--arch` chose; without it, [`DEFAULT_ARCHES`] (`demo`: x86_64).
+    arch: Option<GuestArch>,
 }
 
 /// What the command line asks for.
@@ -349,6 +368,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
     let mut fuzz_calls = DEFAULT_FUZZ_CALLS;
     let mut kernel = None;
+    let mut arch = None;
     let mut words = args.iter();
     while let Some(word) = words.next() {
         match word.as_str() {
@@ -381,6 +401,14 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     )
                 })?);
             }
+            "--arch" => {
+                let value = words
+                    .next()
+                    .ok_or("--arch needs x86_64, arm64 or arm64-16k")?;
+                arch = Some(GuestArch::from_name(value).ok_or_else(|| {
+                    format!("--arch {value:?} is not a guest the runner boots (x86_64, arm64 or arm64-16k)")
+                })?);
+            }
             other if other.starts_with('-') => return Err(format!("unknown option {other:?}")),
             other if command.is_none() => {
                 command = Some(match other {
@@ -409,6 +437,13 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         }
     }
     let command = command.ok_or("no command given")?;
+    if kernel.is_some() && arch.is_some_and(|a| a != GuestArch::X86_64) {
+        return Err(
+            "--kernel chooses among the x86_64 kernels; the arm64 guests boot Debian's \
+                    backports kernel"
+                .into(),
+        );
+    }
     let mut steps = match command {
         Subcommand::Guest => StepSet::NONE.with(SuiteStep::Guest),
         _ if steps == StepSet::NONE => StepSet::every(),
@@ -429,6 +464,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         fuzz_seconds,
         fuzz_calls,
         kernel,
+        arch,
     }))
 }
 
@@ -526,62 +562,115 @@ fn provision_step(workspace: &Workspace) -> (Step, Option<Provisioned>) {
     (step, provisioned)
 }
 
-/// The guest options of one boot on `kernel`.
-fn guest_options(options: Options, kernel: KernelChoice, echo_plain_output: bool) -> GuestOptions {
+/// The console log of the arm64 boot with 4 KiB pages.
+const ARM64_CONSOLE_LOG: &str = "guest-console-arm64.log";
+/// The console log of the arm64 boot with 16 KiB pages.
+const ARM64_16K_CONSOLE_LOG: &str = "guest-console-arm64-16k.log";
+
+/// The guest options of one boot of `arch` (on x86_64, of `kernel`).
+fn guest_options(
+    options: Options,
+    arch: GuestArch,
+    kernel: KernelChoice,
+    echo_plain_output: bool,
+) -> GuestOptions {
+    let (console_log, features) = match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Lts) => {
+            (kernel.console_log(), guest_plan::FeatureSet::DebianLts)
+        }
+        (GuestArch::X86_64, KernelChoice::Backports | KernelChoice::Newest) => {
+            (kernel.console_log(), guest_plan::FeatureSet::Every)
+        }
+        (GuestArch::Arm64, _) => (ARM64_CONSOLE_LOG, guest_plan::FeatureSet::DebianArm64),
+        (GuestArch::Arm64Pages16k, _) => {
+            (ARM64_16K_CONSOLE_LOG, guest_plan::FeatureSet::DebianArm64)
+        }
+    };
     GuestOptions {
+        arch,
         accel: options.accel,
         timeout: options.timeout,
         echo_plain_output,
-        console_log: kernel.console_log(),
-        features: match kernel {
-            KernelChoice::Lts => guest_plan::FeatureSet::DebianLts,
-            KernelChoice::Backports | KernelChoice::Newest => guest_plan::FeatureSet::Every,
-        },
+        console_log,
+        features,
         debug_reports: false,
     }
 }
 
-/// What booting `kernel` needs: the backports kernel is `provisioned`'s, the LTS and newest
-/// ones are unpacked (once) next to it and share its busybox.
+/// What booting `arch` (on x86_64, `kernel`) needs: the x86_64 backports kernel is
+/// `provisioned`'s; the LTS and newest ones are unpacked (once) next to it and share its
+/// busybox; an arm64 guest has its own root, busybox and kernel (`arm64_root.rs`).
 fn provisioned_for(
+    arch: GuestArch,
     kernel: KernelChoice,
     provisioned: &Provisioned,
 ) -> Result<Provisioned, provision::ProvisionError> {
-    match kernel {
-        KernelChoice::Backports => Ok(provisioned.clone()),
-        KernelChoice::Lts => Ok(Provisioned {
+    match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Backports) => Ok(provisioned.clone()),
+        (GuestArch::X86_64, KernelChoice::Lts) => Ok(Provisioned {
             kernel: provision::provision_lts()?,
             ..provisioned.clone()
         }),
-        KernelChoice::Newest => Ok(Provisioned {
+        (GuestArch::X86_64, KernelChoice::Newest) => Ok(Provisioned {
             kernel: build_root::provision_newest()?,
             ..provisioned.clone()
         }),
+        (GuestArch::Arm64 | GuestArch::Arm64Pages16k, _) => {
+            let guest = arm64_root::provision(arch, &provisioned.kernel)?;
+            Ok(Provisioned {
+                kernel: guest.kernel,
+                busybox: guest.busybox,
+                guest_root: Some(guest.root),
+                was_cached: provisioned.was_cached,
+            })
+        }
     }
 }
 
-/// The vgpu suite on the LTS or the newest kernel, as a step of its own whose title names
-/// the kernel; a failed check names the kernel and the console log, since the backports
-/// boot's look alike.
-fn vgpu_only_step(
+/// What the guest step runs on `arch` (on x86_64, on `kernel`): every suite on the backports
+/// kernels, the vgpu suite on the LTS and the newest x86_64 ones.
+fn guest_suites(arch: GuestArch, kernel: KernelChoice) -> &'static [guest_plan::GuestSuite] {
+    match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Backports) | (GuestArch::Arm64, _) => {
+            guest_plan::TEST_SUITES
+        }
+        (GuestArch::X86_64, KernelChoice::Lts | KernelChoice::Newest) => guest_plan::VGPU_ONLY,
+        (GuestArch::Arm64Pages16k, _) => guest_plan::PAGES_16K_SUITES,
+    }
+}
+
+/// The guest suites on `arch` (on x86_64, on `kernel`) as a step whose title names the
+/// architecture, page size and kernel; a failed check names them and the console log too,
+/// since each boot's checks look alike.
+fn guest_step(
     workspace: &Workspace,
     provisioned: Option<&Provisioned>,
     options: Options,
+    arch: GuestArch,
     kernel: KernelChoice,
 ) -> Step {
     let started = Instant::now();
-    let chosen = provisioned.map(|p| provisioned_for(kernel, p));
+    let chosen = provisioned.map(|p| provisioned_for(arch, kernel, p));
     let version = match &chosen {
         Some(Ok(chosen)) => chosen.kernel.version.clone(),
-        _ => kernel.series().to_owned(),
+        _ => format!("{} ({})", kernel.series(), arch.kernel_flavour()),
     };
-    let title = format!("guest tests (QEMU x86_64, Linux {version}, vgpu only)");
+    let only = match (arch, kernel) {
+        (GuestArch::X86_64, KernelChoice::Lts | KernelChoice::Newest) => ", vgpu only",
+        _ => "",
+    };
+    let title = format!(
+        "guest tests (QEMU {}, {} KiB pages, Linux {version}{only})",
+        arch.name(),
+        arch.page_kib()
+    );
+    let guest_options = guest_options(options, arch, kernel, false);
     let mut step = match chosen {
         Some(Ok(chosen)) => guest_suite::run(
             workspace,
             &chosen,
-            guest_plan::VGPU_ONLY,
-            guest_options(options, kernel, false),
+            guest_suites(arch, kernel),
+            guest_options,
             &title,
         ),
         Some(Err(err)) => {
@@ -599,8 +688,8 @@ fn vgpu_only_step(
             step
         }
     };
-    let console = guest_suite::console_log_path(workspace, kernel.console_log());
-    name_kernel_in_failures(&mut step.checks, &version, &console);
+    let console = guest_suite::console_log_path(workspace, guest_options.console_log);
+    name_guest_in_failures(&mut step.checks, arch, &version, &console);
     step.elapsed = started.elapsed();
     step
 }
@@ -639,6 +728,7 @@ fn debug_kernel_step(
         ..provisioned.clone()
     };
     let guest_options = guest_suite::GuestOptions {
+        arch: GuestArch::X86_64,
         accel: options.accel,
         timeout: options.debug_kernel_timeout,
         echo_plain_output: false,
@@ -663,41 +753,25 @@ fn debug_kernel_step(
         ),
     );
     let console = guest_suite::console_log_path(workspace, DEBUG_CONSOLE_LOG);
-    name_kernel_in_failures(&mut step.checks, &version, &console);
+    name_guest_in_failures(&mut step.checks, GuestArch::X86_64, &version, &console);
     step.elapsed = started.elapsed();
     step
 }
 
-/// Appends the kernel and its console log to every failed check's reason.
-fn name_kernel_in_failures(checks: &mut [Check], version: &str, console: &std::path::Path) {
+/// Appends the architecture, the kernel and the console log to every failed check's reason.
+fn name_guest_in_failures(
+    checks: &mut [Check],
+    arch: GuestArch,
+    version: &str,
+    console: &std::path::Path,
+) {
     for check in checks {
         if let report::Verdict::Fail(reason) = &mut check.verdict {
             reason.push_str(&format!(
-                "\n(on Linux {version}; console log {})",
+                "\n(on {}, Linux {version}; console log {})",
+                arch.name(),
                 console.display()
             ));
-        }
-    }
-}
-
-fn guest_step(workspace: &Workspace, provisioned: Option<&Provisioned>, options: Options) -> Step {
-    let title = "guest tests (QEMU x86_64)";
-    match provisioned {
-        Some(provisioned) => {
-            let guest_options = guest_options(options, KernelChoice::Backports, false);
-            guest_suite::run(
-                workspace,
-                provisioned,
-                guest_plan::TEST_SUITES,
-                guest_options,
-                title,
-            )
-        }
-        None => {
-            let mut step = Step::new(title);
-            step.checks
-                .push(Check::fail("guest-boot", "not run: provisioning failed"));
-            step
         }
     }
 }
@@ -747,21 +821,27 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
             SuiteStep::NoStd => steps.push(host_checks::no_std_builds(workspace)),
             SuiteStep::CortexM => steps.push(cortex_m::run_tests(workspace)),
             SuiteStep::Windows => steps.push(windows_tests::run_tests(workspace)),
-            // Every kernel unless `--kernel` names one: the full suites on the backports
-            // kernel, the vgpu suite on the LTS and the newest.
+            SuiteStep::Kmod => steps.push(kmod_step::run(workspace, provisioned.as_ref())),
+            // x86_64 unless `--arch` names another: there every kernel unless `--kernel`
+            // names one (the full suites on the backports kernel, the vgpu suite on the LTS
+            // and the newest). The arm64 guests are asked for by name (`DEFAULT_ARCHES`).
             SuiteStep::Guest => {
-                for kernel in KernelChoice::ALL {
-                    if options.kernel.is_some_and(|chosen| chosen != kernel) {
-                        continue;
+                let arches = options
+                    .arch
+                    .as_ref()
+                    .map_or(DEFAULT_ARCHES, std::slice::from_ref);
+                for &arch in arches {
+                    let kernels: &[KernelChoice] = match arch {
+                        GuestArch::X86_64 => &KernelChoice::ALL,
+                        GuestArch::Arm64 | GuestArch::Arm64Pages16k => &[KernelChoice::Backports],
+                    };
+                    for &kernel in kernels {
+                        if options.kernel.is_some_and(|chosen| chosen != kernel) {
+                            continue;
+                        }
+                        let provisioned = provisioned.as_ref();
+                        steps.push(guest_step(workspace, provisioned, options, arch, kernel));
                     }
-                    steps.push(match kernel {
-                        KernelChoice::Backports => {
-                            guest_step(workspace, provisioned.as_ref(), options)
-                        }
-                        KernelChoice::Lts | KernelChoice::Newest => {
-                            vgpu_only_step(workspace, provisioned.as_ref(), options, kernel)
-                        }
-                    });
                 }
             }
             SuiteStep::DebugKernel => {
@@ -772,26 +852,28 @@ fn suite(workspace: &Workspace, options: Options) -> ExitCode {
     finish(&steps)
 }
 
-/// The kernel a single boot (demo, bench) uses: `--kernel`'s, else the backports one; a
-/// failure to provision it is a failed check of `provision`.
-fn single_boot_kernel(
+/// The guest a single boot (demo, bench) uses: `--arch`'s, else x86_64, on `--kernel`'s
+/// kernel, else the backports one; a failure to provision it is a failed check of
+/// `provision`.
+fn single_boot_guest(
     provision: &mut Step,
     provisioned: Option<Provisioned>,
     options: Options,
-) -> Option<(KernelChoice, Provisioned)> {
+) -> Option<(GuestArch, KernelChoice, Provisioned)> {
+    let arch = options.arch.unwrap_or(GuestArch::X86_64);
     let choice = options.kernel.unwrap_or(KernelChoice::Backports);
-    match provisioned_for(choice, &provisioned?) {
+    match provisioned_for(arch, choice, &provisioned?) {
         Ok(chosen) => {
-            if choice != KernelChoice::Backports {
+            if choice != KernelChoice::Backports || arch != GuestArch::X86_64 {
                 provision
                     .notes
                     .push(format!("booting kernel {}", chosen.kernel.version));
             }
-            Some((choice, chosen))
+            Some((arch, choice, chosen))
         }
         Err(err) => {
             provision.checks.push(Check::fail(
-                format!("provision Linux {}", choice.series()),
+                format!("provision Linux {} ({})", choice.series(), arch.name()),
                 err.to_string(),
             ));
             None
@@ -802,7 +884,7 @@ fn single_boot_kernel(
 /// `fuzz-guest`: one boot that runs the guest ioctl fuzzer for `--calls` calls.
 fn fuzz_guest(workspace: &Workspace, options: Options) -> ExitCode {
     let (mut provision, provisioned) = provision_step(workspace);
-    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
     else {
         return finish(&[provision]);
     };
@@ -810,9 +892,10 @@ fn fuzz_guest(workspace: &Workspace, options: Options) -> ExitCode {
         workspace,
         &provisioned,
         &[guest_plan::fuzz_guest(options.fuzz_calls)],
-        guest_options(options, kernel, false),
+        guest_options(options, arch, kernel, false),
         &format!(
-            "guest ioctl fuzzer (QEMU x86_64, {} calls)",
+            "guest ioctl fuzzer (QEMU {}, {} calls)",
+            arch.name(),
             options.fuzz_calls
         ),
     );
@@ -821,17 +904,17 @@ fn fuzz_guest(workspace: &Workspace, options: Options) -> ExitCode {
 
 fn demo(workspace: &Workspace, options: Options) -> ExitCode {
     let (mut provision, provisioned) = provision_step(workspace);
-    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
     else {
         return finish(&[provision]);
     };
-    let guest_options = guest_options(options, kernel, true);
+    let guest_options = guest_options(options, arch, kernel, true);
     let demo = guest_suite::run(
         workspace,
         &provisioned,
         &[guest_plan::DEMO],
         guest_options,
-        "demo (QEMU x86_64)",
+        &format!("demo (QEMU {}, {} KiB pages)", arch.name(), arch.page_kib()),
     );
     finish(&[provision, demo])
 }
@@ -841,17 +924,17 @@ fn demo(workspace: &Workspace, options: Options) -> ExitCode {
 fn bench(workspace: &Workspace, options: Options) -> ExitCode {
     let host_step = host_bench(workspace, &[]);
     let (mut provision, provisioned) = provision_step(workspace);
-    let Some((kernel, provisioned)) = single_boot_kernel(&mut provision, provisioned, options)
+    let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
     else {
         return finish(&[host_step, provision]);
     };
-    let guest_options = guest_options(options, kernel, true);
+    let guest_options = guest_options(options, arch, kernel, true);
     let mut guest = guest_suite::run(
         workspace,
         &provisioned,
         &[guest_plan::BENCH],
         guest_options,
-        "guest benchmark (QEMU x86_64)",
+        &format!("guest benchmark (QEMU {})", arch.name()),
     );
     let console = guest_suite::console_log_path(workspace, guest_options.console_log);
     let csv_dir = workspace.target_dir.join("extmem-bench");
@@ -966,6 +1049,7 @@ mod tests {
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
+                arch: None,
             })
         );
         assert_eq!(
@@ -979,6 +1063,7 @@ mod tests {
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
+                arch: None,
             })
         );
         assert_eq!(run("bench").map(|o| o.command), Ok(Subcommand::Bench));
@@ -1042,6 +1127,7 @@ mod tests {
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
                 fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
+                arch: None,
             }
         );
         for other in ["demo", "bench", "fuzz", "setup"] {
@@ -1087,21 +1173,73 @@ mod tests {
     }
 
     #[test]
-    fn failures_on_the_lts_kernel_name_it_and_the_console_log() {
+    fn failures_name_the_arch_the_kernel_and_the_console_log() {
         let mut checks = vec![Check::pass("vgpu"), Check::fail("rmmod", "exit 1")];
-        name_kernel_in_failures(
+        name_guest_in_failures(
             &mut checks,
-            "6.1.0-57-amd64",
-            std::path::Path::new("/o/guest-console-6.1.log"),
+            GuestArch::Arm64Pages16k,
+            "6.12.95+deb12-arm64-16k",
+            std::path::Path::new("/o/guest-console-arm64-16k.log"),
         );
         assert_eq!(checks[0], Check::pass("vgpu"));
         assert_eq!(
             checks[1],
             Check::fail(
                 "rmmod",
-                "exit 1\n(on Linux 6.1.0-57-amd64; console log /o/guest-console-6.1.log)"
+                "exit 1\n(on arm64-16k, Linux 6.12.95+deb12-arm64-16k; \
+                 console log /o/guest-console-arm64-16k.log)"
             )
         );
+    }
+
+    #[test]
+    fn the_arch_is_chosen_by_name_for_demo_suite_and_guest() {
+        assert_eq!(
+            run("demo --arch arm64").map(|o| (o.command, o.arch)),
+            Ok((Subcommand::Demo, Some(GuestArch::Arm64)))
+        );
+        assert_eq!(
+            run("suite guest --arch arm64-16k").map(|o| o.arch),
+            Ok(Some(GuestArch::Arm64Pages16k))
+        );
+        assert_eq!(
+            run("--arch x86_64 guest --kernel 6.1").map(|o| (o.arch, o.kernel)),
+            Ok((Some(GuestArch::X86_64), Some(KernelChoice::Lts)))
+        );
+        assert_eq!(run("guest").map(|o| o.arch), Ok(None));
+        assert_eq!(
+            run("demo --arch").err().as_deref(),
+            Some("--arch needs x86_64, arm64 or arm64-16k")
+        );
+        for bad in ["aarch64", "arm64-4k", "arm", "x86"] {
+            assert_eq!(
+                run(&format!("guest --arch {bad}")).err(),
+                Some(format!(
+                    "--arch {bad:?} is not a guest the runner boots (x86_64, arm64 or arm64-16k)"
+                )),
+            );
+        }
+        assert!(run("guest --arch arm64 --kernel 6.1")
+            .err()
+            .is_some_and(|e| e.starts_with("--kernel chooses among the x86_64 kernels")));
+    }
+
+    #[test]
+    fn each_arch_runs_its_plan() {
+        assert_eq!(
+            guest_suites(GuestArch::Arm64, KernelChoice::Backports).len(),
+            guest_plan::TEST_SUITES.len()
+        );
+        let programs: Vec<&str> = guest_suites(GuestArch::Arm64Pages16k, KernelChoice::Backports)
+            .iter()
+            .flat_map(|s| s.programs)
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            programs,
+            ["vgpu", "core-flows", "icd-e2e", "vk-demo-validated"]
+        );
+        assert!(DEFAULT_ARCHES.contains(&GuestArch::X86_64));
     }
 
     #[test]
@@ -1180,7 +1318,7 @@ mod tests {
     fn bad_arguments_are_refused_with_what_was_wrong() {
         let refused = |words: &str| run(words).err().unwrap_or_default();
         assert_eq!(refused(""), "no command given");
-        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, guest, debug-kernel)");
+        assert_eq!(refused("suite demo"), "\"demo\" is not a suite step (the steps: fmt, clippy, doc, test, capi, miri, fuzz, no-std, cortex-m, windows, kmod, guest, debug-kernel)");
         assert_eq!(refused("demo suite"), "unexpected argument \"suite\"");
         assert_eq!(refused("guest fmt"), "unexpected argument \"fmt\"");
         assert_eq!(refused("check"), "unknown command \"check\"");

@@ -37,7 +37,10 @@ const BACKPORTS_PACKAGES: &[&str] = &[
 /// (gcc-mingw-w64-x86-64, which also builds the `ProcessPrng` shim DLL) and its tests run
 /// under Wine (wine64). libextmem's C tests include the Vulkan headers (libvulkan-dev) and
 /// link through pkg-config; its meson.build is tried with meson. mmdebstrap makes the trixie
-/// build root for the newest kernel (`build_root.rs`).
+/// build root for the newest kernel (`build_root.rs`). extmem_vgpu.ko is cross-built for
+/// Debian's arm64 kernels with gcc-aarch64-linux-gnu, whose aarch64 binutils also link the
+/// Rust object; the same compiler links the arm64 guest's programs (named in
+/// `.cargo/config.toml`).
 const RELEASE_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
@@ -53,14 +56,17 @@ const RELEASE_PACKAGES: &[&str] = &[
     "gcc-mingw-w64-x86-64",
     "wine64",
     "mmdebstrap",
+    "gcc-aarch64-linux-gnu",
 ];
 /// Rust targets: the bare-metal x86_64 build of the no_std crates, the two Cortex-M cores,
-/// and Windows (mingw-w64), whose tests run under Wine.
+/// Windows (mingw-w64), whose tests run under Wine, and the arm64 guest's userspace.
 pub const RUST_TARGETS: &[&str] = &[
     "x86_64-unknown-none",
+    "aarch64-unknown-none-softfloat",
     "thumbv7em-none-eabihf",
     "thumbv7m-none-eabi",
     "x86_64-pc-windows-gnu",
+    "aarch64-unknown-linux-gnu",
 ];
 /// The kernel metapackage whose dependency names the current backports kernel.
 const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
@@ -74,6 +80,9 @@ pub struct Provisioned {
     pub kernel: Kernel,
     /// The static busybox for the initramfs.
     pub busybox: PathBuf,
+    /// The root the guest's programs run in when it is not the host's (the arm64 one,
+    /// `arm64_root.rs`).
+    pub guest_root: Option<PathBuf>,
     /// Whether this run used the stamp without doing anything.
     pub was_cached: bool,
 }
@@ -119,6 +128,21 @@ impl Kernel {
     /// The headers, for building out-of-tree modules.
     pub fn headers_dir(&self) -> PathBuf {
         self.headers.clone()
+    }
+
+    /// Kernel `version` from `origin` with image and headers both unpacked under `cache`
+    /// (`<cache>/linux/<version>`, headers in its `usr/src`), nothing installed.
+    fn unpacked(cache: &Path, version: String, origin: &'static str) -> Self {
+        let root = cache.join("linux").join(&version);
+        Self {
+            headers: root
+                .join("usr/src")
+                .join(format!("linux-headers-{version}")),
+            version,
+            root,
+            origin,
+            build_root: None,
+        }
     }
 
     /// The backports kernel `version`, unpacked under `cache`, its headers installed by apt.
@@ -168,6 +192,8 @@ pub enum ProvisionError {
     },
     /// The metapackage's dependencies named no kernel image.
     KernelNotResolved {
+        /// The metapackage asked about (`linux-image-amd64`, `linux-image-arm64`, …).
+        metapackage: String,
         /// The suite asked.
         suite: String,
         /// What `apt-cache depends` printed.
@@ -191,6 +217,11 @@ pub enum ProvisionError {
         suite: String,
         /// The image package its metapackage depends on.
         image_package: String,
+    },
+    /// The x86_64 kernel, whose release the arm64 kernels follow, is not an `-amd64` one.
+    NotAmd64 {
+        /// Its release.
+        version: String,
     },
     /// The pinned nightly toolchain with `rust-src` could not be installed.
     Nightly {
@@ -222,9 +253,13 @@ impl fmt::Display for ProvisionError {
             Self::MissingTool { tool, hint } => write!(f, "{tool} is not installed: {hint}"),
             Self::Command(err) => write!(f, "{err}"),
             Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Self::KernelNotResolved { suite, output } => write!(
+            Self::KernelNotResolved {
+                metapackage,
+                suite,
+                output,
+            } => write!(
                 f,
-                "{KERNEL_METAPACKAGE}/{suite} depends on no linux-image package; apt-cache said:\n{}",
+                "{metapackage}/{suite} depends on no linux-image package; apt-cache said:\n{}",
                 host_command::indent(output.trim())
             ),
             Self::Missing { what, path } => {
@@ -242,6 +277,11 @@ impl fmt::Display for ProvisionError {
                 f,
                 "{KERNEL_METAPACKAGE}/{suite} depends on {image_package}, not a Linux \
                  {LTS_SERIES} amd64 kernel (the LTS guest step needs Debian bookworm's)"
+            ),
+            Self::NotAmd64 { version } => write!(
+                f,
+                "the x86_64 guest kernel {version} is not an -amd64 flavour, so there is no \
+                 arm64 kernel of the same release to provision"
             ),
             Self::Nightly { reason } => write!(
                 f,
@@ -316,7 +356,7 @@ pub fn provision(
     }
     ensure_rust_targets(workspace)?;
 
-    let image_package = apt.resolve_kernel(&suite)?;
+    let image_package = apt.resolve_kernel(&suite, KERNEL_METAPACKAGE)?;
     let version = kernel_version(&image_package);
     let kernel = Kernel::backports(&cache, &version);
     ensure_kernel_tree(
@@ -347,6 +387,7 @@ pub fn provision(
     Ok(Provisioned {
         kernel,
         busybox,
+        guest_root: None,
         was_cached: false,
     })
 }
@@ -363,10 +404,10 @@ pub fn provision_lts() -> Result<Kernel, ProvisionError> {
     let cache = cache_dir();
     let mut apt = Apt::default();
     let security = format!("{codename}-security");
-    let (suite, image_package) = match apt.resolve_kernel(&security) {
+    let (suite, image_package) = match apt.resolve_kernel(&security, KERNEL_METAPACKAGE) {
         Ok(package) => (security, package),
         Err(_) => {
-            let package = apt.resolve_kernel(&codename)?;
+            let package = apt.resolve_kernel(&codename, KERNEL_METAPACKAGE)?;
             (codename, package)
         }
     };
@@ -376,16 +417,7 @@ pub fn provision_lts() -> Result<Kernel, ProvisionError> {
             suite: suite.clone(),
             image_package: image_package.clone(),
         })?;
-    let root = cache.join("linux").join(&version);
-    let kernel = Kernel {
-        headers: root
-            .join("usr/src")
-            .join(format!("linux-headers-{version}")),
-        version,
-        root,
-        origin: "Debian stable",
-        build_root: None,
-    };
+    let kernel = Kernel::unpacked(&cache, version, "Debian stable");
     ensure_kernel_tree(&mut apt, &cache, &suite, &packages, &kernel)?;
     Ok(kernel)
 }
@@ -405,6 +437,86 @@ fn lts_packages(image_package: &str, version: &str) -> Option<Vec<String>> {
         format!("linux-headers-{abi}-common"),
         format!("linux-kbuild-{LTS_SERIES}"),
     ])
+}
+
+/// Debian's arm64 kernel flavours: the same release as the x86_64 guest's, with 4 KiB or
+/// with 16 KiB pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm64Flavour {
+    /// `-arm64`: 4 KiB pages.
+    Pages4K,
+    /// `-arm64-16k`: 16 KiB pages.
+    Pages16K,
+}
+
+impl Arm64Flavour {
+    /// Debian's flavour name, the suffix of the kernel release and its packages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pages4K => "arm64",
+            Self::Pages16K => "arm64-16k",
+        }
+    }
+}
+
+/// Where the arm64 package lists and apt cache live, under the cache directory.
+const ARM64_APT_DIR: &str = "apt-arm64";
+
+/// apt over the host's sources with its own package lists and cache in `dir`, for arm64
+/// packages and the host's (`linux-kbuild:amd64` runs the cross build): dpkg's
+/// configuration does not change (no foreign architecture is added), and `apt-get update`
+/// there neither waits for nor blocks the host's apt.
+fn arm64_kernel_apt(dir: &Path) -> Result<Apt, ProvisionError> {
+    let lists = dir.join("lists");
+    let cache = dir.join("cache");
+    for partial in [lists.join("partial"), cache.join("archives/partial")] {
+        fs::create_dir_all(&partial).map_err(io_error(&partial))?;
+    }
+    let native = host_command::stdout_text(Command::new("dpkg").arg("--print-architecture"))?;
+    Ok(Apt::private(vec![
+        format!("Dir::State::Lists={}", lists.display()),
+        format!("Dir::Cache={}", cache.display()),
+        "APT::Architecture=arm64".to_owned(),
+        "APT::Architectures::=arm64".to_owned(),
+        format!("APT::Architectures::={}", native.trim()),
+        // The downloads land in root's cache directory, which apt's _apt user cannot read.
+        "APT::Sandbox::User=root".to_owned(),
+    ]))
+}
+
+/// Debian's arm64 kernel of `flavour` in the same release as `x86` (the backports kernel
+/// [`provision`] resolved): image, flavour headers, common headers and the amd64 kbuild
+/// tools of that release (which run the cross build), downloaded through a private apt
+/// state ([`Apt::foreign`]) and unpacked under the cache like the LTS kernel. A warm run
+/// only checks that the tree is there.
+pub fn provision_arm64(x86: &Kernel, flavour: Arm64Flavour) -> Result<Kernel, ProvisionError> {
+    let abi = x86
+        .version
+        .strip_suffix("-amd64")
+        .ok_or_else(|| ProvisionError::NotAmd64 {
+            version: x86.version.clone(),
+        })?;
+    let version = format!("{abi}-{}", flavour.name());
+    let cache = cache_dir();
+    let kernel = Kernel::unpacked(&cache, version, "Debian backports");
+    let packages = arm64_packages(abi, flavour);
+    let suite = format!("{}-backports", release_codename()?);
+    let mut apt = arm64_kernel_apt(&cache.join(ARM64_APT_DIR))?;
+    ensure_kernel_tree(&mut apt, &cache, &suite, &packages, &kernel)?;
+    Ok(kernel)
+}
+
+/// The packages of the arm64 kernel `<abi>-<flavour>`: the image (the one the guest boots),
+/// its flavour's headers, the common headers they include, and the kbuild tools of the
+/// same release for the host's architecture (amd64), which run `make ARCH=arm64`.
+fn arm64_packages(abi: &str, flavour: Arm64Flavour) -> Vec<String> {
+    let flavour = flavour.name();
+    vec![
+        format!("linux-image-{abi}-{flavour}"),
+        format!("linux-headers-{abi}-{flavour}"),
+        format!("linux-headers-{abi}-common"),
+        format!("linux-kbuild-{abi}:amd64"),
+    ]
 }
 
 /// What building a kernel from source needs beyond [`RELEASE_PACKAGES`] (the debug kernel,
@@ -516,6 +628,7 @@ fn verify_stamp(
     Ok(Some(Provisioned {
         kernel,
         busybox,
+        guest_root: None,
         was_cached: true,
     }))
 }
@@ -653,16 +766,37 @@ fn missing_packages(packages: &[&str]) -> Result<Vec<String>, ProvisionError> {
 
 /// apt-get, with `apt-get update` run at most once and only when needed.
 #[derive(Debug, Default)]
-struct Apt {
+pub(crate) struct Apt {
     /// A source was just added: the package lists do not know it yet.
-    lists_stale: bool,
+    pub(crate) lists_stale: bool,
     updated: bool,
+    /// `-o` settings given to every apt-get and apt-cache call: empty for the host's own apt,
+    /// a private configuration for another architecture's packages (`arm64_root.rs`).
+    options: Vec<String>,
 }
 
 impl Apt {
-    fn update(&mut self) -> Result<(), ProvisionError> {
+    /// An apt with its own configuration, state and cache (`-o NAME=VALUE` each), which
+    /// leaves the host's apt alone.
+    pub(crate) fn private(options: Vec<String>) -> Self {
+        Self {
+            options,
+            ..Self::default()
+        }
+    }
+
+    /// `apt-get` or `apt-cache` with this apt's settings.
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        for option in &self.options {
+            command.arg("-o").arg(option);
+        }
+        command
+    }
+
+    pub(crate) fn update(&mut self) -> Result<(), ProvisionError> {
         println!("provision: apt-get update");
-        host_command::output(noninteractive(Command::new("apt-get").arg("update")))?;
+        host_command::output(noninteractive(self.command("apt-get").arg("update")))?;
         self.updated = true;
         self.lists_stale = false;
         Ok(())
@@ -676,8 +810,8 @@ impl Apt {
         }
         let from = suite.map(|s| format!(" from {s}")).unwrap_or_default();
         println!("provision: installing {}{from}", packages.join(" "));
-        let attempt = || {
-            let mut command = Command::new("apt-get");
+        let attempt = |apt: &Apt| {
+            let mut command = apt.command("apt-get");
             command.args(["install", "-y"]);
             if let Some(suite) = suite {
                 command.args(["-t", suite]);
@@ -685,39 +819,45 @@ impl Apt {
             command.args(packages);
             host_command::output(noninteractive(&mut command))
         };
-        match attempt() {
+        match attempt(self) {
             Ok(_) => Ok(()),
             Err(_) if !self.updated => {
                 println!("provision: apt-get install failed; refreshing the package lists first");
                 self.update()?;
-                attempt().map(|_| ()).map_err(ProvisionError::from)
+                attempt(self).map(|_| ()).map_err(ProvisionError::from)
             }
             Err(err) => Err(err.into()),
         }
     }
 
-    /// The kernel image package the backports metapackage depends on.
-    fn resolve_kernel(&mut self, suite: &str) -> Result<String, ProvisionError> {
+    /// The kernel image package `metapackage` (e.g. `linux-image-amd64`) of `suite`
+    /// depends on.
+    pub(crate) fn resolve_kernel(
+        &mut self,
+        suite: &str,
+        metapackage: &str,
+    ) -> Result<String, ProvisionError> {
         if self.lists_stale {
             self.update()?;
         }
-        let query = || {
+        let query = |apt: &Apt| {
             host_command::stdout_text(
-                Command::new("apt-cache")
+                apt.command("apt-cache")
                     .arg("depends")
-                    .arg(format!("{KERNEL_METAPACKAGE}/{suite}")),
+                    .arg(format!("{metapackage}/{suite}")),
             )
         };
-        let output = match query() {
+        let output = match query(self) {
             Ok(text) if image_dependency(&text).is_some() => text,
             _ if !self.updated => {
                 self.update()?;
-                query()?
+                query(self)?
             }
             Ok(text) => text,
             Err(err) => return Err(err.into()),
         };
         image_dependency(&output).ok_or_else(|| ProvisionError::KernelNotResolved {
+            metapackage: metapackage.to_owned(),
             suite: suite.to_owned(),
             output,
         })
@@ -767,19 +907,19 @@ fn ensure_kernel_tree(
         remove_downloads(&downloads, package)?;
     }
     println!("provision: downloading {} from {suite}", packages.join(" "));
-    let download = || {
+    let download = |apt: &Apt| {
         host_command::output(
-            Command::new("apt-get")
+            apt.command("apt-get")
                 .current_dir(&downloads)
                 .arg("download")
                 .args(packages.iter().map(|p| format!("{p}/{suite}"))),
         )
     };
-    match download() {
+    match download(apt) {
         Ok(_) => {}
         Err(_) if !apt.updated => {
             apt.update()?;
-            download()?;
+            download(apt)?;
         }
         Err(err) => return Err(err.into()),
     }
@@ -921,7 +1061,10 @@ fn rebase_headers_makefile(text: &str, unpacked: &str) -> String {
         .collect()
 }
 
+/// Whether `path` is a download of `package` (`name` or `name:arch`; apt names the file
+/// `<name>_<version>_<arch>.deb`).
 fn download_matches(path: &Path, package: &str) -> bool {
+    let package = package.split_once(':').map_or(package, |(name, _)| name);
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
@@ -1109,6 +1252,28 @@ mod tests {
             lts_packages("linux-image-6.1.0-57-arm64", "6.1.0-57-arm64"),
             None
         );
+    }
+
+    #[test]
+    fn arm64_kernel_packages_follow_the_x86_64_release() {
+        assert_eq!(
+            arm64_packages("6.12.95+deb12", Arm64Flavour::Pages16K),
+            [
+                "linux-image-6.12.95+deb12-arm64-16k",
+                "linux-headers-6.12.95+deb12-arm64-16k",
+                "linux-headers-6.12.95+deb12-common",
+                "linux-kbuild-6.12.95+deb12:amd64",
+            ]
+        );
+        assert_eq!(
+            arm64_packages("6.12.95+deb12", Arm64Flavour::Pages4K)[1],
+            "linux-headers-6.12.95+deb12-arm64"
+        );
+        // A download of an arch-qualified package is found by its name alone.
+        let deb = Path::new("/c/debs/linux-kbuild-6.12.95+deb12_6.12.95-1~bpo12+1_amd64.deb");
+        assert!(download_matches(deb, "linux-kbuild-6.12.95+deb12:amd64"));
+        assert!(download_matches(deb, "linux-kbuild-6.12.95+deb12"));
+        assert!(!download_matches(deb, "linux-kbuild-6.12.95"));
     }
 
     #[test]

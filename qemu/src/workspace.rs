@@ -8,6 +8,42 @@ use std::process::Command;
 
 use crate::host_command::{self, CommandError};
 
+/// A build for another architecture: cargo's `--target`, linked with the cross linker
+/// `.cargo/config.toml` names, against the libraries of that architecture's root.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossBuild<'a> {
+    /// The Rust target, e.g. `aarch64-unknown-linux-gnu`.
+    pub target: &'a str,
+    /// The root whose libraries the programs link against (libgbm comes only from there).
+    pub sysroot: &'a Path,
+    /// Debian's multiarch directory name of those libraries, e.g. `aarch64-linux-gnu`.
+    pub multiarch: &'a str,
+}
+
+impl CrossBuild<'_> {
+    /// Adds `--target` and the linker's search paths to a `cargo build`.
+    fn apply(&self, command: &mut Command) {
+        command.args(["--target", self.target]);
+        // -L finds the libraries named on the link line; -rpath-link the ones they need in
+        // turn (libgbm's libdrm, libwayland-server, …), which ld checks but does not record.
+        let flags: Vec<String> = ["usr/lib", "lib"]
+            .iter()
+            .map(|dir| self.sysroot.join(dir).join(self.multiarch))
+            .flat_map(|dir| {
+                [
+                    format!("-Clink-arg=-L{}", dir.display()),
+                    format!("-Clink-arg=-Wl,-rpath-link,{}", dir.display()),
+                ]
+            })
+            .collect();
+        let variable = format!(
+            "CARGO_TARGET_{}_RUSTFLAGS",
+            self.target.to_uppercase().replace('-', "_")
+        );
+        command.env(variable, flags.join(" "));
+    }
+}
+
 /// The workspace this runner belongs to.
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -97,6 +133,21 @@ impl Workspace {
         })
     }
 
+    /// Builds the cdylib of `package` in release mode, for the host or `cross`.
+    pub fn build_library(
+        &self,
+        package: &str,
+        cross: Option<CrossBuild<'_>>,
+    ) -> Result<(), WorkspaceError> {
+        let mut command = self.cargo();
+        command.args(["build", "--release", "--quiet", "--lib", "-p", package]);
+        if let Some(cross) = cross {
+            cross.apply(&mut command);
+        }
+        host_command::output(&mut command)?;
+        Ok(())
+    }
+
     /// A `cargo` command run from the workspace root.
     pub fn cargo(&self) -> Command {
         let mut command = Command::new(&self.cargo);
@@ -109,12 +160,13 @@ impl Workspace {
         self.target_dir.join("extmem-qemu")
     }
 
-    /// Builds the binaries `names` of `package` in release mode and returns their paths, in the
-    /// order asked for. Compiler messages go to our stderr as usual.
+    /// Builds the binaries `names` of `package` in release mode, for the host or `cross`, and
+    /// returns their paths, in the order asked for. Compiler messages go to our stderr as usual.
     pub fn build_binaries(
         &self,
         package: &str,
         names: &[&str],
+        cross: Option<CrossBuild<'_>>,
     ) -> Result<Vec<PathBuf>, WorkspaceError> {
         let mut command = self.cargo();
         command.args([
@@ -127,6 +179,9 @@ impl Workspace {
         ]);
         for name in names {
             command.args(["--bin", name]);
+        }
+        if let Some(cross) = cross {
+            cross.apply(&mut command);
         }
         let text = host_command::stdout_text(&mut command)?;
         let executables = artifact_executables(&text).map_err(|problem| WorkspaceError::Json {
@@ -174,6 +229,34 @@ fn artifact_executables(messages: &str) -> Result<Vec<(String, PathBuf)>, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cross_build_names_the_target_and_links_against_the_root() {
+        let cross = CrossBuild {
+            target: "aarch64-unknown-linux-gnu",
+            sysroot: Path::new("/c/root"),
+            multiarch: "aarch64-linux-gnu",
+        };
+        let mut command = Command::new("cargo");
+        cross.apply(&mut command);
+        assert_eq!(
+            host_command::describe(&command),
+            "cargo --target aarch64-unknown-linux-gnu"
+        );
+        let flags = command
+            .get_envs()
+            .find(|(name, _)| *name == "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS")
+            .and_then(|(_, value)| value)
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert_eq!(
+            flags,
+            "-Clink-arg=-L/c/root/usr/lib/aarch64-linux-gnu \
+             -Clink-arg=-Wl,-rpath-link,/c/root/usr/lib/aarch64-linux-gnu \
+             -Clink-arg=-L/c/root/lib/aarch64-linux-gnu \
+             -Clink-arg=-Wl,-rpath-link,/c/root/lib/aarch64-linux-gnu"
+        );
+    }
 
     #[test]
     fn executables_come_from_compiler_artifact_messages() -> Result<(), String> {

@@ -17,6 +17,8 @@ use extmem_uapi::{
     GEM_CREATE_FLAGS, GEM_USERPTR_FLAGS, MAX_EXEC_CMDS, MAX_EXEC_SYNCS, VM_BIND_FLAGS,
 };
 
+use crate::cpu_page::CpuPage;
+
 /// The field of an ioctl struct an [`ArgError`] is about.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Field {
@@ -197,24 +199,36 @@ fn at_most_max_mapping(size: u64, profile: &GpuProfile) -> Result<(), ArgError> 
     }
 }
 
-/// `GEM_CREATE`: known flags, a non-zero multiple of 4 KiB, at most `max_mapping`.
-pub fn check_gem_create(args: &GemCreate, profile: &GpuProfile) -> Result<(), ArgError> {
+/// `GEM_CREATE`: known flags, a non-zero multiple of the CPU page (a shmem object is whole
+/// CPU pages; a CPU page is whole GPU pages), at most `max_mapping`.
+pub fn check_gem_create(
+    args: &GemCreate,
+    profile: &GpuProfile,
+    cpu_page: CpuPage,
+) -> Result<(), ArgError> {
     known_flags(args.flags, GEM_CREATE_FLAGS)?;
     non_zero(args.size)?;
-    aligned(Field::Size, args.size, MIN_PAGE)?;
+    aligned(Field::Size, args.size, cpu_page.alignment())?;
     at_most_max_mapping(args.size, profile)
 }
 
 /// `GEM_USERPTR`: known flags, zero padding, `ptr` and a non-zero `size` aligned to
-/// `minImportedHostPointerAlignment` (VUID-VkImportMemoryHostPointerInfoEXT-pHostPointer-01749,
+/// `minImportedHostPointerAlignment`, the coarser of the CPU page (the kernel pins whole
+/// pages) and the profile's ([`CpuPage::import_alignment`];
+/// VUID-VkImportMemoryHostPointerInfoEXT-pHostPointer-01749,
 /// VUID-VkMemoryAllocateInfo-allocationSize-01745 ask the application for the same),
 /// `ptr + size` not wrapping, `size` at most `max_mapping`.
-pub fn check_gem_userptr(args: &GemUserptr, profile: &GpuProfile) -> Result<(), ArgError> {
+pub fn check_gem_userptr(
+    args: &GemUserptr,
+    profile: &GpuProfile,
+    cpu_page: CpuPage,
+) -> Result<(), ArgError> {
     known_flags(args.flags, GEM_USERPTR_FLAGS)?;
     no_pad(args.pad)?;
     non_zero(args.size)?;
-    aligned(Field::Ptr, args.ptr, profile.min_import_alignment)?;
-    aligned(Field::Size, args.size, profile.min_import_alignment)?;
+    let alignment = cpu_page.import_alignment(profile);
+    aligned(Field::Ptr, args.ptr, alignment)?;
+    aligned(Field::Size, args.size, alignment)?;
     end_of(Field::Ptr, args.ptr, args.size)?;
     at_most_max_mapping(args.size, profile)
 }

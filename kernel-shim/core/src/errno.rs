@@ -10,6 +10,7 @@ use extmem_hw::{MapError, UnmapError};
 use crate::args::ArgError;
 use crate::bindings::BindingError;
 use crate::copy_engine::ExecError;
+use crate::cpu_page::CpuPageError;
 use crate::pin_registry::PinError;
 use crate::platform::SegmentError;
 use crate::vm::{BindError, InitError, QueryError};
@@ -25,6 +26,14 @@ const MAX_ERRNO: i32 = 4096;
 pub trait ToErrno {
     /// The (positive) errno.
     fn errno(&self) -> i32;
+}
+
+impl ToErrno for CpuPageError {
+    fn errno(&self) -> i32 {
+        match self {
+            Self::Unset | Self::Unsupported { .. } => EINVAL,
+        }
+    }
 }
 
 impl ToErrno for ArgError {

@@ -8,6 +8,7 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::mem::{align_of, size_of};
 use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use extmem_hw::{HostVa, PhysAddr};
 use extmem_uapi::{
@@ -16,6 +17,7 @@ use extmem_uapi::{
 
 use crate::args;
 use crate::copy_engine::TouchError;
+use crate::cpu_page::{CpuPage, CpuPageError};
 use crate::errno::{self, to_return, ToErrno};
 use crate::params::{self, ParamAnswer};
 use crate::pin_registry::{PinRegistry, PINS_MAX};
@@ -200,6 +202,33 @@ unsafe fn arg_mut<'a, T>(ptr: *mut T) -> Option<&'a mut T> {
 
 const EINVAL: c_int = -errno::EINVAL;
 
+/// The running kernel's `PAGE_SHIFT`, from `extmem_kcore_set_cpu_page_shift` at module
+/// init; 0 until then. An atomic rather than a field of each file because GET_PARAM and
+/// the argument checks run without one.
+static CPU_PAGE_SHIFT: AtomicU32 = AtomicU32::new(0);
+
+/// The CPU page the glue gave; an error until it has.
+fn cpu_page() -> Result<CpuPage, CpuPageError> {
+    match CPU_PAGE_SHIFT.load(Ordering::Relaxed) {
+        0 => Err(CpuPageError::Unset),
+        shift => CpuPage::from_shift(shift),
+    }
+}
+
+/// Tells kcore the kernel's `PAGE_SHIFT`, before any other entry point runs: it decides
+/// what `GEM_CREATE` and `GEM_USERPTR` accept, the pin ledger's unit and what GET_PARAM
+/// reports. 0, or -EINVAL for a page size kcore does not support (outside 4..=64 KiB).
+#[no_mangle]
+pub extern "C" fn extmem_kcore_set_cpu_page_shift(shift: u32) -> c_int {
+    match CpuPage::from_shift(shift) {
+        Ok(_) => {
+            CPU_PAGE_SHIFT.store(shift, Ordering::Relaxed);
+            0
+        }
+        Err(e) => to_return(Err(e)),
+    }
+}
+
 /// Bytes of the opaque per-file state.
 #[no_mangle]
 pub extern "C" fn extmem_kcore_vm_size() -> usize {
@@ -257,7 +286,10 @@ pub unsafe extern "C" fn extmem_kcore_vm_fini(vm: *mut c_void) {
 pub unsafe extern "C" fn extmem_kcore_check_gem_create(args: *const GemCreate) -> c_int {
     // SAFETY: the caller's contract.
     match unsafe { arg(args) } {
-        Some(args) => to_return(args::check_gem_create(args, PROFILE)),
+        Some(args) => match cpu_page() {
+            Ok(page) => to_return(args::check_gem_create(args, PROFILE, page)),
+            Err(e) => to_return(Err(e)),
+        },
         None => EINVAL,
     }
 }
@@ -270,7 +302,10 @@ pub unsafe extern "C" fn extmem_kcore_check_gem_create(args: *const GemCreate) -
 pub unsafe extern "C" fn extmem_kcore_check_gem_userptr(args: *const GemUserptr) -> c_int {
     // SAFETY: the caller's contract.
     match unsafe { arg(args) } {
-        Some(args) => to_return(args::check_gem_userptr(args, PROFILE)),
+        Some(args) => match cpu_page() {
+            Ok(page) => to_return(args::check_gem_userptr(args, PROFILE, page)),
+            Err(e) => to_return(Err(e)),
+        },
         None => EINVAL,
     }
 }
@@ -313,7 +348,11 @@ pub unsafe extern "C" fn extmem_kcore_get_param(args: *mut GetParam) -> c_int {
     let Some(args) = (unsafe { arg_mut(args) }) else {
         return EINVAL;
     };
-    match params::get_param(args, PROFILE) {
+    let page = match cpu_page() {
+        Ok(page) => page,
+        Err(e) => return to_return(Err(e)),
+    };
+    match params::get_param(args, PROFILE, page) {
         Ok(ParamAnswer::Core(_)) => 0,
         Ok(ParamAnswer::Platform) => PLATFORM_PARAM,
         Err(e) => to_return(Err(e)),
@@ -503,7 +542,13 @@ pub unsafe extern "C" fn extmem_kcore_pin_add(
     let Some(file) = (unsafe { file(vm) }) else {
         return EINVAL;
     };
-    to_return(file.pins.add(ObjectId(object), HostVa::new(start), pages))
+    match cpu_page() {
+        Ok(page) => to_return(
+            file.pins
+                .add(ObjectId(object), HostVa::new(start), pages, page),
+        ),
+        Err(e) => to_return(Err(e)),
+    }
 }
 
 /// Forgets the pin of `object`; its page count goes to `*pages` (if not null).

@@ -31,7 +31,8 @@
 //!     --features kernel --crate-type staticlib
 //! ```
 //!
-//! (`.cargo/config.toml` holds the kernel code-generation flags for that target, the
+//! (or `--target aarch64-unknown-none-softfloat` for arm64 kernels; `.cargo/config.toml`
+//! holds the kernel code-generation flags for each target, the
 //! workspace `Cargo.toml` the `kernel` profile: fat LTO, one codegen unit), then reduced to
 //! one relocatable object holding only what the entry points reach:
 //!
@@ -58,6 +59,7 @@ extern crate std;
 pub mod args;
 pub mod bindings;
 pub mod copy_engine;
+pub mod cpu_page;
 pub mod errno;
 pub mod params;
 pub mod pin_registry;
@@ -85,6 +87,7 @@ use extmem_hw::GpuProfile;
 pub const PROFILE: &GpuProfile = &extmem_hw::profile::VGPU;
 
 pub use bindings::{Binding, BINDINGS_MAX};
+pub use cpu_page::{CpuPage, CpuPageError};
 pub use errno::ToErrno;
 pub use platform::{MemoryFault, ObjectId, Platform, RunFault, Segment, SegmentError};
 pub use vm::{BoundObject, Vm};

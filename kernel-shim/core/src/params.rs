@@ -5,6 +5,7 @@ use extmem_hw::{GpuProfile, PageSize};
 use extmem_uapi::{GetParam, Param, API_VERSION};
 
 use crate::args::ArgError;
+use crate::cpu_page::CpuPage;
 
 /// Who answers a parameter.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -15,9 +16,14 @@ pub enum ParamAnswer {
     Platform,
 }
 
-/// Classifies `param`, with the core's value where the core owns it. Unknown ids are an
-/// error; a unit test checks that every id `extmem-uapi` knows is answered by someone.
-pub fn answer(param: Param, profile: &GpuProfile) -> Result<ParamAnswer, ArgError> {
+/// Classifies `param`, with the core's value where the core owns it (from `profile` and the
+/// running kernel's `cpu_page`). Unknown ids are an error; a unit test checks that every id
+/// `extmem-uapi` knows is answered by someone.
+pub fn answer(
+    param: Param,
+    profile: &GpuProfile,
+    cpu_page: CpuPage,
+) -> Result<ParamAnswer, ArgError> {
     let core = ParamAnswer::Core;
     Ok(match param {
         Param::API_VERSION => core(API_VERSION),
@@ -29,7 +35,8 @@ pub fn answer(param: Param, profile: &GpuProfile) -> Result<ParamAnswer, ArgErro
                 .filter(|&&size| profile.page_sizes.contains(size))
                 .fold(0, |mask, size| mask | size.bytes()),
         ),
-        Param::MIN_IMPORT_ALIGNMENT => core(profile.min_import_alignment.get()),
+        Param::MIN_IMPORT_ALIGNMENT => core(cpu_page.import_alignment(profile).get()),
+        Param::CPU_PAGE_SIZE => core(cpu_page.bytes()),
         Param::MAX_MAPPING => core(profile.max_mapping),
         Param::DEVICE_UUID_LO
         | Param::DEVICE_UUID_HI
@@ -49,11 +56,15 @@ pub fn answer(param: Param, profile: &GpuProfile) -> Result<ParamAnswer, ArgErro
 
 /// `GET_PARAM`: rejects non-zero padding and unknown ids; sets `args.value` for a
 /// parameter the core owns and leaves it alone for one the platform owns.
-pub fn get_param(args: &mut GetParam, profile: &GpuProfile) -> Result<ParamAnswer, ArgError> {
+pub fn get_param(
+    args: &mut GetParam,
+    profile: &GpuProfile,
+    cpu_page: CpuPage,
+) -> Result<ParamAnswer, ArgError> {
     if args.pad != 0 {
         return Err(ArgError::NonZeroPad { pad: args.pad });
     }
-    let answer = answer(args.param, profile)?;
+    let answer = answer(args.param, profile, cpu_page)?;
     if let ParamAnswer::Core(value) = answer {
         args.value = value;
     }

@@ -9,9 +9,9 @@
 //! application import the same host pointer more than once, and each import is its own
 //! object with its own pin.
 
-use extmem_hw::profile::MIN_PAGE;
 use extmem_hw::HostVa;
 
+use crate::cpu_page::CpuPage;
 use crate::platform::ObjectId;
 use crate::sorted_table::{InsertError, Keyed, SortedTable};
 
@@ -42,12 +42,12 @@ impl Keyed for Pin {
 pub enum PinError {
     /// No pages (`EINVAL`).
     ZeroPages,
-    /// `start` is not 4 KiB-aligned (`EINVAL`).
+    /// `start` is not aligned to the CPU page (`EINVAL`).
     Misaligned {
         /// The start.
         start: HostVa,
     },
-    /// `start + pages * 4 KiB` wraps (`EOVERFLOW`).
+    /// `start + pages * <CPU page>` wraps (`EOVERFLOW`).
     Wraps {
         /// The start.
         start: HostVa,
@@ -102,16 +102,23 @@ impl<const N: usize> PinRegistry<N> {
         }
     }
 
-    /// Records that `object` pinned `pages` pages from `start`.
-    pub fn add(&mut self, object: ObjectId, start: HostVa, pages: u64) -> Result<(), PinError> {
+    /// Records that `object` pinned `pages` pages of `cpu_page` bytes (the kernel pins
+    /// whole CPU pages) from `start`.
+    pub fn add(
+        &mut self,
+        object: ObjectId,
+        start: HostVa,
+        pages: u64,
+        cpu_page: CpuPage,
+    ) -> Result<(), PinError> {
         if pages == 0 {
             return Err(PinError::ZeroPages);
         }
-        if !start.is_aligned(MIN_PAGE) {
+        if !start.is_aligned(cpu_page.alignment()) {
             return Err(PinError::Misaligned { start });
         }
         let wraps = PinError::Wraps { start, pages };
-        let bytes = pages.checked_mul(MIN_PAGE.get()).ok_or(wraps)?;
+        let bytes = pages.checked_mul(cpu_page.bytes()).ok_or(wraps)?;
         start.checked_add(bytes).ok_or(wraps)?;
         let total = self.pinned_pages.checked_add(pages).ok_or(wraps)?;
         match self.pins.insert(Pin {

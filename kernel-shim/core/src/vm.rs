@@ -425,6 +425,61 @@ mod tests {
     }
 
     #[test]
+    fn a_16_kib_cpu_page_is_four_gpu_pages() {
+        // An object of 16 KiB CPU pages, scattered as a 16 KiB-page kernel pins them.
+        let cpu_page = crate::CpuPage::from_shift(14).expect("16 KiB");
+        let fake = FakePlatform::new();
+        let pages = [0x1_0004_0000, 0x1_0000_c000, 0x1_0010_4000];
+        let segments: Vec<(u64, u64)> = pages.iter().map(|&pa| (pa, cpu_page.bytes())).collect();
+        fake.add_object(1, &segments);
+        let mut vm = vm::<8>(&fake);
+        let size = 3 * cpu_page.bytes();
+        vm.bind(&map_args(VA, 0, size, 0), object(&fake, 1))
+            .expect("bind");
+        for (cpu, &pa) in pages.iter().enumerate() {
+            let cpu_va = VA + cpu as u64 * cpu_page.bytes();
+            for gpu in 0..cpu_page.gpu_pages() {
+                assert_eq!(
+                    pa_at(&vm, cpu_va + gpu * PAGE + 0x10),
+                    Some((pa + gpu * PAGE + 0x10, PageSize::Size4K, false)),
+                    "CPU page {cpu}, GPU page {gpu}"
+                );
+            }
+        }
+        assert_eq!(pa_at(&vm, VA + size), None);
+        // A binding may start inside a CPU page: the GPU's granule is 4 KiB.
+        vm.bind(&map_args(VA + M2, PAGE, PAGE, 0), object(&fake, 1))
+            .expect("a 4 KiB binding inside a 16 KiB page");
+        assert_eq!(
+            pa_at(&vm, VA + M2),
+            Some((pages[0] + PAGE, PageSize::Size4K, false))
+        );
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a 2 MiB mapping takes Miri minutes (the map checks every 4 KiB page for overlap); runs natively in cargo test"
+    )]
+    fn aligned_16_kib_pages_that_make_2_mib_are_one_block() {
+        let cpu_page = crate::CpuPage::from_shift(14).expect("16 KiB");
+        let fake = FakePlatform::new();
+        // 128 physically adjacent 16 KiB pages from a 2 MiB boundary, which the glue
+        // reports as one segment (extmem_pages_segment merges adjacent pages).
+        let base = 0x1_0020_0000;
+        assert_eq!(M2 / cpu_page.bytes(), 128);
+        let segments = [(base, M2)];
+        fake.add_object(1, &segments);
+        let mut vm = vm::<8>(&fake);
+        vm.bind(&map_args(VA, 0, M2, 0), object(&fake, 1))
+            .expect("bind");
+        assert_eq!(
+            pa_at(&vm, VA + 0x12_3456),
+            Some((base + 0x12_3456, PageSize::Size2M, false))
+        );
+    }
+
+    #[test]
     fn bind_maps_every_page_and_unbind_gives_everything_back() {
         let fake = FakePlatform::new();
         let pages = scattered(&fake, 1);

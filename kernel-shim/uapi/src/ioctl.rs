@@ -85,6 +85,10 @@ uapi_values!(
         /// Device-wide: `EXEC` jobs queued or running whose memory is still held (their
         /// object references, pins and page-table entries); 0 when the device is idle.
         JOBS = 18,
+        /// The CPU page size of the running kernel in bytes (4 KiB, or 16 / 64 KiB on
+        /// arm64): the unit `GEM_USERPTR` pins and `GEM_CREATE` allocates in.
+        /// `MIN_IMPORT_ALIGNMENT` is at least this.
+        CPU_PAGE_SIZE = 19,
     }
 );
 

@@ -30,6 +30,11 @@ mod tests {
     }
 
     #[test]
+    fn with_16_kib_pages_objects_and_imports_are_whole_cpu_pages() {
+        args::with_16_kib_pages_objects_and_imports_are_whole_cpu_pages();
+    }
+
+    #[test]
     fn check_vm_bind() {
         args::vm_bind();
     }
@@ -42,6 +47,11 @@ mod tests {
     #[test]
     fn the_core_answers_the_profile() {
         params::the_core_answers_the_profile();
+    }
+
+    #[test]
+    fn a_16_kib_kernel_reports_its_page_and_imports_in_whole_pages() {
+        params::a_16_kib_kernel_reports_its_page_and_imports_in_whole_pages();
     }
 
     #[test]
@@ -67,6 +77,11 @@ mod tests {
     #[test]
     fn counts_pages_and_refuses_bad_records() {
         pin_registry::counts_pages_and_refuses_bad_records();
+    }
+
+    #[test]
+    fn sixteen_kib_pages_are_counted_and_aligned_as_such() {
+        pin_registry::sixteen_kib_pages_are_counted_and_aligned_as_such();
     }
 
     #[test]

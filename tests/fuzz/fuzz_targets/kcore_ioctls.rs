@@ -28,7 +28,7 @@ use extmem_kcore::fake_platform::{FakePlatform, Snapshot};
 use extmem_kcore::params::get_param;
 use extmem_kcore::pin_registry::PinRegistry;
 use extmem_kcore::vm::InitError;
-use extmem_kcore::{BoundObject, ObjectId, SegmentError, ToErrno, Vm, PROFILE};
+use extmem_kcore::{BoundObject, CpuPage, ObjectId, SegmentError, ToErrno, Vm, PROFILE};
 use extmem_uapi::{
     BindOp, Cmd, CmdOp, Exec, FaultKind, GemCreate, GemUserptr, GetParam, ObjectKind, Param,
     VmBind, VmQuery, EXEC_FLAGS, GEM_USERPTR_FLAGS, MAX_EXEC_CMDS, QUERY_MAPPED, QUERY_READ_ONLY,
@@ -200,7 +200,8 @@ impl<'a> File<'a> {
                 pages,
             } => {
                 let start = HostVa::new(self.addr(*start));
-                let result = self.pins.add(ObjectId(u64::from(*object)), start, *pages);
+                let page = CpuPage::from_shift(PAGE.trailing_zeros()).expect("4 KiB");
+                let result = self.pins.add(ObjectId(u64::from(*object)), start, *pages, page);
                 if let Err(e) = result {
                     assert!(e.errno() > 0);
                 }
@@ -504,6 +505,8 @@ impl<'a> File<'a> {
 /// The argument checks on raw words: whatever they accept meets their documented rules.
 fn check_args(which: u8, [a, b, c]: [u64; 3]) {
     let high = |w: u64| (w >> 32) as u32;
+    // Every page size Linux is built with, 4 to 64 KiB, from the top bits of `c`.
+    let cpu_page = CpuPage::from_shift(12 + ((c >> 56) % 5) as u32).expect("4..=64 KiB");
     match which {
         0 => {
             let args = GemCreate {
@@ -511,8 +514,8 @@ fn check_args(which: u8, [a, b, c]: [u64; 3]) {
                 flags: b as u32,
                 handle: high(b),
             };
-            if check_gem_create(&args, PROFILE).is_ok() {
-                assert!(args.size > 0 && args.size % PAGE == 0, "{args:?}");
+            if check_gem_create(&args, PROFILE, cpu_page).is_ok() {
+                assert!(args.size > 0 && args.size % cpu_page.bytes() == 0, "{args:?}");
                 assert!(
                     args.size <= PROFILE.max_mapping && args.flags == 0,
                     "{args:?}"
@@ -528,8 +531,9 @@ fn check_args(which: u8, [a, b, c]: [u64; 3]) {
                 kind: ObjectKind(high(a)),
                 pad: high(b),
             };
-            if check_gem_userptr(&args, PROFILE).is_ok() {
-                let align = PROFILE.min_import_alignment;
+            if check_gem_userptr(&args, PROFILE, cpu_page).is_ok() {
+                let align = cpu_page.import_alignment(PROFILE);
+                assert!(align.get() >= cpu_page.bytes(), "{args:?}");
                 assert!(
                     args.flags & !GEM_USERPTR_FLAGS == 0 && args.pad == 0,
                     "{args:?}"
@@ -562,7 +566,7 @@ fn check_args(which: u8, [a, b, c]: [u64; 3]) {
                 pad: high(a),
                 value: b,
             };
-            match get_param(&mut args, PROFILE) {
+            match get_param(&mut args, PROFILE, cpu_page) {
                 Ok(_) => assert!(args.param.is_known() && args.pad == 0, "{args:?}"),
                 Err(e) => {
                     assert!(e.errno() > 0);

@@ -109,10 +109,12 @@ pub fn vgpu_manager(fd: OwnedFd, path: &Path) -> CheckResult<MemoryManager<Vgpu>
     let align = param(Param::MIN_IMPORT_ALIGNMENT)?;
     let min_import_alignment = Alignment::new(align)
         .ok_or_else(|| Failure::new("a power-of-two MIN_IMPORT_ALIGNMENT", align.to_string()))?;
+    // Whole CPU pages (the kernel pins those), or the profile's alignment if coarser.
+    let cpu_page = rustix::param::page_size() as u64;
     expect_eq(
         "MIN_IMPORT_ALIGNMENT",
-        min_import_alignment,
-        VGPU.min_import_alignment,
+        min_import_alignment.get(),
+        VGPU.min_import_alignment.get().max(cpu_page),
     )?;
     let raw_sizes = param(Param::PAGE_SIZES)?;
     let page_sizes = PageSize::ALL

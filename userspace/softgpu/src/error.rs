@@ -9,7 +9,7 @@ use extmem_hw::HostVa;
 use extmem_kcore::args::ArgError;
 use extmem_kcore::copy_engine;
 use extmem_kcore::vm::{BindError, InitError, QueryError};
-use extmem_kcore::ToErrno;
+use extmem_kcore::{CpuPageError, ToErrno};
 use extmem_uapi::errno;
 
 use crate::host_access::RangeRefusal;
@@ -46,6 +46,8 @@ pub enum Error {
     },
     /// kcore could not set up the GPU VM.
     Init(InitError),
+    /// The host's page size is not one kcore supports.
+    CpuPage(CpuPageError),
     /// `VM_BIND` refused a map ([`Op::Bind`]) or an unmap ([`Op::Unbind`]).
     Bind {
         /// Map or unmap.
@@ -111,6 +113,7 @@ impl Error {
         match *self {
             Error::Args { op, error } => (op, error.errno()),
             Error::Init(error) => (Op::Create, error.errno()),
+            Error::CpuPage(error) => (Op::Create, error.errno()),
             Error::Bind { op, error } => (op, error.errno()),
             Error::Query(error) => (Op::Info, error.errno()),
             Error::Exec(error) => (Op::Exec, error.errno()),
@@ -158,6 +161,7 @@ impl fmt::Display for Error {
         match self {
             Error::Args { op, error } => write!(f, "{op:?}: arguments refused: {error:?}"),
             Error::Init(error) => write!(f, "GPU VM setup failed: {error:?}"),
+            Error::CpuPage(error) => write!(f, "the host's page size: {error:?}"),
             Error::Bind { op, error } => write!(f, "{op:?} refused: {error:?}"),
             Error::Query(error) => write!(f, "VM query refused: {error:?}"),
             Error::Exec(error) => write!(f, "exec refused: {error:?}"),

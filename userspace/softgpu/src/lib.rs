@@ -69,7 +69,7 @@ use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_kcore::args::{check_gem_create, check_gem_userptr};
 use extmem_kcore::params::{answer, ParamAnswer};
-use extmem_kcore::{copy_engine, BoundObject, ObjectId, Vm, PROFILE};
+use extmem_kcore::{copy_engine, BoundObject, CpuPage, CpuPageError, ObjectId, Vm, PROFILE};
 use extmem_uapi as uapi;
 
 pub use crate::error::{Error, OsError};
@@ -109,6 +109,9 @@ pub const CAPS: DeviceCaps = DeviceCaps {
 /// One software device, as one open file of the kernel device: its own GPU VM and its
 /// own GEM handle namespace.
 pub struct SoftGpu {
+    /// The host's page, in which imports and allocations are made, as the kernel device's
+    /// are in its kernel's.
+    cpu_page: CpuPage,
     memory: PhysMemory,
     vm: Box<Vm<PhysMemory>>,
     handles: BTreeMap<NonZeroU32, ObjectId>,
@@ -124,6 +127,17 @@ impl fmt::Debug for SoftGpu {
             .field("table_pages", &self.vm.table_pages())
             .finish()
     }
+}
+
+/// The host's CPU page size, as the kernel device takes its kernel's `PAGE_SHIFT`.
+fn host_cpu_page() -> Result<CpuPage, CpuPageError> {
+    #[cfg(not(windows))]
+    let bytes = rustix::param::page_size();
+    // Windows pages are 4 KiB on every architecture it runs on (the 64 KiB it also
+    // speaks of is the allocation granularity, not a page).
+    #[cfg(windows)]
+    let bytes: usize = 4096;
+    CpuPage::from_shift(bytes.trailing_zeros())
 }
 
 /// The failure of `op` on device memory.
@@ -142,10 +156,12 @@ fn uuid_halves(uuid: [u8; 16]) -> [u64; 2] {
 impl SoftGpu {
     /// A device with an empty VM (one root table page).
     pub fn new() -> Result<Self, BackendError> {
+        let cpu_page = host_cpu_page().map_err(Error::CpuPage)?;
         let memory = PhysMemory::new(PROFILE);
         let mut vm = Box::new(Vm::new());
         vm.init(memory.clone()).map_err(Error::Init)?;
         Ok(Self {
+            cpu_page,
             memory,
             vm,
             handles: BTreeMap::new(),
@@ -156,7 +172,7 @@ impl SoftGpu {
     /// `GET_PARAM`, answered as the kernel device answers it: kcore for what the core
     /// owns, this device for the UUIDs and counters (no pins, no dma-buf attachments).
     pub fn param(&self, param: uapi::Param) -> Result<u64, BackendError> {
-        let core = answer(param, PROFILE).map_err(|error| Error::Args {
+        let core = answer(param, PROFILE, self.cpu_page).map_err(|error| Error::Args {
             op: Op::Info,
             error,
         })?;
@@ -225,7 +241,8 @@ impl SoftGpu {
             size,
             ..Default::default()
         };
-        check_gem_create(&args, PROFILE).map_err(|error| Error::Args { op, error })?;
+        check_gem_create(&args, PROFILE, self.cpu_page)
+            .map_err(|error| Error::Args { op, error })?;
         let memory = make().map_err(memory_failed(op))?;
         let id = self
             .memory
@@ -300,7 +317,8 @@ impl Backend for SoftGpu {
             ..Default::default()
         };
         let op = Op::ImportHost;
-        check_gem_userptr(&args, PROFILE).map_err(|error| Error::Args { op, error })?;
+        check_gem_userptr(&args, PROFILE, self.cpu_page)
+            .map_err(|error| Error::Args { op, error })?;
         host_access::check_importable(ptr, size, !read_only).map_err(|why| {
             Error::HostRangeRefused {
                 ptr,

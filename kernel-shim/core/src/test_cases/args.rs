@@ -8,13 +8,19 @@ use extmem_uapi::{
     GEM_USERPTR_FLAGS, MAX_EXEC_CMDS, MAX_EXEC_SYNCS, VM_BIND_FLAGS,
 };
 
-use super::host_tests;
+use super::{host_tests, Must};
+use crate::cpu_page::CpuPage;
 use extmem_hw::profile::VGPU;
 use extmem_uapi::{FLAG_READ_ONLY, USERPTR_PROBE};
 
 use extmem_uapi::EXEC_WAIT;
 
 const M4K: u64 = 0x1000;
+const M16K: u64 = 0x4000;
+
+fn page(shift: u32) -> CpuPage {
+    CpuPage::from_shift(shift).must("a Linux page size")
+}
 
 fn map(va: u64, offset: u64, size: u64) -> VmBind {
     VmBind {
@@ -32,11 +38,11 @@ pub fn gem_create() {
         size: 3 * M4K,
         ..GemCreate::default()
     };
-    assert_eq!(check_gem_create(&ok, &VGPU), Ok(()));
+    assert_eq!(check_gem_create(&ok, &VGPU, page(12)), Ok(()));
     let bad = |f: fn(&mut GemCreate)| {
         let mut a = ok;
         f(&mut a);
-        check_gem_create(&a, &VGPU)
+        check_gem_create(&a, &VGPU, page(12))
     };
     assert_eq!(
         bad(|a| a.flags = FLAG_READ_ONLY),
@@ -69,11 +75,11 @@ pub fn gem_userptr() {
         flags: FLAG_READ_ONLY | USERPTR_PROBE,
         ..GemUserptr::default()
     };
-    assert_eq!(check_gem_userptr(&ok, &VGPU), Ok(()));
+    assert_eq!(check_gem_userptr(&ok, &VGPU, page(12)), Ok(()));
     let bad = |f: fn(&mut GemUserptr)| {
         let mut a = ok;
         f(&mut a);
-        check_gem_userptr(&a, &VGPU)
+        check_gem_userptr(&a, &VGPU, page(12))
     };
     assert_eq!(
         bad(|a| a.flags = 1 << 5),
@@ -118,6 +124,61 @@ pub fn gem_userptr() {
         }),
         Ok(())
     );
+}
+
+pub fn with_16_kib_pages_objects_and_imports_are_whole_cpu_pages() {
+    let page_16k = page(14);
+    let create = |size| {
+        check_gem_create(
+            &GemCreate {
+                size,
+                ..GemCreate::default()
+            },
+            &VGPU,
+            page_16k,
+        )
+    };
+    assert_eq!(create(3 * M16K), Ok(()));
+    assert_eq!(
+        create(3 * M4K),
+        Err(ArgError::Misaligned {
+            field: Field::Size,
+            value: 3 * M4K,
+            alignment: page_16k.alignment()
+        })
+    );
+    let userptr = |ptr, size| {
+        check_gem_userptr(
+            &GemUserptr {
+                ptr,
+                size,
+                ..GemUserptr::default()
+            },
+            &VGPU,
+            page_16k,
+        )
+    };
+    assert_eq!(userptr(0x7f00_0000_4000, 2 * M16K), Ok(()));
+    // 4 KiB-aligned is what the GPU granule would take, but not a whole CPU page.
+    assert_eq!(
+        userptr(0x7f00_0000_1000, M16K),
+        Err(ArgError::Misaligned {
+            field: Field::Ptr,
+            value: 0x7f00_0000_1000,
+            alignment: page_16k.alignment()
+        })
+    );
+    assert_eq!(
+        userptr(0x7f00_0000_4000, M16K + M4K),
+        Err(ArgError::Misaligned {
+            field: Field::Size,
+            value: M16K + M4K,
+            alignment: page_16k.alignment()
+        })
+    );
+    // VM_BIND stays at the GPU granule: a 16 KiB page is four 4 KiB entries, and a
+    // binding may start at any of them.
+    assert_eq!(check_vm_bind(&map(0x10_1000, M4K, M4K), &VGPU), Ok(()));
 }
 
 pub fn vm_bind() {
@@ -402,4 +463,10 @@ pub fn exec_and_commands() {
     ));
 }
 
-host_tests!(gem_create, gem_userptr, vm_bind, exec_and_commands);
+host_tests!(
+    gem_create,
+    gem_userptr,
+    with_16_kib_pages_objects_and_imports_are_whole_cpu_pages,
+    vm_bind,
+    exec_and_commands
+);

@@ -4,16 +4,25 @@ use crate::args::ArgError;
 use crate::params::*;
 use extmem_uapi::{GetParam, Param};
 
-use super::host_tests;
+use super::{host_tests, Must};
+use crate::cpu_page::CpuPage;
 use extmem_hw::profile::VGPU;
 
-fn get(param: Param) -> Result<(ParamAnswer, u64), ArgError> {
+fn page(shift: u32) -> CpuPage {
+    CpuPage::from_shift(shift).must("a Linux page size")
+}
+
+fn get_with(param: Param, cpu_page: CpuPage) -> Result<(ParamAnswer, u64), ArgError> {
     let mut args = GetParam {
         param,
         value: 0xfeed,
         ..GetParam::default()
     };
-    get_param(&mut args, &VGPU).map(|a| (a, args.value))
+    get_param(&mut args, &VGPU, cpu_page).map(|a| (a, args.value))
+}
+
+fn get(param: Param) -> Result<(ParamAnswer, u64), ArgError> {
+    get_with(param, page(12))
 }
 
 pub fn the_core_answers_the_profile() {
@@ -32,6 +41,27 @@ pub fn the_core_answers_the_profile() {
         get(Param::MAX_MAPPING),
         Ok((ParamAnswer::Core(1 << 32), 1 << 32))
     );
+    assert_eq!(
+        get(Param::CPU_PAGE_SIZE),
+        Ok((ParamAnswer::Core(4096), 4096))
+    );
+}
+
+pub fn a_16_kib_kernel_reports_its_page_and_imports_in_whole_pages() {
+    let page_16k = page(14);
+    assert_eq!(
+        get_with(Param::CPU_PAGE_SIZE, page_16k),
+        Ok((ParamAnswer::Core(16384), 16384))
+    );
+    assert_eq!(
+        get_with(Param::MIN_IMPORT_ALIGNMENT, page_16k),
+        Ok((ParamAnswer::Core(16384), 16384))
+    );
+    // The GPU's own page sizes do not change with the CPU's.
+    assert_eq!(
+        get_with(Param::PAGE_SIZES, page_16k),
+        Ok((ParamAnswer::Core(0x20_1000), 0x20_1000))
+    );
 }
 
 pub fn platform_params_leave_the_value_alone() {
@@ -43,17 +73,17 @@ pub fn platform_params_leave_the_value_alone() {
 
 pub fn every_known_param_has_an_owner_and_unknown_ones_are_rejected() {
     for &p in Param::KNOWN {
-        assert!(answer(p, &VGPU).is_ok(), "{:?}", p.name());
+        assert!(answer(p, &VGPU, page(12)).is_ok(), "{:?}", p.name());
     }
     assert_eq!(get(Param(0)), Err(ArgError::UnknownParam { param: 0 }));
-    assert_eq!(get(Param(19)), Err(ArgError::UnknownParam { param: 19 }));
+    assert_eq!(get(Param(20)), Err(ArgError::UnknownParam { param: 20 }));
     let mut padded = GetParam {
         param: Param::VA_BITS,
         pad: 1,
         value: 3,
     };
     assert_eq!(
-        get_param(&mut padded, &VGPU),
+        get_param(&mut padded, &VGPU, page(12)),
         Err(ArgError::NonZeroPad { pad: 1 })
     );
     assert_eq!(padded.value, 3);
@@ -61,6 +91,7 @@ pub fn every_known_param_has_an_owner_and_unknown_ones_are_rejected() {
 
 host_tests!(
     the_core_answers_the_profile,
+    a_16_kib_kernel_reports_its_page_and_imports_in_whole_pages,
     platform_params_leave_the_value_alone,
     every_known_param_has_an_owner_and_unknown_ones_are_rejected
 );

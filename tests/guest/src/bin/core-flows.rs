@@ -97,7 +97,7 @@ fn run(ktap: &mut Ktap) {
         let (fd, path) = find_vgpu_node()?;
         Ok((observer, base, fd, path))
     });
-    let what = "MemoryManager::new over Vgpu::new (API_VERSION checked): DeviceLimits from GET_PARAM (MIN_IMPORT_ALIGNMENT, PAGE_SIZES, VA_BITS as extmem_hw::profile::VGPU says), a VaAllocator over [2 MiB, 2^VA_BITS)";
+    let what = "MemoryManager::new over Vgpu::new (API_VERSION checked): DeviceLimits from GET_PARAM (MIN_IMPORT_ALIGNMENT as the page size and extmem_hw::profile::VGPU say, PAGE_SIZES, VA_BITS as VGPU says), a VaAllocator over [2 MiB, 2^VA_BITS)";
     let mut env = ktap.check_after(what, opened, |(observer, base, fd, path)| {
         let mm = vgpu_manager(fd, &path)?;
         Ok(Env { mm, observer, base })

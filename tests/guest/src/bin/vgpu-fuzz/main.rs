@@ -361,11 +361,12 @@ impl Fuzzer {
 
     fn get_param(&mut self) {
         let mut args = GetParam {
-            param: Param(if self.rng.one_in(2) {
-                1 + self.rng.below_u32(17)
-            } else {
-                self.rng.next_u32()
-            }),
+            // Half the time a known id (so new ones are covered as the uAPI grows), else
+            // any word, which is nearly always unknown.
+            param: match self.rng.pick(Param::KNOWN) {
+                Some(&known) if self.rng.one_in(2) => known,
+                _ => Param(self.rng.next_u32()),
+            },
             pad: inputs::pad(&mut self.rng),
             value: self.rng.next_u64(),
         };

@@ -34,7 +34,7 @@ use extmem_guest_tests::ktap::{expect_eq, Failure, KtapWriter};
 use extmem_guest_tests::vgpu::{Counters, Vgpu};
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 102 + syncs::CHECKS;
+const PLAN: usize = 103 + syncs::CHECKS;
 
 const PAGE: u64 = 4096;
 const MIB: u64 = 1 << 20;

@@ -1,5 +1,5 @@
-//! `GET_PARAM`: every parameter as `extmem_hw::profile::VGPU` says, the UUIDs, and the
-//! rejected forms.
+//! `GET_PARAM`: every parameter as `extmem_hw::profile::VGPU` and the running kernel's page
+//! size say, the UUIDs, and the rejected forms.
 
 use extmem_guest_tests::device_snapshot::{expect_errno, op};
 use extmem_guest_tests::ktap::{expect_eq, CheckResult, Failure};
@@ -17,18 +17,25 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
         .filter(|s| VGPU.page_sizes.contains(*s))
         .map(PageSize::bytes)
         .sum();
+    // The kernel's page size, as this process sees it: imports are whole CPU pages, so
+    // the import alignment is the coarser of that and the profile's.
+    let cpu_page = rustix::param::page_size() as u64;
+    let import_alignment = cpu_page.max(VGPU.min_import_alignment.get());
     let expected = [
         (Param::API_VERSION, extmem_uapi::API_VERSION),
         (Param::VA_BITS, u64::from(VGPU.va_bits)),
         (Param::OA_BITS, u64::from(VGPU.oa_bits)),
         (Param::PAGE_SIZES, page_sizes),
-        (Param::MIN_IMPORT_ALIGNMENT, VGPU.min_import_alignment.get()),
+        (Param::MIN_IMPORT_ALIGNMENT, import_alignment),
         (Param::MAX_MAPPING, VGPU.max_mapping),
+        (Param::CPU_PAGE_SIZE, cpu_page),
     ];
     for (param, value) in expected {
         let name = param.name().unwrap_or("?");
         ktap.check_after(
-            &format!("GET_PARAM {name} is {value:#x}, as extmem_hw::profile::VGPU says"),
+            &format!(
+                "GET_PARAM {name} is {value:#x}, as extmem_hw::profile::VGPU and the page size say"
+            ),
             gpu,
             |gpu| expect_eq(name, get_param(gpu, param)?, value),
         );
