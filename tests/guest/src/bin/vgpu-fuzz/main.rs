@@ -741,11 +741,15 @@ impl Fuzzer {
         let started = Instant::now();
         let result = self.gpu.exec_raw(&mut args);
         self.record("EXEC", started, &result);
-        let well_formed = real && flags & !EXEC_FLAGS == 0 && waits_ok && signals_ok;
+        let well_formed = real && flags & !EXEC_FLAGS == 0 && waits_ok != Some(false);
+        let well_formed = well_formed && signals_ok != Some(false);
+        // A sync array read through a hostile pointer may parse as valid syncs: then only a
+        // failure is judged (below), never a success.
+        let unknowable = waits_ok.is_none() || signals_ok.is_none();
         // Without EXEC_WAIT a faulting job is still queued: the ioctl succeeds.
         let runs = flags & EXEC_WAIT == 0 || cmds.iter().all(|c| self.model.runs(c));
         match result {
-            Ok(()) if !well_formed || !runs => {
+            Ok(()) if (!well_formed || !runs) && !unknowable => {
                 self.inconsistent(format!("EXEC {sent:?} of {cmds:?} succeeded"));
             }
             Err(Errno::IO) if real && flags & EXEC_WAIT != 0 => {
@@ -769,8 +773,10 @@ impl Fuzzer {
 
     /// Wait or signal syncobjs for one `EXEC`: (pointer, count, the array it points into)
     /// and whether the kernel may accept them (known flags, handles of this file, a
-    /// count it takes). Whether a wait finds a fence is not modelled.
-    fn exec_syncs(&mut self) -> ((u64, u32, Vec<ExecSync>), bool) {
+    /// count it takes), or `None` when the pointer is hostile: it may point at readable
+    /// memory whose bytes happen to name a syncobj of this file, so nothing is known.
+    /// Whether a wait finds a fence is not modelled.
+    fn exec_syncs(&mut self) -> ((u64, u32, Vec<ExecSync>), Option<bool>) {
         if self.syncobjs.is_empty() {
             for _ in 0..4 {
                 if let Ok(handle) = sync::syncobj_create(self.gpu.as_fd()) {
@@ -783,7 +789,8 @@ impl Fuzzer {
             7 | 8 => 1 + self.rng.index(3),
             _ => usize::try_from(MAX_EXEC_SYNCS).unwrap_or(64) + 1,
         };
-        let mut ok = u32::try_from(count).is_ok_and(|c| c <= MAX_EXEC_SYNCS);
+        let count_ok = u32::try_from(count).is_ok_and(|c| c <= MAX_EXEC_SYNCS);
+        let mut entries_ok = true;
         let syncs: Vec<ExecSync> = (0..count)
             .map(|_| {
                 let handle = match self.rng.pick(&self.syncobjs) {
@@ -800,7 +807,7 @@ impl Fuzzer {
                 } else {
                     self.rng.below(8)
                 };
-                ok &= flags == 0 && self.syncobjs.contains(&handle);
+                entries_ok &= flags == 0 && self.syncobjs.contains(&handle);
                 ExecSync {
                     handle,
                     flags,
@@ -809,12 +816,13 @@ impl Fuzzer {
             })
             .collect();
         let count = u32::try_from(count).unwrap_or(u32::MAX);
-        let pointer = match self.rng.below(16) {
+        let (pointer, ok) = match self.rng.below(16) {
+            // An impossible count fails before the array is read, whatever the pointer.
             0 if count > 0 => {
-                ok = false;
-                self.hostile.pointer(&mut self.rng)
+                let pointer = self.hostile.pointer(&mut self.rng);
+                (pointer, (!count_ok).then_some(false))
             }
-            _ => syncs.as_ptr() as u64,
+            _ => (syncs.as_ptr() as u64, Some(count_ok && entries_ok)),
         };
         ((pointer, count, syncs), ok)
     }
