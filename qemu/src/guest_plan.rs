@@ -437,6 +437,9 @@ pub struct PlanValues {
     pub kernel: String,
     /// `extmem_vgpu.ko` built for that kernel.
     pub module: PathBuf,
+    /// The features the booted kernel is expected to have: the programs are told which of
+    /// [`KERNEL_FEATURES`] it lacks, so a node missing on a kernel that should have it fails.
+    pub features: FeatureSet,
 }
 
 impl PlanValues {
@@ -446,7 +449,22 @@ impl PlanValues {
             .replace("{kernel}", &self.kernel)
             .replace("{module}", &self.module.to_string_lossy())
     }
+
+    /// `KERNEL_WITHOUT_VAR=...`: the Kconfig symbols of the features this boot's kernel is
+    /// built without, comma-separated (empty when it has them all).
+    fn kernel_without(&self) -> String {
+        let absent: Vec<&str> = KERNEL_FEATURES
+            .iter()
+            .filter(|feature| !self.features.wants(feature))
+            .map(|feature| feature.config)
+            .collect();
+        format!("{KERNEL_WITHOUT_VAR}={}", absent.join(","))
+    }
 }
+
+/// The environment variable that tells a guest program which Kconfig symbols of
+/// [`KERNEL_FEATURES`] the booted kernel lacks (`tests/guest/src/exporters.rs` reads it).
+pub const KERNEL_WITHOUT_VAR: &str = "EXTMEM_KERNEL_WITHOUT";
 
 /// Renders `/extmem/plan.sh` for `suites`: one `run_step` line per setup command, program and
 /// teardown command. `binaries` maps a program name to its built executable.
@@ -469,9 +487,12 @@ pub fn render_plan(
                 OutputFormat::Ktap => "ktap",
                 OutputFormat::Plain => "plain",
             };
+            // init runs each step with a clean environment; `env` inside the root adds the
+            // one variable the programs need.
             plan.push_str(&format!(
-                "run_step {kind} {} {}\n",
+                "run_step {kind} {} 'env' {} {}\n",
                 program.name,
+                shell_quote(&values.kernel_without()),
                 shell_quote(&path.to_string_lossy())
             ));
         }
@@ -526,6 +547,7 @@ mod tests {
             workspace: PathBuf::from("/w"),
             kernel: "6.12.95+deb12-amd64".into(),
             module: PathBuf::from("/w/target/kmod/extmem_vgpu.ko"),
+            features: FeatureSet::DebianArm64,
         }
     }
 
@@ -555,7 +577,7 @@ mod tests {
             plan.lines().skip(2).collect::<Vec<_>>(),
             [
                 "run_step setup insmod 'insmod' '/w/target/kmod/extmem_vgpu.ko'",
-                r"run_step ktap vgpu-tests '/w/target/release/it'\''s'",
+                r"run_step ktap vgpu-tests 'env' 'EXTMEM_KERNEL_WITHOUT=CONFIG_DMABUF_HEAPS_SYSTEM' '/w/target/release/it'\''s'",
                 "run_step teardown rmmod 'rmmod' 'extmem_vgpu'",
             ]
         );

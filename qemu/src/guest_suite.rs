@@ -207,6 +207,7 @@ fn prepare_and_boot(
         workspace: workspace.root.clone(),
         kernel: kernel.version.clone(),
         module: module_path(workspace, options.arch),
+        features: options.features,
     };
     let plan = guest_plan::render_plan(suites, &binaries, &values).map_err(GuestError::Plan)?;
     // The guest gets fresh tmpfs on /tmp and /run; the workspace and the target dir must

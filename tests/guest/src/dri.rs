@@ -193,6 +193,13 @@ impl DrmNode {
         self.buffer_to_prime_fd(handle.0.into(), drm::CLOEXEC | drm::RDWR)
     }
 
+    /// `DRM_IOCTL_PRIME_HANDLE_TO_FD` with `DRM_CLOEXEC` alone: the dma-buf's file is
+    /// `O_RDONLY`, so importers must refuse to map it writable. The GEM object keeps its first
+    /// export, so only a buffer not exported before comes out read-only.
+    pub fn export_read_only(&self, handle: GemHandle) -> io::Result<OwnedFd> {
+        self.buffer_to_prime_fd(handle.0.into(), drm::CLOEXEC)
+    }
+
     /// `DRM_IOCTL_PRIME_FD_TO_HANDLE`.
     pub fn import(&self, dma_buf: BorrowedFd<'_>) -> io::Result<GemHandle> {
         gem_handle(self.prime_fd_to_buffer(dma_buf)?.into())

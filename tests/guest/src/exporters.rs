@@ -123,6 +123,79 @@ impl fmt::Display for Choice {
     }
 }
 
+/// The variable the runner's plan sets to the Kconfig symbols the booted kernel is built
+/// without (`qemu/src/guest_plan.rs`, `KERNEL_WITHOUT_VAR`).
+pub const KERNEL_WITHOUT_VAR: &str = "EXTMEM_KERNEL_WITHOUT";
+
+impl Exporter {
+    /// The Kconfig symbol that gives the exporter's device node, if it needs one.
+    fn config(self) -> Option<&'static str> {
+        match self {
+            Self::Udmabuf => Some("CONFIG_UDMABUF"),
+            Self::SystemHeap => Some("CONFIG_DMABUF_HEAPS_SYSTEM"),
+            Self::VirtioGpu => None,
+        }
+    }
+}
+
+/// `wanted`, unless the runner says the booted kernel is built without it
+/// ([`KERNEL_WITHOUT_VAR`]); then `instead`, with the reason. What the kernel is expected to
+/// have decides, not what it shows: an expected node that is missing fails where the flow
+/// opens it, and a node present on a kernel declared without it is an error here (the
+/// runner's feature table is wrong). An unset variable is an error too.
+pub fn choose_expected(wanted: Exporter, instead: Exporter) -> io::Result<Choice> {
+    let without = std::env::var(KERNEL_WITHOUT_VAR).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{KERNEL_WITHOUT_VAR} (set by the runner's plan): {e}"),
+        )
+    })?;
+    let exists = match wanted.node() {
+        Some(node) => Path::new(node).try_exists(),
+        None => Ok(false),
+    };
+    choose_expected_by(wanted, instead, &without, &kernel_release(), exists)
+}
+
+/// [`choose_expected`] given the variable's value, the release and what `try_exists`
+/// answered for `wanted`'s node.
+fn choose_expected_by(
+    wanted: Exporter,
+    instead: Exporter,
+    without: &str,
+    release: &str,
+    exists: io::Result<bool>,
+) -> io::Result<Choice> {
+    let (Some(config), Some(node)) = (wanted.config(), wanted.node()) else {
+        return Ok(Choice {
+            exporter: wanted,
+            instead: None,
+        });
+    };
+    if !without.split(',').any(|symbol| symbol == config) {
+        return Ok(Choice {
+            exporter: wanted,
+            instead: None,
+        });
+    }
+    match exists {
+        Ok(false) => Ok(Choice {
+            exporter: instead,
+            instead: Some(format!(
+                "in place of a {}: Linux {release} is built without {config}, so it has no {node}",
+                wanted.name()
+            )),
+        }),
+        Ok(true) => Err(io::Error::other(format!(
+            "the runner says Linux {release} is built without {config}, yet {node} exists"
+        ))),
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!("looking for {node}: {err}"),
+        )),
+    }
+}
+
 /// `wanted` if the running kernel has its device node, else a virtio-gpu dumb buffer with the
 /// reason; an error other than the node's absence is the caller's failure.
 pub fn choose(wanted: Exporter) -> io::Result<Choice> {
@@ -210,6 +283,61 @@ mod tests {
         assert_eq!(
             answer.map_err(|e| e.kind()),
             Err(io::ErrorKind::PermissionDenied)
+        );
+    }
+
+    const ARM64_WITHOUT: &str = "CONFIG_DMABUF_HEAPS_SYSTEM";
+
+    #[test]
+    fn an_expected_exporter_is_chosen_even_when_its_node_is_missing() -> io::Result<()> {
+        // Its flow then fails opening the node: a kernel that should have it must not pass.
+        let choice = choose_expected_by(
+            Exporter::Udmabuf,
+            Exporter::VirtioGpu,
+            ARM64_WITHOUT,
+            "6.12.1",
+            Ok(false),
+        )?;
+        assert_eq!(choice.exporter, Exporter::Udmabuf);
+        assert_eq!(choice.instead, None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_declared_absent_exporter_is_substituted_and_says_why() -> io::Result<()> {
+        let choice = choose_expected_by(
+            Exporter::SystemHeap,
+            Exporter::Udmabuf,
+            "CONFIG_UDMABUF_X,CONFIG_DMABUF_HEAPS_SYSTEM",
+            "6.12.57+deb12-arm64",
+            Ok(false),
+        )?;
+        assert_eq!(choice.exporter, Exporter::Udmabuf);
+        assert_eq!(
+            choice.to_string(),
+            "udmabuf (in place of a system dma-heap buffer: Linux 6.12.57+deb12-arm64 is built \
+             without CONFIG_DMABUF_HEAPS_SYSTEM, so it has no /dev/dma_heap/system)"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_declared_absent_node_that_exists_is_an_error() {
+        let answer = choose_expected_by(
+            Exporter::SystemHeap,
+            Exporter::VirtioGpu,
+            ARM64_WITHOUT,
+            "6.12.1",
+            Ok(true),
+        );
+        let message = answer.map_err(|e| e.to_string());
+        assert_eq!(
+            message,
+            Err(
+                "the runner says Linux 6.12.1 is built without CONFIG_DMABUF_HEAPS_SYSTEM, \
+                 yet /dev/dma_heap/system exists"
+                    .to_owned()
+            )
         );
     }
 

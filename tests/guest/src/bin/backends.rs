@@ -12,6 +12,11 @@
 //! (memfd-backed only), `GEM_USERPTR`'s answer for each kind of host range (the table
 //! extmem-softgpu is held to as well), a read-only dma-buf's refused `vkMapMemory`, and a
 //! render node's refused dumb buffer.
+//!
+//! On a kernel the runner declares without the system dma-heap (Debian's arm64 builds), the
+//! heap's group runs over udmabuf, `DmaBufDevice`'s other exporter, and the read-only
+//! dma-buf is a virtio-gpu dumb buffer exported without `DRM_RDWR`; the checks name the
+//! substitute and why (`exporters::choose_expected`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -28,6 +33,8 @@ use extmem::udmabuf::{Udmabuf, UdmabufDevice};
 use extmem::vgpu::Vgpu;
 use extmem::{Error, HandleError};
 use extmem_guest_tests::dri::{self, NodeKind};
+use extmem_guest_tests::exporters::{self, Choice, Exporter};
+use extmem_guest_tests::gbm_buffer::VIRTIO_GPU_DRIVER;
 use extmem_guest_tests::host_memory::{AnonMapping, RawBytes};
 use extmem_guest_tests::host_ranges::{mismatches, HostRange, RangeKind, TABLE};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
@@ -158,20 +165,7 @@ fn run(ktap: &mut Ktap) {
         before,
     );
 
-    let before = fd_table::snapshot();
-    let heap = ktap.check("dma-heap: DmaBufDevice over /dev/dma_heap/system", || {
-        let exporter = io_op("DmaHeap::open", DmaHeap::open(SYSTEM_HEAP))?;
-        Ok(manager(DmaHeapDevice::new(exporter), false))
-    });
-    exporter_flows(
-        ktap,
-        "dma-heap",
-        heap,
-        &mut vgpu,
-        &exe,
-        Foreign::Imports,
-        before,
-    );
+    heap_flows(ktap, &mut vgpu, &exe);
 
     udmabuf_host_pointers(ktap, &mut vgpu);
     host_ranges_table(ktap, &mut vgpu);
@@ -183,6 +177,31 @@ fn run(ktap: &mut Ktap) {
         vgpu,
         |mm| expect_eq("live GEM handles", mm.live_handles(), 0),
     );
+}
+
+/// The system dma-heap's group; on a kernel the runner declares without the heap, the same
+/// flows over `DmaBufDevice`'s other exporter, udmabuf, each check naming the substitute.
+fn heap_flows(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>, exe: &io::Result<PathBuf>) {
+    let before = fd_table::snapshot();
+    let choice = exporters::choose_expected(Exporter::SystemHeap, Exporter::Udmabuf);
+    let Ok(Choice {
+        exporter: Exporter::Udmabuf,
+        instead: Some(why),
+    }) = &choice
+    else {
+        let heap = ktap.check("dma-heap: DmaBufDevice over /dev/dma_heap/system", || {
+            choice.map_err(|e| Failure::op("choosing the exporter", e))?;
+            let exporter = io_op("DmaHeap::open", DmaHeap::open(SYSTEM_HEAP))?;
+            Ok(manager(DmaHeapDevice::new(exporter), false))
+        });
+        return exporter_flows(ktap, "dma-heap", heap, vgpu, exe, Foreign::Imports, before);
+    };
+    let name = format!("udmabuf ({why})");
+    let udmabuf = ktap.check(&format!("{name}: DmaBufDevice over /dev/udmabuf"), || {
+        let exporter = io_op("Udmabuf::open", Udmabuf::open())?;
+        Ok(manager(UdmabufDevice::new(exporter), true))
+    });
+    exporter_flows(ktap, &name, udmabuf, vgpu, exe, Foreign::Imports, before);
 }
 
 /// Memory of `mm` exported as a dma-buf, imported into extmem-vgpu.
@@ -438,21 +457,29 @@ fn udmabuf_host_pointers(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
     });
 }
 
+/// A read-only dma-buf from the system dma-heap; on a kernel the runner declares without the
+/// heap, a virtio-gpu dumb buffer exported without `DRM_RDWR` (also `O_RDONLY`), named as the
+/// substitute.
 fn read_only(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
+    match exporters::choose_expected(Exporter::SystemHeap, Exporter::VirtioGpu) {
+        Ok(Choice {
+            exporter: Exporter::VirtioGpu,
+            instead: Some(why),
+        }) => read_only_dumb(ktap, vgpu, &why),
+        choice => read_only_heap(ktap, vgpu, choice),
+    }
+}
+
+fn read_only_heap(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>, choice: io::Result<Choice>) {
     let what = "read-only dma-buf (dma-heap, O_RDONLY): imports into extmem-vgpu and the GPU copies out of it; vkMapMemory of the import and of the heap's own memory is refused with VK_ERROR_MEMORY_MAP_FAILED (EACCES), the message saying it is read-only; nothing held";
     ktap.check_after(what, vgpu.as_mut(), |vgpu| {
+        choice.map_err(|e| Failure::op("choosing the exporter", e))?;
         let exporter = io_op("DmaHeap::open", DmaHeap::open(SYSTEM_HEAP))?;
         let mut mm = manager(DmaHeapDevice::new(exporter.read_only()), false);
         let mut memory = allocate(&mut mm, &plain_request(SIZE, Types::DMA_BUF_EXT))?;
         let result = (|| {
-            let refused = |e: &Error| {
-                *e == Error::MemoryMapFailed {
-                    errno: errno::EACCES,
-                } && e.result() == vk::Result::ERROR_MEMORY_MAP_FAILED
-                    && e.to_string().contains("read-only")
-            };
             match mm.map(&mut memory) {
-                Err(e) if refused(&e) => {}
+                Err(e) if refused_read_only(&e) => {}
                 other => {
                     return Err(Failure::new(
                         "the heap's map refused with EACCES",
@@ -461,40 +488,73 @@ fn read_only(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>) {
                 }
             }
             let fd = vk_op("get_fd", mm.get_fd(&memory, Types::DMA_BUF_EXT))?;
-            let mode = io_op("F_GETFL", rustix::fs::fcntl_getfl(&fd))? & OFlags::RWMODE;
-            expect_eq("the export's access mode", mode, OFlags::RDONLY)?;
-            let mut imported = import_fd_ok(vgpu, Types::DMA_BUF_EXT, fd, SIZE, TYPE_DEVICE)?;
-            let checked = (|| {
-                match vgpu.map(&mut imported) {
-                    Err(e) if refused(&e) => {}
-                    other => {
-                        return Err(Failure::new(
-                            "extmem-vgpu's map refused with EACCES",
-                            format!("{:?}", other.map_err(|e| describe(&e))),
-                        ))
-                    }
-                }
-                let mut local = allocate(vgpu, &plain_request(SIZE, Types::empty()))?;
-                write_mapped(vgpu, &mut local, &pattern::filled(0xdead_beef, SIZE_LEN))?;
-                let copied = exec(vgpu, &[copy_cmd(va(&imported), va(&local), SIZE)]);
-                let seen = read_mapped(vgpu, &mut local, SIZE_LEN);
-                vgpu.free(local);
-                copied?;
-                // The heap zeroes what it hands out.
-                same_bytes(
-                    "the GPU's copy of the heap's zeroes",
-                    &vec![0; SIZE_LEN],
-                    &seen?,
-                )
-            })();
-            vgpu.free(imported);
-            checked
+            // The heap zeroes what it hands out.
+            import_read_only(vgpu, fd, "the heap's zeroes")
         })();
         mm.free(memory);
         result?;
         expect_eq("handles held", mm.live_handles(), 0)?;
         expect_eq("extmem-vgpu's live GEM handles", vgpu.live_handles(), 0)
     });
+}
+
+fn read_only_dumb(ktap: &mut Ktap, vgpu: &mut Option<VgpuMm>, why: &str) {
+    let what = format!("read-only dma-buf (virtio-gpu dumb buffer exported without DRM_RDWR, O_RDONLY, {why}): imports into extmem-vgpu and the GPU copies out of it; vkMapMemory of the import is refused with VK_ERROR_MEMORY_MAP_FAILED (EACCES), the message saying it is read-only; nothing held");
+    ktap.check_after(&what, vgpu.as_mut(), |vgpu| {
+        let node = dri::open_by_driver(VIRTIO_GPU_DRIVER, NodeKind::Primary)
+            .map_err(|e| Failure::new("a virtio-gpu card* node", e.to_string()))?;
+        // 1024 pixels at 32 bpp is one 4 KiB row.
+        let rows = u32::try_from(SIZE / 4096).map_err(|e| Failure::op("rows", e))?;
+        let dumb = io_op("CREATE_DUMB", node.create_dumb(1024, rows, 32))?;
+        let fd = node.export_read_only(dumb.handle);
+        // The dma-buf holds the buffer; the node's handle may go.
+        io_op("GEM_CLOSE", node.close_handle(dumb.handle))?;
+        let fd = io_op("PRIME export without DRM_RDWR", fd)?;
+        expect_eq("dumb buffer size", dumb.size, SIZE)?;
+        // Dumb buffers are zeroed shmem pages.
+        import_read_only(vgpu, fd, "the dumb buffer's zeroes")?;
+        expect_eq("extmem-vgpu's live GEM handles", vgpu.live_handles(), 0)
+    });
+}
+
+/// Whether `e` is the refusal to map read-only memory.
+fn refused_read_only(e: &Error) -> bool {
+    *e == Error::MemoryMapFailed {
+        errno: errno::EACCES,
+    } && e.result() == vk::Result::ERROR_MEMORY_MAP_FAILED
+        && e.to_string().contains("read-only")
+}
+
+/// Imports the read-only dma-buf `fd` (zeroed memory) into extmem-vgpu: its access mode is
+/// `O_RDONLY`, the import's map is refused, the GPU copies `zeroes` out of it.
+fn import_read_only(vgpu: &mut VgpuMm, fd: OwnedFd, zeroes: &str) -> CheckResult<()> {
+    let mode = io_op("F_GETFL", rustix::fs::fcntl_getfl(&fd))? & OFlags::RWMODE;
+    expect_eq("the export's access mode", mode, OFlags::RDONLY)?;
+    let mut imported = import_fd_ok(vgpu, Types::DMA_BUF_EXT, fd, SIZE, TYPE_DEVICE)?;
+    let checked = (|| {
+        match vgpu.map(&mut imported) {
+            Err(e) if refused_read_only(&e) => {}
+            other => {
+                return Err(Failure::new(
+                    "extmem-vgpu's map refused with EACCES",
+                    format!("{:?}", other.map_err(|e| describe(&e))),
+                ))
+            }
+        }
+        let mut local = allocate(vgpu, &plain_request(SIZE, Types::empty()))?;
+        write_mapped(vgpu, &mut local, &pattern::filled(0xdead_beef, SIZE_LEN))?;
+        let copied = exec(vgpu, &[copy_cmd(va(&imported), va(&local), SIZE)]);
+        let seen = read_mapped(vgpu, &mut local, SIZE_LEN);
+        vgpu.free(local);
+        copied?;
+        same_bytes(
+            &format!("the GPU's copy of {zeroes}"),
+            &vec![0; SIZE_LEN],
+            &seen?,
+        )
+    })();
+    vgpu.free(imported);
+    checked
 }
 
 fn render_node(ktap: &mut Ktap) {
