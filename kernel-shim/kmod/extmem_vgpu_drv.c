@@ -13,6 +13,7 @@
 
 #include <linux/dma-fence.h>
 #include <linux/dma-mapping.h>
+#include <linux/iommu.h>
 #include <linux/module.h>
 #include <linux/platform_device.h>
 #include <linux/seq_file.h>
@@ -260,6 +261,43 @@ static int extmem_oa_bits(u64 *bits)
 	return 0;
 }
 
+/*
+ * The copy engine treats the DMA addresses exporters map for this device as physical
+ * addresses (extmem_vgpu_gem.c). Proven once for the device rather than per import, since
+ * an importer may not look at the pages behind a dma-buf's scatterlist: no IOMMU
+ * translates for it, and a page mapped for it comes back at its physical address (no
+ * swiotlb bounce, no DMA offset).
+ */
+static int extmem_check_dma_is_physical(struct device *dev)
+{
+	struct page *page;
+	phys_addr_t phys;
+	dma_addr_t addr;
+	int ret = 0;
+
+	if (device_iommu_mapped(dev)) {
+		dev_err(dev, "an IOMMU translates for the device; its page tables need physical addresses\n");
+		return -ENODEV;
+	}
+	page = alloc_page(GFP_KERNEL);
+	if (!page)
+		return -ENOMEM;
+	addr = dma_map_page(dev, page, 0, PAGE_SIZE, DMA_BIDIRECTIONAL);
+	if (dma_mapping_error(dev, addr)) {
+		ret = -EIO;
+		goto out;
+	}
+	phys = page_to_phys(page);
+	if (addr != phys) {
+		dev_err(dev, "DMA address %pad is not the physical address %pa\n", &addr, &phys);
+		ret = -ENODEV;
+	}
+	dma_unmap_page(dev, addr, PAGE_SIZE, DMA_BIDIRECTIONAL);
+out:
+	__free_page(page);
+	return ret;
+}
+
 static int __init extmem_init(void)
 {
 	struct platform_device *pdev;
@@ -295,10 +333,13 @@ static int __init extmem_init(void)
 	/*
 	 * The device reaches memory only through its page tables, whose output addresses
 	 * are oa_bits wide; importers map dma-bufs for it with this mask. The platform
-	 * device sits behind no IOMMU, so dma-direct hands out physical addresses (checked
-	 * per import in extmem_vgpu_gem.c, not assumed).
+	 * device sits behind no IOMMU, so dma-direct hands out physical addresses: checked
+	 * here, not assumed.
 	 */
 	ret = dma_coerce_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(oa_bits));
+	if (ret)
+		goto out_devres;
+	ret = extmem_check_dma_is_physical(&pdev->dev);
 	if (ret)
 		goto out_devres;
 

@@ -12,14 +12,18 @@
  *          window of it the user range covers. Nothing is pinned with GUP.
  *
  * Physical addresses: the device has no IOMMU, so under dma-direct a DMA address is the
- * physical address. This is checked for every imported scatterlist entry that has a page
- * (sg_phys), and an import whose addresses differ (an IOMMU, a swiotlb bounce) is refused.
+ * physical address. That is a property of the device, proven once at probe
+ * (extmem_check_dma_is_physical in extmem_vgpu_drv.c). An importer must not look at the
+ * pages behind a dma-buf's scatterlist (CONFIG_DMABUF_DEBUG mangles them to catch any
+ * that does), so an import checks only its DMA ranges: page-aligned, covering the
+ * object, and system RAM, the only memory the copy engine maps.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/backing-dev.h>
 #include <linux/dma-buf.h>
+#include <linux/ioport.h>
 #include <linux/magic.h>
 #include <linux/mm.h>
 #include <linux/overflow.h>
@@ -220,25 +224,23 @@ static int extmem_check_sgt(struct drm_device *drm, struct sg_table *sgt, u64 si
 	unsigned int i;
 
 	for_each_sgtable_dma_sg(sgt, sg, i) {
-		if (!PAGE_ALIGNED(sg_dma_address(sg)) || !PAGE_ALIGNED(sg_dma_len(sg)))
+		dma_addr_t addr = sg_dma_address(sg);
+		unsigned int len = sg_dma_len(sg);
+
+		if (!PAGE_ALIGNED(addr) || !PAGE_ALIGNED(len))
 			return -EINVAL;
-		total += sg_dma_len(sg);
+		/* Not RAM (a peer device's BAR, an MMIO window): the engine cannot reach it. */
+		if (region_intersects(addr, len, IORESOURCE_SYSTEM_RAM, IORES_DESC_NONE) !=
+		    REGION_INTERSECTS) {
+			drm_dbg_prime(drm, "import refused: DMA range %pad+%u is not system RAM\n",
+				      &addr, len);
+			return -EOPNOTSUPP;
+		}
+		total += len;
 	}
 	if (total < size)
 		return -EINVAL;
-
-	/* dma-direct maps entry by entry, so DMA entry i belongs to CPU entry i. */
-	if (sgt->nents != sgt->orig_nents)
-		goto not_direct;
-	for_each_sgtable_sg(sgt, sg, i) {
-		if (sg_page(sg) && sg_dma_address(sg) != sg_phys(sg))
-			goto not_direct;
-	}
 	return 0;
-
-not_direct:
-	drm_dbg_prime(drm, "import refused: DMA addresses are not physical addresses\n");
-	return -EOPNOTSUPP;
 }
 
 static void extmem_dmabuf_free(struct drm_gem_object *obj)
