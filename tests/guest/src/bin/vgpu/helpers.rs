@@ -9,7 +9,7 @@ use extmem_guest_tests::device_snapshot::{
 };
 use extmem_guest_tests::dri::GemHandle;
 use extmem_guest_tests::exporters::{self, Exporter};
-use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
+use extmem_guest_tests::host_memory::{self, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vgpu::{self, Counters, Vgpu};
@@ -324,11 +324,11 @@ pub(crate) fn expect_new_object(
     )
 }
 
-/// A 4 KiB-aligned heap buffer of `len` bytes, pinned as a USERPTR object.
+/// A CPU-page-aligned heap buffer of `len` bytes, pinned as a USERPTR object.
 pub(crate) fn pinned_heap(gpu: &Vgpu, len: usize) -> CheckResult<(HeapBuffer, GemHandle)> {
     let buffer = io_op(
         format!("allocating {len} bytes"),
-        HeapBuffer::new(len, 4096),
+        HeapBuffer::new(len, host_memory::cpu_page_len()),
     )?;
     let range = (buffer.addr(), len as u64);
     let handle = import_host(gpu, "GEM_USERPTR", range, ObjectKind::USERPTR)?;

@@ -137,7 +137,10 @@ fn hold_setup() -> CheckResult<Held> {
     let gpu = Vgpu::open().map_err(|e| Failure::op("opening extmem-vgpu", e))?;
     let vgem = dri::open_by_driver("vgem", NodeKind::Primary)
         .map_err(|e| Failure::op("opening vgem", e))?;
-    let buffer = io_op("allocating 1 MiB", HeapBuffer::new(MIB_LEN, 4096))?;
+    let buffer = io_op(
+        "allocating 1 MiB",
+        HeapBuffer::new(MIB_LEN, host_memory::cpu_page_len()),
+    )?;
     let pinned = import_host(
         &gpu,
         "GEM_USERPTR",
