@@ -279,7 +279,11 @@ fn on_16_kib_cpu_pages_a_plain_allocation_is_whole_cpu_pages() {
     assert_eq!(object.size, 16 << 10);
     assert_eq!(
         m.backend.bindings,
-        [(a.gpu_va().expect("bound").get(), 16 << 10, a.handle().0.get())]
+        [(
+            a.gpu_va().expect("bound").get(),
+            16 << 10,
+            a.handle().0.get()
+        )]
     );
     m.free(a);
     assert!(m.backend.objects.is_empty() && m.backend.bindings.is_empty());

@@ -160,10 +160,14 @@ pub(crate) fn bound_gem(
 /// The bytes the GPU reads at `[va, va + size)`: copied into a fresh GEM object bound at
 /// `gem_va` for the copy, then read through its CPU mapping.
 pub(crate) fn gpu_read(gpu: &Vgpu, va: u64, size: u64, gem_va: u64) -> CheckResult<Vec<u8>> {
-    let gem = create_gem(gpu, size)?;
+    // The object is whole CPU pages (16 KiB ones hold four GPU pages); only `size` bytes of
+    // it are bound and read.
+    let cpu_page = host_memory::cpu_page();
+    let gem = create_gem(gpu, size.div_ceil(cpu_page) * cpu_page)?;
     map(gpu, gem.handle, gem_va, size, 0)?;
     exec(gpu, &[vgpu::copy(va, gem_va, size)])?;
-    let seen = gem.map.read_all();
+    let mut seen = gem.map.read_all();
+    seen.truncate(as_len(size)?);
     unmap(gpu, gem_va, size)?;
     close(gpu, gem.handle)?;
     Ok(seen)

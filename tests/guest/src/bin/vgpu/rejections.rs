@@ -132,7 +132,7 @@ fn table(f: &Fixtures) -> Vec<(String, Errno, Request)> {
             Request::Userptr(GemUserptr { size: 0, ..up }),
         ),
         (
-            format!("GEM_USERPTR: ptr + size wraps around (ptr 2^64 - {} KiB, {} KiB)", cpu >> 10, 2 * cpu >> 10),
+            format!("GEM_USERPTR: ptr + size wraps around (ptr 2^64 - {} KiB, {} KiB)", cpu >> 10, (2 * cpu) >> 10),
             Errno::OVERFLOW,
             Request::Userptr(GemUserptr { ptr: u64::MAX - (cpu - 1), size: 2 * cpu, ..up }),
         ),
