@@ -1,10 +1,11 @@
-//! The Cortex-M step of the suite: extmem-hw's no_std tests on a 32-bit Cortex-M3 under
-//! `qemu-system-arm` (lm3s6965evb), from `tests/cortex-m`.
+//! The Cortex-M step of the suite: extmem-hw's and extmem-kcore's no_std tests on a 32-bit
+//! Cortex-M3 under `qemu-system-arm` (lm3s6965evb), from `tests/cortex-m`.
 //!
 //! The test crate is a cargo workspace of its own whose `.cargo/config.toml` links with
-//! cortex-m-rt's and defmt's linker scripts, so cargo is started in its directory. Its one
-//! test binary is a defmt-test harness: it logs defmt frames over semihosting and ends QEMU
-//! with a semihosting exit, status 0 after `all tests passed!` and 101 after a panic. QEMU's
+//! cortex-m-rt's and defmt's linker scripts, so cargo is started in its directory. Each of its
+//! test binaries ([`TEST_BINARIES`]) is a defmt-test harness, run in its own QEMU: it logs
+//! defmt frames over semihosting and ends QEMU with a semihosting exit, status 0 after
+//! `all tests passed!` and 101 after a panic. QEMU's
 //! stdout (the binary defmt stream) goes to a file, which `defmt-print --json` decodes once
 //! QEMU is gone, so a run that hangs still shows which test it hung in.
 
@@ -22,8 +23,9 @@ use crate::workspace::Workspace;
 
 /// The test crate, relative to the workspace root.
 pub const TEST_CRATE: &str = "tests/cortex-m";
-/// Its defmt-test binary (`[[test]] name`).
-const TEST_BINARY: &str = "hw";
+/// Its defmt-test binaries (`[[test]] name`), one per crate whose cases they run; checks
+/// are named `cortex-m: <binary>: <test>`.
+const TEST_BINARIES: [&str; 2] = ["hw", "kcore"];
 /// The triple its `.cargo/config.toml` builds for, also passed explicitly so that a
 /// `CARGO_BUILD_TARGET` in the environment cannot change it.
 const TARGET: &str = "thumbv7m-none-eabi";
@@ -52,18 +54,38 @@ pub fn run_tests(workspace: &Workspace) -> Step {
         step.elapsed = started.elapsed();
         return step;
     }
-    match run(workspace, &logs) {
-        Ok(run) => {
-            step.notes.extend(run.notes);
-            step.checks
-                .extend(run.checks.into_iter().map(|check| Check {
-                    name: format!("cortex-m: {}", check.name),
-                    verdict: check.verdict,
-                }));
+    let build_started = Instant::now();
+    let elfs = match build(workspace, &logs) {
+        Ok(elfs) => {
+            step.notes.push(format!(
+                "built in {}",
+                report::seconds(build_started.elapsed())
+            ));
+            elfs
         }
-        Err(err) => step
-            .checks
-            .push(Check::fail(err.check_name(), err.to_string())),
+        Err(err) => {
+            step.checks
+                .push(Check::fail(err.check_name(), err.to_string()));
+            step.elapsed = started.elapsed();
+            return step;
+        }
+    };
+    for (binary, elf) in elfs {
+        match run(workspace, &logs, binary, &elf) {
+            Ok(run) => {
+                step.notes
+                    .extend(run.notes.into_iter().map(|n| format!("{binary}: {n}")));
+                step.checks
+                    .extend(run.checks.into_iter().map(|check| Check {
+                        name: format!("cortex-m: {binary}: {}", check.name),
+                        verdict: check.verdict,
+                    }));
+            }
+            Err(err) => step.checks.push(Check::fail(
+                format!("{} ({binary})", err.check_name()),
+                err.to_string(),
+            )),
+        }
     }
     step.elapsed = started.elapsed();
     step
@@ -142,33 +164,32 @@ impl fmt::Display for QemuEnd {
     }
 }
 
-fn run(workspace: &Workspace, logs: &Path) -> Result<CortexMRun, CortexMError> {
+/// Runs one built test binary and judges its output.
+fn run(
+    workspace: &Workspace,
+    logs: &Path,
+    binary: &str,
+    elf: &Path,
+) -> Result<CortexMRun, CortexMError> {
     let defmt_print = ensure_defmt_print(workspace)?;
-    let build_started = Instant::now();
-    let elf = build(workspace, logs)?;
-    let build_time = build_started.elapsed();
-
-    let raw_path = logs.join("cortex-m.defmt");
-    let stderr_path = logs.join("cortex-m.qemu-stderr");
+    let raw_path = logs.join(format!("cortex-m-{binary}.defmt"));
+    let stderr_path = logs.join(format!("cortex-m-{binary}.qemu-stderr"));
     let run_started = Instant::now();
-    let end = run_qemu(&elf, &raw_path, &stderr_path)?;
+    let end = run_qemu(elf, &raw_path, &stderr_path)?;
     let run_time = run_started.elapsed();
     let qemu_stderr = fs::read_to_string(&stderr_path)
         .map_err(|e| CortexMError::Io(format!("{}: {e}", stderr_path.display())))?;
 
-    let json = decode(&defmt_print, &elf, &raw_path)?;
+    let json = decode(&defmt_print, elf, &raw_path)?;
     let frames = parse_frames(&json).map_err(CortexMError::Decode)?;
-    let log_path = logs.join("cortex-m.log");
+    let log_path = logs.join(format!("cortex-m-{binary}.log"));
     let text: String = frames.iter().map(|f| format!("{}\n", f.render())).collect();
     fs::write(&log_path, text)
         .map_err(|e| CortexMError::Io(format!("{}: {e}", log_path.display())))?;
 
     let mut run = judge(&frames, end, qemu_stderr.trim());
-    run.notes.push(format!(
-        "built in {}, ran in {} ({end})",
-        report::seconds(build_time),
-        report::seconds(run_time)
-    ));
+    run.notes
+        .push(format!("ran in {} ({end})", report::seconds(run_time)));
     run.notes
         .push(format!("decoded log: {}", log_path.display()));
     Ok(run)
@@ -179,9 +200,9 @@ fn ensure_defmt_print(workspace: &Workspace) -> Result<PathBuf, CortexMError> {
     rust_tools::ensure_installed(workspace, DEFMT_PRINT).map_err(CortexMError::DefmtPrint)
 }
 
-/// Builds the test binary and returns its path. cargo runs in the test crate's directory so
-/// that its own `.cargo/config.toml` applies.
-fn build(workspace: &Workspace, logs: &Path) -> Result<PathBuf, CortexMError> {
+/// Builds every test binary and returns (name, path) for each. cargo runs in the test
+/// crate's directory so that its own `.cargo/config.toml` applies.
+fn build(workspace: &Workspace, logs: &Path) -> Result<Vec<(&'static str, PathBuf)>, CortexMError> {
     let mut command = Command::new(&workspace.cargo);
     command
         .current_dir(workspace.root.join(TEST_CRATE))
@@ -191,9 +212,8 @@ fn build(workspace: &Workspace, logs: &Path) -> Result<PathBuf, CortexMError> {
             "--message-format=json-render-diagnostics",
             "--target",
             TARGET,
-            "--test",
-            TEST_BINARY,
         ])
+        .args(TEST_BINARIES.iter().flat_map(|name| ["--test", name]))
         // RUSTFLAGS from the environment would replace the config's link arguments
         // (`-Tlink.x`, `-Tdefmt.x`) instead of adding to them.
         .env_remove("RUSTFLAGS")
@@ -222,7 +242,15 @@ fn build(workspace: &Workspace, logs: &Path) -> Result<PathBuf, CortexMError> {
             log.display()
         )));
     }
-    test_executable(&stdout, TEST_BINARY).map_err(CortexMError::Build)
+    TEST_BINARIES
+        .iter()
+        .map(|&name| {
+            Ok((
+                name,
+                test_executable(&stdout, name).map_err(CortexMError::Build)?,
+            ))
+        })
+        .collect()
 }
 
 /// The executable of the test target `name` among cargo's JSON messages.

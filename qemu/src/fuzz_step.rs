@@ -168,8 +168,12 @@ fn count_files(dir: &Path) -> usize {
 struct FuzzStats {
     /// `stat::number_of_executed_units`.
     execs: Option<u64>,
+    /// `stat::average_exec_per_sec`.
+    execs_per_second: Option<u64>,
     /// `stat::peak_rss_mb`.
     peak_rss_mb: Option<u64>,
+    /// Coverage counters (`cov:`) and features (`ft:`) of the last status line.
+    coverage: Option<(u64, u64)>,
 }
 
 impl FuzzStats {
@@ -185,9 +189,21 @@ impl FuzzStats {
         };
         Self {
             execs: stat("stat::number_of_executed_units"),
+            execs_per_second: stat("stat::average_exec_per_sec"),
             peak_rss_mb: stat("stat::peak_rss_mb"),
+            coverage: output.lines().rev().find_map(coverage),
         }
     }
+}
+
+/// `(cov, ft)` of a libFuzzer status line (`#123\tNEW    cov: 900 ft: 1200 corp: …`).
+fn coverage(line: &str) -> Option<(u64, u64)> {
+    let mut words = line.strip_prefix('#')?.split_whitespace();
+    let mut value = |name: &str| -> Option<u64> {
+        words.find(|w| *w == name)?;
+        words.next()?.parse().ok()
+    };
+    Some((value("cov:")?, value("ft:")?))
 }
 
 /// The check for one run: passed when it exited 0 after executing inputs; otherwise the
@@ -202,11 +218,16 @@ fn judge(
 ) -> Check {
     let stats = FuzzStats::parse(output);
     match stats.execs {
-        Some(execs) if succeeded && execs > 0 => Check::pass(format!(
-            "fuzz: {target} — {execs} execs in {}, corpus {corpus_size}, peak {} MiB",
-            report::seconds(elapsed),
-            stats.peak_rss_mb.unwrap_or(0)
-        )),
+        Some(execs) if succeeded && execs > 0 => {
+            let (cov, ft) = stats.coverage.unwrap_or_default();
+            Check::pass(format!(
+                "fuzz: {target} — {execs} execs in {} ({} exec/s), cov {cov}, ft {ft}, \
+                 corpus {corpus_size}, peak {} MiB",
+                report::seconds(elapsed),
+                stats.execs_per_second.unwrap_or(0),
+                stats.peak_rss_mb.unwrap_or(0)
+            ))
+        }
         _ if succeeded => Check::fail(
             format!("fuzz: {target}"),
             format!(
@@ -268,6 +289,7 @@ mod tests {
     const PASSING: &str = "\
 INFO: Seed: 123
 #2\tINITED cov: 400 ft: 500 corp: 20/1Kb exec/s: 0 rss: 40Mb
+#227783\tDONE   cov: 812 ft: 2034 corp: 32/3Kb lim: 80 exec/s: 14236 rss: 87Mb
 Done 227783 runs in 16 second(s)
 stat::number_of_executed_units: 227783
 stat::average_exec_per_sec:     14236
@@ -302,7 +324,8 @@ stat::number_of_executed_units: 1235
         assert_eq!(check.verdict, Verdict::Pass);
         assert_eq!(
             check.name,
-            "fuzz: alloc_info — 227783 execs in 16.0 s, corpus 21, peak 87 MiB"
+            "fuzz: alloc_info — 227783 execs in 16.0 s (14236 exec/s), cov 812, ft 2034, \
+             corpus 21, peak 87 MiB"
         );
     }
 
@@ -349,7 +372,9 @@ stat::number_of_executed_units: 1235
             FuzzStats::parse(PASSING),
             FuzzStats {
                 execs: Some(227_783),
-                peak_rss_mb: Some(87)
+                execs_per_second: Some(14_236),
+                peak_rss_mb: Some(87),
+                coverage: Some((812, 2034)),
             }
         );
     }

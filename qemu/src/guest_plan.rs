@@ -352,6 +352,37 @@ pub const VGPU_ONLY: &[GuestSuite] = &[GuestSuite {
     kernel_module: true,
 }];
 
+/// The guest ioctl fuzzer alone: `vgpu-fuzz` on the loaded module, asked by a setup command
+/// for a run of `calls` calls (it reads the count from `/run/extmem-vgpu-fuzz-calls`) instead
+/// of the suite's 20 s, then the module unloaded, with the same checks (every success
+/// against its model, counters back, no kernel report).
+pub fn fuzz_guest(calls: u64) -> GuestSuite {
+    // The plan holds 'static words; this suite is built once per run of the command, so
+    // the few bytes leaked here live as long as the process anyway.
+    let request: &'static str =
+        Box::leak(format!("echo {calls} > /run/extmem-vgpu-fuzz-calls").into_boxed_str());
+    let setup: Vec<GuestCommand> = VGPU_SETUP
+        .iter()
+        .copied()
+        .chain([GuestCommand {
+            name: "vgpu-fuzz-calls",
+            argv: Box::leak(Box::new(["sh", "-c", request])),
+        }])
+        .collect();
+    GuestSuite {
+        name: "extmem-vgpu-fuzz",
+        setup: setup.leak(),
+        programs: &[GuestProgram {
+            name: "vgpu-fuzz",
+            package: GUEST_TESTS_PACKAGE,
+            binary: "vgpu-fuzz",
+            output: OutputFormat::Ktap,
+        }],
+        teardown: VGPU_TEARDOWN,
+        kernel_module: true,
+    }
+}
+
 /// What `demo` runs: a Vulkan application (through the Khronos loader and extmem-icd) on the
 /// extmem-vgpu module, which it loads and unloads like the test suite does.
 pub const DEMO: GuestSuite = GuestSuite {

@@ -78,6 +78,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "fuzz",
         "each fuzz target for --seconds from its kept corpus (cargo fuzz-long)",
     ),
+    (
+        "fuzz-guest",
+        "boot the guest and run the vgpu-fuzz ioctl fuzzer for --calls calls",
+    ),
     ("help", "print this text and exit (also -h, --help)"),
 ];
 
@@ -92,6 +96,10 @@ const OPTIONS: &[(&str, &str)] = &[
         "limit for one guest boot (default 600)",
     ),
     ("--seconds SECONDS", "fuzz: time per target (default 600)"),
+    (
+        "--calls N",
+        "fuzz-guest: ioctl calls in the run (default 1000000; give it --timeout)",
+    ),
     (
         "--debug-kernel",
         "add the debug-kernel step (suite, guest); run it before submitting kernel-shim changes",
@@ -177,6 +185,8 @@ impl KernelChoice {
 
 /// The default limit for one guest boot.
 const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default number of calls of `fuzz-guest`.
+const DEFAULT_FUZZ_CALLS: u64 = 1_000_000;
 /// The default limit for the debug kernel's boot: KASAN, lockdep and kmemleak slow every
 /// allocation and lock, and TCG slows them again.
 const DEBUG_KERNEL_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
@@ -192,6 +202,8 @@ enum Subcommand {
     /// The host benchmarks alone; `main` hands its later arguments to the bench.
     BenchHost,
     Fuzz,
+    /// The guest ioctl fuzzer for a number of calls.
+    FuzzGuest,
 }
 
 /// One step of `suite`, which a user can also run alone (`cargo suite doc`).
@@ -323,6 +335,8 @@ struct Options {
     debug_kernel_timeout: Duration,
     /// Seconds per fuzz target for `fuzz`.
     fuzz_seconds: u64,
+    /// Calls of the guest fuzzer for `fuzz-guest`.
+    fuzz_calls: u64,
     /// The kernel `--kernel` chose; without it, the backports one.
     kernel: Option<KernelChoice>,
     /// The guest `--arch` chose; without it, [`DEFAULT_ARCHES`] (`demo`: x86_64).
@@ -352,6 +366,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
     let mut timeout = None;
     let mut debug_kernel = false;
     let mut fuzz_seconds = fuzz_step::LONG_SECONDS;
+    let mut fuzz_calls = DEFAULT_FUZZ_CALLS;
     let mut kernel = None;
     let mut arch = None;
     let mut words = args.iter();
@@ -370,6 +385,12 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                 let value = words.next().ok_or("--seconds needs a number of seconds")?;
                 fuzz_seconds = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                     format!("--seconds {value:?} is not a positive number of seconds")
+                })?;
+            }
+            "--calls" => {
+                let value = words.next().ok_or("--calls needs a number of calls")?;
+                fuzz_calls = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--calls {value:?} is not a positive number of calls")
                 })?;
             }
             "--kernel" => {
@@ -398,6 +419,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     "bench" => Subcommand::Bench,
                     "bench-host" => Subcommand::BenchHost,
                     "fuzz" => Subcommand::Fuzz,
+                    "fuzz-guest" => Subcommand::FuzzGuest,
                     _ => return Err(format!("unknown command {other:?}")),
                 });
             }
@@ -440,6 +462,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         timeout: timeout.unwrap_or(DEFAULT_GUEST_TIMEOUT),
         debug_kernel_timeout: timeout.unwrap_or(DEBUG_KERNEL_TIMEOUT),
         fuzz_seconds,
+        fuzz_calls,
         kernel,
         arch,
     }))
@@ -480,6 +503,7 @@ fn main() -> ExitCode {
         Subcommand::Suite | Subcommand::Guest => suite(&workspace, options),
         Subcommand::Demo => demo(&workspace, options),
         Subcommand::Bench => bench(&workspace, options),
+        Subcommand::FuzzGuest => fuzz_guest(&workspace, options),
         Subcommand::BenchHost => finish(&[host_bench(&workspace, &[])]),
         Subcommand::Fuzz => finish(&[fuzz_step::run(
             &workspace,
@@ -857,6 +881,27 @@ fn single_boot_guest(
     }
 }
 
+/// `fuzz-guest`: one boot that runs the guest ioctl fuzzer for `--calls` calls.
+fn fuzz_guest(workspace: &Workspace, options: Options) -> ExitCode {
+    let (mut provision, provisioned) = provision_step(workspace);
+    let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
+    else {
+        return finish(&[provision]);
+    };
+    let fuzz = guest_suite::run(
+        workspace,
+        &provisioned,
+        &[guest_plan::fuzz_guest(options.fuzz_calls)],
+        guest_options(options, arch, kernel, false),
+        &format!(
+            "guest ioctl fuzzer (QEMU {}, {} calls)",
+            arch.name(),
+            options.fuzz_calls
+        ),
+    );
+    finish(&[provision, fuzz])
+}
+
 fn demo(workspace: &Workspace, options: Options) -> ExitCode {
     let (mut provision, provisioned) = provision_step(workspace);
     let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
@@ -1002,6 +1047,7 @@ mod tests {
                 timeout: DEFAULT_GUEST_TIMEOUT,
                 debug_kernel_timeout: DEBUG_KERNEL_TIMEOUT,
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
+                fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
                 arch: None,
             })
@@ -1015,6 +1061,7 @@ mod tests {
                 timeout: Duration::from_secs(60),
                 debug_kernel_timeout: Duration::from_secs(60),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
+                fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
                 arch: None,
             })
@@ -1024,6 +1071,11 @@ mod tests {
             run("fuzz --seconds 900").map(|o| (o.command, o.fuzz_seconds)),
             Ok((Subcommand::Fuzz, 900))
         );
+        assert_eq!(
+            run("fuzz-guest --calls 2000000").map(|o| (o.command, o.fuzz_calls)),
+            Ok((Subcommand::FuzzGuest, 2_000_000))
+        );
+        assert!(run("fuzz-guest --calls 0").is_err());
     }
 
     #[test]
@@ -1073,6 +1125,7 @@ mod tests {
                 timeout: Duration::from_secs(900),
                 debug_kernel_timeout: Duration::from_secs(900),
                 fuzz_seconds: fuzz_step::LONG_SECONDS,
+                fuzz_calls: DEFAULT_FUZZ_CALLS,
                 kernel: None,
                 arch: None,
             }
@@ -1216,7 +1269,7 @@ mod tests {
         let listed = |rows: &[String], name: &str| {
             rows.iter()
                 .filter(|row| {
-                    // The whole name: `bench` is not `bench-host`.
+                    // The whole name: `fuzz` is not `fuzz-guest`, `bench` is not `bench-host`.
                     row.strip_prefix("  ")
                         .and_then(|r| r.strip_prefix(name))
                         .is_some_and(|rest| rest.starts_with(' '))

@@ -303,6 +303,12 @@ impl<M: TableMemory> PageTable<M> {
         while cur < level_end {
             let (entry_start, entry_end) = entry_bounds(level, cur);
             let raw = self.mem.read_descriptor(table, TableIndex::of(level, cur));
+            // Most entries of a sparse table are zero: skip them without decoding (a zero
+            // word is the invalid descriptor at every level).
+            if raw == 0 {
+                cur = entry_end;
+                continue;
+            }
             match Descriptor::decode(level, raw)? {
                 Descriptor::Invalid => {}
                 Descriptor::Leaf { output, attrs } => {

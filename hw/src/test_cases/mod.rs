@@ -41,7 +41,9 @@ pub fn some<T>(option: Option<T>, step: &str) -> T {
 }
 
 /// Declares a host `#[test]` of the same name for each listed case of the module it is
-/// used in.
+/// used in (`cfg(test)` of the crate that uses it: extmem-kcore's cases use it too).
+#[macro_export]
+#[doc(hidden)]
 macro_rules! host_tests {
     ($($case:ident),* $(,)?) => {
         #[cfg(test)]
@@ -55,4 +57,4 @@ macro_rules! host_tests {
         }
     };
 }
-use host_tests;
+pub use host_tests;

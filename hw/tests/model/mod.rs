@@ -14,8 +14,6 @@
     reason = "each includer uses its own part of the model (the proptests their strategies, the fuzz target its decoder)"
 )]
 
-use std::collections::HashMap;
-
 use extmem_hw::{
     Access, Entries, GpuProfile, GpuVa, MapError, MapFlags, MapRunsError, Mapping, PageAttrs,
     PageTable, PhysAddr, Run as PhysRun, TableIndex, TableMemory, UnmapError,
@@ -30,61 +28,84 @@ pub const G1: u64 = 1 << 30;
 
 /// Heap-backed table memory with an optional page budget, so large maps fit and small
 /// budgets make table allocation fail at random points.
+///
+/// Table `i` sits at `BASE + i * 4 KiB`, found by index: the model walks every leaf after
+/// every step, and a hash lookup per descriptor read was most of the fuzz target's time.
+/// Addresses are never reused, so a stale table address reads as unknown and panics.
 #[derive(Debug)]
 struct HeapTables {
-    tables: HashMap<u64, Box<[u64; 512]>>,
-    next: u64,
+    /// Every table ever allocated, `None` once freed.
+    slots: Vec<Option<Box<[u64; 512]>>>,
+    live: usize,
     budget: usize,
 }
+
+/// The address of table 0.
+const TABLES_BASE: u64 = 0x8000_0000;
 
 impl HeapTables {
     fn new(budget: usize) -> Self {
         Self {
-            tables: HashMap::new(),
-            next: 0x8000_0000,
+            slots: Vec::new(),
+            live: 0,
             budget,
         }
+    }
+
+    fn index(table: PhysAddr) -> Option<usize> {
+        usize::try_from(table.get().checked_sub(TABLES_BASE)? / PAGE).ok()
+    }
+
+    fn slot(&self, table: PhysAddr) -> Option<&[u64; 512]> {
+        self.slots.get(Self::index(table)?)?.as_deref()
+    }
+
+    fn slot_mut(&mut self, table: PhysAddr) -> Option<&mut Box<[u64; 512]>> {
+        self.slots.get_mut(Self::index(table)?)?.as_mut()
+    }
+
+    /// The live tables, with their addresses.
+    fn tables(&self) -> impl Iterator<Item = (u64, &[u64; 512])> {
+        (0u64..)
+            .zip(&self.slots)
+            .filter_map(|(i, slot)| Some((TABLES_BASE + i * PAGE, slot.as_deref()?)))
     }
 }
 
 impl TableMemory for HeapTables {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
-        if self.tables.len() >= self.budget {
+        if self.live >= self.budget {
             return None;
         }
-        let pa = self.next;
-        self.next += PAGE;
-        self.tables.insert(pa, Box::new([0; 512]));
+        let pa = TABLES_BASE + self.slots.len() as u64 * PAGE;
+        self.slots.push(Some(Box::new([0; 512])));
+        self.live += 1;
         Some(PhysAddr::new(pa))
     }
 
     fn free_table(&mut self, table: PhysAddr) {
-        assert!(
-            self.tables.remove(&table.get()).is_some(),
-            "freed unknown table {table}"
-        );
+        let slot = Self::index(table).and_then(|i| self.slots.get_mut(i));
+        let freed = slot.and_then(Option::take);
+        assert!(freed.is_some(), "freed unknown table {table}");
+        self.live -= 1;
     }
 
     fn read_descriptor(&self, table: PhysAddr, index: TableIndex) -> u64 {
-        self.tables
-            .get(&table.get())
-            .expect("read from a live table")[index.get()]
+        self.slot(table).expect("read from a live table")[index.get()]
     }
 
     fn write_descriptor(&mut self, table: PhysAddr, index: TableIndex, raw: u64) {
-        self.tables
-            .get_mut(&table.get())
-            .expect("write to a live table")[index.get()] = raw;
+        self.slot_mut(table).expect("write to a live table")[index.get()] = raw;
     }
 
     // Every other table lends its entries, so one run exercises both the in-place paths
     // and the descriptor-call paths, and their meeting (a lent table under an unlent one).
     fn entries(&self, table: PhysAddr) -> Option<&Entries> {
-        lends(table).then(|| self.tables.get(&table.get()).map(|t| &**t))?
+        lends(table).then(|| self.slot(table))?
     }
 
     fn entries_mut(&mut self, table: PhysAddr) -> Option<&mut Entries> {
-        lends(table).then(|| self.tables.get_mut(&table.get()).map(|t| &mut **t))?
+        lends(table).then(|| self.slot_mut(table).map(|t| &mut **t))?
     }
 }
 
@@ -270,15 +291,16 @@ fn expected_runs(
 
 fn snapshot(pt: &PageTable<HeapTables>) -> (Vec<Mapping>, usize, usize) {
     let maps = pt.mappings().collect::<Result<Vec<_>, _>>().expect("walk");
-    (maps, pt.table_pages(), pt.memory().tables.len())
+    (maps, pt.table_pages(), pt.memory().live)
 }
 
 /// No table other than the root may be empty, and every live table is counted.
 fn check_tables(pt: &PageTable<HeapTables>) {
     let mem = pt.memory();
-    assert_eq!(mem.tables.len(), pt.table_pages(), "table count drifted");
-    for (pa, t) in &mem.tables {
-        if *pa != pt.root().get() {
+    assert_eq!(mem.live, pt.table_pages(), "table count drifted");
+    assert_eq!(mem.tables().count(), mem.live, "live count drifted");
+    for (pa, t) in mem.tables() {
+        if pa != pt.root().get() {
             assert!(
                 t.iter().any(|&d| d != 0),
                 "empty table {pa:#x} left allocated"
@@ -423,6 +445,8 @@ pub fn run(profile: &GpuProfile, budget: usize, ops: &[Op]) {
                     .ok()
                     .map(|t| (t.pa.get(), t.attrs));
                 assert_eq!(got, model.translate(va), "translate {va:#x}");
+                // A walk through `&self` changes nothing: no need to walk everything again.
+                continue;
             }
         }
         let after = snapshot(&pt);
@@ -441,5 +465,5 @@ pub fn run(profile: &GpuProfile, budget: usize, ops: &[Op]) {
             .expect("unmap everything (budget allows splits)");
     }
     assert_eq!(pt.table_pages(), 1, "only the root is left");
-    assert_eq!(pt.destroy().tables.len(), 0, "destroy frees the root");
+    assert_eq!(pt.destroy().live, 0, "destroy frees the root");
 }

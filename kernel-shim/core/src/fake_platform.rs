@@ -8,9 +8,9 @@
     reason = "a test fake: a broken platform contract panics, failing the caller"
 )]
 
-use std::boxed::Box;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::vec::Vec;
 
 use extmem_hw::PhysAddr;
@@ -23,7 +23,12 @@ const PAGE_BYTES: usize = 4096;
 /// Where table pages come from (below the 40-bit output-address limit).
 const TABLE_BASE: u64 = 0x80_0000_0000;
 
-type Page = Box<[u8; PAGE_BYTES]>;
+/// A page of RAM, shared copy-on-write: every page starts as the one zero page, a write
+/// copies it ([`Rc::make_mut`]), and a [`Snapshot`] shares the pages instead of copying
+/// them. A snapshot of megabytes of RAM is then a map of pointers, and comparing two is
+/// cheap where the pages are the same allocation (the fuzz target takes one before every
+/// call that must change nothing).
+type Page = Rc<[u8; PAGE_BYTES]>;
 
 /// One object: its physically contiguous runs, in object order.
 #[derive(Clone, Debug, Default)]
@@ -41,8 +46,9 @@ pub struct Snapshot {
     live_tables: BTreeSet<u64>,
 }
 
-#[derive(Default)]
 struct State {
+    /// The page every page of RAM is until written.
+    zero: Page,
     ram: BTreeMap<u64, Page>,
     live_tables: BTreeSet<u64>,
     free_tables: Vec<u64>,
@@ -52,19 +58,25 @@ struct State {
     unbound: Vec<u64>,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            zero: Rc::new([0; PAGE_BYTES]),
+            ram: BTreeMap::new(),
+            live_tables: BTreeSet::new(),
+            free_tables: Vec::new(),
+            next_table: 0,
+            table_budget: None,
+            objects: BTreeMap::new(),
+            unbound: Vec::new(),
+        }
+    }
+}
+
 /// The fake.
 #[derive(Default)]
 pub struct FakePlatform {
     state: RefCell<State>,
-}
-
-/// A zeroed page, from the zeroing allocator (one call, not 4096 stores: Miri runs the
-/// tests that back megabytes of "RAM" in seconds rather than minutes).
-fn zeroed_page() -> Page {
-    std::vec![0; PAGE_BYTES]
-        .into_boxed_slice()
-        .try_into()
-        .expect("a page")
 }
 
 fn page_of(pa: u64) -> (u64, usize) {
@@ -83,9 +95,10 @@ impl FakePlatform {
     /// Adds RAM pages (zeroed) covering `[pa, pa + len)`.
     pub fn add_ram(&self, pa: u64, len: u64) {
         let mut s = self.state.borrow_mut();
+        let zero = Rc::clone(&s.zero);
         let mut page = pa & !(PAGE - 1);
         while page < pa + len {
-            s.ram.entry(page).or_insert_with(zeroed_page);
+            s.ram.entry(page).or_insert_with(|| Rc::clone(&zero));
             page += PAGE;
         }
     }
@@ -155,7 +168,8 @@ impl FakePlatform {
         while !rest.is_empty() {
             let (page, offset) = page_of(at);
             let (here, next) = rest.split_at(rest.len().min(PAGE_BYTES - offset));
-            s.ram.get_mut(&page).expect("RAM")[offset..offset + here.len()].copy_from_slice(here);
+            Rc::make_mut(s.ram.get_mut(&page).expect("RAM"))[offset..offset + here.len()]
+                .copy_from_slice(here);
             at += PAGE - u64::try_from(offset).expect("offset");
             rest = next;
         }
@@ -200,7 +214,8 @@ impl Platform for FakePlatform {
                 pa
             }
         };
-        s.ram.insert(pa, zeroed_page());
+        let zero = Rc::clone(&s.zero);
+        s.ram.insert(pa, zero);
         assert!(s.live_tables.insert(pa));
         Some(PhysAddr::new(pa))
     }
@@ -217,13 +232,28 @@ impl Platform for FakePlatform {
 
     fn read_u64(&self, pa: PhysAddr) -> u64 {
         assert_eq!(pa.get() % 8, 0, "misaligned word at {pa:?}");
-        let bytes = self.read(pa.get(), 8);
+        // Straight from the page: the page-table walk reads a word per level, and a
+        // `Vec` per word was most of the fuzz target's time.
+        let (page, offset) = page_of(pa.get());
+        let s = self.state.borrow();
+        let bytes = &s.ram.get(&page).expect("RAM")[offset..offset + 8];
         u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
     }
 
     fn write_u64(&self, pa: PhysAddr, value: u64) {
         assert_eq!(pa.get() % 8, 0, "misaligned word at {pa:?}");
         self.write(pa.get(), &value.to_le_bytes());
+    }
+
+    fn read_u64s(&self, pa: PhysAddr, out: &mut [u64]) {
+        // One page lookup for a whole table scan (tearing a VM down reads every entry).
+        assert_eq!(pa.get() % 8, 0, "misaligned word at {pa:?}");
+        let (page, offset) = page_of(pa.get());
+        let s = self.state.borrow();
+        let bytes = &s.ram.get(&page).expect("RAM")[offset..offset + out.len() * 8];
+        for (word, raw) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_le_bytes(raw.try_into().expect("8 bytes"));
+        }
     }
 
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {

@@ -13,6 +13,9 @@
 //! - [`selftest`]: KTAP self-tests that run in the kernel, on the platform's memory;
 //! - [`platform`]: what the core needs from its host, a trait so host tests use a fake.
 //!
+//! The `test-cases` feature (off by default) adds the hidden module `test_cases`: unit test
+//! cases that `tests/cortex-m` also runs on a Cortex-M3, written once.
+//!
 //! `no_std`, no heap: the VM is a fixed-size value that C allocates (zeroed) and the
 //! tables in it have fixed capacities. Nothing here may panic: the kernel object must not
 //! contain a reachable panic path, and `tests/no_panic.rs` checks that it does not.
@@ -63,6 +66,9 @@ pub mod pin_registry;
 pub mod platform;
 pub mod selftest;
 mod sorted_table;
+#[cfg(any(test, feature = "test-cases"))]
+#[doc(hidden)]
+pub mod test_cases;
 pub mod vm;
 
 #[cfg(feature = "kernel")]

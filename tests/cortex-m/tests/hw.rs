@@ -4,46 +4,19 @@
 //!
 //! The cases are extmem-hw's own unit test cases (`extmem_hw::test_cases`, behind its
 //! `test-cases` feature), so the host and this core run the same checks. A case panics on a
-//! wrong outcome; the panic handlers below print the message and end QEMU with a non-zero
-//! semihosting exit status, so a failure cannot look like a pass.
+//! wrong outcome; the crate's panic handlers (`src/lib.rs`) print the message and end QEMU
+//! with a non-zero semihosting exit status, so a failure cannot look like a pass.
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
-// The vector table and reset handler, the critical-section implementation defmt-semihosting
-// needs, and the global defmt logger.
-use cortex_m as _;
-use cortex_m_rt as _;
-use defmt_semihosting as _;
+// The runtime, the logger and the panic handlers.
+use extmem_cortex_m_tests as _;
 
 use extmem_hw::test_cases::{addr, descriptor, page_table, profile, table_pool};
 
-/// The exit status of a failed run (what Rust's test harness uses for a panic).
-const FAILURE: i32 = 101;
-
-/// Set by the first panic, so a panic while reporting one exits at once.
-static PANICKING: AtomicBool = AtomicBool::new(false);
-
-/// `defmt::panic!` and the `defmt::assert*` macros have already logged their message.
-#[defmt::panic_handler]
-fn defmt_panic() -> ! {
-    semihosting::process::exit(FAILURE)
-}
-
-/// A core panic: a failed `assert!` of a case, or an overflow or index out of range in
-/// extmem-hw.
-#[panic_handler]
-fn core_panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    if !PANICKING.swap(true, Ordering::Relaxed) {
-        defmt::error!("{}", defmt::Display2Format(info));
-    }
-    semihosting::process::exit(FAILURE)
-}
-
 #[defmt_test::tests]
 mod tests {
-    use super::*;
+    use super::{addr, descriptor, page_table, profile, table_pool};
 
     #[test]
     fn page_descriptor_matches_hand_worked_bits() {

@@ -17,6 +17,10 @@ pub const M2: u64 = 2 << 20;
 pub const RAM_BASE: u64 = 0x1_0000_0000;
 /// Objects a run creates at most.
 pub const MAX_OBJECTS: usize = 8;
+/// Object pages a run creates at most, all objects together: room for a 1024-page object
+/// or two of 2 MiB (block mappings) beside small ones. The check that a failed call
+/// changed nothing compares all RAM, so this bounds the time of one execution.
+pub const MAX_OBJECT_PAGES: u64 = 1280;
 /// Operations a run decodes at most.
 pub const MAX_OPS: usize = 48;
 

@@ -380,14 +380,20 @@ fn kcore_seeds() -> Vec<(&'static str, Vec<Op>)> {
 
 /// Page-table sequences in the format of `fuzz_targets/page_table.rs`: a profile byte, a
 /// budget byte, then operations (raw addresses: selector 5; sizes: selector 12, in pages
-/// up to 512; batched maps: selector 9).
+/// up to 16, or selector 8, 2 MiB blocks and pages; batched maps: selector 9).
 fn page_table_seeds() -> Vec<(&'static str, Vec<u8>)> {
     const PAGE: u64 = 4096;
     fn addr(w: &mut Wire, value: u64) {
         w.u8(5).u64(value);
     }
     fn size(w: &mut Wire, pages: u16) {
-        w.u8(12).u16(pages - 1);
+        let (blocks, pages) = (pages / 512, pages % 512);
+        if blocks == 0 {
+            w.u8(12).u8(u8::try_from(pages - 1).unwrap_or(0));
+        } else {
+            w.u8(8).u8(u8::try_from(blocks - 1).unwrap_or(0));
+            w.u8(u8::try_from(pages).unwrap_or(0));
+        }
     }
     let map = |w: &mut Wire, va: u64, pa: u64, pages: u16, read_only: bool| {
         w.u8(0);

@@ -8,6 +8,10 @@
 //! hung), every counter, pin and attachment is back where it was once the child is gone, and
 //! the kernel logged no BUG, WARNING or Oops. The child's calls per ioctl and the errno
 //! distribution are printed as diagnostics.
+//!
+//! The suite's run is time-bound ([`FUZZ_SECONDS`]). `extmem-qemu fuzz-guest --calls N` asks
+//! for a run of N calls instead, by writing N to [`CALLS_FILE`] in a setup command of its
+//! boot, with the same checks.
 
 mod inputs;
 mod model;
@@ -40,10 +44,78 @@ use inputs::{Hostile, PAGE, VA_END};
 use model::{Binding, Model, Object};
 
 const PLAN: usize = 5;
-/// How long the child fuzzes.
+/// How long the child fuzzes in the suite's run.
 const FUZZ_SECONDS: u64 = 20;
-/// How long the child may take in all before it counts as hung.
-const CHILD_LIMIT: Duration = Duration::from_secs(FUZZ_SECONDS + 100);
+/// Where a run of a fixed number of calls is asked for (the guest's fresh `/run`: only the
+/// `fuzz-guest` boot writes it).
+const CALLS_FILE: &str = "/run/extmem-vgpu-fuzz-calls";
+/// The slowest rate a run of N calls may go at (calls per second under TCG, on a loaded
+/// host) before it counts as hung.
+const MIN_CALLS_PER_SECOND: u64 = 50;
+
+/// How long the child fuzzes.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    /// For this many seconds.
+    Seconds(u64),
+    /// Until it has made this many calls.
+    Calls(u64),
+}
+
+impl Budget {
+    /// [`CALLS_FILE`]'s count when it exists, else [`FUZZ_SECONDS`].
+    fn from_calls_file() -> Result<Self, Failure> {
+        match std::fs::read_to_string(CALLS_FILE) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|calls| *calls > 0)
+                .map(Budget::Calls)
+                .ok_or_else(|| {
+                    Failure::new(
+                        "the call count",
+                        format!("{CALLS_FILE} holds {text:?}, not a positive number"),
+                    )
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Budget::Seconds(FUZZ_SECONDS)),
+            Err(e) => Err(Failure::op(CALLS_FILE, e)),
+        }
+    }
+
+    /// The child's arguments after its seed.
+    fn args(self) -> [String; 2] {
+        match self {
+            Budget::Seconds(seconds) => ["seconds".into(), seconds.to_string()],
+            Budget::Calls(calls) => ["calls".into(), calls.to_string()],
+        }
+    }
+
+    fn parse(kind: Option<&str>, value: Option<&str>) -> Self {
+        let value = value.and_then(|v| v.parse().ok()).unwrap_or(1);
+        match kind {
+            Some("calls") => Budget::Calls(value),
+            _ => Budget::Seconds(value),
+        }
+    }
+
+    /// How long the child may take in all before it counts as hung.
+    fn child_limit(self) -> Duration {
+        Duration::from_secs(
+            100 + match self {
+                Budget::Seconds(seconds) => seconds,
+                Budget::Calls(calls) => calls / MIN_CALLS_PER_SECOND,
+            },
+        )
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Budget::Seconds(seconds) => format!("the {seconds} s run"),
+            Budget::Calls(calls) => format!("the run of {calls} calls"),
+        }
+    }
+}
 /// Inconsistencies reported in full (the rest are counted).
 const REPORTED: usize = 8;
 /// Live objects and bindings past which the modelled file is emptied again.
@@ -53,8 +125,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("child") {
         let seed = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
-        let seconds = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
-        return child(seed, Duration::from_secs(seconds));
+        let budget = Budget::parse(
+            args.get(3).map(String::as_str),
+            args.get(4).map(String::as_str),
+        );
+        return child(seed, budget);
     }
     fd_table::ktap_program(PLAN, parent)
 }
@@ -77,12 +152,21 @@ fn parent(ktap: &mut KtapWriter<io::Stdout>) {
     let start = gpu.as_ref().and_then(|gpu| snapshot(gpu).ok());
     let mark = kernel_log::mark();
     let seed = seed();
+    let budget = match Budget::from_calls_file() {
+        Ok(budget) => budget,
+        Err(failure) => {
+            ktap.check("fuzz: the call count", || Err::<(), _>(failure));
+            Budget::Seconds(FUZZ_SECONDS)
+        }
+    };
     ktap.diagnostic(format_args!(
-        "seed {seed} (replay with EXTMEM_FUZZ_SEED={seed}); fuzzing {FUZZ_SECONDS} s"
+        "seed {seed} (replay with EXTMEM_FUZZ_SEED={seed}); fuzzing: {}",
+        budget.describe()
     ));
+    let [kind, value] = budget.args();
     let run = child_process::run_self(
-        &["child", &seed.to_string(), &FUZZ_SECONDS.to_string()],
-        CHILD_LIMIT,
+        &["child", &seed.to_string(), &kind, &value],
+        budget.child_limit(),
     );
     if let Ok(run) = &run {
         ktap.diagnostic(format_args!(
@@ -94,7 +178,8 @@ fn parent(ktap: &mut KtapWriter<io::Stdout>) {
         }
     }
     let what = format!(
-        "fuzz (seed {seed}): every call of the {FUZZ_SECONDS} s run returned, each success agreed with the model, the child exited 0"
+        "fuzz (seed {seed}): every call of {} returned, each success agreed with the model, the child exited 0",
+        budget.describe()
     );
     ktap.check(&what, || run?.verdict());
     ktap.check_after(
@@ -110,7 +195,7 @@ fn parent(ktap: &mut KtapWriter<io::Stdout>) {
 
 // ---- the child --------------------------------------------------------------------------
 
-fn child(seed: u64, duration: Duration) -> ExitCode {
+fn child(seed: u64, budget: Budget) -> ExitCode {
     let result = (|| {
         let gpu = Vgpu::open().map_err(|e| Failure::op("opening extmem-vgpu", e))?;
         let raw = Vgpu::open().map_err(|e| Failure::op("opening extmem-vgpu again", e))?;
@@ -128,14 +213,25 @@ fn child(seed: u64, duration: Duration) -> ExitCode {
             stats: BTreeMap::new(),
             inconsistencies: Vec::new(),
             slowest: (Duration::ZERO, ""),
+            calls: 0,
             syncobjs: Vec::new(),
         };
-        let deadline = Instant::now() + duration;
-        while Instant::now() < deadline {
+        let started = Instant::now();
+        let more = |fuzzer: &Fuzzer| match budget {
+            Budget::Seconds(seconds) => started.elapsed() < Duration::from_secs(seconds),
+            Budget::Calls(calls) => fuzzer.calls < calls,
+        };
+        while more(&fuzzer) {
             for _ in 0..64 {
                 fuzzer.step();
             }
         }
+        println!(
+            "{} calls in {:.1} s ({:.0} calls/s)",
+            fuzzer.calls,
+            started.elapsed().as_secs_f64(),
+            fuzzer.calls as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        );
         fuzzer.print_stats();
         match fuzzer.inconsistencies.first() {
             None => Ok(()),
@@ -172,6 +268,8 @@ struct Fuzzer {
     stats: BTreeMap<&'static str, BTreeMap<String, u64>>,
     inconsistencies: Vec<String>,
     slowest: (Duration, &'static str),
+    /// Calls recorded so far, of every ioctl.
+    calls: u64,
     /// Syncobjs of the modelled file that `EXEC` waits for and signals (made on first use).
     syncobjs: Vec<u32>,
 }
@@ -225,6 +323,7 @@ impl Fuzzer {
     /// Records the outcome and how long the call took.
     fn record<T>(&mut self, ioctl: &'static str, started: Instant, result: &Result<T, Errno>) {
         let elapsed = started.elapsed();
+        self.calls += 1;
         if elapsed > self.slowest.0 {
             self.slowest = (elapsed, ioctl);
         }
@@ -262,11 +361,12 @@ impl Fuzzer {
 
     fn get_param(&mut self) {
         let mut args = GetParam {
-            param: Param(if self.rng.one_in(2) {
-                1 + self.rng.below_u32(17)
-            } else {
-                self.rng.next_u32()
-            }),
+            // Half the time a known id (so new ones are covered as the uAPI grows), else
+            // any word, which is nearly always unknown.
+            param: match self.rng.pick(Param::KNOWN) {
+                Some(&known) if self.rng.one_in(2) => known,
+                _ => Param(self.rng.next_u32()),
+            },
             pad: inputs::pad(&mut self.rng),
             value: self.rng.next_u64(),
         };
