@@ -210,15 +210,29 @@ pub fn unmapped_range(len: usize) -> io::Result<u64> {
     Ok(addr)
 }
 
+/// Bytes in one of this system's CPU pages (`sysconf(_SC_PAGESIZE)`): 4 KiB on x86_64, 4 or
+/// 16 KiB on arm64. The kernel pins, charges `RLIMIT_MEMLOCK` and numbers `/proc/self/pagemap`
+/// in these, and host pointers are imported in whole ones; the GPU's own page-table granule
+/// stays 4 KiB whatever this is.
+pub fn cpu_page() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// [`cpu_page`] as a buffer length.
+pub fn cpu_page_len() -> usize {
+    rustix::param::page_size()
+}
+
 /// The physical address behind the virtual address `addr` of this process, from
 /// `/proc/self/pagemap` (`Documentation/admin-guide/mm/pagemap.rst`): `None` when the page is
 /// not present. Needs CAP_SYS_ADMIN for the frame numbers (they read as 0 otherwise).
 pub fn physical_address(addr: u64) -> io::Result<Option<u64>> {
-    const PAGE: u64 = 4096;
     const PRESENT: u64 = 1 << 63;
     const PFN_MASK: u64 = (1 << 55) - 1;
     let mut pagemap = File::open("/proc/self/pagemap")?;
-    pagemap.seek(SeekFrom::Start((addr / PAGE) * 8))?;
+    // pagemap has one entry per CPU page, not per 4 KiB.
+    let page = cpu_page();
+    pagemap.seek(SeekFrom::Start((addr / page) * 8))?;
     let mut entry = [0_u8; 8];
     pagemap.read_exact(&mut entry)?;
     let entry = u64::from_le_bytes(entry);
@@ -231,7 +245,7 @@ pub fn physical_address(addr: u64) -> io::Result<Option<u64>> {
             "pagemap hides frame numbers (not CAP_SYS_ADMIN)",
         ));
     }
-    Ok(Some(pfn * PAGE + addr % PAGE))
+    Ok(Some(pfn * page + addr % page))
 }
 
 /// `VmPin` of a process from `/proc/<pid>/status`, in KiB (`mm->pinned_vm`, what

@@ -149,7 +149,12 @@ impl<B: Backend> MemoryManager<B> {
         // The fd a successful fd import takes from the application.
         let (handle, origin, bound, fd_to_take): (_, _, _, Option<i32>) = match req.import {
             Import::None => {
-                let bound = page.align_up(req.size).ok_or(Error::OutOfDeviceMemory)?;
+                // The kernel makes objects of whole CPU pages (16 KiB on some arm64 kernels),
+                // and minImportedHostPointerAlignment is never finer than the CPU page.
+                let object_page = self.limits.min_import_alignment.max(page);
+                let bound = object_page
+                    .align_up(req.size)
+                    .ok_or(Error::OutOfDeviceMemory)?;
                 let nv_nt = req
                     .export_nv
                     .contains(vk::ExternalMemoryHandleTypeFlagsNV::OPAQUE_WIN32);

@@ -47,8 +47,9 @@ const PLAN: usize = 34;
 /// The size of most allocations: 16 pages.
 const SIZE: u64 = 64 << 10;
 const SIZE_LEN: usize = 64 << 10;
+/// The GPU's page (VA alignment); host pointers and pins count in
+/// [`host_memory::cpu_page`] instead.
 const PAGE: u64 = 4096;
-const PAGE_LEN: usize = 4096;
 
 type Ktap = KtapWriter<io::Stdout>;
 type Mm = MemoryManager<Vgpu>;
@@ -287,9 +288,14 @@ fn plain(ktap: &mut Ktap, env: &mut Option<Env>) {
 
 fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
     let host = Types::HOST_ALLOCATION_EXT;
-    let what = "host_pointer_properties(HOST_ALLOCATION) of a 4 KiB-aligned heap buffer and of an anonymous mmap: memoryTypeBits 0b10 (the host type)";
-    ktap.check_after(what, env.as_mut(), |env| {
-        let heap = io_op("aligned heap buffer", HeapBuffer::new(SIZE_LEN, PAGE_LEN))?;
+    let cpu_page = host_memory::cpu_page();
+    let cpu_page_len = host_memory::cpu_page_len();
+    let what = format!("host_pointer_properties(HOST_ALLOCATION) of a {cpu_page}-byte-aligned heap buffer (the CPU page) and of an anonymous mmap: memoryTypeBits 0b10 (the host type)");
+    ktap.check_after(&what, env.as_mut(), |env| {
+        let heap = io_op(
+            "aligned heap buffer",
+            HeapBuffer::new(SIZE_LEN, cpu_page_len),
+        )?;
         let anon = io_op("anonymous mmap", AnonMapping::read_write(SIZE_LEN))?;
         for (name, addr) in [("heap", heap.addr()), ("mmap", anon.addr())] {
             let bits = vk_op(
@@ -309,7 +315,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
     ktap.check_after(what, env.as_mut(), |env| {
         let hole = io_op(
             "reserving and unmapping a page",
-            host_memory::unmapped_range(PAGE_LEN),
+            host_memory::unmapped_range(cpu_page_len),
         )?;
         let result = env.mm.host_pointer_properties(host, HostVa::new(hole));
         expect_error(
@@ -329,7 +335,10 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
 
     let what = "host_pointer_properties: a pointer 64 bytes past alignment is VUID 01753, handleType OPAQUE_FD is VUID 01752";
     ktap.check_after(what, env.as_mut(), |env| {
-        let heap = io_op("aligned heap buffer", HeapBuffer::new(SIZE_LEN, PAGE_LEN))?;
+        let heap = io_op(
+            "aligned heap buffer",
+            HeapBuffer::new(SIZE_LEN, cpu_page_len),
+        )?;
         let misaligned = env
             .mm
             .host_pointer_properties(host, HostVa::new(heap.addr() + 64));
@@ -350,9 +359,9 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
         )
     });
 
-    let heap = HeapBuffer::new(SIZE_LEN, PAGE_LEN);
-    let what = "Import::HostPointer of a 64 KiB heap buffer: origin Host { ptr, Pinned }, map returns the original pointer; LIVE_OBJECTS +1, BINDINGS +1, PINNED_PAGES +16";
-    let mut imported = ktap.check_after(what, env.as_mut(), |env| {
+    let heap = HeapBuffer::new(SIZE_LEN, cpu_page_len);
+    let what = format!("Import::HostPointer of a 64 KiB heap buffer: origin Host {{ ptr, Pinned }}, map returns the original pointer; LIVE_OBJECTS +1, BINDINGS +1, PINNED_PAGES +{} ({cpu_page}-byte CPU pages)", SIZE / cpu_page);
+    let mut imported = ktap.check_after(&what, env.as_mut(), |env| {
         let heap = heap
             .as_ref()
             .map_err(|e| Failure::op("aligned heap buffer", e))?;
@@ -371,7 +380,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
             expect_held(env, |base| Counters {
                 live_objects: base.live_objects + 1,
                 bindings: base.bindings + 1,
-                pinned_pages: base.pinned_pages + SIZE / PAGE,
+                pinned_pages: base.pinned_pages + SIZE / cpu_page,
                 ..base
             })
         })();
@@ -422,18 +431,27 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
     });
     drop(heap);
 
-    let what = "Import::HostPointer refusals: pointer +64 (VUID 01749), size 64 KiB + 64 (VUID 01745), memory type 0 (VUID 01744), handleType DMA_BUF (VUID 01747), an unmapped range (InvalidHandle); counters unchanged";
-    ktap.check_after(what, env.as_mut(), |env| {
+    // Off by one GPU page where the CPU page is larger (16 KiB pages: 4 KiB), else by half a
+    // CPU page: aligned for the GPU, not for the CPU.
+    let misalign = if cpu_page > PAGE { PAGE } else { cpu_page / 2 };
+    let what = format!("Import::HostPointer refusals: pointer +64 and +{misalign} (VUID 01749), size 64 KiB + 64 and - {misalign} (VUID 01745; the CPU page is {cpu_page} bytes), memory type 0 (VUID 01744), handleType DMA_BUF (VUID 01747), an unmapped range (InvalidHandle); counters unchanged");
+    ktap.check_after(&what, env.as_mut(), |env| {
         let heap = io_op(
             "aligned heap buffer",
-            HeapBuffer::new(2 * SIZE_LEN, PAGE_LEN),
+            HeapBuffer::new(2 * SIZE_LEN, cpu_page_len),
         )?;
         let addr = heap.addr();
         let mm = &mut env.mm;
-        let result = mm.allocate(&host_request(host, addr + 64, SIZE));
-        expect_vuid(mm, "a misaligned pointer", result, Vuid::HostPointerAligned)?;
-        let result = mm.allocate(&host_request(host, addr, SIZE + 64));
-        expect_vuid(mm, "a misaligned size", result, Vuid::HostSizeAligned)?;
+        for offset in [64, misalign] {
+            let result = mm.allocate(&host_request(host, addr + offset, SIZE));
+            let what = format!("a pointer {offset} bytes off the alignment");
+            expect_vuid(mm, &what, result, Vuid::HostPointerAligned)?;
+        }
+        for size in [SIZE + 64, SIZE - misalign] {
+            let result = mm.allocate(&host_request(host, addr, size));
+            let what = format!("a size of {size} bytes");
+            expect_vuid(mm, &what, result, Vuid::HostSizeAligned)?;
+        }
         let result = mm.allocate(&AllocRequest {
             memory_type_index: TYPE_DEVICE,
             ..host_request(host, addr, SIZE)
@@ -486,7 +504,7 @@ fn host_pointers(ktap: &mut Ktap, env: &mut Option<Env>) {
             expect_held(env, |base| Counters {
                 live_objects: base.live_objects + 2,
                 bindings: base.bindings + 2,
-                pinned_pages: base.pinned_pages + 2 * (SIZE / PAGE),
+                pinned_pages: base.pinned_pages + 2 * (SIZE / cpu_page),
                 ..base
             })?;
             exec(&mut env.mm, &[fill_cmd(va(a), 0x0001_1111, SIZE)])?;

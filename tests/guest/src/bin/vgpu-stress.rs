@@ -30,7 +30,7 @@ use extmem_guest_tests::device_snapshot::{
     errno_name, expect_errno, expect_snapshot, op, snapshot, Snapshot,
 };
 use extmem_guest_tests::dri::{self, DrmNode, GemHandle, NodeKind};
-use extmem_guest_tests::host_memory::{AnonMapping, HeapBuffer, RawBytes};
+use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::pattern::{self, Rng};
 use extmem_guest_tests::vgpu::Vgpu;
@@ -129,7 +129,10 @@ impl Cycler {
         let vgem = dri::open_by_driver("vgem", NodeKind::Primary)
             .map_err(|e| Failure::op("opening vgem", e))?;
         let vgem_buf = vgem.dumb_dma_buf(CYCLE_SIZE)?;
-        let host = io_op("allocating 16 KiB", HeapBuffer::new(CYCLE_LEN, 4096))?;
+        let host = io_op(
+            "allocating 16 KiB",
+            HeapBuffer::new(CYCLE_LEN, host_memory::cpu_page_len()),
+        )?;
         io_op("filling it", host.write(0, &pattern::bytes(3, CYCLE_LEN)))?;
         Ok(Self {
             gpu,
@@ -309,8 +312,14 @@ fn worker(id: u64) -> ExitCode {
 }
 
 fn rounds(gpu: &Vgpu, seed: u64, va: u64) -> CheckResult<()> {
-    let src = io_op("allocating 64 KiB", HeapBuffer::new(SIZE_LEN, 4096))?;
-    let dst = io_op("allocating 64 KiB", HeapBuffer::new(SIZE_LEN, 4096))?;
+    let src = io_op(
+        "allocating 64 KiB",
+        HeapBuffer::new(SIZE_LEN, host_memory::cpu_page_len()),
+    )?;
+    let dst = io_op(
+        "allocating 64 KiB",
+        HeapBuffer::new(SIZE_LEN, host_memory::cpu_page_len()),
+    )?;
     for round in 0..ROUNDS {
         let expected = pattern::bytes(seed << 20 | round, SIZE_LEN);
         io_op("writing the source", src.write(0, &expected))?;
@@ -402,7 +411,10 @@ const RACE: Duration = Duration::from_secs(3);
 fn race() -> ExitCode {
     let result = (|| {
         let gpu = open_vgpu()?;
-        let src = io_op("allocating 64 KiB", HeapBuffer::new(SIZE_LEN, 4096))?;
+        let src = io_op(
+            "allocating 64 KiB",
+            HeapBuffer::new(SIZE_LEN, host_memory::cpu_page_len()),
+        )?;
         let dst = op("GEM_CREATE", gpu.gem_create(SIZE))?;
         op(
             "VM_BIND (destination)",
@@ -555,7 +567,10 @@ fn bindings_limit(observer: &Vgpu, start: Snapshot) -> CheckResult<()> {
 
 fn pins_limit(observer: &Vgpu, start: Snapshot) -> CheckResult<()> {
     let gpu = open_vgpu()?;
-    let buffer = io_op("allocating 4 KiB", HeapBuffer::new(4096, 4096))?;
+    let buffer = io_op(
+        "allocating 4 KiB",
+        HeapBuffer::new(4096, host_memory::cpu_page_len()),
+    )?;
     let mut handles = Vec::new();
     for i in 0..PINS_MAX {
         let what = format!("GEM_USERPTR number {}", i + 1);
@@ -606,7 +621,10 @@ struct CopyRig {
 impl CopyRig {
     fn new(src: u64) -> CheckResult<Self> {
         let gpu = open_vgpu()?;
-        let dst = io_op("allocating 64 KiB", HeapBuffer::new(SIZE_LEN, 4096))?;
+        let dst = io_op(
+            "allocating 64 KiB",
+            HeapBuffer::new(SIZE_LEN, host_memory::cpu_page_len()),
+        )?;
         let s = handle(op("GEM_USERPTR (source)", gpu.userptr(src, SIZE, 0))?.handle)?;
         let d = handle(
             op(

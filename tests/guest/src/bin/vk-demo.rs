@@ -108,14 +108,19 @@ fn run() -> Step<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (device_uuid, _) = instance.uuids(gpu.physical);
+    let alignment = instance.host_pointer_alignment(gpu.physical);
     println!(
-        "demo: device {name}, deviceUUID {}, minImportedHostPointerAlignment {} bytes",
+        "demo: device {name}, deviceUUID {}, minImportedHostPointerAlignment {alignment} bytes",
         hex(&device_uuid),
-        instance.host_pointer_alignment(gpu.physical)
     );
 
-    // 1. Host allocation → GPU copy → device memory.
-    let heap = io_step("allocating 4 MiB on the heap", HeapBuffer::new(LEN, 4096))?;
+    // 1. Host allocation → GPU copy → device memory, aligned as the device asks (the CPU
+    // page: 4 or 16 KiB).
+    let alignment = io_step("the alignment as a length", usize::try_from(alignment))?;
+    let heap = io_step(
+        "allocating 4 MiB on the heap",
+        HeapBuffer::new(LEN, alignment),
+    )?;
     let expected = pattern::bytes(1, LEN);
     io_step("writing the heap buffer", heap.write(0, &expected))?;
     let ptr = heap.base().as_ptr().cast::<c_void>();

@@ -260,6 +260,36 @@ fn allocate_and_free_leave_nothing_behind() {
 }
 
 #[test]
+fn on_16_kib_cpu_pages_a_plain_allocation_is_whole_cpu_pages() {
+    // A 16 KiB-page kernel reports minImportedHostPointerAlignment 16384 and refuses
+    // objects that are not whole CPU pages; a 4 KiB request must not reach it as 4 KiB.
+    let limits = DeviceLimits {
+        min_import_alignment: Alignment::new(16 << 10).expect("a power of two"),
+        ..LIMITS
+    };
+    let va = VaAllocator::new(
+        GpuVa::new(2 << 20),
+        GpuVa::new(1 << 40),
+        extmem_hw::profile::VGPU.page_sizes,
+    );
+    let mut m = MemoryManager::new(Fake::default(), limits, va, 0b11);
+    let a = m.allocate(&plain(4096, Types::empty())).expect("allocate");
+    assert_eq!(a.size(), 4096);
+    let object = m.backend.objects.get(&a.handle().0.get()).expect("created");
+    assert_eq!(object.size, 16 << 10);
+    assert_eq!(
+        m.backend.bindings,
+        [(
+            a.gpu_va().expect("bound").get(),
+            16 << 10,
+            a.handle().0.get()
+        )]
+    );
+    m.free(a);
+    assert!(m.backend.objects.is_empty() && m.backend.bindings.is_empty());
+}
+
+#[test]
 fn host_pointer_maps_back_to_the_original_pointer() {
     let mut m = manager();
     let req = AllocRequest {

@@ -30,9 +30,10 @@ fn contiguous_2m() -> CheckResult<(AnonMapping, usize, u64, &'static str)> {
         Ok((mapping, offset))
     };
     let hugetlb = || -> CheckResult<(AnonMapping, usize)> {
-        // Reserve two huge pages for the test (the guest boots with none).
-        std::fs::write("/proc/sys/vm/nr_hugepages", "2")
-            .map_err(|e| Failure::op("writing /proc/sys/vm/nr_hugepages", e))?;
+        // Reserve two 2 MiB huge pages for the test (the guest boots with none). The 2 MiB
+        // pool by name: the default pool is 32 MiB pages on a 16 KiB-page kernel.
+        const POOL: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+        std::fs::write(POOL, "2").map_err(|e| Failure::op(format!("writing {POOL}"), e))?;
         let mapping = io_op(
             "mmap(MAP_HUGETLB | MAP_HUGE_2MB) of 2 MiB",
             AnonMapping::new(

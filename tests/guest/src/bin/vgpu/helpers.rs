@@ -9,7 +9,7 @@ use extmem_guest_tests::device_snapshot::{
 };
 use extmem_guest_tests::dri::GemHandle;
 use extmem_guest_tests::exporters::{self, Exporter};
-use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
+use extmem_guest_tests::host_memory::{self, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vgpu::{self, Counters, Vgpu};
@@ -160,10 +160,14 @@ pub(crate) fn bound_gem(
 /// The bytes the GPU reads at `[va, va + size)`: copied into a fresh GEM object bound at
 /// `gem_va` for the copy, then read through its CPU mapping.
 pub(crate) fn gpu_read(gpu: &Vgpu, va: u64, size: u64, gem_va: u64) -> CheckResult<Vec<u8>> {
-    let gem = create_gem(gpu, size)?;
+    // The object is whole CPU pages (16 KiB ones hold four GPU pages); only `size` bytes of
+    // it are bound and read.
+    let cpu_page = host_memory::cpu_page();
+    let gem = create_gem(gpu, size.div_ceil(cpu_page) * cpu_page)?;
     map(gpu, gem.handle, gem_va, size, 0)?;
     exec(gpu, &[vgpu::copy(va, gem_va, size)])?;
-    let seen = gem.map.read_all();
+    let mut seen = gem.map.read_all();
+    seen.truncate(as_len(size)?);
     unmap(gpu, gem_va, size)?;
     close(gpu, gem.handle)?;
     Ok(seen)
@@ -324,11 +328,11 @@ pub(crate) fn expect_new_object(
     )
 }
 
-/// A 4 KiB-aligned heap buffer of `len` bytes, pinned as a USERPTR object.
+/// A CPU-page-aligned heap buffer of `len` bytes, pinned as a USERPTR object.
 pub(crate) fn pinned_heap(gpu: &Vgpu, len: usize) -> CheckResult<(HeapBuffer, GemHandle)> {
     let buffer = io_op(
         format!("allocating {len} bytes"),
-        HeapBuffer::new(len, 4096),
+        HeapBuffer::new(len, host_memory::cpu_page_len()),
     )?;
     let range = (buffer.addr(), len as u64);
     let handle = import_host(gpu, "GEM_USERPTR", range, ObjectKind::USERPTR)?;

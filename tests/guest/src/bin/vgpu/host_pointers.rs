@@ -26,11 +26,12 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
     let len = MIB_LEN;
     let start = gpu.map(snapshot).and_then(Result::ok);
 
-    let what = "host pointer: GEM_USERPTR of a 4096-aligned 1 MiB heap allocation gives a USERPTR object, pins 256 pages, LAST_PIN_NS > 0";
-    let heap = ktap.check_after(what, gpu.zip(start), |(gpu, start)| {
+    let cpu_page = host_memory::cpu_page();
+    let what = format!("host pointer: GEM_USERPTR of a {cpu_page}-aligned 1 MiB heap allocation gives a USERPTR object, pins {} pages of {cpu_page} bytes, LAST_PIN_NS > 0", MIB / cpu_page);
+    let heap = ktap.check_after(&what, gpu.zip(start), |(gpu, start)| {
         let before = start.counters;
         let (buffer, handle) = pinned_heap(gpu, len)?;
-        expect_new_object(gpu, before, (0, 256))?;
+        expect_new_object(gpu, before, (0, MIB / cpu_page))?;
         write_raw(&buffer, 0, &pattern::bytes(21, len))?;
         let ns = op("GET_PARAM LAST_PIN_NS", gpu.get_param(Param::LAST_PIN_NS))?;
         if ns == 0 {
@@ -185,7 +186,10 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
     );
     let what = "PROBE: GEM_USERPTR(PROBE) of a mapped heap range answers USERPTR with handle 0, pins and creates nothing";
     ktap.check_after(what, gpu, |gpu| {
-        let buffer = io_op("allocating 256 KiB", HeapBuffer::new(0x40000, 4096))?;
+        let buffer = io_op(
+            "allocating 256 KiB",
+            HeapBuffer::new(0x40000, host_memory::cpu_page_len()),
+        )?;
         let before = snapshot(gpu)?;
         let answer = op(
             "GEM_USERPTR(PROBE)",

@@ -21,22 +21,24 @@ use crate::{Ktap, MIB, MIB_LEN, SLOT};
 
 /// What `vgpu child-hold` sets up: 5 objects (userptr, shmem, vgem and udmabuf imports, a
 /// foreign window of the udmabuf; virtio-gpu's dma-buf in place of the udmabuf where the
-/// kernel has none), 5 bindings, 3 attachments, 256 pinned pages.
+/// kernel has none), 5 bindings, 3 attachments, 1 MiB pinned (in CPU pages: 256 of 4 KiB,
+/// 64 of 16 KiB).
 const HOLD_OBJECTS: u64 = 5;
 const HOLD_ATTACHMENTS: u64 = 3;
-const HOLD_PINNED: u64 = 256;
+const HOLD_PINNED_BYTES: u64 = MIB;
 
 pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
     let before = gpu.map(snapshot).and_then(Result::ok);
     let what = "SIGKILL: a child holding a pin, imports, a foreign object and 5 bindings shows in every counter and its VmPin";
     let child = ktap.check_after(what, gpu.zip(before), |(gpu, start)| {
+        let hold_pinned = HOLD_PINNED_BYTES / host_memory::cpu_page();
         let mut child = spawn_hold()?;
         let checked = (|| {
             let held = snapshot(gpu)?;
-            if held.pins < start.pins + i64::try_from(HOLD_PINNED).unwrap_or(i64::MAX) {
+            if held.pins < start.pins + i64::try_from(hold_pinned).unwrap_or(i64::MAX) {
                 return Err(Failure::new(
                     format!(
-                        "at least {HOLD_PINNED} more FOLL_PIN pins than {}",
+                        "at least {hold_pinned} more FOLL_PIN pins than {}",
                         start.pins
                     ),
                     held.pins.to_string(),
@@ -51,7 +53,7 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
             expect_eq(
                 "pinned pages",
                 now.pinned_pages,
-                before.pinned_pages + HOLD_PINNED,
+                before.pinned_pages + hold_pinned,
             )?;
             expect_eq(
                 "attachments",
@@ -66,7 +68,7 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
                 "reading the child's VmPin",
                 host_memory::vm_pin_kib(&child.id().to_string()),
             )?;
-            expect_eq("child's VmPin (kB)", vm_pin, HOLD_PINNED * 4)
+            expect_eq("child's VmPin (kB)", vm_pin, HOLD_PINNED_BYTES >> 10)
         })();
         if let Err(failure) = checked {
             let _ = child.kill();
@@ -137,7 +139,10 @@ fn hold_setup() -> CheckResult<Held> {
     let gpu = Vgpu::open().map_err(|e| Failure::op("opening extmem-vgpu", e))?;
     let vgem = dri::open_by_driver("vgem", NodeKind::Primary)
         .map_err(|e| Failure::op("opening vgem", e))?;
-    let buffer = io_op("allocating 1 MiB", HeapBuffer::new(MIB_LEN, 4096))?;
+    let buffer = io_op(
+        "allocating 1 MiB",
+        HeapBuffer::new(MIB_LEN, host_memory::cpu_page_len()),
+    )?;
     let pinned = import_host(
         &gpu,
         "GEM_USERPTR",

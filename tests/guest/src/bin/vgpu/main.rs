@@ -34,8 +34,11 @@ use extmem_guest_tests::ktap::{expect_eq, Failure, KtapWriter};
 use extmem_guest_tests::vgpu::{Counters, Vgpu};
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 103 + syncs::CHECKS;
+const PLAN: usize = 106 + syncs::CHECKS;
 
+/// The GPU's page: the 4 KiB granule of its page tables (VM_BIND's alignment, VM_QUERY's
+/// leaf). The CPU's page, which pins and host pointers count in, is
+/// [`host_memory::cpu_page`](extmem_guest_tests::host_memory::cpu_page).
 const PAGE: u64 = 4096;
 const MIB: u64 = 1 << 20;
 const SIZE_2M: u64 = 2 * MIB;

@@ -66,7 +66,10 @@ fn memlock_child_checks() -> [CheckResult<()>; 4] {
     let setup = || -> CheckResult<(Vgpu, HeapBuffer)> {
         // Opened as root: the render node is 0600 root in the guest's devtmpfs.
         let gpu = Vgpu::open().map_err(|e| Failure::op("opening extmem-vgpu", e))?;
-        let buffer = io_op("allocating 1 MiB", HeapBuffer::new(MIB_LEN, 4096))?;
+        let buffer = io_op(
+            "allocating 1 MiB",
+            HeapBuffer::new(MIB_LEN, host_memory::cpu_page_len()),
+        )?;
         let limit = rustix::process::Rlimit {
             current: Some(MEMLOCK_LIMIT),
             maximum: Some(MEMLOCK_LIMIT),
@@ -122,8 +125,14 @@ fn memlock_child_checks() -> [CheckResult<()>; 4] {
     })();
     let query = (|| {
         const VA: u64 = 10 * SLOT;
-        let range = (buffer.addr(), PAGE);
-        let handle = import_host(&gpu, "GEM_USERPTR of 4 KiB", range, ObjectKind::USERPTR)?;
+        // One CPU page pinned, one GPU page of it bound.
+        let range = (buffer.addr(), host_memory::cpu_page());
+        let handle = import_host(
+            &gpu,
+            "GEM_USERPTR of a CPU page",
+            range,
+            ObjectKind::USERPTR,
+        )?;
         map(&gpu, handle, VA, PAGE, 0)?;
         let query = op("VM_QUERY", gpu.vm_query(VA))?;
         unmap(&gpu, VA, PAGE)?;

@@ -32,7 +32,7 @@ fn pinned_range_translates(
         expect_eq(
             "pinned pages",
             counters(gpu)?.pinned_pages,
-            before.pinned_pages + size / PAGE,
+            before.pinned_pages + size / host_memory::cpu_page(),
         )?;
         map(gpu, handle, VA, size, 0)?;
         let mut probe = 0;
