@@ -702,20 +702,24 @@ impl Fuzzer {
         };
         let cmds: Vec<Cmd> = (0..count).map(|_| self.command()).collect();
         let count = u32::try_from(count).unwrap_or(u32::MAX);
+        // Whether the kernel reads exactly `cmds`: `Some(false)` for a count it refuses
+        // before reading anything, `None` when it reads bytes the model does not know (one
+        // command past the array, or through a hostile pointer that may be readable), where
+        // any answer but a crash is consistent.
         let (pointer, claimed, real) = match self.rng.below(10) {
-            0..=7 => (cmds.as_ptr() as u64, count, true),
-            8 => (
-                cmds.as_ptr() as u64,
-                *self
+            0..=7 => (cmds.as_ptr() as u64, count, Some(true)),
+            8 => {
+                let claimed = *self
                     .rng
                     .pick(&[0, MAX_EXEC_CMDS + 1, u32::MAX, count + 1])
-                    .unwrap_or(&0),
-                false,
-            ),
+                    .unwrap_or(&0);
+                let refused = claimed == 0 || claimed > MAX_EXEC_CMDS;
+                (cmds.as_ptr() as u64, claimed, refused.then_some(false))
+            }
             _ => (
                 self.hostile.pointer(&mut self.rng),
                 1 + self.rng.below_u32(8),
-                false,
+                None,
             ),
         };
         let flags = match self.rng.below(8) {
@@ -741,18 +745,18 @@ impl Fuzzer {
         let started = Instant::now();
         let result = self.gpu.exec_raw(&mut args);
         self.record("EXEC", started, &result);
-        let well_formed = real && flags & !EXEC_FLAGS == 0 && waits_ok != Some(false);
-        let well_formed = well_formed && signals_ok != Some(false);
-        // A sync array read through a hostile pointer may parse as valid syncs: then only a
-        // failure is judged (below), never a success.
-        let unknowable = waits_ok.is_none() || signals_ok.is_none();
+        let well_formed = real == Some(true) && flags & !EXEC_FLAGS == 0;
+        let well_formed = well_formed && waits_ok != Some(false) && signals_ok != Some(false);
+        // Commands or a sync array read from bytes the model does not know may parse as
+        // valid ones: then neither a success nor a fault is inconsistent.
+        let unknowable = real.is_none() || waits_ok.is_none() || signals_ok.is_none();
         // Without EXEC_WAIT a faulting job is still queued: the ioctl succeeds.
         let runs = flags & EXEC_WAIT == 0 || cmds.iter().all(|c| self.model.runs(c));
         match result {
             Ok(()) if (!well_formed || !runs) && !unknowable => {
                 self.inconsistent(format!("EXEC {sent:?} of {cmds:?} succeeded"));
             }
-            Err(Errno::IO) if real && flags & EXEC_WAIT != 0 => {
+            Err(Errno::IO) if real == Some(true) && flags & EXEC_WAIT != 0 => {
                 let index = args.fault_cmd as usize;
                 let faulted = cmds.get(index);
                 let consistent = faulted.is_some_and(|c| !self.model.runs(c))
@@ -762,8 +766,11 @@ impl Fuzzer {
                     self.inconsistent(format!("EXEC of {cmds:?} faulted as {args:?}"));
                 }
             }
-            Err(Errno::IO) => {
-                self.inconsistent(format!("EXEC {sent:?} without EXEC_WAIT failed with EIO"));
+            Err(Errno::IO) if !unknowable => {
+                self.inconsistent(format!(
+                    "EXEC {sent:?} of {cmds:?} failed with EIO, which only a waited-for \
+                     run of known commands can"
+                ));
             }
             _ => {}
         }
