@@ -487,7 +487,7 @@ fn arm64_kernel_apt(dir: &Path) -> Result<Apt, ProvisionError> {
 /// Debian's arm64 kernel of `flavour` in the same release as `x86` (the backports kernel
 /// [`provision`] resolved): image, flavour headers, common headers and the amd64 kbuild
 /// tools of that release (which run the cross build), downloaded through a private apt
-/// state ([`Apt::foreign`]) and unpacked under the cache like the LTS kernel. A warm run
+/// state ([`Apt::private`]) and unpacked under the cache like the LTS kernel. A warm run
 /// only checks that the tree is there.
 pub fn provision_arm64(x86: &Kernel, flavour: Arm64Flavour) -> Result<Kernel, ProvisionError> {
     let abi = x86

@@ -118,10 +118,10 @@ fn checked_cmds<'c>(args: &Exec, cmds: &'c [Cmd]) -> Result<&'c [Cmd], ExecError
     Ok(cmds)
 }
 
-/// Why [`touched`] stopped.
+/// Why `touched` stopped.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum TouchError<E> {
-    /// The batch is malformed (as [`run`] would find it; nothing was visited).
+    /// The batch is malformed (as `run` would find it; nothing was visited).
     Exec(ExecError),
     /// The visitor refused an object.
     Visit(E),

@@ -462,12 +462,10 @@ pub unsafe extern "C" fn extmem_kcore_check_exec_sync(sync: *const ExecSync) -> 
     }
 }
 
-/// The visitor of [`extmem_kcore_exec_objects`]: 0 to go on, or a negative errno that
-/// stops the walk and is returned.
-pub type ObjectVisitor = unsafe extern "C" fn(ctx: *mut c_void, object: u64, write: bool) -> c_int;
-
 /// The objects an `EXEC` batch reads and writes through the VM's bindings, each command
-/// checked first.
+/// checked first. `visit` returns 0 to go on, or a negative errno that stops the walk and
+/// is returned. (Its type is spelled out, not aliased, so that cbindgen prints the C
+/// function-pointer type `extmem_kcore.h` is checked against.)
 ///
 /// # Safety
 /// `vm` as for [`file_ref`]; `args` null or valid and not referenced elsewhere; `cmds`
@@ -479,7 +477,7 @@ pub unsafe extern "C" fn extmem_kcore_exec_objects(
     args: *mut Exec,
     cmds: *const Cmd,
     ctx: *mut c_void,
-    visit: Option<ObjectVisitor>,
+    visit: Option<unsafe extern "C" fn(ctx: *mut c_void, object: u64, write: bool) -> c_int>,
 ) -> c_int {
     let Some(visit) = visit else {
         return EINVAL;

@@ -236,7 +236,7 @@ impl<P: Platform, const N: usize> Vm<P, N> {
     }
 
     /// Every object a well-formed `EXEC` batch reads or writes through the bindings as
-    /// they stand: `visit(object, write)`; see [`copy_engine::touched`].
+    /// they stand: `visit(object, write)`; see `copy_engine::touched`.
     pub fn touched<E>(
         &self,
         args: &mut Exec,

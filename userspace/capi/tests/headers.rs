@@ -207,6 +207,7 @@ fn extmem_kcore_h_has_the_types_of_the_rust_abi() {
         "VmQuery",
         "GetParam",
         "Exec",
+        "ExecSync",
         "Cmd",
     ] {
         config
