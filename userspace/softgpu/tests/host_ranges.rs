@@ -10,12 +10,17 @@
 mod host_ranges;
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use extmem::backend::{Backend, CopyEngine, GpuVm};
 use extmem::exec::Command;
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
 use host_ranges::{HostRange, RangeKind, LEN, TABLE};
+
+/// Held by each test for its whole run: a `Hole` range is an address just unmapped, which
+/// the other test's mappings, made on another thread of this process, could fill.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// `TMPFS_MAGIC` and `RAMFS_MAGIC` from `<linux/magic.h>`.
 const IN_MEMORY_FS: [i128; 2] = [0x0102_1994, 0x8584_58f6];
@@ -28,6 +33,7 @@ fn fs_type(dir: &Path) -> i128 {
 
 #[test]
 fn every_kind_of_host_range_gets_the_kernel_devices_answer() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let tmpfs = Path::new("/dev/shm");
     assert_eq!(fs_type(tmpfs), IN_MEMORY_FS[0], "/dev/shm is tmpfs");
     // Files that are written back: the target directory, on the workspace's disk.
@@ -57,6 +63,7 @@ fn every_kind_of_host_range_gets_the_kernel_devices_answer() {
 /// the device on its first write.
 #[test]
 fn the_gpu_writes_every_range_a_writable_import_accepts() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let mut gpu = SoftGpu::new().unwrap_or_else(|e| panic!("{e}"));
     let dirs = [
         Path::new("/dev/shm"),
