@@ -166,12 +166,7 @@ pub const TEST_SUITES: &[GuestSuite] = &[
     GuestSuite {
         name: "environment",
         setup: &[],
-        programs: &[GuestProgram {
-            name: "guest-env",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "guest-env",
-            output: OutputFormat::Ktap,
-        }],
+        programs: &[ktap_test("guest-env")],
         teardown: &[],
         kernel_module: false,
     },
@@ -192,26 +187,11 @@ const EXTMEM_VGPU: GuestSuite = GuestSuite {
         CORE_FLOWS,
         // The same flows over every backend (vgem, virtio-gpu, udmabuf, dma-heap); it starts
         // core-flows as its child, so core-flows is built too.
-        GuestProgram {
-            name: "backends",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "backends",
-            output: OutputFormat::Ktap,
-        },
+        ktap_test("backends"),
         ICD_E2E_PROGRAM,
         // A compositor's buffer: GBM on virtio-gpu, imported through the ICD as a dma-buf.
-        GuestProgram {
-            name: "gbm-flow",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "gbm-flow",
-            output: OutputFormat::Ktap,
-        },
-        GuestProgram {
-            name: "vulkaninfo",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vulkaninfo",
-            output: OutputFormat::Ktap,
-        },
+        ktap_test("gbm-flow"),
+        ktap_test("vulkaninfo"),
         VALIDATED_DEMO_PROGRAM,
     ],
     teardown: VGPU_TEARDOWN,
@@ -283,12 +263,7 @@ const INSMOD_WITH_SELFTESTS: GuestCommand = GuestCommand {
 const VGPU_SETUP: &[GuestCommand] = &[MOUNT_DEBUGFS, INSMOD_WITH_SELFTESTS];
 
 /// The module's ioctl and dma-buf tests.
-const VGPU_PROGRAM: GuestProgram = GuestProgram {
-    name: "vgpu",
-    package: GUEST_TESTS_PACKAGE,
-    binary: "vgpu",
-    output: OutputFormat::Ktap,
-};
+const VGPU_PROGRAM: GuestProgram = ktap_test("vgpu");
 
 /// The extmem-vgpu suite's teardown: unloading proves nothing kept a reference.
 const VGPU_TEARDOWN: &[GuestCommand] = &[RMMOD];
@@ -372,12 +347,7 @@ pub fn fuzz_guest(calls: u64) -> GuestSuite {
     GuestSuite {
         name: "extmem-vgpu-fuzz",
         setup: setup.leak(),
-        programs: &[GuestProgram {
-            name: "vgpu-fuzz",
-            package: GUEST_TESTS_PACKAGE,
-            binary: "vgpu-fuzz",
-            output: OutputFormat::Ktap,
-        }],
+        programs: &[VGPU_FUZZ],
         teardown: VGPU_TEARDOWN,
         kernel_module: true,
     }
