@@ -3,7 +3,8 @@
 //! (`include/uapi/linux/dma-buf.h`, Linux ≥ 6.0) and vgem's fences
 //! (`include/uapi/drm/vgem_drm.h`).
 //!
-//! linux-raw-sys carries none of these, so the structs are declared here and each ioctl
+//! The syncobj ioctls are drm-ffi's; linux-raw-sys and drm-ffi carry neither the dma-buf
+//! sync_file nor vgem's fence ioctls, so their structs are declared here and each ioctl
 //! number is pinned to the value the C headers give.
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -13,60 +14,6 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::ioctl::{self, opcode, Opcode, Setter, Updater};
 use rustix::time::{clock_gettime, ClockId};
-
-/// `struct drm_syncobj_create` (and `drm_syncobj_destroy`, whose `flags` is `pad`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SyncobjCreate {
-    handle: u32,
-    flags: u32,
-}
-
-/// `struct drm_syncobj_handle`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SyncobjHandle {
-    handle: u32,
-    flags: u32,
-    fd: i32,
-    pad: u32,
-}
-
-/// `struct drm_syncobj_wait` without the trailing `deadline_nsec` of 6.4 (DRM zero-fills
-/// what a caller leaves off).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SyncobjWait {
-    handles: u64,
-    timeout_nsec: i64,
-    count_handles: u32,
-    flags: u32,
-    first_signaled: u32,
-    pad: u32,
-}
-
-/// `struct drm_syncobj_timeline_wait` without `deadline_nsec`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SyncobjTimelineWait {
-    handles: u64,
-    points: u64,
-    timeout_nsec: i64,
-    count_handles: u32,
-    flags: u32,
-    first_signaled: u32,
-    pad: u32,
-}
-
-/// `struct drm_syncobj_timeline_array`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SyncobjTimelineArray {
-    handles: u64,
-    points: u64,
-    count_handles: u32,
-    flags: u32,
-}
 
 /// `struct dma_buf_export_sync_file` (and `dma_buf_import_sync_file`).
 #[repr(C)]
@@ -94,37 +41,17 @@ struct VgemFenceSignal {
     flags: u32,
 }
 
-const SYNCOBJ_CREATE: Opcode = opcode::read_write::<SyncobjCreate>(b'd', 0xbf);
-const SYNCOBJ_DESTROY: Opcode = opcode::read_write::<SyncobjCreate>(b'd', 0xc0);
-const SYNCOBJ_HANDLE_TO_FD: Opcode = opcode::read_write::<SyncobjHandle>(b'd', 0xc1);
-const SYNCOBJ_FD_TO_HANDLE: Opcode = opcode::read_write::<SyncobjHandle>(b'd', 0xc2);
-const SYNCOBJ_WAIT: Opcode = opcode::read_write::<SyncobjWait>(b'd', 0xc3);
-const SYNCOBJ_TIMELINE_WAIT: Opcode = opcode::read_write::<SyncobjTimelineWait>(b'd', 0xca);
-const SYNCOBJ_QUERY: Opcode = opcode::read_write::<SyncobjTimelineArray>(b'd', 0xcb);
-const SYNCOBJ_TIMELINE_SIGNAL: Opcode = opcode::read_write::<SyncobjTimelineArray>(b'd', 0xcd);
 const DMA_BUF_EXPORT_SYNC_FILE: Opcode = opcode::read_write::<DmaBufSyncFile>(b'b', 2);
 const DMA_BUF_IMPORT_SYNC_FILE: Opcode = opcode::write::<DmaBufSyncFile>(b'b', 3);
 const VGEM_FENCE_ATTACH: Opcode = opcode::read_write::<VgemFenceAttach>(b'd', 0x41);
 const VGEM_FENCE_SIGNAL: Opcode = opcode::write::<VgemFenceSignal>(b'd', 0x42);
 const _: () = {
-    assert!(SYNCOBJ_CREATE == 0xc008_64bf);
-    assert!(SYNCOBJ_DESTROY == 0xc008_64c0);
-    assert!(SYNCOBJ_HANDLE_TO_FD == 0xc010_64c1);
-    assert!(SYNCOBJ_FD_TO_HANDLE == 0xc010_64c2);
-    assert!(SYNCOBJ_WAIT == 0xc020_64c3);
-    assert!(SYNCOBJ_TIMELINE_WAIT == 0xc028_64ca);
-    assert!(SYNCOBJ_QUERY == 0xc018_64cb);
-    assert!(SYNCOBJ_TIMELINE_SIGNAL == 0xc018_64cd);
     assert!(DMA_BUF_EXPORT_SYNC_FILE == 0xc008_6202);
     assert!(DMA_BUF_IMPORT_SYNC_FILE == 0x4008_6203);
     assert!(VGEM_FENCE_ATTACH == 0xc010_6441);
     assert!(VGEM_FENCE_SIGNAL == 0x4008_6442);
 };
 
-/// `DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE` / `..._IMPORT_SYNC_FILE`.
-const SYNC_FILE_FLAG: u32 = 1 << 0;
-/// `DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL`.
-const WAIT_ALL: u32 = 1 << 0;
 /// `DMA_BUF_SYNC_READ` / `DMA_BUF_SYNC_WRITE`.
 pub const DMA_BUF_SYNC_READ: u32 = 1 << 0;
 /// See [`DMA_BUF_SYNC_READ`].
@@ -144,19 +71,20 @@ fn deadline(timeout: Duration) -> i64 {
 /// A syncobj handle of one DRM file.
 pub type Syncobj = u32;
 
+/// drm-ffi's `io::Error` as the errno the checks name.
+fn errno(error: std::io::Error) -> Errno {
+    Errno::from_io_error(&error).unwrap_or(Errno::IO)
+}
+
 /// `DRM_IOCTL_SYNCOBJ_CREATE` (flags 0: no fence yet).
 pub fn syncobj_create(drm: BorrowedFd<'_>) -> Result<Syncobj, Errno> {
-    let mut args = SyncobjCreate::default();
-    // SAFETY: the opcode takes a `struct drm_syncobj_create`, which `SyncobjCreate` is.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_CREATE, _>::new(&mut args)) }?;
-    Ok(args.handle)
+    Ok(drm_ffi::syncobj::create(drm, false).map_err(errno)?.handle)
 }
 
 /// `DRM_IOCTL_SYNCOBJ_DESTROY`.
 pub fn syncobj_destroy(drm: BorrowedFd<'_>, handle: Syncobj) -> Result<(), Errno> {
-    let mut args = SyncobjCreate { handle, flags: 0 };
-    // SAFETY: `struct drm_syncobj_destroy` has the same layout.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_DESTROY, _>::new(&mut args)) }
+    drm_ffi::syncobj::destroy(drm, handle).map_err(errno)?;
+    Ok(())
 }
 
 /// `DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD`: the syncobj as a file, or with `sync_file` its
@@ -166,32 +94,21 @@ pub fn syncobj_export(
     handle: Syncobj,
     sync_file: bool,
 ) -> Result<OwnedFd, Errno> {
-    let mut args = SyncobjHandle {
-        handle,
-        flags: if sync_file { SYNC_FILE_FLAG } else { 0 },
-        fd: -1,
-        pad: 0,
-    };
-    // SAFETY: the opcode takes a `struct drm_syncobj_handle`, which `SyncobjHandle` is.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_HANDLE_TO_FD, _>::new(&mut args)) }?;
-    if args.fd < 0 {
+    let fd = drm_ffi::syncobj::handle_to_fd(drm, handle, sync_file)
+        .map_err(errno)?
+        .fd;
+    if fd < 0 {
         return Err(Errno::BADF);
     }
     // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(args.fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE` of a syncobj file (a new handle in this DRM file).
 pub fn syncobj_import(drm: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<Syncobj, Errno> {
-    let mut args = SyncobjHandle {
-        handle: 0,
-        flags: 0,
-        fd: rustix::fd::AsRawFd::as_raw_fd(&fd),
-        pad: 0,
-    };
-    // SAFETY: as for `syncobj_export`; the kernel only reads the descriptor.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_FD_TO_HANDLE, _>::new(&mut args)) }?;
-    Ok(args.handle)
+    Ok(drm_ffi::syncobj::fd_to_handle(drm, fd, false)
+        .map_err(errno)?
+        .handle)
 }
 
 /// `DRM_IOCTL_SYNCOBJ_WAIT` for every binary syncobj of `handles`, at most `timeout`
@@ -201,15 +118,10 @@ pub fn syncobj_wait(
     handles: &[Syncobj],
     timeout: Duration,
 ) -> Result<(), Errno> {
-    let mut args = SyncobjWait {
-        handles: handles.as_ptr() as u64,
-        timeout_nsec: deadline(timeout),
-        count_handles: u32::try_from(handles.len()).map_err(|_| Errno::INVAL)?,
-        flags: WAIT_ALL,
-        ..SyncobjWait::default()
-    };
-    // SAFETY: the opcode takes a `struct drm_syncobj_wait`; `handles` outlives the call.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_WAIT, _>::new(&mut args)) }
+    // drm-ffi narrows the count without a check.
+    u32::try_from(handles.len()).map_err(|_| Errno::INVAL)?;
+    drm_ffi::syncobj::wait(drm, handles, deadline(timeout), true, false).map_err(errno)?;
+    Ok(())
 }
 
 /// `DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT` for `point` of one timeline syncobj, at most
@@ -220,49 +132,30 @@ pub fn timeline_wait(
     point: u64,
     timeout: Duration,
 ) -> Result<(), Errno> {
-    let handles = [handle];
-    let points = [point];
-    let mut args = SyncobjTimelineWait {
-        handles: handles.as_ptr() as u64,
-        points: points.as_ptr() as u64,
-        timeout_nsec: deadline(timeout),
-        count_handles: 1,
-        flags: WAIT_ALL,
-        ..SyncobjTimelineWait::default()
-    };
-    // SAFETY: the opcode takes a `struct drm_syncobj_timeline_wait`; the arrays outlive
-    // the call.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_TIMELINE_WAIT, _>::new(&mut args)) }
+    drm_ffi::syncobj::timeline_wait(
+        drm,
+        &[handle],
+        &[point],
+        deadline(timeout),
+        true,
+        false,
+        false,
+    )
+    .map_err(errno)?;
+    Ok(())
 }
 
 /// `DRM_IOCTL_SYNCOBJ_QUERY`: the last signalled point of a timeline syncobj.
 pub fn timeline_query(drm: BorrowedFd<'_>, handle: Syncobj) -> Result<u64, Errno> {
-    let handles = [handle];
     let mut points = [0u64];
-    let mut args = SyncobjTimelineArray {
-        handles: handles.as_ptr() as u64,
-        points: points.as_mut_ptr() as u64,
-        count_handles: 1,
-        flags: 0,
-    };
-    // SAFETY: the opcode takes a `struct drm_syncobj_timeline_array`; the arrays outlive
-    // the call, and `points` is writable.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_QUERY, _>::new(&mut args)) }?;
+    drm_ffi::syncobj::query(drm, &[handle], &mut points, false).map_err(errno)?;
     Ok(points[0])
 }
 
 /// `DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL`: signals `point` of a timeline syncobj from the CPU.
 pub fn timeline_signal(drm: BorrowedFd<'_>, handle: Syncobj, point: u64) -> Result<(), Errno> {
-    let handles = [handle];
-    let points = [point];
-    let mut args = SyncobjTimelineArray {
-        handles: handles.as_ptr() as u64,
-        points: points.as_ptr() as u64,
-        count_handles: 1,
-        flags: 0,
-    };
-    // SAFETY: as for `timeline_query`.
-    unsafe { ioctl::ioctl(drm, Updater::<SYNCOBJ_TIMELINE_SIGNAL, _>::new(&mut args)) }
+    drm_ffi::syncobj::timeline_signal(drm, &[handle], &[point]).map_err(errno)?;
+    Ok(())
 }
 
 /// `DMA_BUF_IOCTL_EXPORT_SYNC_FILE`: a sync_file of the dma-buf's fences that a reader
