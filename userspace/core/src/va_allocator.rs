@@ -212,14 +212,19 @@ impl VaAllocator {
     pub fn free(&mut self, va: GpuVa) -> Result<(), VaError> {
         let start = va.get();
         // The range and the span before it, in one walk down the map.
-        let mut before = self.spans.range(..=start).rev();
-        if before.next() != Some((&start, &Span::Live)) {
-            return Err(VaError::NotAllocated { va });
-        }
+        let mut before = self.spans.range_mut(..=start).rev();
+        let range = match before.next() {
+            Some((&at, span)) if at == start && *span == Span::Live => span,
+            _ => return Err(VaError::NotAllocated { va }),
+        };
         let prev_hole = before
             .next()
-            .filter(|(_, &span)| span == Span::Hole)
+            .filter(|(_, span)| **span == Span::Hole)
             .map(|(&prev, _)| prev);
+        if prev_hole.is_none() {
+            // The range becomes a hole in place; else it joins the hole before it, below.
+            *range = Span::Hole;
+        }
         // The span after it, and where that one ends.
         let mut after = self
             .spans
@@ -237,8 +242,6 @@ impl VaAllocator {
             self.by_size.remove(&(start - prev, prev));
             self.spans.remove(&start);
             merged_start = prev;
-        } else {
-            self.spans.insert(start, Span::Hole);
         }
         if let Some((next, next_end)) = next_hole {
             self.by_size.remove(&(next_end - next, next));
