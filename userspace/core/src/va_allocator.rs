@@ -450,18 +450,21 @@ mod tests {
                 prop_assert_eq!(va.free_bytes() + used, hi - lo);
                 prop_assert_eq!(va.allocations(), live.len());
                 // The holes: coalesced, in order, and with the live ranges tiling the space
-                // exactly (sorted once, so the check stays linear enough for Miri).
-                let holes: Vec<(u64, u64)> = va.holes().map(|(s, n)| (s.get(), n)).collect();
-                prop_assert!(holes.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0), "{holes:x?}");
-                let mut tiles: Vec<(u64, u64)> = holes.iter().chain(live.iter()).copied().collect();
-                tiles.sort_unstable();
-                let mut cur = lo;
-                for &(s, n) in &tiles {
-                    prop_assert_eq!(s, cur, "a gap or an overlap at {:#x}", cur);
-                    cur = s + n;
+                // exactly. Natively only: a walk of every span at every step would slow the
+                // test down under Miri, which is there for undefined behaviour.
+                if !cfg!(miri) {
+                    let holes: Vec<(u64, u64)> = va.holes().map(|(s, n)| (s.get(), n)).collect();
+                    prop_assert!(holes.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0), "{holes:x?}");
+                    let mut tiles: Vec<(u64, u64)> = holes.iter().chain(live.iter()).copied().collect();
+                    tiles.sort_unstable();
+                    let mut cur = lo;
+                    for &(s, n) in &tiles {
+                        prop_assert_eq!(s, cur, "a gap or an overlap at {:#x}", cur);
+                        cur = s + n;
+                    }
+                    prop_assert_eq!(cur, hi);
+                    prop_assert_eq!(holes.iter().map(|&(_, n)| n).max().unwrap_or(0), va.largest_hole());
                 }
-                prop_assert_eq!(cur, hi);
-                prop_assert_eq!(holes.iter().map(|&(_, n)| n).max().unwrap_or(0), va.largest_hole());
             }
         }
     }
