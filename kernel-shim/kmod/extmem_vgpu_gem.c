@@ -590,7 +590,8 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	struct extmem_pin pin = {};
 	struct page **batch;
 	struct extmem_bo *bo;
-	u64 pin_ns = 0;
+	/* Phase times for LAST_PIN_NS and LAST_USERPTR_*_NS; setup is what the others leave. */
+	u64 started = ktime_get_ns(), pin_ns = 0, record_ns = 0, ledger_ns = 0, t0;
 	int ret;
 
 	/* Charge first, as ib_umem_get() does, so concurrent pins cannot both pass. */
@@ -622,9 +623,9 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		/* Batches end on 2 MiB boundaries, where a huge page would. */
 		unsigned long room = EXTMEM_PIN_BATCH - ((addr >> PAGE_SHIFT) % EXTMEM_PIN_BATCH);
 		int chunk = min(left, pin.pages ? (unsigned long)SZ_64K : room);
-		u64 t0 = ktime_get_ns();
 		int got;
 
+		t0 = ktime_get_ns();
 		got = pin_user_pages_fast(addr, chunk, gup_flags, dst);
 		pin_ns += ktime_get_ns() - t0;
 		if (got < 0) {
@@ -636,7 +637,9 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 			goto err_unpin;
 		}
 		if (dst == batch) {
+			t0 = ktime_get_ns();
 			ret = extmem_pin_record(&pin, batch, got, npages);
+			record_ns += ktime_get_ns() - t0;
 			if (ret)
 				goto err_unpin;
 		} else {
@@ -657,11 +660,13 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		goto err_unpin;
 	}
 	/* The file's ledger of pins (kcore): one record per object, ENOSPC when full. */
+	t0 = ktime_get_ns();
 	ret = mutex_lock_interruptible(&efile->vm_lock);
 	if (ret)
 		goto err_free;
 	ret = extmem_kcore_pin_add(efile->vm, (u64)(uintptr_t)&bo->shmem.base, start, npages);
 	mutex_unlock(&efile->vm_lock);
+	ledger_ns = ktime_get_ns() - t0;
 	if (ret)
 		goto err_free;
 	kref_get(&efile->ref);
@@ -679,6 +684,9 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 
 	atomic64_add(npages, &edev->counters.pinned_pages);
 	extmem_count_object(drm, 1);
+	WRITE_ONCE(efile->last_record_ns, record_ns);
+	WRITE_ONCE(efile->last_ledger_ns, ledger_ns);
+	WRITE_ONCE(efile->last_setup_ns, ktime_get_ns() - started - pin_ns - record_ns - ledger_ns);
 	return &bo->shmem.base;
 
 err_free:
@@ -819,7 +827,7 @@ int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file
 	struct drm_gem_object *obj;
 	struct dma_buf *dmabuf;
 	unsigned long start;
-	u64 offset, size = args->size;
+	u64 offset, size = args->size, started = ktime_get_ns();
 	u32 handle;
 	int ret;
 
@@ -869,6 +877,7 @@ int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file
 	if (ret)
 		return ret;
 	args->handle = handle;
+	WRITE_ONCE(efile->last_userptr_ns, ktime_get_ns() - started);
 	return 0;
 }
 
