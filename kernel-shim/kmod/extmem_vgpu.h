@@ -114,6 +114,7 @@ struct extmem_file {
 	u64 last_ledger_ns;
 	u64 last_setup_ns;
 	u64 last_userptr_ns;
+	u64 last_exec_ns;	/* LAST_EXEC_NS: kcore's run of the file's last EXEC job */
 	/*
 	 * The fence of the file's last EXEC job (under fence_lock; NULL before the first).
 	 * Jobs finish in order, so once it signals every job of the file has: VM_BIND UNMAP

@@ -180,6 +180,9 @@ static int extmem_ioctl_get_param(struct drm_device *drm, void *data, struct drm
 	case EXTMEM_PARAM_LAST_USERPTR_NS:
 		args->value = READ_ONCE(efile->last_userptr_ns);
 		break;
+	case EXTMEM_PARAM_LAST_EXEC_NS:
+		args->value = READ_ONCE(efile->last_exec_ns);
+		break;
 	case EXTMEM_PARAM_JOBS:
 		args->value = atomic64_read(&c->jobs);
 		break;

@@ -53,7 +53,8 @@ pub fn answer(
         | Param::LAST_USERPTR_RECORD_NS
         | Param::LAST_USERPTR_LEDGER_NS
         | Param::LAST_USERPTR_SETUP_NS
-        | Param::LAST_USERPTR_NS => ParamAnswer::Platform,
+        | Param::LAST_USERPTR_NS
+        | Param::LAST_EXEC_NS => ParamAnswer::Platform,
         Param(param) => return Err(ArgError::UnknownParam { param }),
     })
 }

@@ -102,6 +102,9 @@ uapi_values!(
         /// ioctl's entry to its handle (what the phases above and `LAST_PIN_NS` add up to,
         /// plus argument checks, the VMA lookup and the handle).
         LAST_USERPTR_NS = 23,
+        /// Nanoseconds the last `EXEC` job of this file spent running its commands through
+        /// the copy engine (for benchmarks: the engine without the job queue's wakeups).
+        LAST_EXEC_NS = 24,
     }
 );
 
