@@ -73,6 +73,7 @@ static void extmem_file_release(struct kref *ref)
 
 	dma_fence_put(efile->last_fence);
 	mutex_destroy(&efile->vm_lock);
+	kfree(efile->pin_batch);
 	kfree(efile);
 }
 
