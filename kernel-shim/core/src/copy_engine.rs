@@ -12,8 +12,8 @@
 //!   contiguous stretch of its destination to [`Platform::fill_run`]. By default these
 //!   move the stretch in chunks that never cross a 4 KiB page on either side (the
 //!   contract of [`Platform::copy`] and [`Platform::fill`]); the kernel glue moves it
-//!   through the kernel's linear map in a few large steps (a per-page call cost about a
-//!   third of the copy under emulation; see `docs/PERFORMANCE.md`), the software device
+//!   through the kernel's linear map in steps of up to 256 KiB instead of one call and
+//!   one mapping per page (`docs/PERFORMANCE.md` has the figures), the software device
 //!   moves a stretch of imported host memory in one system call.
 //! - The first byte that cannot be read (nothing mapped: `UNMAPPED`) or written (nothing
 //!   mapped, or mapped read-only: `READ_ONLY`) stops the batch with `EIO`; `fault_va` is
