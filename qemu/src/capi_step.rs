@@ -24,7 +24,7 @@ use crate::report::{Check, Step};
 use crate::workspace::Workspace;
 
 /// The crate, relative to the workspace root.
-const CAPI_DIR: &str = "userspace/capi";
+pub const CAPI_DIR: &str = "userspace/capi";
 /// The sanitizer flags every C test is built with: a report aborts the test.
 const SANITIZE: &[&str] = &[
     "-fsanitize=address,undefined",
@@ -59,7 +59,7 @@ fn run_all(workspace: &Workspace, step: &mut Step) -> Result<(), Box<Check>> {
     }
     let out_dir = workspace.output_dir().join("capi");
     let pc_dir = out_dir.join("pkgconfig");
-    let pc = write_pc(workspace, &pc_dir)
+    let pc = write_debug_pc(workspace, &pc_dir)
         .map_err(|reason| Box::new(Check::fail("capi: extmem.pc", reason)))?;
     step.notes.push(format!("pkg-config file {}", pc.display()));
     let flags = pkg_config(&pc_dir, &["--cflags", "--libs", "extmem"]).map_err(|reason| {
@@ -154,24 +154,32 @@ fn meson_build(workspace: &Workspace, build_dir: &Path) -> Result<PathBuf, Box<C
 
 /// `extmem.pc` for this build: the library in cargo's debug directory, the checked-in
 /// header.
-fn write_pc(workspace: &Workspace, pc_dir: &Path) -> Result<PathBuf, String> {
+fn write_debug_pc(workspace: &Workspace, pc_dir: &Path) -> Result<PathBuf, String> {
+    write_pc(
+        workspace,
+        &workspace.root,
+        &workspace.target_dir.join("debug"),
+        &workspace.root.join(CAPI_DIR).join("include"),
+        pc_dir,
+    )
+}
+
+/// `pc_dir/extmem.pc` from `userspace/capi/extmem.pc.in`, naming `prefix`, `libdir` and
+/// `includedir`.
+pub fn write_pc(
+    workspace: &Workspace,
+    prefix: &Path,
+    libdir: &Path,
+    includedir: &Path,
+    pc_dir: &Path,
+) -> Result<PathBuf, String> {
     let template_path = workspace.root.join(CAPI_DIR).join("extmem.pc.in");
     let template = fs::read_to_string(&template_path)
         .map_err(|e| format!("{}: {e}", template_path.display()))?;
     let text = template
-        .replace("@prefix@", &workspace.root.to_string_lossy())
-        .replace(
-            "@libdir@",
-            &workspace.target_dir.join("debug").to_string_lossy(),
-        )
-        .replace(
-            "@includedir@",
-            &workspace
-                .root
-                .join(CAPI_DIR)
-                .join("include")
-                .to_string_lossy(),
-        )
+        .replace("@prefix@", &prefix.to_string_lossy())
+        .replace("@libdir@", &libdir.to_string_lossy())
+        .replace("@includedir@", &includedir.to_string_lossy())
         .replace("@version@", env!("CARGO_PKG_VERSION"));
     let pc = pc_dir.join("extmem.pc");
     fs::create_dir_all(pc_dir)

@@ -30,7 +30,9 @@ mod kernel_modules;
 mod kmod_build;
 mod kmod_step;
 mod ktap;
+mod mesa_build;
 mod mesa_source;
+mod mesa_step;
 mod miri_step;
 mod provision;
 mod report;
@@ -81,6 +83,10 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "fuzz-guest",
         "boot the guest and run the vgpu-fuzz ioctl fuzzer for --calls calls",
+    ),
+    (
+        "mesa",
+        "build lavapipe with tests/mesa's libextmem patch, check it and Debian's (cargo mesa)",
     ),
     ("help", "print this text and exit (also -h, --help)"),
 ];
@@ -208,6 +214,8 @@ enum Subcommand {
     Fuzz,
     /// The guest ioctl fuzzer for a number of calls.
     FuzzGuest,
+    /// lavapipe with libextmem, beside Debian's (`mesa_step`).
+    Mesa,
 }
 
 /// One step of `suite`, which a user can also run alone (`cargo suite doc`).
@@ -424,6 +432,7 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
                     "bench-host" => Subcommand::BenchHost,
                     "fuzz" => Subcommand::Fuzz,
                     "fuzz-guest" => Subcommand::FuzzGuest,
+                    "mesa" => Subcommand::Mesa,
                     _ => return Err(format!("unknown command {other:?}")),
                 });
             }
@@ -509,6 +518,7 @@ fn main() -> ExitCode {
         Subcommand::Bench => bench(&workspace, options),
         Subcommand::FuzzGuest => fuzz_guest(&workspace, options),
         Subcommand::BenchHost => finish(&[host_bench(&workspace, &[])]),
+        Subcommand::Mesa => finish(&mesa_step::run(&workspace)),
         Subcommand::Fuzz => finish(&[fuzz_step::run(
             &workspace,
             fuzz_step::TARGETS,

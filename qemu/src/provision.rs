@@ -533,6 +533,22 @@ pub fn ensure_packages(packages: &[&str]) -> Result<(), ProvisionError> {
     Apt::default().install(None, &missing)
 }
 
+/// Installs `packages` from `<codename>-backports` if any is missing, or always with
+/// `upgrade` (an installed release version is too old). Run after [`provision`].
+pub fn ensure_backports_packages(packages: &[&str], upgrade: bool) -> Result<(), ProvisionError> {
+    let missing = missing_packages(packages)?;
+    if missing.is_empty() && !upgrade {
+        return Ok(());
+    }
+    let suite = format!("{}-backports", release_codename()?);
+    let mut apt = Apt {
+        lists_stale: ensure_apt_source("deb", &suite)?,
+        ..Apt::default()
+    };
+    let all: Vec<String> = packages.iter().map(|p| (*p).to_owned()).collect();
+    apt.install(Some(&suite), &all)
+}
+
 /// The version apt knows `package` by (`apt-cache show`, the first stanza: the candidate).
 pub fn package_version(package: &str) -> Result<String, ProvisionError> {
     let output = host_command::stdout_text(

@@ -169,14 +169,24 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// A Vulkan 1.1 instance with `VK_NV_external_memory_capabilities`; with `validation`,
-    /// under the Khronos validation layer with a messenger counting its warnings and errors
-    /// (also those of instance creation and destruction).
+    /// A Vulkan 1.1 instance with `VK_NV_external_memory_capabilities` where the driver
+    /// offers it (Mesa's drivers, which `cargo mesa` points these programs at, do not); with
+    /// `validation`, under the Khronos validation layer with a messenger counting its
+    /// warnings and errors (also those of instance creation and destruction).
     pub fn new(entry: &ash::Entry, validation: bool) -> Result<Self, String> {
         let app = vk::ApplicationInfo::default()
             .application_name(c"extmem guest")
             .api_version(vk::API_VERSION_1_1);
-        let mut extensions = vec![vk::NV_EXTERNAL_MEMORY_CAPABILITIES_NAME.as_ptr()];
+        // SAFETY: a plain query of the loaded loader.
+        let offered = unsafe { entry.enumerate_instance_extension_properties(None) }
+            .map_err(|e| format!("vkEnumerateInstanceExtensionProperties: {e}"))?;
+        let nv = vk::NV_EXTERNAL_MEMORY_CAPABILITIES_NAME;
+        let mut extensions: Vec<_> = offered
+            .iter()
+            .any(|e| e.extension_name_as_c_str().ok() == Some(nv))
+            .then_some(nv.as_ptr())
+            .into_iter()
+            .collect();
         let layers = [VALIDATION_LAYER.as_ptr()];
         let mut debug = messenger_info();
         let mut info = vk::InstanceCreateInfo::default().application_info(&app);

@@ -200,6 +200,10 @@ VkResult extmem_device_create(const struct extmem_backend *backend,
 // and closing each object through the callbacks) and makes its handle and its memories'
 // handles stale. After it returns no callback is called with this device's `user`.
 //
+// With `EXTMEM_STATS` set (not empty, not `0`) in the environment, it first prints one
+// line on stderr counting the device's host imports, fd imports, allocations and fd
+// exports: evidence, for an application test, that memory went through libextmem.
+//
 // # Safety
 // None beyond the handle, which is checked.
 VkResult extmem_device_destroy(extmem_device device);
@@ -250,6 +254,17 @@ VkResult extmem_memory_gpu_va(extmem_device device,
                               extmem_memory memory,
                               uint64_t *va);
 
+// The backend's handle of the object behind the memory (what `create`, `import_host` or
+// `import_fd` stored), in `*handle`: how a driver finds its own record of the memory
+// (the CPU address and allocation a CPU driver binds resources to, say) after
+// `extmem_allocate_memory`. The handle stays the backend's, valid until `close`.
+//
+// # Safety
+// `handle` is NULL or writable.
+VkResult extmem_memory_handle(extmem_device device,
+                              extmem_memory memory,
+                              uint32_t *handle);
+
 // `vkGetMemoryFdKHR`: exports the memory as `handle_type` (OPAQUE_FD or DMA_BUF, and one
 // it was allocated with in `VkExportMemoryAllocateInfo`) and stores a new close-on-exec
 // fd in `*fd`, which the caller owns and closes.
@@ -298,6 +313,19 @@ struct extmem_error extmem_last_error(void);
 // `buf` points to `size` writable bytes (or `size` is 0).
 size_t extmem_last_error_message(char *buf,
                                  size_t size);
+
+// Whether `[ptr, ptr + size)` could be imported as host memory, by the rules a kernel's
+// `pin_user_pages` applies: every page mapped and readable and, if `writable`, writable
+// (and not a shared mapping of a file that is written back). Returns 0, or `EFAULT` for
+// a range it refuses (an errno of the OS if the process's mappings could not be read).
+//
+// For a driver with no kernel to pin pages (a CPU driver such as lavapipe): call it from
+// the backend's `import_host` and return what it returns. It only reads the process's
+// memory map: nothing is pinned, and the answer holds only until the application next
+// maps, unmaps or protects memory. A NULL `ptr` or an empty range is refused.
+int extmem_host_range_importable(const void *ptr,
+                                 uint64_t size,
+                                 bool writable);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -36,6 +36,8 @@ use rustix::fd::{BorrowedFd, IntoRawFd};
 mod c_backend;
 mod capi_error;
 mod handle_table;
+mod host_range;
+mod memory_stats;
 
 pub use c_backend::{
     ExtmemBackend, EXTMEM_BACKEND_VERSION, EXTMEM_CAPS_ALL, EXTMEM_CAP_DMA_BUF,
@@ -44,6 +46,8 @@ pub use c_backend::{
 };
 pub use capi_error::{BackendTableError, CapiError, ExtmemError, HandleKind, PointerFault};
 pub use handle_table::HandleLookupError;
+pub use host_range::extmem_host_range_importable;
+pub use memory_stats::{MemoryStats, STATS_VARIABLE};
 
 use c_backend::CBackend;
 use handle_table::HandleTable;
@@ -66,6 +70,7 @@ const MAX_MEMORY_TYPES: u32 = 32;
 struct Device {
     manager: MemoryManager<CBackend>,
     memories: HandleTable<DeviceMemory>,
+    stats: MemoryStats,
 }
 
 static DEVICES: Mutex<HandleTable<Arc<Mutex<Device>>>> = Mutex::new(HandleTable::new());
@@ -211,6 +216,7 @@ fn open_device(table: ExtmemBackend) -> Result<Device, BackendTableError> {
     Ok(Device {
         manager,
         memories: HandleTable::new(),
+        stats: MemoryStats::default(),
     })
 }
 
@@ -270,6 +276,10 @@ pub unsafe extern "C" fn extmem_device_create(
 /// and closing each object through the callbacks) and makes its handle and its memories'
 /// handles stale. After it returns no callback is called with this device's `user`.
 ///
+/// With `EXTMEM_STATS` set (not empty, not `0`) in the environment, it first prints one
+/// line on stderr counting the device's host imports, fd imports, allocations and fd
+/// exports: evidence, for an application test, that memory went through libextmem.
+///
 /// # Safety
 /// None beyond the handle, which is checked.
 #[no_mangle]
@@ -282,7 +292,12 @@ pub unsafe extern "C" fn extmem_device_destroy(device: ExtmemDevice) -> vk::Resu
                 lookup,
             })?;
         let mut guard = lock(&shared)?;
-        let Device { manager, memories } = &mut *guard;
+        let Device {
+            manager,
+            memories,
+            stats,
+        } = &mut *guard;
+        stats.report(device);
         for memory in memories.drain() {
             manager.free(memory);
         }
@@ -325,9 +340,12 @@ pub unsafe extern "C" fn extmem_allocate_memory(
                 return Err(CapiError::TooManyHandles);
             }
             let allocated = dev.manager.allocate(&request)?;
+            let counted = dev.stats;
+            dev.stats.allocated(&allocated);
             let handle = match dev.memories.insert(allocated) {
                 Ok(handle) => handle,
                 Err(allocated) => {
+                    dev.stats = counted;
                     dev.manager.free(allocated);
                     return Err(CapiError::TooManyHandles);
                 }
@@ -374,7 +392,9 @@ pub unsafe extern "C" fn extmem_map_memory(
     entry(|| {
         check_out(ptr, "ptr")?;
         with_device(device, |dev| {
-            let Device { manager, memories } = dev;
+            let Device {
+                manager, memories, ..
+            } = dev;
             let mem = memories.get_mut(memory).map_err(memory_lookup)?;
             let address = manager.map(mem)?;
             let address = usize::try_from(address.get()).map_err(|_| {
@@ -409,6 +429,29 @@ pub unsafe extern "C" fn extmem_memory_gpu_va(
     })
 }
 
+/// The backend's handle of the object behind the memory (what `create`, `import_host` or
+/// `import_fd` stored), in `*handle`: how a driver finds its own record of the memory
+/// (the CPU address and allocation a CPU driver binds resources to, say) after
+/// `extmem_allocate_memory`. The handle stays the backend's, valid until `close`.
+///
+/// # Safety
+/// `handle` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn extmem_memory_handle(
+    device: ExtmemDevice,
+    memory: ExtmemMemory,
+    handle: *mut u32,
+) -> vk::Result {
+    entry(|| {
+        check_out(handle, "handle")?;
+        with_device(device, |dev| {
+            let object = dev.memories.get(memory).map_err(memory_lookup)?.handle().0;
+            // SAFETY: checked above; writable per the caller's promise.
+            unsafe { write_out(handle, "handle", object.get()) }
+        })
+    })
+}
+
 /// `vkGetMemoryFdKHR`: exports the memory as `handle_type` (OPAQUE_FD or DMA_BUF, and one
 /// it was allocated with in `VkExportMemoryAllocateInfo`) and stores a new close-on-exec
 /// fd in `*fd`, which the caller owns and closes.
@@ -425,9 +468,14 @@ pub unsafe extern "C" fn extmem_get_memory_fd(
     entry(|| {
         check_out(fd, "fd")?;
         with_device(device, |dev| {
-            let Device { manager, memories } = dev;
+            let Device {
+                manager,
+                memories,
+                stats,
+            } = dev;
             let mem = memories.get(memory).map_err(memory_lookup)?;
             let exported = manager.get_fd(mem, handle_type)?;
+            stats.exported();
             // SAFETY: checked above; writable per the caller's promise. The fd is the
             // caller's from here.
             unsafe { write_out(fd, "fd", exported.into_raw_fd()) }

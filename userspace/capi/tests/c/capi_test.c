@@ -740,7 +740,15 @@ static void flows(struct fixture *fx)
 		r = extmem_map_memory(fx->full, mem, &p);
 	check(r == VK_SUCCESS && p == fx->pages, "a host import maps to the application's pointer",
 	      "r=%d p=%p pages=%p", r, p, (void *)fx->pages);
+	uint32_t handle = 0;
+	r = extmem_memory_handle(fx->full, mem, &handle);
+	struct object *obj = r == VK_SUCCESS ? lookup(tb, handle) : NULL;
+	check(obj && obj->fd == -1 && obj->size == PAGE,
+	      "extmem_memory_handle gives back the backend's own object", "r=%d handle=%u", r,
+	      handle);
 	extmem_free_memory(fx->full, mem);
+	r = extmem_memory_handle(fx->full, mem, &handle);
+	check(r != VK_SUCCESS, "extmem_memory_handle of freed memory is an error", "r=%d", r);
 
 	// The error message names the rule.
 	VkMemoryAllocateInfo zero = { VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, NULL, 0,
@@ -761,6 +769,35 @@ static void flows(struct fixture *fx)
 	check(e.result == VK_SUCCESS && !e.vuid && !e.operation && e.error_number == 0 &&
 		      extmem_last_error_message(big, sizeof big) == 0 && big[0] == 0,
 	      "a success clears the last error", "result %d", e.result);
+}
+
+// What a CPU driver's import_host asks instead of a kernel (lavapipe's, in tests/mesa).
+static void host_ranges(struct fixture *fx)
+{
+	void *ro = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	check(extmem_host_range_importable(fx->pages, 4 * PAGE, true) == 0,
+	      "host range: the test's own pages are importable writable", "pages=%p",
+	      (void *)fx->pages);
+	check(ro != MAP_FAILED && extmem_host_range_importable(ro, PAGE, false) == 0 &&
+		      extmem_host_range_importable(ro, PAGE, true) == EFAULT,
+	      "host range: a read-only mapping is importable read-only, not writable (EFAULT)",
+	      "ro=%p", ro);
+	// A hole made here and checked at once: fx->unmapped may have been mapped again
+	// since main() made it (the sanitizers' allocator maps memory as the test runs).
+	uint8_t *two = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			    -1, 0);
+	int hole = two != MAP_FAILED && munmap(two + PAGE, PAGE) == 0;
+	int spans = hole ? extmem_host_range_importable(two, 2 * PAGE, false) : -1;
+	int inside = hole ? extmem_host_range_importable(two + PAGE, PAGE, false) : -1;
+	check(spans == EFAULT && inside == EFAULT &&
+		      extmem_host_range_importable(NULL, PAGE, false) == EFAULT &&
+		      extmem_host_range_importable(fx->pages, 0, false) == EFAULT,
+	      "host range: unmapped (whole or in part), NULL and empty ranges are refused with EFAULT",
+	      "spans=%d inside=%d", spans, inside);
+	if (two != MAP_FAILED)
+		munmap(two, PAGE);
+	if (ro != MAP_FAILED)
+		munmap(ro, PAGE);
 }
 
 static void handles(struct fixture *fx)
@@ -904,6 +941,7 @@ int main(void)
 	for (size_t i = 0; i < n; i++)
 		run_case(&fx, &cases[i]);
 	flows(&fx);
+	host_ranges(&fx);
 	handles(&fx);
 	backend_tables(&fx);
 
