@@ -96,6 +96,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "/proc/self/maps, which Miri does not emulate")]
     fn own_memory_is_importable_and_unmapped_or_wrapping_ranges_are_not() {
         let buf = std::vec![0u8; 8192];
         let addr = buf.as_ptr() as u64;
@@ -113,6 +114,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "/proc/self/maps, which Miri does not emulate")]
     fn a_read_only_page_is_importable_only_read_only() {
         let text = b"constant data in a read-only mapping";
         let page = text.as_ptr() as u64 & !4095;
