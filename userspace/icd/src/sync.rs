@@ -24,11 +24,14 @@ use std::sync::{Arc, Mutex};
 use ash::vk::{self, Handle};
 use extmem::backend::Backend;
 use extmem::exec::{Command, MAX_COMMANDS};
+#[cfg(not(windows))]
+use extmem::sync::{self as rules, SyncFdKind};
 use extmem::sync::{
-    self as rules, SyncFdKind, SyncHandle, SyncPoint, Syncobjs, WaitOutcome, FENCE_FD_TYPES,
-    SEMAPHORE_FD_TYPES,
+    SyncHandle, SyncPoint, Syncobjs, WaitOutcome, FENCE_FD_TYPES, SEMAPHORE_FD_TYPES,
 };
-use extmem::{Error, Vuid};
+use extmem::Error;
+#[cfg(not(windows))]
+use extmem::Vuid;
 
 use crate::error::{IcdError, IcdResult, Rule};
 use crate::handles::{lock, DeviceChild, Registry};
@@ -65,7 +68,7 @@ pub struct Fence {
     syncs: Arc<dyn Syncobjs>,
     payload: Mutex<Payload>,
     /// `VkExportFenceCreateInfo::handleTypes`.
-    exportable: vk::ExternalFenceHandleTypeFlags,
+    pub exportable: vk::ExternalFenceHandleTypeFlags,
 }
 
 /// `VkSemaphore`, binary or timeline.
@@ -78,7 +81,7 @@ pub struct Semaphore {
     pub timeline: bool,
     payload: Mutex<Payload>,
     /// `VkExportSemaphoreCreateInfo::handleTypes`.
-    exportable: vk::ExternalSemaphoreHandleTypeFlags,
+    pub exportable: vk::ExternalSemaphoreHandleTypeFlags,
 }
 
 /// Destroys both payloads when the last reference goes (the handle was destroyed, or the
@@ -473,6 +476,7 @@ fn import_fd(
 }
 
 /// Puts an imported object in place: in front of the permanent payload, or instead of it.
+#[cfg(not(windows))]
 fn install(payload: &mut Payload, syncs: &dyn Syncobjs, handle: SyncHandle, temporary: bool) {
     payload.restore(syncs);
     if temporary {
