@@ -5,7 +5,8 @@
 //! the device mapped, copied directly one 4 KiB chunk at a time) and imported host memory
 //! to device memory (the host side read through `process_vm_readv`, or `ReadProcessMemory`,
 //! so an unmapped page faults instead of crashing; one call for each stretch that is
-//! contiguous on both sides, straight into the device's mapping).
+//! contiguous on both sides, straight into the device's mapping). The host path is also
+//! timed against its floor: the same read through `host_access` alone, with no device.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -32,20 +33,34 @@ fn failed(e: BackendError) -> String {
     e.to_string()
 }
 
-/// Nanoseconds per KiB of one copy of `len` bytes with `run`, median of `reps`.
-fn time_per_kib(
-    reps: usize,
-    len: usize,
-    mut run: impl FnMut() -> Result<(), String>,
-) -> Result<f64, String> {
-    let kib = u32::try_from(len / KIB).map_err(|e| e.to_string())?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
+/// Bytes each timed sample copies at least: one copy of 64 KiB takes microseconds, which a
+/// clock read and the machine's noise would swamp, so small copies are timed in batches.
+const SAMPLE_BYTES: usize = 8 * 1024 * KIB;
+
+/// A way to copy `len` bytes, timed beside the others.
+type Contender<'a> = &'a mut dyn FnMut() -> Result<(), String>;
+
+/// Nanoseconds per KiB of copies of `len` bytes by each of `runs`, median of `reps` samples
+/// of `SAMPLE_BYTES / len` copies (at least one). Each sample times every contender in
+/// turn, so that all of them share the machine's load, after one untimed copy each that
+/// faults in both sides' pages.
+fn time_per_kib(reps: usize, len: usize, runs: &mut [Contender<'_>]) -> Result<Vec<f64>, String> {
+    let batch = (SAMPLE_BYTES / len.max(1)).max(1);
+    let kib = u32::try_from(len / KIB * batch).map_err(|e| e.to_string())?;
+    let mut samples = vec![Vec::with_capacity(reps); runs.len()];
+    for run in runs.iter_mut() {
         run()?;
-        samples.push(start.elapsed().as_nanos() as f64 / f64::from(kib));
     }
-    Ok(median_ns(samples))
+    for _ in 0..reps {
+        for (run, times) in runs.iter_mut().zip(samples.iter_mut()) {
+            let start = Instant::now();
+            for _ in 0..batch {
+                run()?;
+            }
+            times.push(start.elapsed().as_nanos() as f64 / f64::from(kib));
+        }
+    }
+    Ok(samples.into_iter().map(median_ns).collect())
 }
 
 /// One case: copies of `len` bytes into device memory from device memory, or from
@@ -57,9 +72,12 @@ fn case(reps: usize, len: usize, from_host: bool) -> Result<Row, String> {
     // The import needs a 4 KiB-aligned pointer inside the vector.
     let skew = host.as_ptr().align_offset(4 * KIB);
     let aligned = host.get_mut(skew..skew + len).ok_or("alignment")?;
+    let host_va = HostVa::new(aligned.as_ptr() as u64);
     let src = if from_host {
-        let ptr = HostVa::new(aligned.as_ptr() as u64);
-        match gpu.import_host(ptr, size, true, false).map_err(failed)? {
+        match gpu
+            .import_host(host_va, size, true, false)
+            .map_err(failed)?
+        {
             Some((handle, HostImport::Pinned | HostImport::Foreign)) => handle,
             None => return Err("the import returned no handle".into()),
         }
@@ -76,17 +94,40 @@ fn case(reps: usize, len: usize, from_host: bool) -> Result<Row, String> {
         dst: GpuVa::new(DST_VA),
         size,
     }];
-    let ours = time_per_kib(reps, len, || gpu.exec(&cmds).map_err(|e| format!("{e:?}")))?;
     let mut out = vec![0_u8; len];
-    let reference = time_per_kib(reps, len, || {
+    let mut syscall_out = vec![0xa5_u8; len];
+    let mut ours = || gpu.exec(&cmds).map_err(|e| format!("{e:?}"));
+    let mut memcpy = || {
         out.copy_from_slice(black_box(&*aligned));
         black_box(&mut out);
         Ok(())
-    })?;
-    let (name, path) = if from_host {
-        ("copy host import -> device", HOST_READ)
+    };
+    // The floor of the host path: the same bytes in one host_access read (one
+    // process_vm_readv / ReadProcessMemory) into memory of our own, with no device around
+    // it.
+    let mut syscall = || {
+        extmem_softgpu::host_access::read(host_va, &mut syscall_out)
+            .map_err(|fault| format!("{HOST_READ} faulted at {}", fault.addr))?;
+        black_box(&mut syscall_out);
+        Ok(())
+    };
+    let times = if from_host {
+        time_per_kib(reps, len, &mut [&mut ours, &mut memcpy, &mut syscall])?
     } else {
-        ("copy device -> device", "direct")
+        time_per_kib(reps, len, &mut [&mut ours, &mut memcpy])?
+    };
+    let (&[ours, reference, ..], floor) = (times.as_slice(), times.get(2)) else {
+        return Err("a contender went untimed".into());
+    };
+    let (name, path) = match floor {
+        Some(floor) => (
+            "copy host import -> device",
+            format!(
+                "{HOST_READ}, which alone takes {floor:.1} ns/KiB ({:.2}x memcpy)",
+                floor / reference
+            ),
+        ),
+        None => ("copy device -> device", "direct".to_owned()),
     };
     Ok(Row {
         group: "softgpu",

@@ -398,7 +398,7 @@ fn audit<A: Allocator>(make: impl FnOnce() -> A, trace: &Trace) -> Audit {
 }
 
 /// The cost shape of one ordered map of `live` random keys: each step removes a random key
-/// and inserts a fresh one, in nanoseconds per step. The allocator keeps three such maps;
+/// and inserts a fresh one, in nanoseconds per step. The allocator keeps two such maps;
 /// if its time per op grows with `live` as this does, the growth is the memory hierarchy
 /// under an O(log n) structure, not the algorithm.
 fn btree_churn(live: usize, steps: usize, seed: u64) -> f64 {
