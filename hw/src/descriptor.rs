@@ -164,7 +164,7 @@ impl Level {
     }
 
     /// The output-address field of a leaf at this level.
-    const fn leaf_oa(self) -> Bits {
+    pub(crate) const fn leaf_oa(self) -> Bits {
         match self {
             Level::L1 => bits::OA_1G,
             Level::L2 => bits::OA_2M,
