@@ -87,26 +87,30 @@ where
     /// Fetches and checks the next run, and makes it the current one.
     #[inline]
     fn fetch(&mut self) -> Result<(), MapRunsError<E>> {
-        let (pa, used) = self.next_run()?;
+        let mut taken = self.taken;
+        let (pa, used) = self.next_run(&mut taken)?;
+        self.taken = taken;
         self.pa = pa;
         self.left = used;
         Ok(())
     }
 
-    /// Fetches and checks the next run and counts it taken: its start and the bytes of
-    /// it the range uses. The caller makes it current (the fill loops keep the current
-    /// run in locals and store it back when they stop).
+    /// Fetches and checks the next run and adds it to `taken` (the cursor's count, which
+    /// the caller holds): its start and the bytes of it the range uses. The caller makes
+    /// it current (the fill loops keep the current run and the count in locals and store
+    /// them back when they stop: a load and store of the cursor per run was a chain
+    /// through memory).
     #[inline]
-    fn next_run(&mut self) -> Result<(u64, u64), MapRunsError<E>> {
+    fn next_run(&mut self, taken: &mut u64) -> Result<(u64, u64), MapRunsError<E>> {
         let Some(run) = self.runs.next() else {
             return Err(MapRunsError::RunsEnded {
-                mapped: self.taken,
+                mapped: *taken,
                 size: self.size,
             });
         };
         let Run { pa, len } = run.map_err(MapRunsError::Source)?;
         // The last run may be longer than what is left of the range: only its start is used.
-        let used = len.min(self.size - self.taken);
+        let used = len.min(self.size - *taken);
         let fits = pa
             .get()
             .checked_add(used)
@@ -114,7 +118,7 @@ where
         if len == 0 || !MIN_PAGE.is_aligned(pa.get() | len) || !fits {
             return Err(self.bad_run(pa, len, used).into());
         }
-        self.taken += used;
+        *taken += used;
         Ok((pa.get(), used))
     }
 
@@ -332,7 +336,7 @@ impl<M: TableMemory> PageTable<M> {
         };
         // The current run in locals for the loop (a store back per block was most of its
         // time), put back in the cursor when it stops.
-        let (mut pa, mut left) = (cursor.pa, cursor.left);
+        let (mut pa, mut left, mut taken) = (cursor.pa, cursor.left, cursor.taken);
         let mut written = 0u64;
         let mut failed = None;
         for slot in slots.iter_mut().take(whole) {
@@ -340,7 +344,7 @@ impl<M: TableMemory> PageTable<M> {
                 break;
             }
             if left == 0 {
-                match cursor.next_run() {
+                match cursor.next_run(&mut taken) {
                     Ok(run) => (pa, left) = run,
                     Err(error) => {
                         failed = Some(error);
@@ -360,6 +364,7 @@ impl<M: TableMemory> PageTable<M> {
         }
         cursor.pa = pa;
         cursor.left = left;
+        cursor.taken = taken;
         let cur = cur + written * bytes;
         match failed {
             Some(error) => Err(Stopped {
@@ -427,13 +432,13 @@ impl<M: TableMemory> PageTable<M> {
             // 4 KiB steps (the cursor checked the run ends below 2^48, so no sum carries
             // into the template's upper attribute bits).
             // The current run in locals, as in `fill_blocks`.
-            let (mut pa, mut left) = (cursor.pa, cursor.left);
+            let (mut pa, mut left, mut taken) = (cursor.pa, cursor.left, cursor.taken);
             let mut slots = slots.iter_mut();
             let mut done = 0u64;
             let mut failed = None;
             while let Some(slot) = slots.next() {
                 if left == 0 {
-                    match cursor.next_run() {
+                    match cursor.next_run(&mut taken) {
                         Ok(run) => (pa, left) = run,
                         Err(error) => {
                             failed = Some(error);
@@ -460,6 +465,7 @@ impl<M: TableMemory> PageTable<M> {
             }
             cursor.pa = pa;
             cursor.left = left;
+            cursor.taken = taken;
             return match failed {
                 Some(error) => Err(Stopped {
                     stopped: va + done * page,

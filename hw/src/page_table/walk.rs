@@ -6,7 +6,7 @@
 use core::marker::PhantomData;
 
 use crate::addr::{GpuVa, PhysAddr};
-use crate::descriptor::{is_valid_block, is_valid_page, CorruptDescriptor, Descriptor, Level};
+use crate::descriptor::{not_block, not_page, CorruptDescriptor, Descriptor, Level};
 use crate::page_table::{
     entry_bounds, first_nonzero, leaf_chunks, Mapping, PageTable, TableIndex, TableMemory,
     TranslateError, Translation, CHUNK, ENTRIES,
@@ -122,11 +122,9 @@ impl<M: TableMemory> PageTable<M> {
             return false;
         };
         if mapped {
-            entries.iter().fold(true, |all, &raw| all & (raw == 0))
+            first_nonzero(entries, |_, raw| raw).is_none()
         } else {
-            entries
-                .iter()
-                .fold(true, |all, &raw| all & is_valid_block(level, raw))
+            first_nonzero(entries, |_, raw| not_block(level, raw)).is_none()
         }
     }
 
@@ -145,13 +143,7 @@ impl<M: TableMemory> PageTable<M> {
             .entries(table)
             .and_then(|entries| entries.get(first..first.saturating_add(pages)))
         {
-            if entries
-                .iter()
-                .fold(true, |all, &raw| all & is_valid_page(raw))
-            {
-                return Ok(None);
-            }
-            return match entries.iter().position(|&raw| !is_valid_page(raw)) {
+            return match first_nonzero(entries, |_, raw| not_page(raw)) {
                 Some(i) => {
                     let raw = entries.get(i).copied().unwrap_or(0);
                     Descriptor::decode(Level::L3, raw)?;
@@ -167,14 +159,7 @@ impl<M: TableMemory> PageTable<M> {
             };
             self.mem
                 .read_descriptors(table, TableIndex::of(Level::L3, cur), entries);
-            // Branch-free over the chunk (it vectorises); find the culprit only on failure.
-            let all_pages = entries
-                .iter()
-                .fold(true, |all, &raw| all & is_valid_page(raw));
-            if all_pages {
-                continue;
-            }
-            if let Some(i) = entries.iter().position(|&raw| !is_valid_page(raw)) {
+            if let Some(i) = first_nonzero(entries, |_, raw| not_page(raw)) {
                 let raw = entries.get(i).copied().unwrap_or(0);
                 // Not a page: a hole, or a corrupt descriptor reported as such.
                 Descriptor::decode(Level::L3, raw)?;
