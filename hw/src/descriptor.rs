@@ -439,9 +439,9 @@ mod tests {
         .encode(Level::L3)
         .expect("encodes");
         let mut raws = std::vec![0, 1, 0b11, page, page | 1 << 12, page & !0b10];
-        // Every single-bit flip of a valid page, and the reserved shareability.
+        // Every single-bit flip of a valid page, and every shareability (0b01 is reserved).
         raws.extend((0..64).map(|bit| page ^ (1u64 << bit)));
-        raws.push(bits::SHAREABILITY.set(page, 0b01));
+        raws.extend((0..4).map(|sh| bits::SHAREABILITY.set(page, sh)));
         for raw in raws {
             let decoded = matches!(
                 Descriptor::decode(Level::L3, raw),
@@ -464,10 +464,10 @@ mod tests {
             let mut raws = std::vec![0, 1, 0b11];
             raws.extend(block.into_iter().chain(table));
             // Every single-bit flip of a valid block (or of a page's bits where the level
-            // has none), and the reserved shareability.
+            // has none), and every shareability (0b01 is reserved).
             let base = block.unwrap_or(0x40_0000_0000 | 0b01 | 1 << 10);
             raws.extend((0..64).map(|bit| base ^ (1u64 << bit)));
-            raws.push(bits::SHAREABILITY.set(base, 0b01));
+            raws.extend((0..4).map(|sh| bits::SHAREABILITY.set(base, sh)));
             for raw in raws {
                 let decoded = level != Level::L3
                     && matches!(Descriptor::decode(level, raw), Ok(Descriptor::Leaf { .. }));
