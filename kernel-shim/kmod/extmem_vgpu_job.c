@@ -427,8 +427,13 @@ static int extmem_job_execute(struct extmem_job *job)
 	mutex_lock(&efile->vm_lock);
 	if (efile->vm_dead)
 		ret = -ECANCELED;
-	else
+	else {
+		/* LAST_EXEC_NS: the engine's own time, without the queue and the wakeups. */
+		u64 t0 = ktime_get_ns();
+
 		ret = extmem_kcore_exec(efile->vm, &job->args, job->cmds);
+		WRITE_ONCE(efile->last_exec_ns, ktime_get_ns() - t0);
+	}
 	extmem_vm_unlock(efile);
 	fence->fault_va = job->args.fault_va;
 	fence->fault_cmd = job->args.fault_cmd;
