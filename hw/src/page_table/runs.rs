@@ -70,6 +70,30 @@ struct Cursor<I> {
     oa_size: u64,
 }
 
+/// The cursor's current run and count, copied into a fill loop's locals
+/// ([`Cursor::hold`]) and stored back when it stops ([`Cursor::put_back`]).
+struct Held {
+    pa: u64,
+    left: u64,
+    taken: u64,
+}
+
+impl<I> Cursor<I> {
+    fn hold(&self) -> Held {
+        Held {
+            pa: self.pa,
+            left: self.left,
+            taken: self.taken,
+        }
+    }
+
+    fn put_back(&mut self, held: Held) {
+        self.pa = held.pa;
+        self.left = held.left;
+        self.taken = held.taken;
+    }
+}
+
 impl<I, E> Cursor<I>
 where
     I: Iterator<Item = Result<Run, E>>,
@@ -92,6 +116,16 @@ where
         self.taken = taken;
         self.pa = pa;
         self.left = used;
+        Ok(())
+    }
+
+    /// Makes sure `held` (the current run, in the caller's locals) has bytes left,
+    /// fetching the next run into it if not.
+    #[inline(always)]
+    fn refill(&mut self, held: &mut Held) -> Result<(), MapRunsError<E>> {
+        if held.left == 0 {
+            (held.pa, held.left) = self.next_run(&mut held.taken)?;
+        }
         Ok(())
     }
 
@@ -336,35 +370,28 @@ impl<M: TableMemory> PageTable<M> {
         };
         // The current run in locals for the loop (a store back per block was most of its
         // time), put back in the cursor when it stops.
-        let (mut pa, mut left, mut taken) = (cursor.pa, cursor.left, cursor.taken);
+        let mut run = cursor.hold();
         let mut written = 0u64;
         let mut failed = None;
         for slot in slots.iter_mut().take(whole) {
             if !fresh && *slot != 0 {
                 break;
             }
-            if left == 0 {
-                match cursor.next_run(&mut taken) {
-                    Ok(run) => (pa, left) = run,
-                    Err(error) => {
-                        failed = Some(error);
-                        break;
-                    }
-                }
+            if let Err(error) = cursor.refill(&mut run) {
+                failed = Some(error);
+                break;
             }
-            if pa & (bytes - 1) != 0 || left < bytes {
+            if run.pa & (bytes - 1) != 0 || run.left < bytes {
                 break;
             }
             // As in `map_runs_in`: the cursor checked the run lies in OA[47:12], and a
             // block-aligned PA sits in the block's own OA field.
-            *slot = template | pa;
-            pa += bytes;
-            left -= bytes;
+            *slot = template | run.pa;
+            run.pa += bytes;
+            run.left -= bytes;
             written += 1;
         }
-        cursor.pa = pa;
-        cursor.left = left;
-        cursor.taken = taken;
+        cursor.put_back(run);
         let cur = cur + written * bytes;
         match failed {
             Some(error) => Err(Stopped {
@@ -432,40 +459,33 @@ impl<M: TableMemory> PageTable<M> {
             // 4 KiB steps (the cursor checked the run ends below 2^48, so no sum carries
             // into the template's upper attribute bits).
             // The current run in locals, as in `fill_blocks`.
-            let (mut pa, mut left, mut taken) = (cursor.pa, cursor.left, cursor.taken);
+            let mut run = cursor.hold();
             let mut slots = slots.iter_mut();
             let mut done = 0u64;
             let mut failed = None;
             while let Some(slot) = slots.next() {
-                if left == 0 {
-                    match cursor.next_run(&mut taken) {
-                        Ok(run) => (pa, left) = run,
-                        Err(error) => {
-                            failed = Some(error);
-                            break;
-                        }
-                    }
+                if let Err(error) = cursor.refill(&mut run) {
+                    failed = Some(error);
+                    break;
                 }
-                *slot = template | pa;
-                pa += page;
-                left -= page;
+                *slot = template | run.pa;
+                run.pa += page;
+                run.left -= page;
                 done += 1;
-                if left > 0 {
-                    let base = template | pa;
-                    let more = usize::try_from(left / page).unwrap_or(usize::MAX);
+                if run.left > 0 {
+                    let base = template | run.pa;
+                    let more = usize::try_from(run.left / page).unwrap_or(usize::MAX);
                     let mut k = 0u64;
                     for slot in slots.by_ref().take(more) {
                         *slot = base + k * page;
                         k += 1;
                     }
-                    pa += k * page;
-                    left -= k * page;
+                    run.pa += k * page;
+                    run.left -= k * page;
                     done += k;
                 }
             }
-            cursor.pa = pa;
-            cursor.left = left;
-            cursor.taken = taken;
+            cursor.put_back(run);
             return match failed {
                 Some(error) => Err(Stopped {
                     stopped: va + done * page,
