@@ -8,7 +8,7 @@
 //! device is not DMA-coherent, so those syncs are real cache maintenance on hardware.
 
 use std::os::fd::AsFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use extmem_guest_tests::device_snapshot::op;
 use extmem_guest_tests::dri::GemHandle;
@@ -70,6 +70,20 @@ fn pinned(gpu: &Vgpu, bytes: &[u8], flags: u32) -> CheckResult<(HeapBuffer, GemH
     Ok((buffer, userptr_handle(answer, ObjectKind::USERPTR)?))
 }
 
+/// An object bound for a check: its handle, VA, size and `VM_BIND` flags.
+type Binding = (GemHandle, u64, u64, u32);
+
+/// Binds `src` and `dst` and has the GPU copy `size` bytes from the start of one to the start
+/// of the other; returns how long the `EXEC` took.
+fn bind_and_copy(gpu: &Vgpu, src: Binding, dst: Binding, size: u64) -> CheckResult<Duration> {
+    for (handle, va, bytes, flags) in [src, dst] {
+        map(gpu, handle, va, bytes, flags)?;
+    }
+    let started = Instant::now();
+    exec(gpu, &[vgpu::copy(src.1, dst.1, size)])?;
+    Ok(started.elapsed())
+}
+
 pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
     const VA_GEM: u64 = 13 * SLOT;
     const VA_HOST: u64 = 13 * SLOT + (16 << 20);
@@ -101,9 +115,12 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
         let (host, handle) = pinned(gpu, &vec![0; len(HOST_SIZE)], 0)?;
         let bound = [(VA_GEM, GEM_SIZE, gem.handle), (VA_HOST, HOST_SIZE, handle)];
         let checked = (|| {
-            map(gpu, gem.handle, VA_GEM, GEM_SIZE, 0)?;
-            map(gpu, handle, VA_HOST, HOST_SIZE, 0)?;
-            exec(gpu, &[vgpu::copy(VA_GEM, VA_HOST, HOST_SIZE)])?;
+            bind_and_copy(
+                gpu,
+                (gem.handle, VA_GEM, GEM_SIZE, 0),
+                (handle, VA_HOST, HOST_SIZE, 0),
+                HOST_SIZE,
+            )?;
             expect_syncs(
                 "a GEM-to-host COPY",
                 SyncCounts {
@@ -168,9 +185,12 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
             (VA_IMPORT, IMPORT_SIZE, imported),
         ];
         let checked = (|| {
-            map(gpu, handle, VA_HOST, HOST_SIZE, FLAG_READ_ONLY)?;
-            map(gpu, imported, VA_IMPORT, IMPORT_SIZE, 0)?;
-            exec(gpu, &[vgpu::copy(VA_HOST, VA_IMPORT, HOST_SIZE)])?;
+            bind_and_copy(
+                gpu,
+                (handle, VA_HOST, HOST_SIZE, FLAG_READ_ONLY),
+                (imported, VA_IMPORT, IMPORT_SIZE, 0),
+                HOST_SIZE,
+            )?;
             expect_syncs(
                 "a host-to-import COPY",
                 SyncCounts {
@@ -237,11 +257,13 @@ fn import_and_copy_cost(gpu: &Vgpu, va_host: u64, va_gem: u64) -> CheckResult<Co
         (va_gem, COST_SIZE, gem.handle),
     ];
     let measured = (|| {
-        map(gpu, handle, va_host, COST_SIZE, 0)?;
-        map(gpu, gem.handle, va_gem, COST_SIZE, 0)?;
-        let started = Instant::now();
-        exec(gpu, &[vgpu::copy(va_host, va_gem, COST_SIZE)])?;
-        let exec_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let took = bind_and_copy(
+            gpu,
+            (handle, va_host, COST_SIZE, 0),
+            (gem.handle, va_gem, COST_SIZE, 0),
+            COST_SIZE,
+        )?;
+        let exec_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let counters = io_op("reading the debugfs counters", vgpu::dma_counters())?;
         expect_eq(
             "the syncs of the import + copy (debugfs last_job_sync_*)",
