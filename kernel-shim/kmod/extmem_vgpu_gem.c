@@ -144,6 +144,8 @@ int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file 
 
 /* ---- SHMEM export: a table per attachment ----------------------------------------- */
 
+static int extmem_shmem_dma_map(struct extmem_bo *bo);
+
 /*
  * DRM's PRIME helpers (drm_gem_map_dma_buf, on 6.1 through 7.x) map for the importer one
  * table that obj->funcs->get_sg_table() built for the exporting device: its segments
@@ -152,10 +154,28 @@ int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file 
  * asks the importer, so the export has its own map/unmap: each attachment gets a table
  * built with the attaching device's dma_get_max_seg_size() and mapped for that device.
  *
- * The CPU syncs are not skipped (the helper passes DMA_ATTR_SKIP_CPU_SYNC): the object's
- * CPU mappings are cached, so on a non-coherent importer the map must write back what
- * the CPU wrote, and the unmap must drop stale lines before the CPU reads again.
+ * Overlapping mappings: the object's pages are also mapped for this device (the shmem
+ * helper's table, made at attach if no bind made it yet, so it always comes first), and
+ * a dma-buf is mapped for every importer at once. DMA-API debugging refuses a second
+ * mapping of the same cache lines that asks for CPU syncs, so importers' tables are
+ * mapped with DMA_ATTR_SKIP_CPU_SYNC, as DRM's helper does, and synced explicitly: for
+ * the importer at map (the object's CPU mappings are cached, so on a non-coherent
+ * importer what the CPU wrote must be written back) and for the CPU at unmap.
  */
+static int extmem_shmem_attach(struct dma_buf *dmabuf, struct dma_buf_attachment *attach)
+{
+	struct extmem_bo *bo = to_extmem_bo(dmabuf->priv);
+	int ret = drm_gem_map_attach(dmabuf, attach);
+
+	if (ret)
+		return ret;
+	/* Not under the reservation lock here, which the shmem helper takes. */
+	ret = extmem_shmem_dma_map(bo);
+	if (ret)
+		drm_gem_map_detach(dmabuf, attach);
+	return ret;
+}
+
 static struct sg_table *extmem_shmem_map_dma_buf(struct dma_buf_attachment *attach,
 						 enum dma_data_direction dir)
 {
@@ -181,9 +201,10 @@ static struct sg_table *extmem_shmem_map_dma_buf(struct dma_buf_attachment *atta
 						0, obj->size, max_seg, GFP_KERNEL);
 	if (ret)
 		goto err_free;
-	ret = dma_map_sgtable(attach->dev, sgt, dir, 0);
+	ret = dma_map_sgtable(attach->dev, sgt, dir, DMA_ATTR_SKIP_CPU_SYNC);
 	if (ret)
 		goto err_table;
+	dma_sync_sgtable_for_device(attach->dev, sgt, dir);
 	return sgt;
 
 err_table:
@@ -196,14 +217,15 @@ err_free:
 static void extmem_shmem_unmap_dma_buf(struct dma_buf_attachment *attach,
 				       struct sg_table *sgt, enum dma_data_direction dir)
 {
-	dma_unmap_sgtable(attach->dev, sgt, dir, 0);
+	dma_sync_sgtable_for_cpu(attach->dev, sgt, dir);
+	dma_unmap_sgtable(attach->dev, sgt, dir, DMA_ATTR_SKIP_CPU_SYNC);
 	sg_free_table(sgt);
 	kfree(sgt);
 }
 
-/* drm_gem_prime_dmabuf_ops with the map and unmap above. */
+/* drm_gem_prime_dmabuf_ops with the attach, map and unmap above. */
 static const struct dma_buf_ops extmem_shmem_dmabuf_ops = {
-	.attach = drm_gem_map_attach,
+	.attach = extmem_shmem_attach,
 	.detach = drm_gem_map_detach,
 	.map_dma_buf = extmem_shmem_map_dma_buf,
 	.unmap_dma_buf = extmem_shmem_unmap_dma_buf,
@@ -715,8 +737,13 @@ static int extmem_user_dma_map(struct device *dev, struct page **pages,
 		ret = extmem_sgt_from_runs(sgt, runs, max_seg);
 	if (ret)
 		return ret;
-	/* The mapping writes back what the CPU wrote; each job syncs again (job.c). */
-	ret = dma_map_sgtable(dev, sgt, extmem_user_dma_dir(writable), 0);
+	/*
+	 * No CPU sync here or at unmap: every job syncs the table for the device before the
+	 * copy engine runs and for the CPU after it wrote (job.c), and the device touches the
+	 * pages at no other time. Skipping it also lets two pins of one range (two objects)
+	 * be mapped at once, which DMA-API debugging refuses for mappings that sync.
+	 */
+	ret = dma_map_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
 	if (ret)
 		goto err_table;
 	ret = extmem_runs_from_sgt(dma_runs, sgt);
@@ -725,7 +752,7 @@ static int extmem_user_dma_map(struct device *dev, struct page **pages,
 	return 0;
 
 err_unmap:
-	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), 0);
+	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
 err_table:
 	sg_free_table(sgt);
 	return ret;
@@ -736,7 +763,7 @@ static void extmem_user_dma_unmap(struct device *dev, bool writable, struct sg_t
 				  struct extmem_runs *dma_runs)
 {
 	extmem_runs_free(dma_runs);
-	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), 0);
+	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
 	sg_free_table(sgt);
 }
 
