@@ -103,13 +103,13 @@ int extmem_kcore_vm_query(void *vm, struct drm_extmem_vm_query *args, bool privi
 /*
  * EXEC: run `cmds` (args->count of them, already copied into the kernel and checked by
  * extmem_kcore_check_exec) in order. Every byte is accessed through the VM's page tables
- * via extmem_plat_copy / extmem_plat_fill, one page-bounded chunk at a time. Returns 0, or
- * -EINVAL for a malformed command (bad op, non-zero unused field, zero size, wrapping
- * range, unaligned FILL) with args->fault_cmd set to its index: every command is checked
- * before any runs, so then nothing has run. Or -EIO on a GPU fault with fault_va (the
- * first byte that could not be accessed) / fault_cmd / fault_kind set: commands before
- * the faulting one have run, and the faulting one up to fault_va. Or -EFAULT if
- * extmem_plat_copy / extmem_plat_fill refused (fault_cmd, fault_va set, fault_kind NONE).
+ * via extmem_plat_copy_run / extmem_plat_fill_run, one contiguous stretch at a time.
+ * Returns 0, or -EINVAL for a malformed command (bad op, non-zero unused field, zero
+ * size, wrapping range, unaligned FILL) with args->fault_cmd set to its index: every
+ * command is checked before any runs, so then nothing has run. Or -EIO on a GPU fault
+ * with fault_va (the first byte that could not be accessed) / fault_cmd / fault_kind set:
+ * commands before the faulting one have run, and the faulting one up to fault_va. Or
+ * -EFAULT if the platform refused (fault_cmd, fault_va set, fault_kind NONE).
  */
 int extmem_kcore_exec(void *vm, struct drm_extmem_exec *args, const struct drm_extmem_cmd *cmds);
 
@@ -176,6 +176,14 @@ void extmem_plat_write_u64s(void *plat, u64 pa, const u64 *values, size_t count)
  */
 int extmem_plat_copy(void *plat, u64 dst_pa, u64 src_pa, u64 len);
 int extmem_plat_fill(void *plat, u64 dst_pa, u32 value, u64 len);
+/*
+ * The same over one physically contiguous range per side that may cross pages, with the
+ * effect of extmem_plat_copy / extmem_plat_fill on each page-bounded piece in turn (a
+ * COPY's sides may overlap). *done is set to the bytes moved: all `len` on 0; on -EFAULT,
+ * those of the pieces before the one that faulted.
+ */
+int extmem_plat_copy_run(void *plat, u64 dst_pa, u64 src_pa, u64 len, u64 *done);
+int extmem_plat_fill_run(void *plat, u64 dst_pa, u32 value, u64 len, u64 *done);
 
 /*
  * The physically contiguous run of `object` that holds byte `offset`: its physical

@@ -131,6 +131,14 @@ struct extmem_file {
 	 */
 	struct list_head unbound;
 	u64 last_pin_ns;	/* LAST_PIN_NS: pin_user_pages time of the last GEM_USERPTR */
+	/* LAST_USERPTR_*_NS: the other phases of the last GEM_USERPTR, and its whole time. */
+	u64 last_record_ns;
+	u64 last_ledger_ns;
+	u64 last_setup_ns;
+	u64 last_userptr_ns;
+	u64 last_exec_ns;	/* LAST_EXEC_NS: kcore's run of the file's last EXEC job */
+	/* GEM_USERPTR's spare batch buffer (EXTMEM_PIN_BATCH pointers), or NULL. */
+	struct page **pin_batch;
 	/*
 	 * The fence of the file's last EXEC job (under fence_lock; NULL before the first).
 	 * Jobs finish in order, so once it signals every job of the file has: VM_BIND UNMAP

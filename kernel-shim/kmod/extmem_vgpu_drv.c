@@ -74,6 +74,7 @@ static void extmem_file_release(struct kref *ref)
 
 	dma_fence_put(efile->last_fence);
 	mutex_destroy(&efile->vm_lock);
+	kfree(efile->pin_batch);
 	kfree(efile);
 }
 
@@ -168,6 +169,21 @@ static int extmem_ioctl_get_param(struct drm_device *drm, void *data, struct drm
 		break;
 	case EXTMEM_PARAM_LAST_ATTACH_NS:
 		args->value = READ_ONCE(edev->last_attach_ns);
+		break;
+	case EXTMEM_PARAM_LAST_USERPTR_RECORD_NS:
+		args->value = READ_ONCE(efile->last_record_ns);
+		break;
+	case EXTMEM_PARAM_LAST_USERPTR_LEDGER_NS:
+		args->value = READ_ONCE(efile->last_ledger_ns);
+		break;
+	case EXTMEM_PARAM_LAST_USERPTR_SETUP_NS:
+		args->value = READ_ONCE(efile->last_setup_ns);
+		break;
+	case EXTMEM_PARAM_LAST_USERPTR_NS:
+		args->value = READ_ONCE(efile->last_userptr_ns);
+		break;
+	case EXTMEM_PARAM_LAST_EXEC_NS:
+		args->value = READ_ONCE(efile->last_exec_ns);
 		break;
 	case EXTMEM_PARAM_JOBS:
 		args->value = atomic64_read(&c->jobs);

@@ -472,8 +472,16 @@ static int extmem_job_execute(struct extmem_job *job)
 	if (efile->vm_dead) {
 		ret = -ECANCELED;
 	} else {
+		/*
+		 * LAST_EXEC_NS: the engine's own time, without the queue and the wakeups, nor
+		 * the syncs around it (timed on their own, in the debugfs counters).
+		 */
+		u64 t0;
+
 		extmem_job_sync(job, true, &sync);
+		t0 = ktime_get_ns();
 		ret = extmem_kcore_exec(efile->vm, &job->args, job->cmds);
+		WRITE_ONCE(efile->last_exec_ns, ktime_get_ns() - t0);
 		extmem_job_sync(job, false, &sync);
 		extmem_job_record_sync(job->edev, &sync);
 	}

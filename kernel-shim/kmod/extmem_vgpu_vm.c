@@ -4,8 +4,12 @@
  * extmem-kcore makes: page-table pages, physical memory access for the copy engine,
  * object segments and binding release.
  *
- * Physical memory is reached through the kernel's direct map: x86_64 has no highmem, so
- * kmap_local_page() is page_address() and phys_to_virt() is valid for every RAM page.
+ * Physical memory is reached through the kernel's linear map (phys_to_virt()): the module
+ * builds for 64-bit x86_64 and arm64 only, which have no highmem, so every page with a
+ * struct page (pfn_valid()) sits in the linear map, and a physically contiguous range of
+ * such pages is virtually contiguous there too. That is what lets the copy engine move a
+ * whole contiguous run in one memcpy() instead of mapping it page by page; the checks
+ * below still refuse a highmem page, should a 32-bit build ever appear.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -27,6 +31,11 @@
 
 /* Copy-engine bytes between two cond_resched() calls. */
 #define EXTMEM_RESCHED_BYTES (256 * 1024)
+/*
+ * The most one step of a run copy or fill moves: between steps the file's closing is
+ * checked (cancellation) and the CPU may be given up, as after each page before.
+ */
+#define EXTMEM_RUN_STEP (256 * 1024)
 
 /* ---- per-file VM -------------------------------------------------------------------- */
 
@@ -331,6 +340,130 @@ int extmem_plat_fill(void *plat, u64 dst_pa, u32 value, u64 len)
 	memset32(dst + offset_in_page(dst_pa), value, len / 4);
 	kunmap_local(dst);
 	extmem_plat_maybe_resched(plat, len);
+	return 0;
+}
+
+/*
+ * Whether [pa, pa + len) is RAM in the linear map: every page has a struct page and is not
+ * highmem (never true on 64-bit; see the top of the file). `len` > 0.
+ */
+static bool extmem_linear_ok(u64 pa, u64 len)
+{
+	unsigned long pfn, last;
+	u64 end;
+
+	if (check_add_overflow(pa, len - 1, &end))
+		return false;
+	for (pfn = PHYS_PFN(pa), last = PHYS_PFN(end); pfn <= last; pfn++)
+		if (!pfn_valid(pfn) || PageHighMem(pfn_to_page(pfn)))
+			return false;
+	return true;
+}
+
+/*
+ * Copies `len` bytes between two non-overlapping ranges of the linear map. When both sit
+ * at the same offset in their pages, the whole pages in between go through copy_page()
+ * (see extmem_plat_copy for why not memcpy()), the partial ends through memcpy().
+ */
+static void extmem_copy_linear(void *dst, const void *src, u64 len)
+{
+	u64 head = 0, pages;
+
+	if (offset_in_page(dst) == offset_in_page(src)) {
+		head = min_t(u64, len, (PAGE_SIZE - offset_in_page(dst)) % PAGE_SIZE);
+		memcpy(dst, src, head);
+		for (pages = (len - head) >> PAGE_SHIFT; pages; pages--) {
+			copy_page(dst + head, (void *)src + head);
+			head += PAGE_SIZE;
+		}
+	}
+	memcpy(dst + head, src + head, len - head);
+}
+
+/*
+ * The page-bounded path of a run: extmem_plat_copy on each piece that crosses no page on
+ * either side, front to back, as kcore's default copy_run does. Used where the fast path
+ * would differ: overlapping ranges (a forward page-by-page copy is what the engine
+ * promises) and a step that fails its checks (so `done` stops at the piece that faults).
+ */
+static int extmem_copy_pieces(struct extmem_plat *p, u64 dst_pa, u64 src_pa, u64 len, u64 *done)
+{
+	u64 off = 0;
+
+	while (off < len) {
+		u64 s = src_pa + off, d = dst_pa + off;
+		u64 piece = min3(len - off, PAGE_SIZE - offset_in_page(s),
+				 PAGE_SIZE - offset_in_page(d));
+		int ret = extmem_plat_copy(p, d, s, piece);
+
+		if (ret)
+			return ret;
+		off += piece;
+		*done += piece;
+	}
+	return 0;
+}
+
+int extmem_plat_copy_run(void *plat, u64 dst_pa, u64 src_pa, u64 len, u64 *done)
+{
+	struct extmem_plat *p = to_plat(plat);
+	u64 src_end, dst_end;
+
+	*done = 0;
+	if (!len)
+		return 0;
+	if (check_add_overflow(src_pa, len, &src_end) || check_add_overflow(dst_pa, len, &dst_end))
+		return -EFAULT;
+	/* Overlapping sides: piece by piece, the engine's front-to-back semantics. */
+	if (src_pa < dst_end && dst_pa < src_end)
+		return extmem_copy_pieces(p, dst_pa, src_pa, len, done);
+	while (*done < len) {
+		u64 off = *done, step = min_t(u64, len - off, EXTMEM_RUN_STEP);
+
+		if (extmem_plat_cancelled(p) || !extmem_linear_ok(dst_pa + off, step) ||
+		    !extmem_linear_ok(src_pa + off, step)) {
+			/* Finds the piece that faults; what precedes it is copied. */
+			int ret = extmem_copy_pieces(p, dst_pa + off, src_pa + off, step, done);
+
+			if (ret)
+				return ret;
+			continue;
+		}
+		extmem_copy_linear(phys_to_virt(dst_pa + off), phys_to_virt(src_pa + off), step);
+		*done += step;
+		extmem_plat_maybe_resched(p, step);
+	}
+	return 0;
+}
+
+int extmem_plat_fill_run(void *plat, u64 dst_pa, u32 value, u64 len, u64 *done)
+{
+	struct extmem_plat *p = to_plat(plat);
+
+	*done = 0;
+	if (!IS_ALIGNED(dst_pa | len, 4))
+		return -EFAULT;
+	while (*done < len) {
+		u64 off = *done, step = min_t(u64, len - off, EXTMEM_RUN_STEP);
+
+		if (extmem_plat_cancelled(p) || !extmem_linear_ok(dst_pa + off, step)) {
+			/* Page by page up to the piece that faults, as kcore's default does. */
+			while (*done < off + step) {
+				u64 d = dst_pa + *done;
+				u64 piece = min_t(u64, off + step - *done,
+						  PAGE_SIZE - offset_in_page(d));
+				int ret = extmem_plat_fill(p, d, value, piece);
+
+				if (ret)
+					return ret;
+				*done += piece;
+			}
+			continue;
+		}
+		memset32(phys_to_virt(dst_pa + off), value, step / 4);
+		*done += step;
+		extmem_plat_maybe_resched(p, step);
+	}
 	return 0;
 }
 

@@ -8,12 +8,13 @@
 //!   leaves that continue each other physically ([`PageTable::translate_run`]), re-used
 //!   while the address stays inside it; a new run whose leaf is in the table of the last
 //!   one costs one descriptor read instead of a walk from the root. A COPY hands each
-//!   stretch where both sides stay contiguous to [`Platform::copy_run`], which by default
-//!   moves it in chunks that never cross a 4 KiB page on either side (the contract of
-//!   [`Platform::copy`]); the kernel glue keeps that default (one platform call per
-//!   contiguous chunk, moving it page by page in C, measured slower in the guest than a
-//!   call per page; see the README's Performance section), the software device moves a
-//!   stretch of imported host memory in one system call. A FILL goes chunk by chunk.
+//!   stretch where both sides stay contiguous to [`Platform::copy_run`], and a FILL each
+//!   contiguous stretch of its destination to [`Platform::fill_run`]. By default these
+//!   move the stretch in chunks that never cross a 4 KiB page on either side (the
+//!   contract of [`Platform::copy`] and [`Platform::fill`]); the kernel glue moves it
+//!   through the kernel's linear map in steps of up to 256 KiB instead of one call and
+//!   one mapping per page (`docs/PERFORMANCE.md` has the figures), the software device
+//!   moves a stretch of imported host memory in one system call.
 //! - The first byte that cannot be read (nothing mapped: `UNMAPPED`) or written (nothing
 //!   mapped, or mapped read-only: `READ_ONLY`) stops the batch with `EIO`; `fault_va` is
 //!   exactly that byte, `fault_cmd` its command. The source of a chunk is translated before
@@ -26,10 +27,7 @@ use extmem_uapi::{Cmd, CmdOp, Exec, FaultKind};
 
 use crate::args::{check_cmd, check_exec, ArgError};
 use crate::bindings::Binding;
-use crate::platform::{MemoryFault, ObjectId, Platform, PlatformTables, RunFault};
-
-/// 4 KiB: the most one platform copy or fill touches.
-const PAGE: u64 = extmem_hw::profile::MIN_PAGE.get();
+use crate::platform::{ObjectId, Platform, PlatformTables, RunFault};
 
 /// Why `EXEC` stopped.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -314,13 +312,14 @@ impl<'a, P: Platform> Engine<'a, P> {
             let (d, left) = (dst.wrapping_add(done), size - done);
             let (dst_pa, dst_run) =
                 Self::resolve(self.table, self.cmd, &mut self.dst, (d, left), true)?;
-            let chunk = left.min(dst_run).min(PAGE - d % PAGE);
-            self.platform()
-                .fill(dst_pa, value, chunk)
-                .map_err(|MemoryFault| ExecError::Memory {
+            // The whole contiguous stretch in one platform call, as for COPY.
+            let chunk = left.min(dst_run);
+            self.platform().fill_run(dst_pa, value, chunk).map_err(
+                |RunFault { done: before }| ExecError::Memory {
                     cmd: self.cmd,
-                    va: GpuVa::new(d),
-                })?;
+                    va: GpuVa::new(d.wrapping_add(before)),
+                },
+            )?;
             done += chunk;
         }
         Ok(())
@@ -665,6 +664,49 @@ mod tests {
         assert_eq!((args.fault_cmd, args.fault_va), (0, 0x4000_0010));
         let (result, _) = exec(&vm, &[Cmd::fill(0x4000_0010, 0, 4)]);
         assert_eq!(result.map_err(|e| e.errno()), Err(errno::EFAULT));
+    }
+
+    /// A contiguous stretch goes to the platform in one call; a page of it that is not RAM
+    /// stops the command at that page, with everything before it done.
+    #[test]
+    fn a_refused_page_inside_a_contiguous_stretch_stops_there() {
+        let fake = FakePlatform::new();
+        let mut vm = setup(&fake);
+        let base = 0x7_0000_0000;
+        fake.add_object_without_ram(3, &[(base, 3 * PAGE)]);
+        fake.add_ram(base, 2 * PAGE);
+        let object = BoundObject {
+            id: ObjectId(3),
+            size: 3 * PAGE,
+            read_only: false,
+        };
+        let va = 0x4000_0000;
+        vm.bind(&map_args(va, 0, 3 * PAGE, 0), object)
+            .expect("bind");
+        let (result, args) = exec(&vm, &[Cmd::fill(va + 0x10, 0x0102_0304, 3 * PAGE - 0x10)]);
+        let third = GpuVa::new(va + 2 * PAGE);
+        assert_eq!(result, Err(ExecError::Memory { cmd: 0, va: third }));
+        assert_eq!(args.fault_va, third.get());
+        assert_eq!(fake.read(base, 0x10), std::vec![0; 0x10]);
+        let filled: Vec<u8> = [4, 3, 2, 1]
+            .into_iter()
+            .cycle()
+            .take(0x2000 - 0x10)
+            .collect();
+        assert_eq!(fake.read(base + 0x10, 2 * PAGE - 0x10), filled);
+        // A COPY names the source byte of the chunk whose destination was refused.
+        let (result, _) = exec(&vm, &[Cmd::copy(SRC, va + 0x800, 2 * PAGE)]);
+        assert_eq!(
+            result,
+            Err(ExecError::Memory {
+                cmd: 0,
+                va: GpuVa::new(SRC + 2 * PAGE - 0x800)
+            })
+        );
+        assert_eq!(
+            fake.read(base + 0x800, 2 * PAGE - 0x800),
+            object_bytes(&fake, 1, 0, 2 * PAGE - 0x800)
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::cpu_page::{CpuPage, CpuPageError};
 use crate::errno::{self, to_return, ToErrno};
 use crate::params::{self, ParamAnswer};
 use crate::pin_registry::{PinRegistry, PINS_MAX};
-use crate::platform::{MemoryFault, ObjectId, Platform, Segment, SegmentError};
+use crate::platform::{MemoryFault, ObjectId, Platform, RunFault, Segment, SegmentError};
 use crate::selftest::{self, Line};
 use crate::vm::{BoundObject, Vm};
 use crate::PROFILE;
@@ -35,6 +35,20 @@ extern "C" {
     fn extmem_plat_write_u64s(plat: *mut c_void, pa: u64, values: *const u64, count: usize);
     fn extmem_plat_copy(plat: *mut c_void, dst_pa: u64, src_pa: u64, len: u64) -> c_int;
     fn extmem_plat_fill(plat: *mut c_void, dst_pa: u64, value: u32, len: u64) -> c_int;
+    fn extmem_plat_copy_run(
+        plat: *mut c_void,
+        dst_pa: u64,
+        src_pa: u64,
+        len: u64,
+        done: *mut u64,
+    ) -> c_int;
+    fn extmem_plat_fill_run(
+        plat: *mut c_void,
+        dst_pa: u64,
+        value: u32,
+        len: u64,
+        done: *mut u64,
+    ) -> c_int;
     fn extmem_plat_object_segment(
         plat: *mut c_void,
         object: u64,
@@ -102,6 +116,15 @@ impl Platform for KernelPlatform {
         }
     }
 
+    fn copy_run(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), RunFault> {
+        let mut done = 0u64;
+        // SAFETY: the copy engine passes two physically contiguous ranges taken from the
+        // page tables; the platform checks every page is RAM it may touch before it moves
+        // a byte of it. `done` is valid for writes for the duration of the call.
+        let rc = unsafe { extmem_plat_copy_run(self.plat, dst.get(), src.get(), len, &mut done) };
+        run_result(rc, done, len)
+    }
+
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault> {
         // SAFETY: as for copy.
         let rc = unsafe { extmem_plat_fill(self.plat, dst.get(), value, len) };
@@ -110,6 +133,13 @@ impl Platform for KernelPlatform {
         } else {
             Err(MemoryFault)
         }
+    }
+
+    fn fill_run(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), RunFault> {
+        let mut done = 0u64;
+        // SAFETY: as for copy_run.
+        let rc = unsafe { extmem_plat_fill_run(self.plat, dst.get(), value, len, &mut done) };
+        run_result(rc, done, len)
     }
 
     fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError> {
@@ -134,6 +164,18 @@ impl Platform for KernelPlatform {
         // SAFETY: `object` is the cookie of a binding that is gone; the glue drops the
         // reference it took for it.
         unsafe { extmem_plat_object_unbound(self.plat, object.0) }
+    }
+}
+
+/// A run callback's answer: 0 when all `len` bytes moved, else a fault after `done` bytes
+/// (clamped to the run: the C side never reports more than it was given).
+fn run_result(rc: c_int, done: u64, len: u64) -> Result<(), RunFault> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(RunFault {
+            done: done.min(len),
+        })
     }
 }
 

@@ -49,7 +49,12 @@ pub fn answer(
         | Param::BINDINGS
         | Param::LAST_PIN_NS
         | Param::LAST_ATTACH_NS
-        | Param::JOBS => ParamAnswer::Platform,
+        | Param::JOBS
+        | Param::LAST_USERPTR_RECORD_NS
+        | Param::LAST_USERPTR_LEDGER_NS
+        | Param::LAST_USERPTR_SETUP_NS
+        | Param::LAST_USERPTR_NS
+        | Param::LAST_EXEC_NS => ParamAnswer::Platform,
         Param(param) => return Err(ArgError::UnknownParam { param }),
     })
 }

@@ -42,8 +42,8 @@ pub enum SegmentError {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct MemoryFault;
 
-/// A [`Platform::copy_run`] stopped at a fault after copying `done` bytes, the run's
-/// [`page_chunks`] before the one that faulted.
+/// A [`Platform::copy_run`] or [`Platform::fill_run`] stopped at a fault after moving
+/// `done` bytes, the run's [`page_chunks`] before the one that faulted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct RunFault {
     /// Bytes copied before the fault, from the start of the run.
@@ -103,7 +103,7 @@ pub trait Platform {
     /// The copy engine calls it once for each stretch where both sides stay contiguous,
     /// so that a platform whose every access has a fixed cost (the software device's
     /// system call on imported host memory) can move the stretch at once. The default
-    /// copies chunk by chunk, which is what the kernel glue wants (see the copy engine).
+    /// copies chunk by chunk; the kernel glue moves the stretch through its linear map.
     fn copy_run(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), RunFault> {
         for (offset, chunk) in page_chunks(dst, src, len) {
             let (Some(to), Some(from)) = (dst.checked_add(offset), src.checked_add(offset)) else {
@@ -117,6 +117,21 @@ pub trait Platform {
     /// Fills `len` bytes (a multiple of 4, `dst` 4-aligned) with the little-endian
     /// `value`; the range does not cross a 4 KiB page boundary.
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault>;
+    /// Fills `len` bytes of one physically contiguous range that may cross pages (`len` a
+    /// multiple of 4, `dst` 4-aligned), with the effect of [`Platform::fill`] on each of its
+    /// 4 KiB pieces in turn; a fault reports the bytes filled before the piece that
+    /// faulted. The copy engine calls it once per contiguous stretch, as it does
+    /// [`Platform::copy_run`]. The default fills piece by piece.
+    fn fill_run(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), RunFault> {
+        for (offset, chunk) in page_chunks(dst, dst, len) {
+            let Some(to) = dst.checked_add(offset) else {
+                return Err(RunFault { done: offset });
+            };
+            self.fill(to, value, chunk)
+                .map_err(|MemoryFault| RunFault { done: offset })?;
+        }
+        Ok(())
+    }
     /// The contiguous run of `object` that holds byte `offset`.
     fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError>;
     /// A binding that held `object` is gone.
@@ -150,6 +165,9 @@ impl<T: Platform + ?Sized> Platform for &T {
     }
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault> {
         (**self).fill(dst, value, len)
+    }
+    fn fill_run(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), RunFault> {
+        (**self).fill_run(dst, value, len)
     }
     fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError> {
         (**self).object_segment(object, offset)

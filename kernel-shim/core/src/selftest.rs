@@ -24,7 +24,9 @@ use extmem_uapi::{
 
 use crate::copy_engine::ExecError;
 use crate::errno::{self, ToErrno};
-use crate::platform::{MemoryFault, ObjectId, Platform, PlatformTables, Segment, SegmentError};
+use crate::platform::{
+    MemoryFault, ObjectId, Platform, PlatformTables, RunFault, Segment, SegmentError,
+};
 use crate::vm::{BoundObject, Vm};
 
 /// The longest line `emit` is given, in bytes, without the NUL (longer text is cut).
@@ -373,8 +375,14 @@ impl<P: Platform> Platform for TestPlatform<'_, P> {
     fn copy(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), MemoryFault> {
         self.host.copy(dst, src, len)
     }
+    fn copy_run(&self, dst: PhysAddr, src: PhysAddr, len: u64) -> Result<(), RunFault> {
+        self.host.copy_run(dst, src, len)
+    }
     fn fill(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), MemoryFault> {
         self.host.fill(dst, value, len)
+    }
+    fn fill_run(&self, dst: PhysAddr, value: u32, len: u64) -> Result<(), RunFault> {
+        self.host.fill_run(dst, value, len)
     }
     fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError> {
         let o = self.lookup(object).ok_or(SegmentError::PastEnd)?;

@@ -89,6 +89,22 @@ uapi_values!(
         /// arm64): the unit `GEM_USERPTR` pins and `GEM_CREATE` allocates in.
         /// `MIN_IMPORT_ALIGNMENT` is at least this.
         CPU_PAGE_SIZE = 19,
+        /// Nanoseconds the last `GEM_USERPTR` of this file spent recording the pinned pages
+        /// (as runs of consecutive frames, or as a page array) after `pin_user_pages`.
+        LAST_USERPTR_RECORD_NS = 20,
+        /// Nanoseconds the last `GEM_USERPTR` of this file spent registering its pin in
+        /// the file's ledger (the VM lock and the core's record).
+        LAST_USERPTR_LEDGER_NS = 21,
+        /// Nanoseconds the last `GEM_USERPTR` of this file spent on the rest of creating
+        /// the object: the memlock charge, buffers, the object and its GEM setup.
+        LAST_USERPTR_SETUP_NS = 22,
+        /// Nanoseconds the last `GEM_USERPTR` of this file spent in the module, from the
+        /// ioctl's entry to its handle (what the phases above and `LAST_PIN_NS` add up to,
+        /// plus argument checks, the VMA lookup and the handle).
+        LAST_USERPTR_NS = 23,
+        /// Nanoseconds the last `EXEC` job of this file spent running its commands through
+        /// the copy engine (for benchmarks: the engine without the job queue's wakeups).
+        LAST_EXEC_NS = 24,
     }
 );
 

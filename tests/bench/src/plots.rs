@@ -143,16 +143,17 @@ fn si(x: f64) -> String {
 
 /// The guest's import rows (`<csv dir>/guest.csv` from `cargo bench-all`, if there is
 /// one): `GEM_USERPTR` against `pin_user_pages` alone, over huge and 4 KiB pages, in µs
-/// by size. `None` when no guest run left a CSV.
+/// by size, with the spread over the repetitions where the row's note gives it. `None`
+/// when no guest run left a CSV.
 pub fn guest_imports(csv_dir: &Path) -> Option<Vec<Series>> {
     let text = fs::read_to_string(csv_dir.join("guest.csv")).ok()?;
     let mut series: Vec<Series> = Vec::new();
-    let mut push = |name: String, x: f64, us: f64| {
+    let mut push = |name: String, x: f64, (median, min, max): (f64, f64, f64)| {
         let point = Point {
             x,
-            median: us,
-            min: us,
-            max: us,
+            median,
+            min,
+            max,
         };
         match series.iter_mut().find(|s| s.name == name) {
             Some(s) => s.points.push(point),
@@ -166,9 +167,10 @@ pub fn guest_imports(csv_dir: &Path) -> Option<Vec<Series>> {
         // group,case,size,unit,ours_ns,reference,reference_ns,ratio,note (no quoting in
         // the guest's rows).
         let fields: Vec<&str> = line.split(',').collect();
-        let [_, case, size, _, ours, _, reference, ..] = fields.as_slice() else {
+        let [_, case, size, _, ours, _, reference, _, note @ ..] = fields.as_slice() else {
             continue;
         };
+        let note = note.first().copied().unwrap_or("");
         let pages = match *case {
             "import GEM_USERPTR" => "huge pages",
             "import GEM_USERPTR 4K pages" => "4 KiB pages",
@@ -181,12 +183,42 @@ pub fn guest_imports(csv_dir: &Path) -> Option<Vec<Series>> {
         ) else {
             continue;
         };
-        push(format!("GEM_USERPTR, {pages}"), size, ours / 1e3);
+        let flat = |us: f64| (us, us, us);
+        push(
+            format!("GEM_USERPTR, {pages}"),
+            size,
+            note_spread(note, "whole").unwrap_or(flat(ours / 1e3)),
+        );
         push(
             format!("pin_user_pages alone, {pages}"),
             size,
-            reference / 1e3,
+            note_spread(note, "pin").unwrap_or(flat(reference / 1e3)),
         );
     }
     (!series.is_empty()).then_some(series)
+}
+
+/// `name`'s "median (min–max)" in a guest import note ("µs pin 3.9 (3.0–4.1); record …").
+fn note_spread(note: &str, name: &str) -> Option<(f64, f64, f64)> {
+    let note = note.strip_prefix("µs ")?;
+    let rest = note
+        .split("; ")
+        .find_map(|part| part.strip_prefix(name)?.strip_prefix(' '))?;
+    let (median, range) = rest.split_once(" (")?;
+    let (min, max) = range.strip_suffix(')')?.split_once('–')?;
+    Some((median.parse().ok()?, min.parse().ok()?, max.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::note_spread;
+
+    #[test]
+    fn a_phase_spread_is_read_from_the_note_and_a_missing_one_is_none() {
+        let note = "µs pin 3.9 (3.0–15.5); record 0.0 (0.0–0.0); whole 27.3 (23.2–88.1)";
+        assert_eq!(note_spread(note, "pin"), Some((3.9, 3.0, 15.5)));
+        assert_eq!(note_spread(note, "whole"), Some((27.3, 23.2, 88.1)));
+        assert_eq!(note_spread(note, "setup"), None);
+        assert_eq!(note_spread("", "pin"), None);
+    }
 }

@@ -39,6 +39,7 @@ pub fn rows(gpu: &Vgpu) -> Result<Vec<Row>, String> {
         ours,
         reference,
         reference_name: "GET_PARAM (ioctl trip)",
+        note: String::new(),
     });
     gpu.map(handle, VA + 4096, 4096, 4096, 0)
         .map_err(|e| format!("VM_BIND neighbour: {e}"))?;
@@ -54,6 +55,7 @@ pub fn rows(gpu: &Vgpu) -> Result<Vec<Row>, String> {
         ours,
         reference,
         reference_name: "GET_PARAM (ioctl trip)",
+        note: String::new(),
     });
     Ok(rows)
 }

@@ -55,6 +55,7 @@ pub fn rows(gpu: &Vgpu) -> Result<Vec<Row>, String> {
             ours,
             reference: vgem_import,
             reference_name: "vgem import (attach+map)",
+            note: String::new(),
         });
         let (ours, vgem_import) = per_call(
             || {
@@ -75,6 +76,7 @@ pub fn rows(gpu: &Vgpu) -> Result<Vec<Row>, String> {
             ours,
             reference: vgem_import,
             reference_name: "vgem import (attach+map)",
+            note: String::new(),
         });
     }
     for size in [64 * KIB, MIB, 16 * MIB, 64 * MIB] {
@@ -119,5 +121,6 @@ fn against_attach(gpu: &Vgpu, size: usize) -> Result<Row, String> {
         ours: median(ours),
         reference: median(attach),
         reference_name: "attachment mapping alone",
+        note: String::new(),
     })
 }

@@ -61,6 +61,7 @@ fn host_pointer_properties(gpu: &Gpu<'_>, raw: &Vgpu) -> Result<Row, String> {
         ours,
         reference,
         reference_name: "GEM_USERPTR probe",
+        note: String::new(),
     })
 }
 
@@ -99,6 +100,7 @@ fn host_import(gpu: &Gpu<'_>, raw: &Vgpu, size: usize) -> Result<Row, String> {
         ours,
         reference,
         reference_name: "USERPTR+BIND+unbind+CLOSE",
+        note: String::new(),
     })
 }
 
@@ -126,5 +128,6 @@ fn export_fd(gpu: &Gpu<'_>, raw: &Vgpu) -> Result<Row, String> {
         ours,
         reference,
         reference_name: "PRIME_HANDLE_TO_FD+close",
+        note: String::new(),
     })
 }

@@ -51,6 +51,8 @@ struct Row {
     ours: Duration,
     reference: Duration,
     reference_name: &'static str,
+    /// What else the CSV says about the row (phase times, samples); may be empty.
+    note: String,
 }
 
 impl Row {
@@ -87,7 +89,7 @@ fn run() -> io::Result<()> {
         rows.extend(import(&gpu, size, Pages::Small)?);
     }
     for size in [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
-        rows.push(copy(&gpu, size)?);
+        rows.extend(copy(&gpu, size)?);
     }
     rows.extend(bind::rows(&gpu).map_err(io::Error::other)?);
     rows.extend(dma_buf_import::rows(&gpu).map_err(io::Error::other)?);
@@ -97,22 +99,24 @@ fn run() -> io::Result<()> {
     println!("group,case,size,unit,ours_ns,reference,reference_ns,ratio,note");
     for r in &rows {
         println!(
-            "guest,{},{},call,{},{},{},{:.3},",
+            "guest,{},{},call,{},{},{},{:.3},{}",
             r.case,
             r.size,
             r.ours.as_nanos(),
             r.reference_name,
             r.reference.as_nanos(),
-            r.ratio()
+            r.ratio(),
+            r.note
         );
     }
     println!("@@bench-csv end");
     Ok(())
 }
 
+/// Repetitions of one import or copy: at least five, the figure the targets are set on.
 fn reps(size: usize) -> usize {
     if size >= 64 * MIB {
-        3
+        5
     } else {
         7
     }
@@ -185,17 +189,29 @@ fn prefaulted_with(len: usize, pages: Pages) -> io::Result<AnonMapping> {
     Ok(mapping)
 }
 
+/// The module's own clock for the phases of one `GEM_USERPTR`, in the order they run
+/// (`GET_PARAM` ids and the names the CSV note gives them).
+const PHASES: [(Param, &str); 5] = [
+    (Param::LAST_PIN_NS, "pin"),
+    (Param::LAST_USERPTR_RECORD_NS, "record"),
+    (Param::LAST_USERPTR_LEDGER_NS, "ledger"),
+    (Param::LAST_USERPTR_SETUP_NS, "setup"),
+    (Param::LAST_USERPTR_NS, "in module"),
+];
+
 /// `GEM_USERPTR` of `size` bytes: the whole ioctl against the module's own pin time; and
 /// what the import costs beyond the pin against the round trip of the `GET_PARAM` that
 /// fetches the pin time (a near-empty ioctl: the floor of any call), which shows how much
-/// of a fixed cost is the system call itself.
+/// of a fixed cost is the system call itself. The first row's note has every phase the
+/// module timed ([`PHASES`]) and the system call around it, each as median (min–max) µs.
 fn import(gpu: &Vgpu, size: usize, pages: Pages) -> io::Result<[Row; 2]> {
     let memory = prefaulted_with(size, pages)?;
     let size64 = u64::try_from(size).map_err(io::Error::other)?;
     let mut total = Vec::new();
-    let mut pin = Vec::new();
     let mut beyond = Vec::new();
     let mut get_param = Vec::new();
+    let mut phases: [Vec<Duration>; PHASES.len()] = Default::default();
+    let mut outside = Vec::new();
     for _ in 0..reps(size) {
         let started = Instant::now();
         let answer = gpu
@@ -203,15 +219,31 @@ fn import(gpu: &Vgpu, size: usize, pages: Pages) -> io::Result<[Row; 2]> {
             .map_err(errno("GEM_USERPTR"))?;
         let elapsed = started.elapsed();
         let started = Instant::now();
-        let ns = gpu
+        let pin_ns = gpu
             .get_param(Param::LAST_PIN_NS)
             .map_err(errno("GET_PARAM LAST_PIN_NS"))?;
         get_param.push(started.elapsed());
+        for ((param, name), samples) in PHASES.iter().zip(&mut phases) {
+            let ns = gpu
+                .get_param(*param)
+                .map_err(|e| io::Error::other(format!("GET_PARAM {name}: {e}")))?;
+            samples.push(Duration::from_nanos(ns));
+        }
+        if let Some(module) = phases.last().and_then(|p| p.last()) {
+            outside.push(elapsed.saturating_sub(*module));
+        }
         total.push(elapsed);
-        pin.push(Duration::from_nanos(ns));
-        beyond.push(elapsed.saturating_sub(Duration::from_nanos(ns)));
+        beyond.push(elapsed.saturating_sub(Duration::from_nanos(pin_ns)));
         gpu.close(gem(answer.handle)?)?;
     }
+    let mut note: Vec<String> = PHASES
+        .iter()
+        .zip(phases.clone())
+        .map(|((_, name), samples)| format!("{name} {}", spread(samples)))
+        .collect();
+    note.push(format!("system call {}", spread(outside)));
+    note.push(format!("whole {}", spread(total.clone())));
+    let [pin, ..] = phases;
     Ok([
         Row {
             case: match pages {
@@ -222,6 +254,7 @@ fn import(gpu: &Vgpu, size: usize, pages: Pages) -> io::Result<[Row; 2]> {
             ours: median(total),
             reference: median(pin),
             reference_name: "pin_user_pages alone",
+            note: format!("µs {}", note.join("; ")),
         },
         Row {
             case: match pages {
@@ -232,13 +265,51 @@ fn import(gpu: &Vgpu, size: usize, pages: Pages) -> io::Result<[Row; 2]> {
             ours: median(beyond),
             reference: median(get_param),
             reference_name: "GET_PARAM round trip",
+            note: String::new(),
         },
     ])
 }
 
+/// `samples` as "median (min–max)" in µs, for a CSV note (no commas).
+fn spread(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let micros = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e6);
+    format!(
+        "{:.1} ({:.1}–{:.1})",
+        micros(samples.get(samples.len() / 2)),
+        micros(samples.first()),
+        micros(samples.last())
+    )
+}
+
+/// Bytes of `addr`'s mapping backed by transparent huge pages (`AnonHugePages` in
+/// `/proc/self/smaps`): how many 2 MiB runs an import of it can be. `None` if not found.
+fn huge_kib(addr: u64) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+                {
+                    inside = (lo..hi).contains(&addr);
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(kib) = line.strip_prefix("AnonHugePages:") {
+                return kib.trim().trim_end_matches("kB").trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
 /// One `EXEC` COPY of `size` bytes between two imported, bound ranges, against
-/// `copy_from_slice` of the same size.
-fn copy(gpu: &Vgpu, size: usize) -> io::Result<Row> {
+/// `copy_from_slice` of the same size: the whole ioctl (the job queue, its wakeups and the
+/// wait included), and the engine alone as the module timed it (`LAST_EXEC_NS`).
+fn copy(gpu: &Vgpu, size: usize) -> io::Result<[Row; 2]> {
     let size64 = u64::try_from(size).map_err(io::Error::other)?;
     let src = prefaulted(size)?;
     let dst = prefaulted(size)?;
@@ -261,6 +332,7 @@ fn copy(gpu: &Vgpu, size: usize) -> io::Result<Row> {
     let from = vec![0xa5_u8; size];
     let mut to = vec![0_u8; size];
     let mut gpu_times = Vec::new();
+    let mut engine_times = Vec::new();
     let mut cpu_times = Vec::new();
     // Ours and the reference alternate, so both see the same load on a shared machine.
     for _ in 0..reps(size) {
@@ -268,11 +340,35 @@ fn copy(gpu: &Vgpu, size: usize) -> io::Result<Row> {
         gpu.exec(&cmds)
             .map_err(|(e, args)| io::Error::other(format!("EXEC: {e}, {args:?}")))?;
         gpu_times.push(started.elapsed());
+        let engine = gpu
+            .get_param(Param::LAST_EXEC_NS)
+            .map_err(errno("GET_PARAM LAST_EXEC_NS"))?;
+        engine_times.push(Duration::from_nanos(engine));
         let started = Instant::now();
         to.copy_from_slice(black_box(&from));
         black_box(&mut to);
         cpu_times.push(started.elapsed());
     }
+    let huge = |addr: u64| huge_kib(addr).map_or("?".to_string(), |kib| kib.to_string());
+    let samples = |times: &[Duration]| {
+        let micros: Vec<String> = times
+            .iter()
+            .map(|t| format!("{:.0}", t.as_secs_f64() * 1e6))
+            .collect();
+        micros.join(" ")
+    };
+    // Every sample in run order and the huge pages behind each side: what tells a slow
+    // run of the engine from a slow run of memcpy.
+    let note = format!(
+        "µs EXEC {}; engine {}; memcpy {}; THP KiB src {} dst {} from {} to {}",
+        samples(&gpu_times),
+        samples(&engine_times),
+        samples(&cpu_times),
+        huge(src.addr()),
+        huge(dst.addr()),
+        huge(from.as_ptr() as u64),
+        huge(to.as_ptr() as u64),
+    );
     if dst.read(0, size).map_err(io::Error::other)? != pattern {
         return Err(io::Error::other("the GPU copy did not arrive"));
     }
@@ -281,13 +377,25 @@ fn copy(gpu: &Vgpu, size: usize) -> io::Result<Row> {
     gpu.close(src_bo)?;
     gpu.close(dst_bo)?;
 
-    Ok(Row {
-        case: "GPU copy EXEC",
-        size,
-        ours: median(gpu_times),
-        reference: median(cpu_times),
-        reference_name: "memcpy in the guest",
-    })
+    let reference = median(cpu_times);
+    Ok([
+        Row {
+            case: "GPU copy EXEC",
+            size,
+            ours: median(gpu_times),
+            reference,
+            reference_name: "memcpy in the guest",
+            note,
+        },
+        Row {
+            case: "GPU copy engine alone",
+            size,
+            ours: median(engine_times),
+            reference,
+            reference_name: "memcpy in the guest",
+            note: String::new(),
+        },
+    ])
 }
 
 fn size_text(size: usize) -> String {

@@ -27,7 +27,7 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
     let start = gpu.map(snapshot).and_then(Result::ok);
 
     let cpu_page = host_memory::cpu_page();
-    let what = format!("host pointer: GEM_USERPTR of a {cpu_page}-aligned 1 MiB heap allocation gives a USERPTR object, pins {} pages of {cpu_page} bytes, LAST_PIN_NS > 0", MIB / cpu_page);
+    let what = format!("host pointer: GEM_USERPTR of a {cpu_page}-aligned 1 MiB heap allocation gives a USERPTR object, pins {} pages of {cpu_page} bytes, LAST_PIN_NS > 0 and the phases add up to no more than LAST_USERPTR_NS", MIB / cpu_page);
     let heap = ktap.check_after(&what, gpu.zip(start), |(gpu, start)| {
         let before = start.counters;
         let (buffer, handle) = pinned_heap(gpu, len)?;
@@ -36,6 +36,25 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
         let ns = op("GET_PARAM LAST_PIN_NS", gpu.get_param(Param::LAST_PIN_NS))?;
         if ns == 0 {
             return Err(Failure::new("LAST_PIN_NS > 0 after a pin", "0"));
+        }
+        let mut phases = ns;
+        for param in [
+            Param::LAST_USERPTR_RECORD_NS,
+            Param::LAST_USERPTR_LEDGER_NS,
+            Param::LAST_USERPTR_SETUP_NS,
+        ] {
+            let phase = op("GET_PARAM (a GEM_USERPTR phase)", gpu.get_param(param))?;
+            phases = phases.saturating_add(phase);
+        }
+        let whole = op(
+            "GET_PARAM LAST_USERPTR_NS",
+            gpu.get_param(Param::LAST_USERPTR_NS),
+        )?;
+        if whole < phases {
+            return Err(Failure::new(
+                format!("LAST_USERPTR_NS >= the phases' sum {phases}"),
+                whole.to_string(),
+            ));
         }
         Ok((buffer, handle))
     });
