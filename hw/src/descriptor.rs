@@ -164,7 +164,7 @@ impl Level {
     }
 
     /// The output-address field of a leaf at this level.
-    const fn leaf_oa(self) -> Bits {
+    pub(crate) const fn leaf_oa(self) -> Bits {
         match self {
             Level::L1 => bits::OA_1G,
             Level::L2 => bits::OA_2M,
@@ -393,26 +393,30 @@ impl Descriptor {
     }
 }
 
-/// Whether `raw` is a level-3 page this crate writes: exactly when
-/// `Descriptor::decode(Level::L3, raw)` gives a `Leaf`, without building it (a range
-/// check scans whole leaf tables with this).
-pub(crate) const fn is_valid_page(raw: u64) -> bool {
+/// Zero exactly when `raw` is a level-3 page this crate writes, that is when
+/// `Descriptor::decode(Level::L3, raw)` gives a `Leaf`, without building it (a range check
+/// scans whole leaf tables with this). Arithmetic without a comparison, so that a scan ORs
+/// it over many entries and tests once (see `page_table::first_nonzero`).
+pub(crate) const fn not_page(raw: u64) -> u64 {
     let kind = bits::VALID.mask() | bits::TABLE_OR_PAGE.mask();
-    raw & kind == kind
-        && raw & !LEAF_KNOWN == 0
-        && Shareability::decode(bits::SHAREABILITY.get(raw)).is_some()
+    ((raw & kind) ^ kind) | (raw & !LEAF_KNOWN) | reserved_shareability(raw)
 }
 
-/// Whether `raw` is a block this crate writes at `level` (1 or 2): exactly when
-/// `Descriptor::decode(level, raw)` gives a `Leaf` there, without building it (unmap checks
-/// a range of blocks with this). Always false at levels 0 and 3, which hold no blocks.
-pub(crate) const fn is_valid_block(level: Level, raw: u64) -> bool {
+/// Zero exactly when `raw` is a block this crate writes at `level` (1 or 2), that is when
+/// `Descriptor::decode(level, raw)` gives a `Leaf` there (unmap checks a range of blocks
+/// with this); never at levels 0 and 3, which hold no blocks. As [`not_page`] for pages.
+pub(crate) const fn not_block(level: Level, raw: u64) -> u64 {
     let kind = bits::VALID.mask() | bits::TABLE_OR_PAGE.mask();
     let allowed = (LEAF_KNOWN & !bits::OA_4K.mask()) | level.leaf_oa().mask();
-    matches!(level, Level::L1 | Level::L2)
-        && raw & kind == bits::VALID.mask()
-        && raw & !allowed == 0
-        && Shareability::decode(bits::SHAREABILITY.get(raw)).is_some()
+    let no_blocks = !matches!(level, Level::L1 | Level::L2) as u64;
+    no_blocks | ((raw & kind) ^ bits::VALID.mask()) | (raw & !allowed) | reserved_shareability(raw)
+}
+
+/// Non-zero when the shareability field holds 0b01, the reserved value
+/// ([`Shareability::decode`] refuses it): its low bit set and its high bit clear.
+const fn reserved_shareability(raw: u64) -> u64 {
+    let low = bits::SHAREABILITY.low;
+    (raw >> low) & !(raw >> (low + 1)) & 1
 }
 
 /// Whether `addr` lies entirely inside the in-place address field `field`.
@@ -427,7 +431,7 @@ mod tests {
     use crate::test_cases::descriptor::rw_attrs;
 
     #[test]
-    fn is_valid_page_agrees_with_decode() {
+    fn not_page_agrees_with_decode() {
         let page = Descriptor::Leaf {
             output: PhysAddr::new(0x1234_5000),
             attrs: rw_attrs(),
@@ -435,20 +439,20 @@ mod tests {
         .encode(Level::L3)
         .expect("encodes");
         let mut raws = std::vec![0, 1, 0b11, page, page | 1 << 12, page & !0b10];
-        // Every single-bit flip of a valid page, and the reserved shareability.
+        // Every single-bit flip of a valid page, and every shareability (0b01 is reserved).
         raws.extend((0..64).map(|bit| page ^ (1u64 << bit)));
-        raws.push(bits::SHAREABILITY.set(page, 0b01));
+        raws.extend((0..4).map(|sh| bits::SHAREABILITY.set(page, sh)));
         for raw in raws {
             let decoded = matches!(
                 Descriptor::decode(Level::L3, raw),
                 Ok(Descriptor::Leaf { .. })
             );
-            assert_eq!(is_valid_page(raw), decoded, "{raw:#x}");
+            assert_eq!(not_page(raw) == 0, decoded, "{raw:#x}");
         }
     }
 
     #[test]
-    fn is_valid_block_agrees_with_decode() {
+    fn not_block_agrees_with_decode() {
         for level in [Level::L0, Level::L1, Level::L2, Level::L3] {
             let output = PhysAddr::new(0x40_0000_0000);
             let block = Descriptor::Leaf {
@@ -460,14 +464,14 @@ mod tests {
             let mut raws = std::vec![0, 1, 0b11];
             raws.extend(block.into_iter().chain(table));
             // Every single-bit flip of a valid block (or of a page's bits where the level
-            // has none), and the reserved shareability.
+            // has none), and every shareability (0b01 is reserved).
             let base = block.unwrap_or(0x40_0000_0000 | 0b01 | 1 << 10);
             raws.extend((0..64).map(|bit| base ^ (1u64 << bit)));
-            raws.push(bits::SHAREABILITY.set(base, 0b01));
+            raws.extend((0..4).map(|sh| bits::SHAREABILITY.set(base, sh)));
             for raw in raws {
                 let decoded = level != Level::L3
                     && matches!(Descriptor::decode(level, raw), Ok(Descriptor::Leaf { .. }));
-                assert_eq!(is_valid_block(level, raw), decoded, "{level:?} {raw:#x}");
+                assert_eq!(not_block(level, raw) == 0, decoded, "{level:?} {raw:#x}");
             }
         }
     }

@@ -69,10 +69,15 @@ impl<const N: usize> TablePool<N> {
 
 impl<const N: usize> TableMemory for TablePool<N> {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let table = self.alloc_table_to_fill()?;
+        *self.entries_mut(table)? = [0; ENTRIES as usize];
+        Some(table)
+    }
+
+    fn alloc_table_to_fill(&mut self) -> Option<PhysAddr> {
+        // Left as the last user left it: the caller writes every entry.
         let page = usize::from(self.free.pop()?);
         self.peak = self.peak.max(self.live());
-        let table = self.pages.get_mut(page)?;
-        *table = [0; ENTRIES as usize];
         self.base.checked_add(page as u64 * MIN_PAGE.get())
     }
 

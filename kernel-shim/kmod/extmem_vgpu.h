@@ -15,6 +15,8 @@
 #include <linux/kref.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
+#include <linux/scatterlist.h>
+#include <linux/spinlock.h>
 #include <linux/types.h>
 
 #include <drm/drm_device.h>
@@ -31,7 +33,6 @@ struct dma_resv;
 struct mm_struct;
 struct page;
 struct platform_device;
-struct sg_table;
 
 /* Device-wide counters, read by GET_PARAM and the debugfs file. */
 struct extmem_counters {
@@ -42,6 +43,20 @@ struct extmem_counters {
 	atomic64_t bindings;		/* VM bindings alive */
 	atomic64_t device_bytes;	/* bytes of live GEM_CREATE (shmem) objects */
 	atomic64_t jobs;		/* EXEC jobs not yet freed (extmem_vgpu_job.c) */
+};
+
+/*
+ * The cache maintenance of a job (extmem_vgpu_job.c): the tables synced for the device
+ * before the copy engine ran and for the CPU after it, their bytes, and the time the
+ * syncs took. On a DMA-coherent device the calls still happen (DMA-API debugging checks
+ * them) but do no cache work.
+ */
+struct extmem_sync_stats {
+	u64 for_device;
+	u64 for_device_bytes;
+	u64 for_cpu;
+	u64 for_cpu_bytes;
+	u64 ns;
 };
 
 struct extmem_device {
@@ -73,6 +88,13 @@ struct extmem_device {
 	u64 fence_context;
 	u64 fence_seqno;		/* under submit_lock: the last seqno handed out */
 	struct mutex submit_lock;
+	/*
+	 * Under sync_stats_lock: the last job's cache maintenance and the sum over every job
+	 * since load, shown in the debugfs counters file.
+	 */
+	spinlock_t sync_stats_lock;
+	struct extmem_sync_stats last_job_sync;
+	struct extmem_sync_stats total_sync;
 };
 
 /*
@@ -161,6 +183,13 @@ struct extmem_bo {
 	struct drm_gem_shmem_object shmem;
 	u32 kind;		/* EXTMEM_OBJECT_* */
 	bool read_only;		/* the GPU may only read it */
+	/*
+	 * SHMEM and USERPTR: the object as this device's DMA addresses, taken from the table
+	 * mapped for it (the shmem helper's, or user.sgt). This, not the pages, is what the
+	 * copy engine is given. SHMEM builds it at the first bind, under the object's
+	 * reservation lock, and it stays until the object is freed.
+	 */
+	struct extmem_runs dma_runs;
 	union {
 		/* EXTMEM_OBJECT_USERPTR */
 		struct {
@@ -171,6 +200,8 @@ struct extmem_bo {
 			 */
 			struct page **pages;
 			struct extmem_runs runs;
+			/* The pinned pages mapped for the device (extmem_user_dma_map). */
+			struct sg_table sgt;
 			unsigned long npages;
 			struct mm_struct *mm;	/* charged with pinned_vm; mmgrab()ed */
 			bool writable;
@@ -209,6 +240,9 @@ int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len);
 int extmem_bo_bind_prepare(struct extmem_bo *bo);
 void extmem_bo_bind_finish(struct extmem_bo *bo);
 struct dma_resv *extmem_bo_resv(struct extmem_bo *bo);
+void extmem_bo_sync_for_device(struct extmem_bo *bo, bool write,
+			       struct extmem_sync_stats *stats);
+void extmem_bo_sync_for_cpu(struct extmem_bo *bo, struct extmem_sync_stats *stats);
 int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_info(struct drm_device *drm, void *data, struct drm_file *file);

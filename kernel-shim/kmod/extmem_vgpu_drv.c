@@ -12,6 +12,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/dma-fence.h>
+#include <linux/dma-map-ops.h>
 #include <linux/dma-mapping.h>
 #include <linux/iommu.h>
 #include <linux/module.h>
@@ -206,9 +207,26 @@ static const struct drm_ioctl_desc extmem_ioctls[] = {
 
 DEFINE_DRM_GEM_FOPS(extmem_fops);
 
+static void extmem_sync_stats_show(struct seq_file *m, const char *prefix,
+				   const struct extmem_sync_stats *s)
+{
+	seq_printf(m, "%s_for_device %llu\n", prefix, s->for_device);
+	seq_printf(m, "%s_for_device_bytes %llu\n", prefix, s->for_device_bytes);
+	seq_printf(m, "%s_for_cpu %llu\n", prefix, s->for_cpu);
+	seq_printf(m, "%s_for_cpu_bytes %llu\n", prefix, s->for_cpu_bytes);
+	seq_printf(m, "%s_ns %llu\n", prefix, s->ns);
+}
+
 static int extmem_counters_show(struct seq_file *m, void *data)
 {
-	const struct extmem_counters *c = &to_extmem_device(extmem_debugfs_drm(m))->counters;
+	struct extmem_device *edev = to_extmem_device(extmem_debugfs_drm(m));
+	const struct extmem_counters *c = &edev->counters;
+	struct extmem_sync_stats last, total;
+
+	spin_lock(&edev->sync_stats_lock);
+	last = edev->last_job_sync;
+	total = edev->total_sync;
+	spin_unlock(&edev->sync_stats_lock);
 
 	seq_printf(m, "live_objects %lld\n", atomic64_read(&c->live_objects));
 	seq_printf(m, "pinned_pages %lld\n", atomic64_read(&c->pinned_pages));
@@ -217,6 +235,15 @@ static int extmem_counters_show(struct seq_file *m, void *data)
 	seq_printf(m, "bindings %lld\n", atomic64_read(&c->bindings));
 	seq_printf(m, "device_bytes %lld\n", atomic64_read(&c->device_bytes));
 	seq_printf(m, "jobs %lld\n", atomic64_read(&c->jobs));
+	/*
+	 * Whether the DMA API does cache maintenance for the device: not on arm64's -M virt,
+	 * where a platform device that no firmware node calls dma-coherent is not.
+	 */
+	seq_printf(m, "dma_coherent %d\n", dev_is_dma_coherent(&edev->pdev->dev));
+	seq_printf(m, "dma_max_seg_size %u\n", dma_get_max_seg_size(&edev->pdev->dev));
+	/* The cache maintenance of the last job that ran, and of every job since load. */
+	extmem_sync_stats_show(m, "last_job_sync", &last);
+	extmem_sync_stats_show(m, "total_sync", &total);
 	return 0;
 }
 
@@ -355,6 +382,13 @@ static int __init extmem_init(void)
 	ret = dma_coerce_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(oa_bits));
 	if (ret)
 		goto out_devres;
+	/*
+	 * The device reaches memory through its page tables, so a DMA segment of any length
+	 * is fine; without this it would claim dma-direct's default 64 KiB, and the shmem
+	 * helper's table (segments as long as dma_max_mapping_size() allows) would exceed it.
+	 * The platform core gave the device its dma_parms.
+	 */
+	dma_set_max_seg_size(&pdev->dev, UINT_MAX);
 	ret = extmem_check_dma_is_physical(&pdev->dev);
 	if (ret)
 		goto out_devres;

@@ -17,12 +17,22 @@
  * pages behind a dma-buf's scatterlist (CONFIG_DMABUF_DEBUG mangles them to catch any
  * that does), so an import checks only its DMA ranges: page-aligned, covering the
  * object, and system RAM, the only memory the copy engine maps.
+ *
+ * The DMA API: whatever the copy engine reaches, it reaches through a table mapped for
+ * the device's own struct device, and the addresses it is given are that table's DMA
+ * addresses (bo->dma_runs, or an import's runs). A shmem object uses the shmem helper's
+ * table, pinned user pages a table of our own (extmem_user_dma_map), an import its
+ * attachment's. On boards whose DMA is not cache-coherent (arm64 -M virt here), the
+ * mapping and the syncs around each job (extmem_bo_sync_for_device/_for_cpu) are the
+ * cache maintenance; on x86-64 they cost a call and are what DMA-API debugging checks.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/backing-dev.h>
 #include <linux/dma-buf.h>
+#include <linux/dma-mapping.h>
+#include <linux/dma-resv.h>
 #include <linux/ioport.h>
 #include <linux/magic.h>
 #include <linux/mm.h>
@@ -33,6 +43,7 @@
 #include <linux/slab.h>
 #include <linux/timekeeping.h>
 
+#include <drm/drm_drv.h>
 #include <drm/drm_file.h>
 #include <drm/drm_gem.h>
 #include <drm/drm_prime.h>
@@ -59,15 +70,21 @@ static struct dma_buf *extmem_no_export(struct drm_gem_object *obj, int flags)
 static void extmem_shmem_free(struct drm_gem_object *obj)
 {
 	struct drm_device *drm = obj->dev;
+	struct extmem_bo *bo = to_extmem_bo(obj);
 	u64 size = obj->size;
 
-	drm_gem_shmem_free(&to_extmem_bo(obj)->shmem);
+	/* Before drm_gem_shmem_free(), which frees `bo` (and unmaps the helper's table). */
+	extmem_runs_free(&bo->dma_runs);
+	drm_gem_shmem_free(&bo->shmem);
 	atomic64_sub(size, &to_extmem_device(drm)->counters.device_bytes);
 	extmem_count_object(drm, -1);
 }
 
+static struct dma_buf *extmem_shmem_export(struct drm_gem_object *obj, int flags);
+
 static const struct drm_gem_object_funcs extmem_shmem_funcs = {
 	.free = extmem_shmem_free,
+	.export = extmem_shmem_export,
 	.print_info = drm_gem_shmem_object_print_info,
 	.pin = drm_gem_shmem_object_pin,
 	.unpin = drm_gem_shmem_object_unpin,
@@ -125,26 +142,116 @@ int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file 
 	return 0;
 }
 
-/* ---- physically contiguous runs ----------------------------------------------------- */
+/* ---- SHMEM export: a table per attachment ----------------------------------------- */
 
-/* The run of pages[] that holds byte `offset`: pages (npages of them) in object order. */
-static int extmem_pages_segment(struct page **pages, unsigned long npages, u64 offset,
-				u64 *pa, u64 *len)
+static int extmem_shmem_dma_map(struct extmem_bo *bo);
+
+/*
+ * DRM's PRIME helpers (drm_gem_map_dma_buf, on 6.1 through 7.x) map for the importer one
+ * table that obj->funcs->get_sg_table() built for the exporting device: its segments
+ * are as long as *this* device allows, and an importer with a shorter limit (vgem's
+ * 64 KiB) receives segments it cannot take, which DMA-API debugging reports. No helper
+ * asks the importer, so the export has its own map/unmap: each attachment gets a table
+ * built with the attaching device's dma_get_max_seg_size() and mapped for that device.
+ *
+ * Overlapping mappings: the object's pages are also mapped for this device (the shmem
+ * helper's table, made at attach if no bind made it yet, so it always comes first), and
+ * a dma-buf is mapped for every importer at once. DMA-API debugging refuses a second
+ * mapping of the same cache lines that asks for CPU syncs, so importers' tables are
+ * mapped with DMA_ATTR_SKIP_CPU_SYNC, as DRM's helper does, and synced explicitly: for
+ * the importer at map (the object's CPU mappings are cached, so on a non-coherent
+ * importer what the CPU wrote must be written back) and for the CPU at unmap.
+ */
+static int extmem_shmem_attach(struct dma_buf *dmabuf, struct dma_buf_attachment *attach)
 {
-	unsigned long first = offset >> PAGE_SHIFT;
-	unsigned long last;
-	unsigned long pfn;
+	struct extmem_bo *bo = to_extmem_bo(dmabuf->priv);
+	int ret = drm_gem_map_attach(dmabuf, attach);
 
-	if (!pages || first >= npages)
-		return -ERANGE;
-	pfn = page_to_pfn(pages[first]);
-	for (last = first + 1; last < npages; last++)
-		if (page_to_pfn(pages[last]) != pfn + (last - first))
-			break;
-	*pa = PFN_PHYS(pfn) + offset_in_page(offset);
-	*len = ((u64)(last - first) << PAGE_SHIFT) - offset_in_page(offset);
-	return 0;
+	if (ret)
+		return ret;
+	/* Not under the reservation lock here, which the shmem helper takes. */
+	ret = extmem_shmem_dma_map(bo);
+	if (ret)
+		drm_gem_map_detach(dmabuf, attach);
+	return ret;
 }
+
+static struct sg_table *extmem_shmem_map_dma_buf(struct dma_buf_attachment *attach,
+						 enum dma_data_direction dir)
+{
+	struct drm_gem_object *obj = attach->dmabuf->priv;
+	struct extmem_bo *bo = to_extmem_bo(obj);
+	unsigned int max_seg = dma_get_max_seg_size(attach->dev);
+	struct sg_table *sgt;
+	int ret;
+
+	/* drm_gem_map_attach() pinned the object, so shmem.pages stays until detach. */
+	if (WARN_ON_ONCE(!bo->shmem.pages))
+		return ERR_PTR(-EINVAL);
+	/* sg_alloc_table_from_pages_segment() needs at least one page per segment. */
+	if (max_seg < PAGE_SIZE) {
+		drm_dbg_prime(obj->dev, "export refused: %s takes %u-byte segments, below a page\n",
+			      dev_name(attach->dev), max_seg);
+		return ERR_PTR(-EINVAL);
+	}
+	sgt = kzalloc(sizeof(*sgt), GFP_KERNEL);
+	if (!sgt)
+		return ERR_PTR(-ENOMEM);
+	ret = sg_alloc_table_from_pages_segment(sgt, bo->shmem.pages, obj->size >> PAGE_SHIFT,
+						0, obj->size, max_seg, GFP_KERNEL);
+	if (ret)
+		goto err_free;
+	ret = dma_map_sgtable(attach->dev, sgt, dir, DMA_ATTR_SKIP_CPU_SYNC);
+	if (ret)
+		goto err_table;
+	dma_sync_sgtable_for_device(attach->dev, sgt, dir);
+	return sgt;
+
+err_table:
+	sg_free_table(sgt);
+err_free:
+	kfree(sgt);
+	return ERR_PTR(ret);
+}
+
+static void extmem_shmem_unmap_dma_buf(struct dma_buf_attachment *attach,
+				       struct sg_table *sgt, enum dma_data_direction dir)
+{
+	dma_sync_sgtable_for_cpu(attach->dev, sgt, dir);
+	dma_unmap_sgtable(attach->dev, sgt, dir, DMA_ATTR_SKIP_CPU_SYNC);
+	sg_free_table(sgt);
+	kfree(sgt);
+}
+
+/* drm_gem_prime_dmabuf_ops with the attach, map and unmap above. */
+static const struct dma_buf_ops extmem_shmem_dmabuf_ops = {
+	.attach = extmem_shmem_attach,
+	.detach = drm_gem_map_detach,
+	.map_dma_buf = extmem_shmem_map_dma_buf,
+	.unmap_dma_buf = extmem_shmem_unmap_dma_buf,
+	.release = drm_gem_dmabuf_release,
+	.mmap = drm_gem_dmabuf_mmap,
+	.vmap = drm_gem_dmabuf_vmap,
+	.vunmap = drm_gem_dmabuf_vunmap,
+};
+
+/* drm_gem_object_funcs.export: drm_gem_prime_export() with extmem_shmem_dmabuf_ops. */
+static struct dma_buf *extmem_shmem_export(struct drm_gem_object *obj, int flags)
+{
+	struct dma_buf_export_info info = {
+		.exp_name = KBUILD_MODNAME,
+		.owner = obj->dev->driver->fops->owner,
+		.ops = &extmem_shmem_dmabuf_ops,
+		.size = obj->size,
+		.flags = flags,
+		.priv = obj,
+		.resv = obj->resv,
+	};
+
+	return drm_gem_dmabuf_export(obj->dev, &info);
+}
+
+/* ---- the device's view: DMA-mapped runs -------------------------------------------- */
 
 int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 {
@@ -154,13 +261,9 @@ int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 		return -ERANGE;
 	switch (bo->kind) {
 	case EXTMEM_OBJECT_SHMEM:
-		/* shmem->pages is stable while pinned, and a bound object is pinned. */
-		return extmem_pages_segment(bo->shmem.pages, obj->size >> PAGE_SHIFT, offset,
-					    pa, len);
 	case EXTMEM_OBJECT_USERPTR:
-		if (!bo->user.pages)
-			return extmem_runs_lookup(&bo->user.runs, offset, pa, len);
-		return extmem_pages_segment(bo->user.pages, bo->user.npages, offset, pa, len);
+		/* Built before the first bind (SHMEM) or at creation (USERPTR). */
+		return extmem_runs_lookup(&bo->dma_runs, offset, pa, len);
 	case EXTMEM_OBJECT_DMABUF:
 	case EXTMEM_OBJECT_FOREIGN: {
 		/* The object is the window [import.offset, + size) of the dma-buf. */
@@ -175,12 +278,45 @@ int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 	return -ERANGE;
 }
 
-/* Before VM_BIND maps `bo`: a shmem object's pages must stay put while bound. */
+/*
+ * A shmem object's pages mapped for the device through the shmem helper's table (made at
+ * the first call, kept until the object is freed), and the runs of its DMA addresses.
+ * Two files may bind the object at once: the object's reservation lock orders them, and
+ * the runs never change once built, so lookups after a bind need no lock.
+ */
+static int extmem_shmem_dma_map(struct extmem_bo *bo)
+{
+	struct drm_gem_object *obj = &bo->shmem.base;
+	struct sg_table *sgt = drm_gem_shmem_get_pages_sgt(&bo->shmem);
+	int ret;
+
+	if (IS_ERR(sgt))
+		return PTR_ERR(sgt);
+	ret = dma_resv_lock_interruptible(obj->resv, NULL);
+	if (ret)
+		return ret;
+	if (!bo->dma_runs.n)
+		ret = extmem_runs_from_sgt(&bo->dma_runs, sgt);
+	dma_resv_unlock(obj->resv);
+	if (!ret && bo->dma_runs.end < obj->size)
+		ret = -EINVAL;
+	return ret;
+}
+
+/* Before VM_BIND maps `bo`: a shmem object's pages must stay put and mapped while bound. */
 int extmem_bo_bind_prepare(struct extmem_bo *bo)
 {
-	if (bo->kind == EXTMEM_OBJECT_SHMEM)
-		return drm_gem_shmem_pin(&bo->shmem);
-	return 0;
+	int ret;
+
+	if (bo->kind != EXTMEM_OBJECT_SHMEM)
+		return 0;
+	ret = drm_gem_shmem_pin(&bo->shmem);
+	if (ret)
+		return ret;
+	ret = extmem_shmem_dma_map(bo);
+	if (ret)
+		drm_gem_shmem_unpin(&bo->shmem);
+	return ret;
 }
 
 /* A binding of `bo` is gone (or never came to be): undo extmem_bo_bind_prepare. */
@@ -208,6 +344,65 @@ struct dma_resv *extmem_bo_resv(struct extmem_bo *bo)
 		return NULL;
 	}
 	return NULL;
+}
+
+/*
+ * The table `bo`'s DMA addresses came from, for the syncs of a job: the shmem helper's
+ * or the pinned pages' own. NULL for imports, whose table is the exporter's (below).
+ */
+static struct sg_table *extmem_bo_own_sgt(struct extmem_bo *bo)
+{
+	switch (bo->kind) {
+	case EXTMEM_OBJECT_SHMEM:
+		return bo->shmem.sgt;
+	case EXTMEM_OBJECT_USERPTR:
+		return &bo->user.sgt;
+	case EXTMEM_OBJECT_DMABUF:
+	case EXTMEM_OBJECT_FOREIGN:
+		return NULL;
+	}
+	return NULL;
+}
+
+/*
+ * Before the copy engine runs a job that touches `bo`: what the CPU wrote reaches memory
+ * (and, for what the job writes, no dirty line is left to be evicted over the device's
+ * writes later).
+ *
+ * Imports are not synced here. The dma-buf rules (Documentation/driver-api/dma-buf.rst,
+ * "CPU Access to DMA Buffer Objects") put coherency with the exporter: the mapping it
+ * hands an importer is valid for the device when dma_buf_map_attachment() returns, and
+ * CPU access is bracketed by DMA_BUF_IOCTL_SYNC / dma_buf_begin_cpu_access(), whose
+ * exporter callbacks sync every attachment's table (the system heap and udmabuf do).
+ * The table belongs to the exporter, which may even have mapped it with
+ * DMA_ATTR_SKIP_CPU_SYNC for its own reasons; an importer syncing it would do the
+ * exporter's maintenance a second time, on a table it does not own. GPU importers in the
+ * tree (panfrost, lima, v3d through drm_gem_shmem_prime_import_sg_table) do the same.
+ */
+void extmem_bo_sync_for_device(struct extmem_bo *bo, bool write,
+			       struct extmem_sync_stats *stats)
+{
+	struct sg_table *sgt = extmem_bo_own_sgt(bo);
+
+	if (!sgt)
+		return;
+	/* A read-only USERPTR is mapped DMA_TO_DEVICE; only written objects need more. */
+	dma_sync_sgtable_for_device(bo->shmem.base.dev->dev, sgt,
+				    write ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE);
+	stats->for_device++;
+	stats->for_device_bytes += bo->shmem.base.size;
+}
+
+/* After the copy engine ran a job that wrote `bo`: the CPU reads what the device wrote. */
+void extmem_bo_sync_for_cpu(struct extmem_bo *bo, struct extmem_sync_stats *stats)
+{
+	struct sg_table *sgt = extmem_bo_own_sgt(bo);
+
+	if (!sgt)
+		return;
+	dma_sync_sgtable_for_cpu(bo->shmem.base.dev->dev, sgt, DMA_FROM_DEVICE);
+	stats->for_cpu++;
+	stats->for_cpu_bytes += bo->shmem.base.size;
 }
 
 /* ---- dma-buf imports (DMABUF and FOREIGN) ------------------------------------------- */
@@ -469,6 +664,109 @@ static void extmem_unpin_recorded(struct page **pages, const struct extmem_runs 
 		extmem_runs_unpin(runs, dirty);
 }
 
+/* The direction pinned user pages are mapped in: a read-only pin is never written. */
+static enum dma_data_direction extmem_user_dma_dir(bool writable)
+{
+	return writable ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
+}
+
+/*
+ * A scatterlist over pinned pages recorded as runs (huge pages): each run in entries of
+ * at most `max_seg` bytes, so the table is as compact as the runs and needs no page
+ * array.
+ */
+static int extmem_sgt_from_runs(struct sg_table *sgt, const struct extmem_runs *runs,
+				unsigned int max_seg)
+{
+	u64 chunk = ALIGN_DOWN((u64)max_seg, PAGE_SIZE);
+	struct scatterlist *sg;
+	unsigned long nents = 0;
+	unsigned long i;
+	int ret;
+
+	for (i = 0; i < runs->n; i++) {
+		u64 end = i + 1 < runs->n ? runs->run[i + 1].start : runs->end;
+
+		nents += DIV_ROUND_UP(end - runs->run[i].start, chunk);
+	}
+	if (!nents || nents > UINT_MAX)
+		return -EINVAL;
+	ret = sg_alloc_table(sgt, nents, GFP_KERNEL);
+	if (ret)
+		return ret;
+	sg = sgt->sgl;
+	for (i = 0; i < runs->n; i++) {
+		u64 end = i + 1 < runs->n ? runs->run[i + 1].start : runs->end;
+		u64 pa = runs->run[i].pa;
+		u64 left = end - runs->run[i].start;
+
+		while (left) {
+			u64 len = min(left, chunk);
+
+			/* len <= chunk <= max_seg, an unsigned int. */
+			sg_set_page(sg, pfn_to_page(PHYS_PFN(pa)), (unsigned int)len, 0);
+			sg = sg_next(sg);
+			pa += len;
+			left -= len;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Maps pinned user pages (`pages`, or with `pages` NULL the runs `runs`) for the device:
+ * a table in segments no longer than the device takes, mapped with dma_map_sgtable(),
+ * and the runs of its DMA addresses, which the copy engine is given. Called once the pin
+ * is complete; extmem_user_dma_unmap() undoes it before the pages are unpinned.
+ */
+static int extmem_user_dma_map(struct device *dev, struct page **pages,
+			       const struct extmem_runs *runs, unsigned long npages,
+			       bool writable, struct sg_table *sgt, struct extmem_runs *dma_runs)
+{
+	unsigned int max_seg = dma_get_max_seg_size(dev);
+	int ret;
+
+	/* A table counts its pages and segment lengths in unsigned ints. */
+	if (max_seg < PAGE_SIZE || npages > UINT_MAX)
+		return -EINVAL;
+	if (pages)
+		ret = sg_alloc_table_from_pages_segment(sgt, pages, npages, 0,
+							npages << PAGE_SHIFT, max_seg,
+							GFP_KERNEL);
+	else
+		ret = extmem_sgt_from_runs(sgt, runs, max_seg);
+	if (ret)
+		return ret;
+	/*
+	 * No CPU sync here or at unmap: every job syncs the table for the device before the
+	 * copy engine runs and for the CPU after it wrote (job.c), and the device touches the
+	 * pages at no other time. Skipping it also lets two pins of one range (two objects)
+	 * be mapped at once, which DMA-API debugging refuses for mappings that sync.
+	 */
+	ret = dma_map_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
+	if (ret)
+		goto err_table;
+	ret = extmem_runs_from_sgt(dma_runs, sgt);
+	if (ret)
+		goto err_unmap;
+	return 0;
+
+err_unmap:
+	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
+err_table:
+	sg_free_table(sgt);
+	return ret;
+}
+
+/* Undoes extmem_user_dma_map(); the pages are still pinned. */
+static void extmem_user_dma_unmap(struct device *dev, bool writable, struct sg_table *sgt,
+				  struct extmem_runs *dma_runs)
+{
+	extmem_runs_free(dma_runs);
+	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
+	sg_free_table(sgt);
+}
+
 static void extmem_userptr_free(struct drm_gem_object *obj)
 {
 	struct extmem_bo *bo = to_extmem_bo(obj);
@@ -477,6 +775,8 @@ static void extmem_userptr_free(struct drm_gem_object *obj)
 
 	extmem_userptr_unrecord(obj, bo->user.efile);
 	extmem_file_put(bo->user.efile);
+	/* Unmapped before unpinned: the DMA API's mapping must not outlive the pin. */
+	extmem_user_dma_unmap(obj->dev->dev, bo->user.writable, &bo->user.sgt, &bo->dma_runs);
 	/* The GPU may have written through a writable pin: dirty the pages for writeback. */
 	extmem_unpin_recorded(bo->user.pages, &bo->user.runs, npages, bo->user.writable);
 	atomic64_sub(npages, &bo->user.mm->pinned_vm);
@@ -679,16 +979,20 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		ret = -ENOMEM;
 		goto err_unpin;
 	}
+	ret = extmem_user_dma_map(drm->dev, pin.pages, &pin.runs, npages, writable,
+				  &bo->user.sgt, &bo->dma_runs);
+	if (ret)
+		goto err_free;
 	/* The file's ledger of pins (kcore): one record per object, ENOSPC when full. */
 	t0 = ktime_get_ns();
 	ret = mutex_lock_interruptible(&efile->vm_lock);
 	if (ret)
-		goto err_free;
+		goto err_unmap;
 	ret = extmem_kcore_pin_add(efile->vm, (u64)(uintptr_t)&bo->shmem.base, start, npages);
 	mutex_unlock(&efile->vm_lock);
 	ledger_ns = ktime_get_ns() - t0;
 	if (ret)
-		goto err_free;
+		goto err_unmap;
 	kref_get(&efile->ref);
 	bo->user.efile = efile;
 	bo->kind = EXTMEM_OBJECT_USERPTR;
@@ -709,6 +1013,8 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	WRITE_ONCE(efile->last_setup_ns, ktime_get_ns() - started - pin_ns - record_ns - ledger_ns);
 	return &bo->shmem.base;
 
+err_unmap:
+	extmem_user_dma_unmap(drm->dev, writable, &bo->user.sgt, &bo->dma_runs);
 err_free:
 	kfree(bo);
 err_unpin:

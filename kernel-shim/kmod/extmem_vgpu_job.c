@@ -41,6 +41,7 @@
 #include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/workqueue.h>
 
@@ -417,22 +418,72 @@ static int extmem_job_wait_dep(struct extmem_job *job, struct dma_fence *dep)
 	return 0;
 }
 
-/* Runs the commands through the file's VM; the fault fields go to the fence. */
+/*
+ * The cache maintenance around a run: every object synced for the device before it
+ * (`before`), each object it writes synced for the CPU after it. Timed, and recorded as
+ * the last job's and in the running totals (the debugfs counters file).
+ */
+static void extmem_job_sync(struct extmem_job *job, bool before,
+			    struct extmem_sync_stats *stats)
+{
+	u64 t0 = ktime_get_ns();
+	unsigned int i;
+
+	for (i = 0; i < job->nobjs; i++) {
+		struct extmem_bo *bo = to_extmem_bo(job->objs[i].obj);
+
+		if (before)
+			extmem_bo_sync_for_device(bo, job->objs[i].write, stats);
+		else if (job->objs[i].write)
+			extmem_bo_sync_for_cpu(bo, stats);
+	}
+	stats->ns += ktime_get_ns() - t0;
+}
+
+static void extmem_job_record_sync(struct extmem_device *edev,
+				   const struct extmem_sync_stats *stats)
+{
+	struct extmem_sync_stats *total = &edev->total_sync;
+
+	spin_lock(&edev->sync_stats_lock);
+	edev->last_job_sync = *stats;
+	total->for_device += stats->for_device;
+	total->for_device_bytes += stats->for_device_bytes;
+	total->for_cpu += stats->for_cpu;
+	total->for_cpu_bytes += stats->for_cpu_bytes;
+	total->ns += stats->ns;
+	spin_unlock(&edev->sync_stats_lock);
+}
+
+/*
+ * Runs the commands through the file's VM, between the syncs for the device and for the
+ * CPU; the fault fields go to the fence. A run that stops early (a fault, the file's
+ * close) may have written part of what it writes, so the syncs for the CPU happen
+ * whatever it returns.
+ */
 static int extmem_job_execute(struct extmem_job *job)
 {
 	struct extmem_file *efile = job->efile;
 	struct extmem_fence *fence = job->fence;
+	struct extmem_sync_stats sync = {};
 	int ret;
 
 	mutex_lock(&efile->vm_lock);
-	if (efile->vm_dead)
+	if (efile->vm_dead) {
 		ret = -ECANCELED;
-	else {
-		/* LAST_EXEC_NS: the engine's own time, without the queue and the wakeups. */
-		u64 t0 = ktime_get_ns();
+	} else {
+		/*
+		 * LAST_EXEC_NS: the engine's own time, without the queue and the wakeups, nor
+		 * the syncs around it (timed on their own, in the debugfs counters).
+		 */
+		u64 t0;
 
+		extmem_job_sync(job, true, &sync);
+		t0 = ktime_get_ns();
 		ret = extmem_kcore_exec(efile->vm, &job->args, job->cmds);
 		WRITE_ONCE(efile->last_exec_ns, ktime_get_ns() - t0);
+		extmem_job_sync(job, false, &sync);
+		extmem_job_record_sync(job->edev, &sync);
 	}
 	extmem_vm_unlock(efile);
 	fence->fault_va = job->args.fault_va;
@@ -610,6 +661,7 @@ int extmem_engine_init(struct extmem_device *edev)
 	if (!edev->engine)
 		return -ENOMEM;
 	mutex_init(&edev->submit_lock);
+	spin_lock_init(&edev->sync_stats_lock);
 	edev->fence_context = dma_fence_context_alloc(1);
 	return 0;
 }

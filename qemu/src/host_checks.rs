@@ -14,9 +14,14 @@ use crate::workspace::Workspace;
 
 /// Crates that must build without std, each for every target in [`NO_STD_TARGETS`].
 pub const NO_STD_CRATES: &[&str] = &["extmem-hw", "extmem-uapi", "extmem-kcore"];
-/// Targets the no_std crates are built for: bare-metal x86_64 (the kernel's code model) and a
-/// Cortex-M4F.
-pub const NO_STD_TARGETS: &[&str] = &["x86_64-unknown-none", "thumbv7em-none-eabihf"];
+/// Targets the no_std crates are built for: bare-metal x86_64 and arm64 without FP/SIMD (the
+/// two kernels' targets; the kernel's code model and mitigations come with the module build)
+/// and a Cortex-M4F.
+pub const NO_STD_TARGETS: &[&str] = &[
+    "x86_64-unknown-none",
+    "aarch64-unknown-none-softfloat",
+    "thumbv7em-none-eabihf",
+];
 
 /// A finished cargo invocation.
 pub struct CargoRun {

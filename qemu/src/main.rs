@@ -284,7 +284,7 @@ impl SuiteStep {
             Self::Capi => "libextmem's C tests under ASan and UBSan, linked through pkg-config",
             Self::Miri => "the unit tests of hw, kcore and core under Miri (dated nightly)",
             Self::Fuzz => "each fuzz target for 15 s from the checked-in seeds",
-            Self::NoStd => "the no_std crates built for x86_64-unknown-none and thumbv7em",
+            Self::NoStd => "the no_std crates built for bare-metal x86_64, arm64 and thumbv7em",
             Self::CortexM => "the no_std tests on a Cortex-M3 under qemu-system-arm",
             Self::Windows => "the Windows build's tests under Wine",
             Self::Kmod => "extmem_vgpu.ko built for Debian's x86_64, arm64 and arm64-16k kernels",

@@ -70,6 +70,30 @@ struct Cursor<I> {
     oa_size: u64,
 }
 
+/// The cursor's current run and count, copied into a fill loop's locals
+/// ([`Cursor::hold`]) and stored back when it stops ([`Cursor::put_back`]).
+struct Held {
+    pa: u64,
+    left: u64,
+    taken: u64,
+}
+
+impl<I> Cursor<I> {
+    fn hold(&self) -> Held {
+        Held {
+            pa: self.pa,
+            left: self.left,
+            taken: self.taken,
+        }
+    }
+
+    fn put_back(&mut self, held: Held) {
+        self.pa = held.pa;
+        self.left = held.left;
+        self.taken = held.taken;
+    }
+}
+
 impl<I, E> Cursor<I>
 where
     I: Iterator<Item = Result<Run, E>>,
@@ -84,18 +108,43 @@ where
         }
     }
 
-    /// Fetches and checks the next run.
+    /// Fetches and checks the next run, and makes it the current one.
     #[inline]
     fn fetch(&mut self) -> Result<(), MapRunsError<E>> {
+        let mut taken = self.taken;
+        let (pa, used) = self.next_run(&mut taken)?;
+        self.taken = taken;
+        self.pa = pa;
+        self.left = used;
+        Ok(())
+    }
+
+    /// Makes sure `held` (the current run, in the caller's locals) has bytes left,
+    /// fetching the next run into it if not.
+    #[inline(always)]
+    fn refill(&mut self, held: &mut Held) -> Result<(), MapRunsError<E>> {
+        if held.left == 0 {
+            (held.pa, held.left) = self.next_run(&mut held.taken)?;
+        }
+        Ok(())
+    }
+
+    /// Fetches and checks the next run and adds it to `taken` (the cursor's count, which
+    /// the caller holds): its start and the bytes of it the range uses. The caller makes
+    /// it current (the fill loops keep the current run and the count in locals and store
+    /// them back when they stop: a load and store of the cursor per run was a chain
+    /// through memory).
+    #[inline]
+    fn next_run(&mut self, taken: &mut u64) -> Result<(u64, u64), MapRunsError<E>> {
         let Some(run) = self.runs.next() else {
             return Err(MapRunsError::RunsEnded {
-                mapped: self.taken,
+                mapped: *taken,
                 size: self.size,
             });
         };
         let Run { pa, len } = run.map_err(MapRunsError::Source)?;
         // The last run may be longer than what is left of the range: only its start is used.
-        let used = len.min(self.size - self.taken);
+        let used = len.min(self.size - *taken);
         let fits = pa
             .get()
             .checked_add(used)
@@ -103,10 +152,8 @@ where
         if len == 0 || !MIN_PAGE.is_aligned(pa.get() | len) || !fits {
             return Err(self.bad_run(pa, len, used).into());
         }
-        self.pa = pa.get();
-        self.left = used;
-        self.taken += used;
-        Ok(())
+        *taken += used;
+        Ok((pa.get(), used))
     }
 
     /// Why the run `[pa, +len)` (of which `used` bytes are needed) was refused.
@@ -214,7 +261,7 @@ impl<M: TableMemory> PageTable<M> {
         let mut cur = va;
         while cur < end {
             if let Some(template) = block_template {
-                cur = self.fill_blocks(table, level, (cur, end), cursor, template)?;
+                cur = self.fill_blocks(table, level, (cur, end), fresh, cursor, template)?;
                 if cur >= end {
                     break;
                 }
@@ -253,17 +300,27 @@ impl<M: TableMemory> PageTable<M> {
                             .write_descriptor(table, index, template | cursor.pa);
                         cursor.advance(bytes);
                     } else {
-                        let next = self
-                            .mem
-                            .alloc_table()
-                            .ok_or_else(|| stop(MapError::OutOfTableMemory.into()))?;
+                        // A table for the whole entry gets every one of its entries
+                        // written below before it is linked: it needs no zeroing first.
+                        let whole = cur == entry_start && chunk_end == entry_end;
+                        let next = if whole {
+                            self.mem.alloc_table_to_fill()
+                        } else {
+                            self.mem.alloc_table()
+                        }
+                        .ok_or_else(|| stop(MapError::OutOfTableMemory.into()))?;
                         self.tables += 1;
                         let range = (cur, chunk_end);
                         let filled = self.map_runs_in(next, next_level, range, true, cursor, attrs);
                         match (filled, Descriptor::Table { next }.encode(level)) {
                             (Ok(()), Some(raw)) => self.mem.write_descriptor(table, index, raw),
                             (filled, _) => {
-                                // Never linked: drop the fresh subtree whole.
+                                // Never linked: drop the fresh subtree whole. What a failed
+                                // fill did not reach may be anything; clear it so the free
+                                // finds only the tables it allocated.
+                                if let (true, Err(partial)) = (whole, &filled) {
+                                    self.clear_from(next, next_level, partial.stopped);
+                                }
                                 self.free_subtree(next, next_level);
                                 let error = match filled {
                                     Err(partial) => partial.error,
@@ -281,15 +338,17 @@ impl<M: TableMemory> PageTable<M> {
     }
 
     /// Writes blocks at `level` into `table` from `cur` on, in place, for as long as each
-    /// next entry of `[cur, end)` is whole, vacant, and the run at the cursor holds a
-    /// block there; returns where it stopped (`cur` itself if the memory lends no
-    /// entries). What it leaves, `map_runs_in` maps entry by entry. `template` is a block
-    /// descriptor at `level` with a zero output address.
+    /// next entry of `[cur, end)` is whole, vacant (as every entry of a `fresh` table is,
+    /// whatever it holds), and the run at the cursor holds a block there; returns where it
+    /// stopped (`cur` itself if the memory lends no entries). What it leaves,
+    /// `map_runs_in` maps entry by entry. `template` is a block descriptor at `level` with
+    /// a zero output address.
     fn fill_blocks<E, I>(
         &mut self,
         table: PhysAddr,
         level: Level,
-        (mut cur, end): (u64, u64),
+        (cur, end): (u64, u64),
+        fresh: bool,
         cursor: &mut Cursor<I>,
         template: u64,
     ) -> Result<u64, Stopped<E>>
@@ -297,30 +356,71 @@ impl<M: TableMemory> PageTable<M> {
         I: Iterator<Item = Result<Run, E>>,
     {
         let bytes = level.entry_bytes();
-        let Some(entries) = self.mem.entries_mut(table) else {
+        if cur & (bytes - 1) != 0 {
+            return Ok(cur);
+        }
+        let whole = usize::try_from((end - cur) / bytes).unwrap_or(0);
+        let first = TableIndex::of(level, cur).get();
+        let Some(slots) = self
+            .mem
+            .entries_mut(table)
+            .and_then(|entries| entries.get_mut(first..))
+        else {
             return Ok(cur);
         };
-        let Some(slots) = entries.get_mut(TableIndex::of(level, cur).get()..) else {
-            return Ok(cur);
-        };
-        for slot in slots {
-            if cur & (bytes - 1) != 0 || end - cur < bytes || *slot != 0 {
+        // The current run in locals for the loop (a store back per block was most of its
+        // time), put back in the cursor when it stops.
+        let mut run = cursor.hold();
+        let mut written = 0u64;
+        let mut failed = None;
+        for slot in slots.iter_mut().take(whole) {
+            if !fresh && *slot != 0 {
                 break;
             }
-            cursor.ensure().map_err(|error| Stopped {
-                stopped: cur,
-                error,
-            })?;
-            if cursor.pa & (bytes - 1) != 0 || cursor.left < bytes {
+            if let Err(error) = cursor.refill(&mut run) {
+                failed = Some(error);
+                break;
+            }
+            if run.pa & (bytes - 1) != 0 || run.left < bytes {
                 break;
             }
             // As in `map_runs_in`: the cursor checked the run lies in OA[47:12], and a
             // block-aligned PA sits in the block's own OA field.
-            *slot = template | cursor.pa;
-            cursor.advance(bytes);
-            cur += bytes;
+            *slot = template | run.pa;
+            run.pa += bytes;
+            run.left -= bytes;
+            written += 1;
         }
-        Ok(cur)
+        cursor.put_back(run);
+        let cur = cur + written * bytes;
+        match failed {
+            Some(error) => Err(Stopped {
+                stopped: cur,
+                error,
+            }),
+            None => Ok(cur),
+        }
+    }
+
+    /// Zeroes the entries of `table` (at `level`) from the one holding `va` to its end.
+    fn clear_from(&mut self, table: PhysAddr, level: Level, va: u64) {
+        let first = TableIndex::of(level, va);
+        if let Some(rest) = self
+            .mem
+            .entries_mut(table)
+            .and_then(|entries| entries.get_mut(first.get()..))
+        {
+            rest.fill(0);
+            return;
+        }
+        let zeros = [0u64; CHUNK];
+        let mut index = Some(first);
+        while let Some(at) = index {
+            self.mem.write_descriptors(table, at, &zeros);
+            index = u16::try_from(at.get() + CHUNK)
+                .ok()
+                .and_then(TableIndex::new);
+        }
     }
 
     /// Writes the 4 KiB pages of `[va, end)`, which lies in the level-3 `table` and is
@@ -358,29 +458,41 @@ impl<M: TableMemory> PageTable<M> {
             // rest of a longer run as plain consecutive stores: its pages are its PA plus
             // 4 KiB steps (the cursor checked the run ends below 2^48, so no sum carries
             // into the template's upper attribute bits).
+            // The current run in locals, as in `fill_blocks`.
+            let mut run = cursor.hold();
             let mut slots = slots.iter_mut();
             let mut done = 0u64;
+            let mut failed = None;
             while let Some(slot) = slots.next() {
-                cursor.ensure().map_err(|error| Stopped {
-                    stopped: va + done * page,
-                    error,
-                })?;
-                *slot = template | cursor.pa;
-                cursor.advance(page);
+                if let Err(error) = cursor.refill(&mut run) {
+                    failed = Some(error);
+                    break;
+                }
+                *slot = template | run.pa;
+                run.pa += page;
+                run.left -= page;
                 done += 1;
-                if cursor.left > 0 {
-                    let base = template | cursor.pa;
-                    let more = usize::try_from(cursor.left / page).unwrap_or(usize::MAX);
+                if run.left > 0 {
+                    let base = template | run.pa;
+                    let more = usize::try_from(run.left / page).unwrap_or(usize::MAX);
                     let mut k = 0u64;
                     for slot in slots.by_ref().take(more) {
                         *slot = base + k * page;
                         k += 1;
                     }
-                    cursor.advance(k * page);
+                    run.pa += k * page;
+                    run.left -= k * page;
                     done += k;
                 }
             }
-            return Ok(());
+            cursor.put_back(run);
+            return match failed {
+                Some(error) => Err(Stopped {
+                    stopped: va + done * page,
+                    error,
+                }),
+                None => Ok(()),
+            };
         }
         let mut buf = [0u64; CHUNK];
         for (cur, count) in leaf_chunks(va, end) {

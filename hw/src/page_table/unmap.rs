@@ -5,8 +5,8 @@
 use crate::addr::{GpuVa, PhysAddr};
 use crate::descriptor::{CorruptDescriptor, Descriptor, Level, PageAttrs};
 use crate::page_table::{
-    entry_bounds, Invalidate, PageTable, TableIndex, TableMemory, UnmapError, CHUNK, ENTRIES,
-    MAX_SPLITS,
+    entry_bounds, first_nonzero, Invalidate, PageTable, TableIndex, TableMemory, UnmapError, CHUNK,
+    ENTRIES, MAX_SPLITS,
 };
 
 /// Table pages reserved before an unmap writes anything, so the splits cannot fail.
@@ -200,10 +200,8 @@ impl<M: TableMemory> PageTable<M> {
         let start = first.0;
         if let Some(entries) = self.mem.entries(table) {
             let (before, after) = entries.split_at(usize::from(start).min(entries.len()));
-            return after
-                .chunks(CHUNK)
-                .chain(before.chunks(CHUNK))
-                .all(|chunk| chunk.iter().fold(true, |all, &raw| all & (raw == 0)));
+            return first_nonzero(after, |_, raw| raw).is_none()
+                && first_nonzero(before, |_, raw| raw).is_none();
         }
         let mut buf = [0u64; CHUNK];
         let mut chunks = (start..ENTRIES)

@@ -6,12 +6,10 @@
 use core::marker::PhantomData;
 
 use crate::addr::{GpuVa, PhysAddr};
-use crate::descriptor::{
-    is_valid_block, is_valid_page, CorruptDescriptor, Descriptor, Level, PageAttrs,
-};
+use crate::descriptor::{not_block, not_page, CorruptDescriptor, Descriptor, Level};
 use crate::page_table::{
-    entry_bounds, leaf_chunks, Mapping, PageTable, TableIndex, TableMemory, TranslateError,
-    Translation, CHUNK, ENTRIES,
+    entry_bounds, first_nonzero, leaf_chunks, Mapping, PageTable, TableIndex, TableMemory,
+    TranslateError, Translation, CHUNK, ENTRIES,
 };
 use crate::profile::MIN_PAGE;
 
@@ -124,11 +122,9 @@ impl<M: TableMemory> PageTable<M> {
             return false;
         };
         if mapped {
-            entries.iter().fold(true, |all, &raw| all & (raw == 0))
+            first_nonzero(entries, |_, raw| raw).is_none()
         } else {
-            entries
-                .iter()
-                .fold(true, |all, &raw| all & is_valid_block(level, raw))
+            first_nonzero(entries, |_, raw| not_block(level, raw)).is_none()
         }
     }
 
@@ -147,13 +143,7 @@ impl<M: TableMemory> PageTable<M> {
             .entries(table)
             .and_then(|entries| entries.get(first..first.saturating_add(pages)))
         {
-            if entries
-                .iter()
-                .fold(true, |all, &raw| all & is_valid_page(raw))
-            {
-                return Ok(None);
-            }
-            return match entries.iter().position(|&raw| !is_valid_page(raw)) {
+            return match first_nonzero(entries, |_, raw| not_page(raw)) {
                 Some(i) => {
                     let raw = entries.get(i).copied().unwrap_or(0);
                     Descriptor::decode(Level::L3, raw)?;
@@ -169,14 +159,7 @@ impl<M: TableMemory> PageTable<M> {
             };
             self.mem
                 .read_descriptors(table, TableIndex::of(Level::L3, cur), entries);
-            // Branch-free over the chunk (it vectorises); find the culprit only on failure.
-            let all_pages = entries
-                .iter()
-                .fold(true, |all, &raw| all & is_valid_page(raw));
-            if all_pages {
-                continue;
-            }
-            if let Some(i) = entries.iter().position(|&raw| !is_valid_page(raw)) {
+            if let Some(i) = first_nonzero(entries, |_, raw| not_page(raw)) {
                 let raw = entries.get(i).copied().unwrap_or(0);
                 // Not a page: a hole, or a corrupt descriptor reported as such.
                 Descriptor::decode(Level::L3, raw)?;
@@ -279,59 +262,171 @@ impl<M: TableMemory> PageTable<M> {
     /// contiguous with equal attributes. A corrupt descriptor ends the walk with an `Err`.
     #[must_use]
     pub fn mappings(&self) -> Mappings<'_, M> {
+        let root = Frame {
+            table: self.root,
+            level: self.start,
+            va: 0,
+            end: self.va_size(),
+        };
         Mappings {
             table: self,
-            next_va: Some(0),
+            frames: [root; MAX_DEPTH],
+            depth: 1,
             pending: None,
         }
     }
 
-    /// The first leaf at or after `va` (which is leaf-aligned), as (va, pa, size, attrs).
-    fn leaf_from(
+    /// The first non-zero entry of `table` (at `level`) in `[va, end)`, which lies in the
+    /// table's span with `va` on an entry boundary: its VA and raw descriptor. Zero is the
+    /// invalid descriptor at every level, so a sparse table is skipped without a decode.
+    fn next_entry(&self, table: PhysAddr, level: Level, va: u64, end: u64) -> Option<(u64, u64)> {
+        let (i, raw) = self.scan(table, level, (va, end), |_, raw| raw)?;
+        Some((va + ((i as u64) << level.shift()), raw))
+    }
+
+    /// Bytes from `va` on (up to `end`, inside `table` at `level`) whose leaves continue
+    /// the leaf `raw` just before `va`: each the one before plus the level's size in its
+    /// address field and equal in every other bit, which makes it a leaf that decodes to
+    /// the next physical bytes with the same attributes, so it merges without a decode.
+    fn run_after(&self, table: PhysAddr, level: Level, va: u64, end: u64, raw: u64) -> u64 {
+        // Entry `i` continues the run when it is `raw` plus `i + 1` steps with `raw`'s bits
+        // outside the address field: then each entry is its predecessor plus one step.
+        let step = level.entry_bytes();
+        let others = !level.leaf_oa().mask();
+        let breaks = |i: usize, next: u64| {
+            let expected = raw.wrapping_add((i as u64 + 1).wrapping_mul(step));
+            (next ^ expected) | ((next ^ raw) & others)
+        };
+        match self.scan(table, level, (va, end), breaks) {
+            Some((i, _)) => i as u64 * step,
+            None => end.saturating_sub(va),
+        }
+    }
+
+    /// The first entry of `table` (at `level`) in `[va, end)` (in the table's span, `va`
+    /// on an entry boundary) for which `miss(i, raw)` is non-zero, `i` counting from the
+    /// entry at `va`: `i` and the raw descriptor. In place where the memory lends the
+    /// entries, else [`CHUNK`] per [`TableMemory::read_descriptors`].
+    fn scan(
         &self,
         table: PhysAddr,
         level: Level,
-        va: u64,
-    ) -> Result<Option<(u64, PhysAddr, u64, PageAttrs)>, CorruptDescriptor> {
-        let level_end = if level == self.start {
-            self.va_size()
-        } else {
-            let span = level.entry_bytes() * u64::from(ENTRIES);
-            (va & !(span - 1)) + span
-        };
-        let mut cur = va;
-        while cur < level_end {
-            let (entry_start, entry_end) = entry_bounds(level, cur);
-            let raw = self.mem.read_descriptor(table, TableIndex::of(level, cur));
-            // Most entries of a sparse table are zero: skip them without decoding (a zero
-            // word is the invalid descriptor at every level).
-            if raw == 0 {
-                cur = entry_end;
-                continue;
-            }
-            match Descriptor::decode(level, raw)? {
-                Descriptor::Invalid => {}
-                Descriptor::Leaf { output, attrs } => {
-                    return Ok(Some((entry_start, output, entry_end - entry_start, attrs)));
-                }
-                Descriptor::Table { next } => {
-                    let next_level = level.next().ok_or(CorruptDescriptor { level, raw })?;
-                    if let Some(found) = self.leaf_from(next, next_level, cur)? {
-                        return Ok(Some(found));
-                    }
-                }
-            }
-            cur = entry_end;
+        (va, end): (u64, u64),
+        miss: impl Fn(usize, u64) -> u64,
+    ) -> Option<(usize, u64)> {
+        if va >= end {
+            return None;
         }
-        Ok(None)
+        let first = TableIndex::of(level, va).get();
+        let last = TableIndex::of(level, end - 1).get();
+        if let Some(entries) = self
+            .mem
+            .entries(table)
+            .and_then(|entries| entries.get(first..=last))
+        {
+            let i = first_nonzero(entries, miss)?;
+            return Some((i, entries.get(i).copied()?));
+        }
+        let mut buf = [0u64; CHUNK];
+        let mut from = first;
+        while from <= last {
+            let count = (last + 1 - from).min(CHUNK);
+            let chunk = buf.get_mut(..count)?;
+            self.mem
+                .read_descriptors(table, TableIndex::new(u16::try_from(from).ok()?)?, chunk);
+            let base = from - first;
+            if let Some(i) = first_nonzero(chunk, |i, raw| miss(base + i, raw)) {
+                return Some((base + i, chunk.get(i).copied()?));
+            }
+            from += count;
+        }
+        None
     }
 }
 
-/// Iterator returned by [`PageTable::mappings`].
+/// Tables one walk can be inside at once: one per level.
+const MAX_DEPTH: usize = 4;
+
+/// A table [`Mappings`] is inside: where it is and what of its span is left to read.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    table: PhysAddr,
+    level: Level,
+    /// The VA of the next entry to read (on an entry boundary).
+    va: u64,
+    /// Where the part of the VA space this table maps ends.
+    end: u64,
+}
+
+/// Iterator returned by [`PageTable::mappings`]: a depth-first walk that keeps its place
+/// in every table on the way down, so each descriptor is read once over the whole walk
+/// (a walk from the root per leaf read the upper levels again for every page).
 pub struct Mappings<'a, M: TableMemory> {
     table: &'a PageTable<M>,
-    next_va: Option<u64>,
+    /// The tables from the root down to the one being read; `depth` of them are live.
+    frames: [Frame; MAX_DEPTH],
+    depth: usize,
     pending: Option<Mapping>,
+}
+
+impl<M: TableMemory> Mappings<'_, M> {
+    /// The next leaf in VA order, as a one-leaf [`Mapping`], or `None` at the end.
+    fn next_leaf(&mut self) -> Result<Option<Mapping>, CorruptDescriptor> {
+        loop {
+            let Some(depth) = self.depth.checked_sub(1) else {
+                return Ok(None);
+            };
+            let Some(frame) = self.frames.get_mut(depth) else {
+                return Ok(None);
+            };
+            let Frame {
+                table,
+                level,
+                va,
+                end,
+            } = *frame;
+            let found = if va < end {
+                self.table.next_entry(table, level, va, end)
+            } else {
+                None
+            };
+            let Some((entry_va, raw)) = found else {
+                self.depth = depth;
+                continue;
+            };
+            let entry_end = entry_va + level.entry_bytes();
+            frame.va = entry_end;
+            match Descriptor::decode(level, raw)? {
+                Descriptor::Invalid => {}
+                Descriptor::Leaf { output, attrs } => {
+                    let more = self.table.run_after(table, level, entry_end, end, raw);
+                    frame.va = entry_end + more;
+                    return Ok(Some(Mapping {
+                        va: GpuVa::new(entry_va),
+                        pa: output,
+                        size: level.entry_bytes() + more,
+                        attrs,
+                    }));
+                }
+                Descriptor::Table { next } => {
+                    let next_level = level.next().ok_or(CorruptDescriptor { level, raw })?;
+                    let below = Frame {
+                        table: next,
+                        level: next_level,
+                        va: entry_va,
+                        end: entry_end,
+                    };
+                    // Four levels at most: a table below level 3 decodes as corrupt above.
+                    let slot = self
+                        .frames
+                        .get_mut(self.depth)
+                        .ok_or(CorruptDescriptor { level, raw })?;
+                    *slot = below;
+                    self.depth += 1;
+                }
+            }
+        }
+    }
 }
 
 impl<M: TableMemory> Iterator for Mappings<'_, M> {
@@ -339,37 +434,24 @@ impl<M: TableMemory> Iterator for Mappings<'_, M> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let Some(va) = self.next_va else {
-                return self.pending.take().map(Ok);
-            };
-            let found = match self.table.leaf_from(self.table.root, self.table.start, va) {
-                Ok(found) => found,
+            let leaf = match self.next_leaf() {
+                Ok(Some(leaf)) => leaf,
+                Ok(None) => return self.pending.take().map(Ok),
                 Err(corrupt) => {
-                    self.next_va = None;
+                    self.depth = 0;
                     self.pending = None;
                     return Some(Err(corrupt));
                 }
             };
-            let Some((leaf_va, pa, size, attrs)) = found else {
-                self.next_va = None;
-                continue;
-            };
-            self.next_va = Some(leaf_va + size).filter(|&v| v < self.table.va_size());
             match &mut self.pending {
                 Some(run)
-                    if run.va.get() + run.size == leaf_va
-                        && run.pa.get() + run.size == pa.get()
-                        && run.attrs == attrs =>
+                    if run.va.get() + run.size == leaf.va.get()
+                        && run.pa.get() + run.size == leaf.pa.get()
+                        && run.attrs == leaf.attrs =>
                 {
-                    run.size += size;
+                    run.size += leaf.size;
                 }
                 _ => {
-                    let leaf = Mapping {
-                        va: GpuVa::new(leaf_va),
-                        pa,
-                        size,
-                        attrs,
-                    };
                     if let Some(done) = self.pending.replace(leaf) {
                         return Some(Ok(done));
                     }

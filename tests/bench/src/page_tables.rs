@@ -48,11 +48,15 @@ impl ArenaTables {
 
 impl TableMemory for ArenaTables {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let table = self.alloc_table_to_fill()?;
+        self.entries_mut(table)?.fill(0);
+        Some(table)
+    }
+
+    // A reused page as it was left: `map_runs` writes every entry of these.
+    fn alloc_table_to_fill(&mut self) -> Option<PhysAddr> {
         let index = match self.free.pop() {
-            Some(index) => {
-                self.pages.get_mut(index)?.fill(0);
-                index
-            }
+            Some(index) => index,
             None => {
                 self.pages.push([0; ENTRIES]);
                 self.pages.len() - 1

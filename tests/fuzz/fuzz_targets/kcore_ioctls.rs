@@ -14,8 +14,10 @@
 //! (`kcore_ops::MAX_OPS`), 8 objects of 1280 pages in all (`MAX_OBJECT_PAGES`; enough for
 //! 2 MiB block mappings), 16 bindings and 8 pin records per file, commands of at most 16
 //! pages, and up to 11 table pages when a budget is set. The fake's RAM is copy-on-write
-//! (every page starts as one shared zero page), so the "changed nothing" snapshot before
-//! every call costs a map of pointers, not a copy of the memory.
+//! (every page starts as one shared zero page, and the map of pages is shared with the
+//! snapshots until the next write), so the "changed nothing" snapshot before every call
+//! costs a pointer, not a copy of the memory, and comparing it with an unchanged memory a
+//! pointer comparison.
 #![no_main]
 
 use extmem_fuzz::kcore_ops::{

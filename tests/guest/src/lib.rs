@@ -23,3 +23,4 @@ pub mod sync;
 pub mod udmabuf;
 pub mod vgpu;
 pub mod vulkan;
+pub mod vulkan_sync;

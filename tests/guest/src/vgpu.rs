@@ -244,6 +244,100 @@ fn count_attachments(bufinfo: &str, device: &str) -> usize {
         .count()
 }
 
+/// Where DRM puts each device's debugfs directory; extmem-vgpu's holds
+/// [`COUNTERS_FILE`].
+const DRI_DEBUGFS: &str = "/sys/kernel/debug/dri";
+/// The driver's debugfs counters file (`extmem_counters_show` in `extmem_vgpu_drv.c`).
+pub const COUNTERS_FILE: &str = "extmem_counters";
+
+/// Cache maintenance the driver did around jobs: the tables it synced for the device before
+/// the copy engine ran and for the CPU after, with their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Tables synced for the device.
+    pub for_device: u64,
+    /// Their bytes.
+    pub for_device_bytes: u64,
+    /// Tables synced for the CPU.
+    pub for_cpu: u64,
+    /// Their bytes.
+    pub for_cpu_bytes: u64,
+}
+
+/// What the debugfs counters file says about the device's DMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaCounters {
+    /// Whether the DMA API treats the device as cache-coherent (no maintenance).
+    pub coherent: bool,
+    /// The longest DMA segment the device takes.
+    pub max_seg_size: u64,
+    /// The last job's syncs.
+    pub last_job: SyncCounts,
+    /// The time the last job's syncs took, in nanoseconds.
+    pub last_job_ns: u64,
+    /// Every job's syncs since the module was loaded.
+    pub total: SyncCounts,
+    /// Their time, in nanoseconds.
+    pub total_ns: u64,
+}
+
+/// Reads [`DmaCounters`] from extmem-vgpu's debugfs counters file (debugfs must be mounted).
+pub fn dma_counters() -> io::Result<DmaCounters> {
+    let text = std::fs::read_to_string(counters_path()?)?;
+    parse_dma_counters(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The counters file of the one DRM device that has one.
+fn counters_path() -> io::Result<std::path::PathBuf> {
+    for entry in std::fs::read_dir(DRI_DEBUGFS)? {
+        let path = entry?.path().join(COUNTERS_FILE);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no {DRI_DEBUGFS}/*/{COUNTERS_FILE}"),
+    ))
+}
+
+fn parse_dma_counters(text: &str) -> Result<DmaCounters, String> {
+    let value = |name: &str| -> Result<u64, String> {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .ok_or_else(|| format!("no \"{name}\" line in {COUNTERS_FILE}"))?;
+        line.trim()
+            .parse()
+            .map_err(|e| format!("{name} {line:?} in {COUNTERS_FILE}: {e}"))
+    };
+    let counts = |prefix: &str| -> Result<SyncCounts, String> {
+        Ok(SyncCounts {
+            for_device: value(&format!("{prefix}_for_device"))?,
+            for_device_bytes: value(&format!("{prefix}_for_device_bytes"))?,
+            for_cpu: value(&format!("{prefix}_for_cpu"))?,
+            for_cpu_bytes: value(&format!("{prefix}_for_cpu_bytes"))?,
+        })
+    };
+    let coherent = match value("dma_coherent")? {
+        0 => false,
+        1 => true,
+        other => {
+            return Err(format!(
+                "dma_coherent {other} in {COUNTERS_FILE}: not 0 or 1"
+            ))
+        }
+    };
+    Ok(DmaCounters {
+        coherent,
+        max_seg_size: value("dma_max_seg_size")?,
+        last_job: counts("last_job_sync")?,
+        last_job_ns: value("last_job_sync_ns")?,
+        total: counts("total_sync")?,
+        total_ns: value("total_sync_ns")?,
+    })
+}
+
 fn handle(raw: u32) -> Result<GemHandle, Errno> {
     // A successful create that hands out handle 0 broke the contract; EPROTO says so.
     NonZeroU32::new(raw).map(GemHandle).ok_or(Errno::PROTO)
@@ -317,5 +411,41 @@ mod tests {
         assert_eq!(count_attachments(bufinfo, "extmem-vgpu"), 2);
         assert_eq!(count_attachments(bufinfo, "vgem"), 1);
         assert_eq!(count_attachments(bufinfo, "extmem"), 0);
+    }
+
+    const COUNTERS: &str = "live_objects 0\njobs 0\ndma_coherent 0\ndma_max_seg_size 4294967295\n\
+        last_job_sync_for_device 2\nlast_job_sync_for_device_bytes 393216\n\
+        last_job_sync_for_cpu 1\nlast_job_sync_for_cpu_bytes 131072\nlast_job_sync_ns 5100\n\
+        total_sync_for_device 7\ntotal_sync_for_device_bytes 900000\ntotal_sync_for_cpu 3\n\
+        total_sync_for_cpu_bytes 400000\ntotal_sync_ns 90000\n";
+
+    #[test]
+    fn dma_counters_are_parsed_by_name() {
+        let parsed = parse_dma_counters(COUNTERS).unwrap();
+        assert!(!parsed.coherent);
+        assert_eq!(parsed.max_seg_size, u64::from(u32::MAX));
+        assert_eq!(
+            parsed.last_job,
+            SyncCounts {
+                for_device: 2,
+                for_device_bytes: 393_216,
+                for_cpu: 1,
+                for_cpu_bytes: 131_072,
+            }
+        );
+        assert_eq!(parsed.last_job_ns, 5100);
+        assert_eq!(parsed.total.for_cpu_bytes, 400_000);
+        assert_eq!(parsed.total_ns, 90_000);
+    }
+
+    #[test]
+    fn dma_counters_name_what_is_missing_or_wrong() {
+        let without = COUNTERS.replace("last_job_sync_for_cpu 1\n", "");
+        let err = parse_dma_counters(&without).unwrap_err();
+        assert!(err.contains("\"last_job_sync_for_cpu\""), "{err}");
+        let bad = COUNTERS.replace("dma_coherent 0", "dma_coherent 2");
+        assert!(parse_dma_counters(&bad)
+            .unwrap_err()
+            .contains("dma_coherent 2"));
     }
 }

@@ -35,6 +35,17 @@ pub const DEVICE_EXTENSIONS: [&CStr; 4] = [
     vk::EXT_EXTERNAL_MEMORY_HOST_NAME,
 ];
 
+/// The synchronisation extensions [`Gpu::new`] enables where the device offers them (the
+/// fd pair only on the kernel device), with the timeline and synchronization2 features.
+pub const SYNC_EXTENSIONS: [&CStr; 6] = [
+    vk::KHR_TIMELINE_SEMAPHORE_NAME,
+    vk::KHR_SYNCHRONIZATION2_NAME,
+    vk::KHR_EXTERNAL_SEMAPHORE_NAME,
+    vk::KHR_EXTERNAL_FENCE_NAME,
+    vk::KHR_EXTERNAL_SEMAPHORE_FD_NAME,
+    vk::KHR_EXTERNAL_FENCE_FD_NAME,
+];
+
 /// The ICD manifest next to the running program: `<target>/release/extmem_icd.json`.
 pub fn icd_manifest() -> io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -361,6 +372,7 @@ impl<'i> Gpu<'i> {
         })?;
         let extensions: Vec<_> = DEVICE_EXTENSIONS
             .iter()
+            .chain(SYNC_EXTENSIONS.iter())
             .filter(|name| {
                 offered
                     .iter()
@@ -368,9 +380,24 @@ impl<'i> Gpu<'i> {
             })
             .map(|name| name.as_ptr())
             .collect();
-        let info = vk::DeviceCreateInfo::default()
+        let offers = |name: &CStr| {
+            offered
+                .iter()
+                .any(|e| e.extension_name_as_c_str().ok() == Some(name))
+        };
+        let mut timeline =
+            vk::PhysicalDeviceTimelineSemaphoreFeatures::default().timeline_semaphore(true);
+        let mut sync2 =
+            vk::PhysicalDeviceSynchronization2Features::default().synchronization2(true);
+        let mut info = vk::DeviceCreateInfo::default()
             .queue_create_infos(&queues)
             .enabled_extension_names(&extensions);
+        if offers(vk::KHR_TIMELINE_SEMAPHORE_NAME) {
+            info = info.push_next(&mut timeline);
+        }
+        if offers(vk::KHR_SYNCHRONIZATION2_NAME) {
+            info = info.push_next(&mut sync2);
+        }
         // SAFETY: a live physical device; the create info lives across the call.
         let device = call("vkCreateDevice", unsafe {
             vi.create_device(physical, &info, None)

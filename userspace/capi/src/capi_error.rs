@@ -264,6 +264,8 @@ fn op_cstr(op: Op) -> &'static CStr {
         Op::Unbind => c"Unbind",
         Op::Exec => c"Exec",
         Op::Map => c"Map",
+        Op::Sync => c"Sync",
+        Op::ImportSync => c"ImportSync",
     }
 }
 

@@ -17,6 +17,7 @@
 //! Handles are the backend's own names for objects (GEM handles for DRM drivers, table
 //! indices otherwise), non-zero and unique among live objects of one backend.
 
+use alloc::sync::Arc;
 use core::fmt;
 use core::num::NonZeroU32;
 
@@ -26,6 +27,7 @@ use crate::device_params::{DeviceParams, ParamError};
 use crate::error::{Error, HandleError};
 use crate::exec::{Command, ExecError};
 use crate::os_handle::{BorrowedOsHandle, OwnedOsHandle};
+use crate::sync::{SyncPoint, Syncobjs};
 
 /// A GEM handle: non-zero by construction.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -72,6 +74,11 @@ pub enum Op {
     Exec,
     /// Mapping memory for the CPU.
     Map,
+    /// Creating, waiting for, signalling, resetting, querying or exporting a
+    /// synchronisation object.
+    Sync,
+    /// Importing a synchronisation object or payload from an fd.
+    ImportSync,
 }
 
 /// How the CPU may touch a mapping.
@@ -124,9 +131,10 @@ impl BackendError {
                 errno,
             }),
             (Op::ImportDmaBuf, errno) => Error::InvalidHandle(HandleError::NotADmaBuf { errno }),
+            (Op::ImportSync, errno) => Error::InvalidHandle(HandleError::NotASyncFd { errno }),
             (Op::Create | Op::Bind, _) => Error::OutOfDeviceMemory,
             (Op::Map, errno) => Error::MemoryMapFailed { errno },
-            (Op::ExportDmaBuf | Op::Info | Op::Unbind | Op::Exec, errno) => {
+            (Op::ExportDmaBuf | Op::Info | Op::Unbind | Op::Exec | Op::Sync, errno) => {
                 Error::DeviceLost { errno }
             }
         }
@@ -189,6 +197,14 @@ pub trait Backend {
         None
     }
 
+    /// The device's synchronisation objects, if it has a copy engine to signal them:
+    /// extmem-vgpu's DRM syncobjs and the software device's own. Shared (`Arc`) so that a
+    /// front end waits on them without holding the backend. Memory-only backends answer
+    /// `None` (the default).
+    fn syncobjs(&self) -> Option<Arc<dyn Syncobjs>> {
+        None
+    }
+
     /// What the device says about itself, checked: extmem-vgpu and the software device.
     /// A backend that describes no device (the default) fails with
     /// [`errno::EOPNOTSUPP`].
@@ -207,6 +223,17 @@ pub trait CopyEngine {
     /// when they have run. On a fault the commands before the faulting one have run and
     /// none after it.
     fn exec(&mut self, cmds: &[Command]) -> Result<(), ExecError>;
+    /// Queues `cmds` (1..=[`crate::exec::MAX_COMMANDS`]) to run after every earlier
+    /// submission and after `waits` are signalled, and has the job signal `signals` when
+    /// it has run; returns once it is queued. Every wait must already have its signal
+    /// submitted (a DRM syncobj without a fence is `EINVAL`). A GPU fault is reported
+    /// through the signalled objects, not here.
+    fn submit(
+        &mut self,
+        cmds: &[Command],
+        waits: &[SyncPoint],
+        signals: &[SyncPoint],
+    ) -> Result<(), ExecError>;
 }
 
 /// A raw Windows `HANDLE` value (`VkImportMemoryWin32HandleInfoKHR::handle`,

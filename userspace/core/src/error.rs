@@ -193,6 +193,48 @@ valid_usage! {
     /// NV Win32 import: exactly one handle type bit.
     NvWin32OneType = ("VUID-VkImportMemoryWin32HandleInfoNV-handleType-01327", ERROR_INVALID_EXTERNAL_HANDLE,
         "handleType must have at most one bit set"),
+    /// `handleType` must have been in VkExportSemaphoreCreateInfo::handleTypes.
+    SemaphoreGetFdExported = ("VUID-VkSemaphoreGetFdInfoKHR-handleType-01132", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must have been in VkExportSemaphoreCreateInfo::handleTypes"),
+    /// `handleType` must be a POSIX file descriptor handle type (OPAQUE_FD or SYNC_FD.
+    SemaphoreGetFdHandleType = ("VUID-VkSemaphoreGetFdInfoKHR-handleType-01136", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must be a POSIX file descriptor handle type (OPAQUE_FD or SYNC_FD)"),
+    /// A SYNC_FD can only be exported from a binary semaphore.
+    SemaphoreGetSyncFdBinary = ("VUID-VkSemaphoreGetFdInfoKHR-handleType-03253", ERROR_VALIDATION_FAILED_EXT,
+        "a SYNC_FD can only be exported from a binary semaphore"),
+    /// A SYNC_FD export needs a semaphore signal operation already submitted.
+    SemaphoreGetSyncFdSubmitted = ("VUID-VkSemaphoreGetFdInfoKHR-handleType-03254", ERROR_VALIDATION_FAILED_EXT,
+        "a SYNC_FD export needs a semaphore signal operation already submitted"),
+    /// `handleType` must be OPAQUE_FD or SYNC_FD.
+    SemaphoreImportHandleType = ("VUID-VkImportSemaphoreFdInfoKHR-handleType-01143", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be OPAQUE_FD or SYNC_FD"),
+    /// `fd` must be a syncobj fd (OPAQUE_FD) or a sync_file (SYNC_FD.
+    SemaphoreImportFdValid = ("VUID-VkImportSemaphoreFdInfoKHR-fd-01544", ERROR_INVALID_EXTERNAL_HANDLE,
+        "fd must be a syncobj fd (OPAQUE_FD) or a sync_file (SYNC_FD)"),
+    /// A SYNC_FD import must be temporary.
+    SemaphoreImportSyncFdTemporary = ("VUID-VkImportSemaphoreFdInfoKHR-handleType-07307", ERROR_INVALID_EXTERNAL_HANDLE,
+        "a SYNC_FD import must be temporary"),
+    /// A temporary import cannot go into a timeline semaphore.
+    SemaphoreImportTemporaryBinary = ("VUID-VkImportSemaphoreFdInfoKHR-flags-03323", ERROR_INVALID_EXTERNAL_HANDLE,
+        "a temporary import cannot go into a timeline semaphore"),
+    /// `handleType` must have been in VkExportFenceCreateInfo::handleTypes.
+    FenceGetFdExported = ("VUID-VkFenceGetFdInfoKHR-handleType-01453", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must have been in VkExportFenceCreateInfo::handleTypes"),
+    /// A SYNC_FD export needs the fence signalled or its signal operation pending.
+    FenceGetSyncFdPending = ("VUID-VkFenceGetFdInfoKHR-handleType-01454", ERROR_VALIDATION_FAILED_EXT,
+        "a SYNC_FD export needs the fence signalled or its signal operation pending"),
+    /// `handleType` must be a POSIX file descriptor handle type (OPAQUE_FD or SYNC_FD.
+    FenceGetFdHandleType = ("VUID-VkFenceGetFdInfoKHR-handleType-01456", ERROR_VALIDATION_FAILED_EXT,
+        "handleType must be a POSIX file descriptor handle type (OPAQUE_FD or SYNC_FD)"),
+    /// `handleType` must be OPAQUE_FD or SYNC_FD.
+    FenceImportHandleType = ("VUID-VkImportFenceFdInfoKHR-handleType-01464", ERROR_INVALID_EXTERNAL_HANDLE,
+        "handleType must be OPAQUE_FD or SYNC_FD"),
+    /// `fd` must be a syncobj fd (OPAQUE_FD) or a sync_file (SYNC_FD.
+    FenceImportFdValid = ("VUID-VkImportFenceFdInfoKHR-fd-01541", ERROR_INVALID_EXTERNAL_HANDLE,
+        "fd must be a syncobj fd (OPAQUE_FD) or a sync_file (SYNC_FD)"),
+    /// A SYNC_FD import must be temporary.
+    FenceImportSyncFdTemporary = ("VUID-VkImportFenceFdInfoKHR-handleType-07306", ERROR_INVALID_EXTERNAL_HANDLE,
+        "a SYNC_FD import must be temporary"),
 }
 
 /// The longest Win32 object name read, in UTF-16 units without the NUL (the kernel's
@@ -214,6 +256,11 @@ pub enum HandleError {
     },
     /// The fd is not a dma-buf (or not one this device can import).
     NotADmaBuf {
+        /// The kernel's errno from the import.
+        errno: i32,
+    },
+    /// The fd is not a syncobj or sync_file this device can import.
+    NotASyncFd {
         /// The kernel's errno from the import.
         errno: i32,
     },
@@ -330,6 +377,11 @@ impl Error {
                 errno: Some(errno),
                 ..Cause::NONE
             },
+            Error::InvalidHandle(HandleError::NotASyncFd { errno }) => Cause {
+                op: Some(Op::ImportSync),
+                errno: Some(errno),
+                ..Cause::NONE
+            },
             Error::MemoryMapFailed { errno } => Cause {
                 op: Some(Op::Map),
                 errno: Some(errno),
@@ -372,6 +424,12 @@ impl fmt::Display for Error {
             ),
             Error::InvalidHandle(HandleError::NotADmaBuf { errno }) => {
                 write!(f, "the fd is not an importable dma-buf (errno {errno})")
+            }
+            Error::InvalidHandle(HandleError::NotASyncFd { errno }) => {
+                write!(
+                    f,
+                    "the fd is not an importable syncobj or sync_file (errno {errno})"
+                )
             }
             Error::InvalidHandle(HandleError::TooSmall { have, want }) => write!(
                 f,

@@ -11,6 +11,7 @@ use extmem_hw::GpuVa;
 use extmem_uapi as uapi;
 
 use crate::backend::{errno, BackendError, Op};
+use crate::sync::SyncPoint;
 
 /// Most commands one submission takes (the kernel's `EXEC` limit); a front end splits
 /// longer work into several submissions, which run in order.
@@ -75,7 +76,19 @@ impl From<Command> for uapi::Cmd {
 ///
 /// A list longer than `u32::MAX` commands cannot be described and is refused with
 /// `EINVAL`, as the kernel refuses more than [`MAX_COMMANDS`].
+///
+/// With `EXEC_WAIT`: the caller sees a finished copy when the call returns, and a fault as
+/// `EIO` with the fault fields, whatever the kernel queues in between.
 pub fn encode(cmds: &[Command]) -> Result<(Vec<uapi::Cmd>, uapi::Exec), ExecError> {
+    encode_queued(cmds, uapi::EXEC_WAIT)
+}
+
+/// [`encode`] with the `EXEC` flags given: without [`uapi::EXEC_WAIT`], the job is only
+/// queued and its syncobjs ([`encode_syncs`]) carry its completion.
+pub fn encode_queued(
+    cmds: &[Command],
+    flags: u32,
+) -> Result<(Vec<uapi::Cmd>, uapi::Exec), ExecError> {
     let count = u32::try_from(cmds.len()).map_err(|_| {
         ExecError::Kernel(BackendError {
             op: Op::Exec,
@@ -83,15 +96,34 @@ pub fn encode(cmds: &[Command]) -> Result<(Vec<uapi::Cmd>, uapi::Exec), ExecErro
         })
     })?;
     let encoded: Vec<uapi::Cmd> = cmds.iter().map(|c| uapi::Cmd::from(*c)).collect();
-    // EXEC_WAIT: the backend's callers see a finished copy when the call returns, and a
-    // fault as EIO with the fault fields, whatever the kernel queues in between.
     let args = uapi::Exec {
         cmds: encoded.as_ptr() as usize as u64,
         count,
-        flags: uapi::EXEC_WAIT,
+        flags,
         ..Default::default()
     };
     Ok((encoded, args))
+}
+
+/// The wait or signal points of a submission as `EXEC`'s [`uapi::ExecSync`] array, with
+/// its count; more than [`uapi::MAX_EXEC_SYNCS`] is `EINVAL` (the kernel's limit).
+pub fn encode_syncs(points: &[SyncPoint]) -> Result<(Vec<uapi::ExecSync>, u32), ExecError> {
+    let count = u32::try_from(points.len())
+        .ok()
+        .filter(|n| *n <= uapi::MAX_EXEC_SYNCS)
+        .ok_or(ExecError::Kernel(BackendError {
+            op: Op::Exec,
+            errno: errno::EINVAL,
+        }))?;
+    let syncs = points
+        .iter()
+        .map(|p| uapi::ExecSync {
+            handle: p.handle.0.get(),
+            flags: 0,
+            point: p.value,
+        })
+        .collect();
+    Ok((syncs, count))
 }
 
 /// Why the GPU faulted.

@@ -9,6 +9,8 @@
 //! - [`memory`]: `VkDeviceMemory` over a [`backend::Backend`], with the ownership rules
 //!   of fd and host-pointer import and export;
 //! - [`exec`]: copy-engine commands and what a submission reports when it fails;
+//! - [`sync`]: the synchronisation objects fences and semaphores stand on, and
+//!   [`syncobj`], DRM syncobjs behind them;
 //! - [`device_params`]: what a device says about itself (UUIDs, limits), checked;
 //! - [`vgpu`]: the extmem-vgpu backend, the full set with a GPU VM;
 //! - [`drm_prime`]: any DRM node over PRIME and dumb buffers (vgem, virtio-gpu);
@@ -48,6 +50,9 @@ pub mod handle_types;
 pub mod host_range;
 pub mod memory;
 pub mod os_handle;
+pub mod sync;
+#[cfg(not(windows))]
+pub mod syncobj;
 #[cfg(not(windows))]
 pub mod udmabuf;
 pub mod va_allocator;

@@ -1,6 +1,7 @@
 //! The extmem-vgpu backend: the full set (device memory, host-pointer pinning, host-mapped
 //! foreign memory, PRIME, a GPU VM and the copy engine) over the driver's ioctls.
 
+use alloc::sync::Arc;
 use core::num::NonZeroU32;
 
 use extmem_hw::{GpuVa, HostVa};
@@ -14,6 +15,8 @@ use crate::backend::{
 };
 use crate::device_params::{DeviceParams, ParamError, RawParams};
 use crate::exec::{self, Command, ExecError, Fault};
+use crate::sync::{SyncPoint, Syncobjs};
+use crate::syncobj::DrmSyncobjs;
 use crate::{dma_buf, drm_core};
 
 /// The DRM driver name extmem-vgpu registers: a render node of any other driver is not
@@ -121,6 +124,35 @@ impl CopyEngine for Vgpu {
         let result =
             unsafe { call::<{ uapi::IOCTL_EXEC as Opcode }, _>(self.fd(), &mut arg, Op::Exec) };
         drop(encoded);
+        Self::exec_result(result, &arg)
+    }
+
+    fn submit(
+        &mut self,
+        cmds: &[Command],
+        waits: &[SyncPoint],
+        signals: &[SyncPoint],
+    ) -> Result<(), ExecError> {
+        let (encoded, mut arg) = exec::encode_queued(cmds, 0)?;
+        let (wait_syncs, wait_count) = exec::encode_syncs(waits)?;
+        let (signal_syncs, signal_count) = exec::encode_syncs(signals)?;
+        arg.waits = wait_syncs.as_ptr() as usize as u64;
+        arg.wait_count = wait_count;
+        arg.signals = signal_syncs.as_ptr() as usize as u64;
+        arg.signal_count = signal_count;
+        // SAFETY: IOCTL_EXEC takes an Exec; `arg.cmds`, `arg.waits` and `arg.signals`
+        // point at `encoded`, `wait_syncs` and `signal_syncs`, which hold the counts given
+        // and stay alive and unaliased for the call.
+        let result =
+            unsafe { call::<{ uapi::IOCTL_EXEC as Opcode }, _>(self.fd(), &mut arg, Op::Exec) };
+        drop((encoded, wait_syncs, signal_syncs));
+        Self::exec_result(result, &arg)
+    }
+}
+
+impl Vgpu {
+    /// What an `EXEC` returned, with the fault fields the kernel copied back on `EIO`.
+    fn exec_result(result: Result<(), BackendError>, arg: &uapi::Exec) -> Result<(), ExecError> {
         match result {
             Ok(()) => Ok(()),
             // The kernel copies the argument back on error, fault fields filled in.
@@ -287,6 +319,13 @@ impl Backend for Vgpu {
 
     fn engine(&mut self) -> Option<&mut dyn CopyEngine> {
         Some(self)
+    }
+
+    /// The file's DRM syncobjs, on a duplicate of the node's descriptor (the same open
+    /// file, so the same handles). `None` only if the process is out of descriptors.
+    fn syncobjs(&self) -> Option<Arc<dyn Syncobjs>> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(self.fd(), 0).ok()?;
+        Some(Arc::new(DrmSyncobjs::new(fd)))
     }
 
     fn device_params(&self) -> Result<DeviceParams, ParamError> {

@@ -5,8 +5,11 @@ use extmem::backend::{
     Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
     Win32Sharing,
 };
+use std::sync::Arc;
+
 use extmem::device_params::{DeviceParams, ParamError};
 use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
+use extmem::sync::Syncobjs;
 #[cfg(not(windows))]
 use extmem::vgpu::Vgpu;
 use extmem_hw::HostVa;
@@ -116,6 +119,10 @@ impl Backend for DeviceBackend {
 
     fn engine(&mut self) -> Option<&mut dyn CopyEngine> {
         forward!(self, b => b.engine())
+    }
+
+    fn syncobjs(&self) -> Option<Arc<dyn Syncobjs>> {
+        forward!(self, b => b.syncobjs())
     }
 
     fn device_params(&self) -> Result<DeviceParams, ParamError> {

@@ -128,6 +128,24 @@ icd_rules! {
     /// `vkQueueSubmit`: only command buffers that can execute.
     SubmitExecutable = ("VUID-vkQueueSubmit-pCommandBuffers-00070", ERROR_VALIDATION_FAILED_EXT,
         "each command buffer must be in the executable state (one recorded an invalid command)"),
+    /// A semaphore may only be exported as the handle types the device reports exportable.
+    SemaphoreExportTypes = ("VUID-VkExportSemaphoreCreateInfo-handleTypes-01124", ERROR_VALIDATION_FAILED_EXT,
+        "the export handleTypes must be supported and compatible (OPAQUE_FD and SYNC_FD on the kernel device, none on the software device)"),
+    /// A fence may only be exported as the handle types the device reports exportable.
+    FenceExportTypes = ("VUID-VkExportFenceCreateInfo-handleTypes-01446", ERROR_VALIDATION_FAILED_EXT,
+        "the export handleTypes must be supported and compatible (OPAQUE_FD and SYNC_FD on the kernel device, none on the software device)"),
+    /// Only a timeline semaphore has a counter.
+    CounterTimeline = ("VUID-vkGetSemaphoreCounterValue-semaphore-03255", ERROR_VALIDATION_FAILED_EXT,
+        "semaphore must be a timeline semaphore"),
+    /// Only timeline semaphores are waited for from the host.
+    WaitTimeline = ("VUID-VkSemaphoreWaitInfo-pSemaphores-03256", ERROR_VALIDATION_FAILED_EXT,
+        "every semaphore must be a timeline semaphore"),
+    /// Only a timeline semaphore is signalled from the host.
+    SignalTimeline = ("VUID-VkSemaphoreSignalInfo-semaphore-03257", ERROR_VALIDATION_FAILED_EXT,
+        "semaphore must be a timeline semaphore"),
+    /// A host signal moves the timeline forward.
+    SignalValue = ("VUID-VkSemaphoreSignalInfo-value-03258", ERROR_VALIDATION_FAILED_EXT,
+        "value must be greater than the semaphore's current value"),
 }
 
 /// What a memory binding is of: the rules are the same for buffers and images, the

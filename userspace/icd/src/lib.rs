@@ -38,6 +38,7 @@ pub mod image;
 pub mod objects;
 pub mod physical_device;
 pub mod proc_table;
+pub mod sync;
 
 pub use entry::{
     vk_icdGetInstanceProcAddr, vk_icdGetPhysicalDeviceProcAddr,

@@ -3,18 +3,17 @@
 //! pointers to these arguments and back.
 //!
 //! Lock order, everywhere: a device's memory manager, then a command buffer's recording,
-//! then a buffer's binding or a memory's state. Work is synchronous: a submission has run
-//! on the copy engine when `vkQueueSubmit` returns, so fences are signalled at submit and
-//! waiting is a no-op.
+//! then a buffer's binding or a memory's state. Fences, semaphores and submission are
+//! [`crate::sync`]'s.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ash::vk::{self, Handle};
 use extmem::alloc_info::AllocRequest;
 use extmem::backend::Backend;
-use extmem::exec::{Command, MAX_COMMANDS};
+use extmem::exec::Command;
 use extmem::memory::{DeviceMemory, MemoryManager};
+use extmem::sync::Syncobjs;
 use extmem::va_allocator::VaAllocator;
 use extmem_hw::{GpuVa, HostVa};
 #[cfg(not(windows))]
@@ -26,6 +25,7 @@ use crate::error::{BindTarget, IcdError, IcdResult, Rule};
 use crate::handles::{lock, DeviceChild, Registry};
 use crate::image::ImageLayout;
 use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_TYPES};
+use crate::sync::{QueueTimeline, FENCES, SEMAPHORES};
 
 /// `VkInstance`.
 #[derive(Debug)]
@@ -48,6 +48,13 @@ pub struct Device {
     pub info: DeviceInfo,
     /// Memory, VA space and the copy engine.
     pub memory: Mutex<MemoryManager<DeviceBackend>>,
+    /// Fences, semaphores and the queue's timeline stand on these.
+    pub syncs: Arc<dyn Syncobjs>,
+    /// A page of device memory that a batch without commands writes 4 bytes of, so that
+    /// it still waits and signals in queue order (the copy engine has no empty job).
+    pub scratch: GpuVa,
+    /// The scratch page's memory, freed with the device.
+    scratch_memory: Mutex<Option<DeviceMemory>>,
 }
 
 /// `VkQueue`.
@@ -55,6 +62,8 @@ pub struct Device {
 pub struct Queue {
     /// The device.
     pub device: vk::Device,
+    /// What its jobs signal, in order.
+    pub timeline: QueueTimeline,
 }
 
 /// A memory object's mutable state.
@@ -141,15 +150,6 @@ pub struct CommandBuffer {
     pub recording: Mutex<Recording>,
 }
 
-/// `VkFence`.
-#[derive(Debug)]
-pub struct Fence {
-    /// The device.
-    pub device: vk::Device,
-    /// Signalled.
-    pub signaled: AtomicBool,
-}
-
 /// Implements [`DeviceChild`] for the objects that name their device.
 macro_rules! device_children {
     ($($object:ty),+) => {
@@ -161,15 +161,10 @@ macro_rules! device_children {
     };
 }
 
-device_children!(
-    Queue,
-    Memory,
-    Buffer,
-    Image,
-    CommandPool,
-    CommandBuffer,
-    Fence
-);
+device_children!(Queue, Memory, Buffer, Image, CommandPool, CommandBuffer);
+
+/// Bytes of a device's scratch page.
+const SCRATCH_SIZE: u64 = 4096;
 
 /// Live instances.
 pub static INSTANCES: Registry<vk::Instance, Instance> = Registry::new();
@@ -189,8 +184,6 @@ pub static IMAGES: Registry<vk::Image, Image> = Registry::new();
 pub static POOLS: Registry<vk::CommandPool, CommandPool> = Registry::new();
 /// Live command buffers.
 pub static COMMAND_BUFFERS: Registry<vk::CommandBuffer, CommandBuffer> = Registry::new();
-/// Live fences.
-pub static FENCES: Registry<vk::Fence, Fence> = Registry::new();
 
 /// `vkCreateInstance` over the devices found (by [`physical_device::devices`]).
 pub fn create_instance(infos: Vec<DeviceInfo>) -> vk::Instance {
@@ -220,12 +213,32 @@ pub fn create_device(physical_device: vk::PhysicalDevice) -> IcdResult<vk::Devic
     let backend = DeviceBackend::open(&info).map_err(IcdError::DeviceOpen)?;
     let (start, end) = info.va_range();
     let va = VaAllocator::new(GpuVa::new(start), GpuVa::new(end), info.page_sizes);
-    let manager = MemoryManager::new(backend, info.limits(), va, physical_device::DMA_BUF_TYPES);
+    // Both backends the ICD opens have synchronisation objects.
+    let syncs = backend.syncobjs().ok_or(IcdError::NoCopyEngine)?;
+    let mut manager =
+        MemoryManager::new(backend, info.limits(), va, physical_device::DMA_BUF_TYPES);
+    let req = AllocRequest {
+        size: SCRATCH_SIZE,
+        memory_type_index: physical_device::MEMORY_TYPE_DEVICE,
+        ..AllocRequest::default()
+    };
+    let scratch_memory = manager.allocate(&req)?;
+    let scratch = match scratch_memory.gpu_va() {
+        Ok(va) => va,
+        Err(e) => {
+            manager.free(scratch_memory);
+            return Err(e.into());
+        }
+    };
+    let timeline = QueueTimeline::new(Arc::clone(&syncs))?;
     let device = DEVICES.insert_dispatchable(Device {
         info,
         memory: Mutex::new(manager),
+        syncs,
+        scratch,
+        scratch_memory: Mutex::new(Some(scratch_memory)),
     });
-    QUEUES.insert_dispatchable(Queue { device });
+    QUEUES.insert_dispatchable(Queue { device, timeline });
     Ok(device)
 }
 
@@ -245,7 +258,11 @@ pub fn destroy_device(device: vk::Device) {
     IMAGES.remove_where(|i| i.device == device);
     POOLS.remove_where(|p| p.device == device);
     FENCES.remove_where(|f| f.device == device);
+    SEMAPHORES.remove_where(|s| s.device == device);
     let mut manager = lock(&dev.memory);
+    if let Some(scratch) = lock(&dev.scratch_memory).take() {
+        manager.free(scratch);
+    }
     for cb in COMMAND_BUFFERS.remove_where(|c| c.device == device) {
         release_staging(&mut manager, &mut lock(&cb.recording));
     }
@@ -916,103 +933,4 @@ fn stage(
     // chunk for this data.
     unsafe { crate::host_memory::write(cpu, data) };
     Ok(gpu)
-}
-
-/// `vkQueueSubmit`: runs every command buffer in order on the copy engine, then
-/// signals `fence`. A GPU fault or a kernel refusal is `VK_ERROR_DEVICE_LOST`.
-pub fn submit(
-    queue: vk::Queue,
-    command_buffers: &[vk::CommandBuffer],
-    fence: Option<vk::Fence>,
-) -> IcdResult<()> {
-    let q = QUEUES.live(queue)?;
-    let dev = device(q.device)?;
-    let fence = fence.map(|f| fence_of(q.device, f)).transpose()?;
-    let buffers = command_buffers
-        .iter()
-        .map(|h| COMMAND_BUFFERS.live_of(q.device, *h))
-        .collect::<IcdResult<Vec<_>>>()?;
-    let mut manager = lock(&dev.memory);
-    for (cb_handle, cb) in command_buffers.iter().zip(&buffers) {
-        let recording = lock(&cb.recording);
-        if recording.error.is_some() {
-            return Err(IcdError::rule(Rule::SubmitExecutable, cb_handle.as_raw()));
-        }
-        let chunk_len = usize::try_from(MAX_COMMANDS).unwrap_or(1);
-        for chunk in recording.cmds.chunks(chunk_len) {
-            // Both devices the ICD opens have a copy engine; a backend without one could
-            // run nothing, which is as good as lost.
-            manager
-                .backend_mut()
-                .engine()
-                .ok_or(IcdError::NoCopyEngine)?
-                .exec(chunk)?;
-        }
-    }
-    if let Some(fence) = fence {
-        fence.signaled.store(true, Ordering::Release);
-    }
-    Ok(())
-}
-
-/// `vkQueueWaitIdle`, `vkDeviceWaitIdle`: submissions finish before they return.
-pub fn wait_idle_queue(queue: vk::Queue) -> IcdResult<()> {
-    QUEUES.live(queue).map(|_| ())
-}
-
-/// `vkCreateFence`.
-pub fn create_fence(device_handle: vk::Device, signaled: bool) -> IcdResult<vk::Fence> {
-    device(device_handle)?;
-    Ok(FENCES.insert(Fence {
-        device: device_handle,
-        signaled: AtomicBool::new(signaled),
-    }))
-}
-
-/// `vkDestroyFence`.
-pub fn destroy_fence(device_handle: vk::Device, fence: vk::Fence) {
-    FENCES.remove_of(device_handle, fence);
-}
-
-/// A live fence of `device`.
-fn fence_of(device_handle: vk::Device, fence: vk::Fence) -> IcdResult<Arc<Fence>> {
-    FENCES.live_of(device_handle, fence)
-}
-
-/// `vkGetFenceStatus`.
-pub fn fence_status(device_handle: vk::Device, fence: vk::Fence) -> IcdResult<bool> {
-    Ok(fence_of(device_handle, fence)?
-        .signaled
-        .load(Ordering::Acquire))
-}
-
-/// `vkResetFences`.
-pub fn reset_fences(device_handle: vk::Device, fences: &[vk::Fence]) -> IcdResult<()> {
-    let fences = fences
-        .iter()
-        .map(|f| fence_of(device_handle, *f))
-        .collect::<IcdResult<Vec<_>>>()?;
-    for f in fences {
-        f.signaled.store(false, Ordering::Release);
-    }
-    Ok(())
-}
-
-/// `vkWaitForFences`: work is synchronous, so a fence that is not signalled now was never
-/// submitted; only another thread's submit could signal it, and we do not wait for that:
-/// the answer is `VK_TIMEOUT` at once.
-pub fn wait_for_fences(
-    device_handle: vk::Device,
-    fences: &[vk::Fence],
-    wait_all: bool,
-) -> IcdResult<bool> {
-    let states = fences
-        .iter()
-        .map(|f| fence_status(device_handle, *f))
-        .collect::<IcdResult<Vec<bool>>>()?;
-    Ok(if wait_all {
-        states.iter().all(|s| *s)
-    } else {
-        states.iter().any(|s| *s)
-    })
 }

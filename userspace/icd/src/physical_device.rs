@@ -69,11 +69,43 @@ pub const INSTANCE_EXTENSIONS: &[(&CStr, u32)] = &[
         vk::NV_EXTERNAL_MEMORY_CAPABILITIES_NAME,
         vk::NV_EXTERNAL_MEMORY_CAPABILITIES_SPEC_VERSION,
     ),
+    (
+        vk::KHR_EXTERNAL_SEMAPHORE_CAPABILITIES_NAME,
+        vk::KHR_EXTERNAL_SEMAPHORE_CAPABILITIES_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_FENCE_CAPABILITIES_NAME,
+        vk::KHR_EXTERNAL_FENCE_CAPABILITIES_SPEC_VERSION,
+    ),
 ];
 
 /// Device extensions, with their spec versions: every one the driver implements; a
 /// device offers those its capabilities allow ([`DeviceInfo::device_extensions`]).
 pub const DEVICE_EXTENSIONS: &[(&CStr, u32)] = &[
+    (
+        vk::KHR_TIMELINE_SEMAPHORE_NAME,
+        vk::KHR_TIMELINE_SEMAPHORE_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_SYNCHRONIZATION2_NAME,
+        vk::KHR_SYNCHRONIZATION2_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_SEMAPHORE_NAME,
+        vk::KHR_EXTERNAL_SEMAPHORE_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_FENCE_NAME,
+        vk::KHR_EXTERNAL_FENCE_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_SEMAPHORE_FD_NAME,
+        vk::KHR_EXTERNAL_SEMAPHORE_FD_SPEC_VERSION,
+    ),
+    (
+        vk::KHR_EXTERNAL_FENCE_FD_NAME,
+        vk::KHR_EXTERNAL_FENCE_FD_SPEC_VERSION,
+    ),
     (
         vk::KHR_EXTERNAL_MEMORY_NAME,
         vk::KHR_EXTERNAL_MEMORY_SPEC_VERSION,
@@ -204,6 +236,55 @@ impl DeviceInfo {
         }
     }
 
+    /// Whether its fences and semaphores can leave the process as fds: DRM syncobjs on
+    /// extmem-vgpu; the software device's live in its process only.
+    pub fn shares_sync_fds(&self) -> bool {
+        matches!(self.node, DeviceNode::Render(_))
+    }
+
+    /// What `VkExternalSemaphoreProperties` reports for `handle_type` on a binary
+    /// semaphore (or a timeline if `timeline`): `(exportFromImported, compatible,
+    /// exportable and importable)`. `SYNC_FD` carries only a binary payload (a sync_file
+    /// is one fence).
+    pub fn semaphore_fd_properties(
+        &self,
+        handle_type: vk::ExternalSemaphoreHandleTypeFlags,
+        timeline: bool,
+    ) -> (
+        vk::ExternalSemaphoreHandleTypeFlags,
+        vk::ExternalSemaphoreHandleTypeFlags,
+        bool,
+    ) {
+        type Types = vk::ExternalSemaphoreHandleTypeFlags;
+        let supported = self.shares_sync_fds()
+            && (handle_type == Types::OPAQUE_FD || (handle_type == Types::SYNC_FD && !timeline));
+        if supported {
+            (extmem::sync::SEMAPHORE_FD_TYPES, handle_type, true)
+        } else {
+            (Types::empty(), Types::empty(), false)
+        }
+    }
+
+    /// What `VkExternalFenceProperties` reports for `handle_type`, as
+    /// [`DeviceInfo::semaphore_fd_properties`].
+    pub fn fence_fd_properties(
+        &self,
+        handle_type: vk::ExternalFenceHandleTypeFlags,
+    ) -> (
+        vk::ExternalFenceHandleTypeFlags,
+        vk::ExternalFenceHandleTypeFlags,
+        bool,
+    ) {
+        type Types = vk::ExternalFenceHandleTypeFlags;
+        let supported = self.shares_sync_fds()
+            && (handle_type == Types::OPAQUE_FD || handle_type == Types::SYNC_FD);
+        if supported {
+            (extmem::sync::FENCE_FD_TYPES, handle_type, true)
+        } else {
+            (Types::empty(), Types::empty(), false)
+        }
+    }
+
     /// The device extensions it offers: [`DEVICE_EXTENSIONS`] less those of handle types
     /// the device has none of (no dma-buf extension on the software device, no fd or host
     /// extension on Windows, no win32 extension on Linux), and `VK_EXT_physical_device_drm`
@@ -227,6 +308,10 @@ impl DeviceInfo {
                     caps.win32
                 } else if name == vk::EXT_PHYSICAL_DEVICE_DRM_NAME {
                     self.drm.is_some()
+                } else if name == vk::KHR_EXTERNAL_SEMAPHORE_FD_NAME
+                    || name == vk::KHR_EXTERNAL_FENCE_FD_NAME
+                {
+                    self.shares_sync_fds()
                 } else {
                     true
                 }

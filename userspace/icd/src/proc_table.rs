@@ -85,6 +85,8 @@ proc_table! {
     "vkGetPhysicalDeviceExternalBufferPropertiesKHR" => PhysicalDevice, pd::get_physical_device_external_buffer_properties, vk::PFN_vkGetPhysicalDeviceExternalBufferProperties;
     "vkGetPhysicalDeviceExternalSemaphoreProperties" => PhysicalDevice, pd::get_physical_device_external_semaphore_properties, vk::PFN_vkGetPhysicalDeviceExternalSemaphoreProperties;
     "vkGetPhysicalDeviceExternalFenceProperties" => PhysicalDevice, pd::get_physical_device_external_fence_properties, vk::PFN_vkGetPhysicalDeviceExternalFenceProperties;
+    "vkGetPhysicalDeviceExternalSemaphorePropertiesKHR" => PhysicalDevice, pd::get_physical_device_external_semaphore_properties, vk::PFN_vkGetPhysicalDeviceExternalSemaphoreProperties;
+    "vkGetPhysicalDeviceExternalFencePropertiesKHR" => PhysicalDevice, pd::get_physical_device_external_fence_properties, vk::PFN_vkGetPhysicalDeviceExternalFenceProperties;
     "vkGetPhysicalDeviceExternalImageFormatPropertiesNV" => PhysicalDevice, pd::get_physical_device_external_image_format_properties_nv, vk::PFN_vkGetPhysicalDeviceExternalImageFormatPropertiesNV;
     "vkCreateDevice" => PhysicalDevice, device::create_device, vk::PFN_vkCreateDevice;
 
@@ -146,6 +148,24 @@ proc_table! {
     "vkResetFences" => Device, sync::reset_fences, vk::PFN_vkResetFences;
     "vkGetFenceStatus" => Device, sync::get_fence_status, vk::PFN_vkGetFenceStatus;
     "vkWaitForFences" => Device, sync::wait_for_fences, vk::PFN_vkWaitForFences;
+    "vkQueueSubmit2" => Device, sync::queue_submit2, vk::PFN_vkQueueSubmit2;
+    "vkQueueSubmit2KHR" => Device, sync::queue_submit2, vk::PFN_vkQueueSubmit2;
+    "vkCreateSemaphore" => Device, sync::create_semaphore, vk::PFN_vkCreateSemaphore;
+    "vkDestroySemaphore" => Device, sync::destroy_semaphore, vk::PFN_vkDestroySemaphore;
+    "vkGetSemaphoreCounterValue" => Device, sync::get_semaphore_counter_value, vk::PFN_vkGetSemaphoreCounterValue;
+    "vkGetSemaphoreCounterValueKHR" => Device, sync::get_semaphore_counter_value, vk::PFN_vkGetSemaphoreCounterValue;
+    "vkWaitSemaphores" => Device, sync::wait_semaphores, vk::PFN_vkWaitSemaphores;
+    "vkWaitSemaphoresKHR" => Device, sync::wait_semaphores, vk::PFN_vkWaitSemaphores;
+    "vkSignalSemaphore" => Device, sync::signal_semaphore, vk::PFN_vkSignalSemaphore;
+    "vkSignalSemaphoreKHR" => Device, sync::signal_semaphore, vk::PFN_vkSignalSemaphore;
+    #[cfg(not(windows))]
+    "vkGetSemaphoreFdKHR" => Device, sync::get_semaphore_fd, vk::PFN_vkGetSemaphoreFdKHR;
+    #[cfg(not(windows))]
+    "vkImportSemaphoreFdKHR" => Device, sync::import_semaphore_fd, vk::PFN_vkImportSemaphoreFdKHR;
+    #[cfg(not(windows))]
+    "vkGetFenceFdKHR" => Device, sync::get_fence_fd, vk::PFN_vkGetFenceFdKHR;
+    #[cfg(not(windows))]
+    "vkImportFenceFdKHR" => Device, sync::import_fence_fd, vk::PFN_vkImportFenceFdKHR;
 }
 
 #[cfg(test)]

@@ -462,3 +462,132 @@ fn images(instance: &Instance, gpu: &Gpu<'_>, other: &Gpu<'_>, tiling: vk::Image
     gpu.free(staging_memory);
     gpu.free(memory);
 }
+
+/// Fences, binary and timeline semaphores and vkQueueSubmit2 on the software device,
+/// whose synchronisation objects live in the process: every wait sees the bytes its signal
+/// covers, and no fd handle type is offered (nothing can leave the process).
+#[test]
+fn fences_and_semaphores_run_on_the_software_device() {
+    use extmem_guest_tests::vulkan_sync::{FenceTypes, SemTypes, SyncBatch};
+
+    isolate_loader();
+    let entry = step(vulkan::load());
+    let instance = step(Instance::new(&entry, vulkan::validation_available(&entry)));
+    let gpu = step(Gpu::new(&instance));
+    // SAFETY: a live physical device.
+    let exts = unsafe {
+        instance
+            .instance
+            .enumerate_device_extension_properties(gpu.physical)
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    let has = |name: &std::ffi::CStr| exts.iter().any(|e| e.extension_name_as_c_str() == Ok(name));
+    assert!(has(vk::KHR_TIMELINE_SEMAPHORE_NAME) && has(vk::KHR_SYNCHRONIZATION2_NAME));
+    assert!(!has(vk::KHR_EXTERNAL_SEMAPHORE_FD_NAME) && !has(vk::KHR_EXTERNAL_FENCE_FD_NAME));
+    for ty in [SemTypes::OPAQUE_FD, SemTypes::SYNC_FD] {
+        let p = gpu.semaphore_properties(ty, false);
+        assert_eq!(
+            (p.external_semaphore_features, p.compatible_handle_types),
+            (
+                vk::ExternalSemaphoreFeatureFlags::empty(),
+                SemTypes::empty()
+            ),
+            "{ty:?}"
+        );
+    }
+    for ty in [FenceTypes::OPAQUE_FD, FenceTypes::SYNC_FD] {
+        let p = gpu.fence_properties(ty);
+        assert_eq!(
+            (p.external_fence_features, p.compatible_handle_types),
+            (vk::ExternalFenceFeatureFlags::empty(), FenceTypes::empty()),
+            "{ty:?}"
+        );
+    }
+
+    const SIZE: u64 = 1 << 20;
+    let len = usize::try_from(SIZE).unwrap_or_else(|e| panic!("{e}"));
+    let block = || {
+        let memory = step(gpu.allocate(SIZE, Types::empty()));
+        (memory, step(gpu.buffer(memory, SIZE, Types::empty())))
+    };
+    let (a, b, c) = (block(), block(), block());
+    let pattern: Vec<u8> = (0..len).map(|i| (i % 241).to_le_bytes()[0]).collect();
+    step(gpu.write(a.0, 0, &pattern));
+
+    // A fence: unsignalled, then signalled by a copy, reset, signalled by an empty submit.
+    let fence = step(gpu.fence(false, FenceTypes::empty()));
+    assert!(
+        !step(gpu.wait_fence(fence, 0)),
+        "VK_TIMEOUT before any submit"
+    );
+    let first = step(gpu.record_copy(a.1, b.1, SIZE));
+    let semaphore = step(gpu.semaphore(None, SemTypes::empty()));
+    let signal = SyncBatch {
+        command_buffers: vec![first],
+        signals: vec![(semaphore, 0)],
+        ..SyncBatch::default()
+    };
+    step(gpu.submit_batches(&[signal], vk::Fence::null()));
+    // The chain: B -> C after the semaphore, through vkQueueSubmit2, with the fence.
+    let second = step(gpu.record_copy(b.1, c.1, SIZE));
+    let wait = SyncBatch {
+        waits: vec![(semaphore, 0)],
+        command_buffers: vec![second],
+        ..SyncBatch::default()
+    };
+    step(gpu.submit2(&wait, fence));
+    assert!(step(gpu.wait_fence(fence, u64::MAX)));
+    assert!(step(gpu.read(c.0, 0, len)) == pattern, "C holds A's bytes");
+    // SAFETY: a live fence, not in use.
+    unsafe { gpu.device.reset_fences(&[fence]) }.unwrap_or_else(|e| panic!("{e}"));
+    // SAFETY: a live fence.
+    assert_eq!(unsafe { gpu.device.get_fence_status(fence) }, Ok(false));
+    step(gpu.submit_batches(&[], fence));
+    assert!(
+        step(gpu.wait_fence(fence, 0)),
+        "an empty submit signals its fence"
+    );
+
+    // A timeline from the host and from a submit.
+    let timeline = step(gpu.semaphore(Some(3), SemTypes::empty()));
+    assert_eq!(step(gpu.counter(timeline)), 3);
+    assert!(!step(gpu.wait_timeline(timeline, 4, 0)));
+    // The host signal comes before the GPU's: the validation layer keeps a GPU signal
+    // pending past the waits that saw it, and would take a later host signal for one
+    // below it (VUID-VkSemaphoreSignalInfo-value-03259).
+    step(gpu.signal_timeline(timeline, 5));
+    assert_eq!(step(gpu.counter(timeline)), 5);
+    let third = step(gpu.record_copy(c.1, a.1, SIZE));
+    let batch = SyncBatch {
+        command_buffers: vec![third],
+        signals: vec![(timeline, 8)],
+        ..SyncBatch::default()
+    };
+    step(gpu.submit_batches(&[batch], vk::Fence::null()));
+    assert!(step(gpu.wait_timeline(timeline, 8, u64::MAX)));
+    assert_eq!(step(gpu.counter(timeline)), 8);
+    assert!(
+        !step(gpu.wait_timeline(timeline, 9, 1_000_000)),
+        "9 never comes"
+    );
+    // SAFETY: a live device.
+    unsafe { gpu.device.device_wait_idle() }.unwrap_or_else(|e| panic!("{e}"));
+
+    for cb in [first, second, third] {
+        gpu.free_command_buffer(cb);
+    }
+    gpu.destroy_semaphore(semaphore);
+    gpu.destroy_semaphore(timeline);
+    gpu.destroy_fence(fence);
+    for (memory, buffer) in [a, b, c] {
+        gpu.destroy_buffer(buffer);
+        gpu.free(memory);
+    }
+    drop(gpu);
+    assert_eq!(
+        vulkan::validation_message_count(),
+        0,
+        "{:?}",
+        vulkan::validation_messages()
+    );
+}

@@ -50,6 +50,7 @@ pub mod host_access;
 pub mod phys_allocator;
 pub mod phys_memory;
 pub mod shared_memory;
+pub mod sync_table;
 #[cfg(windows)]
 mod win32;
 #[cfg(windows)]
@@ -58,6 +59,7 @@ pub mod win32_error;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use extmem::backend::{
     Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, HostImport, ObjectOrigin, Op,
@@ -67,6 +69,7 @@ use extmem::exec::{self, Command, ExecError, Fault};
 use extmem::handle_types::{DeviceCaps, Platform};
 use extmem::host_range;
 use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
+use extmem::sync::{SyncPoint, Syncobjs};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_kcore::args::{check_gem_create, check_gem_userptr};
 use extmem_kcore::params::{answer, ParamAnswer};
@@ -76,6 +79,7 @@ use extmem_uapi as uapi;
 pub use crate::error::{Error, OsError};
 use crate::phys_memory::{Backing, PhysMemory};
 use crate::shared_memory::{MemoryError, SharedMemory};
+use crate::sync_table::SyncTable;
 
 /// `deviceUUID` of the software device: not the kernel device's, so an opaque fd of one
 /// is never taken for the other's.
@@ -117,6 +121,8 @@ pub struct SoftGpu {
     vm: Box<Vm<PhysMemory>>,
     handles: BTreeMap<NonZeroU32, ObjectId>,
     next_handle: u32,
+    /// Fences and semaphores, shared with the front end's waits.
+    syncs: Arc<SyncTable>,
 }
 
 impl fmt::Debug for SoftGpu {
@@ -167,6 +173,7 @@ impl SoftGpu {
             vm,
             handles: BTreeMap::new(),
             next_handle: 1,
+            syncs: Arc::default(),
         })
     }
 
@@ -407,6 +414,10 @@ impl Backend for SoftGpu {
         Some(self)
     }
 
+    fn syncobjs(&self) -> Option<Arc<dyn Syncobjs>> {
+        Some(self.syncs.clone())
+    }
+
     /// `GET_PARAM`'s answers ([`SoftGpu::param`]), checked as the kernel device's are.
     fn device_params(&self) -> Result<DeviceParams, ParamError> {
         DeviceParams::from_raw(RawParams::read(|p| self.param(p))?)
@@ -426,6 +437,24 @@ impl CopyEngine for SoftGpu {
             })),
             Err(e) => Err(ExecError::Kernel(Error::Exec(e).into())),
         }
+    }
+
+    /// Runs the commands at once (nothing can be waited for that has not run), then
+    /// signals. A fault still signals, so that no waiter hangs, and is returned: the
+    /// software device has no fence to carry it.
+    fn submit(
+        &mut self,
+        cmds: &[Command],
+        waits: &[SyncPoint],
+        signals: &[SyncPoint],
+    ) -> Result<(), ExecError> {
+        self.syncs
+            .check_signaled(waits)
+            .map_err(ExecError::Kernel)?;
+        self.syncs.check_known(signals).map_err(ExecError::Kernel)?;
+        let ran = self.exec(cmds);
+        self.syncs.signal_all(signals).map_err(ExecError::Kernel)?;
+        ran
     }
 }
 

@@ -13,7 +13,9 @@
 //! every handle type, plus transfer correctness and a descriptor-leak check.
 //!
 //! `icd-e2e child-fill` is the other process of the socket case: it receives an opaque fd
-//! over the unix socket on its stdin, imports it and fills it through the GPU.
+//! over the unix socket on its stdin, imports it and fills it through the GPU. The
+//! synchronisation group (fences, semaphores, timelines, sync fds across processes) is in
+//! `icd-e2e/syncs.rs`, with its own two child roles.
 
 use std::ffi::c_void;
 use std::fs::File;
@@ -36,8 +38,11 @@ use extmem_uapi::Param;
 use rustix::io::{dup, dup2, dup3, DupFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
+#[path = "icd-e2e/syncs.rs"]
+mod syncs;
+
 /// Results the program writes.
-const PLAN: usize = 46;
+const PLAN: usize = 46 + syncs::CHECKS;
 
 /// `minImportedHostPointerAlignment` this device must report: the CPU page (the kernel pins
 /// whole ones), as extmem's profiles ask for no more than the GPU's 4 KiB.
@@ -55,8 +60,11 @@ type Types = vk::ExternalMemoryHandleTypeFlags;
 type Ktap = KtapWriter<io::Stdout>;
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("child-fill") {
-        return child_fill();
+    match std::env::args().nth(1).as_deref() {
+        Some("child-fill") => return child_fill(),
+        Some("child-timeline") => return syncs::child_timeline(),
+        Some("child-syncfd") => return syncs::child_syncfd(),
+        _ => {}
     }
     let fds_before = fd_table::snapshot();
     let mut ktap = KtapWriter::stdout(PLAN);
@@ -199,6 +207,7 @@ fn run(ktap: &mut Ktap) {
     properties(ktap, instance.as_ref());
     transfers(ktap, gpu.as_ref());
     optimal_images(ktap, instance.as_ref(), gpu.as_ref());
+    syncs::run(ktap, gpu.as_ref(), raw_gpu.as_ref());
 
     drop(raw_gpu);
     drop(raw);
@@ -326,7 +335,7 @@ fn identity(ktap: &mut Ktap, instance: Option<&Instance>, raw: Option<&Instance>
         },
     );
     ktap.check_after(
-        "extensions: the device lists the external-memory extensions (fd, dma_buf, host)",
+        "extensions: the device lists the external-memory extensions (fd, dma_buf, host) and the synchronisation ones (external semaphore/fence fd, timeline semaphores, synchronization2)",
         instance.zip(pd),
         |(instance, pd)| {
             // SAFETY: a live physical device.
@@ -338,6 +347,7 @@ fn identity(ktap: &mut Ktap, instance: Option<&Instance>, raw: Option<&Instance>
                 .collect();
             let missing: Vec<String> = vulkan::DEVICE_EXTENSIONS
                 .iter()
+                .chain(vulkan::SYNC_EXTENSIONS.iter())
                 .filter(|want| !names.contains(want))
                 .map(|n| n.to_string_lossy().into_owned())
                 .collect();

@@ -14,9 +14,15 @@
 //!    the CPU writes an image through GBM's mapping; its dma-buf is imported
 //!    (`VK_EXT_external_memory_dma_buf`), the GPU copies it out, then copies a second image in,
 //!    which GBM's mapping and the dma-buf's mmap show.
+//! 6. Synchronised sharing: device memory and a timeline semaphore go to a second process
+//!    as opaque fds (`VK_KHR_external_semaphore_fd`). This process's GPU fills the memory
+//!    and signals 1 without waiting; the second process waits for 1 on the host, checks
+//!    every byte, and has its GPU fill it again and signal 2; this process waits for 2 and
+//!    sees the second fill. Nobody calls vkQueueWaitIdle.
 //!
 //! Every step says what it did in plain words, with sizes and timings. Exit status non-zero on
-//! any wrong byte or failed call. `vk-demo child` is the second process (its socket is stdin).
+//! any wrong byte or failed call. `vk-demo child` is the second process of step 4 and
+//! `vk-demo sync-child` that of step 6 (their socket is stdin).
 
 use std::ffi::c_void;
 use std::io::{self, Read};
@@ -30,6 +36,7 @@ use extmem_guest_tests::gbm_buffer::{self, GbmBuffer, ImportedBuffer};
 use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, FdMessage, Gpu, Instance};
+use extmem_guest_tests::vulkan_sync::{SemTypes, SyncBatch};
 use extmem_guest_tests::{dma_buf, pattern, udmabuf};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
@@ -47,9 +54,14 @@ const GBM_WIDTH: u32 = 1024;
 const GBM_HEIGHT: u32 = 1024;
 
 fn main() -> ExitCode {
-    let child = std::env::args().nth(1).as_deref() == Some("child");
+    let role = std::env::args().nth(1);
+    let child = matches!(role.as_deref(), Some("child" | "sync-child"));
     let started = Instant::now();
-    let result = if child { run_child() } else { run() };
+    let result = match role.as_deref() {
+        Some("child") => run_child(),
+        Some("sync-child") => run_sync_child(),
+        _ => run(),
+    };
     match result {
         Ok(()) if child => ExitCode::SUCCESS,
         Ok(()) => {
@@ -163,7 +175,8 @@ fn run() -> Step<()> {
         .and_then(|()| share_with_vgem(&gpu, device_mem, &expected))
         .and_then(|()| foreign_udmabuf(&gpu))
         .and_then(|()| share_with_process(&gpu, device_mem, &expected))
-        .and_then(|()| compositor_buffer(&gpu));
+        .and_then(|()| compositor_buffer(&gpu))
+        .and_then(|()| synchronised_sharing(&gpu));
     gpu.free(device_mem);
     drop(gpu);
     drop(instance);
@@ -418,6 +431,221 @@ fn run_child() -> Step<()> {
             human(took)
         );
         Ok::<(), String>(())
+    })();
+    gpu.free(memory);
+    drop(gpu);
+    drop(instance);
+    result?;
+    let count = vulkan::validation_message_count();
+    if count != 0 {
+        return Err(format!(
+            "the validation layer reported {count} messages: {}",
+            vulkan::validation_messages().join(" | ")
+        ));
+    }
+    Ok(())
+}
+
+/// What this process's GPU writes in step 6, and what the second process's GPU writes.
+const SYNC_FIRST: u32 = 0x5111_0001;
+const SYNC_SECOND: u32 = 0x5111_0002;
+/// How long either side of step 6 waits for the other's signal.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A command buffer that fills `size` bytes of `buffer` with `value`.
+fn record_fill(
+    gpu: &Gpu<'_>,
+    buffer: vk::Buffer,
+    size: u64,
+    value: u32,
+) -> Step<vk::CommandBuffer> {
+    gpu.record(|device, cb| {
+        // SAFETY: recording; the buffer is bound and `size` bytes long.
+        unsafe { device.cmd_fill_buffer(cb, buffer, 0, size, value) };
+    })
+}
+
+/// Submits `cb`, signalling `value` of `timeline`, without waiting for it.
+fn submit_signalling(
+    gpu: &Gpu<'_>,
+    cb: vk::CommandBuffer,
+    timeline: vk::Semaphore,
+    value: u64,
+) -> Step<()> {
+    let batch = SyncBatch {
+        command_buffers: vec![cb],
+        signals: vec![(timeline, value)],
+        ..SyncBatch::default()
+    };
+    gpu.submit_batches(&[batch], vk::Fence::null())
+}
+
+/// Waits for `value` of `timeline` on the host, at most [`SYNC_TIMEOUT`].
+fn wait_for(gpu: &Gpu<'_>, timeline: vk::Semaphore, value: u64) -> Step<Duration> {
+    let (reached, took) = timed(|| gpu.wait_timeline(timeline, value, nanos(SYNC_TIMEOUT)));
+    if reached? {
+        Ok(took)
+    } else {
+        Err(format!(
+            "value {value} not signalled within {SYNC_TIMEOUT:?}"
+        ))
+    }
+}
+
+/// Step 6: memory and a timeline semaphore shared with a second process, each side's GPU
+/// work ordered by the other's signal.
+fn synchronised_sharing(gpu: &Gpu<'_>) -> Step<()> {
+    let memory = gpu.allocate(SIZE, Types::OPAQUE_FD)?;
+    let buffer = match gpu.buffer(memory, SIZE, Types::OPAQUE_FD) {
+        Ok(buffer) => buffer,
+        Err(e) => {
+            gpu.free(memory);
+            return Err(e);
+        }
+    };
+    let timeline = gpu.semaphore(Some(0), SemTypes::OPAQUE_FD);
+    let result = timeline.and_then(|timeline| {
+        let cb = record_fill(gpu, buffer, SIZE, SYNC_FIRST);
+        let shared = cb.and_then(|cb| {
+            let run = sync_with_child(gpu, memory, timeline, cb);
+            // SAFETY: a live queue: the fill has finished before the buffer goes.
+            let _ = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
+            gpu.free_command_buffer(cb);
+            run
+        });
+        gpu.destroy_semaphore(timeline);
+        shared
+    });
+    gpu.destroy_buffer(buffer);
+    gpu.free(memory);
+    result
+}
+
+fn sync_with_child(
+    gpu: &Gpu<'_>,
+    memory: vk::DeviceMemory,
+    timeline: vk::Semaphore,
+    cb: vk::CommandBuffer,
+) -> Step<()> {
+    let memory_fd = gpu.export_fd(memory, Types::OPAQUE_FD)?;
+    let timeline_fd = gpu
+        .export_semaphore(timeline, SemTypes::OPAQUE_FD)
+        .map_err(|e| format!("vkGetSemaphoreFdKHR: {e}"))?;
+    let (ours, theirs) = io_step(
+        "socketpair(AF_UNIX)",
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        ),
+    )?;
+    let exe = io_step("current_exe", std::env::current_exe())?;
+    let mut child = io_step(
+        "starting the second process",
+        Command::new(exe)
+            .arg("sync-child")
+            .stdin(Stdio::from(theirs))
+            .stderr(Stdio::piped())
+            .spawn(),
+    )?;
+    let message = FdMessage {
+        size: SIZE,
+        value: SYNC_SECOND,
+    };
+    let sent = send_fd(ours.as_fd(), memory_fd.as_fd(), message)
+        .and_then(|()| send_fd(ours.as_fd(), timeline_fd.as_fd(), message));
+    println!(
+        "demo: sent a second process (pid {}) the {} memory and a timeline semaphore as opaque fds {} and {} (SCM_RIGHTS)",
+        child.id(),
+        bytes(SIZE),
+        memory_fd.as_raw_fd(),
+        timeline_fd.as_raw_fd()
+    );
+    drop((memory_fd, timeline_fd, ours));
+    let submitted = submit_signalling(gpu, cb, timeline, 1);
+    if submitted.is_ok() {
+        println!(
+            "demo: our GPU fill of {SYNC_FIRST:#010x} is queued to signal 1; vkQueueSubmit returned at once"
+        );
+    }
+    let waited = submitted.and_then(|()| wait_for(gpu, timeline, 2));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = io_step("waiting for the second process", child.wait())?;
+    io_step("sendmsg(SCM_RIGHTS)", sent)?;
+    if !status.success() {
+        return Err(format!("the second process: {status} {}", stderr.trim()));
+    }
+    let took = waited?;
+    let seen = gpu.read(memory, 0, LEN)?;
+    check_bytes(
+        "the memory after value 2",
+        &vulkan::fill_pattern(SYNC_SECOND, LEN),
+        &seen,
+    )?;
+    println!(
+        "demo: value 2 arrived after {} of waiting; every byte is now the second process's {SYNC_SECOND:#010x}",
+        human(took)
+    );
+    Ok(())
+}
+
+/// The second process of step 6.
+fn run_sync_child() -> Step<()> {
+    let entry = vulkan::load()?;
+    let instance = Instance::new(&entry, vulkan::validation_available(&entry))?;
+    let gpu = Gpu::new(&instance)?;
+    let (memory_fd, message) = io_step("recvmsg", recv_fd(io::stdin().as_fd()))?;
+    let (timeline_fd, _) = io_step("recvmsg", recv_fd(io::stdin().as_fd()))?;
+    let memory = gpu.import_fd(
+        memory_fd,
+        Types::OPAQUE_FD,
+        message.size,
+        gpu.device_local_type()?,
+    )?;
+    let result = (|| -> Step<()> {
+        let timeline = gpu.semaphore(Some(0), SemTypes::OPAQUE_FD)?;
+        let run = (|| -> Step<()> {
+            gpu.import_semaphore(timeline, SemTypes::OPAQUE_FD, false, timeline_fd)
+                .map_err(|(e, _)| format!("vkImportSemaphoreFdKHR: {e}"))?;
+            let took = wait_for(&gpu, timeline, 1)?;
+            let len = usize::try_from(message.size).map_err(|e| e.to_string())?;
+            let seen = gpu.read(memory, 0, len)?;
+            check_bytes(
+                "the memory after value 1, in the second process",
+                &vulkan::fill_pattern(SYNC_FIRST, len),
+                &seen,
+            )?;
+            println!(
+                "demo (second process): imported both; value 1 arrived after {} and every byte is the first process's {SYNC_FIRST:#010x}",
+                human(took)
+            );
+            let buffer = gpu.buffer(memory, message.size, Types::OPAQUE_FD)?;
+            let cb = record_fill(&gpu, buffer, message.size, message.value);
+            let signalled = cb.and_then(|cb| {
+                let queued = submit_signalling(&gpu, cb, timeline, 2);
+                // SAFETY: a live queue: the fill is done before its objects go.
+                let _ = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
+                gpu.free_command_buffer(cb);
+                queued
+            });
+            gpu.destroy_buffer(buffer);
+            signalled?;
+            println!(
+                "demo (second process): its GPU filled {:#010x} and signalled 2",
+                message.value
+            );
+            Ok(())
+        })();
+        gpu.destroy_semaphore(timeline);
+        run
     })();
     gpu.free(memory);
     drop(gpu);

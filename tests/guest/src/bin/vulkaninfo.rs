@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     let alignment = host_memory::cpu_page().max(4096);
     let alignment_line = format!("minImportedHostPointerAlignment = {alignment:#010x}");
     let full = ktap.check_after(
-        &format!("vulkaninfo (full report): exit 0, lists the external-memory extensions and minImportedHostPointerAlignment = {alignment:#x} (the CPU page)"),
+        &format!("vulkaninfo (full report): exit 0, lists the external-memory and synchronisation extensions (external semaphore/fence fd, timeline semaphores, synchronization2) and minImportedHostPointerAlignment = {alignment:#x} (the CPU page)"),
         manifest,
         |m| {
             let out = vulkaninfo(m, &[], false)?;
@@ -58,6 +58,13 @@ fn main() -> ExitCode {
                     "VK_EXT_external_memory_host",
                     "VK_NV_external_memory",
                     "VK_KHR_external_memory_capabilities",
+                    "VK_KHR_external_semaphore_fd",
+                    "VK_KHR_external_fence_fd",
+                    "VK_KHR_external_semaphore_capabilities",
+                    "VK_KHR_external_fence_capabilities",
+                    "VK_KHR_timeline_semaphore",
+                    "VK_KHR_synchronization2",
+                    "maxTimelineSemaphoreValueDifference",
                     &alignment_line,
                     "deviceUUID",
                     "driverUUID",

@@ -213,6 +213,19 @@ unsafe fn enumerate_into<T, O>(
     })
 }
 
+/// Calls `f` on each structure of an input pNext chain (at most [`MAX_CHAIN`]).
+///
+/// # Safety
+/// `p_next` is null or the start of a valid chain of input structures.
+pub(super) unsafe fn each_in(
+    p_next: *const c_void,
+    mut f: impl FnMut(*const vk::BaseInStructure<'_>),
+) {
+    // SAFETY: per the caller; the walk only reads `p_next` of each structure, and an
+    // input structure starts with the same sType/pNext header as an output one.
+    unsafe { each_out(p_next.cast_mut(), |s| f(s.cast_const().cast())) }
+}
+
 /// Calls `f` on each structure of an output pNext chain.
 ///
 /// # Safety

@@ -9,8 +9,8 @@ use extmem::handle_types::{
 };
 
 use super::{
-    each_out, enumerate, enumerate_into, fill, guard_result, guard_void, input, output, physical,
-    write,
+    each_in, each_out, enumerate, enumerate_into, fill, guard_result, guard_void, input, output,
+    physical, write,
 };
 use crate::error::{IcdError, IcdResult};
 use crate::image::{image_format_properties, ImageQuery};
@@ -60,7 +60,8 @@ pub unsafe extern "system" fn get_physical_device_features(
     });
 }
 
-/// `vkGetPhysicalDeviceFeatures2`: no feature, in every structure we know.
+/// `vkGetPhysicalDeviceFeatures2`: no feature in every structure we know, but timeline
+/// semaphores and synchronization2.
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
@@ -92,6 +93,20 @@ pub unsafe extern "system" fn get_physical_device_features2(
                 vk::StructureType::PHYSICAL_DEVICE_SHADER_DRAW_PARAMETERS_FEATURES => {
                     fill(s, vk::PhysicalDeviceShaderDrawParametersFeatures::default())
                 }
+                vk::StructureType::PHYSICAL_DEVICE_TIMELINE_SEMAPHORE_FEATURES => fill(
+                    s,
+                    vk::PhysicalDeviceTimelineSemaphoreFeatures {
+                        timeline_semaphore: vk::TRUE,
+                        ..Default::default()
+                    },
+                ),
+                vk::StructureType::PHYSICAL_DEVICE_SYNCHRONIZATION_2_FEATURES => fill(
+                    s,
+                    vk::PhysicalDeviceSynchronization2Features {
+                        synchronization2: vk::TRUE,
+                        ..Default::default()
+                    },
+                ),
                 _ => {}
             })
         };
@@ -161,6 +176,15 @@ pub unsafe extern "system" fn get_physical_device_properties2(
                 vk::StructureType::PHYSICAL_DEVICE_PROTECTED_MEMORY_PROPERTIES => {
                     fill(s, vk::PhysicalDeviceProtectedMemoryProperties::default())
                 }
+                vk::StructureType::PHYSICAL_DEVICE_TIMELINE_SEMAPHORE_PROPERTIES => fill(
+                    s,
+                    vk::PhysicalDeviceTimelineSemaphoreProperties {
+                        // A DRM syncobj timeline (and the software device's) is a u64
+                        // with no limit on the distance between pending points.
+                        max_timeline_semaphore_value_difference: u64::MAX,
+                        ..Default::default()
+                    },
+                ),
                 vk::StructureType::PHYSICAL_DEVICE_SUBGROUP_PROPERTIES => fill(
                     s,
                     vk::PhysicalDeviceSubgroupProperties {
@@ -517,47 +541,72 @@ pub unsafe extern "system" fn get_physical_device_external_buffer_properties(
     });
 }
 
-/// Answers "nothing" in the output structure `out`: an all-zero body (no handle type, no
-/// feature), the application's sType and pNext kept.
-///
-/// # Safety
-/// `out` is null or a valid `T` that starts with sType and pNext.
-unsafe fn answer_none<T: Default>(out: *mut T) -> IcdResult<()> {
-    // SAFETY: per the caller.
-    let out = unsafe { output(out) }?;
-    // SAFETY: `out` is a valid `T`, which starts with the header `fill` keeps.
-    unsafe { fill(core::ptr::from_mut(out).cast(), T::default()) };
-    Ok(())
-}
-
-/// `vkGetPhysicalDeviceExternalSemaphoreProperties`: no external semaphores.
+/// `vkGetPhysicalDeviceExternalSemaphoreProperties`: `OPAQUE_FD` (binary and timeline)
+/// and `SYNC_FD` (binary) on the kernel device, nothing on the software device or for any
+/// other handle type.
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_physical_device_external_semaphore_properties(
-    _pd: vk::PhysicalDevice,
-    _info: *const vk::PhysicalDeviceExternalSemaphoreInfo<'_>,
+    pd: vk::PhysicalDevice,
+    info: *const vk::PhysicalDeviceExternalSemaphoreInfo<'_>,
     out: *mut vk::ExternalSemaphoreProperties<'_>,
 ) {
-    // SAFETY: a valid structure per the contract.
-    guard_void(
-        "vkGetPhysicalDeviceExternalSemaphoreProperties",
-        || unsafe { answer_none(out) },
-    );
+    guard_void("vkGetPhysicalDeviceExternalSemaphoreProperties", || {
+        let dev = physical(pd)?;
+        // SAFETY: valid per the contract.
+        let info = unsafe { input(info) }?;
+        let mut timeline = false;
+        // SAFETY: a valid input chain per the contract; the cast matches the sType.
+        unsafe {
+            each_in(info.p_next, |s| {
+                if (*s).s_type == vk::StructureType::SEMAPHORE_TYPE_CREATE_INFO {
+                    let ty = &*s.cast::<vk::SemaphoreTypeCreateInfo<'_>>();
+                    timeline = ty.semaphore_type == vk::SemaphoreType::TIMELINE;
+                }
+            });
+        }
+        let (from_imported, compatible, both) =
+            dev.semaphore_fd_properties(info.handle_type, timeline);
+        // SAFETY: a valid structure per the contract.
+        let out = unsafe { output(out) }?;
+        out.export_from_imported_handle_types = from_imported;
+        out.compatible_handle_types = compatible;
+        out.external_semaphore_features = if both {
+            vk::ExternalSemaphoreFeatureFlags::EXPORTABLE
+                | vk::ExternalSemaphoreFeatureFlags::IMPORTABLE
+        } else {
+            vk::ExternalSemaphoreFeatureFlags::empty()
+        };
+        Ok(())
+    });
 }
 
-/// `vkGetPhysicalDeviceExternalFenceProperties`: no external fences.
+/// `vkGetPhysicalDeviceExternalFenceProperties`: `OPAQUE_FD` and `SYNC_FD` on the kernel
+/// device, nothing on the software device or for any other handle type.
 ///
 /// # Safety
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn get_physical_device_external_fence_properties(
-    _pd: vk::PhysicalDevice,
-    _info: *const vk::PhysicalDeviceExternalFenceInfo<'_>,
+    pd: vk::PhysicalDevice,
+    info: *const vk::PhysicalDeviceExternalFenceInfo<'_>,
     out: *mut vk::ExternalFenceProperties<'_>,
 ) {
-    // SAFETY: a valid structure per the contract.
-    guard_void("vkGetPhysicalDeviceExternalFenceProperties", || unsafe {
-        answer_none(out)
+    guard_void("vkGetPhysicalDeviceExternalFenceProperties", || {
+        let dev = physical(pd)?;
+        // SAFETY: valid per the contract.
+        let info = unsafe { input(info) }?;
+        let (from_imported, compatible, both) = dev.fence_fd_properties(info.handle_type);
+        // SAFETY: a valid structure per the contract.
+        let out = unsafe { output(out) }?;
+        out.export_from_imported_handle_types = from_imported;
+        out.compatible_handle_types = compatible;
+        out.external_fence_features = if both {
+            vk::ExternalFenceFeatureFlags::EXPORTABLE | vk::ExternalFenceFeatureFlags::IMPORTABLE
+        } else {
+            vk::ExternalFenceFeatureFlags::empty()
+        };
+        Ok(())
     });
 }
 

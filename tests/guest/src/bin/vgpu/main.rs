@@ -4,7 +4,8 @@
 //! tables; dma-buf imports from vgem, udmabuf and the system dma-heap; PRIME export into vgem;
 //! host-mapped foreign memory (a `GEM_USERPTR` inside a CPU mapping of a dma-buf); 2 MiB
 //! blocks; every documented rejection (with the counters unchanged); `RLIMIT_MEMLOCK`; a
-//! SIGKILLed process giving everything back; and jobs, fences, syncobjs and implicit sync. One KTAP result per check; a failure says what
+//! SIGKILLed process giving everything back; jobs, fences, syncobjs and implicit sync; and the
+//! DMA API's syncs around each job. One KTAP result per check; a failure says what
 //! was expected and what was seen.
 //!
 //! Each group of checks is a module; `helpers` holds what several of them use. The program
@@ -12,6 +13,7 @@
 //! `vgpu child-hold`).
 
 mod blocks;
+mod dma;
 mod exports;
 mod foreign;
 mod helpers;
@@ -34,7 +36,7 @@ use extmem_guest_tests::ktap::{expect_eq, Failure, KtapWriter};
 use extmem_guest_tests::vgpu::{Counters, Vgpu};
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 106 + syncs::CHECKS;
+const PLAN: usize = 106 + syncs::CHECKS + dma::CHECKS;
 
 /// The GPU's page: the 4 KiB granule of its page tables (VM_BIND's alignment, VM_QUERY's
 /// leaf). The CPU's page, which pins and host pointers count in, is
@@ -102,6 +104,7 @@ fn run(ktap: &mut Ktap) {
     memlock::checks(ktap, gpu);
     killed_process::checks(ktap, gpu);
     syncs::checks(ktap, gpu, vgem);
+    dma::checks(ktap, gpu);
 
     ktap.check_after(
         "counters, outstanding pins and debugfs attachments: back to their values at the start",
