@@ -5,15 +5,15 @@
 //! import, read-only pages with `EFAULT`. A CPU driver (Mesa's lavapipe) pins nothing and
 //! reads and writes the application's pages directly, so it must ask the same question
 //! before it accepts a pointer, or a later GPU write into a read-only page kills the
-//! process. The answer is the one extmem's software device already gives
-//! (`extmem_softgpu::host_access::check_importable`, from `/proc/self/maps`), offered here
-//! so C drivers do not each re-implement it.
+//! process. The answer is the memory manager's own rule
+//! (`extmem::host_range::check_importable`, from `/proc/self/maps`, which extmem's
+//! software device applies too), offered here so C drivers do not each re-implement it.
 
 use core::ffi::{c_int, c_void};
 
 use extmem::backend::errno;
+use extmem::host_range::{self, RangeRefusal};
 use extmem_hw::HostVa;
-use extmem_softgpu::host_access::{self, RangeRefusal};
 
 /// The errno `GEM_USERPTR` answers for `refusal`: `EFAULT` for every page it will not pin,
 /// the OS's own errno when `/proc/self/maps` could not be read.
@@ -46,7 +46,7 @@ pub extern "C" fn extmem_host_range_importable(
         return errno::EFAULT;
     }
     let start = HostVa::new(ptr as usize as u64);
-    match host_access::check_importable(start, size, writable) {
+    match host_range::check_importable(start, size, writable) {
         Ok(()) => 0,
         Err(refusal) => errno_of(refusal),
     }

@@ -6,6 +6,23 @@ use ash::vk;
 
 use crate::backend::Op;
 
+/// An OS call that failed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct OsError {
+    /// The call (`"memfd_create"`, `"MapViewOfFile"`).
+    pub call: &'static str,
+    /// Its error as an errno (on Windows the Win32 error translated to the errno the
+    /// Linux device would give).
+    pub errno: i32,
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = extmem_uapi::errno::name(self.errno).unwrap_or("errno");
+        write!(f, "{} failed with {name} ({})", self.call, self.errno)
+    }
+}
+
 /// Declares the Valid Usage rules we check once: the enum, the VUID string of each, what
 /// it says, and the `VkResult` a violation returns.
 macro_rules! valid_usage {

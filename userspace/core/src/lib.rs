@@ -16,6 +16,7 @@
 //! - [`drm_prime`]: any DRM node over PRIME and dumb buffers (vgem, virtio-gpu);
 //! - [`dma_buf_device`]: udmabuf and the system dma-heap, memory without a GPU;
 //! - [`drm_core`] and [`dma_buf`]: the generic DRM ioctls and dma-buf fd operations;
+//! - [`host_range`]: whether a host range may be imported, for devices that pin nothing;
 //! - [`error`]: the error type and its `VkResult` mapping;
 //! - [`os_handle`]: what carries memory between processes (an fd, a Windows `HANDLE`).
 //!
@@ -44,6 +45,9 @@ pub mod drm_prime;
 pub mod error;
 pub mod exec;
 pub mod handle_types;
+// The rule reads /proc/self/maps (Linux) or asks VirtualQuery (Windows): it needs std.
+#[cfg(feature = "std")]
+pub mod host_range;
 pub mod memory;
 pub mod os_handle;
 pub mod sync;

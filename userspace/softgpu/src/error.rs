@@ -5,6 +5,9 @@
 use std::fmt;
 
 use extmem::backend::{BackendError, GemHandle, Op};
+/// An OS call that failed: the memory manager's, which the host-range rule reports too.
+pub use extmem::error::OsError;
+use extmem::host_range::RangeRefusal;
 use extmem_hw::HostVa;
 use extmem_kcore::args::ArgError;
 use extmem_kcore::copy_engine;
@@ -12,26 +15,8 @@ use extmem_kcore::vm::{BindError, InitError, QueryError};
 use extmem_kcore::{CpuPageError, ToErrno};
 use extmem_uapi::errno;
 
-use crate::host_access::RangeRefusal;
 use crate::phys_allocator::PhysAllocError;
 use crate::shared_memory::MemoryError;
-
-/// An OS call that failed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct OsError {
-    /// The call (`"memfd_create"`, `"MapViewOfFile"`).
-    pub call: &'static str,
-    /// Its error as an errno (on Windows the Win32 error through
-    /// `win32_error::errno_of`).
-    pub errno: i32,
-}
-
-impl fmt::Display for OsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = errno::name(self.errno).unwrap_or("errno");
-        write!(f, "{} failed with {name} ({})", self.call, self.errno)
-    }
-}
 
 /// Why a request to the software device failed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -67,6 +67,7 @@ use extmem::backend::{
 use extmem::device_params::{DeviceParams, ParamError, RawParams};
 use extmem::exec::{self, Command, ExecError, Fault};
 use extmem::handle_types::{DeviceCaps, Platform};
+use extmem::host_range;
 use extmem::os_handle::{BorrowedOsHandle, OwnedOsHandle};
 use extmem::sync::{SyncPoint, Syncobjs};
 use extmem_hw::{GpuVa, HostVa};
@@ -307,7 +308,7 @@ impl Backend for SoftGpu {
 
     /// Checks the range as `GEM_USERPTR` does: its arguments, and every page mapped,
     /// readable and, for a writable import, writable and not a shared mapping of a file
-    /// that is written back ([`host_access::check_importable`]); does not pin (see the
+    /// that is written back ([`host_range::check_importable`]); does not pin (see the
     /// crate docs). Reported as [`HostImport::Pinned`], the only kind of
     /// plain host import the trait knows.
     fn import_host(
@@ -326,7 +327,7 @@ impl Backend for SoftGpu {
         let op = Op::ImportHost;
         check_gem_userptr(&args, PROFILE, self.cpu_page)
             .map_err(|error| Error::Args { op, error })?;
-        host_access::check_importable(ptr, size, !read_only).map_err(|why| {
+        host_range::check_importable(ptr, size, !read_only).map_err(|why| {
             Error::HostRangeRefused {
                 ptr,
                 size,
