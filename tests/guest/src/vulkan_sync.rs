@@ -18,7 +18,7 @@ fn call<T>(what: &str, result: ash::prelude::VkResult<T>) -> VkResult<T> {
     result.map_err(|e| format!("{what}: {e}"))
 }
 
-/// One batch of [`Gpu::submit_batch`]: `(semaphore, value)` pairs (the value is ignored for
+/// One batch of [`Gpu::submit_batches`]: `(semaphore, value)` pairs (the value is ignored for
 /// binary semaphores) around the command buffers.
 #[derive(Debug, Default, Clone)]
 pub struct SyncBatch {
