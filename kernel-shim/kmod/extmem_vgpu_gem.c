@@ -346,6 +346,20 @@ struct dma_resv *extmem_bo_resv(struct extmem_bo *bo)
 	return NULL;
 }
 
+/* The direction pinned user pages are mapped in: a read-only pin is never written. */
+static enum dma_data_direction extmem_user_dma_dir(bool writable)
+{
+	return writable ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
+}
+
+/* The direction `bo`'s own table is mapped in (the shmem helper maps both ways). */
+static enum dma_data_direction extmem_bo_dma_dir(struct extmem_bo *bo)
+{
+	if (bo->kind == EXTMEM_OBJECT_USERPTR)
+		return extmem_user_dma_dir(bo->user.writable);
+	return DMA_BIDIRECTIONAL;
+}
+
 /*
  * The table `bo`'s DMA addresses came from, for the syncs of a job: the shmem helper's
  * or the pinned pages' own. NULL for imports, whose table is the exporter's (below).
@@ -386,9 +400,14 @@ void extmem_bo_sync_for_device(struct extmem_bo *bo, bool write,
 
 	if (!sgt)
 		return;
-	/* A read-only USERPTR is mapped DMA_TO_DEVICE; only written objects need more. */
+	/*
+	 * A sync must not ask for more than the mapping allows (DMA-API debugging checks it):
+	 * a read-only USERPTR is mapped DMA_TO_DEVICE, and a job that targets it for a write
+	 * faults on its read-only entries without writing a byte.
+	 */
 	dma_sync_sgtable_for_device(bo->shmem.base.dev->dev, sgt,
-				    write ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE);
+				    write && extmem_bo_dma_dir(bo) == DMA_BIDIRECTIONAL ?
+					    DMA_BIDIRECTIONAL : DMA_TO_DEVICE);
 	stats->for_device++;
 	stats->for_device_bytes += bo->shmem.base.size;
 }
@@ -398,7 +417,8 @@ void extmem_bo_sync_for_cpu(struct extmem_bo *bo, struct extmem_sync_stats *stat
 {
 	struct sg_table *sgt = extmem_bo_own_sgt(bo);
 
-	if (!sgt)
+	/* Mapped DMA_TO_DEVICE (a read-only USERPTR): the device cannot have written it. */
+	if (!sgt || extmem_bo_dma_dir(bo) != DMA_BIDIRECTIONAL)
 		return;
 	dma_sync_sgtable_for_cpu(bo->shmem.base.dev->dev, sgt, DMA_FROM_DEVICE);
 	stats->for_cpu++;
@@ -662,12 +682,6 @@ static void extmem_unpin_recorded(struct page **pages, const struct extmem_runs 
 		unpin_user_pages_dirty_lock(pages, npages, dirty);
 	else
 		extmem_runs_unpin(runs, dirty);
-}
-
-/* The direction pinned user pages are mapped in: a read-only pin is never written. */
-static enum dma_data_direction extmem_user_dma_dir(bool writable)
-{
-	return writable ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
 }
 
 /*
