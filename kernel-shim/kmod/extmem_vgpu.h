@@ -28,6 +28,8 @@
 
 struct dma_buf;
 struct dma_buf_attachment;
+struct extmem_shared_attach;
+struct extmem_user_map;
 struct dma_fence;
 struct dma_resv;
 struct mm_struct;
@@ -39,7 +41,8 @@ struct extmem_counters {
 	atomic64_t live_objects;	/* GEM objects of this device alive */
 	atomic64_t pinned_pages;	/* user pages pinned by GEM_USERPTR */
 	atomic64_t pt_pages;		/* page-table pages allocated */
-	atomic64_t attachments;		/* dma-buf attachments held */
+	atomic64_t attachments;		/* dma-buf attachments held (one per dma-buf) */
+	atomic64_t user_dma_maps;	/* DMA mappings of pinned user pages (shared) */
 	atomic64_t bindings;		/* VM bindings alive */
 	atomic64_t device_bytes;	/* bytes of live GEM_CREATE (shmem) objects */
 	atomic64_t jobs;		/* EXEC jobs not yet freed (extmem_vgpu_job.c) */
@@ -95,6 +98,20 @@ struct extmem_device {
 	spinlock_t sync_stats_lock;
 	struct extmem_sync_stats last_job_sync;
 	struct extmem_sync_stats total_sync;
+	/*
+	 * What GEM objects share (extmem_vgpu_gem.c): the DMA mappings of pinned user pages
+	 * (`user_maps`, one per page range and direction) and the dma-buf attachments
+	 * (`attaches`, one per dma-buf). DMA-API debugging refuses more than 7 live mappings
+	 * of one cache line that the device may write, and a second attachment of a udmabuf
+	 * maps its pages a second time with CPU syncs; sharing keeps both at one.
+	 * share_lock guards the lists and their users counts, and is held while an entry is
+	 * made or torn down, so no second mapping or attachment of the same memory exists
+	 * even for a moment. It is taken before a dma-buf's reservation lock (attaching and
+	 * mapping take that), never under it.
+	 */
+	struct mutex share_lock;
+	struct list_head user_maps;
+	struct list_head attaches;
 };
 
 /*
@@ -184,10 +201,10 @@ struct extmem_bo {
 	u32 kind;		/* EXTMEM_OBJECT_* */
 	bool read_only;		/* the GPU may only read it */
 	/*
-	 * SHMEM and USERPTR: the object as this device's DMA addresses, taken from the table
-	 * mapped for it (the shmem helper's, or user.sgt). This, not the pages, is what the
-	 * copy engine is given. SHMEM builds it at the first bind, under the object's
-	 * reservation lock, and it stays until the object is freed.
+	 * SHMEM: the object as this device's DMA addresses, taken from the shmem helper's
+	 * table. This, not the pages, is what the copy engine is given. Built at the first
+	 * bind, under the object's reservation lock, and it stays until the object is freed.
+	 * (A USERPTR object's are its shared mapping's, user.map->dma_runs.)
 	 */
 	struct extmem_runs dma_runs;
 	union {
@@ -200,8 +217,12 @@ struct extmem_bo {
 			 */
 			struct page **pages;
 			struct extmem_runs runs;
-			/* The pinned pages mapped for the device (extmem_user_dma_map). */
-			struct sg_table sgt;
+			/*
+			 * The pinned pages mapped for the device: one mapping per page range
+			 * and direction, shared with every object that pinned the same pages
+			 * (extmem_user_map_get). This object's own pin keeps them pinned.
+			 */
+			struct extmem_user_map *map;
 			unsigned long npages;
 			struct mm_struct *mm;	/* charged with pinned_vm; mmgrab()ed */
 			bool writable;
@@ -209,14 +230,14 @@ struct extmem_bo {
 			struct extmem_file *efile;
 		} user;
 		/*
-		 * EXTMEM_OBJECT_DMABUF (attach == base.import_attach, set up by
-		 * extmem_gem_prime_import) and EXTMEM_OBJECT_FOREIGN (our own attachment:
-		 * the object is a window [offset, offset + size) of the dma-buf).
+		 * EXTMEM_OBJECT_DMABUF (the whole dma-buf, set up by extmem_gem_prime_import)
+		 * and EXTMEM_OBJECT_FOREIGN (a window [offset, offset + size) of it). Both use
+		 * the device's one attachment of the dma-buf, shared by every object that
+		 * imports it (extmem_shared_attach_get); each object also holds its own
+		 * reference on the dma-buf.
 		 */
 		struct {
-			struct dma_buf_attachment *attach;
-			struct sg_table *sgt;
-			struct extmem_runs runs;	/* of the whole dma-buf */
+			struct extmem_shared_attach *shared;
 			u64 offset;
 		} import;
 	};
@@ -246,6 +267,8 @@ void extmem_bo_sync_for_cpu(struct extmem_bo *bo, struct extmem_sync_stats *stat
 int extmem_ioctl_gem_create(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_userptr(struct drm_device *drm, void *data, struct drm_file *file);
 int extmem_ioctl_gem_info(struct drm_device *drm, void *data, struct drm_file *file);
+void extmem_share_init(struct extmem_device *edev);
+void extmem_share_fini(struct extmem_device *edev);
 
 /*
  * extmem_vgpu_runs.c. add_pages appends pages while the array has room and says how many

@@ -232,6 +232,8 @@ static int extmem_counters_show(struct seq_file *m, void *data)
 	seq_printf(m, "pinned_pages %lld\n", atomic64_read(&c->pinned_pages));
 	seq_printf(m, "pt_pages %lld\n", atomic64_read(&c->pt_pages));
 	seq_printf(m, "attachments %lld\n", atomic64_read(&c->attachments));
+	/* Not in GET_PARAM: the guest checks read it here, beside the sync counts. */
+	seq_printf(m, "user_dma_maps %lld\n", atomic64_read(&c->user_dma_maps));
 	seq_printf(m, "bindings %lld\n", atomic64_read(&c->bindings));
 	seq_printf(m, "device_bytes %lld\n", atomic64_read(&c->device_bytes));
 	seq_printf(m, "jobs %lld\n", atomic64_read(&c->jobs));
@@ -402,6 +404,7 @@ static int __init extmem_init(void)
 	edev->oa_limit = BIT_ULL(oa_bits);
 	edev->device_budget = ((u64)totalram_pages() * 3 / 4) << PAGE_SHIFT;
 	extmem_make_device_uuid(edev);
+	extmem_share_init(edev);
 
 	ret = extmem_engine_init(edev);
 	if (ret)
@@ -435,6 +438,7 @@ static void __exit extmem_exit(void)
 	drm_dev_unregister(&extmem_dev->drm);
 	/* Every file is closed (they hold the module), so no job is left to wait for. */
 	extmem_engine_fini(extmem_dev);
+	extmem_share_fini(extmem_dev);
 	devres_release_group(&pdev->dev, NULL);
 	platform_device_unregister(pdev);
 }

@@ -20,9 +20,10 @@
  *
  * The DMA API: whatever the copy engine reaches, it reaches through a table mapped for
  * the device's own struct device, and the addresses it is given are that table's DMA
- * addresses (bo->dma_runs, or an import's runs). A shmem object uses the shmem helper's
- * table, pinned user pages a table of our own (extmem_user_dma_map), an import its
- * attachment's. On boards whose DMA is not cache-coherent (arm64 -M virt here), the
+ * addresses (bo->dma_runs, or a shared mapping's or attachment's runs). A shmem object
+ * uses the shmem helper's table, pinned user pages a table of our own (extmem_user_dma_map)
+ * shared by every object over the same pages, an import the attachment of its dma-buf,
+ * shared by every object that imports it (extmem_share_* below). On boards whose DMA is not cache-coherent (arm64 -M virt here), the
  * mapping and the syncs around each job (extmem_bo_sync_for_device/_for_cpu) are the
  * cache maintenance; on x86-64 they cost a call and are what DMA-API debugging checks.
  */
@@ -52,6 +53,50 @@
 
 #include "extmem_vgpu.h"
 #include "extmem_vgpu_compat.h"
+
+/*
+ * The common part of a shared user mapping and a shared attachment: its place on a list
+ * of the device and the number of objects using it, both under edev->share_lock.
+ */
+struct extmem_share {
+	struct list_head link;
+	unsigned int users;
+};
+
+/*
+ * One attachment of a dma-buf to the device, mapped, with the runs of the whole dma-buf:
+ * shared by every DMABUF and FOREIGN object that imports it. It holds no reference on
+ * the dma-buf; each object holds its own, dropped only after its use of this.
+ */
+struct extmem_shared_attach {
+	struct extmem_share share;
+	struct dma_buf_attachment *attach;
+	struct sg_table *sgt;
+	struct extmem_runs runs;
+};
+
+/*
+ * One DMA mapping of pinned user pages, shared by every USERPTR object that pinned the
+ * same pages, in the same order, in the same direction: the device's only mapping of
+ * them. DMA-API debugging tracks at most 7 simultaneous mappings of a cache line that
+ * the device may write (and a page mapped once per import costs a mapping each), and an
+ * application may import one host buffer any number of times (Vulkan allows it).
+ *
+ * Sharing is keyed by direction as well as pages: a read-only pin is mapped
+ * DMA_TO_DEVICE and a writable one DMA_BIDIRECTIONAL, so each object's syncs keep the
+ * direction of its own import and a write is never synced against a to-device mapping.
+ * A read-only mapping is not what the overlap limit counts (the device cannot leave
+ * stale lines behind it), so one beside a writable mapping of the same pages costs no
+ * report. Each object keeps its own pin; the pages the table names stay pinned while
+ * any object over them lives, and the last one unmaps before it unpins.
+ */
+struct extmem_user_map {
+	struct extmem_share share;
+	bool writable;
+	unsigned long npages;
+	struct sg_table sgt;
+	struct extmem_runs dma_runs;
+};
 
 static void extmem_count_object(struct drm_device *drm, long delta)
 {
@@ -261,14 +306,16 @@ int extmem_bo_segment(struct extmem_bo *bo, u64 offset, u64 *pa, u64 *len)
 		return -ERANGE;
 	switch (bo->kind) {
 	case EXTMEM_OBJECT_SHMEM:
-	case EXTMEM_OBJECT_USERPTR:
-		/* Built before the first bind (SHMEM) or at creation (USERPTR). */
+		/* Built before the first bind. */
 		return extmem_runs_lookup(&bo->dma_runs, offset, pa, len);
+	case EXTMEM_OBJECT_USERPTR:
+		/* The shared mapping covers exactly this object's pages. */
+		return extmem_runs_lookup(&bo->user.map->dma_runs, offset, pa, len);
 	case EXTMEM_OBJECT_DMABUF:
 	case EXTMEM_OBJECT_FOREIGN: {
 		/* The object is the window [import.offset, + size) of the dma-buf. */
-		int ret = extmem_runs_lookup(&bo->import.runs, bo->import.offset + offset, pa,
-					     len);
+		int ret = extmem_runs_lookup(&bo->import.shared->runs,
+					     bo->import.offset + offset, pa, len);
 
 		if (!ret)
 			*len = min(*len, obj->size - offset);
@@ -339,7 +386,7 @@ struct dma_resv *extmem_bo_resv(struct extmem_bo *bo)
 	case EXTMEM_OBJECT_DMABUF:
 		return bo->shmem.base.resv;
 	case EXTMEM_OBJECT_FOREIGN:
-		return bo->import.attach->dmabuf->resv;
+		return bo->import.shared->attach->dmabuf->resv;
 	case EXTMEM_OBJECT_USERPTR:
 		return NULL;
 	}
@@ -362,7 +409,9 @@ static enum dma_data_direction extmem_bo_dma_dir(struct extmem_bo *bo)
 
 /*
  * The table `bo`'s DMA addresses came from, for the syncs of a job: the shmem helper's
- * or the pinned pages' own. NULL for imports, whose table is the exporter's (below).
+ * or the pinned pages' shared one. NULL for imports, whose table is the exporter's
+ * (below). A shared user mapping is synced whole: it is shared only by objects over
+ * exactly the same pages in the same direction, so the whole mapping is the object.
  */
 static struct sg_table *extmem_bo_own_sgt(struct extmem_bo *bo)
 {
@@ -370,7 +419,7 @@ static struct sg_table *extmem_bo_own_sgt(struct extmem_bo *bo)
 	case EXTMEM_OBJECT_SHMEM:
 		return bo->shmem.sgt;
 	case EXTMEM_OBJECT_USERPTR:
-		return &bo->user.sgt;
+		return &bo->user.map->sgt;
 	case EXTMEM_OBJECT_DMABUF:
 	case EXTMEM_OBJECT_FOREIGN:
 		return NULL;
@@ -458,24 +507,66 @@ static int extmem_check_sgt(struct drm_device *drm, struct sg_table *sgt, u64 si
 	return 0;
 }
 
-static void extmem_dmabuf_free(struct drm_gem_object *obj)
-{
-	struct extmem_bo *bo = to_extmem_bo(obj);
-	struct drm_device *drm = obj->dev;
+/* ---- what objects share: user mappings and dma-buf attachments -------------------- */
 
-	drm_prime_gem_destroy(obj, bo->import.sgt);
-	extmem_runs_free(&bo->import.runs);
-	drm_gem_object_release(obj);
-	kfree(bo);
-	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
-	extmem_count_object(drm, -1);
+void extmem_share_init(struct extmem_device *edev)
+{
+	mutex_init(&edev->share_lock);
+	INIT_LIST_HEAD(&edev->user_maps);
+	INIT_LIST_HEAD(&edev->attaches);
 }
 
-static const struct drm_gem_object_funcs extmem_dmabuf_funcs = {
-	.free = extmem_dmabuf_free,
-	/* drm_gem_prime_handle_to_fd() re-exports the original dma-buf for imports. */
-	.export = extmem_no_export,
-};
+/* At unload, after every object is gone: an entry left means an object leaked its use. */
+void extmem_share_fini(struct extmem_device *edev)
+{
+	WARN_ON(!list_empty(&edev->user_maps));
+	WARN_ON(!list_empty(&edev->attaches));
+	mutex_destroy(&edev->share_lock);
+}
+
+/*
+ * The entry of `list` that `match` accepts for `key`, with one more user; NULL if none.
+ * Caller holds share_lock.
+ */
+static struct extmem_share *extmem_share_find(struct list_head *list,
+					      bool (*match)(struct extmem_share *sh,
+							    const void *key),
+					      const void *key)
+{
+	struct extmem_share *sh;
+
+	list_for_each_entry(sh, list, link) {
+		if (match(sh, key)) {
+			sh->users++;
+			return sh;
+		}
+	}
+	return NULL;
+}
+
+/* Puts a new entry, used by its first object, on `list`. Caller holds share_lock. */
+static void extmem_share_add(struct list_head *list, struct extmem_share *sh)
+{
+	sh->users = 1;
+	list_add(&sh->link, list);
+}
+
+/*
+ * Drops one user of `sh`. Caller holds share_lock; true if that was the last, and `sh`
+ * is off its list for the caller to tear down (still under the lock).
+ */
+static bool extmem_share_drop(struct extmem_share *sh)
+{
+	if (--sh->users)
+		return false;
+	list_del(&sh->link);
+	return true;
+}
+
+static bool extmem_shared_attach_matches(struct extmem_share *sh, const void *dmabuf)
+{
+	return container_of(sh, struct extmem_shared_attach, share)->attach->dmabuf == dmabuf;
+}
 
 /*
  * Attaches `dmabuf` to the device and maps the attachment, timing the two calls into
@@ -503,53 +594,139 @@ static int extmem_attach_map(struct drm_device *drm, struct dma_buf *dmabuf,
 	return 0;
 }
 
-/* A DMABUF object around the mapped attachment `sgt` of `attach`. */
-static struct drm_gem_object *extmem_dmabuf_create(struct drm_device *drm,
-						   struct dma_buf_attachment *attach,
-						   struct sg_table *sgt)
+/*
+ * The device's attachment of `dmabuf`, made (attached, mapped, checked) by the first
+ * import and used by one more object. A second attachment would have the exporter map
+ * the same pages for the same device a second time: udmabuf does so with CPU syncs,
+ * which DMA-API debugging refuses ("overlapping mappings aren't supported"), and it
+ * would cost a mapping per import. LAST_ATTACH_NS times only a new attachment.
+ */
+static struct extmem_shared_attach *extmem_shared_attach_get(struct drm_device *drm,
+							      struct dma_buf *dmabuf)
 {
-	size_t size = attach->dmabuf->size;
-	struct extmem_bo *bo;
+	struct extmem_device *edev = to_extmem_device(drm);
+	struct extmem_shared_attach *sa;
+	struct extmem_share *found;
 	int ret;
 
-	/* drm_gem_private_object_init() insists on whole pages. */
-	if (!size || !PAGE_ALIGNED(size))
-		return ERR_PTR(-EINVAL);
-	ret = extmem_check_sgt(drm, sgt, size);
+	ret = mutex_lock_interruptible(&edev->share_lock);
 	if (ret)
 		return ERR_PTR(ret);
+	found = extmem_share_find(&edev->attaches, extmem_shared_attach_matches, dmabuf);
+	if (found) {
+		sa = container_of(found, struct extmem_shared_attach, share);
+		goto out_unlock;
+	}
+	sa = kzalloc(sizeof(*sa), GFP_KERNEL);
+	if (!sa) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	ret = extmem_attach_map(drm, dmabuf, &sa->attach, &sa->sgt);
+	if (ret)
+		goto err_free;
+	ret = extmem_check_sgt(drm, sa->sgt, dmabuf->size);
+	if (!ret)
+		ret = extmem_runs_from_sgt(&sa->runs, sa->sgt);
+	if (ret)
+		goto err_unmap;
+	extmem_share_add(&edev->attaches, &sa->share);
+	atomic64_inc(&edev->counters.attachments);
+	goto out_unlock;
+
+err_unmap:
+	dma_buf_unmap_attachment_unlocked(sa->attach, sa->sgt, DMA_BIDIRECTIONAL);
+	dma_buf_detach(dmabuf, sa->attach);
+err_free:
+	kfree(sa);
+out_unlock:
+	mutex_unlock(&edev->share_lock);
+	return ret ? ERR_PTR(ret) : sa;
+}
+
+/*
+ * An object is done with `sa` (it is freed, so its jobs are done): the last one unmaps
+ * and detaches. The caller still holds its reference on the dma-buf.
+ */
+static void extmem_shared_attach_put(struct drm_device *drm, struct extmem_shared_attach *sa)
+{
+	struct extmem_device *edev = to_extmem_device(drm);
+
+	mutex_lock(&edev->share_lock);
+	if (extmem_share_drop(&sa->share)) {
+		dma_buf_unmap_attachment_unlocked(sa->attach, sa->sgt, DMA_BIDIRECTIONAL);
+		dma_buf_detach(sa->attach->dmabuf, sa->attach);
+		extmem_runs_free(&sa->runs);
+		kfree(sa);
+		atomic64_dec(&edev->counters.attachments);
+	}
+	mutex_unlock(&edev->share_lock);
+}
+
+/* Frees a DMABUF or FOREIGN object: its use of the attachment, then its dma-buf. */
+static void extmem_import_free(struct drm_gem_object *obj)
+{
+	struct extmem_bo *bo = to_extmem_bo(obj);
+	struct dma_buf *dmabuf = bo->import.shared->attach->dmabuf;
+	struct drm_device *drm = obj->dev;
+
+	extmem_shared_attach_put(drm, bo->import.shared);
+	dma_buf_put(dmabuf);
+	drm_gem_object_release(obj);
+	kfree(bo);
+	extmem_count_object(drm, -1);
+}
+
+/*
+ * A DMABUF or FOREIGN object: the window [offset, offset + size) of `dmabuf`, through the
+ * device's shared attachment of it. Takes over the caller's reference on `dmabuf` on
+ * success only.
+ */
+static const struct drm_gem_object_funcs extmem_import_funcs = {
+	.free = extmem_import_free,
+	/*
+	 * drm_gem_prime_handle_to_fd() re-exports the original dma-buf for a DMABUF object;
+	 * a FOREIGN object is a window, not a whole dma-buf.
+	 */
+	.export = extmem_no_export,
+};
+
+static struct drm_gem_object *extmem_import_create(struct drm_device *drm,
+						   struct dma_buf *dmabuf, u32 kind, u64 offset,
+						   u64 size, bool read_only)
+{
+	struct extmem_shared_attach *sa;
+	struct extmem_bo *bo;
 
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
 	if (!bo)
 		return ERR_PTR(-ENOMEM);
-	ret = extmem_runs_from_sgt(&bo->import.runs, sgt);
-	if (ret) {
+	sa = extmem_shared_attach_get(drm, dmabuf);
+	if (IS_ERR(sa)) {
 		kfree(bo);
-		return ERR_PTR(ret);
+		return ERR_CAST(sa);
 	}
-	bo->kind = EXTMEM_OBJECT_DMABUF;
-	bo->import.attach = attach;
-	bo->import.sgt = sgt;
-	bo->shmem.base.funcs = &extmem_dmabuf_funcs;
+	bo->kind = kind;
+	bo->read_only = read_only;
+	bo->import.shared = sa;
+	bo->import.offset = offset;
+	bo->shmem.base.funcs = &extmem_import_funcs;
 	drm_gem_private_object_init(drm, &bo->shmem.base, size);
-
-	atomic64_inc(&to_extmem_device(drm)->counters.attachments);
 	extmem_count_object(drm, 1);
 	return &bo->shmem.base;
 }
 
 /*
- * drm_driver.gem_prime_import: drm_gem_prime_import_dev() of 6.12 with the attachment
- * mapping timed (extmem_attach_map). An object of this device comes back as itself;
- * anything else is attached, mapped and wrapped, and extmem_dmabuf_free() undoes it all
- * through drm_prime_gem_destroy().
+ * drm_driver.gem_prime_import: drm_gem_prime_import_dev() of 6.12, with the device's
+ * attachment of the dma-buf shared (extmem_shared_attach_get): two files importing one
+ * dma-buf, or a PRIME import beside a FOREIGN window of it, attach it once. An object of
+ * this device comes back as itself; anything else is wrapped, and extmem_import_free()
+ * undoes it (not drm_prime_gem_destroy(), which would detach a shared attachment).
  */
 struct drm_gem_object *extmem_gem_prime_import(struct drm_device *drm, struct dma_buf *dmabuf)
 {
-	struct dma_buf_attachment *attach;
 	struct drm_gem_object *obj;
-	struct sg_table *sgt;
-	int ret;
+	size_t size = dmabuf->size;
 
 	/*
 	 * DRM's own test is dmabuf->ops == &drm_gem_prime_dmabuf_ops, which is not exported;
@@ -562,94 +739,21 @@ struct drm_gem_object *extmem_gem_prime_import(struct drm_device *drm, struct dm
 			return obj;
 		}
 	}
+	/* drm_gem_private_object_init() insists on whole pages. */
+	if (!size || !PAGE_ALIGNED(size))
+		return ERR_PTR(-EINVAL);
 
-	ret = extmem_attach_map(drm, dmabuf, &attach, &sgt);
-	if (ret)
-		return ERR_PTR(ret);
-	/* The object's reference on the dma-buf, dropped by drm_prime_gem_destroy(). */
+	/* The object's reference on the dma-buf, dropped by extmem_import_free(). */
 	get_dma_buf(dmabuf);
-	obj = extmem_dmabuf_create(drm, attach, sgt);
+	obj = extmem_import_create(drm, dmabuf, EXTMEM_OBJECT_DMABUF, 0, size, false);
 	if (IS_ERR(obj)) {
-		dma_buf_unmap_attachment_unlocked(attach, sgt, DMA_BIDIRECTIONAL);
-		dma_buf_detach(dmabuf, attach);
 		dma_buf_put(dmabuf);
 		return obj;
 	}
-	obj->import_attach = attach;
+	/* Read by DRM (re-export, fdinfo) only; the object's free does not detach it. */
+	obj->import_attach = to_extmem_bo(obj)->import.shared->attach;
 	obj->resv = dmabuf->resv;
 	return obj;
-}
-
-static void extmem_foreign_free(struct drm_gem_object *obj)
-{
-	struct extmem_bo *bo = to_extmem_bo(obj);
-	struct dma_buf_attachment *attach = bo->import.attach;
-	struct dma_buf *dmabuf = attach->dmabuf;
-	struct drm_device *drm = obj->dev;
-
-	dma_buf_unmap_attachment_unlocked(attach, bo->import.sgt, DMA_BIDIRECTIONAL);
-	dma_buf_detach(dmabuf, attach);
-	dma_buf_put(dmabuf);
-	extmem_runs_free(&bo->import.runs);
-	drm_gem_object_release(obj);
-	kfree(bo);
-	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
-	extmem_count_object(drm, -1);
-}
-
-static const struct drm_gem_object_funcs extmem_foreign_funcs = {
-	.free = extmem_foreign_free,
-	.export = extmem_no_export,
-};
-
-/*
- * A FOREIGN object over [offset, offset + size) of `dmabuf`. Takes over the caller's
- * reference on `dmabuf` on success only. This is drm_gem_prime_import_dev() without its
- * own-device shortcut (an object of ours mapped through its dma-buf is attached like any
- * other exporter's) and with the window.
- */
-static struct drm_gem_object *extmem_foreign_create(struct drm_device *drm,
-						    struct dma_buf *dmabuf, u64 offset,
-						    u64 size, bool read_only)
-{
-	struct dma_buf_attachment *attach;
-	struct sg_table *sgt;
-	struct extmem_bo *bo;
-	int ret;
-
-	ret = extmem_attach_map(drm, dmabuf, &attach, &sgt);
-	if (ret)
-		return ERR_PTR(ret);
-	ret = extmem_check_sgt(drm, sgt, dmabuf->size);
-	if (ret)
-		goto err_unmap;
-
-	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
-	if (!bo) {
-		ret = -ENOMEM;
-		goto err_unmap;
-	}
-	ret = extmem_runs_from_sgt(&bo->import.runs, sgt);
-	if (ret) {
-		kfree(bo);
-		goto err_unmap;
-	}
-	bo->kind = EXTMEM_OBJECT_FOREIGN;
-	bo->read_only = read_only;
-	bo->import.attach = attach;
-	bo->import.sgt = sgt;
-	bo->import.offset = offset;
-	bo->shmem.base.funcs = &extmem_foreign_funcs;
-	drm_gem_private_object_init(drm, &bo->shmem.base, size);
-
-	atomic64_inc(&to_extmem_device(drm)->counters.attachments);
-	extmem_count_object(drm, 1);
-	return &bo->shmem.base;
-
-err_unmap:
-	dma_buf_unmap_attachment_unlocked(attach, sgt, DMA_BIDIRECTIONAL);
-	dma_buf_detach(dmabuf, attach);
-	return ERR_PTR(ret);
 }
 
 /* ---- USERPTR ------------------------------------------------------------------------ */
@@ -754,8 +858,9 @@ static int extmem_user_dma_map(struct device *dev, struct page **pages,
 	/*
 	 * No CPU sync here or at unmap: every job syncs the table for the device before the
 	 * copy engine runs and for the CPU after it wrote (job.c), and the device touches the
-	 * pages at no other time. Skipping it also lets two pins of one range (two objects)
-	 * be mapped at once, which DMA-API debugging refuses for mappings that sync.
+	 * pages at no other time. Skipping it also lets two objects over overlapping but
+	 * different ranges (each its own mapping; equal ranges share one) be mapped at
+	 * once, which DMA-API debugging refuses for mappings that sync.
 	 */
 	ret = dma_map_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
 	if (ret)
@@ -781,6 +886,119 @@ static void extmem_user_dma_unmap(struct device *dev, bool writable, struct sg_t
 	sg_free_table(sgt);
 }
 
+/* A pin looking for a mapping: its pages (`pages`, or with `pages` NULL the runs). */
+struct extmem_user_pin {
+	struct page **pages;
+	const struct extmem_runs *runs;
+	unsigned long npages;
+	bool writable;
+};
+
+/*
+ * Whether the CPU side of `sgt` (the pages it was built from) is, in order, the pages of
+ * `pin`, which has as many pages as the table. Linear in the table's entries and the
+ * pin's pages or runs, and it stops at the first difference (in a mapping of other
+ * pages, the first page).
+ */
+static bool extmem_sgt_is_pin(struct sg_table *sgt, const struct extmem_user_pin *pin)
+{
+	struct scatterlist *sg;
+	unsigned long idx = 0;
+	unsigned int i;
+
+	for_each_sgtable_sg(sgt, sg, i) {
+		u64 pa = sg_phys(sg);
+		u64 left = sg->length;
+
+		while (left) {
+			u64 pin_pa, len;
+
+			if (idx >= pin->npages)
+				return false;
+			if (pin->pages) {
+				pin_pa = page_to_phys(pin->pages[idx]);
+				len = PAGE_SIZE;
+			} else if (extmem_runs_lookup(pin->runs, (u64)idx << PAGE_SHIFT, &pin_pa,
+						      &len)) {
+				return false;
+			}
+			if (pin_pa != pa)
+				return false;
+			len = min(len, left);
+			pa += len;
+			left -= len;
+			idx += len >> PAGE_SHIFT;
+		}
+	}
+	return idx == pin->npages;
+}
+
+static bool extmem_user_map_matches(struct extmem_share *sh, const void *key)
+{
+	struct extmem_user_map *map = container_of(sh, struct extmem_user_map, share);
+	const struct extmem_user_pin *pin = key;
+
+	return map->writable == pin->writable && map->npages == pin->npages &&
+	       extmem_sgt_is_pin(&map->sgt, pin);
+}
+
+/*
+ * The device's mapping of the pages of `pin`: an existing one over the same pages in the
+ * same direction, with one more user, or a new one (extmem_user_dma_map).
+ */
+static struct extmem_user_map *extmem_user_map_get(struct drm_device *drm,
+						   const struct extmem_user_pin *pin)
+{
+	struct extmem_device *edev = to_extmem_device(drm);
+	struct extmem_user_map *map;
+	struct extmem_share *found;
+	int ret;
+
+	ret = mutex_lock_interruptible(&edev->share_lock);
+	if (ret)
+		return ERR_PTR(ret);
+	found = extmem_share_find(&edev->user_maps, extmem_user_map_matches, pin);
+	if (found) {
+		map = container_of(found, struct extmem_user_map, share);
+		goto out_unlock;
+	}
+	map = kzalloc(sizeof(*map), GFP_KERNEL);
+	if (!map) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	ret = extmem_user_dma_map(drm->dev, pin->pages, pin->runs, pin->npages, pin->writable,
+				  &map->sgt, &map->dma_runs);
+	if (ret) {
+		kfree(map);
+		goto out_unlock;
+	}
+	map->writable = pin->writable;
+	map->npages = pin->npages;
+	extmem_share_add(&edev->user_maps, &map->share);
+	atomic64_inc(&edev->counters.user_dma_maps);
+out_unlock:
+	mutex_unlock(&edev->share_lock);
+	return ret ? ERR_PTR(ret) : map;
+}
+
+/*
+ * An object is done with `map` (it is freed, so its jobs are done): the last one
+ * unmaps. The caller's pages are still pinned.
+ */
+static void extmem_user_map_put(struct drm_device *drm, struct extmem_user_map *map)
+{
+	struct extmem_device *edev = to_extmem_device(drm);
+
+	mutex_lock(&edev->share_lock);
+	if (extmem_share_drop(&map->share)) {
+		extmem_user_dma_unmap(drm->dev, map->writable, &map->sgt, &map->dma_runs);
+		kfree(map);
+		atomic64_dec(&edev->counters.user_dma_maps);
+	}
+	mutex_unlock(&edev->share_lock);
+}
+
 static void extmem_userptr_free(struct drm_gem_object *obj)
 {
 	struct extmem_bo *bo = to_extmem_bo(obj);
@@ -789,8 +1007,8 @@ static void extmem_userptr_free(struct drm_gem_object *obj)
 
 	extmem_userptr_unrecord(obj, bo->user.efile);
 	extmem_file_put(bo->user.efile);
-	/* Unmapped before unpinned: the DMA API's mapping must not outlive the pin. */
-	extmem_user_dma_unmap(obj->dev->dev, bo->user.writable, &bo->user.sgt, &bo->dma_runs);
+	/* Put before unpinned: the DMA API's mapping must not outlive the last pin. */
+	extmem_user_map_put(obj->dev, bo->user.map);
 	/* The GPU may have written through a writable pin: dirty the pages for writeback. */
 	extmem_unpin_recorded(bo->user.pages, &bo->user.runs, npages, bo->user.writable);
 	atomic64_sub(npages, &bo->user.mm->pinned_vm);
@@ -921,6 +1139,7 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	unsigned long lock_limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
 	struct mm_struct *mm = current->mm;
 	struct extmem_pin pin = {};
+	struct extmem_user_pin key;
 	struct page **batch;
 	struct extmem_bo *bo;
 	/* Phase times for LAST_PIN_NS and LAST_USERPTR_*_NS; setup is what the others leave. */
@@ -993,10 +1212,17 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		ret = -ENOMEM;
 		goto err_unpin;
 	}
-	ret = extmem_user_dma_map(drm->dev, pin.pages, &pin.runs, npages, writable,
-				  &bo->user.sgt, &bo->dma_runs);
-	if (ret)
+	key = (struct extmem_user_pin){
+		.pages = pin.pages,
+		.runs = &pin.runs,
+		.npages = npages,
+		.writable = writable,
+	};
+	bo->user.map = extmem_user_map_get(drm, &key);
+	if (IS_ERR(bo->user.map)) {
+		ret = PTR_ERR(bo->user.map);
 		goto err_free;
+	}
 	/* The file's ledger of pins (kcore): one record per object, ENOSPC when full. */
 	t0 = ktime_get_ns();
 	ret = mutex_lock_interruptible(&efile->vm_lock);
@@ -1028,7 +1254,7 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	return &bo->shmem.base;
 
 err_unmap:
-	extmem_user_dma_unmap(drm->dev, writable, &bo->user.sgt, &bo->dma_runs);
+	extmem_user_map_put(drm, bo->user.map);
 err_free:
 	kfree(bo);
 err_unpin:
@@ -1150,7 +1376,11 @@ static struct drm_gem_object *extmem_userptr_foreign(struct drm_device *drm,
 		dma_buf_put(dmabuf);
 		return NULL;
 	}
-	obj = extmem_foreign_create(drm, dmabuf, offset, size, read_only);
+	/*
+	 * drm_gem_prime_import_dev() without its own-device shortcut (an object of ours
+	 * mapped through its dma-buf is attached like any other exporter's), with a window.
+	 */
+	obj = extmem_import_create(drm, dmabuf, EXTMEM_OBJECT_FOREIGN, offset, size, read_only);
 	if (IS_ERR(obj))
 		dma_buf_put(dmabuf);
 	return obj;

@@ -279,6 +279,9 @@ pub struct DmaCounters {
     pub total: SyncCounts,
     /// Their time, in nanoseconds.
     pub total_ns: u64,
+    /// DMA mappings of pinned user pages alive: one per page range and direction, shared by
+    /// the `GEM_USERPTR` objects over it.
+    pub user_dma_maps: u64,
 }
 
 /// Reads [`DmaCounters`] from extmem-vgpu's debugfs counters file (debugfs must be mounted).
@@ -335,6 +338,7 @@ fn parse_dma_counters(text: &str) -> Result<DmaCounters, String> {
         last_job_ns: value("last_job_sync_ns")?,
         total: counts("total_sync")?,
         total_ns: value("total_sync_ns")?,
+        user_dma_maps: value("user_dma_maps")?,
     })
 }
 
@@ -417,7 +421,7 @@ mod tests {
         last_job_sync_for_device 2\nlast_job_sync_for_device_bytes 393216\n\
         last_job_sync_for_cpu 1\nlast_job_sync_for_cpu_bytes 131072\nlast_job_sync_ns 5100\n\
         total_sync_for_device 7\ntotal_sync_for_device_bytes 900000\ntotal_sync_for_cpu 3\n\
-        total_sync_for_cpu_bytes 400000\ntotal_sync_ns 90000\n";
+        total_sync_for_cpu_bytes 400000\ntotal_sync_ns 90000\nuser_dma_maps 3\n";
 
     #[test]
     fn dma_counters_are_parsed_by_name() {
@@ -436,6 +440,7 @@ mod tests {
         assert_eq!(parsed.last_job_ns, 5100);
         assert_eq!(parsed.total.for_cpu_bytes, 400_000);
         assert_eq!(parsed.total_ns, 90_000);
+        assert_eq!(parsed.user_dma_maps, 3);
     }
 
     #[test]

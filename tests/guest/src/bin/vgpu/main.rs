@@ -5,7 +5,8 @@
 //! host-mapped foreign memory (a `GEM_USERPTR` inside a CPU mapping of a dma-buf); 2 MiB
 //! blocks; every documented rejection (with the counters unchanged); `RLIMIT_MEMLOCK`; a
 //! SIGKILLed process giving everything back; jobs, fences, syncobjs and implicit sync; and the
-//! DMA API's syncs around each job. One KTAP result per check; a failure says what
+//! DMA API's syncs around each job; one DMA mapping per pinned range and one attachment per
+//! dma-buf, however many objects import them. One KTAP result per check; a failure says what
 //! was expected and what was seen.
 //!
 //! Each group of checks is a module; `helpers` holds what several of them use. The program
@@ -24,6 +25,7 @@ mod memlock;
 mod params;
 mod pin_forms;
 mod rejections;
+mod shared_maps;
 mod syncs;
 
 use std::io;
@@ -36,7 +38,7 @@ use extmem_guest_tests::ktap::{expect_eq, Failure, KtapWriter};
 use extmem_guest_tests::vgpu::{Counters, Vgpu};
 
 /// Number of results the parent writes; the runner fails the program if fewer arrive.
-const PLAN: usize = 106 + syncs::CHECKS + dma::CHECKS;
+const PLAN: usize = 106 + syncs::CHECKS + dma::CHECKS + shared_maps::CHECKS;
 
 /// The GPU's page: the 4 KiB granule of its page tables (VM_BIND's alignment, VM_QUERY's
 /// leaf). The CPU's page, which pins and host pointers count in, is
@@ -105,6 +107,7 @@ fn run(ktap: &mut Ktap) {
     killed_process::checks(ktap, gpu);
     syncs::checks(ktap, gpu, vgem);
     dma::checks(ktap, gpu);
+    shared_maps::checks(ktap, gpu);
 
     ktap.check_after(
         "counters, outstanding pins and debugfs attachments: back to their values at the start",
