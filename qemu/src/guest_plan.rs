@@ -287,33 +287,39 @@ const DRIVER_PROGRAMS: usize = 5;
 /// (`debug_reports.rs`).
 pub const DEBUG_KERNEL_SUITES: &[GuestSuite] = &[GuestSuite {
     name: "extmem-vgpu-debug",
-    setup: &[
-        MOUNT_DEBUGFS,
-        GuestCommand {
-            name: "kmemleak-baseline",
-            argv: &[
-                "sh",
-                "-c",
-                "echo scan > /sys/kernel/debug/kmemleak && echo clear > /sys/kernel/debug/kmemleak",
-            ],
-        },
-        INSMOD_WITH_SELFTESTS,
-    ],
+    setup: DEBUG_VGPU_SETUP,
     programs: EXTMEM_VGPU.programs.split_at(DRIVER_PROGRAMS).0,
-    teardown: &[
-        RMMOD,
-        GuestCommand {
-            name: crate::debug_reports::KMEMLEAK_STEP,
-            argv: &[
-                "sh",
-                "-c",
-                "sleep 6 && echo scan > /sys/kernel/debug/kmemleak && sleep 6 && \
-                 echo scan > /sys/kernel/debug/kmemleak && cat /sys/kernel/debug/kmemleak",
-            ],
-        },
-    ],
+    teardown: DEBUG_VGPU_TEARDOWN,
     kernel_module: true,
 }];
+
+/// The debug kernel's setup: debugfs, the kmemleak baseline, the module.
+const DEBUG_VGPU_SETUP: &[GuestCommand] = &[
+    MOUNT_DEBUGFS,
+    GuestCommand {
+        name: "kmemleak-baseline",
+        argv: &[
+            "sh",
+            "-c",
+            "echo scan > /sys/kernel/debug/kmemleak && echo clear > /sys/kernel/debug/kmemleak",
+        ],
+    },
+    INSMOD_WITH_SELFTESTS,
+];
+
+/// The debug kernel's teardown: the module unloaded, then the kmemleak scan.
+const DEBUG_VGPU_TEARDOWN: &[GuestCommand] = &[
+    RMMOD,
+    GuestCommand {
+        name: crate::debug_reports::KMEMLEAK_STEP,
+        argv: &[
+            "sh",
+            "-c",
+            "sleep 6 && echo scan > /sys/kernel/debug/kmemleak && sleep 6 && \
+             echo scan > /sys/kernel/debug/kmemleak && cat /sys/kernel/debug/kmemleak",
+        ],
+    },
+];
 
 /// What runs on the LTS and the newest kernel (`provision::LTS_SERIES`,
 /// `build_root::SERIES`): the module loaded (its self-tests
@@ -330,13 +336,19 @@ pub const VGPU_ONLY: &[GuestSuite] = &[GuestSuite {
 /// The guest ioctl fuzzer alone: `vgpu-fuzz` on the loaded module, asked by a setup command
 /// for a run of `calls` calls (it reads the count from `/run/extmem-vgpu-fuzz-calls`) instead
 /// of the suite's 20 s, then the module unloaded, with the same checks (every success
-/// against its model, counters back, no kernel report).
-pub fn fuzz_guest(calls: u64) -> GuestSuite {
+/// against its model, counters back, no kernel report). On the debug kernel (`debug_kernel`)
+/// the run sits between the kmemleak baseline and scan, like [`DEBUG_KERNEL_SUITES`].
+pub fn fuzz_guest(calls: u64, debug_kernel: bool) -> GuestSuite {
     // The plan holds 'static words; this suite is built once per run of the command, so
     // the few bytes leaked here live as long as the process anyway.
     let request: &'static str =
         Box::leak(format!("echo {calls} > /run/extmem-vgpu-fuzz-calls").into_boxed_str());
-    let setup: Vec<GuestCommand> = VGPU_SETUP
+    let (setup, teardown) = if debug_kernel {
+        (DEBUG_VGPU_SETUP, DEBUG_VGPU_TEARDOWN)
+    } else {
+        (VGPU_SETUP, VGPU_TEARDOWN)
+    };
+    let setup: Vec<GuestCommand> = setup
         .iter()
         .copied()
         .chain([GuestCommand {
@@ -348,7 +360,7 @@ pub fn fuzz_guest(calls: u64) -> GuestSuite {
         name: "extmem-vgpu-fuzz",
         setup: setup.leak(),
         programs: &[VGPU_FUZZ],
-        teardown: VGPU_TEARDOWN,
+        teardown,
         kernel_module: true,
     }
 }

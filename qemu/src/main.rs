@@ -108,7 +108,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ),
     (
         "--debug-kernel",
-        "add the debug-kernel step (suite, guest); run it before submitting kernel-shim changes",
+        "add the debug-kernel step (suite, guest), or fuzz on that kernel (fuzz-guest)",
     ),
     (
         "--kernel 6.1|6.12|7.x",
@@ -463,8 +463,20 @@ fn parse_args(args: &[String]) -> Result<Request, String> {
         _ => steps,
     };
     if debug_kernel {
-        if !matches!(command, Subcommand::Suite | Subcommand::Guest) {
-            return Err("--debug-kernel goes with suite or guest".into());
+        if !matches!(
+            command,
+            Subcommand::Suite | Subcommand::Guest | Subcommand::FuzzGuest
+        ) {
+            return Err("--debug-kernel goes with suite, guest or fuzz-guest".into());
+        }
+        // The one debug kernel is built for x86_64 from the backports kernel's source.
+        if command == Subcommand::FuzzGuest
+            && (kernel.is_some() || arch.is_some_and(|a| a != GuestArch::X86_64))
+        {
+            return Err(
+                "fuzz-guest --debug-kernel boots the x86_64 debug kernel: no --kernel or --arch"
+                    .into(),
+            );
         }
         steps = steps.with(SuiteStep::DebugKernel);
     }
@@ -718,7 +730,24 @@ fn debug_kernel_step(
     provisioned: Option<&Provisioned>,
     options: Options,
 ) -> Step {
-    let title = "debug kernel (QEMU x86_64: KASAN, lockdep, kmemleak, DMA-API debug, UBSAN)";
+    debug_kernel_run(
+        workspace,
+        provisioned,
+        options,
+        guest_plan::DEBUG_KERNEL_SUITES,
+        "debug kernel (QEMU x86_64: KASAN, lockdep, kmemleak, DMA-API debug, UBSAN)",
+    )
+}
+
+/// One boot of the debug kernel (built unless cached) running `suites`, whose plan must end
+/// in the kmemleak scan; the checkers' reports are named checks.
+fn debug_kernel_run(
+    workspace: &Workspace,
+    provisioned: Option<&Provisioned>,
+    options: Options,
+    suites: &[guest_plan::GuestSuite],
+    title: &str,
+) -> Step {
     let Some(provisioned) = provisioned else {
         let mut step = Step::new(title);
         step.checks
@@ -750,13 +779,7 @@ fn debug_kernel_step(
         features: guest_plan::FeatureSet::Every,
         debug_reports: true,
     };
-    let mut step = guest_suite::run(
-        workspace,
-        &debug,
-        guest_plan::DEBUG_KERNEL_SUITES,
-        guest_options,
-        title,
-    );
+    let mut step = guest_suite::run(workspace, &debug, suites, guest_options, title);
     step.notes.insert(
         0,
         format!(
@@ -895,9 +918,24 @@ fn single_boot_guest(
     }
 }
 
-/// `fuzz-guest`: one boot that runs the guest ioctl fuzzer for `--calls` calls.
+/// `fuzz-guest`: one boot that runs the guest ioctl fuzzer for `--calls` calls; with
+/// `--debug-kernel`, on the debug kernel, failing on any of its checkers' reports.
 fn fuzz_guest(workspace: &Workspace, options: Options) -> ExitCode {
     let (mut provision, provisioned) = provision_step(workspace);
+    if options.steps.contains(SuiteStep::DebugKernel) {
+        let title = format!(
+            "guest ioctl fuzzer on the debug kernel (QEMU x86_64, {} calls)",
+            options.fuzz_calls
+        );
+        let fuzz = debug_kernel_run(
+            workspace,
+            provisioned.as_ref(),
+            options,
+            &[guest_plan::fuzz_guest(options.fuzz_calls, true)],
+            &title,
+        );
+        return finish(&[provision, fuzz]);
+    }
     let Some((arch, kernel, provisioned)) = single_boot_guest(&mut provision, provisioned, options)
     else {
         return finish(&[provision]);
@@ -905,7 +943,7 @@ fn fuzz_guest(workspace: &Workspace, options: Options) -> ExitCode {
     let fuzz = guest_suite::run(
         workspace,
         &provisioned,
-        &[guest_plan::fuzz_guest(options.fuzz_calls)],
+        &[guest_plan::fuzz_guest(options.fuzz_calls, false)],
         guest_options(options, arch, kernel, false),
         &format!(
             "guest ioctl fuzzer (QEMU {}, {} calls)",
@@ -1147,8 +1185,20 @@ mod tests {
         for other in ["demo", "bench", "fuzz", "setup"] {
             assert_eq!(
                 run(&format!("{other} --debug-kernel")).err().as_deref(),
-                Some("--debug-kernel goes with suite or guest"),
+                Some("--debug-kernel goes with suite, guest or fuzz-guest"),
                 "{other}"
+            );
+        }
+        let fuzz = run("fuzz-guest --debug-kernel --calls 20000")?;
+        assert!(fuzz.steps.contains(SuiteStep::DebugKernel));
+        assert_eq!(fuzz.fuzz_calls, 20_000);
+        assert!(!run("fuzz-guest --calls 20000")?
+            .steps
+            .contains(SuiteStep::DebugKernel));
+        for elsewhere in ["--kernel 6.1", "--arch arm64"] {
+            assert!(
+                run(&format!("fuzz-guest --debug-kernel {elsewhere}")).is_err(),
+                "{elsewhere}"
             );
         }
         Ok(())

@@ -21,10 +21,10 @@ use crate::{Ktap, MIB, MIB_LEN, SLOT};
 
 /// What `vgpu child-hold` sets up: 5 objects (userptr, shmem, vgem and udmabuf imports, a
 /// foreign window of the udmabuf; virtio-gpu's dma-buf in place of the udmabuf where the
-/// kernel has none), 5 bindings, 3 attachments, 1 MiB pinned (in CPU pages: 256 of 4 KiB,
-/// 64 of 16 KiB).
+/// kernel has none), 5 bindings, 2 attachments (the window shares the udmabuf import's: one
+/// attachment per dma-buf), 1 MiB pinned (in CPU pages: 256 of 4 KiB, 64 of 16 KiB).
 const HOLD_OBJECTS: u64 = 5;
-const HOLD_ATTACHMENTS: u64 = 3;
+const HOLD_ATTACHMENTS: u64 = 2;
 const HOLD_PINNED_BYTES: u64 = MIB;
 
 pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {

@@ -148,7 +148,9 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>) {
         let closed = close_all(gpu, &handles);
         result?;
         closed?;
+        // The udmabuf pins its memfd's pages until it is gone.
         drop(view);
+        drop(exported);
         back_to_start(gpu, start)
     });
 }
