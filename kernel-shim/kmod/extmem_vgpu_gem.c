@@ -552,15 +552,21 @@ static void extmem_share_add(struct list_head *list, struct extmem_share *sh)
 }
 
 /*
- * Drops one user of `sh`. Caller holds share_lock; true if that was the last, and `sh`
- * is off its list for the caller to tear down (still under the lock).
+ * An object is done with `sh` (it is being freed, so its jobs are done): drops its use,
+ * and the last one takes `sh` off its list and has `release` tear it down, still under
+ * the lock so that no new mapping of the same memory is made before the old one is gone.
  */
-static bool extmem_share_drop(struct extmem_share *sh)
+static void extmem_share_put(struct drm_device *drm, struct extmem_share *sh,
+			     void (*release)(struct drm_device *drm, struct extmem_share *sh))
 {
-	if (--sh->users)
-		return false;
-	list_del(&sh->link);
-	return true;
+	struct extmem_device *edev = to_extmem_device(drm);
+
+	mutex_lock(&edev->share_lock);
+	if (!--sh->users) {
+		list_del(&sh->link);
+		release(drm, sh);
+	}
+	mutex_unlock(&edev->share_lock);
 }
 
 static bool extmem_shared_attach_matches(struct extmem_share *sh, const void *dmabuf)
@@ -644,23 +650,16 @@ out_unlock:
 	return ret ? ERR_PTR(ret) : sa;
 }
 
-/*
- * An object is done with `sa` (it is freed, so its jobs are done): the last one unmaps
- * and detaches. The caller still holds its reference on the dma-buf.
- */
-static void extmem_shared_attach_put(struct drm_device *drm, struct extmem_shared_attach *sa)
+/* The last object is done with an attachment: unmapped, detached, freed. */
+static void extmem_shared_attach_release(struct drm_device *drm, struct extmem_share *sh)
 {
-	struct extmem_device *edev = to_extmem_device(drm);
+	struct extmem_shared_attach *sa = container_of(sh, struct extmem_shared_attach, share);
 
-	mutex_lock(&edev->share_lock);
-	if (extmem_share_drop(&sa->share)) {
-		dma_buf_unmap_attachment_unlocked(sa->attach, sa->sgt, DMA_BIDIRECTIONAL);
-		dma_buf_detach(sa->attach->dmabuf, sa->attach);
-		extmem_runs_free(&sa->runs);
-		kfree(sa);
-		atomic64_dec(&edev->counters.attachments);
-	}
-	mutex_unlock(&edev->share_lock);
+	dma_buf_unmap_attachment_unlocked(sa->attach, sa->sgt, DMA_BIDIRECTIONAL);
+	dma_buf_detach(sa->attach->dmabuf, sa->attach);
+	extmem_runs_free(&sa->runs);
+	kfree(sa);
+	atomic64_dec(&to_extmem_device(drm)->counters.attachments);
 }
 
 /* Frees a DMABUF or FOREIGN object: its use of the attachment, then its dma-buf. */
@@ -670,7 +669,8 @@ static void extmem_import_free(struct drm_gem_object *obj)
 	struct dma_buf *dmabuf = bo->import.shared->attach->dmabuf;
 	struct drm_device *drm = obj->dev;
 
-	extmem_shared_attach_put(drm, bo->import.shared);
+	/* The attachment goes (if this was its last object) before the dma-buf reference. */
+	extmem_share_put(drm, &bo->import.shared->share, extmem_shared_attach_release);
 	dma_buf_put(dmabuf);
 	drm_gem_object_release(obj);
 	kfree(bo);
@@ -982,21 +982,14 @@ out_unlock:
 	return ret ? ERR_PTR(ret) : map;
 }
 
-/*
- * An object is done with `map` (it is freed, so its jobs are done): the last one
- * unmaps. The caller's pages are still pinned.
- */
-static void extmem_user_map_put(struct drm_device *drm, struct extmem_user_map *map)
+/* The last object is done with a user mapping: unmapped (its pages still pinned), freed. */
+static void extmem_user_map_release(struct drm_device *drm, struct extmem_share *sh)
 {
-	struct extmem_device *edev = to_extmem_device(drm);
+	struct extmem_user_map *map = container_of(sh, struct extmem_user_map, share);
 
-	mutex_lock(&edev->share_lock);
-	if (extmem_share_drop(&map->share)) {
-		extmem_user_dma_unmap(drm->dev, map->writable, &map->sgt, &map->dma_runs);
-		kfree(map);
-		atomic64_dec(&edev->counters.user_dma_maps);
-	}
-	mutex_unlock(&edev->share_lock);
+	extmem_user_dma_unmap(drm->dev, map->writable, &map->sgt, &map->dma_runs);
+	kfree(map);
+	atomic64_dec(&to_extmem_device(drm)->counters.user_dma_maps);
 }
 
 static void extmem_userptr_free(struct drm_gem_object *obj)
@@ -1008,7 +1001,7 @@ static void extmem_userptr_free(struct drm_gem_object *obj)
 	extmem_userptr_unrecord(obj, bo->user.efile);
 	extmem_file_put(bo->user.efile);
 	/* Put before unpinned: the DMA API's mapping must not outlive the last pin. */
-	extmem_user_map_put(obj->dev, bo->user.map);
+	extmem_share_put(obj->dev, &bo->user.map->share, extmem_user_map_release);
 	/* The GPU may have written through a writable pin: dirty the pages for writeback. */
 	extmem_unpin_recorded(bo->user.pages, &bo->user.runs, npages, bo->user.writable);
 	atomic64_sub(npages, &bo->user.mm->pinned_vm);
@@ -1254,7 +1247,7 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	return &bo->shmem.base;
 
 err_unmap:
-	extmem_user_map_put(drm, bo->user.map);
+	extmem_share_put(drm, &bo->user.map->share, extmem_user_map_release);
 err_free:
 	kfree(bo);
 err_unpin:
