@@ -77,22 +77,19 @@ struct extmem_shared_attach {
 
 /*
  * One DMA mapping of pinned user pages, shared by every USERPTR object that pinned the
- * same pages, in the same order, in the same direction: the device's only mapping of
+ * same pages in the same order, read-only or writable: the device's only mapping of
  * them. DMA-API debugging tracks at most 7 simultaneous mappings of a cache line that
  * the device may write (and a page mapped once per import costs a mapping each), and an
  * application may import one host buffer any number of times (Vulkan allows it).
  *
- * Sharing is keyed by direction as well as pages: a read-only pin is mapped
- * DMA_TO_DEVICE and a writable one DMA_BIDIRECTIONAL, so each object's syncs keep the
- * direction of its own import and a write is never synced against a to-device mapping.
- * A read-only mapping is not what the overlap limit counts (the device cannot leave
- * stale lines behind it), so one beside a writable mapping of the same pages costs no
- * report. Each object keeps its own pin; the pages the table names stay pinned while
- * any object over them lives, and the last one unmaps before it unpins.
+ * The mapping is DMA_BIDIRECTIONAL whatever its objects' access (EXTMEM_USER_DMA_DIR),
+ * so a writable object never shares a to-device mapping; each object's syncs keep to its
+ * own access (extmem_bo_dma_dir). Each object keeps its own pin; the pages the table
+ * names stay pinned while any object over them lives, and the last one unmaps before it
+ * unpins.
  */
 struct extmem_user_map {
 	struct extmem_share share;
-	bool writable;
 	unsigned long npages;
 	struct sg_table sgt;
 	struct extmem_runs dma_runs;
@@ -393,17 +390,26 @@ struct dma_resv *extmem_bo_resv(struct extmem_bo *bo)
 	return NULL;
 }
 
-/* The direction pinned user pages are mapped in: a read-only pin is never written. */
-static enum dma_data_direction extmem_user_dma_dir(bool writable)
-{
-	return writable ? DMA_BIDIRECTIONAL : DMA_TO_DEVICE;
-}
+/*
+ * The direction pinned user pages are mapped in: both ways, read-only pins too. A
+ * read-only pin mapped DMA_TO_DEVICE beside a writable pin of the same pages mapped
+ * DMA_BIDIRECTIONAL gives DMA-API debugging two entries at one address, and it matches
+ * a sync to an entry by best fit: the fuzzer had a writable object's sync for the CPU
+ * checked against the to-device entry ("syncs DMA memory with different direction").
+ * With one direction the pages need only one mapping. What keeps the device from
+ * writing a read-only object is its page-table entries, not the DMA direction; its
+ * syncs stay to-device (extmem_bo_dma_dir), and no sync or unmap copies back into it.
+ */
+#define EXTMEM_USER_DMA_DIR DMA_BIDIRECTIONAL
 
-/* The direction `bo`'s own table is mapped in (the shmem helper maps both ways). */
+/*
+ * The directions the syncs of `bo` use: what the object lets the device do. A read-only
+ * USERPTR is synced to the device only; everything else both ways.
+ */
 static enum dma_data_direction extmem_bo_dma_dir(struct extmem_bo *bo)
 {
-	if (bo->kind == EXTMEM_OBJECT_USERPTR)
-		return extmem_user_dma_dir(bo->user.writable);
+	if (bo->kind == EXTMEM_OBJECT_USERPTR && !bo->user.writable)
+		return DMA_TO_DEVICE;
 	return DMA_BIDIRECTIONAL;
 }
 
@@ -450,9 +456,8 @@ void extmem_bo_sync_for_device(struct extmem_bo *bo, bool write,
 	if (!sgt)
 		return;
 	/*
-	 * A sync must not ask for more than the mapping allows (DMA-API debugging checks it):
-	 * a read-only USERPTR is mapped DMA_TO_DEVICE, and a job that targets it for a write
-	 * faults on its read-only entries without writing a byte.
+	 * A read-only USERPTR is synced to the device only: a job that targets it for a
+	 * write faults on its read-only entries without writing a byte.
 	 */
 	dma_sync_sgtable_for_device(bo->shmem.base.dev->dev, sgt,
 				    write && extmem_bo_dma_dir(bo) == DMA_BIDIRECTIONAL ?
@@ -466,7 +471,7 @@ void extmem_bo_sync_for_cpu(struct extmem_bo *bo, struct extmem_sync_stats *stat
 {
 	struct sg_table *sgt = extmem_bo_own_sgt(bo);
 
-	/* Mapped DMA_TO_DEVICE (a read-only USERPTR): the device cannot have written it. */
+	/* A read-only USERPTR: the device cannot have written it through this object. */
 	if (!sgt || extmem_bo_dma_dir(bo) != DMA_BIDIRECTIONAL)
 		return;
 	dma_sync_sgtable_for_cpu(bo->shmem.base.dev->dev, sgt, DMA_FROM_DEVICE);
@@ -839,7 +844,7 @@ static int extmem_sgt_from_runs(struct sg_table *sgt, const struct extmem_runs *
  */
 static int extmem_user_dma_map(struct device *dev, struct page **pages,
 			       const struct extmem_runs *runs, unsigned long npages,
-			       bool writable, struct sg_table *sgt, struct extmem_runs *dma_runs)
+			       struct sg_table *sgt, struct extmem_runs *dma_runs)
 {
 	unsigned int max_seg = dma_get_max_seg_size(dev);
 	int ret;
@@ -862,7 +867,7 @@ static int extmem_user_dma_map(struct device *dev, struct page **pages,
 	 * different ranges (each its own mapping; equal ranges share one) be mapped at
 	 * once, which DMA-API debugging refuses for mappings that sync.
 	 */
-	ret = dma_map_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
+	ret = dma_map_sgtable(dev, sgt, EXTMEM_USER_DMA_DIR, DMA_ATTR_SKIP_CPU_SYNC);
 	if (ret)
 		goto err_table;
 	ret = extmem_runs_from_sgt(dma_runs, sgt);
@@ -871,18 +876,18 @@ static int extmem_user_dma_map(struct device *dev, struct page **pages,
 	return 0;
 
 err_unmap:
-	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
+	dma_unmap_sgtable(dev, sgt, EXTMEM_USER_DMA_DIR, DMA_ATTR_SKIP_CPU_SYNC);
 err_table:
 	sg_free_table(sgt);
 	return ret;
 }
 
 /* Undoes extmem_user_dma_map(); the pages are still pinned. */
-static void extmem_user_dma_unmap(struct device *dev, bool writable, struct sg_table *sgt,
+static void extmem_user_dma_unmap(struct device *dev, struct sg_table *sgt,
 				  struct extmem_runs *dma_runs)
 {
 	extmem_runs_free(dma_runs);
-	dma_unmap_sgtable(dev, sgt, extmem_user_dma_dir(writable), DMA_ATTR_SKIP_CPU_SYNC);
+	dma_unmap_sgtable(dev, sgt, EXTMEM_USER_DMA_DIR, DMA_ATTR_SKIP_CPU_SYNC);
 	sg_free_table(sgt);
 }
 
@@ -891,7 +896,6 @@ struct extmem_user_pin {
 	struct page **pages;
 	const struct extmem_runs *runs;
 	unsigned long npages;
-	bool writable;
 };
 
 /*
@@ -938,7 +942,7 @@ static bool extmem_user_map_matches(struct extmem_share *sh, const void *key)
 	struct extmem_user_map *map = container_of(sh, struct extmem_user_map, share);
 	const struct extmem_user_pin *pin = key;
 
-	return map->writable == pin->writable && map->npages == pin->npages &&
+	return map->npages == pin->npages &&
 	       extmem_sgt_is_pin(&map->sgt, pin);
 }
 
@@ -967,13 +971,12 @@ static struct extmem_user_map *extmem_user_map_get(struct drm_device *drm,
 		ret = -ENOMEM;
 		goto out_unlock;
 	}
-	ret = extmem_user_dma_map(drm->dev, pin->pages, pin->runs, pin->npages, pin->writable,
-				  &map->sgt, &map->dma_runs);
+	ret = extmem_user_dma_map(drm->dev, pin->pages, pin->runs, pin->npages, &map->sgt,
+				  &map->dma_runs);
 	if (ret) {
 		kfree(map);
 		goto out_unlock;
 	}
-	map->writable = pin->writable;
 	map->npages = pin->npages;
 	extmem_share_add(&edev->user_maps, &map->share);
 	atomic64_inc(&edev->counters.user_dma_maps);
@@ -987,7 +990,7 @@ static void extmem_user_map_release(struct drm_device *drm, struct extmem_share 
 {
 	struct extmem_user_map *map = container_of(sh, struct extmem_user_map, share);
 
-	extmem_user_dma_unmap(drm->dev, map->writable, &map->sgt, &map->dma_runs);
+	extmem_user_dma_unmap(drm->dev, &map->sgt, &map->dma_runs);
 	kfree(map);
 	atomic64_dec(&to_extmem_device(drm)->counters.user_dma_maps);
 }
@@ -1209,7 +1212,6 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		.pages = pin.pages,
 		.runs = &pin.runs,
 		.npages = npages,
-		.writable = writable,
 	};
 	bo->user.map = extmem_user_map_get(drm, &key);
 	if (IS_ERR(bo->user.map)) {
