@@ -187,6 +187,31 @@ impl<S: RunSource> Cursor<S> {
         }
     }
 
+    /// With `batch` set and `held` used up, writes the next runs that fill whole
+    /// `bytes`-sized entries into `rest` (entries of a table not yet linked) in one go
+    /// ([`RunSource::take_exact`]), moves `rest` past them and returns how many; after a
+    /// refusal clears `batch`, so the rest of the table goes run by run.
+    #[inline(always)]
+    fn take_batch(
+        &mut self,
+        held: &mut Held,
+        batch: &mut bool,
+        rest: &mut &mut [u64],
+        bytes: u64,
+        template: u64,
+    ) -> u64 {
+        if !*batch || held.left != 0 {
+            return 0;
+        }
+        let taken = self.runs.take_exact(bytes, rest, template);
+        *batch = taken.is_some();
+        let entries = taken.unwrap_or(0);
+        *rest = core::mem::take(rest).get_mut(entries..).unwrap_or_default();
+        let entries = entries as u64;
+        held.taken += entries * bytes;
+        entries
+    }
+
     /// Takes `bytes` (at most `self.left`) from the current run.
     fn advance(&mut self, bytes: u64) {
         self.pa += bytes;
@@ -513,17 +538,7 @@ impl<M: TableMemory> PageTable<M> {
         loop {
             // A fresh table is vacant throughout, and unseen: whole block-sized runs from
             // a slice go in one tight loop, the rest one by one below.
-            if batch && run.left == 0 {
-                let taken = cursor.runs.take_exact(bytes, rest, template);
-                // After a refusal, run by run for the rest of the table.
-                batch = taken.is_some();
-                let blocks = taken.unwrap_or(0);
-                rest = core::mem::take(&mut rest)
-                    .get_mut(blocks..)
-                    .unwrap_or_default();
-                run.taken += blocks as u64 * bytes;
-                written += blocks as u64;
-            }
+            written += cursor.take_batch(&mut run, &mut batch, &mut rest, bytes, template);
             let Some((slot, tail)) = core::mem::take(&mut rest).split_first_mut() else {
                 break;
             };
@@ -617,18 +632,9 @@ impl<M: TableMemory> PageTable<M> {
             let mut done = 0u64;
             let mut failed = None;
             loop {
-                if batch && run.left == 0 {
-                    // Runs of exactly one page from a slice, into a table not yet linked:
-                    // in one tight loop; after a refusal, run by run.
-                    let taken = cursor.runs.take_exact(page, rest, template);
-                    batch = taken.is_some();
-                    let whole = taken.unwrap_or(0);
-                    rest = core::mem::take(&mut rest)
-                        .get_mut(whole..)
-                        .unwrap_or_default();
-                    run.taken += whole as u64 * page;
-                    done += whole as u64;
-                }
+                // Runs of exactly one page from a slice, into a table not yet linked: in
+                // one tight loop.
+                done += cursor.take_batch(&mut run, &mut batch, &mut rest, page, template);
                 let Some((slot, tail)) = core::mem::take(&mut rest).split_first_mut() else {
                     break;
                 };
