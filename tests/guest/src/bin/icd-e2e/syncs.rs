@@ -1,10 +1,12 @@
 //! The synchronisation group of icd-e2e: fences and semaphores on the kernel's syncobjs,
-//! timelines from the host, fd export and import between processes, and each Valid Usage
-//! rule of the fd commands broken on purpose (on the unvalidated device).
+//! timelines from the host, fd export and import between processes, submissions held
+//! until what they wait for is signalled (wait-before-signal, in one process and across
+//! two), a device lost to a faulting job, and each Valid Usage rule of the fd commands
+//! broken on purpose (on the unvalidated device).
 //!
-//! `icd-e2e child-timeline` and `icd-e2e child-syncfd` are the other processes of the two
-//! cross-process cases; each receives a memory fd and a synchronisation fd over the unix
-//! socket on its stdin.
+//! `icd-e2e child-timeline`, `icd-e2e child-syncfd` and `icd-e2e child-held` are the other
+//! processes of the three cross-process cases; each receives a memory fd and a
+//! synchronisation fd over the unix socket on its stdin.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -24,7 +26,7 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use super::{vk_op, Ktap, Types};
 
 /// Checks this group writes.
-pub const CHECKS: usize = 12;
+pub const CHECKS: usize = 13;
 
 /// The copy the fence case waits for: big enough that the copy engine is still busy
 /// when the status is first read.
@@ -99,6 +101,11 @@ pub fn run(ktap: &mut Ktap, gpu: Option<&Gpu<'_>>, raw: Option<&Gpu<'_>>) {
         "wait-before-signal: three submits chained on timeline points 1 -> 2 -> 3 -> 4, the first waiting for a host signal, are all held and then run in order (D holds A's bytes after A->B->C->D); vkQueueWaitIdle covers them",
         gpu,
         held_chain,
+    );
+    ktap.check_after(
+        "wait-before-signal across processes: a child imports a timeline (OPAQUE_FD) and submits a fill that waits for point 1, held; a later submit of the parent signals 1; the child's fill signals 2 and the parent sees every byte",
+        gpu,
+        held_across_processes,
     );
     ktap.check_after(
         "VUIDs 01142 and 01463: a semaphore and a fence that a held submission signals refuse an import with VK_ERROR_VALIDATION_FAILED_EXT (the fd stays open); once the submission ran they take one",
@@ -476,6 +483,58 @@ fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
     vk_op(idle)
 }
 
+fn held_across_processes(gpu: &Gpu<'_>) -> CheckResult<()> {
+    let value = 0x4e1d_b4c4_u32;
+    let shared = vk_op(DeviceBuffer::new(gpu, SHARED, Types::OPAQUE_FD))?;
+    vk_op(gpu.write(shared.memory, 0, &vec![0; len(SHARED)?]))?;
+    let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::OPAQUE_FD))?;
+    let result = (|| {
+        let memory_fd = vk_op(gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
+        let sync_fd = gpu
+            .export_semaphore(timeline, SemTypes::OPAQUE_FD)
+            .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))?;
+        let (child, socket) = spawn_child("child-held")?;
+        let message = FdMessage {
+            size: SHARED,
+            value,
+        };
+        let sent = send_fd(socket.as_fd(), memory_fd.as_fd(), message)
+            .and_then(|()| send_fd(socket.as_fd(), sync_fd.as_fd(), message));
+        drop((memory_fd, sync_fd));
+        // The child says when its held submit is in: only then is point 1 signalled.
+        let mut byte = [0u8; 1];
+        let heard = rustix::net::recv(&socket, &mut byte, rustix::net::RecvFlags::empty());
+        drop(socket);
+        let signal = SyncBatch {
+            signals: vec![(timeline, 1)],
+            ..SyncBatch::default()
+        };
+        let submitted = match heard {
+            Ok((1, _)) => vk_op(gpu.submit_batches(&[signal], vk::Fence::null())),
+            other => Err(Failure::new(
+                "one byte from the child once it has submitted",
+                format!("{other:?}"),
+            )),
+        };
+        let timeout = u64::try_from(CHILD_WAIT.as_nanos()).unwrap_or(u64::MAX);
+        let reached = submitted.and_then(|()| vk_op(gpu.wait_timeline(timeline, 2, timeout)));
+        let reaped = reap(child, "submits a fill held for point 1 that signals 2");
+        io_op("sendmsg(SCM_RIGHTS)", sent)?;
+        expect("point 2, the child's fill", reached?, "not reached")?;
+        reaped?;
+        let seen = vk_op(gpu.read(shared.memory, 0, len(SHARED)?))?;
+        expect_bytes(
+            "the child's held fill",
+            &vulkan::fill_pattern(value, len(SHARED)?),
+            &seen,
+        )
+    })();
+    let idle = gpu.wait_idle();
+    gpu.destroy_semaphore(timeline);
+    result?;
+    vk_op(idle)
+}
+
 fn sync_fd_child(gpu: &Gpu<'_>) -> CheckResult<()> {
     let value = 0x5f0d_c0de_u32;
     let shared = vk_op(DeviceBuffer::new(gpu, SHARED, Types::DMA_BUF_EXT))?;
@@ -578,6 +637,46 @@ pub fn child_timeline() -> ExitCode {
         })();
         gpu.destroy_semaphore(timeline);
         result
+    })
+}
+
+/// `icd-e2e child-held`: imports the memory and the timeline, submits a fill that waits
+/// for point 1 (which nobody has signalled yet) and signals 2, tells the parent, and
+/// waits for 2.
+pub fn child_held() -> ExitCode {
+    child("child-held", |gpu| {
+        let (memory_fd, sync_fd, message) = receive_two()?;
+        let shared = DeviceBuffer::import(gpu, memory_fd, Types::OPAQUE_FD, message.size)?;
+        let timeline = gpu.semaphore(Some(0), SemTypes::OPAQUE_FD)?;
+        let cb = gpu.record(|device, cb| {
+            // SAFETY: recording; the buffer is bound and `message.size` bytes long.
+            unsafe { device.cmd_fill_buffer(cb, shared.buffer, 0, message.size, message.value) };
+        });
+        let result = cb.clone().and_then(|cb| {
+            gpu.import_semaphore(timeline, SemTypes::OPAQUE_FD, false, sync_fd)
+                .map_err(|(e, _)| format!("vkImportSemaphoreFdKHR: {e}"))?;
+            let batch = SyncBatch {
+                waits: vec![(timeline, 1)],
+                command_buffers: vec![cb],
+                signals: vec![(timeline, 2)],
+            };
+            gpu.submit_batches(&[batch], vk::Fence::null())?;
+            // SAFETY: fd 0 is the socket the parent gave us as stdin.
+            let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+            rustix::net::send(stdin, &[1], rustix::net::SendFlags::empty())
+                .map_err(|e| format!("send to the parent: {e}"))?;
+            let timeout = u64::try_from(CHILD_WAIT.as_nanos()).unwrap_or(u64::MAX);
+            if !gpu.wait_timeline(timeline, 2, timeout)? {
+                return Err(format!("point 2 not reached in {CHILD_WAIT:?}"));
+            }
+            Ok(())
+        });
+        let idle = gpu.wait_idle();
+        gpu.destroy_semaphore(timeline);
+        if let Ok(cb) = cb {
+            gpu.free_command_buffer(cb);
+        }
+        result.and(idle)
     })
 }
 
