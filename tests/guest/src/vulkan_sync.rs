@@ -7,6 +7,7 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use ash::vk;
 
+use crate::ktap::{CheckResult, Failure};
 use crate::vulkan::{Gpu, VkResult};
 
 /// Semaphore handle types.
@@ -249,6 +250,30 @@ impl Gpu<'_> {
         call("vkQueueWaitIdle", unsafe {
             self.device.queue_wait_idle(self.queue)
         })
+    }
+
+    /// The end of a check that submitted work: waits for the queue to go idle, destroys
+    /// `fences`, `semaphores` and `command_buffers` (whether or not the check passed), and
+    /// returns the check's `result` first, then the wait's.
+    pub fn settle(
+        &self,
+        result: CheckResult<()>,
+        fences: &[vk::Fence],
+        semaphores: &[vk::Semaphore],
+        command_buffers: &[vk::CommandBuffer],
+    ) -> CheckResult<()> {
+        let idle = self.wait_idle();
+        for fence in fences {
+            self.destroy_fence(*fence);
+        }
+        for semaphore in semaphores {
+            self.destroy_semaphore(*semaphore);
+        }
+        for cb in command_buffers {
+            self.free_command_buffer(*cb);
+        }
+        result?;
+        idle.map_err(|e| Failure::new("the queue goes idle", e))
     }
 
     /// `vkWaitSemaphoresKHR` for `value` of one timeline: `Ok(true)` reached, `Ok(false)`

@@ -241,13 +241,7 @@ fn semaphore_chain(gpu: &Gpu<'_>) -> CheckResult<()> {
         let seen = vk_op(gpu.read(c.memory, 0, bytes.len()))?;
         expect_bytes("C after the chain", &bytes, &seen)
     })();
-    let idle = gpu.wait_idle();
-    gpu.destroy_fence(fence);
-    gpu.destroy_semaphore(semaphore);
-    gpu.free_command_buffer(first);
-    gpu.free_command_buffer(second);
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[fence], &[semaphore], &[first, second])
 }
 
 fn timeline_host(gpu: &Gpu<'_>) -> CheckResult<()> {
@@ -300,11 +294,7 @@ fn timeline_host(gpu: &Gpu<'_>) -> CheckResult<()> {
             "it returned VK_SUCCESS",
         )
     })();
-    let idle = gpu.wait_idle();
-    gpu.destroy_semaphore(timeline);
-    gpu.free_command_buffer(cb);
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[], &[timeline], &[cb])
 }
 
 /// `VK_SUCCESS` (signalled) or `VK_NOT_READY` of a fence.
@@ -391,14 +381,7 @@ fn payloads(gpu: &Gpu<'_>) -> CheckResult<()> {
         // A wait on A after a signal of B completes.
         vk_op(gpu.submit_and_wait(&[wait_a], fence))
     })();
-    let idle = gpu.wait_idle();
-    for f in [source, target, fence] {
-        gpu.destroy_fence(f);
-    }
-    gpu.destroy_semaphore(a);
-    gpu.destroy_semaphore(b);
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[source, target, fence], &[a, b], &[])
 }
 
 /// Starts `icd-e2e <role>` with one end of a new unix socket on its stdin; returns the
@@ -443,6 +426,30 @@ fn reap(mut child: std::process::Child, what: &str) -> CheckResult<()> {
     }
 }
 
+/// Starts the child `role` and sends it `shared` (`SHARED` bytes, to be filled with
+/// `value`) and `timeline`, both as OPAQUE_FD: the child, the socket, and whether the
+/// sends worked (reported after the child is reaped, which says more).
+fn share_with_child(
+    gpu: &Gpu<'_>,
+    role: &str,
+    shared: &DeviceBuffer<'_, '_>,
+    timeline: vk::Semaphore,
+    value: u32,
+) -> CheckResult<(std::process::Child, OwnedFd, io::Result<()>)> {
+    let memory_fd = vk_op(gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
+    let sync_fd = gpu
+        .export_semaphore(timeline, SemTypes::OPAQUE_FD)
+        .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))?;
+    let (child, socket) = spawn_child(role)?;
+    let message = FdMessage {
+        size: SHARED,
+        value,
+    };
+    let sent = send_fd(socket.as_fd(), memory_fd.as_fd(), message)
+        .and_then(|()| send_fd(socket.as_fd(), sync_fd.as_fd(), message));
+    Ok((child, socket, sent))
+}
+
 fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
     let value = 0x7131_e11e_u32;
     let shared = vk_op(DeviceBuffer::new(gpu, SHARED, Types::OPAQUE_FD))?;
@@ -452,18 +459,9 @@ fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
         unsafe { device.cmd_fill_buffer(cb, shared.buffer, 0, SHARED, value) };
     }))?;
     let result = (|| {
-        let memory_fd = vk_op(gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
-        let sync_fd = gpu
-            .export_semaphore(timeline, SemTypes::OPAQUE_FD)
-            .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))?;
-        let (child, socket) = spawn_child("child-timeline")?;
-        let message = FdMessage {
-            size: SHARED,
-            value,
-        };
-        let sent = send_fd(socket.as_fd(), memory_fd.as_fd(), message)
-            .and_then(|()| send_fd(socket.as_fd(), sync_fd.as_fd(), message));
-        drop((memory_fd, sync_fd, socket));
+        let (child, socket, sent) =
+            share_with_child(gpu, "child-timeline", &shared, timeline, value)?;
+        drop(socket);
         // The child is (or soon will be) waiting for 7; only now is it submitted.
         let batch = SyncBatch {
             command_buffers: vec![cb],
@@ -476,11 +474,7 @@ fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
         submitted?;
         reaped
     })();
-    let idle = gpu.wait_idle();
-    gpu.destroy_semaphore(timeline);
-    gpu.free_command_buffer(cb);
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[], &[timeline], &[cb])
 }
 
 fn held_across_processes(gpu: &Gpu<'_>) -> CheckResult<()> {
@@ -489,18 +483,7 @@ fn held_across_processes(gpu: &Gpu<'_>) -> CheckResult<()> {
     vk_op(gpu.write(shared.memory, 0, &vec![0; len(SHARED)?]))?;
     let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::OPAQUE_FD))?;
     let result = (|| {
-        let memory_fd = vk_op(gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
-        let sync_fd = gpu
-            .export_semaphore(timeline, SemTypes::OPAQUE_FD)
-            .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))?;
-        let (child, socket) = spawn_child("child-held")?;
-        let message = FdMessage {
-            size: SHARED,
-            value,
-        };
-        let sent = send_fd(socket.as_fd(), memory_fd.as_fd(), message)
-            .and_then(|()| send_fd(socket.as_fd(), sync_fd.as_fd(), message));
-        drop((memory_fd, sync_fd));
+        let (child, socket, sent) = share_with_child(gpu, "child-held", &shared, timeline, value)?;
         // The child says when its held submit is in: only then is point 1 signalled.
         let mut byte = [0u8; 1];
         let heard = rustix::net::recv(&socket, &mut byte, rustix::net::RecvFlags::empty());
@@ -529,10 +512,7 @@ fn held_across_processes(gpu: &Gpu<'_>) -> CheckResult<()> {
             &seen,
         )
     })();
-    let idle = gpu.wait_idle();
-    gpu.destroy_semaphore(timeline);
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[], &[timeline], &[])
 }
 
 fn sync_fd_child(gpu: &Gpu<'_>) -> CheckResult<()> {
@@ -566,11 +546,7 @@ fn sync_fd_child(gpu: &Gpu<'_>) -> CheckResult<()> {
         io_op("sendmsg(SCM_RIGHTS)", sent)?;
         reaped
     })();
-    let idle = gpu.wait_idle();
-    gpu.destroy_semaphore(semaphore);
-    gpu.free_command_buffer(cb);
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[], &[semaphore], &[cb])
 }
 
 /// The child side of both cross-process cases: `Ok` or what went wrong.
@@ -905,12 +881,7 @@ fn held_until_host_signal(gpu: &Gpu<'_>) -> CheckResult<()> {
         let seen = vk_op(gpu.read(dst.memory, 0, bytes.len()))?;
         expect_bytes("the held copy", &bytes, &seen)
     })();
-    let idle = gpu.wait_idle();
-    gpu.destroy_fence(fence);
-    gpu.destroy_semaphore(timeline);
-    gpu.free_command_buffer(cb);
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[fence], &[timeline], &[cb])
 }
 
 fn held_chain(gpu: &Gpu<'_>) -> CheckResult<()> {
@@ -963,14 +934,7 @@ fn held_chain(gpu: &Gpu<'_>) -> CheckResult<()> {
         }
         Ok(())
     })();
-    let idle = gpu.wait_idle();
-    gpu.destroy_fence(fence);
-    gpu.destroy_semaphore(timeline);
-    for cb in cbs {
-        gpu.free_command_buffer(cb);
-    }
-    result?;
-    vk_op(idle)
+    gpu.settle(result, &[fence], &[timeline], &cbs)
 }
 
 fn import_in_use(raw: &Gpu<'_>) -> CheckResult<()> {
@@ -1009,14 +973,12 @@ fn import_in_use(raw: &Gpu<'_>) -> CheckResult<()> {
         raw.import_fence(fence, FenceTypes::OPAQUE_FD, false, export_fence()?)
             .map_err(|(e, _)| Failure::op("vkImportFenceFdKHR once idle", e))
     })();
-    let idle = raw.wait_idle();
-    for s in [timeline, semaphore, donor] {
-        raw.destroy_semaphore(s);
-    }
-    raw.destroy_fence(fence);
-    raw.destroy_fence(donor_fence);
-    result?;
-    vk_op(idle)
+    raw.settle(
+        result,
+        &[fence, donor_fence],
+        &[timeline, semaphore, donor],
+        &[],
+    )
 }
 
 /// `VK_ERROR_DEVICE_LOST` from `result`.
