@@ -442,9 +442,9 @@ impl CopyEngine for SoftGpu {
 
     /// Runs the commands at once (nothing can be waited for that has not run), then
     /// signals. A fault is reported as the kernel reports a queued job's: counted in
-    /// [`Syncobjs::job_faults`](extmem::sync::Syncobjs::job_faults) before the signal
-    /// (which still happens, so that no waiter hangs), not returned here. A refusal of
-    /// the commands themselves is returned, as `EXEC` refuses them before queueing.
+    /// [`Syncobjs::job_faults`] before the signal (which still happens, so that no waiter
+    /// hangs), not returned here. A refusal of the commands themselves is returned, as
+    /// `EXEC` refuses them before queueing.
     fn submit(
         &mut self,
         cmds: &[Command],
