@@ -696,15 +696,16 @@ impl<'i> Gpu<'i> {
         result
     }
 
-    fn record_and_submit(
+    /// Records with `record` into `cb` (new, or reset), between a `vkBeginCommandBuffer`
+    /// with `flags` and `vkEndCommandBuffer`.
+    pub fn begin_record_end(
         &self,
-        cbs: &[vk::CommandBuffer],
+        cb: vk::CommandBuffer,
+        flags: vk::CommandBufferUsageFlags,
         record: impl FnOnce(&ash::Device, vk::CommandBuffer),
     ) -> VkResult<()> {
-        let cb = *cbs.first().ok_or("no command buffer")?;
-        let begin = vk::CommandBufferBeginInfo::default()
-            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
-        // SAFETY: a new command buffer of a live pool.
+        let begin = vk::CommandBufferBeginInfo::default().flags(flags);
+        // SAFETY: a command buffer of a live pool, in the initial state.
         call("vkBeginCommandBuffer", unsafe {
             self.device.begin_command_buffer(cb, &begin)
         })?;
@@ -712,7 +713,16 @@ impl<'i> Gpu<'i> {
         // SAFETY: recording.
         call("vkEndCommandBuffer", unsafe {
             self.device.end_command_buffer(cb)
-        })?;
+        })
+    }
+
+    fn record_and_submit(
+        &self,
+        cbs: &[vk::CommandBuffer],
+        record: impl FnOnce(&ash::Device, vk::CommandBuffer),
+    ) -> VkResult<()> {
+        let cb = *cbs.first().ok_or("no command buffer")?;
+        self.begin_record_end(cb, vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT, record)?;
         // SAFETY: a live device.
         let fence = call("vkCreateFence", unsafe {
             self.device
@@ -1005,6 +1015,70 @@ impl Gpu<'_> {
                 );
             }
         })
+    }
+}
+
+/// Device memory with a transfer buffer over all of it, freed (buffer first) on drop.
+pub struct DeviceBuffer<'g, 'i> {
+    gpu: &'g Gpu<'i>,
+    /// The memory.
+    pub memory: vk::DeviceMemory,
+    /// The buffer bound to it at offset 0.
+    pub buffer: vk::Buffer,
+}
+
+impl<'g, 'i> DeviceBuffer<'g, 'i> {
+    /// `size` bytes of new memory, exportable as `export`.
+    pub fn new(
+        gpu: &'g Gpu<'i>,
+        size: u64,
+        export: vk::ExternalMemoryHandleTypeFlags,
+    ) -> VkResult<Self> {
+        let memory = gpu.allocate(size, export)?;
+        Self::over(gpu, memory, size, export)
+    }
+
+    /// Memory imported from `fd` of handle type `ty` (OPAQUE_FD or DMA_BUF); the fd is the
+    /// driver's on success.
+    pub fn import(
+        gpu: &'g Gpu<'i>,
+        fd: OwnedFd,
+        ty: vk::ExternalMemoryHandleTypeFlags,
+        size: u64,
+    ) -> VkResult<Self> {
+        let memory = if ty == vk::ExternalMemoryHandleTypeFlags::DMA_BUF_EXT {
+            gpu.import_dma_buf(fd, size)?.0
+        } else {
+            gpu.import_fd(fd, ty, size, gpu.device_local_type()?)?
+        };
+        Self::over(gpu, memory, size, ty)
+    }
+
+    /// A buffer over `memory`, which is freed if that fails.
+    fn over(
+        gpu: &'g Gpu<'i>,
+        memory: vk::DeviceMemory,
+        size: u64,
+        ty: vk::ExternalMemoryHandleTypeFlags,
+    ) -> VkResult<Self> {
+        match gpu.buffer(memory, size, ty) {
+            Ok(buffer) => Ok(Self {
+                gpu,
+                memory,
+                buffer,
+            }),
+            Err(e) => {
+                gpu.free(memory);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for DeviceBuffer<'_, '_> {
+    fn drop(&mut self) {
+        self.gpu.destroy_buffer(self.buffer);
+        self.gpu.free(self.memory);
     }
 }
 

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
         Some("child-fill") => return child_fill(),
         Some("child-timeline") => return syncs::child_timeline(),
         Some("child-syncfd") => return syncs::child_syncfd(),
+        Some("child-held") => return syncs::child_held(),
         _ => {}
     }
     let fds_before = fd_table::snapshot();
