@@ -9,19 +9,19 @@
 //! synchronisation fd over the unix socket on its stdin.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use ash::vk;
 use extmem::Vuid;
+use extmem_guest_tests::fd_passing::FdChild;
 use extmem_guest_tests::ktap::{io_op, CheckResult, Failure};
 use extmem_guest_tests::pattern::{self, expect_bytes};
 use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, DeviceBuffer, FdMessage, Gpu, Instance};
 use extmem_guest_tests::vulkan_sync::{FenceTypes, SemTypes, SyncBatch};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 use super::{vk_op, Ktap, Types};
 
@@ -384,46 +384,19 @@ fn payloads(gpu: &Gpu<'_>) -> CheckResult<()> {
     gpu.settle(result, &[source, target, fence], &[a, b], &[])
 }
 
-/// Starts `icd-e2e <role>` with one end of a new unix socket on its stdin; returns the
-/// child and our end.
-fn spawn_child(role: &str) -> CheckResult<(std::process::Child, OwnedFd)> {
-    let (ours, theirs) = io_op(
-        "socketpair(AF_UNIX)",
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        ),
-    )?;
-    let exe = io_op("current_exe", std::env::current_exe())?;
-    let child = io_op(
-        "starting the child",
-        Command::new(exe)
-            .arg(role)
-            .stdin(Stdio::from(theirs))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn(),
-    )?;
-    Ok((child, ours))
+/// Starts `icd-e2e <role>` with one end of a new unix socket on its stdin.
+fn spawn_child(role: &str) -> CheckResult<FdChild> {
+    io_op(
+        format!("starting the {role} child"),
+        FdChild::spawn(&[role], Stdio::null()),
+    )
 }
 
 /// Waits for the child and turns a failure into the check's.
-fn reap(mut child: std::process::Child, what: &str) -> CheckResult<()> {
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = io_op("waiting for the child", child.wait())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("the child {what}, exit 0"),
-            format!("{status}: {}", stderr.trim()),
-        ))
-    }
+fn reap(child: FdChild, what: &str) -> CheckResult<()> {
+    child
+        .finish()
+        .map_err(|e| Failure::new(format!("the child {what}, exit 0"), e))
 }
 
 /// Starts the child `role` and sends it `shared` (`SHARED` bytes, to be filled with
@@ -435,19 +408,19 @@ fn share_with_child(
     shared: &DeviceBuffer<'_, '_>,
     timeline: vk::Semaphore,
     value: u32,
-) -> CheckResult<(std::process::Child, OwnedFd, io::Result<()>)> {
+) -> CheckResult<(FdChild, io::Result<()>)> {
     let memory_fd = vk_op(gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
     let sync_fd = gpu
         .export_semaphore(timeline, SemTypes::OPAQUE_FD)
         .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))?;
-    let (child, socket) = spawn_child(role)?;
+    let child = spawn_child(role)?;
     let message = FdMessage {
         size: SHARED,
         value,
     };
-    let sent = send_fd(socket.as_fd(), memory_fd.as_fd(), message)
-        .and_then(|()| send_fd(socket.as_fd(), sync_fd.as_fd(), message));
-    Ok((child, socket, sent))
+    let sent = send_fd(child.socket(), memory_fd.as_fd(), message)
+        .and_then(|()| send_fd(child.socket(), sync_fd.as_fd(), message));
+    Ok((child, sent))
 }
 
 fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
@@ -459,9 +432,7 @@ fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
         unsafe { device.cmd_fill_buffer(cb, shared.buffer, 0, SHARED, value) };
     }))?;
     let result = (|| {
-        let (child, socket, sent) =
-            share_with_child(gpu, "child-timeline", &shared, timeline, value)?;
-        drop(socket);
+        let (child, sent) = share_with_child(gpu, "child-timeline", &shared, timeline, value)?;
         // The child is (or soon will be) waiting for 7; only now is it submitted.
         let batch = SyncBatch {
             command_buffers: vec![cb],
@@ -483,11 +454,10 @@ fn held_across_processes(gpu: &Gpu<'_>) -> CheckResult<()> {
     vk_op(gpu.write(shared.memory, 0, &vec![0; len(SHARED)?]))?;
     let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::OPAQUE_FD))?;
     let result = (|| {
-        let (child, socket, sent) = share_with_child(gpu, "child-held", &shared, timeline, value)?;
+        let (child, sent) = share_with_child(gpu, "child-held", &shared, timeline, value)?;
         // The child says when its held submit is in: only then is point 1 signalled.
         let mut byte = [0u8; 1];
-        let heard = rustix::net::recv(&socket, &mut byte, rustix::net::RecvFlags::empty());
-        drop(socket);
+        let heard = rustix::net::recv(child.socket(), &mut byte, rustix::net::RecvFlags::empty());
         let signal = SyncBatch {
             signals: vec![(timeline, 1)],
             ..SyncBatch::default()
@@ -534,14 +504,14 @@ fn sync_fd_child(gpu: &Gpu<'_>) -> CheckResult<()> {
             .export_semaphore(semaphore, SemTypes::SYNC_FD)
             .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(SYNC_FD)", e))?;
         let dma_buf = vk_op(gpu.export_fd(shared.memory, Types::DMA_BUF_EXT))?;
-        let (child, socket) = spawn_child("child-syncfd")?;
+        let child = spawn_child("child-syncfd")?;
         let message = FdMessage {
             size: SHARED,
             value,
         };
-        let sent = send_fd(socket.as_fd(), dma_buf.as_fd(), message)
-            .and_then(|()| send_fd(socket.as_fd(), sync_file.as_fd(), message));
-        drop((dma_buf, sync_file, socket));
+        let sent = send_fd(child.socket(), dma_buf.as_fd(), message)
+            .and_then(|()| send_fd(child.socket(), sync_file.as_fd(), message));
+        drop((dma_buf, sync_file));
         let reaped = reap(child, "polls the sync_file, imports it and sees every byte");
         io_op("sendmsg(SCM_RIGHTS)", sent)?;
         reaped
