@@ -165,6 +165,11 @@ struct extmem_file {
 	struct dma_fence *last_fence;
 	/* Set at close: queued jobs of the file are cancelled, a running one stops early. */
 	bool closing;
+	/*
+	 * JOB_FAULTS: jobs of the file that signalled with an error other than a cancellation
+	 * at close. Bumped before the fence signals, so a waiter that wakes reads it counted.
+	 */
+	atomic64_t job_faults;
 };
 
 /*

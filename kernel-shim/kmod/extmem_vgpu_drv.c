@@ -188,6 +188,9 @@ static int extmem_ioctl_get_param(struct drm_device *drm, void *data, struct drm
 	case EXTMEM_PARAM_JOBS:
 		args->value = atomic64_read(&c->jobs);
 		break;
+	case EXTMEM_PARAM_JOB_FAULTS:
+		args->value = atomic64_read(&efile->job_faults);
+		break;
 	default:
 		/* kcore named a parameter this glue does not know: the two disagree. */
 		return -EINVAL;

@@ -510,6 +510,13 @@ static void extmem_job_work(struct work_struct *work)
 		ret = extmem_job_execute(job);
 	if (ret)
 		dma_fence_set_error(fence, ret);
+	/*
+	 * Counted before the signal: a client that wakes from a wait on this fence (or on a
+	 * timeline point after it, whose chain node does not carry the error) reads the count
+	 * with this job in it. A cancellation is the file's own close, which nobody reads.
+	 */
+	if (ret && ret != -ECANCELED)
+		atomic64_inc(&job->efile->job_faults);
 	dma_fence_signal(fence);
 	/* Only now do the objects (their pins, attachments) go; then `done` completes. */
 	extmem_job_free(job, true);

@@ -3,7 +3,9 @@
 use core::convert::Infallible;
 
 use crate::addr::{range_end, GpuVa, PhysAddr};
-use crate::page_table::{MapError, MapFlags, MapRunsError, PageTable, Run, TableMemory};
+use crate::page_table::{
+    BlockTables, MapError, MapFlags, MapRunsError, PageTable, Run, TableMemory,
+};
 use crate::profile::MIN_PAGE;
 
 impl<M: TableMemory> PageTable<M> {
@@ -46,8 +48,10 @@ impl<M: TableMemory> PageTable<M> {
     /// Fails with the first mapped address in `[va, end)`. Runs before anything is
     /// allocated, so the error does not depend on how much table memory is left.
     pub(super) fn check_vacant(&self, va: GpuVa, end: u64) -> Result<(), MapError> {
+        // A map has nothing to free: what the check notes is dropped.
+        let mut unused = BlockTables::NONE;
         match self
-            .first_where(true, (self.root, self.start), va.get(), end)
+            .first_where(true, (self.root, self.start), (va.get(), end), &mut unused)
             .map_err(MapError::Corrupt)?
         {
             Some(mapped) => Err(MapError::AlreadyMapped {

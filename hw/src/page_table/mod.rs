@@ -31,7 +31,7 @@ pub use runs::{MapRunsError, Run};
 pub use walk::{LeafTable, Mappings};
 
 use errors::RangeError;
-use unmap::SplitReserve;
+use unmap::{BlockTables, SplitReserve};
 
 /// Descriptors in one 4 KiB table.
 pub const ENTRIES: u16 = 512;

@@ -7,6 +7,8 @@
 //! of a leaf table are built in a buffer and stored with one
 //! [`TableMemory::write_descriptors`].
 
+use core::convert::Infallible;
+
 use crate::addr::{GpuVa, PhysAddr};
 use crate::descriptor::{CorruptDescriptor, Descriptor, Level, PageAttrs};
 use crate::page_table::{
@@ -55,8 +57,8 @@ struct Stopped<E> {
 }
 
 /// The run being consumed, and where the next ones come from.
-struct Cursor<I> {
-    runs: I,
+struct Cursor<S> {
+    runs: S,
     /// Next physical address of the current run.
     pa: u64,
     /// Bytes left in the current run.
@@ -78,7 +80,21 @@ struct Held {
     taken: u64,
 }
 
-impl<I> Cursor<I> {
+impl<S> Cursor<S> {
+    /// A cursor at the start of `runs`, for a range of `size` bytes into an output space
+    /// of `oa_bits`.
+    fn new(runs: S, size: u64, oa_bits: u8) -> Self {
+        Self {
+            runs,
+            pa: 0,
+            left: 0,
+            taken: 0,
+            size,
+            oa_bits,
+            oa_size: 1u64 << oa_bits.min(48),
+        }
+    }
+
     fn hold(&self) -> Held {
         Held {
             pa: self.pa,
@@ -94,13 +110,10 @@ impl<I> Cursor<I> {
     }
 }
 
-impl<I, E> Cursor<I>
-where
-    I: Iterator<Item = Result<Run, E>>,
-{
+impl<S: RunSource> Cursor<S> {
     /// Makes sure the current run has bytes left, fetching the next run if not.
     #[inline(always)]
-    fn ensure(&mut self) -> Result<(), MapRunsError<E>> {
+    fn ensure(&mut self) -> Result<(), MapRunsError<S::Error>> {
         if self.left > 0 {
             Ok(())
         } else {
@@ -110,7 +123,7 @@ where
 
     /// Fetches and checks the next run, and makes it the current one.
     #[inline]
-    fn fetch(&mut self) -> Result<(), MapRunsError<E>> {
+    fn fetch(&mut self) -> Result<(), MapRunsError<S::Error>> {
         let mut taken = self.taken;
         let (pa, used) = self.next_run(&mut taken)?;
         self.taken = taken;
@@ -122,7 +135,7 @@ where
     /// Makes sure `held` (the current run, in the caller's locals) has bytes left,
     /// fetching the next run into it if not.
     #[inline(always)]
-    fn refill(&mut self, held: &mut Held) -> Result<(), MapRunsError<E>> {
+    fn refill(&mut self, held: &mut Held) -> Result<(), MapRunsError<S::Error>> {
         if held.left == 0 {
             (held.pa, held.left) = self.next_run(&mut held.taken)?;
         }
@@ -135,8 +148,8 @@ where
     /// them back when they stop: a load and store of the cursor per run was a chain
     /// through memory).
     #[inline]
-    fn next_run(&mut self, taken: &mut u64) -> Result<(u64, u64), MapRunsError<E>> {
-        let Some(run) = self.runs.next() else {
+    fn next_run(&mut self, taken: &mut u64) -> Result<(u64, u64), MapRunsError<S::Error>> {
+        let Some(run) = self.runs.next_run() else {
             return Err(MapRunsError::RunsEnded {
                 mapped: *taken,
                 size: self.size,
@@ -174,10 +187,136 @@ where
         }
     }
 
+    /// With `batch` set and `held` used up, writes the next runs that fill whole
+    /// `bytes`-sized entries into `rest` (entries of a table not yet linked) in one go
+    /// ([`RunSource::take_exact`]), moves `rest` past them and returns how many; after a
+    /// refusal clears `batch`, so the rest of the table goes run by run.
+    #[inline(always)]
+    fn take_batch(
+        &mut self,
+        held: &mut Held,
+        batch: &mut bool,
+        rest: &mut &mut [u64],
+        bytes: u64,
+        template: u64,
+    ) -> u64 {
+        if !*batch || held.left != 0 {
+            return 0;
+        }
+        let taken = self.runs.take_exact(bytes, rest, template);
+        *batch = taken.is_some();
+        let entries = taken.unwrap_or(0);
+        *rest = core::mem::take(rest).get_mut(entries..).unwrap_or_default();
+        let entries = entries as u64;
+        held.taken += entries * bytes;
+        entries
+    }
+
     /// Takes `bytes` (at most `self.left`) from the current run.
     fn advance(&mut self, bytes: u64) {
         self.pa += bytes;
         self.left -= bytes;
+    }
+}
+
+/// Where a batched map takes its runs from.
+trait RunSource {
+    /// What a failing source reports.
+    type Error;
+    /// The next run; `None` when there are no more.
+    fn next_run(&mut self) -> Option<Result<Run, Self::Error>>;
+
+    /// For a table no walker can see yet (fresh, unlinked): writes `template | pa` into
+    /// `slots`, in order, for each next run that is exactly `bytes` long and aligned to
+    /// them, and consumes those runs; returns how many. If one of them lies outside the
+    /// output space it writes none (clearing what it wrote), consumes none and returns
+    /// `None`: the run-by-run path takes the rest of the table and names that run. The
+    /// default takes none.
+    #[inline(always)]
+    fn take_exact(&mut self, bytes: u64, slots: &mut [u64], template: u64) -> Option<usize> {
+        let _ = (bytes, slots, template);
+        Some(0)
+    }
+}
+
+/// The caller's iterator of runs, each checked as it is taken.
+struct RunIter<I>(I);
+
+impl<I, E> RunSource for RunIter<I>
+where
+    I: Iterator<Item = Result<Run, E>>,
+{
+    type Error = E;
+
+    #[inline(always)]
+    fn next_run(&mut self) -> Option<Result<Run, E>> {
+        self.0.next()
+    }
+}
+
+/// The caller's slice of runs ([`PageTable::map_run_slice`]).
+struct RunSlice<'r> {
+    runs: core::slice::Iter<'r, Run>,
+    /// log2 of the output space's size, at most 48.
+    oa_shift: u8,
+}
+
+impl RunSource for RunSlice<'_> {
+    type Error = Infallible;
+
+    #[inline(always)]
+    fn next_run(&mut self) -> Option<Result<Run, Infallible>> {
+        self.runs.next().copied().map(Ok)
+    }
+
+    /// The runs are written while they are checked, with their faults OR-ed and tested
+    /// once at the end (the table is not linked, so a refusal only costs the clear):
+    /// a run that is exactly `bytes` long and aligned to them, `bytes` being a leaf size
+    /// the output space's size is a multiple of, lies inside the space exactly when its
+    /// start does, one shift. A run of another shape ends the batch (it may be the last,
+    /// used in part, or be refused): the run-by-run path takes it.
+    #[inline(always)]
+    fn take_exact(&mut self, bytes: u64, slots: &mut [u64], template: u64) -> Option<usize> {
+        let runs = self.runs.as_slice();
+        let mut taken = 0;
+        let mut outside = 0;
+        // Whole chunks first, written without a branch per run (it vectorises), their
+        // shape tested once; a chunk with a run of another shape is cleared (it is
+        // vacant, and a walker of the unlinked table must find nothing there) and
+        // taken run by run below, up to that run.
+        for (chunk, runs) in slots.chunks_exact_mut(CHUNK).zip(runs.chunks_exact(CHUNK)) {
+            let (mut odd, mut beyond) = (0, 0);
+            for (slot, run) in chunk.iter_mut().zip(runs) {
+                let pa = run.pa.get();
+                odd |= (run.len ^ bytes) | (pa & (bytes - 1));
+                beyond |= pa >> self.oa_shift;
+                *slot = template | pa;
+            }
+            if odd != 0 {
+                chunk.fill(0);
+                break;
+            }
+            outside |= beyond;
+            taken += CHUNK;
+        }
+        let rest = slots.get_mut(taken..).unwrap_or_default();
+        for (slot, run) in rest.iter_mut().zip(runs.get(taken..).unwrap_or_default()) {
+            let pa = run.pa.get();
+            if (run.len ^ bytes) | (pa & (bytes - 1)) != 0 {
+                break;
+            }
+            outside |= pa >> self.oa_shift;
+            // Below the output space's size (checked below), so in OA[47:12]: OR-ing it
+            // in is its encoding.
+            *slot = template | pa;
+            taken += 1;
+        }
+        if outside != 0 {
+            slots.iter_mut().take(taken).for_each(|slot| *slot = 0);
+            return None;
+        }
+        self.runs = runs.get(taken..).unwrap_or_default().iter();
+        Some(taken)
     }
 }
 
@@ -201,16 +340,42 @@ impl<M: TableMemory> PageTable<M> {
     {
         let end = self.checked_va_range(va, size).map_err(MapError::from)?;
         self.check_vacant(va, end)?;
-        let attrs = flags.attrs();
-        let mut cursor = Cursor {
-            runs: runs.into_iter(),
-            pa: 0,
-            left: 0,
-            taken: 0,
-            size,
-            oa_bits: self.oa_bits,
-            oa_size: 1u64 << self.oa_bits.min(48),
+        let cursor = Cursor::new(RunIter(runs.into_iter()), size, self.oa_bits);
+        self.map_from(va, end, cursor, flags)
+    }
+
+    /// [`PageTable::map_runs`] over a slice of runs: the same mapping and the same errors.
+    /// Where a table is new (not yet linked, so no walker sees it), runs that fill whole
+    /// entries of it (single 4 KiB pages, aligned 2 MiB blocks) are written in one tight
+    /// loop and checked in the same pass, with one test of their OR-ed faults at the end
+    /// instead of a check and a branch per run; for scattered pages, where every page is
+    /// a run, that per-run check was most of the time.
+    pub fn map_run_slice(
+        &mut self,
+        va: GpuVa,
+        size: u64,
+        runs: &[Run],
+        flags: MapFlags,
+    ) -> Result<(), MapRunsError<Infallible>> {
+        let end = self.checked_va_range(va, size).map_err(MapError::from)?;
+        self.check_vacant(va, end)?;
+        let runs = RunSlice {
+            runs: runs.iter(),
+            oa_shift: self.oa_bits.min(48),
         };
+        self.map_from(va, end, Cursor::new(runs, size, self.oa_bits), flags)
+    }
+
+    /// Maps `[va, end)`, checked and vacant, from `cursor`'s runs; undoes what it wrote if
+    /// it fails.
+    fn map_from<S: RunSource>(
+        &mut self,
+        va: GpuVa,
+        end: u64,
+        mut cursor: Cursor<S>,
+        flags: MapFlags,
+    ) -> Result<(), MapRunsError<S::Error>> {
+        let attrs = flags.attrs();
         let result = self.map_runs_in(
             self.root,
             self.start,
@@ -231,20 +396,17 @@ impl<M: TableMemory> PageTable<M> {
 
     /// Maps `[va, end)`, which lies inside `table` (at `level`). A `fresh` table was just
     /// allocated by this call: all its entries are invalid and need not be read.
-    fn map_runs_in<E, I>(
+    fn map_runs_in<S: RunSource>(
         &mut self,
         table: PhysAddr,
         level: Level,
         (va, end): (u64, u64),
         fresh: bool,
-        cursor: &mut Cursor<I>,
+        cursor: &mut Cursor<S>,
         attrs: PageAttrs,
-    ) -> Result<(), Stopped<E>>
-    where
-        I: Iterator<Item = Result<Run, E>>,
-    {
+    ) -> Result<(), Stopped<S::Error>> {
         let Some(next_level) = level.next() else {
-            return self.fill_leaf_table(table, va, end, cursor, attrs);
+            return self.fill_leaf_table(table, (va, end), fresh, cursor, attrs);
         };
         // The attributes of a block at this level, its output address OR-ed in below (the
         // cursor checked every run lies in OA[47:12]; a block's PA is aligned to it).
@@ -343,18 +505,15 @@ impl<M: TableMemory> PageTable<M> {
     /// stopped (`cur` itself if the memory lends no entries). What it leaves,
     /// `map_runs_in` maps entry by entry. `template` is a block descriptor at `level` with
     /// a zero output address.
-    fn fill_blocks<E, I>(
+    fn fill_blocks<S: RunSource>(
         &mut self,
         table: PhysAddr,
         level: Level,
         (cur, end): (u64, u64),
         fresh: bool,
-        cursor: &mut Cursor<I>,
+        cursor: &mut Cursor<S>,
         template: u64,
-    ) -> Result<u64, Stopped<E>>
-    where
-        I: Iterator<Item = Result<Run, E>>,
-    {
+    ) -> Result<u64, Stopped<S::Error>> {
         let bytes = level.entry_bytes();
         if cur & (bytes - 1) != 0 {
             return Ok(cur);
@@ -373,7 +532,17 @@ impl<M: TableMemory> PageTable<M> {
         let mut run = cursor.hold();
         let mut written = 0u64;
         let mut failed = None;
-        for slot in slots.iter_mut().take(whole) {
+        let count = whole.min(slots.len());
+        let mut rest = slots.get_mut(..count).unwrap_or_default();
+        let mut batch = fresh;
+        loop {
+            // A fresh table is vacant throughout, and unseen: whole block-sized runs from
+            // a slice go in one tight loop, the rest one by one below.
+            written += cursor.take_batch(&mut run, &mut batch, &mut rest, bytes, template);
+            let Some((slot, tail)) = core::mem::take(&mut rest).split_first_mut() else {
+                break;
+            };
+            rest = tail;
             if !fresh && *slot != 0 {
                 break;
             }
@@ -425,18 +594,16 @@ impl<M: TableMemory> PageTable<M> {
 
     /// Writes the 4 KiB pages of `[va, end)`, which lies in the level-3 `table` and is
     /// vacant: in place where the memory lends the table's entries, else [`CHUNK`]
-    /// entries per bulk store. On error, `stopped` is the first page not written.
-    fn fill_leaf_table<E, I>(
+    /// entries per bulk store. A `fresh` table is not linked yet. On error, `stopped` is
+    /// the first page not written.
+    fn fill_leaf_table<S: RunSource>(
         &mut self,
         table: PhysAddr,
-        va: u64,
-        end: u64,
-        cursor: &mut Cursor<I>,
+        (va, end): (u64, u64),
+        fresh: bool,
+        cursor: &mut Cursor<S>,
         attrs: PageAttrs,
-    ) -> Result<(), Stopped<E>>
-    where
-        I: Iterator<Item = Result<Run, E>>,
-    {
+    ) -> Result<(), Stopped<S::Error>> {
         let page = MIN_PAGE.get();
         let template = Descriptor::Leaf {
             output: PhysAddr::ZERO,
@@ -460,10 +627,18 @@ impl<M: TableMemory> PageTable<M> {
             // into the template's upper attribute bits).
             // The current run in locals, as in `fill_blocks`.
             let mut run = cursor.hold();
-            let mut slots = slots.iter_mut();
+            let mut rest: &mut [u64] = slots;
+            let mut batch = fresh;
             let mut done = 0u64;
             let mut failed = None;
-            while let Some(slot) = slots.next() {
+            loop {
+                // Runs of exactly one page from a slice, into a table not yet linked: in
+                // one tight loop.
+                done += cursor.take_batch(&mut run, &mut batch, &mut rest, page, template);
+                let Some((slot, tail)) = core::mem::take(&mut rest).split_first_mut() else {
+                    break;
+                };
+                rest = tail;
                 if let Err(error) = cursor.refill(&mut run) {
                     failed = Some(error);
                     break;
@@ -475,8 +650,12 @@ impl<M: TableMemory> PageTable<M> {
                 if run.left > 0 {
                     let base = template | run.pa;
                     let more = usize::try_from(run.left / page).unwrap_or(usize::MAX);
+                    let rest_len = rest.len();
+                    let (same_run, tail) =
+                        core::mem::take(&mut rest).split_at_mut(more.min(rest_len));
+                    rest = tail;
                     let mut k = 0u64;
-                    for slot in slots.by_ref().take(more) {
+                    for slot in same_run {
                         *slot = base + k * page;
                         k += 1;
                     }

@@ -8,8 +8,8 @@ use core::marker::PhantomData;
 use crate::addr::{GpuVa, PhysAddr};
 use crate::descriptor::{not_block, not_page, CorruptDescriptor, Descriptor, Level};
 use crate::page_table::{
-    entry_bounds, first_nonzero, leaf_chunks, Mapping, PageTable, TableIndex, TableMemory,
-    TranslateError, Translation, CHUNK, ENTRIES,
+    entry_bounds, first_nonzero, leaf_chunks, BlockTables, Mapping, PageTable, TableIndex,
+    TableMemory, TranslateError, Translation, CHUNK, ENTRIES,
 };
 use crate::profile::MIN_PAGE;
 
@@ -63,18 +63,25 @@ impl LeafTable<'_> {
 impl<M: TableMemory> PageTable<M> {
     /// The lowest address in `[va, end)` (inside `table`, at `level`) that is mapped, or
     /// with `mapped` false the lowest that is not: map checks a range is vacant, unmap that
-    /// it is mapped throughout.
+    /// it is mapped throughout. The tables below the root that the range covers whole and
+    /// that hold blocks only are noted in `blocks_only` (for unmap, which then frees them
+    /// without a scan).
     pub(super) fn first_where(
         &self,
         mapped: bool,
         (table, level): (PhysAddr, Level),
-        va: u64,
-        end: u64,
+        (va, end): (u64, u64),
+        blocks_only: &mut BlockTables,
     ) -> Result<Option<u64>, CorruptDescriptor> {
         if !mapped && level.next().is_none() {
             return self.first_hole_in_leaf_table(table, va, end);
         }
         if self.settled_in_place(mapped, table, level, va, end) {
+            // All blocks (not `mapped`) over the whole table: no table below it.
+            let span = level.entry_bytes() * u64::from(ENTRIES);
+            if !mapped && va & (span - 1) == 0 && end - va == span {
+                blocks_only.note(table);
+            }
             return Ok(None);
         }
         let mut cur = va;
@@ -87,7 +94,8 @@ impl<M: TableMemory> PageTable<M> {
                 Descriptor::Leaf { .. } => mapped.then_some(cur),
                 Descriptor::Table { next } => {
                     let next_level = level.next().ok_or(CorruptDescriptor { level, raw })?;
-                    self.first_where(mapped, (next, next_level), cur, chunk_end)?
+                    let range = (cur, chunk_end);
+                    self.first_where(mapped, (next, next_level), range, blocks_only)?
                 }
             };
             if found.is_some() {

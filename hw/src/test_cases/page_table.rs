@@ -3,7 +3,11 @@
 
 use crate::addr::{GpuVa, PhysAddr};
 use crate::page_size::PageSize;
-use crate::page_table::{MapError, MapFlags, PageTable, TableMemory, TranslateError, UnmapError};
+use core::convert::Infallible;
+
+use crate::page_table::{
+    MapError, MapFlags, MapRunsError, PageTable, Run, TableMemory, TranslateError, UnmapError,
+};
 use crate::profile::{GpuProfile, ADRENO_6XX, MALI_G610};
 use crate::table_pool::TablePool;
 
@@ -271,10 +275,186 @@ pub fn running_out_of_table_memory_changes_nothing() {
     assert!(runs.next().is_none());
 }
 
+/// Unmaps `[va, va + size)`, which no block straddles: the invalidation is the range.
+#[track_caller]
+fn unmap_exactly<M: TableMemory>(pt: &mut PageTable<M>, va: GpuVa, size: u64) {
+    let invalidate = ok(pt.unmap(va, size), "unmap");
+    assert_eq!((invalidate.va, invalidate.size), (va, size));
+}
+
+/// A digest of every mapping of `pt`, to compare two maps without a heap.
+fn digest<M: TableMemory>(pt: &PageTable<M>) -> u64 {
+    pt.mappings().fold(0u64, |acc, m| {
+        let m = ok(m, "no corruption");
+        [m.va.get(), m.pa.get(), m.size]
+            .into_iter()
+            .fold(acc, |acc, x| acc.wrapping_mul(0x100_0000_01b3) ^ x)
+    })
+}
+
+/// Maps `runs` at `va` with `map_run_slice` and then, after unmapping, with `map_runs` over
+/// the same runs as an iterator: both must return the same and map the same, and a failed
+/// map must leave nothing. Returns the slice form's result; leaves nothing mapped.
+#[track_caller]
+fn map_both<const N: usize>(
+    pt: &mut PageTable<&mut TablePool<N>>,
+    va: u64,
+    size: u64,
+    runs: &[Run],
+) -> Result<(), MapRunsError<Infallible>> {
+    let va = GpuVa::new(va);
+    let slice = pt.map_run_slice(va, size, runs, rw());
+    let mapped = digest(pt);
+    if slice.is_ok() {
+        unmap_exactly(pt, va, size);
+    }
+    assert_eq!(pt.table_pages(), 1, "the slice's map left tables");
+    let iter = pt.map_runs(va, size, runs.iter().map(|&r| Ok::<_, Infallible>(r)), rw());
+    assert_eq!(iter, slice, "the two forms disagree");
+    assert_eq!(digest(pt), mapped, "the two forms mapped differently");
+    if iter.is_ok() {
+        unmap_exactly(pt, va, size);
+    }
+    slice
+}
+
+pub fn a_run_slice_maps_and_refuses_as_the_run_iterator_does() {
+    const PAGE: u64 = 0x1000;
+    const PAGES: usize = 40;
+    let mut pool = TablePool::<4>::new(POOL_BASE);
+    let mut pt = table(&mut pool, &MALI_G610);
+    let oa_end = 1u64 << MALI_G610.oa_bits;
+    // Scattered single pages: more than two chunks of the slice's batched check.
+    let mut pages = [Run {
+        pa: PhysAddr::ZERO,
+        len: PAGE,
+    }; PAGES];
+    for (i, run) in (0u64..).zip(pages.iter_mut()) {
+        run.pa = PhysAddr::new((1 << 32) + (i * 37 % 64) * PAGE);
+    }
+    let va = G1;
+    let all = PAGES as u64 * PAGE;
+    ok(map_both(&mut pt, va, all, &pages), "every page");
+    // Only the runs the range uses are read: a bad run after them is never seen.
+    let mut runs = pages;
+    runs[30].len = 0;
+    ok(
+        map_both(&mut pt, va, 20 * PAGE, &runs),
+        "the first 20 pages",
+    );
+    assert_eq!(
+        map_both(&mut pt, va, all, &runs),
+        Err(MapRunsError::Map(MapError::ZeroSize))
+    );
+    // Each refusal names its run, wherever it is.
+    let mut runs = pages;
+    runs[3].pa = PhysAddr::new(runs[3].pa.get() + 0x10);
+    assert_eq!(
+        map_both(&mut pt, va, all, &runs),
+        Err(MapRunsError::Map(MapError::MisalignedPa { pa: runs[3].pa }))
+    );
+    let mut runs = pages;
+    runs[17].len = PAGE + 8;
+    assert_eq!(
+        map_both(&mut pt, va, all, &runs),
+        Err(MapRunsError::Map(MapError::MisalignedSize {
+            size: PAGE + 8
+        }))
+    );
+    let mut runs = pages;
+    runs[33] = Run {
+        pa: PhysAddr::new(oa_end - PAGE),
+        len: 2 * PAGE,
+    };
+    assert_eq!(
+        map_both(&mut pt, va, all, &runs),
+        Err(MapRunsError::Map(MapError::PaOutOfRange {
+            pa: PhysAddr::new(oa_end - PAGE),
+            size: 2 * PAGE,
+            oa_bits: MALI_G610.oa_bits,
+        }))
+    );
+    // A single page outside the output space, among single pages written in one batch.
+    let mut runs = pages;
+    runs[20].pa = PhysAddr::new(oa_end);
+    assert_eq!(
+        map_both(&mut pt, va, all, &runs),
+        Err(MapRunsError::Map(MapError::PaOutOfRange {
+            pa: PhysAddr::new(oa_end),
+            size: PAGE,
+            oa_bits: MALI_G610.oa_bits,
+        }))
+    );
+    // The last run used needs only its used part inside the output space.
+    let mut runs = pages;
+    runs[19] = Run {
+        pa: PhysAddr::new(oa_end - PAGE),
+        len: 3 * PAGE,
+    };
+    ok(
+        map_both(&mut pt, va, 20 * PAGE, &runs),
+        "the last run in part",
+    );
+    ok(
+        pt.map_run_slice(GpuVa::new(va), 20 * PAGE, &runs, rw()),
+        "map it again",
+    );
+    assert_eq!(
+        page_at(&pt, va + 19 * PAGE),
+        (oa_end - PAGE, PageSize::Size4K)
+    );
+    assert_eq!(page_at(&pt, va), (pages[0].pa.get(), PageSize::Size4K));
+    unmap_exactly(&mut pt, GpuVa::new(va), 20 * PAGE);
+    // Too few runs.
+    assert_eq!(
+        map_both(&mut pt, va, all + 8 * PAGE, &pages),
+        Err(MapRunsError::RunsEnded {
+            mapped: all,
+            size: all + 8 * PAGE
+        })
+    );
+    // Blocks, scattered: 2 MiB runs over more than a chunk, and one long run at the end.
+    let mut blocks = [Run {
+        pa: PhysAddr::ZERO,
+        len: M2,
+    }; 24];
+    for (i, run) in (0u64..).zip(blocks.iter_mut()) {
+        run.pa = PhysAddr::new((1 << 33) + (i * 7 % 32) * M2);
+    }
+    blocks[23].len = 4 * M2;
+    ok(map_both(&mut pt, va, 26 * M2, &blocks), "2 MiB blocks");
+    ok(
+        pt.map_run_slice(GpuVa::new(va), 26 * M2, &blocks, rw()),
+        "map them again",
+    );
+    assert_eq!(
+        page_at(&pt, va + 5 * M2),
+        (blocks[5].pa.get(), PageSize::Size2M)
+    );
+    assert_eq!(
+        page_at(&pt, va + 25 * M2 + PAGE),
+        (blocks[23].pa.get() + 2 * M2 + PAGE, PageSize::Size2M)
+    );
+    assert_eq!(pt.table_pages(), 3, "blocks only below the level-1 table");
+    unmap_exactly(&mut pt, GpuVa::new(va), 26 * M2);
+    // A block outside the output space, among blocks written in one batch.
+    let mut runs = blocks;
+    runs[9].pa = PhysAddr::new(oa_end + 4 * M2);
+    assert_eq!(
+        map_both(&mut pt, va, 26 * M2, &runs),
+        Err(MapRunsError::Map(MapError::PaOutOfRange {
+            pa: PhysAddr::new(oa_end + 4 * M2),
+            size: M2,
+            oa_bits: MALI_G610.oa_bits,
+        }))
+    );
+}
+
 host_tests!(
     unmapping_half_a_block_splits_it,
     cutting_a_1g_block_at_a_4k_boundary_splits_twice,
     a_range_whose_ends_cut_two_2m_blocks_splits_both,
     bad_arguments_are_refused_with_the_bad_value,
     running_out_of_table_memory_changes_nothing,
+    a_run_slice_maps_and_refuses_as_the_run_iterator_does,
 );

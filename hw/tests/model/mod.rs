@@ -417,7 +417,22 @@ pub fn run(profile: &GpuProfile, budget: usize, ops: &[Op]) {
                     }
                 });
                 let flags = MapFlags::default();
-                let result = pt.map_runs(GpuVa::new(va), size, source, flags);
+                // A source that cannot fail may come as a slice (`map_run_slice`, checked
+                // whole before anything is written); every other one of those does, so
+                // both paths meet the same model.
+                let result = if fail_at.is_none() && runs.len() % 2 == 0 {
+                    let slice: Vec<PhysRun> = source.filter_map(Result::ok).collect();
+                    pt.map_run_slice(GpuVa::new(va), size, &slice, flags)
+                        .map_err(|error| match error {
+                            MapRunsError::Map(error) => MapRunsError::Map(error),
+                            MapRunsError::Source(never) => match never {},
+                            MapRunsError::RunsEnded { mapped, size } => {
+                                MapRunsError::RunsEnded { mapped, size }
+                            }
+                        })
+                } else {
+                    pt.map_runs(GpuVa::new(va), size, source, flags)
+                };
                 let end = va + size;
                 if end > va_size {
                     assert!(

@@ -54,7 +54,8 @@ pub fn answer(
         | Param::LAST_USERPTR_LEDGER_NS
         | Param::LAST_USERPTR_SETUP_NS
         | Param::LAST_USERPTR_NS
-        | Param::LAST_EXEC_NS => ParamAnswer::Platform,
+        | Param::LAST_EXEC_NS
+        | Param::JOB_FAULTS => ParamAnswer::Platform,
         Param(param) => return Err(ArgError::UnknownParam { param }),
     })
 }

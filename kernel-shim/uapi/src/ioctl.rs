@@ -105,6 +105,13 @@ uapi_values!(
         /// Nanoseconds the last `EXEC` job of this file spent running its commands through
         /// the copy engine (for benchmarks: the engine without the job queue's wakeups).
         LAST_EXEC_NS = 24,
+        /// Per file: `EXEC` jobs of this file whose fence signalled with an error (a GPU
+        /// fault, a dependency that timed out, memory that ran out while queueing), with
+        /// or without [`EXEC_WAIT`], counted before the fence signals. A job cancelled by
+        /// the file's close is not counted. A client compares it after a wait to learn
+        /// that work it waited for failed: a syncobj wait reports no fence error, and a
+        /// timeline point's `dma_fence_chain` does not carry one.
+        JOB_FAULTS = 25,
     }
 );
 

@@ -11,7 +11,8 @@
 //! `cargo bench-host [GROUP...] [--plots DIR]` runs only the named groups (`page-tables`,
 //! `va`, `softgpu`; with none, all of them) and with `--plots` writes their SVG plots into
 //! `DIR` (`docs/perf` for the documentation), with the guest's import plot if a
-//! `cargo bench-all` left its CSV.
+//! `cargo bench-all` left its CSV. `EXTMEM_BENCH_VA_LIVE=1000,10000` limits the `va` group
+//! to the steady states at those working-set sizes.
 
 mod page_tables;
 mod plots;

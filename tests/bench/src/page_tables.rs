@@ -22,7 +22,7 @@ const PA: u64 = 1 << 36;
 /// Where table pages live in "physical" memory (a window of its own).
 const TABLE_BASE: u64 = 1 << 38;
 const ENTRIES: usize = 512;
-/// GiBs of 2 MiB blocks mapped (one `map_runs` call each) per timed block sample.
+/// GiBs of 2 MiB blocks mapped (one batched call each) per timed block sample.
 const BLOCK_GIBS: u64 = 64;
 
 /// Table pages in one heap arena, addressed as `TABLE_BASE + index * 4 KiB`: what a kernel
@@ -180,7 +180,41 @@ fn destroy_empty(table: PageTable<&mut ArenaTables>) -> Result<(), String> {
     Ok(())
 }
 
-/// Maps `size` bytes with one `map_runs` call over `runs`, then unmaps them in one call;
+/// How a batched map is handed its runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RunsForm {
+    /// `map_run_slice`: a slice, checked whole before anything is written.
+    Slice,
+    /// `map_runs`: an iterator, each run checked as it is taken.
+    Iterator,
+}
+
+/// One batched map of `runs` at `va`, in `form`.
+fn map_batched(
+    table: &mut PageTable<&mut ArenaTables>,
+    va: u64,
+    size: u64,
+    runs: &[Run],
+    form: RunsForm,
+) -> Result<(), String> {
+    let va = GpuVa::new(va);
+    let flags = MapFlags::default();
+    match form {
+        RunsForm::Slice => table
+            .map_run_slice(va, size, runs, flags)
+            .map_err(|e| format!("map_run_slice: {e:?}")),
+        RunsForm::Iterator => table
+            .map_runs(
+                va,
+                size,
+                runs.iter().map(|&run| Ok::<_, Infallible>(run)),
+                flags,
+            )
+            .map_err(|e| format!("map_runs: {e:?}")),
+    }
+}
+
+/// Maps `size` bytes with one batched call over `runs`, then unmaps them in one call;
 /// `count` times over consecutive ranges, each phase timed as a whole (a 1 GiB map of
 /// blocks is too short to time alone on a clock that costs a system call).
 fn map_runs_unmap(
@@ -188,18 +222,12 @@ fn map_runs_unmap(
     runs: &[Run],
     size: u64,
     count: u64,
+    form: RunsForm,
 ) -> Result<Timings, String> {
     let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
     let started = Stopwatch::start();
     for k in 0..count {
-        table
-            .map_runs(
-                GpuVa::new(VA + k * size),
-                size,
-                runs.iter().map(|&run| Ok::<_, Infallible>(run)),
-                MapFlags::default(),
-            )
-            .map_err(|e| format!("map_runs: {e:?}"))?;
+        map_batched(&mut table, VA + k * size, size, runs, form)?;
     }
     let map = started.elapsed();
     let started = Stopwatch::start();
@@ -214,13 +242,13 @@ fn map_runs_unmap(
     Ok(Timings { map, unmap })
 }
 
-/// How `map_runs` cost per PTE grows with the size of one call (2 MiB to 1 GiB of 4 KiB
+/// How `map_run_slice` cost per PTE grows with the size of one call (2 MiB to 1 GiB of 4 KiB
 /// pages, scattered and contiguous), beside the descriptor-write floor: each sample maps a
 /// whole GiB in calls of that size, timed together.
 fn growth(mem: &mut ArenaTables, reps: usize, scattered: &[u64]) -> Result<Plot, String> {
     let names = [
-        "map_runs, 4 KiB pages, scattered PA",
-        "map_runs, 4 KiB pages, one contiguous run",
+        "map_run_slice, 4 KiB pages, scattered PA",
+        "map_run_slice, 4 KiB pages, one contiguous run",
         "floor: writing the descriptors",
     ];
     let runs: Vec<Run> = scattered
@@ -273,14 +301,14 @@ fn growth(mem: &mut ArenaTables, reps: usize, scattered: &[u64]) -> Result<Plot,
     }
     Ok(Plot {
         file: "page-tables.svg",
-        title: "Page tables: map_runs time per PTE by size of the call".to_owned(),
-        x_desc: "bytes mapped per map_runs call (1 GiB in all)",
+        title: "Page tables: map_run_slice time per PTE by size of the call".to_owned(),
+        x_desc: "bytes mapped per map_run_slice call (1 GiB in all)",
         y_desc: "ns per PTE (median; bars: min-max)",
         series,
     })
 }
 
-/// Maps the GiB at `VA` in `size`-byte `map_runs` calls, each over its own runs, and
+/// Maps the GiB at `VA` in `size`-byte `map_run_slice` calls, each over its own runs, and
 /// returns the time of the maps alone (the runs are built beforehand).
 fn map_in_calls(
     mem: &mut ArenaTables,
@@ -291,14 +319,7 @@ fn map_in_calls(
     let mut table = PageTable::new(mem, &VGPU).map_err(|_| "no root table".to_owned())?;
     let started = Stopwatch::start();
     for (k, runs) in (0u64..).zip(&calls) {
-        table
-            .map_runs(
-                GpuVa::new(VA + k * size),
-                size,
-                runs.iter().map(|&run| Ok::<_, Infallible>(run)),
-                MapFlags::default(),
-            )
-            .map_err(|e| format!("map_runs: {e:?}"))?;
+        map_batched(&mut table, VA + k * size, size, runs, RunsForm::Slice)?;
     }
     let map = started.elapsed();
     let invalidate = table
@@ -363,7 +384,7 @@ pub fn run(reps: usize) -> Result<(Vec<Row>, Vec<Plot>), String> {
         })
         .collect();
 
-    let mut samples: [Vec<Duration>; 16] = Default::default();
+    let mut samples: [Vec<Duration>; 18] = Default::default();
     for _ in 0..reps {
         // 4 KiB pages, scattered PA: one map call per page; unmap in one call and per page.
         let t = map_unmap(&mut mem, PAGE, GIB, scattered_pa)?;
@@ -383,22 +404,28 @@ pub fn run(reps: usize) -> Result<(Vec<Row>, Vec<Plot>), String> {
         samples[7].push(floor_write(&scattered, &mut out_pages, 4));
         samples[8].push(floor_clear(&mut out_pages, 4));
         samples[9].push(floor_write(&block_pas, &mut out_blocks, 2000));
-        // The batched API: the whole GiB in one `map_runs` call.
-        let t = map_runs_unmap(&mut mem, &page_runs, GIB, 1)?;
+        // The batched API: the whole GiB in one `map_run_slice` call.
+        let t = map_runs_unmap(&mut mem, &page_runs, GIB, 1, RunsForm::Slice)?;
         samples[10].push(t.map);
         samples[11].push(t.unmap);
-        let t = map_runs_unmap(&mut mem, &one_run, GIB, 1)?;
+        let t = map_runs_unmap(&mut mem, &one_run, GIB, 1, RunsForm::Slice)?;
         samples[12].push(t.map);
         samples[13].push(t.unmap);
-        let t = map_runs_unmap(&mut mem, &block_runs, GIB, BLOCK_GIBS)?;
+        let t = map_runs_unmap(&mut mem, &block_runs, GIB, BLOCK_GIBS, RunsForm::Slice)?;
         samples[14].push(t.map);
         samples[15].push(t.unmap);
+        // The same maps with the runs as an iterator (`map_runs`, checked run by run).
+        let t = map_runs_unmap(&mut mem, &page_runs, GIB, 1, RunsForm::Iterator)?;
+        samples[16].push(t.map);
+        let t = map_runs_unmap(&mut mem, &block_runs, GIB, BLOCK_GIBS, RunsForm::Iterator)?;
+        samples[17].push(t.map);
     }
-    let [map4k, unmap4k_one, unmap4k_each, map4k_run, unmap4k_run, map2m, unmap2m, floor_pages, clear_pages, floor_blocks, runs4k, runs4k_unmap, run1, run1_unmap, runs2m, runs2m_unmap] =
+    let [map4k, unmap4k_one, unmap4k_each, map4k_run, unmap4k_run, map2m, unmap2m, floor_pages, clear_pages, floor_blocks, runs4k, runs4k_unmap, run1, run1_unmap, runs2m, runs2m_unmap, iter4k, iter2m] =
         samples.map(median);
     // The block samples map and unmap BLOCK_GIBS GiBs: per GiB, as the other rows.
     let per_gib = u32::try_from(BLOCK_GIBS).unwrap_or(1);
-    let (runs2m, runs2m_unmap) = (runs2m / per_gib, runs2m_unmap / per_gib);
+    let (runs2m, runs2m_unmap, iter2m) =
+        (runs2m / per_gib, runs2m_unmap / per_gib, iter2m / per_gib);
     // Clearing 512 block descriptors costs what writing them does.
     let clear_blocks = floor_blocks;
     let floor = "write descriptors";
@@ -416,42 +443,56 @@ pub fn run(reps: usize) -> Result<(Vec<Row>, Vec<Plot>), String> {
     let plot = growth(&mut mem, reps, &scattered)?;
     let rows = vec![
         row(
-            "map_runs 4K scattered, 1 call/GiB",
+            "map_run_slice 4K scattered, 1 call/GiB",
             pages,
             runs4k,
             floor_pages,
             floor,
         ),
         row(
-            "map_runs 4K contiguous, 1 call/GiB",
+            "map_run_slice 4K contiguous, 1 call/GiB",
             pages,
             run1,
             floor_pages,
             floor,
         ),
         row(
-            "map_runs 2M blocks scattered, 1 call/GiB",
+            "map_run_slice 2M blocks scattered, 1 call/GiB",
             blocks,
             runs2m,
             floor_blocks,
             floor,
         ),
         row(
-            "unmap map_runs 4K scattered, 1 call/GiB",
+            "map_runs (iterator) 4K scattered, 1 call/GiB",
+            pages,
+            iter4k,
+            floor_pages,
+            floor,
+        ),
+        row(
+            "map_runs (iterator) 2M blocks scattered, 1 call/GiB",
+            blocks,
+            iter2m,
+            floor_blocks,
+            floor,
+        ),
+        row(
+            "unmap map_run_slice 4K scattered, 1 call/GiB",
             pages,
             runs4k_unmap,
             clear_pages,
             memset,
         ),
         row(
-            "unmap map_runs 4K contiguous, 1 call/GiB",
+            "unmap map_run_slice 4K contiguous, 1 call/GiB",
             pages,
             run1_unmap,
             clear_pages,
             memset,
         ),
         row(
-            "unmap map_runs 2M blocks, 1 call/GiB",
+            "unmap map_run_slice 2M blocks, 1 call/GiB",
             blocks,
             runs2m_unmap,
             clear_blocks,

@@ -646,24 +646,35 @@ pub fn run(reps: usize) -> (Vec<Row>, Vec<Plot>) {
     let mut rows = Vec::new();
     let mut series: Vec<Series> = Vec::new();
 
+    // EXTMEM_BENCH_VA_LIVE=1000,10000 runs only the steady states at those working-set
+    // sizes (to try a change at one size in seconds, not the whole group in minutes).
+    let only: Option<Vec<usize>> = std::env::var("EXTMEM_BENCH_VA_LIVE").ok().map(|list| {
+        list.split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect()
+    });
+
     // The 1M-operation trace over a working set of 10,000 live ranges.
     const TRACE_LIVE: usize = 10_000;
     const TRACE_OPS: usize = 1_000_000;
-    let mut full = trace(TRACE_LIVE, TRACE_OPS, 0x5EED);
-    driver_alignments(&mut full, TRACE_LIVE);
-    let measured = measure(TRACE_LIVE, &full, reps, Duration::from_secs(2));
-    let ops = full.ops.len();
-    rows.extend(rows_for(
-        &format!("trace 1M ops, {TRACE_LIVE} live"),
-        &format!("{ops} ops"),
-        ops,
-        &measured,
-    ));
+    if only.is_none() {
+        let mut full = trace(TRACE_LIVE, TRACE_OPS, 0x5EED);
+        driver_alignments(&mut full, TRACE_LIVE);
+        let measured = measure(TRACE_LIVE, &full, reps, Duration::from_secs(2));
+        let ops = full.ops.len();
+        rows.extend(rows_for(
+            &format!("trace 1M ops, {TRACE_LIVE} live"),
+            &format!("{ops} ops"),
+            ops,
+            &measured,
+        ));
+    }
 
     // Growth: time per op in steady state at 1K … 1M live ranges.
     let mut at_1k = None;
     let mut btree_at_1k = None;
-    for live in [1_000, 10_000, 100_000, 1_000_000] {
+    let sizes = only.unwrap_or_else(|| vec![1_000, 10_000, 100_000, 1_000_000]);
+    for live in sizes {
         const STEADY_OPS: usize = 200_000;
         let mut t = trace(live, STEADY_OPS, 0xC0FFEE ^ live as u64);
         driver_alignments(&mut t, live);

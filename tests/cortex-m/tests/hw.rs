@@ -107,4 +107,9 @@ mod tests {
     fn running_out_of_table_memory_changes_nothing() {
         page_table::running_out_of_table_memory_changes_nothing();
     }
+
+    #[test]
+    fn a_run_slice_maps_and_refuses_as_the_run_iterator_does() {
+        page_table::a_run_slice_maps_and_refuses_as_the_run_iterator_does();
+    }
 }

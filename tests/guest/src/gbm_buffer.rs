@@ -24,7 +24,7 @@ use gbm::{BufferObject, BufferObjectFlags, Format, Modifier};
 
 use crate::dri::{self, DrmNode, GemHandle, NodeKind};
 use crate::mapping::SharedMapping;
-use crate::vulkan::{Gpu, VkResult};
+use crate::vulkan::{DeviceBuffer, Gpu, VkResult};
 use crate::{dma_buf, pattern};
 
 /// The kernel driver of QEMU's virtio-gpu device.
@@ -293,14 +293,22 @@ impl<'g, 'i> ImportedBuffer<'g, 'i> {
 
     /// The first `len` bytes, as a GPU copy into device memory shows them (`vkMapMemory`).
     pub fn read_by_gpu(&self, len: usize) -> VkResult<Vec<u8>> {
-        let staging = Staging::new(self.gpu, self.size)?;
+        let staging = DeviceBuffer::new(
+            self.gpu,
+            self.size,
+            vk::ExternalMemoryHandleTypeFlags::empty(),
+        )?;
         self.gpu.copy(self.buffer, staging.buffer, self.size)?;
         self.gpu.read(staging.memory, 0, len)
     }
 
     /// Writes `bytes` at the start by a GPU copy out of device memory that holds them.
     pub fn write_by_gpu(&self, bytes: &[u8]) -> VkResult<()> {
-        let staging = Staging::new(self.gpu, self.size)?;
+        let staging = DeviceBuffer::new(
+            self.gpu,
+            self.size,
+            vk::ExternalMemoryHandleTypeFlags::empty(),
+        )?;
         self.gpu.write(staging.memory, 0, bytes)?;
         let len = u64::try_from(bytes.len()).map_err(|e| e.to_string())?;
         self.gpu.copy(staging.buffer, self.buffer, len)
@@ -308,37 +316,6 @@ impl<'g, 'i> ImportedBuffer<'g, 'i> {
 }
 
 impl Drop for ImportedBuffer<'_, '_> {
-    fn drop(&mut self) {
-        self.gpu.destroy_buffer(self.buffer);
-        self.gpu.free(self.memory);
-    }
-}
-
-/// Device memory with a transfer buffer, for the GPU copies in and out of an import.
-struct Staging<'g, 'i> {
-    gpu: &'g Gpu<'i>,
-    memory: vk::DeviceMemory,
-    buffer: vk::Buffer,
-}
-
-impl<'g, 'i> Staging<'g, 'i> {
-    fn new(gpu: &'g Gpu<'i>, size: u64) -> VkResult<Self> {
-        let memory = gpu.allocate(size, vk::ExternalMemoryHandleTypeFlags::empty())?;
-        match gpu.buffer(memory, size, vk::ExternalMemoryHandleTypeFlags::empty()) {
-            Ok(buffer) => Ok(Self {
-                gpu,
-                memory,
-                buffer,
-            }),
-            Err(e) => {
-                gpu.free(memory);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Drop for Staging<'_, '_> {
     fn drop(&mut self) {
         self.gpu.destroy_buffer(self.buffer);
         self.gpu.free(self.memory);

@@ -10,6 +10,7 @@ pub mod dma_buf;
 pub mod dma_heap;
 pub mod dri;
 pub mod exporters;
+pub mod fd_passing;
 pub mod fd_table;
 pub mod gbm_buffer;
 pub mod host_memory;

@@ -6,11 +6,10 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::ptr;
 
 use ash::vk;
@@ -26,11 +25,8 @@ use extmem_hw::{Alignment, GpuVa, HostVa, PageSize, PageSizes};
 use extmem_uapi::Param;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
-};
 
+use crate::fd_passing::{recv_with_fd, send_with_fd, FdChild};
 use crate::ktap::{expect_eq, io_op, CheckResult, Failure};
 use crate::mapping::SharedMapping;
 use crate::pattern;
@@ -485,78 +481,21 @@ pub fn send_to_child(
     fd: OwnedFd,
     message: [u8; MESSAGE_LEN],
 ) -> CheckResult<()> {
-    let (parent_end, child_end) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Failure::op("socketpair", e))?;
-    let child = Command::new(exe)
-        .arg(arg)
-        .stdin(Stdio::from(child_end))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::op(format!("spawning {} {arg}", exe.display()), e))?;
-    let fds = [fd.as_fd()];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let sent = if control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        rustix::net::sendmsg(
-            &parent_end,
-            &[IoSlice::new(&message)],
-            &mut control,
-            SendFlags::empty(),
-        )
-        .map_err(|e| Failure::op("sendmsg(SCM_RIGHTS)", e))
-    } else {
-        Err(Failure::new(
-            "room for one fd in the control buffer",
-            "none",
-        ))
-    };
+    let child = io_op(
+        format!("spawning {} {arg}", exe.display()),
+        FdChild::spawn_program(exe, &[arg], Stdio::piped()),
+    )?;
+    let sent = send_with_fd(child.socket(), fd.as_fd(), &message);
     // The child has its own reference now; ours goes.
     drop(fd);
-    drop(parent_end);
-    let output = io_op("waiting for the child", child.wait_with_output())?;
-    let sent = sent?;
-    expect_eq("bytes sent", sent, MESSAGE_LEN)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            "the child exits 0",
-            format!(
-                "{}: {} {}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout).trim(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        ))
-    }
+    let ended = child.finish();
+    io_op("sendmsg(SCM_RIGHTS)", sent)?;
+    ended.map_err(|e| Failure::new("the child exits 0", e))
 }
 
 /// In a child started by [`send_to_child`]: the fd and message from stdin.
 pub fn receive_from_parent() -> CheckResult<(OwnedFd, [u8; MESSAGE_LEN])> {
-    let stdin = io::stdin();
     let mut message = [0_u8; MESSAGE_LEN];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = rustix::net::recvmsg(
-        stdin.as_fd(),
-        &mut [IoSliceMut::new(&mut message)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(|e| Failure::op("recvmsg", e))?;
-    expect_eq("bytes received", received.bytes, MESSAGE_LEN)?;
-    let fd = control
-        .drain()
-        .find_map(|m| match m {
-            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
-            _ => None,
-        })
-        .ok_or_else(|| Failure::new("an fd in SCM_RIGHTS", "no fd"))?;
+    let fd = io_op("recvmsg", recv_with_fd(io::stdin().as_fd(), &mut message))?;
     Ok((fd, message))
 }

@@ -10,8 +10,7 @@
 //! manifest `extmem_icd.json` its build script writes next to it.
 
 use std::ffi::{c_void, CStr};
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::ptr;
@@ -19,10 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use ash::vk;
-use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
+
+use crate::fd_passing;
+use crate::ktap::{CheckResult, Failure};
 
 /// The Khronos validation layer (Debian: vulkan-validationlayers).
 pub const VALIDATION_LAYER: &CStr = c"VK_LAYER_KHRONOS_validation";
@@ -347,6 +345,23 @@ pub struct Gpu<'i> {
 
 /// A result from Vulkan, with what was called.
 pub type VkResult<T> = Result<T, String>;
+
+/// A Vulkan call's result as a check's: any error fails the check as "the Vulkan calls succeed".
+pub fn vk_op<T>(result: VkResult<T>) -> CheckResult<T> {
+    result.map_err(|e| Failure::new("the Vulkan calls succeed", e))
+}
+
+/// Checks that a call whose failure is the point of the check returned exactly `expected`.
+pub fn expect_result(what: &str, seen: vk::Result, expected: vk::Result) -> CheckResult<()> {
+    if seen == expected {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            format!("{what} returns {expected}"),
+            format!("it returned {seen}"),
+        ))
+    }
+}
 
 fn call<T>(what: &str, result: ash::prelude::VkResult<T>) -> VkResult<T> {
     result.map_err(|e| format!("{what}: {e}"))
@@ -681,15 +696,16 @@ impl<'i> Gpu<'i> {
         result
     }
 
-    fn record_and_submit(
+    /// Records with `record` into `cb` (new, or reset), between a `vkBeginCommandBuffer`
+    /// with `flags` and `vkEndCommandBuffer`.
+    pub fn begin_record_end(
         &self,
-        cbs: &[vk::CommandBuffer],
+        cb: vk::CommandBuffer,
+        flags: vk::CommandBufferUsageFlags,
         record: impl FnOnce(&ash::Device, vk::CommandBuffer),
     ) -> VkResult<()> {
-        let cb = *cbs.first().ok_or("no command buffer")?;
-        let begin = vk::CommandBufferBeginInfo::default()
-            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
-        // SAFETY: a new command buffer of a live pool.
+        let begin = vk::CommandBufferBeginInfo::default().flags(flags);
+        // SAFETY: a command buffer of a live pool, in the initial state.
         call("vkBeginCommandBuffer", unsafe {
             self.device.begin_command_buffer(cb, &begin)
         })?;
@@ -697,7 +713,16 @@ impl<'i> Gpu<'i> {
         // SAFETY: recording.
         call("vkEndCommandBuffer", unsafe {
             self.device.end_command_buffer(cb)
-        })?;
+        })
+    }
+
+    fn record_and_submit(
+        &self,
+        cbs: &[vk::CommandBuffer],
+        record: impl FnOnce(&ash::Device, vk::CommandBuffer),
+    ) -> VkResult<()> {
+        let cb = *cbs.first().ok_or("no command buffer")?;
+        self.begin_record_end(cb, vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT, record)?;
         // SAFETY: a live device.
         let fence = call("vkCreateFence", unsafe {
             self.device
@@ -993,6 +1018,70 @@ impl Gpu<'_> {
     }
 }
 
+/// Device memory with a transfer buffer over all of it, freed (buffer first) on drop.
+pub struct DeviceBuffer<'g, 'i> {
+    gpu: &'g Gpu<'i>,
+    /// The memory.
+    pub memory: vk::DeviceMemory,
+    /// The buffer bound to it at offset 0.
+    pub buffer: vk::Buffer,
+}
+
+impl<'g, 'i> DeviceBuffer<'g, 'i> {
+    /// `size` bytes of new memory, exportable as `export`.
+    pub fn new(
+        gpu: &'g Gpu<'i>,
+        size: u64,
+        export: vk::ExternalMemoryHandleTypeFlags,
+    ) -> VkResult<Self> {
+        let memory = gpu.allocate(size, export)?;
+        Self::over(gpu, memory, size, export)
+    }
+
+    /// Memory imported from `fd` of handle type `ty` (OPAQUE_FD or DMA_BUF); the fd is the
+    /// driver's on success.
+    pub fn import(
+        gpu: &'g Gpu<'i>,
+        fd: OwnedFd,
+        ty: vk::ExternalMemoryHandleTypeFlags,
+        size: u64,
+    ) -> VkResult<Self> {
+        let memory = if ty == vk::ExternalMemoryHandleTypeFlags::DMA_BUF_EXT {
+            gpu.import_dma_buf(fd, size)?.0
+        } else {
+            gpu.import_fd(fd, ty, size, gpu.device_local_type()?)?
+        };
+        Self::over(gpu, memory, size, ty)
+    }
+
+    /// A buffer over `memory`, which is freed if that fails.
+    fn over(
+        gpu: &'g Gpu<'i>,
+        memory: vk::DeviceMemory,
+        size: u64,
+        ty: vk::ExternalMemoryHandleTypeFlags,
+    ) -> VkResult<Self> {
+        match gpu.buffer(memory, size, ty) {
+            Ok(buffer) => Ok(Self {
+                gpu,
+                memory,
+                buffer,
+            }),
+            Err(e) => {
+                gpu.free(memory);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for DeviceBuffer<'_, '_> {
+    fn drop(&mut self) {
+        self.gpu.destroy_buffer(self.buffer);
+        self.gpu.free(self.memory);
+    }
+}
+
 impl Drop for Gpu<'_> {
     fn drop(&mut self) {
         // SAFETY: every submission was waited for; the pool's command buffers go with it.
@@ -1047,56 +1136,13 @@ impl FdMessage {
 
 /// Sends `fd` with `message` over the unix socket `socket` (`SCM_RIGHTS`).
 pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>, message: FdMessage) -> io::Result<()> {
-    let payload = message.encode();
-    let fds = [fd];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(io::Error::other("the control buffer is too small"));
-    }
-    let sent = sendmsg(
-        socket,
-        &[IoSlice::new(&payload)],
-        &mut control,
-        SendFlags::empty(),
-    )?;
-    if sent == payload.len() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "sent {sent} of {} bytes",
-            payload.len()
-        )))
-    }
+    fd_passing::send_with_fd(socket, fd, &message.encode())
 }
 
 /// Receives an fd and its message from the unix socket `socket`.
 pub fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<(OwnedFd, FdMessage)> {
     let mut payload = [0_u8; 12];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = recvmsg(
-        socket,
-        &mut [IoSliceMut::new(&mut payload)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    if got.bytes != payload.len() {
-        return Err(io::Error::other(format!(
-            "received {} of {} bytes",
-            got.bytes,
-            payload.len()
-        )));
-    }
-    let mut received = None;
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = message {
-            for fd in fds {
-                received.get_or_insert(fd);
-            }
-        }
-    }
-    let fd = received.ok_or_else(|| io::Error::other("no fd came with the message"))?;
+    let fd = fd_passing::recv_with_fd(socket, &mut payload)?;
     Ok((fd, FdMessage::decode(&payload)))
 }
 

@@ -7,6 +7,7 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use ash::vk;
 
+use crate::ktap::{CheckResult, Failure};
 use crate::vulkan::{Gpu, VkResult};
 
 /// Semaphore handle types.
@@ -116,16 +117,11 @@ impl Gpu<'_> {
         })?
         .first()
         .ok_or("vkAllocateCommandBuffers: no command buffer")?;
-        let begin = vk::CommandBufferBeginInfo::default();
-        // SAFETY: a new command buffer of a live pool.
-        call("vkBeginCommandBuffer", unsafe {
-            self.device.begin_command_buffer(cb, &begin)
-        })?;
-        record(&self.device, cb);
-        // SAFETY: recording.
-        call("vkEndCommandBuffer", unsafe {
-            self.device.end_command_buffer(cb)
-        })?;
+        // Submitted more than once by some checks: no ONE_TIME_SUBMIT.
+        if let Err(e) = self.begin_record_end(cb, vk::CommandBufferUsageFlags::empty(), record) {
+            self.free_command_buffer(cb);
+            return Err(e);
+        }
         Ok(cb)
     }
 
@@ -230,6 +226,54 @@ impl Gpu<'_> {
             Err(vk::Result::TIMEOUT) => Ok(false),
             Err(e) => Err(format!("vkWaitForFences: {e}")),
         }
+    }
+
+    /// `vkWaitForFences` of one fence without a timeout: an error if it does not signal.
+    pub fn await_fence(&self, fence: vk::Fence) -> VkResult<()> {
+        if self.wait_fence(fence, u64::MAX)? {
+            Ok(())
+        } else {
+            Err("vkWaitForFences (no timeout): VK_TIMEOUT".into())
+        }
+    }
+
+    /// `vkQueueSubmit` of `batches` with `fence` (not null), then [`Gpu::await_fence`].
+    pub fn submit_and_wait(&self, batches: &[SyncBatch], fence: vk::Fence) -> VkResult<()> {
+        self.submit_batches(batches, fence)?;
+        self.await_fence(fence)
+    }
+
+    /// `vkQueueWaitIdle` of the device's queue: what a check runs before it destroys the
+    /// objects its submissions used, whether or not it passed.
+    pub fn wait_idle(&self) -> VkResult<()> {
+        // SAFETY: a live queue.
+        call("vkQueueWaitIdle", unsafe {
+            self.device.queue_wait_idle(self.queue)
+        })
+    }
+
+    /// The end of a check that submitted work: waits for the queue to go idle, destroys
+    /// `fences`, `semaphores` and `command_buffers` (whether or not the check passed), and
+    /// returns the check's `result` first, then the wait's.
+    pub fn settle(
+        &self,
+        result: CheckResult<()>,
+        fences: &[vk::Fence],
+        semaphores: &[vk::Semaphore],
+        command_buffers: &[vk::CommandBuffer],
+    ) -> CheckResult<()> {
+        let idle = self.wait_idle();
+        for fence in fences {
+            self.destroy_fence(*fence);
+        }
+        for semaphore in semaphores {
+            self.destroy_semaphore(*semaphore);
+        }
+        for cb in command_buffers {
+            self.free_command_buffer(*cb);
+        }
+        result?;
+        idle.map_err(|e| Failure::new("the queue goes idle", e))
     }
 
     /// `vkWaitSemaphoresKHR` for `value` of one timeline: `Ok(true)` reached, `Ok(false)`

@@ -217,6 +217,13 @@ valid_usage! {
     /// A temporary import cannot go into a timeline semaphore.
     SemaphoreImportTemporaryBinary = ("VUID-VkImportSemaphoreFdInfoKHR-flags-03323", ERROR_INVALID_EXTERNAL_HANDLE,
         "a temporary import cannot go into a timeline semaphore"),
+    /// `vkImportSemaphoreFdKHR`: no queue command that has not completed may wait for or
+    /// signal the semaphore.
+    SemaphoreImportInUse = ("VUID-vkImportSemaphoreFdKHR-semaphore-01142", ERROR_VALIDATION_FAILED_EXT,
+        "semaphore must not be associated with a queue command that has not completed"),
+    /// `vkImportFenceFdKHR`: no queue command that has not completed may signal the fence.
+    FenceImportInUse = ("VUID-vkImportFenceFdKHR-fence-01463", ERROR_VALIDATION_FAILED_EXT,
+        "fence must not be associated with a queue command that has not completed"),
     /// `handleType` must have been in VkExportFenceCreateInfo::handleTypes.
     FenceGetFdExported = ("VUID-VkFenceGetFdInfoKHR-handleType-01453", ERROR_VALIDATION_FAILED_EXT,
         "handleType must have been in VkExportFenceCreateInfo::handleTypes"),

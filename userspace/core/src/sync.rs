@@ -78,6 +78,22 @@ pub trait Syncobjs: fmt::Debug + Send + Sync {
         all: bool,
         timeout_ns: u64,
     ) -> Result<WaitOutcome, BackendError>;
+    /// Waits at most `timeout_ns` (relative; `u64::MAX` is forever) until every point of
+    /// `points` is *available*: its signal is submitted (the kernel holds a fence for it)
+    /// or it is signalled. A submission that waits for a point the kernel has no fence
+    /// for yet is refused, so a front end holds such a submission back until this says
+    /// its points are there (Vulkan's wait-before-signal).
+    fn wait_available(
+        &self,
+        points: &[SyncPoint],
+        timeout_ns: u64,
+    ) -> Result<WaitOutcome, BackendError>;
+    /// How many jobs of this device's file have failed (a GPU fault, a dependency that
+    /// never signalled) since it was opened, counted before their signal. A wait only
+    /// says that a point is signalled, not whether the work behind it succeeded (a
+    /// timeline point carries no error at all), so a front end compares this count after
+    /// each wait to learn that its device is lost.
+    fn job_faults(&self) -> Result<u64, BackendError>;
     /// Removes the binary payload (`vkResetFences`, and what a binary wait consumes).
     fn reset(&self, handle: SyncHandle) -> Result<(), BackendError>;
     /// Signals `point` from the host (`vkSignalSemaphore`, a timeline's initial value).
@@ -184,14 +200,19 @@ pub fn check_semaphore_export(
 }
 
 /// `vkImportSemaphoreFdKHR`'s rules for an import into a binary semaphore (or a timeline
-/// if `timeline`), temporary if `temporary`: the kind of fd to import.
+/// if `timeline`), temporary if `temporary`, which a queue command that has not completed
+/// waits for or signals if `in_use`: the kind of fd to import.
 pub fn check_semaphore_import(
     handle_type: vk::ExternalSemaphoreHandleTypeFlags,
     temporary: bool,
     timeline: bool,
+    in_use: bool,
 ) -> Result<SyncFdKind, Error> {
     let kind =
         semaphore_fd_kind(handle_type).ok_or(Error::ValidUsage(Vuid::SemaphoreImportHandleType))?;
+    if in_use {
+        return Err(Error::ValidUsage(Vuid::SemaphoreImportInUse));
+    }
     // SYNC_FD has copy transference, which only temporary imports have.
     if kind == SyncFdKind::SyncFile && !temporary {
         return Err(Error::ValidUsage(Vuid::SemaphoreImportSyncFdTemporary));
@@ -214,12 +235,17 @@ pub fn check_fence_export(
     Ok(kind)
 }
 
-/// `vkImportFenceFdKHR`'s rules, temporary if `temporary`.
+/// `vkImportFenceFdKHR`'s rules, temporary if `temporary`, for a fence a queue command
+/// that has not completed signals if `in_use`.
 pub fn check_fence_import(
     handle_type: vk::ExternalFenceHandleTypeFlags,
     temporary: bool,
+    in_use: bool,
 ) -> Result<SyncFdKind, Error> {
     let kind = fence_fd_kind(handle_type).ok_or(Error::ValidUsage(Vuid::FenceImportHandleType))?;
+    if in_use {
+        return Err(Error::ValidUsage(Vuid::FenceImportInUse));
+    }
     if kind == SyncFdKind::SyncFile && !temporary {
         return Err(Error::ValidUsage(Vuid::FenceImportSyncFdTemporary));
     }
@@ -266,24 +292,49 @@ mod tests {
     #[test]
     fn semaphore_imports_follow_their_rules() {
         assert_eq!(
-            check_semaphore_import(Sem::OPAQUE_FD, false, true),
+            check_semaphore_import(Sem::OPAQUE_FD, false, true, false),
             Ok(SyncFdKind::Syncobj)
         );
         assert_eq!(
-            check_semaphore_import(Sem::SYNC_FD, true, false),
+            check_semaphore_import(Sem::SYNC_FD, true, false, false),
             Ok(SyncFdKind::SyncFile)
         );
         assert_eq!(
-            check_semaphore_import(Sem::D3D12_FENCE, true, false),
+            check_semaphore_import(Sem::D3D12_FENCE, true, false, false),
             Err(Error::ValidUsage(Vuid::SemaphoreImportHandleType))
         );
         assert_eq!(
-            check_semaphore_import(Sem::SYNC_FD, false, false),
+            check_semaphore_import(Sem::SYNC_FD, false, false, false),
             Err(Error::ValidUsage(Vuid::SemaphoreImportSyncFdTemporary))
         );
         assert_eq!(
-            check_semaphore_import(Sem::OPAQUE_FD, true, true),
+            check_semaphore_import(Sem::OPAQUE_FD, true, true, false),
             Err(Error::ValidUsage(Vuid::SemaphoreImportTemporaryBinary))
+        );
+    }
+
+    #[test]
+    fn an_object_pending_work_uses_cannot_take_an_import() {
+        assert_eq!(
+            check_semaphore_import(Sem::OPAQUE_FD, false, false, true),
+            Err(Error::ValidUsage(Vuid::SemaphoreImportInUse))
+        );
+        assert_eq!(
+            check_semaphore_import(Sem::SYNC_FD, true, false, true),
+            Err(Error::ValidUsage(Vuid::SemaphoreImportInUse))
+        );
+        assert_eq!(
+            check_fence_import(Fen::OPAQUE_FD, false, true),
+            Err(Error::ValidUsage(Vuid::FenceImportInUse))
+        );
+        assert_eq!(
+            check_fence_import(Fen::SYNC_FD, true, true),
+            Err(Error::ValidUsage(Vuid::FenceImportInUse))
+        );
+        // The handle type is still checked first.
+        assert_eq!(
+            check_fence_import(Fen::OPAQUE_WIN32, true, true),
+            Err(Error::ValidUsage(Vuid::FenceImportHandleType))
         );
     }
 
@@ -303,15 +354,15 @@ mod tests {
             Err(Error::ValidUsage(Vuid::FenceGetFdExported))
         );
         assert_eq!(
-            check_fence_import(Fen::OPAQUE_FD, false),
+            check_fence_import(Fen::OPAQUE_FD, false, false),
             Ok(SyncFdKind::Syncobj)
         );
         assert_eq!(
-            check_fence_import(Fen::OPAQUE_WIN32_KMT, true),
+            check_fence_import(Fen::OPAQUE_WIN32_KMT, true, false),
             Err(Error::ValidUsage(Vuid::FenceImportHandleType))
         );
         assert_eq!(
-            check_fence_import(Fen::SYNC_FD, false),
+            check_fence_import(Fen::SYNC_FD, false, false),
             Err(Error::ValidUsage(Vuid::FenceImportSyncFdTemporary))
         );
     }

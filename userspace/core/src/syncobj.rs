@@ -3,6 +3,8 @@
 //! the oldest kernel in the matrix (6.1): `drm_syncobj_wait` and `drm_syncobj_timeline_wait`
 //! without the later `deadline_nsec`, `drm_syncobj_handle` without the later `point`;
 //! `drm_ioctl` zero-fills the fields a newer kernel has beyond the size the number encodes.
+//! The one call that is not standard is [`Syncobjs::job_faults`]: extmem-vgpu's
+//! `GET_PARAM(JOB_FAULTS)` on the same file.
 
 use core::num::NonZeroU32;
 
@@ -93,6 +95,11 @@ const WAIT_ALL: u32 = 1 << 0;
 /// `DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT`: a point with no fence yet is waited for
 /// rather than refused, so a host wait may start before the signal is submitted.
 const WAIT_FOR_SUBMIT: u32 = 1 << 1;
+/// `DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE`: the wait ends once each point has a fence,
+/// signalled or not (with `WAIT_FOR_SUBMIT`, once its signal is submitted).
+const WAIT_AVAILABLE: u32 = 1 << 2;
+/// extmem-vgpu's `GET_PARAM`, for the file's failed-job count.
+const GET_PARAM: Opcode = extmem_uapi::IOCTL_GET_PARAM as Opcode;
 
 /// Most points one wait takes ([`crate::sync::MAX_WAIT_POINTS`]).
 const MAX_WAIT: usize = crate::sync::MAX_WAIT_POINTS;
@@ -176,6 +183,50 @@ impl DrmSyncobjs {
     }
 }
 
+impl DrmSyncobjs {
+    /// `TIMELINE_WAIT` for `points` with `flags` (always `WAIT_FOR_SUBMIT` besides).
+    fn timeline_wait(
+        &self,
+        points: &[SyncPoint],
+        flags: u32,
+        timeout_ns: u64,
+    ) -> Result<WaitOutcome, BackendError> {
+        let too_many = BackendError {
+            op: Op::Sync,
+            errno: errno::EINVAL,
+        };
+        if points.len() > MAX_WAIT {
+            return Err(too_many);
+        }
+        if points.is_empty() {
+            return Ok(WaitOutcome::Signaled);
+        }
+        let mut handles = [0u32; MAX_WAIT];
+        let mut values = [0u64; MAX_WAIT];
+        for ((h, v), p) in handles.iter_mut().zip(values.iter_mut()).zip(points) {
+            *h = p.handle.0.get();
+            *v = p.value;
+        }
+        let mut arg = TimelineWait {
+            handles: handles.as_ptr() as usize as u64,
+            points: values.as_ptr() as usize as u64,
+            timeout_nsec: deadline(timeout_ns),
+            count_handles: u32::try_from(points.len()).map_err(|_| too_many)?,
+            flags: WAIT_FOR_SUBMIT | flags,
+            first_signaled: 0,
+            pad: 0,
+        };
+        // SAFETY: TIMELINE_WAIT takes a drm_syncobj_timeline_wait; both arrays hold at
+        // least `count_handles` elements and live across the call. Point 0 of a binary
+        // syncobj waits for its fence, as `SYNCOBJ_WAIT` would.
+        match unsafe { call::<TIMELINE_WAIT, _>(self.fd(), &mut arg, Op::Sync) } {
+            Ok(()) => Ok(WaitOutcome::Signaled),
+            Err(e) if e.errno == Errno::TIME.raw_os_error() => Ok(WaitOutcome::TimedOut),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Syncobjs for DrmSyncobjs {
     fn create(&self, signaled: bool) -> Result<SyncHandle, BackendError> {
         let mut arg = Create {
@@ -203,39 +254,26 @@ impl Syncobjs for DrmSyncobjs {
         all: bool,
         timeout_ns: u64,
     ) -> Result<WaitOutcome, BackendError> {
-        let too_many = BackendError {
-            op: Op::Sync,
-            errno: errno::EINVAL,
+        self.timeline_wait(points, if all { WAIT_ALL } else { 0 }, timeout_ns)
+    }
+
+    fn wait_available(
+        &self,
+        points: &[SyncPoint],
+        timeout_ns: u64,
+    ) -> Result<WaitOutcome, BackendError> {
+        self.timeline_wait(points, WAIT_ALL | WAIT_AVAILABLE, timeout_ns)
+    }
+
+    fn job_faults(&self) -> Result<u64, BackendError> {
+        let mut arg = extmem_uapi::GetParam {
+            param: extmem_uapi::Param::JOB_FAULTS,
+            ..Default::default()
         };
-        if points.len() > MAX_WAIT {
-            return Err(too_many);
-        }
-        if points.is_empty() {
-            return Ok(WaitOutcome::Signaled);
-        }
-        let mut handles = [0u32; MAX_WAIT];
-        let mut values = [0u64; MAX_WAIT];
-        for ((h, v), p) in handles.iter_mut().zip(values.iter_mut()).zip(points) {
-            *h = p.handle.0.get();
-            *v = p.value;
-        }
-        let mut arg = TimelineWait {
-            handles: handles.as_ptr() as usize as u64,
-            points: values.as_ptr() as usize as u64,
-            timeout_nsec: deadline(timeout_ns),
-            count_handles: u32::try_from(points.len()).map_err(|_| too_many)?,
-            flags: WAIT_FOR_SUBMIT | if all { WAIT_ALL } else { 0 },
-            first_signaled: 0,
-            pad: 0,
-        };
-        // SAFETY: TIMELINE_WAIT takes a drm_syncobj_timeline_wait; both arrays hold at
-        // least `count_handles` elements and live across the call. Point 0 of a binary
-        // syncobj waits for its fence, as `SYNCOBJ_WAIT` would.
-        match unsafe { call::<TIMELINE_WAIT, _>(self.fd(), &mut arg, Op::Sync) } {
-            Ok(()) => Ok(WaitOutcome::Signaled),
-            Err(e) if e.errno == Errno::TIME.raw_os_error() => Ok(WaitOutcome::TimedOut),
-            Err(e) => Err(e),
-        }
+        // SAFETY: GET_PARAM takes a drm_extmem_get_param, which holds no pointer. The
+        // descriptor is a dup of the device's own, so the count is its file's.
+        unsafe { call::<GET_PARAM, _>(self.fd(), &mut arg, Op::Exec)? };
+        Ok(arg.value)
     }
 
     fn reset(&self, handle: SyncHandle) -> Result<(), BackendError> {

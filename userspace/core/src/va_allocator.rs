@@ -5,8 +5,15 @@
 //! their first address; a span runs to the next key, so it needs no stored size and a free
 //! finds its neighbours in the same map it looks the range up in. Beside it, the holes are
 //! indexed by (size, start) to find a fit. An allocation is then one removal and one or two
-//! insertions in the size index and one or two in the span map, and so is a free: O(log n)
-//! in the number of spans, with one small map entry per live range.
+//! insertions in the size index and one or two in the span map, and so is a free.
+//!
+//! Both maps take one of two forms. While the space has few spans (most applications'
+//! heaps: up to [`SMALL_MAX_SPANS`]) they are sorted vectors: a lookup is a binary search
+//! over a few kilobytes that stay in the L1 cache, and an insertion or removal one `memmove`
+//! of part of them, which costs less there than a B-tree's walk and node shifts. Above that
+//! they are B-trees (O(log n) in the number of spans), and below [`SMALL_BACK_SPANS`] they
+//! become vectors again; the gap between the two limits keeps a space that hovers around
+//! one of them from converting back and forth. The form changes where ranges go in no way.
 //!
 //! The fit is one of at most [`FIT_PROBES`] best-fit candidates or, failing those, the
 //! smallest hole that fits at any alignment. Only when both fail (every large-enough hole is
@@ -14,13 +21,23 @@
 //! never reports "out of space" while an aligned fit exists.
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
 use core::fmt;
-use core::ops::Bound;
 
 use extmem_hw::{Alignment, GpuVa, PageSize, PageSizes};
 
 /// Best-fit candidates examined before falling back to a hole that fits at any alignment.
 pub const FIT_PROBES: usize = 8;
+
+/// Spans (holes and live ranges) above which the space leaves sorted vectors for B-trees.
+/// An insertion into a vector moves half of it: at 2,048 8-byte spans that is 8 KiB, about
+/// what a B-tree's search and node shift cost, and the vectors still fit in the L1 cache.
+pub const SMALL_MAX_SPANS: usize = 2048;
+
+/// Spans below which a space in B-trees goes back to sorted vectors: half of
+/// [`SMALL_MAX_SPANS`], so each conversion (linear in the spans) is paid for by at least
+/// that many operations in between.
+pub const SMALL_BACK_SPANS: usize = SMALL_MAX_SPANS / 2;
 
 /// Why an allocation or free failed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -62,29 +79,134 @@ impl fmt::Display for VaError {
     }
 }
 
-/// What a span of the space is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Span {
-    /// Free.
-    Hole,
-    /// A live allocation.
-    Live,
+mod forms;
+
+use forms::{Freed, HoleIndex, Span, SpanMap, SpanVec};
+
+/// The space's maps in their current form (see the module's documentation).
+#[derive(Clone, Debug)]
+enum Form {
+    /// Sorted vectors, while the space has few spans.
+    Small {
+        spans: SpanVec,
+        by_size: Vec<(u64, u64)>,
+    },
+    /// B-trees.
+    Large {
+        spans: BTreeMap<u64, Span>,
+        by_size: BTreeSet<(u64, u64)>,
+    },
+}
+
+/// When the form changes: above `grow_above` spans to B-trees, below `shrink_below` back.
+#[derive(Clone, Copy, Debug)]
+struct FormLimits {
+    grow_above: usize,
+    shrink_below: usize,
+}
+
+impl FormLimits {
+    const DEFAULT: Self = Self {
+        grow_above: SMALL_MAX_SPANS,
+        shrink_below: SMALL_BACK_SPANS,
+    };
+}
+
+/// Takes `size` bytes at `align` from the best hole of `by_size` and records it in
+/// `spans`; returns where the range starts.
+fn allocate_in(
+    spans: &mut impl SpanMap,
+    by_size: &mut impl HoleIndex,
+    size: u64,
+    align: Alignment,
+) -> Option<u64> {
+    let fits = |(hole_size, hole_start): (u64, u64)| -> Option<u64> {
+        let at = align.align_up(hole_start)?;
+        let end = at.checked_add(size)?;
+        (end <= hole_start + hole_size).then_some(at)
+    };
+    // Best fit among the smallest holes that are large enough before alignment ...
+    let ((hole_size, hole_start), at) = by_size
+        .from((size, 0))
+        .take(FIT_PROBES)
+        .find_map(|h| fits(h).map(|at| (h, at)))
+        // ... else the smallest hole that fits at any alignment.
+        .or_else(|| {
+            let worst = size.checked_add(align.get() - Alignment::SIZE_4K.get())?;
+            let hole = by_size.from((worst, 0)).next()?;
+            fits(hole).map(|at| (hole, at))
+        })
+        // ... else any hole at all (rare: fragmented and misaligned).
+        .or_else(|| {
+            by_size
+                .from((size, 0))
+                .skip(FIT_PROBES)
+                .find_map(|h| fits(h).map(|at| (h, at)))
+        })?;
+    let hole_end = hole_start + hole_size;
+    let end = at + size;
+    // The hole keeps its start and shrinks to the part before the range, and a new one
+    // follows the range, each if not empty.
+    let before = (at > hole_start).then(|| (at - hole_start, hole_start));
+    let after = (end < hole_end).then(|| (hole_end - end, end));
+    let hole = (hole_size, hole_start);
+    match (before, after) {
+        (Some(before), Some(after)) => {
+            by_size.replace(hole, before);
+            by_size.insert(after);
+        }
+        (Some(piece), None) | (None, Some(piece)) => by_size.replace(hole, piece),
+        (None, None) => by_size.remove(hole),
+    }
+    spans.carve(hole_start, at, end, after.is_some());
+    Some(at)
+}
+
+/// Frees the live range at `start` in `spans` and brings `by_size` up to date; returns
+/// its size, or `None` if no live range starts there.
+fn free_in(
+    spans: &mut impl SpanMap,
+    by_size: &mut impl HoleIndex,
+    start: u64,
+    space_end: u64,
+) -> Option<u64> {
+    let Freed {
+        prev_hole,
+        end,
+        next_hole,
+    } = spans.free_span(start, space_end)?;
+    let merged_start = prev_hole.unwrap_or(start);
+    let merged_end = next_hole.map_or(end, |(_, next_end)| next_end);
+    let merged = (merged_end - merged_start, merged_start);
+    // The merged hole takes the place of one it absorbed.
+    match (prev_hole, next_hole) {
+        (Some(prev), next) => {
+            by_size.replace((start - prev, prev), merged);
+            if let Some((next, next_end)) = next {
+                by_size.remove((next_end - next, next));
+            }
+        }
+        (None, Some((next, next_end))) => by_size.replace((next_end - next, next), merged),
+        (None, None) => by_size.insert(merged),
+    }
+    Some(end - start)
 }
 
 /// A GPU VA space `[start, end)`.
 ///
 /// # Invariants
-/// The keys of `spans` cut `[first key, end)` into spans, each running to the next key (the
-/// last to `end`); two holes never follow each other; `by_size` holds exactly the holes of
-/// `spans`, as (size, start); everything is 4 KiB-aligned.
+/// The keys of the span map cut `[first key, end)` into spans, each running to the next
+/// key (the last to `end`); two holes never follow each other; the hole index holds
+/// exactly the holes of the span map, as (size, start); everything is 4 KiB-aligned. The
+/// maps are vectors when the form was last chosen with at most `limits.grow_above` spans.
 #[derive(Clone, Debug)]
 pub struct VaAllocator {
-    spans: BTreeMap<u64, Span>,
-    by_size: BTreeSet<(u64, u64)>,
+    form: Form,
     end: u64,
     live: usize,
     page_sizes: PageSizes,
     free_bytes: u64,
+    limits: FormLimits,
 }
 
 impl VaAllocator {
@@ -92,24 +214,30 @@ impl VaAllocator {
     /// allocations to the blocks in `page_sizes` when their size allows a block.
     #[must_use]
     pub fn new(start: GpuVa, end: GpuVa, page_sizes: PageSizes) -> Self {
+        Self::with_limits(start, end, page_sizes, FormLimits::DEFAULT)
+    }
+
+    fn with_limits(start: GpuVa, end: GpuVa, page_sizes: PageSizes, limits: FormLimits) -> Self {
         let start = start
             .align_up(Alignment::SIZE_4K)
             .map_or(u64::MAX, GpuVa::get);
         let end = end.align_down(Alignment::SIZE_4K).get();
-        let mut va = Self {
-            spans: BTreeMap::new(),
-            by_size: BTreeSet::new(),
+        let mut spans = SpanVec::default();
+        let mut by_size = Vec::new();
+        let mut free_bytes = 0;
+        if start < end {
+            spans = SpanVec::from_spans(core::iter::once((start, Span::Hole)), 1);
+            by_size.push((end - start, start));
+            free_bytes = end - start;
+        }
+        Self {
+            form: Form::Small { spans, by_size },
             end,
             live: 0,
             page_sizes,
-            free_bytes: 0,
-        };
-        if start < end {
-            va.spans.insert(start, Span::Hole);
-            va.by_size.insert((end - start, start));
-            va.free_bytes = end - start;
+            free_bytes,
+            limits,
         }
-        va
     }
 
     /// Bytes not allocated.
@@ -121,7 +249,11 @@ impl VaAllocator {
     /// Size of the largest hole.
     #[must_use]
     pub fn largest_hole(&self) -> u64 {
-        self.by_size.last().map_or(0, |&(size, _)| size)
+        let largest = match &self.form {
+            Form::Small { by_size, .. } => by_size.largest(),
+            Form::Large { by_size, .. } => by_size.largest(),
+        };
+        largest.map_or(0, |(size, _)| size)
     }
 
     /// Live allocations.
@@ -132,12 +264,24 @@ impl VaAllocator {
 
     /// The holes in address order, as (start, size).
     pub fn holes(&self) -> impl Iterator<Item = (GpuVa, u64)> + '_ {
-        let ends = self.spans.keys().skip(1).chain(core::iter::once(&self.end));
-        self.spans
-            .iter()
+        // One of the two is empty: a chain of both is one iterator type for either form.
+        let (small, large) = match &self.form {
+            Form::Small { spans, .. } => (Some(spans.spans()), None),
+            Form::Large { spans, .. } => (None, Some(spans.spans())),
+        };
+        let spans = small
+            .into_iter()
+            .flatten()
+            .chain(large.into_iter().flatten());
+        let ends = spans
+            .clone()
+            .skip(1)
+            .map(|(start, _)| start)
+            .chain(core::iter::once(self.end));
+        spans
             .zip(ends)
-            .filter(|((_, &span), _)| span == Span::Hole)
-            .map(|((&start, _), &end)| (GpuVa::new(start), end - start))
+            .filter(|((_, span), _)| *span == Span::Hole)
+            .map(|((start, _), end)| (GpuVa::new(start), end - start))
     }
 
     /// The alignment an allocation of `size` gets: at least `min`, and the largest block
@@ -161,110 +305,65 @@ impl VaAllocator {
             return Err(VaError::BadSize { size });
         }
         let align = self.alignment_for(size, min_alignment);
-        let out_of_space = VaError::OutOfSpace {
+        let found = match &mut self.form {
+            Form::Small { spans, by_size } => allocate_in(spans, by_size, size, align),
+            Form::Large { spans, by_size } => allocate_in(spans, by_size, size, align),
+        };
+        let at = found.ok_or(VaError::OutOfSpace {
             size,
             alignment: align.get(),
-        };
-        let fits = |&(hole_size, hole_start): &(u64, u64)| -> Option<u64> {
-            let at = align.align_up(hole_start)?;
-            let end = at.checked_add(size)?;
-            (end <= hole_start + hole_size).then_some(at)
-        };
-        // Best fit among the smallest holes that are large enough before alignment ...
-        let found = self
-            .by_size
-            .range((size, 0)..)
-            .take(FIT_PROBES)
-            .find_map(|h| fits(h).map(|at| (*h, at)))
-            // ... else the smallest hole that fits at any alignment.
-            .or_else(|| {
-                let worst = size.checked_add(align.get() - Alignment::SIZE_4K.get())?;
-                let hole = *self.by_size.range((worst, 0)..).next()?;
-                fits(&hole).map(|at| (hole, at))
-            })
-            // ... else any hole at all (rare: fragmented and misaligned).
-            .or_else(|| {
-                self.by_size
-                    .range((size, 0)..)
-                    .skip(FIT_PROBES)
-                    .find_map(|h| fits(h).map(|at| (*h, at)))
-            });
-        let ((hole_size, hole_start), at) = found.ok_or(out_of_space)?;
-        self.by_size.remove(&(hole_size, hole_start));
-        if at > hole_start {
-            // The hole keeps its start and shrinks to the part before the range.
-            self.by_size.insert((at - hole_start, hole_start));
-        }
-        // Replaces the hole's entry when the range starts where the hole did.
-        self.spans.insert(at, Span::Live);
-        let hole_end = hole_start + hole_size;
-        let end = at + size;
-        if end < hole_end {
-            self.spans.insert(end, Span::Hole);
-            self.by_size.insert((hole_end - end, end));
-        }
+        })?;
         self.free_bytes -= size;
         self.live += 1;
+        self.reform();
         Ok(GpuVa::new(at))
     }
 
     /// Frees the allocation that starts at `va`, merging it with neighbouring holes.
     pub fn free(&mut self, va: GpuVa) -> Result<(), VaError> {
-        let start = va.get();
-        // The range and the span before it, in one walk down the map.
-        let mut before = self.spans.range_mut(..=start).rev();
-        let range = match before.next() {
-            Some((&at, span)) if at == start && *span == Span::Live => span,
-            _ => return Err(VaError::NotAllocated { va }),
+        let freed = match &mut self.form {
+            Form::Small { spans, by_size } => free_in(spans, by_size, va.get(), self.end),
+            Form::Large { spans, by_size } => free_in(spans, by_size, va.get(), self.end),
         };
-        let prev_hole = before
-            .next()
-            .filter(|(_, span)| **span == Span::Hole)
-            .map(|(&prev, _)| prev);
-        if prev_hole.is_none() {
-            // The range becomes a hole in place; else it joins the hole before it, below.
-            *range = Span::Hole;
-        }
-        // The span after it, and where that one ends.
-        let mut after = self
-            .spans
-            .range((Bound::Excluded(start), Bound::Unbounded))
-            .map(|(&at, &span)| (at, span));
-        let next = after.next();
-        let end = next.map_or(self.end, |(at, _)| at);
-        let next_hole = match next {
-            Some((next, Span::Hole)) => Some((next, after.next().map_or(self.end, |(at, _)| at))),
-            _ => None,
-        };
-        let mut merged_start = start;
-        let mut merged_end = end;
-        if let Some(prev) = prev_hole {
-            self.by_size.remove(&(start - prev, prev));
-            self.spans.remove(&start);
-            merged_start = prev;
-        }
-        if let Some((next, next_end)) = next_hole {
-            self.by_size.remove(&(next_end - next, next));
-            self.spans.remove(&next);
-            merged_end = next_end;
-        }
-        self.by_size
-            .insert((merged_end - merged_start, merged_start));
-        self.free_bytes += end - start;
+        let size = freed.ok_or(VaError::NotAllocated { va })?;
+        self.free_bytes += size;
         self.live -= 1;
+        self.reform();
         Ok(())
     }
 
     /// The live allocation containing `va`, as (start, size).
     #[must_use]
     pub fn allocation_at(&self, va: GpuVa) -> Option<(GpuVa, u64)> {
-        let (&start, &span) = self.spans.range(..=va.get()).next_back()?;
-        let end = self
-            .spans
-            .range((Bound::Excluded(start), Bound::Unbounded))
-            .next()
-            .map_or(self.end, |(&at, _)| at);
+        let (start, end, span) = match &self.form {
+            Form::Small { spans, .. } => spans.span_at(va.get(), self.end),
+            Form::Large { spans, .. } => spans.span_at(va.get(), self.end),
+        }?;
         (span == Span::Live && va.get() < end).then_some((GpuVa::new(start), end - start))
+    }
+
+    /// Moves the maps to the other form when the span count has crossed its limit.
+    fn reform(&mut self) {
+        let FormLimits {
+            grow_above,
+            shrink_below,
+        } = self.limits;
+        let form = match &mut self.form {
+            Form::Small { spans, by_size } if spans.len() > grow_above => Form::Large {
+                spans: spans.spans().collect(),
+                by_size: core::mem::take(by_size).into_iter().collect(),
+            },
+            Form::Large { spans, by_size } if spans.len() < shrink_below => {
+                // Room to grow to the limit without reallocating.
+                let capacity = grow_above.saturating_add(2);
+                Form::Small {
+                    spans: SpanVec::from_spans(spans.spans(), capacity),
+                    by_size: core::mem::take(by_size).into_iter().collect(),
+                }
+            }
+            _ => return,
+        };
+        self.form = form;
     }
 }
 
@@ -398,6 +497,73 @@ mod tests {
         ]
     }
 
+    /// The form limits a property test runs with: the default (so the vectors alone), or
+    /// limits a few spans apart so that the trace crosses them both ways many times.
+    fn limits() -> impl Strategy<Value = FormLimits> {
+        prop_oneof![
+            1 => Just(FormLimits::DEFAULT),
+            3 => (2usize..12, 1usize..8).prop_map(|(shrink_below, gap)| FormLimits {
+                grow_above: shrink_below + gap,
+                shrink_below,
+            }),
+        ]
+    }
+
+    impl VaAllocator {
+        /// Whether the maps are in their vector form.
+        fn is_small(&self) -> bool {
+            matches!(self.form, Form::Small { .. })
+        }
+
+        /// The hole index, smallest first.
+        fn hole_index(&self) -> Vec<(u64, u64)> {
+            match &self.form {
+                Form::Small { by_size, .. } => by_size.clone(),
+                Form::Large { by_size, .. } => by_size.iter().copied().collect(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_form_follows_the_span_count_with_hysteresis() {
+        let limits = FormLimits {
+            grow_above: 8,
+            shrink_below: 4,
+        };
+        let mut va = VaAllocator::with_limits(
+            GpuVa::new(M2),
+            GpuVa::new(M2 + 16 * M2),
+            mali_sizes(),
+            limits,
+        );
+        let ranges: Vec<_> = (0..8)
+            .map(|_| va.allocate(0x1000, Alignment::SIZE_4K).expect("fits"))
+            .collect();
+        // Eight live ranges and the hole after them: nine spans, past the limit.
+        assert!(!va.is_small(), "nine spans stay in vectors");
+        va.free(ranges[0]).expect("live");
+        va.free(ranges[2]).expect("live");
+        for &r in ranges.iter().skip(4) {
+            va.free(r).expect("live");
+        }
+        // hole, 1, hole, 3, hole: five spans, not below the lower limit.
+        assert!(!va.is_small(), "five spans go back to vectors");
+        va.free(ranges[1]).expect("live");
+        assert!(va.is_small(), "three spans stay in trees");
+        assert_eq!(
+            va.holes().collect::<Vec<_>>(),
+            [
+                (GpuVa::new(M2), 0x3000),
+                (GpuVa::new(M2 + 0x4000), 16 * M2 - 0x4000)
+            ]
+        );
+        assert_eq!(va.allocation_at(ranges[3]), Some((ranges[3], 0x1000)));
+        va.free(ranges[3]).expect("live");
+        assert_eq!(va.allocations(), 0);
+        assert_eq!(va.largest_hole(), 16 * M2);
+        assert_eq!(va.allocate(0x2000, Alignment::SIZE_4K), Ok(GpuVa::new(M2)));
+    }
+
     proptest! {
         // Fewer cases under Miri, which is there for undefined behaviour, not for rare traces.
         #![proptest_config(ProptestConfig {
@@ -406,10 +572,13 @@ mod tests {
         })]
 
         #[test]
-        fn allocations_never_overlap_and_fail_only_when_nothing_fits(ops in prop::collection::vec(op(), 1..200)) {
+        fn allocations_never_overlap_and_fail_only_when_nothing_fits(
+            ops in prop::collection::vec(op(), 1..200),
+            limits in limits(),
+        ) {
             let lo = M2;
             let hi = M2 + 32 * M2;
-            let mut va = VaAllocator::new(GpuVa::new(lo), GpuVa::new(hi), mali_sizes());
+            let mut va = VaAllocator::with_limits(GpuVa::new(lo), GpuVa::new(hi), mali_sizes(), limits);
             let mut live: Vec<(u64, u64)> = Vec::new();
             for op in ops {
                 match op {
@@ -464,6 +633,10 @@ mod tests {
                     }
                     prop_assert_eq!(cur, hi);
                     prop_assert_eq!(holes.iter().map(|&(_, n)| n).max().unwrap_or(0), va.largest_hole());
+                    // The size index holds exactly those holes, in its order.
+                    let mut by_size: Vec<(u64, u64)> = holes.iter().map(|&(s, n)| (n, s)).collect();
+                    by_size.sort_unstable();
+                    prop_assert_eq!(va.hole_index(), by_size);
                 }
             }
         }

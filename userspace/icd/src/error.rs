@@ -237,6 +237,14 @@ pub enum IcdError {
     Exec(ExecError),
     /// The device's backend has no copy engine to run a submission on.
     NoCopyEngine,
+    /// The device is lost: a job of it failed (a GPU fault, a dependency that never
+    /// signalled), or a held-back submission could not be made. Every later wait and
+    /// submission of the device reports it too.
+    DeviceLost {
+        /// Jobs of the device that failed since it was created, as its backend counts
+        /// them (0 if it was lost another way).
+        failed_jobs: u64,
+    },
     /// An enabled extension this driver does not offer (or a null name).
     ExtensionNotPresent {
         /// Its index in `ppEnabledExtensionNames`.
@@ -280,9 +288,9 @@ impl IcdError {
             IcdError::UnknownHandle { .. } | IcdError::NullPointer { .. } => {
                 vk::Result::ERROR_UNKNOWN
             }
-            IcdError::Exec(ExecError::Fault(_) | ExecError::Kernel(_)) | IcdError::NoCopyEngine => {
-                vk::Result::ERROR_DEVICE_LOST
-            }
+            IcdError::Exec(ExecError::Fault(_) | ExecError::Kernel(_))
+            | IcdError::NoCopyEngine
+            | IcdError::DeviceLost { .. } => vk::Result::ERROR_DEVICE_LOST,
             IcdError::ExtensionNotPresent { .. } => vk::Result::ERROR_EXTENSION_NOT_PRESENT,
             IcdError::LayerNotPresent => vk::Result::ERROR_LAYER_NOT_PRESENT,
             IcdError::FeatureNotPresent { .. } => vk::Result::ERROR_FEATURE_NOT_PRESENT,
@@ -326,7 +334,7 @@ impl IcdError {
                 errno: Some(e.errno),
                 ..Cause::default()
             },
-            IcdError::NoCopyEngine => Cause {
+            IcdError::NoCopyEngine | IcdError::DeviceLost { .. } => Cause {
                 op: Some(Op::Exec),
                 ..Cause::default()
             },
@@ -421,6 +429,10 @@ impl fmt::Display for IcdError {
             ),
             IcdError::Exec(ExecError::Kernel(e)) => write!(f, "the kernel refused the job: {e}"),
             IcdError::NoCopyEngine => write!(f, "the device has no copy engine"),
+            IcdError::DeviceLost { failed_jobs } => write!(
+                f,
+                "the device is lost: {failed_jobs} of its jobs failed (a GPU fault or a dependency that never signalled)"
+            ),
             IcdError::ExtensionNotPresent { index } => {
                 write!(f, "enabled extension {index} is not offered by this driver")
             }

@@ -10,6 +10,8 @@
 //! - [`proc_table`]: name → entry point for the `GetProcAddr`s;
 //! - [`objects`]: the objects and what each command does, in plain Rust;
 //! - [`commands`]: transfer commands translated into copy-engine commands;
+//! - [`sync`]: fences and semaphores; [`queue`]: submissions, held back while what they
+//!   wait for is not submitted yet, and the device-lost check after every wait;
 //! - [`image`]: images (linear and optimal), their layout and the image-format answers;
 //! - [`physical_device`]: discovery (extmem-vgpu nodes, else the software device) and the
 //!   property tables;
@@ -38,6 +40,7 @@ pub mod image;
 pub mod objects;
 pub mod physical_device;
 pub mod proc_table;
+pub mod queue;
 pub mod sync;
 
 pub use entry::{

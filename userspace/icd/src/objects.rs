@@ -6,6 +6,7 @@
 //! then a buffer's binding or a memory's state. Fences, semaphores and submission are
 //! [`crate::sync`]'s.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ash::vk::{self, Handle};
@@ -25,7 +26,8 @@ use crate::error::{BindTarget, IcdError, IcdResult, Rule};
 use crate::handles::{lock, DeviceChild, Registry};
 use crate::image::ImageLayout;
 use crate::physical_device::{self, DeviceInfo, BUFFER_ALIGNMENT, BUFFER_MEMORY_TYPES};
-use crate::sync::{QueueTimeline, FENCES, SEMAPHORES};
+use crate::queue::SubmitQueue;
+use crate::sync::{sync_error, FENCES, SEMAPHORES};
 
 /// `VkInstance`.
 #[derive(Debug)]
@@ -55,6 +57,34 @@ pub struct Device {
     pub scratch: GpuVa,
     /// The scratch page's memory, freed with the device.
     scratch_memory: Mutex<Option<DeviceMemory>>,
+    /// The backend's failed-job count when the device was created.
+    faults_at_start: u64,
+    /// Set once the device is lost; it never comes back (the specification's rule).
+    lost: AtomicBool,
+}
+
+impl Device {
+    /// `VK_ERROR_DEVICE_LOST` once a job of the device has failed, as Mesa's runtime
+    /// asks a driver's `check_status` after every wait: a wait says that a point is
+    /// signalled, not whether the work behind it ran, so the backend's count of failed
+    /// jobs ([`Syncobjs::job_faults`]) is compared with its value at creation.
+    pub fn check_status(&self) -> IcdResult<()> {
+        let faults = self.syncs.job_faults().map_err(sync_error)?;
+        let failed_jobs = faults.saturating_sub(self.faults_at_start);
+        if failed_jobs > 0 {
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(IcdError::DeviceLost { failed_jobs });
+        }
+        Ok(())
+    }
+
+    /// Marks the device lost for a reason the failed-job count does not show (a
+    /// held-back submission the kernel refused).
+    pub fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
 }
 
 /// `VkQueue`.
@@ -62,8 +92,8 @@ pub struct Device {
 pub struct Queue {
     /// The device.
     pub device: vk::Device,
-    /// What its jobs signal, in order.
-    pub timeline: QueueTimeline,
+    /// Its submissions: the timeline its jobs signal, and the jobs held back.
+    pub submits: Arc<SubmitQueue>,
 }
 
 /// A memory object's mutable state.
@@ -230,15 +260,24 @@ pub fn create_device(physical_device: vk::PhysicalDevice) -> IcdResult<vk::Devic
             return Err(e.into());
         }
     };
-    let timeline = QueueTimeline::new(Arc::clone(&syncs))?;
+    let submits = Arc::new(SubmitQueue::new(Arc::clone(&syncs))?);
+    let faults_at_start = match syncs.job_faults() {
+        Ok(n) => n,
+        Err(e) => {
+            manager.free(scratch_memory);
+            return Err(sync_error(e));
+        }
+    };
     let device = DEVICES.insert_dispatchable(Device {
         info,
         memory: Mutex::new(manager),
         syncs,
         scratch,
         scratch_memory: Mutex::new(Some(scratch_memory)),
+        faults_at_start,
+        lost: AtomicBool::new(false),
     });
-    QUEUES.insert_dispatchable(Queue { device, timeline });
+    QUEUES.insert_dispatchable(Queue { device, submits });
     Ok(device)
 }
 
@@ -253,7 +292,10 @@ pub fn destroy_device(device: vk::Device) {
     let Some(dev) = DEVICES.remove(device) else {
         return;
     };
-    QUEUES.remove_where(|q| q.device == device);
+    // The submit thread goes first: it holds the device and sends work to it.
+    for queue in QUEUES.remove_where(|q| q.device == device) {
+        queue.submits.stop();
+    }
     BUFFERS.remove_where(|b| b.device == device);
     IMAGES.remove_where(|i| i.device == device);
     POOLS.remove_where(|p| p.device == device);

@@ -1,29 +1,20 @@
-//! Fences, semaphores and queue submission, over the device's synchronisation objects
+//! Fences and semaphores over the device's synchronisation objects
 //! ([`extmem::sync::Syncobjs`]: DRM syncobjs on extmem-vgpu, an in-process table on the
-//! software device).
-//!
-//! A submission is queued, not run: `vkQueueSubmit` hands each batch's commands to the
-//! copy engine with the batch's wait semaphores to wait for and its signal semaphores
-//! (and, after the last batch, the fence) to signal, and returns. Every job also signals
-//! the next point of the queue's own timeline, which is what `vkQueueWaitIdle` and
-//! `vkDeviceWaitIdle` wait for.
-//!
-//! Memory, buffers and command buffers may be freed while a job that uses them is still
-//! queued: the kernel holds its own references to the job's objects and pages and keeps
-//! its page-table entries until the job's fence signals (the EXEC contract in
-//! `extmem-uapi`), and the commands themselves were copied into the ioctl's argument. The
-//! software device runs each job before `submit` returns.
+//! software device); submission and the queue are [`crate::queue`]'s.
 //!
 //! Each fence and semaphore has a permanent payload and may have a temporary one
 //! (imported with `VK_*_IMPORT_TEMPORARY_BIT`, or any `SYNC_FD` import): the temporary one
 //! is what waits and signals use until the next wait on the semaphore is submitted, or the
 //! fence is reset, and is then destroyed.
+//!
+//! Every wait ends with the device's status ([`crate::objects::Device::check_status`]): a
+//! point signals whether or not the job behind it ran, so a wait that returns after a
+//! job of the device failed reports `VK_ERROR_DEVICE_LOST`.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use ash::vk::{self, Handle};
-use extmem::backend::Backend;
-use extmem::exec::{Command, MAX_COMMANDS};
 #[cfg(not(windows))]
 use extmem::sync::{self as rules, SyncFdKind};
 use extmem::sync::{
@@ -35,7 +26,7 @@ use extmem::Vuid;
 
 use crate::error::{IcdError, IcdResult, Rule};
 use crate::handles::{lock, DeviceChild, Registry};
-use crate::objects::{self, COMMAND_BUFFERS, DEVICES, QUEUES};
+use crate::objects::{Device, DEVICES};
 
 /// A payload pair: the permanent object, and the temporary one an import put in front.
 #[derive(Debug)]
@@ -50,6 +41,12 @@ impl Payload {
     /// The object waits and signals use now.
     fn active(&self) -> SyncHandle {
         self.temporary.unwrap_or(self.permanent)
+    }
+
+    /// Takes a temporary payload out, bringing back the permanent one; the caller
+    /// destroys it (once nothing queued needs its handle).
+    fn take_temporary(&mut self) -> Option<SyncHandle> {
+        self.temporary.take()
     }
 
     /// Drops a temporary payload, bringing back the permanent one.
@@ -69,6 +66,9 @@ pub struct Fence {
     payload: Mutex<Payload>,
     /// `VkExportFenceCreateInfo::handleTypes`.
     pub exportable: vk::ExternalFenceHandleTypeFlags,
+    /// The queue point of the last submission that signals it (0: none): until the
+    /// queue reaches it, the fence is in use by pending work.
+    pub last_use: AtomicU64,
 }
 
 /// `VkSemaphore`, binary or timeline.
@@ -82,7 +82,29 @@ pub struct Semaphore {
     payload: Mutex<Payload>,
     /// `VkExportSemaphoreCreateInfo::handleTypes`.
     pub exportable: vk::ExternalSemaphoreHandleTypeFlags,
+    /// The queue point of the last submission that waits for or signals it (0: none).
+    pub last_use: AtomicU64,
 }
+
+/// What fences and semaphores share: the payload waits and signals use now.
+macro_rules! payload_access {
+    ($($object:ty),+) => {
+        $(impl $object {
+            /// The object waits and signals use now.
+            pub fn active(&self) -> SyncHandle {
+                lock(&self.payload).active()
+            }
+
+            /// Takes a temporary payload out (a submitted wait consumed it); the caller
+            /// destroys it once the wait is in the kernel.
+            pub fn take_temporary(&self) -> Option<SyncHandle> {
+                lock(&self.payload).take_temporary()
+            }
+        })+
+    };
+}
+
+payload_access!(Fence, Semaphore);
 
 /// Destroys both payloads when the last reference goes (the handle was destroyed, or the
 /// device): queued jobs keep what they wait for and signal.
@@ -111,51 +133,8 @@ pub static FENCES: Registry<vk::Fence, Fence> = Registry::new();
 /// Live semaphores.
 pub static SEMAPHORES: Registry<vk::Semaphore, Semaphore> = Registry::new();
 
-/// A queue's timeline: every job signals its next point.
-#[derive(Debug)]
-pub struct QueueTimeline {
-    syncs: Arc<dyn Syncobjs>,
-    handle: SyncHandle,
-    /// The last point a queued job signals.
-    submitted: Mutex<u64>,
-}
-
-impl QueueTimeline {
-    /// A new timeline at 0 on `syncs`.
-    pub fn new(syncs: Arc<dyn Syncobjs>) -> IcdResult<Self> {
-        let handle = syncs.create(false).map_err(sync_error)?;
-        Ok(Self {
-            syncs,
-            handle,
-            submitted: Mutex::new(0),
-        })
-    }
-
-    /// Waits until every job queued so far has run.
-    pub fn wait_idle(&self) -> IcdResult<()> {
-        let last = *lock(&self.submitted);
-        if last == 0 {
-            return Ok(());
-        }
-        let point = SyncPoint {
-            handle: self.handle,
-            value: last,
-        };
-        self.syncs
-            .wait(&[point], true, u64::MAX)
-            .map_err(sync_error)?;
-        Ok(())
-    }
-}
-
-impl Drop for QueueTimeline {
-    fn drop(&mut self) {
-        self.syncs.destroy(self.handle);
-    }
-}
-
 /// A backend refusal of a synchronisation call, in the manager's terms.
-fn sync_error(e: extmem::backend::BackendError) -> IcdError {
+pub(crate) fn sync_error(e: extmem::backend::BackendError) -> IcdError {
     IcdError::Memory(e.to_error(extmem_hw::HostVa::new(0), 0))
 }
 
@@ -186,6 +165,7 @@ pub fn create_fence(
             temporary: None,
         }),
         exportable,
+        last_use: AtomicU64::new(0),
     }))
 }
 
@@ -221,24 +201,24 @@ fn fence_points(
 }
 
 /// Waits for points of one device's objects, at most `timeout_ns`: `true` when
-/// signalled. More points than one kernel wait takes are waited for in turn (for `all`)
-/// or refused (for any: the device's limit, reported as out of host memory).
-fn wait_points(
-    syncs: &dyn Syncobjs,
-    points: &[SyncPoint],
-    all: bool,
-    timeout_ns: u64,
-) -> IcdResult<bool> {
+/// signalled, and `VK_ERROR_DEVICE_LOST` before or after if a job of the device has
+/// failed. More points than one kernel wait takes are waited for in turn (for `all`) or
+/// refused (for any: the device's limit, reported as out of host memory).
+fn wait_points(dev: &Device, points: &[SyncPoint], all: bool, timeout_ns: u64) -> IcdResult<bool> {
+    dev.check_status()?;
     let max = extmem::sync::MAX_WAIT_POINTS;
     if !all && points.len() > max {
         return Err(IcdError::Memory(Error::OutOfHostMemory));
     }
+    let mut signalled = true;
     for chunk in points.chunks(max.max(1)) {
-        if syncs.wait(chunk, all, timeout_ns).map_err(sync_error)? == WaitOutcome::TimedOut {
-            return Ok(false);
+        if dev.syncs.wait(chunk, all, timeout_ns).map_err(sync_error)? == WaitOutcome::TimedOut {
+            signalled = false;
+            break;
         }
     }
-    Ok(true)
+    dev.check_status()?;
+    Ok(signalled)
 }
 
 /// `vkWaitForFences`: `true` when signalled, `false` on timeout.
@@ -249,9 +229,8 @@ pub fn wait_for_fences(
     timeout_ns: u64,
 ) -> IcdResult<bool> {
     let points = fence_points(device, fences)?;
-    let syncs = syncs_of(device)?;
     let points: Vec<SyncPoint> = points.into_iter().map(|(_, p)| p).collect();
-    wait_points(&*syncs, &points, all, timeout_ns)
+    wait_points(&*DEVICES.live(device)?, &points, all, timeout_ns)
 }
 
 /// `vkGetFenceStatus`: `true` when signalled.
@@ -297,6 +276,7 @@ pub fn create_semaphore(
             temporary: None,
         }),
         exportable,
+        last_use: AtomicU64::new(0),
     };
     if let Some(initial) = timeline.filter(|v| *v > 0) {
         // Dropping `semaphore` on failure destroys the new object.
@@ -333,7 +313,9 @@ fn timeline_of(
 pub fn semaphore_counter(device: vk::Device, semaphore: vk::Semaphore) -> IcdResult<u64> {
     let s = timeline_of(device, semaphore, Rule::CounterTimeline)?;
     let handle = lock(&s.payload).active();
-    s.syncs.query(handle).map_err(sync_error)
+    let value = s.syncs.query(handle).map_err(sync_error)?;
+    DEVICES.live(device)?.check_status()?;
+    Ok(value)
 }
 
 /// `vkWaitSemaphores`: `true` when the values are reached, `false` on timeout.
@@ -354,8 +336,7 @@ pub fn wait_semaphores(
             })
         })
         .collect::<IcdResult<Vec<_>>>()?;
-    let syncs = syncs_of(device)?;
-    wait_points(&*syncs, &points, all, timeout_ns)
+    wait_points(&*DEVICES.live(device)?, &points, all, timeout_ns)
 }
 
 /// `vkSignalSemaphore`.
@@ -382,6 +363,9 @@ pub fn semaphore_fd(
 ) -> IcdResult<rustix::fd::OwnedFd> {
     let s = SEMAPHORES.live_of(device, semaphore)?;
     let kind = rules::check_semaphore_export(s.exportable, handle_type, s.timeline)?;
+    if kind == SyncFdKind::SyncFile {
+        wait_for_held_signal(device, s.active())?;
+    }
     let mut payload = lock(&s.payload);
     let fd = s
         .syncs
@@ -392,6 +376,44 @@ pub fn semaphore_fd(
         s.syncs.reset(payload.permanent).map_err(sync_error)?;
     }
     Ok(fd)
+}
+
+/// Before a `SYNC_FD` export of `handle`'s binary payload: while the queue holds jobs
+/// back, the signal the application submitted may be one of them, not yet in the kernel,
+/// so this waits until the payload has a fence (as Mesa's runtime waits for a pending
+/// signal before it exports). With nothing held, a payload without a fence has had no
+/// signal submitted, which the export then reports.
+#[cfg(not(windows))]
+fn wait_for_held_signal(device: vk::Device, handle: SyncHandle) -> IcdResult<()> {
+    let dev = DEVICES.live(device)?;
+    let Some(queue) = queue_of(device)? else {
+        return Ok(());
+    };
+    if queue.submits.holds_jobs() {
+        dev.syncs
+            .wait_available(&[SyncPoint::binary(handle)], u64::MAX)
+            .map_err(sync_error)?;
+    }
+    Ok(())
+}
+
+/// The device's queue.
+#[cfg(not(windows))]
+fn queue_of(device: vk::Device) -> IcdResult<Option<Arc<crate::objects::Queue>>> {
+    crate::objects::device_queue(device)
+        .map(|q| crate::objects::QUEUES.live(q))
+        .transpose()
+}
+
+/// Whether a submission the queue has not finished (held ones included) waits for or
+/// signals the object last used at `last_use`.
+#[cfg(not(windows))]
+fn in_use(device: vk::Device, last_use: &AtomicU64) -> IcdResult<bool> {
+    let point = last_use.load(std::sync::atomic::Ordering::SeqCst);
+    match queue_of(device)? {
+        Some(queue) => Ok(!queue.submits.reached(point)?),
+        None => Ok(false),
+    }
 }
 
 /// A refused export: a `SYNC_FD` of a payload with no fence (`EINVAL`: nothing was
@@ -417,7 +439,12 @@ pub fn import_semaphore_fd(
     fd: i32,
 ) -> IcdResult<()> {
     let s = SEMAPHORES.live_of(device, semaphore)?;
-    let kind = rules::check_semaphore_import(handle_type, temporary, s.timeline)?;
+    let kind = rules::check_semaphore_import(
+        handle_type,
+        temporary,
+        s.timeline,
+        in_use(device, &s.last_use)?,
+    )?;
     let mut payload = lock(&s.payload);
     import_fd(
         &mut payload,
@@ -496,7 +523,10 @@ pub fn fence_fd(
 ) -> IcdResult<rustix::fd::OwnedFd> {
     let f = FENCES.live_of(device, fence)?;
     let kind = rules::check_fence_export(f.exportable, handle_type)?;
-    let handle = lock(&f.payload).active();
+    let handle = f.active();
+    if kind == SyncFdKind::SyncFile {
+        wait_for_held_signal(device, handle)?;
+    }
     f.syncs
         .export(handle, kind)
         .map_err(|e| export_error(e, kind, Vuid::FenceGetSyncFdPending))
@@ -513,7 +543,7 @@ pub fn import_fence_fd(
     fd: i32,
 ) -> IcdResult<()> {
     let f = FENCES.live_of(device, fence)?;
-    let kind = rules::check_fence_import(handle_type, temporary)?;
+    let kind = rules::check_fence_import(handle_type, temporary, in_use(device, &f.last_use)?)?;
     let mut payload = lock(&f.payload);
     import_fd(
         &mut payload,
@@ -523,146 +553,4 @@ pub fn import_fence_fd(
         temporary,
         Vuid::FenceImportFdValid,
     )
-}
-
-/// One batch of a submission (`VkSubmitInfo`, `VkSubmitInfo2`): semaphores with the
-/// timeline value to wait for or signal (ignored for binary semaphores).
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// Semaphores waited for before the batch's commands run.
-    pub waits: Vec<(vk::Semaphore, u64)>,
-    /// The command buffers, in order.
-    pub command_buffers: Vec<vk::CommandBuffer>,
-    /// Semaphores signalled once the commands have run.
-    pub signals: Vec<(vk::Semaphore, u64)>,
-}
-
-/// A batch with its objects looked up and its commands gathered.
-struct Resolved {
-    waits: Vec<(Arc<Semaphore>, SyncPoint)>,
-    cmds: Vec<Command>,
-    signals: Vec<SyncPoint>,
-}
-
-fn semaphore_point(
-    device: vk::Device,
-    (h, value): (vk::Semaphore, u64),
-) -> IcdResult<(Arc<Semaphore>, SyncPoint)> {
-    let s = SEMAPHORES.live_of(device, h)?;
-    let handle = lock(&s.payload).active();
-    let value = if s.timeline { value } else { 0 };
-    Ok((s, SyncPoint { handle, value }))
-}
-
-fn resolve(device: vk::Device, batch: &Batch) -> IcdResult<Resolved> {
-    let waits = batch
-        .waits
-        .iter()
-        .map(|w| semaphore_point(device, *w))
-        .collect::<IcdResult<Vec<_>>>()?;
-    let signals = batch
-        .signals
-        .iter()
-        .map(|s| semaphore_point(device, *s).map(|(_, p)| p))
-        .collect::<IcdResult<Vec<_>>>()?;
-    let mut cmds = Vec::new();
-    for h in &batch.command_buffers {
-        let cb = COMMAND_BUFFERS.live_of(device, *h)?;
-        let recording = lock(&cb.recording);
-        if recording.error.is_some() {
-            return Err(IcdError::rule(Rule::SubmitExecutable, h.as_raw()));
-        }
-        cmds.extend_from_slice(&recording.cmds);
-    }
-    Ok(Resolved {
-        waits,
-        cmds,
-        signals,
-    })
-}
-
-/// `vkQueueSubmit` and `vkQueueSubmit2`: queues every batch in order, then signals
-/// `fence` after the last. A batch without commands still waits and signals (the device
-/// runs a 4-byte fill of its scratch page for it). A kernel refusal is
-/// `VK_ERROR_DEVICE_LOST`; batches before the refused one stay queued.
-pub fn submit(queue: vk::Queue, batches: &[Batch], fence: Option<vk::Fence>) -> IcdResult<()> {
-    let q = QUEUES.live(queue)?;
-    let dev = DEVICES.live(q.device)?;
-    let fence = fence.map(|f| FENCES.live_of(q.device, f)).transpose()?;
-    let mut resolved = batches
-        .iter()
-        .map(|b| resolve(q.device, b))
-        .collect::<IcdResult<Vec<_>>>()?;
-    if resolved.is_empty() && fence.is_some() {
-        resolved.push(Resolved {
-            waits: Vec::new(),
-            cmds: Vec::new(),
-            signals: Vec::new(),
-        });
-    }
-    let fence_point = fence
-        .as_ref()
-        .map(|f| SyncPoint::binary(lock(&f.payload).active()));
-    let nop = [Command::Fill {
-        dst: dev.scratch,
-        size: 4,
-        value: 0,
-    }];
-    let chunk_len = usize::try_from(MAX_COMMANDS).unwrap_or(1);
-    let mut manager = lock(&dev.memory);
-    let engine = manager
-        .backend_mut()
-        .engine()
-        .ok_or(IcdError::NoCopyEngine)?;
-    let mut submitted = lock(&q.timeline.submitted);
-    let batch_count = resolved.len();
-    for (index, batch) in resolved.iter().enumerate() {
-        let chunks: Vec<&[Command]> = if batch.cmds.is_empty() {
-            vec![&nop[..]]
-        } else {
-            batch.cmds.chunks(chunk_len).collect()
-        };
-        let wait_points: Vec<SyncPoint> = batch.waits.iter().map(|(_, p)| *p).collect();
-        let last_chunk = chunks.len().saturating_sub(1);
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let point = submitted
-                .checked_add(1)
-                .ok_or(IcdError::Memory(Error::DeviceLost {
-                    errno: extmem::backend::errno::EOVERFLOW,
-                }))?;
-            let mut signals = vec![SyncPoint {
-                handle: q.timeline.handle,
-                value: point,
-            }];
-            if i == last_chunk {
-                signals.extend_from_slice(&batch.signals);
-                if index + 1 == batch_count {
-                    signals.extend(fence_point);
-                }
-            }
-            let waits = if i == 0 { &wait_points[..] } else { &[] };
-            engine.submit(chunk, waits, &signals)?;
-            *submitted = point;
-        }
-        // The wait is submitted: a temporary payload has served (the queued job holds
-        // the fence it waits for).
-        for (s, _) in &batch.waits {
-            lock(&s.payload).restore(&*s.syncs);
-        }
-    }
-    Ok(())
-}
-
-/// `vkQueueWaitIdle`.
-pub fn wait_idle_queue(queue: vk::Queue) -> IcdResult<()> {
-    QUEUES.live(queue)?.timeline.wait_idle()
-}
-
-/// `vkDeviceWaitIdle`: the device's queue.
-pub fn wait_idle_device(device: vk::Device) -> IcdResult<()> {
-    DEVICES.live(device)?;
-    match objects::device_queue(device) {
-        Some(queue) => wait_idle_queue(queue),
-        None => Ok(()),
-    }
 }

@@ -591,3 +591,90 @@ fn fences_and_semaphores_run_on_the_software_device() {
         vulkan::validation_messages()
     );
 }
+
+/// On the software device too: a submission waiting for a timeline point nobody has
+/// signalled is held until `vkSignalSemaphore`, and a copy out of memory freed after
+/// recording faults, which loses the device (its waits and submits return
+/// `VK_ERROR_DEVICE_LOST`) and no other.
+#[test]
+fn held_submits_and_a_lost_device_on_the_software_device() {
+    use extmem_guest_tests::vulkan::DeviceBuffer;
+    use extmem_guest_tests::vulkan_sync::{FenceTypes, SemTypes, SyncBatch};
+
+    isolate_loader();
+    let entry = step(vulkan::load());
+    let instance = step(Instance::new(&entry, vulkan::validation_available(&entry)));
+    const SIZE: u64 = 1 << 16;
+    let len = usize::try_from(SIZE).unwrap_or_else(|e| panic!("{e}"));
+    let pattern: Vec<u8> = (0..len).map(|i| (i % 239).to_le_bytes()[0]).collect();
+    let settled = |r: Result<(), extmem_guest_tests::ktap::Failure>| {
+        r.unwrap_or_else(|e| panic!("{e:?}"));
+    };
+
+    let gpu = step(Gpu::new(&instance));
+    let src = step(DeviceBuffer::new(&gpu, SIZE, Types::empty()));
+    let dst = step(DeviceBuffer::new(&gpu, SIZE, Types::empty()));
+    step(gpu.write(src.memory, 0, &pattern));
+    let cb = step(gpu.record_copy(src.buffer, dst.buffer, SIZE));
+    let timeline = step(gpu.semaphore(Some(0), SemTypes::empty()));
+    let fence = step(gpu.fence(false, FenceTypes::empty()));
+    let held = SyncBatch {
+        waits: vec![(timeline, 1)],
+        command_buffers: vec![cb],
+        ..SyncBatch::default()
+    };
+    step(gpu.submit_batches(&[held], fence));
+    assert!(
+        !step(gpu.wait_fence(fence, 20_000_000)),
+        "held until point 1 is signalled"
+    );
+    assert!(
+        step(gpu.read(dst.memory, 0, len)) != pattern,
+        "not copied yet"
+    );
+    step(gpu.signal_timeline(timeline, 1));
+    step(gpu.await_fence(fence));
+    assert!(
+        step(gpu.read(dst.memory, 0, len)) == pattern,
+        "copied once released"
+    );
+    settled(gpu.settle(Ok(()), &[fence], &[timeline], &[cb]));
+    drop((src, dst));
+
+    let lost = step(Gpu::new(&instance));
+    let mut seen = Vec::new();
+    vulkan::expect_messages(|| {
+        let src = step(DeviceBuffer::new(&lost, SIZE, Types::empty()));
+        let dst = step(DeviceBuffer::new(&lost, SIZE, Types::empty()));
+        let cb = step(lost.record_copy(src.buffer, dst.buffer, SIZE));
+        let fence = step(lost.fence(false, FenceTypes::empty()));
+        drop(src);
+        let batch = SyncBatch {
+            command_buffers: vec![cb],
+            ..SyncBatch::default()
+        };
+        step(lost.submit_batches(&[batch], fence));
+        // SAFETY: a live fence.
+        seen.push(unsafe { lost.device.wait_for_fences(&[fence], true, u64::MAX) });
+        // SAFETY: a live queue.
+        seen.push(unsafe { lost.device.queue_wait_idle(lost.queue) });
+        // SAFETY: a live queue; an empty submission.
+        seen.push(unsafe { lost.device.queue_submit(lost.queue, &[], vk::Fence::null()) });
+        lost.destroy_fence(fence);
+        lost.free_command_buffer(cb);
+        drop(dst);
+        drop(lost);
+    });
+    // vkWaitForFences, vkQueueWaitIdle and a later vkQueueSubmit.
+    assert_eq!(seen, [Err(vk::Result::ERROR_DEVICE_LOST); 3]);
+    // The first device is not lost.
+    step(gpu.submit_batches(&[], vk::Fence::null()));
+    settled(gpu.settle(Ok(()), &[], &[], &[]));
+    drop(gpu);
+    assert_eq!(
+        vulkan::validation_message_count(),
+        0,
+        "{:?}",
+        vulkan::validation_messages()
+    );
+}

@@ -194,6 +194,7 @@ impl SoftGpu {
             (ParamAnswer::Platform, uapi::Param::LIVE_OBJECTS) => count(self.memory.objects()),
             (ParamAnswer::Platform, uapi::Param::PT_PAGES) => count(self.vm.table_pages()),
             (ParamAnswer::Platform, uapi::Param::BINDINGS) => count(self.vm.bindings().len()),
+            (ParamAnswer::Platform, uapi::Param::JOB_FAULTS) => self.syncs.faults(),
             // Nothing is pinned and nothing attached.
             (ParamAnswer::Platform, _) => 0,
         })
@@ -440,8 +441,10 @@ impl CopyEngine for SoftGpu {
     }
 
     /// Runs the commands at once (nothing can be waited for that has not run), then
-    /// signals. A fault still signals, so that no waiter hangs, and is returned: the
-    /// software device has no fence to carry it.
+    /// signals. A fault is reported as the kernel reports a queued job's: counted in
+    /// [`Syncobjs::job_faults`] before the signal (which still happens, so that no waiter
+    /// hangs), not returned here. A refusal of the commands themselves is returned, as
+    /// `EXEC` refuses them before queueing.
     fn submit(
         &mut self,
         cmds: &[Command],
@@ -452,7 +455,13 @@ impl CopyEngine for SoftGpu {
             .check_signaled(waits)
             .map_err(ExecError::Kernel)?;
         self.syncs.check_known(signals).map_err(ExecError::Kernel)?;
-        let ran = self.exec(cmds);
+        let ran = match self.exec(cmds) {
+            Err(ExecError::Fault(_)) => {
+                self.syncs.count_fault();
+                Ok(())
+            }
+            other => other,
+        };
         self.syncs.signal_all(signals).map_err(ExecError::Kernel)?;
         ran
     }

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ struct Objects {
 pub struct SyncTable {
     objects: Mutex<Objects>,
     changed: Condvar,
+    /// Submissions whose commands faulted (what `GET_PARAM(JOB_FAULTS)` counts for a
+    /// kernel file).
+    faults: AtomicU64,
 }
 
 fn no_such(op: Op) -> BackendError {
@@ -90,6 +94,17 @@ impl SyncTable {
             return Err(no_such(Op::Exec));
         }
         Ok(())
+    }
+
+    /// Counts a submission whose commands faulted; called before it signals, so a
+    /// waiter that wakes sees it counted.
+    pub fn count_fault(&self) {
+        self.faults.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Submissions whose commands faulted so far.
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::SeqCst)
     }
 
     /// Signals each of `points` (a submission that has run); unknown handles are
@@ -188,6 +203,20 @@ impl Syncobjs for SyncTable {
                     .unwrap_or_else(PoisonError::into_inner),
             };
         }
+    }
+
+    /// A submission runs at once, so a point has a fence exactly when it is signalled:
+    /// available is signalled.
+    fn wait_available(
+        &self,
+        points: &[SyncPoint],
+        timeout_ns: u64,
+    ) -> Result<WaitOutcome, BackendError> {
+        self.wait(points, true, timeout_ns)
+    }
+
+    fn job_faults(&self) -> Result<u64, BackendError> {
+        Ok(self.faults())
     }
 
     fn reset(&self, handle: SyncHandle) -> Result<(), BackendError> {

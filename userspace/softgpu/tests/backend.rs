@@ -12,6 +12,7 @@ use extmem::backend::{
     errno, Backend, BackendError, CopyEngine, CpuAccess, GemHandle, GpuVm, ObjectOrigin, Op,
 };
 use extmem::exec::{self, ExecError, Fault, FaultKind};
+use extmem::sync::{SyncPoint, WaitOutcome};
 use extmem_hw::{GpuVa, HostVa};
 use extmem_softgpu::SoftGpu;
 use extmem_uapi::Param;
@@ -204,6 +205,28 @@ fn host_memory_goes_through_device_memory_and_back_on_the_copy_engine() {
         fault,
         Err(ExecError::Fault(Fault { cmd: 0, va, kind: FaultKind::Unmapped })) if va.get() == va_dev + size
     ));
+
+    // Queued, a fault is counted and reported through JOB_FAULTS, not by the submit,
+    // as the kernel reports a queued job's; the signal still happens, and a good job
+    // leaves the count alone.
+    let syncs = gpu
+        .syncobjs()
+        .unwrap_or_else(|| panic!("the device has syncobjs"));
+    let done = ok(syncs.create(false));
+    let signal = [SyncPoint::binary(done)];
+    assert_eq!(ok(syncs.job_faults()), 0);
+    assert_eq!(
+        gpu.submit(&[copy(va_dev, va_dev + size, 1)], &[], &signal),
+        Ok(())
+    );
+    assert_eq!(ok(syncs.wait(&signal, true, 0)), WaitOutcome::Signaled);
+    assert_eq!(
+        (ok(syncs.job_faults()), ok(gpu.param(Param::JOB_FAULTS))),
+        (1, 1)
+    );
+    assert_eq!(gpu.submit(&[fill(va_dev, 0, 4)], &[], &signal), Ok(()));
+    assert_eq!(ok(syncs.job_faults()), 1);
+    syncs.destroy(done);
 
     for (va, handle) in [(va_dev, device), (va_from, from), (va_to, to)] {
         ok(gpu.unbind(GpuVa::new(va), size));

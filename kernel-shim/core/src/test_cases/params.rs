@@ -76,7 +76,7 @@ pub fn every_known_param_has_an_owner_and_unknown_ones_are_rejected() {
         assert!(answer(p, &VGPU, page(12)).is_ok(), "{:?}", p.name());
     }
     assert_eq!(get(Param(0)), Err(ArgError::UnknownParam { param: 0 }));
-    assert_eq!(get(Param(25)), Err(ArgError::UnknownParam { param: 25 }));
+    assert_eq!(get(Param(26)), Err(ArgError::UnknownParam { param: 26 }));
     let mut padded = GetParam {
         param: Param::VA_BITS,
         pad: 1,

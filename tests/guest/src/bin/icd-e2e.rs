@@ -19,24 +19,25 @@
 
 use std::ffi::c_void;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 
 use ash::vk;
 use extmem_guest_tests::dri::{self, NodeKind};
+use extmem_guest_tests::fd_passing::FdChild;
 use extmem_guest_tests::host_memory::{self, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{expect_eq, io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::pattern::{self, expect_bytes};
 use extmem_guest_tests::vgpu::Vgpu;
 use extmem_guest_tests::vulkan::{
-    self, is_cloexec, recv_fd, send_fd, FdMessage, Gpu, Image, Instance, VkResult,
+    self, expect_result, is_cloexec, recv_fd, send_fd, vk_op, FdMessage, Gpu, Image, Instance,
+    VkResult,
 };
 use extmem_guest_tests::{dma_buf, fd_table, udmabuf};
 use extmem_uapi::Param;
 use rustix::io::{dup, dup2, dup3, DupFlags};
-use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 #[path = "icd-e2e/syncs.rs"]
 mod syncs;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Some("child-fill") => return child_fill(),
         Some("child-timeline") => return syncs::child_timeline(),
         Some("child-syncfd") => return syncs::child_syncfd(),
+        Some("child-held") => return syncs::child_held(),
         _ => {}
     }
     let fds_before = fd_table::snapshot();
@@ -79,21 +81,6 @@ fn main() -> ExitCode {
 /// A `# ` diagnostic line between results (the KTAP writer is busy inside a check).
 fn ktap_note(text: std::fmt::Arguments<'_>) {
     println!("# {text}");
-}
-
-fn vk_op<T>(result: VkResult<T>) -> CheckResult<T> {
-    result.map_err(|e| Failure::new("the Vulkan calls succeed", e))
-}
-
-fn expect_result(what: &str, seen: vk::Result, expected: vk::Result) -> CheckResult<()> {
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("{what} returns {expected}"),
-            format!("it returned {seen}"),
-        ))
-    }
 }
 
 fn len(size: u64) -> CheckResult<usize> {
@@ -884,27 +871,12 @@ const CHILD_VALUE: u32 = 0x5eed_cafe;
 fn send_to_child(gpu: &Gpu<'_>) -> CheckResult<()> {
     let exported = Exported::new(gpu, 6)?;
     let fd = exported.export(Types::OPAQUE_FD)?;
-    let (ours, theirs) = io_op(
-        "socketpair(AF_UNIX)",
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        ),
-    )?;
-    let exe = io_op("current_exe", std::env::current_exe())?;
-    let mut child = io_op(
+    let child = io_op(
         "starting the child",
-        Command::new(exe)
-            .arg("child-fill")
-            .stdin(Stdio::from(theirs))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn(),
+        FdChild::spawn(&["child-fill"], Stdio::null()),
     )?;
     let sent = send_fd(
-        ours.as_fd(),
+        child.socket(),
         fd.as_fd(),
         FdMessage {
             size: SHARED,
@@ -912,19 +884,9 @@ fn send_to_child(gpu: &Gpu<'_>) -> CheckResult<()> {
         },
     );
     drop(fd);
-    drop(ours);
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = io_op("waiting for the child", child.wait())?;
+    let ended = child.finish();
     io_op("sendmsg(SCM_RIGHTS)", sent)?;
-    if !status.success() {
-        return Err(Failure::new(
-            "the child imports and fills, exit 0",
-            format!("{status}: {}", stderr.trim()),
-        ));
-    }
+    ended.map_err(|e| Failure::new("the child imports and fills, exit 0", e))?;
     let seen = vk_op(gpu.read(exported.memory, 0, SHARED_LEN))?;
     expect_bytes(
         "the exporter's memory",

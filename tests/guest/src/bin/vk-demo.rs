@@ -25,20 +25,20 @@
 //! `vk-demo sync-child` that of step 6 (their socket is stdin).
 
 use std::ffi::c_void;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use ash::vk;
 use extmem_guest_tests::dri::{self, NodeKind};
+use extmem_guest_tests::fd_passing::FdChild;
 use extmem_guest_tests::gbm_buffer::{self, GbmBuffer, ImportedBuffer};
 use extmem_guest_tests::host_memory::{HeapBuffer, RawBytes};
 use extmem_guest_tests::mapping::SharedMapping;
 use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, FdMessage, Gpu, Instance};
 use extmem_guest_tests::vulkan_sync::{SemTypes, SyncBatch};
 use extmem_guest_tests::{dma_buf, pattern, udmabuf};
-use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 type Types = vk::ExternalMemoryHandleTypeFlags;
 
@@ -277,24 +277,10 @@ fn foreign_udmabuf(gpu: &Gpu<'_>) -> Step<()> {
 /// Step 4: the device memory shared with a second process by opaque fd.
 fn share_with_process(gpu: &Gpu<'_>, memory: vk::DeviceMemory, expected: &[u8]) -> Step<()> {
     let fd = gpu.export_fd(memory, Types::OPAQUE_FD)?;
-    let (ours, theirs) = io_step(
-        "socketpair(AF_UNIX)",
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        ),
-    )?;
-    let exe = io_step("current_exe", std::env::current_exe())?;
     let started = Instant::now();
-    let mut child = io_step(
+    let child = io_step(
         "starting the second process",
-        Command::new(exe)
-            .arg("child")
-            .stdin(Stdio::from(theirs))
-            .stderr(Stdio::piped())
-            .spawn(),
+        FdChild::spawn(&["child"], Stdio::inherit()),
     )?;
     println!(
         "demo: started a second process (pid {}); sending it opaque fd {} over a unix socket (SCM_RIGHTS)",
@@ -302,7 +288,7 @@ fn share_with_process(gpu: &Gpu<'_>, memory: vk::DeviceMemory, expected: &[u8]) 
         fd.as_raw_fd()
     );
     let sent = send_fd(
-        ours.as_fd(),
+        child.socket(),
         fd.as_fd(),
         FdMessage {
             size: SIZE,
@@ -310,16 +296,9 @@ fn share_with_process(gpu: &Gpu<'_>, memory: vk::DeviceMemory, expected: &[u8]) 
         },
     );
     drop(fd);
-    drop(ours);
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = io_step("waiting for the second process", child.wait())?;
+    let ended = child.finish();
     io_step("sendmsg(SCM_RIGHTS)", sent)?;
-    if !status.success() {
-        return Err(format!("the second process: {status} {}", stderr.trim()));
-    }
+    ended.map_err(|e| format!("the second process: {e}"))?;
     let took = started.elapsed();
     let seen = gpu.read(memory, 0, LEN)?;
     let half = LEN / 2;
@@ -535,30 +514,16 @@ fn sync_with_child(
     let timeline_fd = gpu
         .export_semaphore(timeline, SemTypes::OPAQUE_FD)
         .map_err(|e| format!("vkGetSemaphoreFdKHR: {e}"))?;
-    let (ours, theirs) = io_step(
-        "socketpair(AF_UNIX)",
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        ),
-    )?;
-    let exe = io_step("current_exe", std::env::current_exe())?;
-    let mut child = io_step(
+    let child = io_step(
         "starting the second process",
-        Command::new(exe)
-            .arg("sync-child")
-            .stdin(Stdio::from(theirs))
-            .stderr(Stdio::piped())
-            .spawn(),
+        FdChild::spawn(&["sync-child"], Stdio::inherit()),
     )?;
     let message = FdMessage {
         size: SIZE,
         value: SYNC_SECOND,
     };
-    let sent = send_fd(ours.as_fd(), memory_fd.as_fd(), message)
-        .and_then(|()| send_fd(ours.as_fd(), timeline_fd.as_fd(), message));
+    let sent = send_fd(child.socket(), memory_fd.as_fd(), message)
+        .and_then(|()| send_fd(child.socket(), timeline_fd.as_fd(), message));
     println!(
         "demo: sent a second process (pid {}) the {} memory and a timeline semaphore as opaque fds {} and {} (SCM_RIGHTS)",
         child.id(),
@@ -566,7 +531,7 @@ fn sync_with_child(
         memory_fd.as_raw_fd(),
         timeline_fd.as_raw_fd()
     );
-    drop((memory_fd, timeline_fd, ours));
+    drop((memory_fd, timeline_fd));
     let submitted = submit_signalling(gpu, cb, timeline, 1);
     if submitted.is_ok() {
         println!(
@@ -574,15 +539,9 @@ fn sync_with_child(
         );
     }
     let waited = submitted.and_then(|()| wait_for(gpu, timeline, 2));
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = io_step("waiting for the second process", child.wait())?;
+    let ended = child.finish();
     io_step("sendmsg(SCM_RIGHTS)", sent)?;
-    if !status.success() {
-        return Err(format!("the second process: {status} {}", stderr.trim()));
-    }
+    ended.map_err(|e| format!("the second process: {e}"))?;
     let took = waited?;
     let seen = gpu.read(memory, 0, LEN)?;
     check_bytes(

@@ -24,7 +24,7 @@ use extmem_guest_tests::host_memory::{self, AnonMapping, HeapBuffer, RawBytes};
 use extmem_guest_tests::ktap::{io_op, CheckResult, Failure, KtapWriter};
 use extmem_guest_tests::pattern::{self, expect_bytes};
 use extmem_guest_tests::udmabuf;
-use extmem_guest_tests::vulkan::{self, is_cloexec, Gpu, Instance, VkResult};
+use extmem_guest_tests::vulkan::{self, expect_result, is_cloexec, vk_op, Gpu, Instance};
 use rustix::fs::{memfd_create, MemfdFlags};
 use rustix::io::fcntl_getfd;
 use rustix::mm::MprotectFlags;
@@ -53,21 +53,6 @@ fn main() -> ExitCode {
         || fd_table::closed_again(fds_before),
     );
     ktap.finish()
-}
-
-fn vk_op<T>(result: VkResult<T>) -> CheckResult<T> {
-    result.map_err(|e| Failure::new("the Vulkan calls succeed", e))
-}
-
-fn expect_result(what: &str, seen: vk::Result, expected: vk::Result) -> CheckResult<()> {
-    if seen == expected {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("{what} returns {expected}"),
-            format!("it returned {seen}"),
-        ))
-    }
 }
 
 /// The driver's `minImportedHostPointerAlignment`.

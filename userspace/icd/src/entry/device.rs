@@ -165,7 +165,7 @@ pub unsafe extern "system" fn get_device_queue2(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn device_wait_idle(device: vk::Device) -> vk::Result {
     guard_result("vkDeviceWaitIdle", || {
-        crate::sync::wait_idle_device(device)?;
+        crate::queue::wait_idle_device(device)?;
         Ok(vk::Result::SUCCESS)
     })
 }

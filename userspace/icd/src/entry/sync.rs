@@ -7,7 +7,8 @@ use ash::vk;
 
 use super::{each_in, guard_result, guard_void, input, into_out, null, slice};
 use crate::error::IcdResult;
-use crate::sync::{self, Batch};
+use crate::queue::{self, Batch};
+use crate::sync;
 
 /// The first structure of type `ty` in an input chain, as a `T`.
 ///
@@ -107,7 +108,7 @@ pub unsafe extern "system" fn queue_submit(
             });
         }
         let fence = (fence != vk::Fence::null()).then_some(fence);
-        sync::submit(queue, &batches, fence)?;
+        queue::submit(queue, &batches, fence)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -168,7 +169,7 @@ pub unsafe extern "system" fn queue_submit2(
             });
         }
         let fence = (fence != vk::Fence::null()).then_some(fence);
-        sync::submit(queue, &batches, fence)?;
+        queue::submit(queue, &batches, fence)?;
         Ok(vk::Result::SUCCESS)
     })
 }
@@ -179,7 +180,7 @@ pub unsafe extern "system" fn queue_submit2(
 /// The Vulkan specification's valid-usage rules for the pointer arguments.
 pub unsafe extern "system" fn queue_wait_idle(queue: vk::Queue) -> vk::Result {
     guard_result("vkQueueWaitIdle", || {
-        sync::wait_idle_queue(queue)?;
+        queue::wait_idle_queue(queue)?;
         Ok(vk::Result::SUCCESS)
     })
 }

@@ -1,30 +1,32 @@
 //! The synchronisation group of icd-e2e: fences and semaphores on the kernel's syncobjs,
-//! timelines from the host, fd export and import between processes, and each Valid Usage
-//! rule of the fd commands broken on purpose (on the unvalidated device).
+//! timelines from the host, fd export and import between processes, submissions held
+//! until what they wait for is signalled (wait-before-signal, in one process and across
+//! two), a device lost to a faulting job, and each Valid Usage rule of the fd commands
+//! broken on purpose (on the unvalidated device).
 //!
-//! `icd-e2e child-timeline` and `icd-e2e child-syncfd` are the other processes of the two
-//! cross-process cases; each receives a memory fd and a synchronisation fd over the unix
-//! socket on its stdin.
+//! `icd-e2e child-timeline`, `icd-e2e child-syncfd` and `icd-e2e child-held` are the other
+//! processes of the three cross-process cases; each receives a memory fd and a
+//! synchronisation fd over the unix socket on its stdin.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use ash::vk;
 use extmem::Vuid;
+use extmem_guest_tests::fd_passing::FdChild;
 use extmem_guest_tests::ktap::{io_op, CheckResult, Failure};
 use extmem_guest_tests::pattern::{self, expect_bytes};
-use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, FdMessage, Gpu, Instance};
+use extmem_guest_tests::vulkan::{self, recv_fd, send_fd, DeviceBuffer, FdMessage, Gpu, Instance};
 use extmem_guest_tests::vulkan_sync::{FenceTypes, SemTypes, SyncBatch};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 use super::{vk_op, Ktap, Types};
 
 /// Checks this group writes.
-pub const CHECKS: usize = 8;
+pub const CHECKS: usize = 13;
 
 /// The copy the fence case waits for: big enough that the copy engine is still busy
 /// when the status is first read.
@@ -45,57 +47,6 @@ fn expect(what: &str, ok: bool, seen: impl std::fmt::Display) -> CheckResult<()>
         Ok(())
     } else {
         Err(Failure::new(what.to_string(), seen.to_string()))
-    }
-}
-
-/// Device memory of `size` bytes with a transfer buffer over it, freed on drop.
-struct Block<'g, 'i> {
-    gpu: &'g Gpu<'i>,
-    memory: vk::DeviceMemory,
-    buffer: vk::Buffer,
-}
-
-impl<'g, 'i> Block<'g, 'i> {
-    fn new(gpu: &'g Gpu<'i>, size: u64, export: Types) -> CheckResult<Self> {
-        let memory = vk_op(gpu.allocate(size, export))?;
-        match gpu.buffer(memory, size, export) {
-            Ok(buffer) => Ok(Self {
-                gpu,
-                memory,
-                buffer,
-            }),
-            Err(e) => {
-                gpu.free(memory);
-                Err(Failure::new("a buffer over the memory", e))
-            }
-        }
-    }
-
-    /// Imported memory (the fd is the driver's on success).
-    fn import(gpu: &'g Gpu<'i>, fd: OwnedFd, ty: Types, size: u64) -> Result<Self, String> {
-        let memory = if ty == Types::DMA_BUF_EXT {
-            gpu.import_dma_buf(fd, size)?.0
-        } else {
-            gpu.import_fd(fd, ty, size, gpu.device_local_type()?)?
-        };
-        match gpu.buffer(memory, size, ty) {
-            Ok(buffer) => Ok(Self {
-                gpu,
-                memory,
-                buffer,
-            }),
-            Err(e) => {
-                gpu.free(memory);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Drop for Block<'_, '_> {
-    fn drop(&mut self) {
-        self.gpu.destroy_buffer(self.buffer);
-        self.gpu.free(self.memory);
     }
 }
 
@@ -140,6 +91,31 @@ pub fn run(ktap: &mut Ktap, gpu: Option<&Gpu<'_>>, raw: Option<&Gpu<'_>>) {
         "VUIDs: each rule of vkGetSemaphoreFdKHR, vkImportSemaphoreFdKHR, vkGetFenceFdKHR and vkImportFenceFdKHR broken on purpose returns its VkResult; failed imports leave the fd open",
         raw,
         vuids,
+    );
+    ktap.check_after(
+        "wait-before-signal: a copy waiting for timeline point 1 (not yet signalled) is held: its fence stays unsignalled and the bytes absent; vkSignalSemaphore(1) releases it, the fence signals and every byte arrives",
+        gpu,
+        held_until_host_signal,
+    );
+    ktap.check_after(
+        "wait-before-signal: three submits chained on timeline points 1 -> 2 -> 3 -> 4, the first waiting for a host signal, are all held and then run in order (D holds A's bytes after A->B->C->D); vkQueueWaitIdle covers them",
+        gpu,
+        held_chain,
+    );
+    ktap.check_after(
+        "wait-before-signal across processes: a child imports a timeline (OPAQUE_FD) and submits a fill that waits for point 1, held; a later submit of the parent signals 1; the child's fill signals 2 and the parent sees every byte",
+        gpu,
+        held_across_processes,
+    );
+    ktap.check_after(
+        "VUIDs 01142 and 01463: a semaphore and a fence that a held submission signals refuse an import with VK_ERROR_VALIDATION_FAILED_EXT (the fd stays open); once the submission ran they take one",
+        raw,
+        import_in_use,
+    );
+    ktap.check_after(
+        "device lost: a copy out of memory freed after recording (the validation layer reports the invalid command buffer) faults the job in the kernel; vkWaitForFences, vkGetFenceStatus, vkWaitSemaphores, vkQueueWaitIdle, vkDeviceWaitIdle and a later vkQueueSubmit return VK_ERROR_DEVICE_LOST",
+        gpu,
+        device_lost,
     );
 }
 
@@ -193,8 +169,8 @@ fn properties(gpu: &Gpu<'_>) -> CheckResult<()> {
 fn fence_after_copy(gpu: &Gpu<'_>) -> CheckResult<()> {
     let size = BIG;
     let bytes = pattern::bytes(19, len(size)?);
-    let src = Block::new(gpu, size, Types::empty())?;
-    let dst = Block::new(gpu, size, Types::empty())?;
+    let src = vk_op(DeviceBuffer::new(gpu, size, Types::empty()))?;
+    let dst = vk_op(DeviceBuffer::new(gpu, size, Types::empty()))?;
     vk_op(gpu.write(src.memory, 0, &bytes))?;
     let cb = vk_op(gpu.record_copy(src.buffer, dst.buffer, size))?;
     let fence = vk_op(gpu.fence(false, FenceTypes::empty()))?;
@@ -221,11 +197,7 @@ fn fence_after_copy(gpu: &Gpu<'_>) -> CheckResult<()> {
             "fence: the 64 MiB copy was {} when first checked",
             if pending { "still running" } else { "done" }
         ));
-        expect(
-            "vkWaitForFences returns once the copy is done",
-            vk_op(gpu.wait_fence(fence, u64::MAX))?,
-            "VK_TIMEOUT",
-        )?;
+        vk_op(gpu.await_fence(fence))?;
         // SAFETY: a live fence.
         let after = unsafe { gpu.device.get_fence_status(fence) };
         expect(
@@ -244,9 +216,9 @@ fn fence_after_copy(gpu: &Gpu<'_>) -> CheckResult<()> {
 fn semaphore_chain(gpu: &Gpu<'_>) -> CheckResult<()> {
     const SIZE: u64 = 4 << 20;
     let bytes = pattern::bytes(23, len(SIZE)?);
-    let a = Block::new(gpu, SIZE, Types::empty())?;
-    let b = Block::new(gpu, SIZE, Types::empty())?;
-    let c = Block::new(gpu, SIZE, Types::empty())?;
+    let a = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
+    let b = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
+    let c = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
     vk_op(gpu.write(a.memory, 0, &bytes))?;
     let first = vk_op(gpu.record_copy(a.buffer, b.buffer, SIZE))?;
     let second = vk_op(gpu.record_copy(b.buffer, c.buffer, SIZE))?;
@@ -265,28 +237,17 @@ fn semaphore_chain(gpu: &Gpu<'_>) -> CheckResult<()> {
             ..SyncBatch::default()
         };
         vk_op(gpu.submit2(&wait, fence))?;
-        expect(
-            "the fence of the waiting submit signals",
-            vk_op(gpu.wait_fence(fence, u64::MAX))?,
-            "VK_TIMEOUT",
-        )?;
+        vk_op(gpu.await_fence(fence))?;
         let seen = vk_op(gpu.read(c.memory, 0, bytes.len()))?;
         expect_bytes("C after the chain", &bytes, &seen)
     })();
-    // SAFETY: a live queue; everything above is done before the objects go.
-    let idle = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
-    gpu.destroy_fence(fence);
-    gpu.destroy_semaphore(semaphore);
-    gpu.free_command_buffer(first);
-    gpu.free_command_buffer(second);
-    result?;
-    idle.map_err(|e| Failure::op("vkQueueWaitIdle", e))
+    gpu.settle(result, &[fence], &[semaphore], &[first, second])
 }
 
 fn timeline_host(gpu: &Gpu<'_>) -> CheckResult<()> {
     const SIZE: u64 = 1 << 20;
-    let src = Block::new(gpu, SIZE, Types::empty())?;
-    let dst = Block::new(gpu, SIZE, Types::empty())?;
+    let src = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
+    let dst = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
     let bytes = pattern::bytes(29, len(SIZE)?);
     vk_op(gpu.write(src.memory, 0, &bytes))?;
     let cb = vk_op(gpu.record_copy(src.buffer, dst.buffer, SIZE))?;
@@ -333,12 +294,7 @@ fn timeline_host(gpu: &Gpu<'_>) -> CheckResult<()> {
             "it returned VK_SUCCESS",
         )
     })();
-    // SAFETY: a live queue.
-    let idle = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
-    gpu.destroy_semaphore(timeline);
-    gpu.free_command_buffer(cb);
-    result?;
-    idle.map_err(|e| Failure::op("vkQueueWaitIdle", e))
+    gpu.settle(result, &[], &[timeline], &[cb])
 }
 
 /// `VK_SUCCESS` (signalled) or `VK_NOT_READY` of a fence.
@@ -422,87 +378,61 @@ fn payloads(gpu: &Gpu<'_>) -> CheckResult<()> {
             ..SyncBatch::default()
         };
         vk_op(gpu.submit_batches(&[signal_b], vk::Fence::null()))?;
-        vk_op(gpu.submit_batches(&[wait_a], fence))?;
-        expect(
-            "a wait on A after a signal of B completes",
-            vk_op(gpu.wait_fence(fence, u64::MAX))?,
-            "VK_TIMEOUT",
-        )
+        // A wait on A after a signal of B completes.
+        vk_op(gpu.submit_and_wait(&[wait_a], fence))
     })();
-    // SAFETY: a live queue.
-    let idle = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
-    for f in [source, target, fence] {
-        gpu.destroy_fence(f);
-    }
-    gpu.destroy_semaphore(a);
-    gpu.destroy_semaphore(b);
-    result?;
-    idle.map_err(|e| Failure::op("vkQueueWaitIdle", e))
+    gpu.settle(result, &[source, target, fence], &[a, b], &[])
 }
 
-/// Starts `icd-e2e <role>` with one end of a new unix socket on its stdin; returns the
-/// child and our end.
-fn spawn_child(role: &str) -> CheckResult<(std::process::Child, OwnedFd)> {
-    let (ours, theirs) = io_op(
-        "socketpair(AF_UNIX)",
-        socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        ),
-    )?;
-    let exe = io_op("current_exe", std::env::current_exe())?;
-    let child = io_op(
-        "starting the child",
-        Command::new(exe)
-            .arg(role)
-            .stdin(Stdio::from(theirs))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn(),
-    )?;
-    Ok((child, ours))
+/// Starts `icd-e2e <role>` with one end of a new unix socket on its stdin.
+fn spawn_child(role: &str) -> CheckResult<FdChild> {
+    io_op(
+        format!("starting the {role} child"),
+        FdChild::spawn(&[role], Stdio::null()),
+    )
 }
 
 /// Waits for the child and turns a failure into the check's.
-fn reap(mut child: std::process::Child, what: &str) -> CheckResult<()> {
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = io_op("waiting for the child", child.wait())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            format!("the child {what}, exit 0"),
-            format!("{status}: {}", stderr.trim()),
-        ))
-    }
+fn reap(child: FdChild, what: &str) -> CheckResult<()> {
+    child
+        .finish()
+        .map_err(|e| Failure::new(format!("the child {what}, exit 0"), e))
+}
+
+/// Starts the child `role` and sends it `shared` (`SHARED` bytes, to be filled with
+/// `value`) and `timeline`, both as OPAQUE_FD: the child, the socket, and whether the
+/// sends worked (reported after the child is reaped, which says more).
+fn share_with_child(
+    gpu: &Gpu<'_>,
+    role: &str,
+    shared: &DeviceBuffer<'_, '_>,
+    timeline: vk::Semaphore,
+    value: u32,
+) -> CheckResult<(FdChild, io::Result<()>)> {
+    let memory_fd = vk_op(gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
+    let sync_fd = gpu
+        .export_semaphore(timeline, SemTypes::OPAQUE_FD)
+        .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))?;
+    let child = spawn_child(role)?;
+    let message = FdMessage {
+        size: SHARED,
+        value,
+    };
+    let sent = send_fd(child.socket(), memory_fd.as_fd(), message)
+        .and_then(|()| send_fd(child.socket(), sync_fd.as_fd(), message));
+    Ok((child, sent))
 }
 
 fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
     let value = 0x7131_e11e_u32;
-    let shared = Block::new(gpu, SHARED, Types::OPAQUE_FD)?;
+    let shared = vk_op(DeviceBuffer::new(gpu, SHARED, Types::OPAQUE_FD))?;
     let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::OPAQUE_FD))?;
     let cb = vk_op(gpu.record(|device, cb| {
         // SAFETY: recording; the buffer is bound and SHARED bytes long.
         unsafe { device.cmd_fill_buffer(cb, shared.buffer, 0, SHARED, value) };
     }))?;
     let result = (|| {
-        let memory_fd = vk_op(gpu.export_fd(shared.memory, Types::OPAQUE_FD))?;
-        let sync_fd = gpu
-            .export_semaphore(timeline, SemTypes::OPAQUE_FD)
-            .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))?;
-        let (child, socket) = spawn_child("child-timeline")?;
-        let message = FdMessage {
-            size: SHARED,
-            value,
-        };
-        let sent = send_fd(socket.as_fd(), memory_fd.as_fd(), message)
-            .and_then(|()| send_fd(socket.as_fd(), sync_fd.as_fd(), message));
-        drop((memory_fd, sync_fd, socket));
+        let (child, sent) = share_with_child(gpu, "child-timeline", &shared, timeline, value)?;
         // The child is (or soon will be) waiting for 7; only now is it submitted.
         let batch = SyncBatch {
             command_buffers: vec![cb],
@@ -515,17 +445,49 @@ fn timeline_child(gpu: &Gpu<'_>) -> CheckResult<()> {
         submitted?;
         reaped
     })();
-    // SAFETY: a live queue.
-    let idle = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
-    gpu.destroy_semaphore(timeline);
-    gpu.free_command_buffer(cb);
-    result?;
-    idle.map_err(|e| Failure::op("vkQueueWaitIdle", e))
+    gpu.settle(result, &[], &[timeline], &[cb])
+}
+
+fn held_across_processes(gpu: &Gpu<'_>) -> CheckResult<()> {
+    let value = 0x4e1d_b4c4_u32;
+    let shared = vk_op(DeviceBuffer::new(gpu, SHARED, Types::OPAQUE_FD))?;
+    vk_op(gpu.write(shared.memory, 0, &vec![0; len(SHARED)?]))?;
+    let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::OPAQUE_FD))?;
+    let result = (|| {
+        let (child, sent) = share_with_child(gpu, "child-held", &shared, timeline, value)?;
+        // The child says when its held submit is in: only then is point 1 signalled.
+        let mut byte = [0u8; 1];
+        let heard = rustix::net::recv(child.socket(), &mut byte, rustix::net::RecvFlags::empty());
+        let signal = SyncBatch {
+            signals: vec![(timeline, 1)],
+            ..SyncBatch::default()
+        };
+        let submitted = match heard {
+            Ok((1, _)) => vk_op(gpu.submit_batches(&[signal], vk::Fence::null())),
+            other => Err(Failure::new(
+                "one byte from the child once it has submitted",
+                format!("{other:?}"),
+            )),
+        };
+        let timeout = u64::try_from(CHILD_WAIT.as_nanos()).unwrap_or(u64::MAX);
+        let reached = submitted.and_then(|()| vk_op(gpu.wait_timeline(timeline, 2, timeout)));
+        let reaped = reap(child, "submits a fill held for point 1 that signals 2");
+        io_op("sendmsg(SCM_RIGHTS)", sent)?;
+        expect("point 2, the child's fill", reached?, "not reached")?;
+        reaped?;
+        let seen = vk_op(gpu.read(shared.memory, 0, len(SHARED)?))?;
+        expect_bytes(
+            "the child's held fill",
+            &vulkan::fill_pattern(value, len(SHARED)?),
+            &seen,
+        )
+    })();
+    gpu.settle(result, &[], &[timeline], &[])
 }
 
 fn sync_fd_child(gpu: &Gpu<'_>) -> CheckResult<()> {
     let value = 0x5f0d_c0de_u32;
-    let shared = Block::new(gpu, SHARED, Types::DMA_BUF_EXT)?;
+    let shared = vk_op(DeviceBuffer::new(gpu, SHARED, Types::DMA_BUF_EXT))?;
     let semaphore = vk_op(gpu.semaphore(None, SemTypes::SYNC_FD))?;
     let cb = vk_op(gpu.record(|device, cb| {
         // SAFETY: recording; the buffer is bound and SHARED bytes long.
@@ -542,24 +504,19 @@ fn sync_fd_child(gpu: &Gpu<'_>) -> CheckResult<()> {
             .export_semaphore(semaphore, SemTypes::SYNC_FD)
             .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(SYNC_FD)", e))?;
         let dma_buf = vk_op(gpu.export_fd(shared.memory, Types::DMA_BUF_EXT))?;
-        let (child, socket) = spawn_child("child-syncfd")?;
+        let child = spawn_child("child-syncfd")?;
         let message = FdMessage {
             size: SHARED,
             value,
         };
-        let sent = send_fd(socket.as_fd(), dma_buf.as_fd(), message)
-            .and_then(|()| send_fd(socket.as_fd(), sync_file.as_fd(), message));
-        drop((dma_buf, sync_file, socket));
+        let sent = send_fd(child.socket(), dma_buf.as_fd(), message)
+            .and_then(|()| send_fd(child.socket(), sync_file.as_fd(), message));
+        drop((dma_buf, sync_file));
         let reaped = reap(child, "polls the sync_file, imports it and sees every byte");
         io_op("sendmsg(SCM_RIGHTS)", sent)?;
         reaped
     })();
-    // SAFETY: a live queue.
-    let idle = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
-    gpu.destroy_semaphore(semaphore);
-    gpu.free_command_buffer(cb);
-    result?;
-    idle.map_err(|e| Failure::op("vkQueueWaitIdle", e))
+    gpu.settle(result, &[], &[semaphore], &[cb])
 }
 
 /// The child side of both cross-process cases: `Ok` or what went wrong.
@@ -613,7 +570,7 @@ fn check_fill(gpu: &Gpu<'_>, memory: vk::DeviceMemory, message: FdMessage) -> Re
 pub fn child_timeline() -> ExitCode {
     child("child-timeline", |gpu| {
         let (memory_fd, sync_fd, message) = receive_two()?;
-        let shared = Block::import(gpu, memory_fd, Types::OPAQUE_FD, message.size)?;
+        let shared = DeviceBuffer::import(gpu, memory_fd, Types::OPAQUE_FD, message.size)?;
         let timeline = gpu.semaphore(Some(0), SemTypes::OPAQUE_FD)?;
         let result = (|| {
             gpu.import_semaphore(timeline, SemTypes::OPAQUE_FD, false, sync_fd)
@@ -626,6 +583,46 @@ pub fn child_timeline() -> ExitCode {
         })();
         gpu.destroy_semaphore(timeline);
         result
+    })
+}
+
+/// `icd-e2e child-held`: imports the memory and the timeline, submits a fill that waits
+/// for point 1 (which nobody has signalled yet) and signals 2, tells the parent, and
+/// waits for 2.
+pub fn child_held() -> ExitCode {
+    child("child-held", |gpu| {
+        let (memory_fd, sync_fd, message) = receive_two()?;
+        let shared = DeviceBuffer::import(gpu, memory_fd, Types::OPAQUE_FD, message.size)?;
+        let timeline = gpu.semaphore(Some(0), SemTypes::OPAQUE_FD)?;
+        let cb = gpu.record(|device, cb| {
+            // SAFETY: recording; the buffer is bound and `message.size` bytes long.
+            unsafe { device.cmd_fill_buffer(cb, shared.buffer, 0, message.size, message.value) };
+        });
+        let result = cb.clone().and_then(|cb| {
+            gpu.import_semaphore(timeline, SemTypes::OPAQUE_FD, false, sync_fd)
+                .map_err(|(e, _)| format!("vkImportSemaphoreFdKHR: {e}"))?;
+            let batch = SyncBatch {
+                waits: vec![(timeline, 1)],
+                command_buffers: vec![cb],
+                signals: vec![(timeline, 2)],
+            };
+            gpu.submit_batches(&[batch], vk::Fence::null())?;
+            // SAFETY: fd 0 is the socket the parent gave us as stdin.
+            let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+            rustix::net::send(stdin, &[1], rustix::net::SendFlags::empty())
+                .map_err(|e| format!("send to the parent: {e}"))?;
+            let timeout = u64::try_from(CHILD_WAIT.as_nanos()).unwrap_or(u64::MAX);
+            if !gpu.wait_timeline(timeline, 2, timeout)? {
+                return Err(format!("point 2 not reached in {CHILD_WAIT:?}"));
+            }
+            Ok(())
+        });
+        let idle = gpu.wait_idle();
+        gpu.destroy_semaphore(timeline);
+        if let Ok(cb) = cb {
+            gpu.free_command_buffer(cb);
+        }
+        result.and(idle)
     })
 }
 
@@ -643,7 +640,7 @@ pub fn child_syncfd() -> ExitCode {
         if ready != 1 {
             return Err(format!("the sync_file did not signal in {CHILD_WAIT:?}"));
         }
-        let shared = Block::import(gpu, dma_buf, Types::DMA_BUF_EXT, message.size)?;
+        let shared = DeviceBuffer::import(gpu, dma_buf, Types::DMA_BUF_EXT, message.size)?;
         let local = gpu.allocate(message.size, Types::empty())?;
         let local = match gpu.buffer(local, message.size, Types::empty()) {
             Ok(buffer) => (local, buffer),
@@ -663,14 +660,10 @@ pub fn child_syncfd() -> ExitCode {
                 command_buffers: vec![cb],
                 ..SyncBatch::default()
             };
-            gpu.submit_batches(&[batch], fence)?;
-            if !gpu.wait_fence(fence, u64::MAX)? {
-                return Err("the copy's fence timed out".into());
-            }
+            gpu.submit_and_wait(&[batch], fence)?;
             check_fill(gpu, local.0, message)
         })();
-        // SAFETY: a live queue.
-        let _ = unsafe { gpu.device.queue_wait_idle(gpu.queue) };
+        let _ = gpu.wait_idle();
         gpu.free_command_buffer(cb);
         gpu.destroy_fence(fence);
         gpu.destroy_semaphore(semaphore);
@@ -817,4 +810,227 @@ fn raw_semaphore(
 
 fn raw_fence(raw: &Gpu<'_>, export: FenceTypes) -> CheckResult<vk::Fence> {
     vk_op(raw.fence(false, export))
+}
+
+/// `vkGetFenceStatus` is `VK_NOT_READY` now and stays so for a while: the submission that
+/// signals it is held (or still running).
+fn still_pending(gpu: &Gpu<'_>, fence: vk::Fence, what: &str) -> CheckResult<()> {
+    expect(
+        what,
+        !vk_op(gpu.wait_fence(fence, 50_000_000))?,
+        "the fence signalled",
+    )
+}
+
+fn held_until_host_signal(gpu: &Gpu<'_>) -> CheckResult<()> {
+    const SIZE: u64 = 1 << 20;
+    let src = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
+    let dst = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
+    let bytes = pattern::bytes(31, len(SIZE)?);
+    vk_op(gpu.write(src.memory, 0, &bytes))?;
+    vk_op(gpu.write(dst.memory, 0, &vec![0; bytes.len()]))?;
+    let cb = vk_op(gpu.record_copy(src.buffer, dst.buffer, SIZE))?;
+    let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::empty()))?;
+    let fence = vk_op(gpu.fence(false, FenceTypes::empty()))?;
+    let result = (|| {
+        let batch = SyncBatch {
+            waits: vec![(timeline, 1)],
+            command_buffers: vec![cb],
+            ..SyncBatch::default()
+        };
+        vk_op(gpu.submit_batches(&[batch], fence))?;
+        still_pending(gpu, fence, "the fence before the signal")?;
+        let early = vk_op(gpu.read(dst.memory, 0, bytes.len()))?;
+        expect(
+            "no byte copied before the signal",
+            early.iter().all(|b| *b == 0),
+            "the copy ran early",
+        )?;
+        vk_op(gpu.signal_timeline(timeline, 1))?;
+        vk_op(gpu.await_fence(fence))?;
+        let seen = vk_op(gpu.read(dst.memory, 0, bytes.len()))?;
+        expect_bytes("the held copy", &bytes, &seen)
+    })();
+    gpu.settle(result, &[fence], &[timeline], &[cb])
+}
+
+fn held_chain(gpu: &Gpu<'_>) -> CheckResult<()> {
+    const SIZE: u64 = 1 << 20;
+    let blocks = [
+        vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?,
+        vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?,
+        vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?,
+        vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?,
+    ];
+    let bytes = pattern::bytes(37, len(SIZE)?);
+    vk_op(gpu.write(blocks[0].memory, 0, &bytes))?;
+    let mut cbs = Vec::new();
+    for pair in blocks.windows(2) {
+        if let [from, to] = pair {
+            cbs.push(vk_op(gpu.record_copy(from.buffer, to.buffer, SIZE))?);
+        }
+    }
+    let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::empty()))?;
+    let fence = vk_op(gpu.fence(false, FenceTypes::empty()))?;
+    let result = (|| {
+        // Copy i waits for point i + 1 and signals i + 2; the first point is the host's.
+        for (cb, wait) in cbs.iter().zip(1u64..) {
+            let batch = SyncBatch {
+                waits: vec![(timeline, wait)],
+                command_buffers: vec![*cb],
+                signals: vec![(timeline, wait + 1)],
+            };
+            let last = wait == 3;
+            vk_op(gpu.submit_batches(&[batch], if last { fence } else { vk::Fence::null() }))?;
+        }
+        still_pending(gpu, fence, "the last fence before the host signal")?;
+        expect(
+            "the counter while all three are held",
+            vk_op(gpu.counter(timeline))? == 0,
+            "another value",
+        )?;
+        vk_op(gpu.signal_timeline(timeline, 1))?;
+        vk_op(gpu.wait_idle())?;
+        expect(
+            "the fence of the last submit after vkQueueWaitIdle",
+            signalled(gpu, fence)?,
+            "VK_NOT_READY",
+        )?;
+        let value = vk_op(gpu.counter(timeline))?;
+        expect("the counter after the chain", value == 4, value)?;
+        for (i, block) in blocks.iter().enumerate().skip(1) {
+            let seen = vk_op(gpu.read(block.memory, 0, bytes.len()))?;
+            expect_bytes(&format!("block {i} after the chain"), &bytes, &seen)?;
+        }
+        Ok(())
+    })();
+    gpu.settle(result, &[fence], &[timeline], &cbs)
+}
+
+fn import_in_use(raw: &Gpu<'_>) -> CheckResult<()> {
+    let timeline = raw_semaphore(raw, Some(0), SemTypes::empty())?;
+    let semaphore = raw_semaphore(raw, None, SemTypes::OPAQUE_FD)?;
+    let fence = raw_fence(raw, FenceTypes::OPAQUE_FD)?;
+    let donor = raw_semaphore(raw, None, SemTypes::OPAQUE_FD)?;
+    let donor_fence = raw_fence(raw, FenceTypes::OPAQUE_FD)?;
+    let result = (|| {
+        let held = SyncBatch {
+            waits: vec![(timeline, 1)],
+            signals: vec![(semaphore, 0)],
+            ..SyncBatch::default()
+        };
+        vk_op(raw.submit_batches(&[held], fence))?;
+        let export = |s| {
+            raw.export_semaphore(s, SemTypes::OPAQUE_FD)
+                .map_err(|e| Failure::op("vkGetSemaphoreFdKHR(OPAQUE_FD)", e))
+        };
+        let export_fence = || {
+            raw.export_fence(donor_fence, FenceTypes::OPAQUE_FD)
+                .map_err(|e| Failure::op("vkGetFenceFdKHR(OPAQUE_FD)", e))
+        };
+        expect_refused(
+            Vuid::SemaphoreImportInUse,
+            raw.import_semaphore(semaphore, SemTypes::OPAQUE_FD, false, export(donor)?),
+        )?;
+        expect_refused(
+            Vuid::FenceImportInUse,
+            raw.import_fence(fence, FenceTypes::OPAQUE_FD, false, export_fence()?),
+        )?;
+        vk_op(raw.signal_timeline(timeline, 1))?;
+        vk_op(raw.await_fence(fence))?;
+        raw.import_semaphore(semaphore, SemTypes::OPAQUE_FD, false, export(donor)?)
+            .map_err(|(e, _)| Failure::op("vkImportSemaphoreFdKHR once idle", e))?;
+        raw.import_fence(fence, FenceTypes::OPAQUE_FD, false, export_fence()?)
+            .map_err(|(e, _)| Failure::op("vkImportFenceFdKHR once idle", e))
+    })();
+    raw.settle(
+        result,
+        &[fence, donor_fence],
+        &[timeline, semaphore, donor],
+        &[],
+    )
+}
+
+/// `VK_ERROR_DEVICE_LOST` from `result`.
+fn lost<T: std::fmt::Debug>(what: &str, result: Result<T, vk::Result>) -> CheckResult<()> {
+    expect(
+        &format!("{what} returns VK_ERROR_DEVICE_LOST"),
+        matches!(result, Err(vk::Result::ERROR_DEVICE_LOST)),
+        format!("{result:?}"),
+    )
+}
+
+fn device_lost(gpu: &Gpu<'_>) -> CheckResult<()> {
+    // A device of its own: a lost device stays lost.
+    let device = Gpu::new(gpu.instance).map_err(|e| Failure::new("a second device", e))?;
+    let mut result = Ok(());
+    // The submission of a command buffer whose memory is gone is what the validation layer
+    // reports; the waits on the lost device and its teardown may be reported too.
+    let messages = vulkan::expect_messages(|| {
+        result = lose_device(&device);
+        drop(device);
+    });
+    result?;
+    expect(
+        "the validation layer reported the invalid command buffer",
+        messages >= 1,
+        messages,
+    )
+}
+
+fn lose_device(gpu: &Gpu<'_>) -> CheckResult<()> {
+    const SIZE: u64 = 1 << 20;
+    let src = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
+    let dst = vk_op(DeviceBuffer::new(gpu, SIZE, Types::empty()))?;
+    let cb = vk_op(gpu.record_copy(src.buffer, dst.buffer, SIZE))?;
+    let fence = vk_op(gpu.fence(false, FenceTypes::empty()))?;
+    let timeline = vk_op(gpu.semaphore(Some(0), SemTypes::empty()))?;
+    // Freed: the kernel unbinds it, and the copy finds nothing mapped at its source.
+    drop(src);
+    let result = (|| {
+        let batch = SyncBatch {
+            command_buffers: vec![cb],
+            signals: vec![(timeline, 1)],
+            ..SyncBatch::default()
+        };
+        vk_op(gpu.submit_batches(&[batch], fence))?;
+        // SAFETY: a live fence.
+        lost("vkWaitForFences", unsafe {
+            gpu.device.wait_for_fences(&[fence], true, u64::MAX)
+        })?;
+        // SAFETY: a live fence.
+        lost("vkGetFenceStatus", unsafe {
+            gpu.device.get_fence_status(fence)
+        })?;
+        let semaphores = [timeline];
+        let values = [1];
+        let info = vk::SemaphoreWaitInfo::default()
+            .semaphores(&semaphores)
+            .values(&values);
+        // SAFETY: a live timeline semaphore; the arrays live across the call.
+        lost("vkWaitSemaphores", unsafe {
+            gpu.timeline().wait_semaphores(&info, u64::MAX)
+        })?;
+        // SAFETY: a live queue.
+        lost("vkQueueWaitIdle", unsafe {
+            gpu.device.queue_wait_idle(gpu.queue)
+        })?;
+        // SAFETY: a live device.
+        lost("vkDeviceWaitIdle", unsafe { gpu.device.device_wait_idle() })?;
+        let again = SyncBatch {
+            command_buffers: vec![cb],
+            ..SyncBatch::default()
+        };
+        let submits = [vk::SubmitInfo::default().command_buffers(&again.command_buffers)];
+        // SAFETY: live objects; the arrays live across the call.
+        lost("a later vkQueueSubmit", unsafe {
+            gpu.device
+                .queue_submit(gpu.queue, &submits, vk::Fence::null())
+        })
+    })();
+    gpu.destroy_semaphore(timeline);
+    gpu.destroy_fence(fence);
+    gpu.free_command_buffer(cb);
+    drop(dst);
+    result
 }

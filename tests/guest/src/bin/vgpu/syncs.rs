@@ -1,8 +1,9 @@
 //! Jobs, fences and syncobjs: `EXEC` without `EXEC_WAIT` returns before the copy is done
 //! and a syncobj wait sees it; a vgem fence on an imported dma-buf holds a job back until
 //! it is signalled; a sync_file exported from our dma-buf lets another process wait for
-//! the GPU's write; timeline points; bad syncobj arguments; a killed process with a job in
-//! flight gives everything back. Latencies (submit to signal) go out as diagnostics.
+//! the GPU's write; timeline points; the file's count of failed jobs (`JOB_FAULTS`); bad
+//! syncobj arguments; a killed process with a job in flight gives everything back.
+//! Latencies (submit to signal) go out as diagnostics.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -24,7 +25,7 @@ use crate::helpers::{back_to_start, create_gem, map, map_fd, rejected, release, 
 use crate::{Ktap, MIB, SLOT};
 
 /// Results this group writes.
-pub(crate) const CHECKS: usize = 8;
+pub(crate) const CHECKS: usize = 9;
 
 const VA: u64 = 12 * SLOT;
 /// Long enough for "not yet done" to hold under TCG and KVM alike.
@@ -181,6 +182,9 @@ pub(crate) fn checks(ktap: &mut Ktap, gpu: Option<&Vgpu>, vgem: Option<&DrmNode>
 
     let what = "timeline: a job signals point 1, a second waits for it and signals 2; QUERY reads 2; a CPU-signalled point 3 releases a third; a wait for an unsubmitted point is EINVAL";
     ktap.check_after(what, gpu.zip(objects.as_ref()), |(gpu, _)| timeline(gpu));
+
+    let what = "JOB_FAULTS: a faulting queued job (binary and timeline signal) and a faulting EXEC_WAIT job each count once by the time they signal; good jobs, and another file's fault, leave this file's count alone";
+    ktap.check_after(what, gpu.zip(objects.as_ref()), |(gpu, _)| job_faults(gpu));
 
     let what = "rejections: unknown EXEC flags, sync flags, too many syncs, unknown wait and signal handles, an empty syncobj: EINVAL/ENOENT, counters unchanged";
     ktap.check_after(what, gpu.zip(objects.as_ref()), |(gpu, _)| bad_syncs(gpu));
@@ -440,6 +444,85 @@ fn timeline(gpu: &Vgpu) -> CheckResult<()> {
         "EXEC waiting for the unsubmitted point 9",
         submit(gpu, &[vgpu::fill(VA, 3, 4)], &[point(h, 9)], &[]),
         Errno::INVAL,
+    )
+}
+
+/// `EXEC_WAIT` of `cmds`, which must fault (`EIO`).
+fn faults(gpu: &Vgpu, cmds: &[Cmd]) -> CheckResult<()> {
+    match gpu.exec(cmds) {
+        Err((Errno::IO, _)) => Ok(()),
+        other => Err(Failure::new(
+            "EIO from a job that faults",
+            format!("{other:?}"),
+        )),
+    }
+}
+
+fn job_faults(gpu: &Vgpu) -> CheckResult<()> {
+    let count = |gpu: &Vgpu| op("GET_PARAM(JOB_FAULTS)", gpu.get_param(Param::JOB_FAULTS));
+    let start = count(gpu)?;
+    let other = io_op("opening extmem-vgpu again", Vgpu::open())?;
+    expect_eq("a new file's count", count(&other)?, 0)?;
+    // The group binds its two objects at VA and VA + BIG; nothing is bound after them.
+    let unmapped = VA + 2 * BIG;
+    let done = syncobj(gpu)?;
+    op(
+        "EXEC (a good job)",
+        submit(gpu, &[vgpu::fill(VA, 1, 4096)], &[], &[binary(done.handle)]),
+    )?;
+    wait(gpu, done.handle)?;
+    expect_eq("the count after a good job", count(gpu)?, start)?;
+    op(
+        "EXEC (a fill of an unmapped VA, queued)",
+        submit(
+            gpu,
+            &[vgpu::fill(unmapped, 2, 4096)],
+            &[],
+            &[binary(done.handle)],
+        ),
+    )?;
+    wait(gpu, done.handle)?;
+    expect_eq(
+        "the count read as soon as the faulting job's syncobj signalled",
+        count(gpu)?,
+        start + 1,
+    )?;
+    // A timeline point's chain node carries no error: the count is what tells.
+    let tl = syncobj(gpu)?;
+    op(
+        "EXEC (a copy from an unmapped VA, signalling timeline point 1)",
+        submit(
+            gpu,
+            &[vgpu::copy(unmapped, VA, 4096)],
+            &[],
+            &[point(tl.handle, 1)],
+        ),
+    )?;
+    op(
+        "TIMELINE_WAIT(1)",
+        sync::timeline_wait(gpu.as_fd(), tl.handle, 1, WAIT),
+    )?;
+    expect_eq("the count after the timeline job", count(gpu)?, start + 2)?;
+    faults(gpu, &[vgpu::fill(unmapped, 3, 4)])?;
+    expect_eq(
+        "the count after a faulting EXEC_WAIT job",
+        count(gpu)?,
+        start + 3,
+    )?;
+    crate::helpers::exec(gpu, &[vgpu::fill(VA, 4, 4)])?;
+    expect_eq(
+        "the count after a good EXEC_WAIT job",
+        count(gpu)?,
+        start + 3,
+    )?;
+    expect_eq("the other file's count", count(&other)?, 0)?;
+    // The other file binds nothing: any address faults there.
+    faults(&other, &[vgpu::fill(VA, 5, 4)])?;
+    expect_eq("the other file's count after its fault", count(&other)?, 1)?;
+    expect_eq(
+        "this file's count after the other's fault",
+        count(gpu)?,
+        start + 3,
     )
 }
 
