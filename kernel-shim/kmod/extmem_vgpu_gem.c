@@ -530,30 +530,37 @@ void extmem_share_fini(struct extmem_device *edev)
 }
 
 /*
- * The entry of `list` that `match` accepts for `key`, with one more user; NULL if none.
- * Caller holds share_lock.
+ * The entry of `list` that `match` accepts for `key`, with one more user, or a new one
+ * from `create` (which counts it), used by its first object. Under share_lock, so two
+ * imports of the same memory never make two entries.
  */
-static struct extmem_share *extmem_share_find(struct list_head *list,
-					      bool (*match)(struct extmem_share *sh,
-							    const void *key),
-					      const void *key)
+static struct extmem_share *
+extmem_share_get(struct drm_device *drm, struct list_head *list,
+		 bool (*match)(struct extmem_share *sh, const void *key),
+		 struct extmem_share *(*create)(struct drm_device *drm, const void *key),
+		 const void *key)
 {
+	struct extmem_device *edev = to_extmem_device(drm);
 	struct extmem_share *sh;
+	int ret;
 
+	ret = mutex_lock_interruptible(&edev->share_lock);
+	if (ret)
+		return ERR_PTR(ret);
 	list_for_each_entry(sh, list, link) {
 		if (match(sh, key)) {
 			sh->users++;
-			return sh;
+			goto out_unlock;
 		}
 	}
-	return NULL;
-}
-
-/* Puts a new entry, used by its first object, on `list`. Caller holds share_lock. */
-static void extmem_share_add(struct list_head *list, struct extmem_share *sh)
-{
-	sh->users = 1;
-	list_add(&sh->link, list);
+	sh = create(drm, key);
+	if (!IS_ERR(sh)) {
+		sh->users = 1;
+		list_add(&sh->link, list);
+	}
+out_unlock:
+	mutex_unlock(&edev->share_lock);
+	return sh;
 }
 
 /*
@@ -606,33 +613,23 @@ static int extmem_attach_map(struct drm_device *drm, struct dma_buf *dmabuf,
 }
 
 /*
- * The device's attachment of `dmabuf`, made (attached, mapped, checked) by the first
- * import and used by one more object. A second attachment would have the exporter map
+ * A new attachment of `key` (the dma-buf): attached, mapped, checked. Through
+ * extmem_share_get, the device's attachment of a dma-buf is made by its first import and
+ * used by every later one. A second attachment would have the exporter map
  * the same pages for the same device a second time: udmabuf does so with CPU syncs,
  * which DMA-API debugging refuses ("overlapping mappings aren't supported"), and it
  * would cost a mapping per import. LAST_ATTACH_NS times only a new attachment.
  */
-static struct extmem_shared_attach *extmem_shared_attach_get(struct drm_device *drm,
-							      struct dma_buf *dmabuf)
+static struct extmem_share *extmem_shared_attach_create(struct drm_device *drm,
+							const void *key)
 {
-	struct extmem_device *edev = to_extmem_device(drm);
+	struct dma_buf *dmabuf = (struct dma_buf *)key;
 	struct extmem_shared_attach *sa;
-	struct extmem_share *found;
 	int ret;
 
-	ret = mutex_lock_interruptible(&edev->share_lock);
-	if (ret)
-		return ERR_PTR(ret);
-	found = extmem_share_find(&edev->attaches, extmem_shared_attach_matches, dmabuf);
-	if (found) {
-		sa = container_of(found, struct extmem_shared_attach, share);
-		goto out_unlock;
-	}
 	sa = kzalloc(sizeof(*sa), GFP_KERNEL);
-	if (!sa) {
-		ret = -ENOMEM;
-		goto out_unlock;
-	}
+	if (!sa)
+		return ERR_PTR(-ENOMEM);
 	ret = extmem_attach_map(drm, dmabuf, &sa->attach, &sa->sgt);
 	if (ret)
 		goto err_free;
@@ -641,18 +638,15 @@ static struct extmem_shared_attach *extmem_shared_attach_get(struct drm_device *
 		ret = extmem_runs_from_sgt(&sa->runs, sa->sgt);
 	if (ret)
 		goto err_unmap;
-	extmem_share_add(&edev->attaches, &sa->share);
-	atomic64_inc(&edev->counters.attachments);
-	goto out_unlock;
+	atomic64_inc(&to_extmem_device(drm)->counters.attachments);
+	return &sa->share;
 
 err_unmap:
 	dma_buf_unmap_attachment_unlocked(sa->attach, sa->sgt, DMA_BIDIRECTIONAL);
 	dma_buf_detach(dmabuf, sa->attach);
 err_free:
 	kfree(sa);
-out_unlock:
-	mutex_unlock(&edev->share_lock);
-	return ret ? ERR_PTR(ret) : sa;
+	return ERR_PTR(ret);
 }
 
 /* The last object is done with an attachment: unmapped, detached, freed. */
@@ -701,16 +695,19 @@ static struct drm_gem_object *extmem_import_create(struct drm_device *drm,
 						   u64 size, bool read_only)
 {
 	struct extmem_shared_attach *sa;
+	struct extmem_share *sh;
 	struct extmem_bo *bo;
 
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
 	if (!bo)
 		return ERR_PTR(-ENOMEM);
-	sa = extmem_shared_attach_get(drm, dmabuf);
-	if (IS_ERR(sa)) {
+	sh = extmem_share_get(drm, &to_extmem_device(drm)->attaches,
+			      extmem_shared_attach_matches, extmem_shared_attach_create, dmabuf);
+	if (IS_ERR(sh)) {
 		kfree(bo);
-		return ERR_CAST(sa);
+		return ERR_CAST(sh);
 	}
+	sa = container_of(sh, struct extmem_shared_attach, share);
 	bo->kind = kind;
 	bo->read_only = read_only;
 	bo->import.shared = sa;
@@ -723,7 +720,7 @@ static struct drm_gem_object *extmem_import_create(struct drm_device *drm,
 
 /*
  * drm_driver.gem_prime_import: drm_gem_prime_import_dev() of 6.12, with the device's
- * attachment of the dma-buf shared (extmem_shared_attach_get): two files importing one
+ * attachment of the dma-buf shared (extmem_share_get): two files importing one
  * dma-buf, or a PRIME import beside a FOREIGN window of it, attach it once. An object of
  * this device comes back as itself; anything else is wrapped, and extmem_import_free()
  * undoes it (not drm_prime_gem_destroy(), which would detach a shared attachment).
@@ -947,42 +944,27 @@ static bool extmem_user_map_matches(struct extmem_share *sh, const void *key)
 }
 
 /*
- * The device's mapping of the pages of `pin`: an existing one over the same pages in the
- * same direction, with one more user, or a new one (extmem_user_dma_map).
+ * A new mapping of the pages of `key` (a struct extmem_user_pin). Through
+ * extmem_share_get, an existing mapping of the same pages is used instead.
  */
-static struct extmem_user_map *extmem_user_map_get(struct drm_device *drm,
-						   const struct extmem_user_pin *pin)
+static struct extmem_share *extmem_user_map_create(struct drm_device *drm, const void *key)
 {
-	struct extmem_device *edev = to_extmem_device(drm);
+	const struct extmem_user_pin *pin = key;
 	struct extmem_user_map *map;
-	struct extmem_share *found;
 	int ret;
 
-	ret = mutex_lock_interruptible(&edev->share_lock);
-	if (ret)
-		return ERR_PTR(ret);
-	found = extmem_share_find(&edev->user_maps, extmem_user_map_matches, pin);
-	if (found) {
-		map = container_of(found, struct extmem_user_map, share);
-		goto out_unlock;
-	}
 	map = kzalloc(sizeof(*map), GFP_KERNEL);
-	if (!map) {
-		ret = -ENOMEM;
-		goto out_unlock;
-	}
+	if (!map)
+		return ERR_PTR(-ENOMEM);
 	ret = extmem_user_dma_map(drm->dev, pin->pages, pin->runs, pin->npages, &map->sgt,
 				  &map->dma_runs);
 	if (ret) {
 		kfree(map);
-		goto out_unlock;
+		return ERR_PTR(ret);
 	}
 	map->npages = pin->npages;
-	extmem_share_add(&edev->user_maps, &map->share);
-	atomic64_inc(&edev->counters.user_dma_maps);
-out_unlock:
-	mutex_unlock(&edev->share_lock);
-	return ret ? ERR_PTR(ret) : map;
+	atomic64_inc(&to_extmem_device(drm)->counters.user_dma_maps);
+	return &map->share;
 }
 
 /* The last object is done with a user mapping: unmapped (its pages still pinned), freed. */
@@ -1136,6 +1118,7 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 	struct mm_struct *mm = current->mm;
 	struct extmem_pin pin = {};
 	struct extmem_user_pin key;
+	struct extmem_share *sh;
 	struct page **batch;
 	struct extmem_bo *bo;
 	/* Phase times for LAST_PIN_NS and LAST_USERPTR_*_NS; setup is what the others leave. */
@@ -1213,11 +1196,13 @@ static struct drm_gem_object *extmem_userptr_create(struct drm_device *drm,
 		.runs = &pin.runs,
 		.npages = npages,
 	};
-	bo->user.map = extmem_user_map_get(drm, &key);
-	if (IS_ERR(bo->user.map)) {
-		ret = PTR_ERR(bo->user.map);
+	sh = extmem_share_get(drm, &edev->user_maps, extmem_user_map_matches,
+			      extmem_user_map_create, &key);
+	if (IS_ERR(sh)) {
+		ret = PTR_ERR(sh);
 		goto err_free;
 	}
+	bo->user.map = container_of(sh, struct extmem_user_map, share);
 	/* The file's ledger of pins (kcore): one record per object, ENOSPC when full. */
 	t0 = ktime_get_ns();
 	ret = mutex_lock_interruptible(&efile->vm_lock);
