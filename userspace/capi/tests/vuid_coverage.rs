@@ -38,6 +38,8 @@ const SYNC_ONLY: &[&str] = &[
     "VUID-VkImportFenceFdInfoKHR-handleType-01464",
     "VUID-VkImportFenceFdInfoKHR-fd-01541",
     "VUID-VkImportFenceFdInfoKHR-handleType-07306",
+    "VUID-vkImportSemaphoreFdKHR-semaphore-01142",
+    "VUID-vkImportFenceFdKHR-fence-01463",
 ];
 
 fn read(relative: &str) -> String {
@@ -55,7 +57,13 @@ fn vuids(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_linux_rule_of_vuids_md_is_checked_from_c() {
-    let listed = vuids(&read("../core/VUIDS.md"));
+    // The rules are the rows of its tables; its prose also names rules it does not check.
+    let table_rows: String = read("../core/VUIDS.md")
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let listed = vuids(&table_rows);
     let in_c = vuids(&read("tests/c/capi_test.c"));
     assert!(listed.len() >= 40, "VUIDS.md lists only {}", listed.len());
     let windows: BTreeSet<String> = WINDOWS_ONLY
