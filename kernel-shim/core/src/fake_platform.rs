@@ -301,17 +301,21 @@ impl Platform for FakePlatform {
     fn object_segment(&self, object: ObjectId, offset: u64) -> Result<Segment, SegmentError> {
         let s = self.state.borrow();
         let o = s.objects.get(&object.0).expect("known object");
+        // Where lookups start failing; a segment before it ends there, so that no page
+        // past it is handed out through a run that began earlier.
+        let mut usable = u64::MAX;
         if let Some((from, error)) = o.fail_from {
             if offset >= from {
                 return Err(error);
             }
+            usable = from - offset;
         }
         let mut start = 0;
         for &(pa, len) in &o.segments {
             if offset < start + len {
                 return Ok(Segment {
                     pa: PhysAddr::new(pa + (offset - start)),
-                    len: len - (offset - start),
+                    len: (len - (offset - start)).min(usable),
                 });
             }
             start += len;

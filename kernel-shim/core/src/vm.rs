@@ -773,12 +773,27 @@ mod tests {
         );
         fake.add_paged_object(2, &[0x1_0001_0000]);
         fake.add_object_without_ram(3, &[(0x1_0002_0800, PAGE)]);
+        // Object 4 is one physically contiguous run that fails from its second page.
+        fake.add_paged_object(4, &[0x1_0004_0000, 0x1_0004_1000]);
+        fake.fail_segments_from(
+            4,
+            PAGE,
+            SegmentError::Failed {
+                errno: errno::EFAULT,
+            },
+        );
         let mut vm = vm::<8>(&fake);
         let before = fake.snapshot();
         assert_eq!(
             errno_of(vm.bind(&map_args(VA, 0, 2 * PAGE, 0), object(&fake, 1))),
             errno::EFAULT,
             "the platform's errno passes through"
+        );
+        // The same failure inside one contiguous run: the run handed out before the
+        // failing offset ends there, so the bind meets the error too.
+        assert_eq!(
+            errno_of(vm.bind(&map_args(VA, 0, 2 * PAGE, 0), object(&fake, 4))),
+            errno::EFAULT
         );
         // The glue claims the object is larger than its segments.
         let short = BoundObject {
