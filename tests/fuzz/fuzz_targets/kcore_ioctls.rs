@@ -379,7 +379,13 @@ impl<'a> File<'a> {
                     (args.fault_va, args.fault_cmd, args.fault_kind.0),
                     (0, 0, 0)
                 );
-                if let Some(last) = cmds.last() {
+                // The engine runs the first `count` commands; a count below the array's
+                // length leaves the rest unrun.
+                let ran = usize::try_from(args.count)
+                    .ok()
+                    .and_then(|count| cmds.get(..count))
+                    .unwrap_or_default();
+                if let Some(last) = ran.last() {
                     self.check_fill(last);
                 }
             }
